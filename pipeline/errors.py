@@ -1,0 +1,36 @@
+"""The lymph error hierarchy. Each error subclasses the standard error it refines, so callers may
+catch either; every message names the file, the value and how to fix it."""
+
+from __future__ import annotations
+
+
+class LymphError(Exception):
+    """Base of every error lymph raises on purpose."""
+
+
+class SlideError(LymphError, OSError):
+    """A slide cannot be opened or read (corrupt, unsupported, missing)."""
+
+
+class NoTissueError(LymphError, ValueError):
+    """A slide holds no tissue that lymph can sample from."""
+
+
+class MppError(LymphError, ValueError):
+    """A slide's microns-per-pixel is missing or implausible."""
+
+
+class AnnotationError(LymphError, ValueError):
+    """An annotation file is malformed, unsafe or of an unknown kind."""
+
+
+class StoreError(LymphError, ValueError):
+    """A Zarr store is missing, of another schema version, or made with other settings."""
+
+
+class CheckpointError(LymphError, ValueError):
+    """A checkpoint is missing, corrupt, or of another architecture."""
+
+
+class ConfigError(LymphError, ValueError):
+    """A setting is out of range; the message says which and what is allowed."""
