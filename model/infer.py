@@ -1,0 +1,134 @@
+"""Inference on uint8 patches of any size: reflect-pad to the model's multiple, run, crop back.
+
+Never resizes. On CUDA the model runs under bf16 autocast in channels_last memory format.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from lymph.model.augment import dihedral, dihedral_inverse
+from lymph.model.unet import UNet, unwrap
+from lymph.pipeline.errors import ConfigError
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """ "auto" -> cuda, then mps, then cpu; a named device must be available (ConfigError)."""
+    if isinstance(device, torch.device):
+        return device
+    name = str(device)
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    kind = name.split(":")[0]
+    if kind not in DEVICES:
+        raise ConfigError(f"device {name!r} is not one of {DEVICES}")
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device 'cuda' asked for but CUDA is not available: use --device auto")
+    if kind == "mps" and not (
+        getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
+    ):
+        raise ConfigError("device 'mps' asked for but MPS is not available: use --device auto")
+    return torch.device(name)
+
+
+def pad_to_multiple(images: np.ndarray, multiple: int) -> tuple[np.ndarray, int, int]:
+    """Reflect-pad (B,H,W,C) at the bottom/right to multiples of ``multiple``; returns the padded
+    batch and the original H, W. numpy's reflect also handles pads larger than the image."""
+    h, w = images.shape[1:3]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if ph or pw:
+        mode = "reflect" if min(h, w) > 1 else "edge"
+        images = np.pad(images, ((0, 0), (0, ph), (0, pw), (0, 0)), mode=mode)
+    return images, h, w
+
+
+def _check_images(images: np.ndarray) -> None:
+    if not isinstance(images, np.ndarray) or images.dtype != np.uint8:
+        raise ValueError(
+            f"images must be a uint8 numpy array (N,H,W,3), got "
+            f"{getattr(images, 'dtype', type(images).__name__)}"
+        )
+    if images.ndim != 4 or images.shape[-1] != 3:
+        raise ValueError(f"images must be (N,H,W,3) RGB, got shape {images.shape}")
+
+
+def _run(
+    model: UNet,
+    images: np.ndarray,
+    *,
+    device: str | torch.device,
+    batch_size: int,
+    head: Callable[[UNet, torch.Tensor], torch.Tensor],
+    out_channels: int,
+) -> np.ndarray:
+    _check_images(images)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    net = unwrap(model)
+    dev = resolve_device(device)
+    net.to(dev)
+    was_training = net.training
+    net.eval()
+    n, h, w = images.shape[:3]
+    out = np.empty((n, out_channels, h, w), dtype=np.float32)
+    cuda = dev.type == "cuda"
+    fmt = torch.channels_last if cuda else torch.contiguous_format
+    try:
+        with torch.inference_mode(), torch.autocast(dev.type, torch.bfloat16, enabled=cuda):
+            for start in range(0, n, batch_size):
+                padded, _, _ = pad_to_multiple(images[start : start + batch_size], net.multiple)
+                x = torch.from_numpy(np.ascontiguousarray(padded)).to(dev)
+                x = x.permute(0, 3, 1, 2).float().div_(255).contiguous(memory_format=fmt)
+                y = head(net, x)[:, :, :h, :w].float()
+                out[start : start + len(padded)] = y.cpu().numpy()
+    finally:
+        net.train(was_training)
+    return out
+
+
+def predict_probs(
+    model: UNet,
+    images: np.ndarray,
+    *,
+    device: str | torch.device = "cpu",
+    batch_size: int = 16,
+    tta: bool = False,
+) -> np.ndarray:
+    """Tumor probabilities float32 (N,H,W) for uint8 (N,H,W,3) images of any H, W.
+
+    ``tta``: the mean probability over the 8 dihedral transforms (8x the compute). The model is
+    moved to ``device`` and left there.
+    """
+
+    def head(net: UNet, x: torch.Tensor) -> torch.Tensor:
+        if not tta:
+            return torch.sigmoid(net(x).mask_logits.float())
+        acc = torch.zeros((x.shape[0], 1, *x.shape[2:]), device=x.device)
+        for k in range(8):
+            y = torch.sigmoid(net(dihedral(x, k, axes=(2, 3))).mask_logits.float())
+            acc += dihedral_inverse(y, k, axes=(2, 3))
+        return acc / 8
+
+    return _run(model, images, device=device, batch_size=batch_size, head=head, out_channels=1)[
+        :, 0
+    ]
+
+
+def reconstruct(
+    model: UNet, images: np.ndarray, *, device: str | torch.device = "cpu", batch_size: int = 16
+) -> np.ndarray:
+    """The model's reconstruction of uint8 (N,H,W,3) images of any size, as uint8 (N,H,W,3)."""
+
+    def head(net: UNet, x: torch.Tensor) -> torch.Tensor:
+        return net(x).reconstruction
+
+    rec = _run(model, images, device=device, batch_size=batch_size, head=head, out_channels=3)
+    return np.rint(np.clip(rec, 0, 1) * 255).astype(np.uint8).transpose(0, 2, 3, 1)

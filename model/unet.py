@@ -1,0 +1,203 @@
+"""The UNet (Ronneberger et al. 2015) with a segmentation head and a reconstruction head.
+
+Encoder block i (i = 0 .. depth-1) holds two 3x3 conv + norm + ReLU at width
+``base_width * 2**i`` and is followed by a 2x2 max-pool; the bottleneck is the same block at
+``base_width * 2**depth``. Decoder block i upsamples (2x2 transposed conv), concatenates the skip
+from encoder block i and runs two convs. Two 1x1 heads read the last decoder block: one tumor logit
+per pixel and an RGB reconstruction squashed into [0, 1] by a sigmoid.
+
+``last_skip=False`` (the default, as in the seed paper) drops the skip from encoder block 0 to the
+last (highest-resolution) decoder block. Reconstruction then cannot copy the input through that
+shortcut: every pixel it produces has passed through the down-sampling path, so the deep blocks
+must learn. Fine-tuning keeps the architecture the pretraining checkpoint recorded.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any, NamedTuple
+
+import torch
+from lymph.pipeline.errors import ConfigError
+from torch import Tensor, nn
+
+NORMS = ("batch", "group", "none")
+
+
+@dataclass(frozen=True)
+class UNetConfig:
+    """Architecture settings; saved in every checkpoint and compared on load.
+
+    norm: "group" (default) normalises each image on its own, so predictions do not depend on
+    the batch they are in and tiny fine-tuning batches or DDP need no synchronised statistics;
+    "batch" is Ronneberger's BatchNorm; "none" for ablations.
+    """
+
+    in_channels: int = 3
+    base_width: int = 32
+    depth: int = 4
+    last_skip: bool = False
+    norm: str = "group"
+
+    def __post_init__(self) -> None:
+        for name in ("in_channels", "base_width", "depth"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigError(f"UNetConfig.{name} must be an int, got {value!r}")
+        if self.in_channels < 1:
+            raise ConfigError(f"UNetConfig.in_channels must be >= 1, got {self.in_channels}")
+        if self.base_width < 1:
+            raise ConfigError(
+                f"UNetConfig.base_width must be >= 1, got {self.base_width}; use e.g. 32"
+            )
+        if not 1 <= self.depth <= 7:
+            raise ConfigError(f"UNetConfig.depth must be between 1 and 7, got {self.depth}")
+        if not isinstance(self.last_skip, bool):
+            raise ConfigError(f"UNetConfig.last_skip must be a bool, got {self.last_skip!r}")
+        if self.norm not in NORMS:
+            raise ConfigError(f"UNetConfig.norm must be one of {NORMS}, got {self.norm!r}")
+
+    @property
+    def multiple(self) -> int:
+        """Input height and width must be multiples of this (one halving per level)."""
+        return 2**self.depth
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> UNetConfig:
+        """Inverse of ``to_dict``; unknown keys raise ConfigError (a newer or foreign format)."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"UNetConfig.from_dict needs a dict, got {type(data).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(
+                f"unknown UNetConfig keys {unknown}; known keys are {sorted(known)} "
+                "(a checkpoint from another lymph version?)"
+            )
+        return cls(**data)
+
+
+class UNetOutput(NamedTuple):
+    mask_logits: Tensor  # (N, 1, H, W) tumor logits
+    reconstruction: Tensor  # (N, C, H, W) in [0, 1]
+
+
+def _norm(kind: str, channels: int) -> nn.Module:
+    if kind == "batch":
+        return nn.BatchNorm2d(channels)
+    if kind == "group":
+        return nn.GroupNorm(math.gcd(8, channels), channels)
+    return nn.Identity()
+
+
+class ConvBlock(nn.Sequential):
+    """Two (3x3 conv, norm, ReLU)."""
+
+    def __init__(self, in_channels: int, out_channels: int, *, norm: str) -> None:
+        bias = norm == "none"
+        super().__init__(
+            nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=bias),
+            _norm(norm, out_channels),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=bias),
+            _norm(norm, out_channels),
+            nn.ReLU(inplace=True),
+        )
+
+
+class UpBlock(nn.Module):
+    """Upsample 2x, concatenate the skip (when it has one), two convs."""
+
+    def __init__(self, in_channels: int, out_channels: int, *, skip: bool, norm: str) -> None:
+        super().__init__()
+        self.has_skip = skip
+        self.up = nn.ConvTranspose2d(in_channels, out_channels, 2, stride=2)
+        self.conv = ConvBlock(out_channels * (2 if skip else 1), out_channels, norm=norm)
+
+    def forward(self, x: Tensor, skip: Tensor | None) -> Tensor:
+        x = self.up(x)
+        if self.has_skip:
+            assert skip is not None
+            x = torch.cat([x, skip], dim=1)
+        return self.conv(x)
+
+
+class UNet(nn.Module):
+    """UNet with named outputs; see the module docstring for the layout."""
+
+    def __init__(self, config: UNetConfig) -> None:
+        super().__init__()
+        if not isinstance(config, UNetConfig):
+            raise TypeError(f"UNet needs a UNetConfig, got {type(config).__name__}")
+        self.config = config
+        self.multiple = config.multiple
+        widths = [config.base_width * 2**i for i in range(config.depth + 1)]
+        self.encoders = nn.ModuleList()
+        in_ch = config.in_channels
+        for w in widths[:-1]:
+            self.encoders.append(ConvBlock(in_ch, w, norm=config.norm))
+            in_ch = w
+        self.pool = nn.MaxPool2d(2)
+        self.bottleneck = ConvBlock(widths[-2], widths[-1], norm=config.norm)
+        # decoders[i] mirrors encoders[i]; decoders[0] is the last, highest-resolution block.
+        self.decoders = nn.ModuleList(
+            UpBlock(
+                widths[i + 1],
+                widths[i],
+                skip=(i > 0 or config.last_skip),
+                norm=config.norm,
+            )
+            for i in range(config.depth)
+        )
+        self.mask_head = nn.Conv2d(widths[0], 1, 1)
+        self.recon_head = nn.Conv2d(widths[0], config.in_channels, 1)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d | nn.ConvTranspose2d):
+                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+
+    def check_input(self, x: Tensor) -> None:
+        """ValueError unless x is (N, in_channels, H, W) with H, W multiples of ``multiple``."""
+        if x.ndim != 4 or x.shape[1] != self.config.in_channels:
+            raise ValueError(
+                f"UNet input must be (N, {self.config.in_channels}, H, W), got {tuple(x.shape)}"
+            )
+        h, w = x.shape[-2:]
+        if h % self.multiple or w % self.multiple:
+            raise ValueError(
+                f"UNet input height and width must be multiples of {self.multiple} "
+                f"(2**depth, depth={self.config.depth}), got {h}x{w}: crop or pad first "
+                "(lymph.model.infer.predict_probs pads any size)"
+            )
+
+    def forward(self, x: Tensor) -> UNetOutput:
+        self.check_input(x)
+        skips = []
+        for enc in self.encoders:
+            x = enc(x)
+            skips.append(x)
+            x = self.pool(x)
+        x = self.bottleneck(x)
+        for i in reversed(range(self.config.depth)):
+            dec = self.decoders[i]
+            x = dec(x, skips[i] if dec.has_skip else None)
+        return UNetOutput(self.mask_head(x), torch.sigmoid(self.recon_head(x)))
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The plain module under DistributedDataParallel / torch.compile wrappers."""
+    while True:
+        if hasattr(model, "module") and isinstance(model.module, nn.Module):
+            model = model.module
+        elif hasattr(model, "_orig_mod") and isinstance(model._orig_mod, nn.Module):
+            model = model._orig_mod
+        else:
+            return model
