@@ -1,0 +1,473 @@
+"""`lymph eval` in patch mode: pixel precision, recall, F1, Dice and IoU of a checkpoint over
+every labeled patch of a store, pooled and per slide.
+
+The store is streamed one storage chunk (64 patches) at a time, so memory is bounded by one
+chunk of images and probabilities plus two fixed-size histograms (`PRAccumulator`). Patches are
+scored at their full size: `predict_probs` reflect-pads to the model's multiple and crops back.
+
+Thresholds: a number in [0, 1], or "auto". With "auto" a *validation part* of the store (slides
+disjoint from the ones scored) picks two thresholds: the F1-best one and the highest one that
+reaches 0.9 recall. The scored slides are reported at the F1-best threshold, and the pooled
+figures at the 0.9-recall threshold are reported too. The validation part is the checkpoint's
+recorded validation slides when they are labeled slides of this store, else a seeded split of
+the store's labeled slides (recorded in the output). The scored data never chooses a threshold.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from lymph.model.metrics import PixelCounts, PRAccumulator, binarize, pixel_counts
+from lymph.pipeline.errors import ConfigError, StoreError
+
+AUTO = "auto"
+RECALL_TARGET = 0.9
+
+
+def parse_threshold(value: str | float) -> float | str:
+    """ "auto" or a number in [0, 1] (ConfigError otherwise)."""
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text == AUTO:
+            return AUTO
+        try:
+            number = float(text)
+        except ValueError:
+            raise ConfigError(
+                f"threshold {value!r} is neither a number in [0, 1] nor 'auto'; "
+                "pass e.g. --threshold 0.5 or --threshold auto"
+            ) from None
+    else:
+        number = float(value)
+    if not (math.isfinite(number) and 0.0 <= number <= 1.0):
+        raise ConfigError(f"threshold {value!r} is outside [0, 1]; pass e.g. --threshold 0.5")
+    return number
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Settings of one patch-mode evaluation (all recorded in the output)."""
+
+    store: Path
+    checkpoint: Path
+    threshold: float | str = 0.5
+    out: Path | None = None
+    slides: tuple[str, ...] | None = None
+    val_slides: tuple[str, ...] | None = None
+    val_fraction: float = 0.2
+    batch_size: int = 16
+    device: str = "cpu"
+    tta: bool = False
+    figures: bool = False
+    n_figure_patches: int = 8
+    bins: int = 1001
+    seed: int = 0
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "store", Path(self.store))
+        object.__setattr__(self, "checkpoint", Path(self.checkpoint))
+        if self.out is not None:
+            object.__setattr__(self, "out", Path(self.out))
+        object.__setattr__(self, "threshold", parse_threshold(self.threshold))
+        for name in ("slides", "val_slides"):
+            value = getattr(self, name)
+            if value is not None:
+                if isinstance(value, str):
+                    raise ConfigError(f"{name} must be a sequence of slide ids, not a string")
+                object.__setattr__(self, name, tuple(str(v) for v in value))
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ConfigError(f"val_fraction must be within (0, 1), got {self.val_fraction}")
+        if self.n_figure_patches < 1:
+            raise ConfigError(f"n_figure_patches must be >= 1, got {self.n_figure_patches}")
+        if self.bins < 11:
+            raise ConfigError(f"bins must be >= 11, got {self.bins}")
+        if self.figures and self.out is None:
+            raise ConfigError("figures need an output folder: pass --out DIR with --figures")
+        if self.val_slides is not None and self.threshold != AUTO:
+            raise ConfigError("val_slides only matter with threshold 'auto'")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        for key in ("store", "checkpoint", "out"):
+            d[key] = None if d[key] is None else str(d[key])
+        for key in ("slides", "val_slides"):
+            d[key] = None if d[key] is None else list(d[key])
+        return d
+
+
+@dataclass
+class _Reservoir:
+    """Uniform sample of k items from a stream (Algorithm R) with an explicit Generator."""
+
+    k: int
+    rng: np.random.Generator
+    items: list[Any] = field(default_factory=list)
+    seen: int = 0
+
+    def offer(self, item: Any) -> None:
+        self.seen += 1
+        if len(self.items) < self.k:
+            self.items.append(item)
+        else:
+            j = int(self.rng.integers(self.seen))
+            if j < self.k:
+                self.items[j] = item
+
+
+def _recorded_slides(ckpt: dict, key: str) -> list[str] | None:
+    """Slide ids a checkpoint records under `key` (config top level or config["train"])."""
+    config = ckpt.get("config", {})
+    for where in (config, config.get("train", {}) if isinstance(config, dict) else {}):
+        if isinstance(where, dict) and isinstance(where.get(key), list | tuple):
+            return [str(s) for s in where[key]]
+    extra = ckpt.get("extra", {})
+    if isinstance(extra, dict) and isinstance(extra.get(key), list | tuple):
+        return [str(s) for s in extra[key]]
+    return None
+
+
+def split_validation(
+    slides: Sequence[tuple[str, str]], *, fraction: float, rng: np.random.Generator
+) -> tuple[list[str], list[str]]:
+    """Seeded split of labeled (slide_id, status) pairs into (validation, scored) slide ids.
+
+    The validation part holds round(fraction * n) slides, at least one, and at least one tumor
+    slide when there is one; the scored part keeps at least one slide (and one tumor slide when
+    there are two or more). ConfigError with fewer than two slides.
+    """
+    if len(slides) < 2:
+        raise ConfigError(
+            f"threshold 'auto' needs at least 2 labeled slides (one to choose the threshold, one "
+            f"to score), the store has {len(slides)}; pass a number, e.g. --threshold 0.5"
+        )
+    ids = sorted(s for s, _ in slides)
+    tumor = [s for s, st in sorted(slides) if st == "tumor"]
+    normal = [s for s, st in sorted(slides) if st != "tumor"]
+    n_val = min(max(1, round(fraction * len(ids))), len(ids) - 1)
+    tumor_perm = [tumor[i] for i in rng.permutation(len(tumor))]
+    normal_perm = [normal[i] for i in rng.permutation(len(normal))]
+    val: list[str] = []
+    if tumor_perm:
+        val.append(tumor_perm.pop())
+    # share the remaining validation places in proportion, keeping a tumor slide to score
+    while len(val) < n_val:
+        want_tumor = len(tumor_perm) > 1 and (
+            not normal_perm or rng.random() < len(tumor_perm) / (len(tumor_perm) + len(normal_perm))
+        )
+        val.append(tumor_perm.pop() if want_tumor else normal_perm.pop())
+    scored = [s for s in ids if s not in set(val)]
+    return sorted(val), scored
+
+
+def _choose_slides(
+    config: EvalConfig, store: Any, ckpt: dict, rng: np.random.Generator
+) -> tuple[list[str], list[str], str]:
+    """(scored slide ids, validation slide ids, where the validation part came from)."""
+    labeled = [s for s in store.slides if s.labeled]
+    if not labeled:
+        raise StoreError(
+            f"{store.path}: the store holds no labeled slide (tumor or normal), so there are no "
+            "masks to score against; extract slides with annotations (`lymph extract` reads "
+            "S.xml / S_mask.tif beside each slide, or --annotations DIR)"
+        )
+    labeled_ids = {s.slide_id for s in labeled}
+    requested: list[str] | None = None
+    if config.slides is not None:
+        for sid in config.slides:
+            info = store.slide(sid)  # StoreError for an unknown id
+            if not info.labeled:
+                raise StoreError(
+                    f"{store.path}: slide {sid!r} is {info.status}, it has no masks to score; "
+                    "pass only tumor or normal slides to --slides"
+                )
+        requested = sorted(set(config.slides))
+    if config.threshold != AUTO:
+        return requested or sorted(labeled_ids), [], "none"
+
+    if config.val_slides is not None:
+        val, source = sorted(set(config.val_slides)), "given"
+    else:
+        recorded = _recorded_slides(ckpt, "val_slides")
+        if (
+            recorded
+            and set(recorded) <= labeled_ids
+            and (requested is None or not set(recorded) & set(requested))
+        ):
+            val, source = sorted(set(recorded)), "checkpoint"
+        else:
+            pool = [(s.slide_id, s.status) for s in labeled]
+            if requested is not None:
+                pool = [p for p in pool if p[0] not in set(requested)]
+                if not pool:
+                    raise ConfigError(
+                        "threshold 'auto' needs labeled slides outside --slides to choose the "
+                        "threshold on; score fewer slides, or pass --threshold 0.5"
+                    )
+                return requested, sorted(p[0] for p in pool), "all labeled slides not scored"
+            val, _ = split_validation(pool, fraction=config.val_fraction, rng=rng)
+            source = f"seeded split (seed {config.seed}, fraction {config.val_fraction})"
+    for sid in val:
+        if not store.slide(sid).labeled:
+            raise StoreError(f"{store.path}: validation slide {sid!r} has no masks")
+    scored = requested if requested is not None else sorted(labeled_ids - set(val))
+    overlap = sorted(set(scored) & set(val))
+    if overlap:
+        raise ConfigError(
+            f"slides {overlap} would both choose the threshold and be scored; score other slides "
+            "or pass a fixed --threshold"
+        )
+    if not scored:
+        raise ConfigError("no labeled slide is left to score after the validation part")
+    return scored, val, source
+
+
+def _progress(total: int, desc: str, enabled: bool):  # -> tqdm
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="patch", disable=None if enabled else True)
+
+
+def _stream(
+    store: Any,
+    slide_ids: Iterable[str],
+    model: Any,
+    config: EvalConfig,
+    desc: str,
+):
+    """Yield (slide_id, batch, probs) chunk by chunk."""
+    from lymph.model.infer import predict_probs
+
+    refs = store.chunks(list(slide_ids))
+    with _progress(sum(len(r) for r in refs), desc, config.progress) as bar:
+        for ref in refs:
+            batch = store.read(ref.slide_id, ref.start, ref.stop, masks=True)
+            probs = predict_probs(
+                model,
+                batch.images,
+                device=config.device,
+                batch_size=config.batch_size,
+                tta=config.tta,
+            )
+            yield ref.slide_id, batch, probs
+            bar.update(len(batch))
+
+
+def _check_store_matches(store: Any, ckpt: dict, warn: list[str]) -> None:
+    trained = ckpt.get("config", {}).get("store")
+    if not isinstance(trained, dict):
+        return
+    for key in ("level", "patch_size", "mpp", "target_mpp"):
+        if key in trained and key in store.settings and trained[key] != store.settings[key]:
+            warn.append(
+                f"the checkpoint was trained on patches with {key}={trained[key]!r}, this store "
+                f"has {key}={store.settings[key]!r}: scores may not mean what you expect"
+            )
+
+
+def evaluate(config: EvalConfig) -> dict[str, Any]:
+    """Score `config.checkpoint` on the labeled patches of `config.store`; see the module doc.
+
+    Returns a JSON-ready dict: precision, recall, f1, dice, iou (pooled, 0-1), the counts, the
+    threshold, per-slide figures under "slides", the validation part under "validation" (auto),
+    written file paths under "files", and every setting under "config".
+    """
+    from lymph.model.checkpoint import load_model
+    from lymph.pipeline.store import PatchStore
+
+    store = PatchStore.open(config.store)
+    model, ckpt = load_model(config.checkpoint, device="cpu")
+    rng = np.random.default_rng(config.seed)
+    scored, val, val_source = _choose_slides(config, store, ckpt, rng)
+    notes: list[str] = []
+    _check_store_matches(store, ckpt, notes)
+    trained_on = set(_recorded_slides(ckpt, "train_slides") or [])
+    leaked = sorted(trained_on & set(scored))
+    if leaked:
+        notes.append(
+            f"slides {leaked} were used to train this checkpoint: their scores are optimistic; "
+            "score held-out slides (--slides) or a store of test slides"
+        )
+    for note in notes:
+        warnings.warn(note, stacklevel=2)
+
+    result: dict[str, Any] = {}
+    if config.threshold == AUTO:
+        val_acc = PRAccumulator(bins=config.bins)
+        for _, batch, probs in _stream(store, val, model, config, "eval: validation"):
+            val_acc.update(probs, batch.masks)
+        if val_acc.hist_pos.sum() == 0:
+            raise ConfigError(
+                f"the validation slides {val} hold no tumor pixels, so no threshold can be "
+                "chosen on them; pass --threshold 0.5, or a store with more tumor slides"
+            )
+        threshold = val_acc.best_f1_threshold()
+        recall_threshold = val_acc.threshold_at_recall(RECALL_TARGET)
+        result["validation"] = {
+            "slides": val,
+            "source": val_source,
+            "f1_best_threshold": threshold,
+            f"recall_{RECALL_TARGET:g}_threshold": recall_threshold,
+            "at_f1_best": val_acc.counts_at(threshold).to_dict(),
+            f"at_recall_{RECALL_TARGET:g}": val_acc.counts_at(recall_threshold).to_dict(),
+        }
+    else:
+        threshold = float(config.threshold)
+        recall_threshold = None
+
+    acc = PRAccumulator(bins=config.bins)
+    per_slide: dict[str, PixelCounts] = {sid: PixelCounts() for sid in scored}
+    n_patches: dict[str, int] = dict.fromkeys(scored, 0)
+    sample_rng = np.random.default_rng([config.seed, 1])
+    k = config.n_figure_patches
+    picks = {1: _Reservoir(k - k // 2, sample_rng), 0: _Reservoir(k // 2, sample_rng)}
+    for sid, batch, probs in _stream(store, scored, model, config, "eval: scoring"):
+        pred = binarize(probs, threshold)
+        masks = batch.masks
+        for i in range(len(batch)):
+            per_slide[sid] = per_slide[sid] + pixel_counts(pred[i], masks[i])
+        acc.update(probs, masks)
+        n_patches[sid] += len(batch)
+        if config.figures:
+            for i in range(len(batch)):
+                label = 1 if masks[i].any() else 0
+                picks[label].offer(
+                    (
+                        sid,
+                        int(batch.coords[i, 0]),
+                        int(batch.coords[i, 1]),
+                        batch.images[i],
+                        masks[i],
+                        pred[i],
+                    )
+                )
+
+    pooled = sum(per_slide.values(), PixelCounts())
+    curve = acc.curve()
+    result = {
+        **pooled.to_dict(),
+        "threshold": threshold,
+        "threshold_mode": AUTO if config.threshold == AUTO else "fixed",
+        "threshold_rule": "tumor where probability >= threshold",
+        "average_precision": curve.average_precision(),
+        "n_slides": len(scored),
+        "n_patches": int(sum(n_patches.values())),
+        "slides": {
+            sid: {
+                **per_slide[sid].to_dict(),
+                "status": store.slide(sid).status,
+                "n_patches": n_patches[sid],
+            }
+            for sid in scored
+        },
+        **result,
+        "store": str(config.store),
+        "checkpoint": str(config.checkpoint),
+        "checkpoint_stage": ckpt.get("config", {}).get("stage"),
+        "notes": notes,
+        "config": config.to_dict(),
+    }
+    if recall_threshold is not None:
+        result[f"at_recall_{RECALL_TARGET:g}_threshold"] = acc.counts_at(recall_threshold).to_dict()
+
+    if config.out is not None:
+        result["files"] = _write_outputs(
+            config, result, curve, picks, model, threshold, recall_threshold
+        )
+    return result
+
+
+def _write_outputs(
+    config: EvalConfig,
+    result: dict[str, Any],
+    curve: Any,
+    picks: dict[int, _Reservoir],
+    model: Any,
+    threshold: float,
+    recall_threshold: float | None,
+) -> dict[str, str]:
+    from lymph.model.figures import (
+        figure_reconstructions,
+        figure_segmentations,
+        plot_pr_curve,
+    )
+
+    out = Path(config.out)  # type: ignore[arg-type]
+    out.mkdir(parents=True, exist_ok=True)
+    files: dict[str, str] = {}
+    marks = {"threshold" if recall_threshold is None else "F1-best (validation)": threshold}
+    if recall_threshold is not None:
+        marks[f"recall {RECALL_TARGET:g} (validation)"] = recall_threshold
+    files["pr_curve"] = str(
+        plot_pr_curve(
+            curve,
+            out / "pr_curve.png",
+            marks=marks,
+            title=f"Pixel PR on {result['n_slides']} slide(s), AP "
+            f"{result['average_precision']:.3f}",
+        )
+    )
+    if config.figures:
+        items = picks[1].items + picks[0].items
+        if items:
+            from lymph.model.infer import reconstruct
+
+            images = np.stack([it[3] for it in items])
+            labels = [f"{it[0]} ({it[1]},{it[2]})" for it in items]
+            recon = reconstruct(model, images, device=config.device, batch_size=config.batch_size)
+            files["reconstructions"] = str(
+                figure_reconstructions(
+                    images, recon, out / "figure4_reconstruction.png", labels=labels
+                )
+            )
+            files["segmentations"] = str(
+                figure_segmentations(
+                    images,
+                    np.stack([it[4] for it in items]),
+                    np.stack([it[5] for it in items]),
+                    out / "figure5_segmentation.png",
+                    labels=labels,
+                )
+            )
+    files["metrics"] = str(out / "metrics.json")
+    result["files"] = files
+    tmp = out / f".metrics.json.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(result, indent=2) + "\n")
+    os.replace(tmp, out / "metrics.json")
+    return files
+
+
+def evaluate_store(
+    store: str | Path,
+    checkpoint: str | Path,
+    *,
+    threshold: float | str = 0.5,
+    out: str | Path | None = None,
+    slides: Sequence[str] | None = None,
+    batch_size: int = 16,
+    device: str = "cpu",
+    **options: Any,
+) -> dict[str, Any]:
+    """Keyword form of `evaluate(EvalConfig(...))` (the contract other areas call)."""
+    return evaluate(
+        EvalConfig(
+            store=Path(store),
+            checkpoint=Path(checkpoint),
+            threshold=threshold,
+            out=None if out is None else Path(out),
+            slides=None if slides is None else tuple(slides),
+            batch_size=batch_size,
+            device=device,
+            **options,
+        )
+    )

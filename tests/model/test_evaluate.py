@@ -1,0 +1,227 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from lymph.model.checkpoint import save_checkpoint
+from lymph.model.evaluate import (
+    EvalConfig,
+    evaluate,
+    evaluate_store,
+    parse_threshold,
+    split_validation,
+)
+from lymph.model.infer import predict_probs
+from lymph.model.metrics import binarize, pixel_counts
+from lymph.model.unet import UNet, UNetConfig
+from lymph.pipeline.errors import CheckpointError, ConfigError, StoreError
+from lymph.pipeline.store import PatchStore, create_store, write_slide
+
+P = 20  # not a multiple of the model's 4: exercises pad-and-crop at full patch size
+
+
+def _slide_arrays(rng: np.random.Generator, n: int, tumor: bool):
+    images = np.empty((n, P, P, 3), np.uint8)
+    images[...] = (230, 170, 210)  # pink stroma
+    masks = np.zeros((n, P, P), np.uint8)
+    labels = np.zeros(n, np.uint8)
+    if tumor:
+        for i in range(0, n, 2):  # every other patch holds a dark-purple tumor blob
+            y, x = rng.integers(0, P // 2, 2)
+            masks[i, y : y + P // 2, x : x + P // 2] = 1
+            labels[i] = 1
+        images[masks == 1] = (90, 40, 140)
+    images = np.clip(images + rng.integers(-12, 12, images.shape), 0, 255).astype(np.uint8)
+    coords = np.stack([np.arange(n) * P, np.zeros(n, int)], axis=1).astype(np.int64)
+    return dict(images=images, coords=coords, labels=labels, masks=masks)
+
+
+def make_store(path: Path, slides: dict[str, str], *, n: int = 6, seed: int = 0) -> Path:
+    """A tiny store: {slide_id: "tumor" | "normal" | "unlabeled"}."""
+    rng = np.random.default_rng(seed)
+    create_store(path, {"patch_size": P, "level": 0, "seed": seed, "patches_per_slide": n})
+    for sid, status in slides.items():
+        arrays = _slide_arrays(rng, n, status == "tumor")
+        if status == "unlabeled":
+            arrays.pop("labels")
+            arrays.pop("masks")
+        write_slide(path, sid, **arrays, attrs={"status": status, "source": f"{sid}.tif"})
+    return path
+
+
+def make_checkpoint(path: Path, *, train_slides=(), val_slides=()) -> Path:
+    torch.manual_seed(0)  # only the weights of this throwaway model; the code under test
+    model = UNet(UNetConfig(base_width=4, depth=2))  # never touches global RNGs
+    save_checkpoint(
+        path,
+        model=model,
+        config={
+            "stage": "finetune",
+            "store": {"patch_size": P, "level": 0},
+            "train": {"train_slides": list(train_slides), "val_slides": list(val_slides)},
+        },
+    )
+    return path
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("eval_world")
+    store = make_store(
+        root / "store.zarr",
+        {"tumor_a": "tumor", "tumor_b": "tumor", "normal_a": "normal", "slide_x": "unlabeled"},
+    )
+    ckpt = make_checkpoint(root / "ckpt.pt")
+    return {"root": root, "store": store, "ckpt": ckpt}
+
+
+def _expected(store_path: Path, ckpt: Path, slides: list[str], threshold: float):
+    from lymph.model.checkpoint import load_model
+
+    model, _ = load_model(ckpt)
+    store = PatchStore.open(store_path)
+    total = None
+    per = {}
+    for sid in slides:
+        batch = store.read(sid, 0, store.slide(sid).n_patches)
+        probs = predict_probs(model, batch.images)
+        assert probs.shape == batch.masks.shape  # full patch size, cropped back
+        per[sid] = pixel_counts(binarize(probs, threshold), batch.masks)
+        total = per[sid] if total is None else total + per[sid]
+    return total, per
+
+
+def test_fixed_threshold_json_keys_and_counts(world: dict[str, Path]) -> None:
+    res = evaluate_store(world["store"], world["ckpt"], threshold=0.5, batch_size=4)
+    for key in ("precision", "recall", "f1", "dice", "iou", "slides", "threshold"):
+        assert key in res
+    # scores every labeled slide, never the unlabeled one
+    assert sorted(res["slides"]) == ["normal_a", "tumor_a", "tumor_b"]
+    pooled, per = _expected(world["store"], world["ckpt"], sorted(res["slides"]), 0.5)
+    assert (res["tp"], res["fp"], res["fn"], res["tn"]) == (
+        pooled.tp,
+        pooled.fp,
+        pooled.fn,
+        pooled.tn,
+    )
+    assert res["f1"] == pytest.approx(pooled.f1)
+    for sid, counts in per.items():
+        assert res["slides"][sid]["f1"] == pytest.approx(counts.f1)
+        assert res["slides"][sid]["n_patches"] == 6
+    assert res["n_patches"] == 18
+    json.dumps(res)  # JSON-ready
+    for key in ("precision", "recall", "f1", "dice", "iou"):
+        assert 0.0 <= res[key] <= 1.0
+
+
+def test_auto_threshold_never_scores_validation_slides(world: dict[str, Path]) -> None:
+    out = world["root"] / "auto"
+    res = evaluate(
+        EvalConfig(
+            store=world["store"],
+            checkpoint=world["ckpt"],
+            threshold="auto",
+            out=out,
+            figures=True,
+            n_figure_patches=4,
+            bins=101,
+            seed=3,
+        )
+    )
+    val = res["validation"]["slides"]
+    assert val and not set(val) & set(res["slides"])
+    assert any(s.startswith("tumor") for s in val)  # a tumor slide picks the thresholds
+    assert res["threshold_mode"] == "auto"
+    assert res["threshold"] == res["validation"]["f1_best_threshold"]
+    assert 0.0 <= res["validation"]["recall_0.9_threshold"] <= 1.0
+    assert res["validation"]["at_recall_0.9"]["recall"] >= 0.9
+    assert "at_recall_0.9_threshold" in res
+    for name in (
+        "pr_curve.png",
+        "metrics.json",
+        "figure4_reconstruction.png",
+        "figure5_segmentation.png",
+    ):
+        assert (out / name).stat().st_size > 0, name
+    assert json.loads((out / "metrics.json").read_text())["f1"] == res["f1"]
+
+
+def test_auto_uses_checkpoint_validation_slides(world: dict[str, Path]) -> None:
+    ckpt = make_checkpoint(
+        world["root"] / "ck_val.pt", train_slides=["tumor_b"], val_slides=["tumor_a"]
+    )
+    with pytest.warns(UserWarning, match="used to train this checkpoint"):
+        res = evaluate_store(world["store"], ckpt, threshold="auto", bins=101)
+    assert res["validation"]["slides"] == ["tumor_a"]
+    assert res["validation"]["source"] == "checkpoint"
+    assert sorted(res["slides"]) == ["normal_a", "tumor_b"]
+
+
+def test_split_validation_is_seeded_and_disjoint() -> None:
+    slides = [(f"t{i}", "tumor") for i in range(4)] + [(f"n{i}", "normal") for i in range(6)]
+    a = split_validation(slides, fraction=0.3, rng=np.random.default_rng(1))
+    b = split_validation(slides, fraction=0.3, rng=np.random.default_rng(1))
+    assert a == b
+    val, scored = a
+    assert len(val) == 3 and len(scored) == 7 and not set(val) & set(scored)
+    assert any(s.startswith("t") for s in val) and any(s.startswith("t") for s in scored)
+
+
+def test_split_validation_needs_two_slides() -> None:
+    with pytest.raises(ConfigError, match="at least 2 labeled slides"):
+        split_validation([("t0", "tumor")], fraction=0.2, rng=np.random.default_rng(0))
+
+
+def test_auto_rejects_scoring_the_validation_slides(world: dict[str, Path]) -> None:
+    with pytest.raises(ConfigError, match="both choose the threshold and be scored"):
+        evaluate(
+            EvalConfig(
+                store=world["store"],
+                checkpoint=world["ckpt"],
+                threshold="auto",
+                slides=("tumor_a",),
+                val_slides=("tumor_a",),
+            )
+        )
+
+
+def test_unknown_threshold_string() -> None:
+    with pytest.raises(ConfigError, match="neither a number in \\[0, 1\\] nor 'auto'"):
+        parse_threshold("best")
+
+
+def test_threshold_out_of_range() -> None:
+    with pytest.raises(ConfigError, match="outside \\[0, 1\\]"):
+        parse_threshold("1.5")
+    assert parse_threshold(" AUTO ") == "auto" and parse_threshold("0.25") == 0.25
+
+
+def test_not_a_checkpoint(world: dict[str, Path]) -> None:
+    bogus = world["root"] / "bogus.pt"
+    bogus.write_bytes(b"definitely not a torch file")
+    with pytest.raises(CheckpointError, match="cannot be read"):
+        evaluate_store(world["store"], bogus)
+
+
+def test_store_without_labels(tmp_path: Path, world: dict[str, Path]) -> None:
+    store = make_store(tmp_path / "u.zarr", {"slide_u": "unlabeled"})
+    with pytest.raises(StoreError, match="holds no labeled slide"):
+        evaluate_store(store, world["ckpt"])
+
+
+def test_unlabeled_slide_requested(world: dict[str, Path]) -> None:
+    with pytest.raises(StoreError, match="slide 'slide_x' is unlabeled"):
+        evaluate_store(world["store"], world["ckpt"], slides=["slide_x"])
+
+
+def test_unknown_slide_requested(world: dict[str, Path]) -> None:
+    with pytest.raises(StoreError, match="no complete slide 'nope'"):
+        evaluate_store(world["store"], world["ckpt"], slides=["nope"])
+
+
+def test_figures_need_out(world: dict[str, Path]) -> None:
+    with pytest.raises(ConfigError, match="pass --out DIR with --figures"):
+        EvalConfig(store=world["store"], checkpoint=world["ckpt"], figures=True)
