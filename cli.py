@@ -32,6 +32,161 @@ def main() -> None:
 
 # --- eval, study (model/metrics.py, model/study.py) --------------------------------------------
 
+_EVAL_PATCH_OPTS = ("store", "checkpoint")
+_EVAL_SLIDE_OPTS = ("slides", "annotations", "predictions", "labels")
+
+
+def _fmt_pct(value: float) -> str:
+    return f"{100 * value:6.2f}%"
+
+
+def _print_eval_patch(result: dict) -> None:
+    mode = result["threshold_mode"]
+    click.echo(
+        f"{result['n_patches']} patches of {result['n_slides']} slide(s), threshold "
+        f"{result['threshold']:.3f} ({mode}; tumor where probability >= threshold)"
+    )
+    click.echo(f"{'slide':<24} {'status':<7} {'patches':>7} {'P':>7} {'R':>7} {'F1':>7} {'IoU':>7}")
+    rows = [(sid, r) for sid, r in result["slides"].items()]
+    rows.append(("POOLED", {**result, "status": "", "n_patches": result["n_patches"]}))
+    for sid, r in rows:
+        click.echo(
+            f"{sid:<24} {r['status']:<7} {r['n_patches']:>7} {_fmt_pct(r['precision'])} "
+            f"{_fmt_pct(r['recall'])} {_fmt_pct(r['f1'])} {_fmt_pct(r['iou'])}"
+        )
+    click.echo(f"average precision (PR area): {result['average_precision']:.3f}")
+    if "validation" in result:
+        v = result["validation"]
+        at = result["at_recall_0.9_threshold"]
+        click.echo(
+            f"thresholds chosen on {len(v['slides'])} validation slide(s) ({v['source']}): "
+            f"F1-best {v['f1_best_threshold']:.3f}, 0.9 recall {v['recall_0.9_threshold']:.3f} "
+            f"-> on the scored slides P {_fmt_pct(at['precision'])} R {_fmt_pct(at['recall'])} "
+            f"F1 {_fmt_pct(at['f1'])}"
+        )
+    for note in result.get("notes", []):
+        click.echo(f"note: {note}")
+    for name, path in result.get("files", {}).items():
+        click.echo(f"{name}: {path}")
+
+
+@main.command("eval")
+@click.option("--store", type=click.Path(exists=True, file_okay=False),
+              help="Patch mode: a store from `lymph extract` (its labeled slides are scored).")
+@click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False),
+              help="Patch mode: a checkpoint from `lymph train` (best.pt or last.pt).")
+@click.option("--threshold", default="0.5", show_default=True,
+              help="Patch mode: a probability in [0, 1], or 'auto' (F1-best and 0.9-recall "
+                   "thresholds chosen on validation slides, never on the scored ones).")
+@click.option("--slide-id", "slide_ids", multiple=True,
+              help="Patch mode: score only this slide id (repeatable); default every labeled one.")
+@click.option("--figures", is_flag=True,
+              help="Patch mode: also write Figure 4/5-style PNGs (reconstructions, outlines).")
+@click.option("--tta", is_flag=True, help="Patch mode: average the 8 dihedral transforms.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto",
+              show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Patch mode: seeds the validation split (auto) and the figure patches.")
+@click.option("--slides", type=click.Path(exists=True),
+              help="Slide mode: the slides folder (or one slide).")
+@click.option("--annotations", type=click.Path(exists=True, file_okay=False),
+              help="Slide mode: ground truth (ASAP XML or mask TIFFs); default beside the slides.")
+@click.option("--predictions", type=click.Path(exists=True, file_okay=False),
+              help="Slide mode: the --out folder of `lymph predict`.")
+@click.option("--labels", type=click.Path(exists=True, dir_okay=False),
+              help="Slide mode: CSV of slide,label (tumor/normal) for slides without annotations.")
+@click.option("--out", type=click.Path(file_okay=False),
+              help="Write metrics.json and the PNG plots here.")
+@click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON on stdout.")
+def eval_cmd(store: str | None, checkpoint: str | None, threshold: str,
+             slide_ids: tuple[str, ...], figures: bool, tta: bool, batch_size: int, device: str,
+             seed: int, slides: str | None, annotations: str | None, predictions: str | None,
+             labels: str | None, out: str | None, as_json: bool) -> None:
+    """Score a model: pixel metrics on a store's patches, or CAMELYON16 FROC/AUC on slides.
+
+    \b
+    Patch mode (pixel precision, recall, F1, Dice, IoU, pooled and per slide):
+      lymph eval --store store.zarr --checkpoint runs/ft/best.pt [--threshold auto] [--out DIR]
+    Slide mode (lesion FROC and slide AUC by the CAMELYON16 rules):
+      lymph eval --slides slides/ --annotations ann/ --predictions maps/ [--out DIR]
+    """
+    import json
+    from pathlib import Path
+
+    given = {k for k, v in {"store": store, "checkpoint": checkpoint, "slides": slides,
+                            "annotations": annotations, "predictions": predictions,
+                            "labels": labels}.items() if v is not None}
+    patch, slide = given & set(_EVAL_PATCH_OPTS), given & set(_EVAL_SLIDE_OPTS)
+    how = ("patch mode needs --store and --checkpoint; slide mode needs --slides and "
+           "--predictions (plus --annotations and/or --labels)")
+    if patch and slide:
+        raise click.BadParameter(
+            f"options of both modes given ({', '.join('--' + o for o in sorted(given))}): {how}"
+        )
+    if not given:
+        raise click.BadParameter(f"choose a mode: {how}")
+    if patch:
+        missing = [f"--{o}" for o in _EVAL_PATCH_OPTS if o not in patch]
+        if missing:
+            raise click.BadParameter(f"patch mode also needs {', '.join(missing)}: {how}")
+        from lymph.model.evaluate import EvalConfig, evaluate, parse_threshold
+        from lymph.pipeline.errors import ConfigError
+
+        try:
+            parsed = parse_threshold(threshold)
+        except ConfigError as exc:
+            raise click.BadParameter(str(exc), param_hint="--threshold") from None
+        if figures and out is None:
+            raise click.BadParameter("--figures needs --out DIR to write the PNGs into")
+        config = EvalConfig(
+            store=Path(store), checkpoint=Path(checkpoint), threshold=parsed,
+            out=None if out is None else Path(out), slides=slide_ids or None,
+            batch_size=batch_size, device=device, tta=tta, figures=figures, seed=seed,
+            progress=not as_json,
+        )
+        result = evaluate(config)
+        if as_json:
+            click.echo(json.dumps(result, indent=2))
+        else:
+            _print_eval_patch(result)
+        return
+    missing = [f"--{o}" for o in ("slides", "predictions") if o not in slide]
+    if missing:
+        raise click.BadParameter(f"slide mode also needs {', '.join(missing)}: {how}")
+    patch_only = [name for name, used in (("--figures", figures), ("--tta", tta),
+                                          ("--slide-id", bool(slide_ids)),
+                                          ("--threshold", threshold != "0.5")) if used]
+    if patch_only:
+        raise click.BadParameter(f"{', '.join(patch_only)} only apply in patch mode: {how}")
+    from lymph.model.camelyon import evaluate_predictions
+
+    result = evaluate_predictions(
+        slides_dir=Path(slides), annotations_dir=None if annotations is None else Path(annotations),
+        predictions_dir=Path(predictions), labels_csv=None if labels is None else Path(labels),
+        out_dir=None if out is None else Path(out),
+    )
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    def num(value: object) -> str:
+        return "undefined" if value is None else f"{value:.4f}"
+
+    click.echo(f"FROC {num(result.get('froc'))} (interpolated "
+               f"{num(result.get('froc_interpolated'))}, step-wise "
+               f"{num(result.get('froc_stepwise'))}); slide AUC {num(result.get('auc'))} "
+               f"over {result.get('n_slides', 0)} slide(s)")
+    for rate, sens in result.get("sensitivity_at", {}).items():
+        if isinstance(sens, dict):
+            sens = ", ".join(f"{k} {num(v)}" for k, v in sens.items())
+        else:
+            sens = num(sens)
+        click.echo(f"  sensitivity at {rate} FP/slide: {sens}")
+    for note in result.get("notes", []):
+        click.echo(f"note: {note}")
+    if out is not None:
+        click.echo(f"written into {out}: metrics.json, froc.png, roc.png (when defined)")
+
 # --- predict (model/predict.py, model/camelyon.py) ---------------------------------------------
 
 

@@ -225,3 +225,81 @@ def test_unknown_slide_requested(world: dict[str, Path]) -> None:
 def test_figures_need_out(world: dict[str, Path]) -> None:
     with pytest.raises(ConfigError, match="pass --out DIR with --figures"):
         EvalConfig(store=world["store"], checkpoint=world["ckpt"], figures=True)
+
+
+def test_cli_eval_json(world: dict[str, Path]) -> None:
+    from click.testing import CliRunner
+    from lymph.cli import main
+
+    result = CliRunner().invoke(
+        main,
+        [
+            "eval",
+            "--store",
+            str(world["store"]),
+            "--checkpoint",
+            str(world["ckpt"]),
+            "--json",
+            "--device",
+            "cpu",
+            "--slide-id",
+            "tumor_a",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert {"precision", "recall", "f1", "dice", "iou", "slides"} <= set(data)
+    assert list(data["slides"]) == ["tumor_a"]
+
+
+def test_cli_eval_table(world: dict[str, Path]) -> None:
+    from click.testing import CliRunner
+    from lymph.cli import main
+
+    result = CliRunner().invoke(
+        main,
+        [
+            "eval",
+            "--store",
+            str(world["store"]),
+            "--checkpoint",
+            str(world["ckpt"]),
+            "--threshold",
+            "0.4",
+            "--device",
+            "cpu",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "POOLED" in result.stdout and "threshold 0.400" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([], "choose a mode"),
+        (["--store", "{store}"], "patch mode also needs --checkpoint"),
+        (
+            ["--store", "{store}", "--checkpoint", "{ckpt}", "--predictions", "{root}"],
+            "options of both modes",
+        ),
+        (["--predictions", "{root}"], "slide mode also needs --slides"),
+        (
+            ["--slides", "{root}", "--predictions", "{root}", "--figures"],
+            "--figures only apply in patch mode",
+        ),
+        (
+            ["--store", "{store}", "--checkpoint", "{ckpt}", "--threshold", "best"],
+            "neither a number",
+        ),
+        (["--store", "{store}", "--checkpoint", "{ckpt}", "--figures"], "--figures needs --out"),
+    ],
+)
+def test_cli_eval_bad_modes(world: dict[str, Path], args: list[str], message: str) -> None:
+    from click.testing import CliRunner
+    from lymph.cli import main
+
+    args = [a.format(**{k: str(v) for k, v in world.items()}) for a in args]
+    result = CliRunner().invoke(main, ["eval", *args])
+    assert result.exit_code == 2, result.output
+    assert message in result.output
