@@ -40,9 +40,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
-
 from lymph.pipeline.errors import AnnotationError, ConfigError, SlideError
+from scipy import ndimage
 
 EVAL_DOWNSAMPLE = 32.0  # level 5 of a CAMELYON16 slide
 CAMELYON16_MPP = 0.243  # um/px at level 0 of the CAMELYON16 scanners, assumed when unknown
@@ -55,8 +54,19 @@ HEADLINE_NOTE = (
     "on the FROC curve (np.interp, as the official CAMELYON16 Evaluation_FROC.py); "
     "froc_stepwise reads the last operating point at or below each rate"
 )
-SLIDE_SUFFIXES = (".tif", ".tiff", ".svs", ".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".bif",
-                  ".svslide", ".dcm")
+SLIDE_SUFFIXES = (
+    ".tif",
+    ".tiff",
+    ".svs",
+    ".ndpi",
+    ".mrxs",
+    ".scn",
+    ".vms",
+    ".vmu",
+    ".bif",
+    ".svslide",
+    ".dcm",
+)
 MASK_SUFFIXES = ("_mask", "_Mask", "_tumor_map")
 
 
@@ -153,7 +163,8 @@ class SlideScore:
             "itc_regions": self.n_itc,
             "ignored_detections": self.n_ignored,
             "lesion_best_confidence": {
-                str(lab): float(p) for lab, p in zip(self.lesion_labels, self.lesion_probs)
+                str(lab): float(p)
+                for lab, p in zip(self.lesion_labels, self.lesion_probs, strict=True)
             },
         }
 
@@ -196,7 +207,7 @@ def score_slide(
     rows = np.floor(det[:, 2] / downsample).astype(np.int64)
     cols = np.floor(det[:, 1] / downsample).astype(np.int64)
     inside = (rows >= 0) & (rows < labels.shape[0]) & (cols >= 0) & (cols < labels.shape[1])
-    for (prob, _, _), row, col, ok in zip(det, rows, cols, inside):
+    for (prob, _, _), row, col, ok in zip(det, rows, cols, inside, strict=True):
         hit = int(labels[row, col]) if ok else 0
         if hit == 0:
             fp.append(float(prob))
@@ -327,7 +338,7 @@ def _average_ranks(values: np.ndarray) -> np.ndarray:
     ranks = np.empty(len(values), np.float64)
     starts = np.flatnonzero(np.r_[True, sorted_vals[1:] != sorted_vals[:-1]])
     ends = np.r_[starts[1:], len(values)]
-    for a, b in zip(starts, ends):
+    for a, b in zip(starts, ends, strict=True):
         ranks[order[a:b]] = (a + b + 1) / 2  # mean of 1-based ranks a+1..b
     return ranks
 
@@ -391,8 +402,11 @@ def read_scores_csv(path: str | Path) -> dict[str, float]:
                 raise ConfigError(
                     f"{path}, line {i}: probability {row[1]!r} is not a number"
                 ) from None
-            out[Path(row[0].strip()).stem if row[0].strip().endswith(SLIDE_SUFFIXES)
-                else row[0].strip()] = value
+            out[
+                Path(row[0].strip()).stem
+                if row[0].strip().endswith(SLIDE_SUFFIXES)
+                else row[0].strip()
+            ] = value
     return out
 
 
@@ -470,8 +484,9 @@ def _mask_tiff(path: Path, *, width: int, height: int, downsample: float) -> np.
         lw, lh = mask.level_dimensions[level]
         # level-0 centres of the evaluation pixels, in the chosen level's pixels
         cols = np.minimum(((np.arange(width) + 0.5) * downsample / ds).astype(np.int64), lw - 1)
-        rows_all = np.minimum(((np.arange(height) + 0.5) * downsample / ds).astype(np.int64),
-                              lh - 1)
+        rows_all = np.minimum(
+            ((np.arange(height) + 0.5) * downsample / ds).astype(np.int64), lh - 1
+        )
         out = np.zeros((height, width), bool)
         band = max(1, int(2048 * ds / downsample))  # evaluation rows per read
         for r0 in range(0, height, band):
@@ -546,9 +561,7 @@ def evaluate_predictions(
             raise ConfigError(f"{name} folder {folder} does not exist; pass an existing folder")
     if annotations_dir is not None and not Path(annotations_dir).is_dir():
         raise ConfigError(f"annotations folder {annotations_dir} does not exist")
-    detection_files = sorted(
-        p for p in predictions_dir.glob("*.csv") if p.name != "scores.csv"
-    )
+    detection_files = sorted(p for p in predictions_dir.glob("*.csv") if p.name != "scores.csv")
     if not detection_files:
         raise ConfigError(
             f"no detection files (S.csv) in {predictions_dir}; run `lymph predict` into it first"
@@ -681,10 +694,20 @@ def plot_froc(curve: Froc, path: Path) -> Path:
     fps = curve.fps_per_slide
     ax.plot(fps, curve.sensitivity, "-", color="black", lw=1.2, label="FROC")
     rates = list(curve.sensitivity_interpolated)
-    ax.plot(rates, [curve.sensitivity_interpolated[r] for r in rates], "o", color="tab:red",
-            label=f"interpolated, mean {curve.interpolated:.3f}")
-    ax.plot(rates, [curve.sensitivity_stepwise[r] for r in rates], "x", color="tab:blue",
-            label=f"stepwise, mean {curve.stepwise:.3f}")
+    ax.plot(
+        rates,
+        [curve.sensitivity_interpolated[r] for r in rates],
+        "o",
+        color="tab:red",
+        label=f"interpolated, mean {curve.interpolated:.3f}",
+    )
+    ax.plot(
+        rates,
+        [curve.sensitivity_stepwise[r] for r in rates],
+        "x",
+        color="tab:blue",
+        label=f"stepwise, mean {curve.stepwise:.3f}",
+    )
     ax.set_xscale("symlog", linthresh=0.25)
     ax.set_xlim(0, max(8.5, float(fps[-1]) * 1.05 if len(fps) else 8.5))
     ax.set_ylim(0, 1.02)

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from lymph.model.camelyon import (
     EVAL_DOWNSAMPLE,
     evaluate_predictions,
@@ -185,9 +184,7 @@ def test_froc_hand_case_interpolated_and_stepwise() -> None:
 
 def test_froc_counts_false_positives_per_slide_over_all_slides() -> None:
     labels, itc = two_lesions_and_an_itc()
-    tumor = score_slide(
-        np.array([[0.9, *at(20, 20)], [0.5, *at(20, 110)]]), labels=labels, itc=itc
-    )
+    tumor = score_slide(np.array([[0.9, *at(20, 20)], [0.5, *at(20, 110)]]), labels=labels, itc=itc)
     normal = score_slide(np.array([[0.8, 1.0, 1.0], [0.7, 2.0, 2.0]]), labels=None)
     thresholds, fps, sens = froc_curve([tumor, normal])
     np.testing.assert_allclose(thresholds[1:], [0.9, 0.8, 0.7, 0.5])
@@ -267,7 +264,7 @@ def test_bad_csv_lines_are_reported_with_the_line(tmp_path: Path) -> None:
         read_scores_csv(scores)
 
 
-# --- evaluate_predictions on real files ------------------------------------------------------------
+# --- evaluate_predictions on real files -------------------------------------------------------
 
 
 def write_tiff(path: Path, image: np.ndarray, *, mpp: float = 0.243) -> None:
@@ -275,10 +272,12 @@ def write_tiff(path: Path, image: np.ndarray, *, mpp: float = 0.243) -> None:
     import tifffile
 
     with tifffile.TiffWriter(path) as tif:
-        opts = {"tile": (256, 256), "compression": "deflate", "photometric": "rgb"
-                if image.ndim == 3 else "minisblack"}
-        tif.write(image, resolution=(1e4 / mpp, 1e4 / mpp), resolutionunit="CENTIMETER",
-                  **opts)
+        opts = {
+            "tile": (256, 256),
+            "compression": "deflate",
+            "photometric": "rgb" if image.ndim == 3 else "minisblack",
+        }
+        tif.write(image, resolution=(1e4 / mpp, 1e4 / mpp), resolutionunit="CENTIMETER", **opts)
         tif.write(image[::4, ::4], subfiletype=1, **opts)
 
 
@@ -305,8 +304,7 @@ def camelyon_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (pred / "tumor_a.csv").write_text("0.9,800,800\n0.4,2400,800\n0.7,3100,2300\n")
     (pred / "tumor_b.csv").write_text("0.8,800,800\n0.95,2576,1936\n")
     (pred / "normal_a.csv").write_text("0.5,100,100\n")
-    (pred / "scores.csv").write_text("slide,probability\ntumor_a,0.9\ntumor_b,0.8\n"
-                                     "normal_a,0.5\n")
+    (pred / "scores.csv").write_text("slide,probability\ntumor_a,0.9\ntumor_b,0.8\nnormal_a,0.5\n")
     return root
 
 
@@ -314,8 +312,10 @@ def test_evaluate_predictions_end_to_end(camelyon_world: Path, tmp_path: Path) -
     root = camelyon_world
     out = tmp_path / "eval"
     result = evaluate_predictions(
-        slides_dir=root / "slides", annotations_dir=root / "ann",
-        predictions_dir=root / "pred", out_dir=out,
+        slides_dir=root / "slides",
+        annotations_dir=root / "ann",
+        predictions_dir=root / "pred",
+        out_dir=out,
     )
     assert result["n_slides"] == 3 and result["n_tumor_slides"] == 2
     assert result["n_lesions"] == 3
@@ -335,23 +335,33 @@ def test_evaluate_predictions_end_to_end(camelyon_world: Path, tmp_path: Path) -
     assert json.loads((out / "metrics.json").read_text())["froc"] == result["froc"]
 
 
-def test_evaluate_predictions_labels_csv_and_bad_folders(camelyon_world: Path,
-                                                         tmp_path: Path) -> None:
+def test_evaluate_predictions_labels_csv_and_bad_folders(
+    camelyon_world: Path, tmp_path: Path
+) -> None:
     root = camelyon_world
     labels = tmp_path / "ref.csv"
     labels.write_text("tumor_a,Normal\n")
     with pytest.raises(ConfigError, match="says tumor_a is normal"):
-        evaluate_predictions(slides_dir=root / "slides", annotations_dir=root / "ann",
-                             predictions_dir=root / "pred", labels_csv=labels)
+        evaluate_predictions(
+            slides_dir=root / "slides",
+            annotations_dir=root / "ann",
+            predictions_dir=root / "pred",
+            labels_csv=labels,
+        )
     with pytest.raises(ConfigError, match="predictions folder .* does not exist"):
-        evaluate_predictions(slides_dir=root / "slides", annotations_dir=root / "ann",
-                             predictions_dir=tmp_path / "nope")
+        evaluate_predictions(
+            slides_dir=root / "slides",
+            annotations_dir=root / "ann",
+            predictions_dir=tmp_path / "nope",
+        )
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(ConfigError, match="no detection files"):
-        evaluate_predictions(slides_dir=root / "slides", annotations_dir=None,
-                             predictions_dir=empty)
+        evaluate_predictions(
+            slides_dir=root / "slides", annotations_dir=None, predictions_dir=empty
+        )
     (empty / "ghost.csv").write_text("0.5,1,1\n")
     with pytest.raises(SlideError, match="no slide in .* for the detection files"):
-        evaluate_predictions(slides_dir=root / "slides", annotations_dir=None,
-                             predictions_dir=empty)
+        evaluate_predictions(
+            slides_dir=root / "slides", annotations_dir=None, predictions_dir=empty
+        )
