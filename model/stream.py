@@ -1,0 +1,375 @@
+"""Streaming patch batches for training: whole store chunks, shuffled, sharded, resumable.
+
+The stream of one shard is a pure function of (seed, epoch, shard layout), so a run resumed at
+step S yields exactly the batches an uninterrupted run would have yielded from step S on:
+
+1. Epoch ``e`` shuffles the list of whole storage chunks with ``Generator([seed, e])`` (the same
+   order in every process). Chunk ``i`` of that order goes to shard ``i % n_shards`` where
+   ``n_shards = world_size * max(workers, 1)`` and ``shard = rank * max(workers, 1) + worker``:
+   no chunk is read twice within an epoch, whatever the number of processes and workers.
+2. A shard groups its chunks into windows of ``window_chunks`` chunks: the bounded shuffle
+   buffer. A window is read chunk by chunk (whole zarr chunks, the fast path), each patch is
+   randomly cropped as it arrives (only the crop is kept), then the window's patches are permuted
+   and augmented with ``Generator([seed, e, shard, window])``. Memory is at most one window of
+   crops plus one raw chunk, however large the store.
+3. Batches are consecutive ``batch_size`` patches of the shard's endless stream (windows, then
+   the next epoch), so every batch is full. DataLoader workers deliver in order, round robin, so
+   after ``g`` batches of one rank, worker ``w`` has delivered ``ceil((g - w) / workers)``.
+   Resuming skips that many batches per shard by counting window sizes (no reads) and only
+   re-reads the window it resumes inside; the resumed DataLoader's worker ``w`` plays the role
+   of worker ``(w + g) % workers``, since its round robin starts again at worker 0.
+
+``LabeledPatches`` is the fine-tuning source: the few labeled patches, cached in memory, with the
+same sharding, per-epoch shuffling, crops and augmentation (one window per epoch).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from lymph.model.augment import AugmentConfig, augment
+from lymph.pipeline.errors import ConfigError
+from lymph.pipeline.store import ChunkRef, PatchStore
+from torch.utils.data import IterableDataset, get_worker_info
+
+AUGMENT_BLOCK = 64  # patches augmented at once (bounds the float32 scratch memory)
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    """How patches become batches. Recorded in the checkpoint."""
+
+    batch_size: int
+    crop: int
+    seed: int
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    window_chunks: int = 8
+    masks: bool = False
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.crop < 1:
+            raise ConfigError(f"crop must be >= 1, got {self.crop}")
+        if self.window_chunks < 1:
+            raise ConfigError(f"window_chunks must be >= 1, got {self.window_chunks}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "batch_size": self.batch_size,
+            "crop": self.crop,
+            "seed": self.seed,
+            "augment": self.augment.to_dict(),
+            "window_chunks": self.window_chunks,
+            "masks": self.masks,
+        }
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Who this process is among the ranks; ``workers`` as given to the DataLoader (0 = none)."""
+
+    rank: int = 0
+    world_size: int = 1
+    workers: int = 0
+
+    @property
+    def per_rank(self) -> int:
+        return max(self.workers, 1)
+
+    @property
+    def n_shards(self) -> int:
+        return self.world_size * self.per_rank
+
+    def to_dict(self) -> dict[str, int]:
+        return {"world_size": self.world_size, "workers": self.workers}
+
+
+def consumed_by_worker(batches: int, worker: int, workers: int) -> int:
+    """Batches worker ``worker`` delivered when a rank consumed ``batches`` in DataLoader order."""
+    w = max(workers, 1)
+    return max(0, -(-(batches - worker) // w))
+
+
+def shard_chunks(
+    chunks: Sequence[ChunkRef], *, seed: int, epoch: int, shard: int, n_shards: int
+) -> list[ChunkRef]:
+    """This shard's chunks of epoch ``epoch``, in its shuffled order (see module docstring)."""
+    order = np.random.default_rng([seed, epoch]).permutation(len(chunks))
+    return [chunks[i] for i in order[shard::n_shards]]
+
+
+def random_crops(
+    images: np.ndarray,
+    masks: np.ndarray | None,
+    *,
+    crop: int,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """One random ``crop`` x ``crop`` window per patch (uint8 copies; never resized)."""
+    n, h, w = images.shape[:3]
+    if crop > h or crop > w:
+        raise ConfigError(f"crop {crop} is larger than the store's {h}x{w} patches: use <= {h}")
+    ys = rng.integers(0, h - crop + 1, size=n)
+    xs = rng.integers(0, w - crop + 1, size=n)
+    out = np.empty((n, crop, crop, images.shape[3]), dtype=np.uint8)
+    out_m = None if masks is None else np.empty((n, crop, crop), dtype=np.uint8)
+    for i, (y, x) in enumerate(zip(ys, xs, strict=True)):
+        out[i] = images[i, y : y + crop, x : x + crop]
+        if masks is not None and out_m is not None:
+            out_m[i] = masks[i, y : y + crop, x : x + crop]
+    return out, out_m
+
+
+class _Batcher:
+    """Cuts an endless sequence of (images, masks) windows into full batches."""
+
+    def __init__(self, batch_size: int) -> None:
+        self.batch_size = batch_size
+        self.images: list[np.ndarray] = []
+        self.masks: list[np.ndarray] = []
+        self.count = 0
+
+    def add(self, images: np.ndarray, masks: np.ndarray | None) -> Iterator[dict[str, Any]]:
+        pos = 0
+        while pos < len(images):
+            take = min(self.batch_size - self.count, len(images) - pos)
+            self.images.append(images[pos : pos + take])
+            if masks is not None:
+                self.masks.append(masks[pos : pos + take])
+            self.count += take
+            pos += take
+            if self.count == self.batch_size:
+                batch: dict[str, Any] = {"images": np.concatenate(self.images)}
+                if masks is not None:
+                    batch["masks"] = np.concatenate(self.masks)
+                self.images, self.masks, self.count = [], [], 0
+                yield batch
+
+
+class _ShardedStream(IterableDataset):
+    """Common machinery: shard discovery, windows over endless epochs, resume by skipping."""
+
+    def __init__(self, config: StreamConfig, *, layout: Layout, start_batches: int) -> None:
+        super().__init__()
+        self.config = config
+        self.layout = layout
+        self.start_batches = int(start_batches)
+
+    # subclasses: the windows of one epoch (sizes known without reading) and loading one
+    def windows(self, epoch: int, shard: int) -> list[Any]:
+        raise NotImplementedError
+
+    def window_size(self, window: Any) -> int:
+        raise NotImplementedError
+
+    def load(self, window: Any, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray | None]:
+        """The window's patches, each randomly cropped with ``rng``."""
+        raise NotImplementedError
+
+    def _shard(self) -> tuple[int, int]:
+        """(shard, role): this process's shard and the worker role it plays."""
+        info = get_worker_info()
+        worker = 0 if info is None else info.id
+        if info is not None and info.num_workers != self.layout.per_rank:
+            raise ConfigError(
+                f"stream built for {self.layout.workers} workers but the DataLoader has "
+                f"{info.num_workers}: pass the same workers to both"
+            )
+        # A resumed DataLoader starts its round robin at worker 0 again: worker w takes over the
+        # role (shard) of the worker whose turn came next in the interrupted run.
+        role = (worker + self.start_batches) % self.layout.per_rank
+        return self.layout.rank * self.layout.per_rank + role, role
+
+    def window_rng(self, epoch: int, shard: int, index: int) -> np.random.Generator:
+        return np.random.default_rng([self.config.seed, epoch, shard, index])
+
+    def prepare(
+        self, window: Any, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Read, crop, permute and augment one window; uint8 arrays."""
+        images, masks = self.load(window, rng)
+        order = rng.permutation(len(images))
+        images = images[order]
+        masks = None if masks is None else masks[order]
+        for a in range(0, len(images), AUGMENT_BLOCK):
+            b = slice(a, a + AUGMENT_BLOCK)
+            img, msk = augment(
+                images[b], None if masks is None else masks[b], config=self.config.augment, rng=rng
+            )
+            images[b] = img
+            if masks is not None and msk is not None:
+                masks[b] = msk
+        return images, masks
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        shard, worker = self._shard()
+        skip = consumed_by_worker(self.start_batches, worker, self.layout.workers)
+        skip *= self.config.batch_size  # samples to skip in this shard's stream
+        batcher = _Batcher(self.config.batch_size)
+        epoch = 0
+        while True:
+            windows = self.windows(epoch, shard)
+            if not windows:
+                raise ConfigError(
+                    f"shard {shard} of {self.layout.n_shards} gets no data: the training set is "
+                    "too small for this many ranks x workers; use fewer --workers"
+                )
+            for index, window in enumerate(windows):
+                size = self.window_size(window)
+                if skip >= size:
+                    skip -= size
+                    continue
+                images, masks = self.prepare(window, self.window_rng(epoch, shard, index))
+                images, masks = images[skip:], None if masks is None else masks[skip:]
+                skip = 0
+                yield from batcher.add(images, masks)
+            epoch += 1
+
+
+class StoreStream(_ShardedStream):
+    """Endless shuffled batches from whole chunks of a PatchStore (pretraining).
+
+    Yields dicts of uint8 numpy arrays: ``images`` (B, crop, crop, 3) and, with
+    ``config.masks``, ``masks`` (B, crop, crop). Use with ``DataLoader(batch_size=None)``.
+    """
+
+    def __init__(
+        self,
+        store_path: str | Path,
+        chunks: Sequence[ChunkRef],
+        config: StreamConfig,
+        *,
+        layout: Layout = Layout(),
+        start_batches: int = 0,
+    ) -> None:
+        super().__init__(config, layout=layout, start_batches=start_batches)
+        self.store_path = Path(store_path)
+        self.chunks = list(chunks)
+        if len(self.chunks) < layout.n_shards:
+            raise ConfigError(
+                f"{len(self.chunks)} chunks of patches cannot feed {layout.n_shards} shards "
+                f"({layout.world_size} ranks x {layout.per_rank} workers): use fewer --workers "
+                "or a larger store"
+            )
+        self._store: PatchStore | None = None
+        self.reads = 0  # chunks read by this process (tests check chunk-by-chunk reading)
+
+    @property
+    def store(self) -> PatchStore:
+        if self._store is None:  # opened lazily, once per worker process
+            self._store = PatchStore.open(self.store_path)
+        return self._store
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_store"] = None
+        return state
+
+    def windows(self, epoch: int, shard: int) -> list[list[ChunkRef]]:
+        mine = shard_chunks(
+            self.chunks,
+            seed=self.config.seed,
+            epoch=epoch,
+            shard=shard,
+            n_shards=self.layout.n_shards,
+        )
+        w = self.config.window_chunks
+        return [mine[i : i + w] for i in range(0, len(mine), w)]
+
+    def window_size(self, window: list[ChunkRef]) -> int:
+        return sum(len(c) for c in window)
+
+    def load(
+        self, window: list[ChunkRef], rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        crop = self.config.crop
+        n = self.window_size(window)
+        images = np.empty((n, crop, crop, 3), dtype=np.uint8)
+        masks = np.empty((n, crop, crop), dtype=np.uint8) if self.config.masks else None
+        pos = 0
+        for ref in window:
+            batch = self.store.read(ref.slide_id, ref.start, ref.stop, masks=self.config.masks)
+            self.reads += 1
+            if self.config.masks and batch.masks is None:
+                raise ConfigError(f"slide {ref.slide_id} has no masks (unlabeled slide)")
+            img, msk = random_crops(batch.images, batch.masks, crop=crop, rng=rng)
+            images[pos : pos + len(img)] = img
+            if masks is not None and msk is not None:
+                masks[pos : pos + len(img)] = msk
+            pos += len(img)
+        return images, masks
+
+
+class LabeledPatches(_ShardedStream):
+    """Endless shuffled batches from patches held in memory (the few labeled ones).
+
+    Each epoch permutes the patches with ``Generator([seed, epoch])`` and gives patch ``i`` of
+    that order to shard ``i % n_shards``; one window per shard and epoch.
+    """
+
+    def __init__(
+        self,
+        images: np.ndarray,
+        masks: np.ndarray,
+        config: StreamConfig,
+        *,
+        layout: Layout = Layout(),
+        start_batches: int = 0,
+    ) -> None:
+        super().__init__(config, layout=layout, start_batches=start_batches)
+        if len(images) != len(masks) or len(images) == 0:
+            raise ConfigError(
+                f"need as many masks as images (> 0), got {len(images)}, {len(masks)}"
+            )
+        if len(images) < layout.n_shards:
+            raise ConfigError(
+                f"{len(images)} labeled patches cannot feed {layout.n_shards} shards: "
+                "use fewer --workers or more --labeled patches"
+            )
+        self.images = images
+        self.masks = masks
+
+    def windows(self, epoch: int, shard: int) -> list[np.ndarray]:
+        order = np.random.default_rng([self.config.seed, epoch]).permutation(len(self.images))
+        return [order[shard :: self.layout.n_shards]]
+
+    def window_size(self, window: np.ndarray) -> int:
+        return len(window)
+
+    def load(
+        self, window: np.ndarray, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        return random_crops(self.images[window], self.masks[window], crop=self.config.crop, rng=rng)
+
+
+def to_tensors(
+    batch: dict[str, Any], device: torch.device, *, channels_last: bool = False
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """uint8 batch -> float images (B,3,H,W) in [0,1] and float masks (B,1,H,W) on ``device``."""
+    images = batch["images"]
+    if isinstance(images, np.ndarray):
+        images = torch.from_numpy(images)
+    x = images.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    else:
+        x = x.contiguous()
+    y = None
+    if "masks" in batch:
+        m = batch["masks"]
+        if isinstance(m, np.ndarray):
+            m = torch.from_numpy(m)
+        y = m.to(device, non_blocking=True).unsqueeze(1).float()
+    return x, y
+
+
+def steps_per_epoch(n_patches: int, batch_size: int, layout: Layout) -> float:
+    """Rough optimizer steps per pass over ``n_patches`` (for the summary)."""
+    return n_patches / (batch_size * layout.world_size) if n_patches else math.inf

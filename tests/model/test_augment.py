@@ -1,0 +1,122 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from lymph.model.augment import (
+    AugmentConfig,
+    augment,
+    color_jitter,
+    dihedral,
+    dihedral_inverse,
+    random_dihedral,
+)
+from lymph.pipeline.errors import ConfigError
+
+
+def _imgs(n: int = 6, size: int = 12, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+
+
+def test_eight_distinct_dihedral_transforms_and_inverses() -> None:
+    img = _imgs(1)[0]
+    outs = [dihedral(img, k, axes=(0, 1)) for k in range(8)]
+    assert len({o.tobytes() for o in outs}) == 8
+    for k in range(8):
+        np.testing.assert_array_equal(dihedral_inverse(outs[k], k, axes=(0, 1)), img)
+        t = torch.from_numpy(img.copy())
+        np.testing.assert_array_equal(dihedral(t, k, axes=(0, 1)).numpy(), outs[k])
+        assert torch.equal(dihedral_inverse(dihedral(t, k, axes=(0, 1)), k, axes=(0, 1)), t)
+    with pytest.raises(ValueError, match="0..7"):
+        dihedral(img, 8, axes=(0, 1))
+
+
+def test_random_dihedral_moves_mask_with_image() -> None:
+    imgs = _imgs(32)
+    masks = (imgs[..., 0] > 127).astype(np.uint8)
+    out, out_m = random_dihedral(imgs, masks, rng=np.random.default_rng(1))
+    assert out_m is not None
+    np.testing.assert_array_equal(out_m, (out[..., 0] > 127).astype(np.uint8))
+    assert not np.array_equal(out, imgs)  # 32 patches: some were transformed
+    with pytest.raises(ValueError, match="square"):
+        random_dihedral(np.zeros((1, 4, 6, 3), np.uint8), None, rng=np.random.default_rng(0))
+
+
+def test_jitter_off_is_identity_and_image_only() -> None:
+    imgs = _imgs()
+    masks = (imgs[..., 1] > 100).astype(np.uint8)
+    cfg = AugmentConfig(dihedral=False, brightness=0, contrast=0, saturation=0, hue=0)
+    out, out_m = augment(imgs, masks, config=cfg, rng=np.random.default_rng(0))
+    np.testing.assert_array_equal(out, imgs)
+    np.testing.assert_array_equal(out_m, masks)
+    cfg = AugmentConfig(dihedral=False)
+    out, out_m = augment(imgs, masks, config=cfg, rng=np.random.default_rng(0))
+    assert out.dtype == np.uint8 and not np.array_equal(out, imgs)
+    np.testing.assert_array_equal(out_m, masks)  # jitter never touches the mask
+
+
+def test_brightness_scales_and_grey_stays_grey() -> None:
+    grey = np.full((4, 8, 8, 3), 100, np.uint8)
+    cfg = AugmentConfig(dihedral=False, brightness=0.5, contrast=0, saturation=0.5, hue=0.5)
+    out = color_jitter(grey, config=cfg, rng=np.random.default_rng(3))
+    assert (out[..., 0] == out[..., 1]).all() and (out[..., 1] == out[..., 2]).all()
+    levels = out[:, 0, 0, 0].astype(int)
+    assert ((levels >= 49) & (levels <= 151)).all() and len(set(levels.tolist())) > 1
+
+
+def test_contrast_keeps_mean_grey() -> None:
+    imgs = _imgs(8, 16)
+    cfg = AugmentConfig(dihedral=False, brightness=0, contrast=0.9, saturation=0, hue=0)
+    out = color_jitter(imgs, config=cfg, rng=np.random.default_rng(0))
+    # clipping aside, contrast keeps each image's mean; std changes
+    np.testing.assert_allclose(out.mean(axis=(1, 2, 3)), imgs.mean(axis=(1, 2, 3)), atol=12)
+    assert not np.allclose(out.std(axis=(1, 2, 3)), imgs.std(axis=(1, 2, 3)), atol=1)
+
+
+def test_hue_shift_changes_colour_not_luma() -> None:
+    red = np.zeros((3, 4, 4, 3), np.uint8)
+    red[..., 0] = 200
+    red[..., 1] = 60
+    cfg = AugmentConfig(dihedral=False, brightness=0, contrast=0, saturation=0, hue=0.3)
+    out = color_jitter(red, config=cfg, rng=np.random.default_rng(0))
+    luma = np.array([0.299, 0.587, 0.114])
+    assert not np.array_equal(out, red)
+    np.testing.assert_allclose(out.astype(float) @ luma, red.astype(float) @ luma, atol=40)
+
+
+def test_seeded_and_reproducible() -> None:
+    imgs = _imgs()
+    a = augment(imgs, None, config=AugmentConfig(), rng=np.random.default_rng(5))[0]
+    b = augment(imgs, None, config=AugmentConfig(), rng=np.random.default_rng(5))[0]
+    c = augment(imgs, None, config=AugmentConfig(), rng=np.random.default_rng(6))[0]
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+@pytest.mark.parametrize(
+    "kw,match",
+    [
+        ({"brightness": 1.0}, "brightness"),
+        ({"contrast": -0.1}, "contrast"),
+        ({"saturation": 2}, "saturation"),
+        ({"hue": 0.6}, "hue"),
+        ({"dihedral": 1}, "dihedral"),
+    ],
+)
+def test_bad_settings(kw: dict, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        AugmentConfig(**kw)
+
+
+def test_bad_inputs() -> None:
+    with pytest.raises(ValueError, match="uint8"):
+        augment(
+            np.zeros((1, 4, 4, 3), np.float32),
+            None,
+            config=AugmentConfig(),
+            rng=np.random.default_rng(0),
+        )
+    with pytest.raises(ValueError, match=r"\(B,H,W,3\)"):
+        color_jitter(
+            np.zeros((1, 4, 4), np.uint8), config=AugmentConfig(), rng=np.random.default_rng(0)
+        )
