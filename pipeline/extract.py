@@ -1,0 +1,468 @@
+"""`lymph extract`: class-balanced random patches (with pixel masks) from every slide in a folder
+into the Zarr patch store, one task per slide, resumable and distributable.
+
+Per slide: open it (never whole), detect tissue on a thumbnail, find its annotations, draw the
+classes and centres (`sampling`), then read patches in store order, rasterize each patch's mask
+at the patch's own resolution, and stream 64-patch chunks into the slide's group, which is marked
+`complete` last. A rerun skips complete slides and redoes partial ones.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from lymph.pipeline import store as store_mod
+from lymph.pipeline.annotations import (
+    Annotations,
+    contains,
+    coverage_thumb,
+    find_annotations,
+    rasterize,
+    read_annotations,
+)
+from lymph.pipeline.errors import ConfigError, NoTissueError, SlideError
+from lymph.pipeline.sampling import (
+    PatchGeometry,
+    plan_classes,
+    sample_top_left,
+    slide_rng,
+    tumor_capacity,
+)
+from lymph.pipeline.slides import OpenSlideReader, SlideReader, discover_slides, open_slide
+from lymph.pipeline.tissue import tissue_mask
+
+SAMPLER_VERSION = 1
+"""Bumped whenever the draw changes for the same settings; recorded so that stores mix never."""
+
+
+@dataclass(frozen=True)
+class ExtractConfig:
+    slides: Path
+    out: Path
+    annotations: Path | None = None
+    labels: Path | None = None
+    patch_size: int = 300
+    level: int = 0
+    patches_per_slide: int = 200
+    seed: int = 0
+    workers: int = 1
+    scheduler: str | None = None
+    thumb_size: int = 2048
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("slides", "out", "annotations", "labels"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, Path(value))
+        if not 16 <= self.patch_size <= 4096:
+            raise ConfigError(f"patch_size {self.patch_size} out of range 16..4096; the paper "
+                              "uses --patch-size 300")
+        if self.level < 0:
+            raise ConfigError(f"level {self.level} must be >= 0 (0 is full resolution)")
+        if self.patches_per_slide < 1:
+            raise ConfigError(f"patches_per_slide {self.patches_per_slide} must be >= 1")
+        if self.seed < 0:
+            raise ConfigError(f"seed {self.seed} must be >= 0")
+        if self.workers < 1:
+            raise ConfigError(f"workers {self.workers} must be >= 1")
+        if self.scheduler is not None and self.workers != 1:
+            raise ConfigError("give either --workers K (a local cluster) or --scheduler ADDRESS "
+                              "(an existing cluster), not both")
+        if not 64 <= self.thumb_size <= 16384:
+            raise ConfigError(f"thumb_size {self.thumb_size} out of range 64..16384")
+
+    def settings(self) -> dict[str, Any]:
+        """Every setting that shapes the store's content, as recorded in attrs['lymph']."""
+        return {
+            "patch_size": self.patch_size,
+            "level": self.level,
+            "seed": self.seed,
+            "patches_per_slide": self.patches_per_slide,
+            "thumb_size": self.thumb_size,
+            "chunk_patches": store_mod.CHUNK_PATCHES,
+            "sampler_version": SAMPLER_VERSION,
+            "slides_dir": str(self.slides.resolve()),
+            "annotations_dir": None if self.annotations is None else str(
+                self.annotations.resolve()),
+            "labels_csv": None if self.labels is None else str(self.labels.resolve()),
+            "workers": self.workers,
+            "scheduler": self.scheduler,
+        }
+
+
+@dataclass(frozen=True)
+class SlideResult:
+    slide_id: str
+    source: str
+    status: str
+    n_patches: int
+    n_tumor: int
+    seconds: float
+    skipped: bool = False
+    tissue_fraction: float | None = None
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ExtractSummary:
+    store: Path
+    done: tuple[SlideResult, ...]
+    skipped: tuple[SlideResult, ...]
+    failed: tuple[tuple[str, str], ...]  # (source, "file: cause")
+    seconds: float
+    ignored: tuple[str, ...] = field(default=())
+
+    @property
+    def n_patches(self) -> int:
+        return sum(r.n_patches for r in self.done)
+
+    @property
+    def n_tumor(self) -> int:
+        return sum(r.n_tumor for r in self.done)
+
+    @property
+    def patches_per_second(self) -> float:
+        return self.n_patches / self.seconds if self.seconds > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "store": str(self.store), "seconds": self.seconds,
+            "patches": self.n_patches, "tumor_patches": self.n_tumor,
+            "patches_per_second": self.patches_per_second,
+            "done": [asdict(r) for r in self.done], "skipped": [asdict(r) for r in self.skipped],
+            "failed": [{"source": s, "error": e} for s, e in self.failed],
+        }
+
+
+# --- labels ---------------------------------------------------------------------------------
+
+
+def read_labels_csv(path: Path) -> dict[str, str]:
+    """CAMELYON16 `reference.csv` form: `name,Tumor|Normal[,...]` rows, optional header.
+    Returns {lower-case name without suffix: 'tumor'|'normal'}."""
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such labels CSV; pass a reference.csv with --labels")
+    out: dict[str, str] = {}
+    with path.open(newline="") as fh:
+        for row in csv.reader(fh):
+            if len(row) < 2 or not row[0].strip():
+                continue
+            name, label = row[0].strip(), row[1].strip().lower()
+            if label not in ("tumor", "normal"):
+                if not out:  # a header row
+                    continue
+                raise ConfigError(f"{path}: row {row!r}: label must be Tumor or Normal")
+            out[Path(name).stem.lower() if "." in name else name.lower()] = label
+    return out
+
+
+def slide_status(name: str, *, has_annotations: bool, labels: dict[str, str] | None
+                 ) -> tuple[str, str | None]:
+    """(status, reference label from the CSV or None)."""
+    key = Path(name).name
+    stem = key.rsplit(".", 1)[0].lower() if "." in key else key.lower()
+    ref = labels.get(stem) if labels else None
+    if has_annotations:
+        return "tumor", ref
+    if ref == "normal" or stem.startswith("normal"):
+        return "normal", ref
+    return "unlabeled", ref
+
+
+# --- one slide ------------------------------------------------------------------------------
+
+
+class _MaskSource:
+    """A mask TIFF (non-zero = tumor) read through OpenSlide at the patch's level."""
+
+    def __init__(self, path: Path, slide: SlideReader) -> None:
+        self.path = path
+        self.reader = open_slide(path)
+        if self.reader.dimensions != slide.dimensions:
+            raise SlideError(f"{path}: mask is {self.reader.dimensions}, slide "
+                             f"{slide.path} is {slide.dimensions}; the mask must match level 0")
+
+    def thumb(self, shape: tuple[int, int], thumb_size: int) -> np.ndarray:
+        from PIL import Image
+
+        m, _ = self.reader.thumbnail(thumb_size)
+        m = m.max(axis=2)
+        if m.shape != shape:
+            m = np.asarray(Image.fromarray(m).resize((shape[1], shape[0]),
+                                                     Image.Resampling.NEAREST))
+        return m > 0
+
+    def contains(self, centres_level0: np.ndarray) -> np.ndarray:
+        out = np.zeros(len(centres_level0), bool)
+        for k, (x, y) in enumerate(np.floor(centres_level0).astype(np.int64)):
+            out[k] = self.reader.read_region((int(x), int(y)), 0, (1, 1))[0, 0].max() > 0
+        return out
+
+    def patch(self, top_left_level0: np.ndarray, downsample: float, size: int) -> np.ndarray:
+        from PIL import Image
+
+        r = self.reader
+        lev = min(range(r.level_count), key=lambda i: abs(r.level_downsamples[i] - downsample))
+        if abs(r.level_downsamples[lev] - downsample) <= 1e-3 * downsample:
+            return (r.read_region(tuple(top_left_level0), lev, (size, size)).max(axis=2) > 0
+                    ).astype(np.uint8)
+        lev = max(i for i in range(r.level_count) if r.level_downsamples[i] <= downsample)
+        n = int(np.ceil(size * downsample / r.level_downsamples[lev]))
+        m = r.read_region(tuple(top_left_level0), lev, (n, n)).max(axis=2)
+        return (np.asarray(Image.fromarray(m).resize((size, size), Image.Resampling.NEAREST))
+                > 0).astype(np.uint8)
+
+
+def _unique_ids(names: list[str]) -> list[str]:
+    """Sanitized ids from slide names (relative paths): the file stem (`tumor_001`); where stems
+    collide, the file name with its suffix (`boxes_tiff`, `boxes_dcm`); where those collide too,
+    the whole relative path."""
+    sanitize = store_mod.sanitize_slide_id
+
+    def candidates(name: str) -> list[str]:
+        base = name.rsplit("/", 1)[-1]
+        return [sanitize(base), sanitize(base.replace(".", "_")),
+                sanitize(name.replace("/", "_").replace(".", "_"))]
+
+    ids = [candidates(n)[0] for n in names]
+    for level in (1, 2):
+        counts: dict[str, int] = {}
+        for i in ids:
+            counts[i] = counts.get(i, 0) + 1
+        ids = [candidates(n)[level] if counts[i] > 1 else i
+               for n, i in zip(names, ids, strict=True)]
+    if len(set(ids)) != len(ids):
+        dup = sorted({i for i in ids if ids.count(i) > 1})
+        raise ConfigError(f"slides {dup} map to the same id; rename them")
+    return ids
+
+
+def extract_slide(path: Path, *, slide_id: str, config: ExtractConfig,
+                  labels: dict[str, str] | None = None, name: str | None = None,
+                  on_patches: Callable[[int], None] | None = None) -> SlideResult:
+    """Extract one slide into `config.out` (which must exist). Skips it if already complete."""
+    t0 = time.perf_counter()
+    out = config.out
+    if store_mod.slide_is_complete(out, slide_id):
+        attrs = _slide_attrs(out, slide_id)
+        return SlideResult(slide_id, str(path), attrs.get("status", "?"),
+                           int(attrs.get("n_patches", 0)), int(attrs.get("n_tumor", 0)), 0.0,
+                           skipped=True, tissue_fraction=attrs.get("tissue_fraction"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        slide = open_slide(path)
+        try:
+            result = _extract_open_slide(slide, path=path, slide_id=slide_id, config=config,
+                                         labels=labels, name=name or path.name,
+                                         on_patches=on_patches, caught=caught, t0=t0)
+        finally:
+            slide.close()
+    return result
+
+
+def _slide_attrs(out: Path, slide_id: str) -> dict:
+    import zarr
+
+    g = zarr.open_group(str(out / store_mod.SLIDES / slide_id), mode="r", zarr_format=3)
+    return g.attrs.asdict()
+
+
+def _extract_open_slide(slide: OpenSlideReader, *, path: Path, slide_id: str,
+                        config: ExtractConfig, labels: dict[str, str] | None, name: str,
+                        on_patches: Callable[[int], None] | None, caught: list,
+                        t0: float) -> SlideResult:
+    level, size = config.level, config.patch_size
+    if level >= slide.level_count:
+        raise SlideError(f"{path}: has {slide.level_count} level(s), --level {level} asked; "
+                         f"use --level 0..{slide.level_count - 1}")
+    ds = slide.level_downsamples[level]
+    w0, h0 = slide.dimensions
+    geometry = PatchGeometry(size=size, downsample=ds, width=w0, height=h0)
+    if geometry.footprint > min(w0, h0):
+        raise SlideError(f"{path}: slide is {w0}x{h0} px, smaller than one {size} px patch at "
+                         f"level {level} ({geometry.footprint:.0f} level-0 px); use a smaller "
+                         "--patch-size or remove the slide")
+
+    # named after the slide's name: a DICOM series `boxes_0.dcm, boxes_1.dcm` is `boxes`
+    ann_path = find_annotations(path.parent / Path(name).name,
+                                annotations_dir=config.annotations)
+    ann: Annotations | None = None
+    mask_src: _MaskSource | None = None
+    if ann_path is not None and ann_path.suffix.lower() in (".tif", ".tiff"):
+        mask_src = _MaskSource(ann_path, slide)
+    elif ann_path is not None:
+        ann = read_annotations(ann_path)
+        if not ann:
+            warnings.warn(f"{ann_path}: no tumor polygons; slide {name} treated as not "
+                          "annotated", stacklevel=2)
+    has_ann = mask_src is not None or bool(ann)
+    status, ref = slide_status(name, has_annotations=has_ann, labels=labels)
+    if ref == "tumor" and not has_ann:
+        warnings.warn(f"{path}: labels CSV says Tumor but no annotation was found (looked for "
+                      f"{path.stem}.xml/.geojson/_mask.tif); extracted as unlabeled",
+                      stacklevel=2)
+
+    thumb, thumb_ds = slide.thumbnail(config.thumb_size)
+    tissue = tissue_mask(thumb)
+    tissue_fraction = float(tissue.mean())
+
+    if mask_src is not None:
+        tumor_cand = mask_src.thumb(tissue.shape, config.thumb_size)
+        tumor_core = tumor_cand.copy()
+        tumor_area = float(tumor_cand.sum()) * thumb_ds ** 2
+        from scipy import ndimage
+
+        if tumor_cand.any():
+            tumor_cand = ndimage.binary_dilation(tumor_cand, np.ones((3, 3), bool))
+        accept_tumor = mask_src.contains
+    elif ann:
+        tumor_cand = coverage_thumb(ann, shape=tissue.shape, downsample=thumb_ds)
+        tumor_core = rasterize(ann, x_level0=0, y_level0=0, width=tissue.shape[1],
+                               height=tissue.shape[0], downsample=thumb_ds).astype(bool)
+        tumor_area = max(0.0, sum(p.area_level0 for p in ann.tumor)
+                         - sum(p.area_level0 for p in ann.holes))
+        accept_tumor = functools.partial(contains, ann)
+    else:
+        tumor_cand = tumor_core = np.zeros(tissue.shape, bool)
+        tumor_area = 0.0
+
+        def accept_tumor(c: np.ndarray) -> np.ndarray:
+            return np.zeros(len(c), bool)
+
+    normal_cand = tissue & ~tumor_core
+    if not tissue.any() and not tumor_cand.any():
+        raise NoTissueError(f"{path}: no tissue found (Otsu on saturation of a "
+                            f"{thumb.shape[1]}x{thumb.shape[0]} thumbnail); the slide was not "
+                            "written. Check it is not blank or out of focus")
+
+    def accept_normal(c: np.ndarray) -> np.ndarray:
+        return ~accept_tumor(c)
+
+    rng = slide_rng(config.seed, slide_id)
+    n = config.patches_per_slide
+    capacity = tumor_capacity(tumor_area, geometry) if tumor_cand.any() else 0
+    classes = plan_classes(rng, n, tumor_capacity=capacity,
+                           normal_available=bool(normal_cand.any()))
+    want_tumor = int(classes.sum())
+    tl_tumor = sample_top_left(rng, tumor_cand, want_tumor, thumb_downsample=thumb_ds,
+                               geometry=geometry, accept=accept_tumor)
+    if len(tl_tumor) < want_tumor:  # the last tumor draws become non-tumor
+        idx = np.flatnonzero(classes)
+        classes[idx[len(tl_tumor):]] = False
+    want_normal = int((~classes).sum())
+    tl_normal = sample_top_left(rng, normal_cand, want_normal, thumb_downsample=thumb_ds,
+                                geometry=geometry, accept=accept_normal)
+    if len(tl_normal) < want_normal:  # drop the last non-tumor draws: take what exists
+        idx = np.flatnonzero(~classes)
+        keep = np.ones(n, bool)
+        keep[idx[len(tl_normal):]] = False
+        classes = classes[keep]
+    n_total = len(classes)
+    if n_total == 0:
+        raise NoTissueError(f"{path}: no patch of {size} px fits inside the tissue; use a "
+                            "smaller --patch-size or a lower --level")
+    top_left = np.empty((n_total, 2), np.int64)
+    top_left[classes] = tl_tumor
+    top_left[~classes] = tl_normal
+    short = []
+    if status == "tumor" and capacity < n:
+        short.append(f"tumor area {tumor_area:.0f} px allows at most {capacity} tumor patches")
+    if n_total < n:
+        short.append(f"only {n_total} of {n} patches fit in the tissue")
+    for s in short:
+        warnings.warn(f"{path}: {s}", stacklevel=2)
+
+    labeled = status in store_mod.LABELED_STATUSES
+    attrs = {
+        "source": str(path), "name": name, "status": status, "reference": ref,
+        "annotations": None if ann_path is None else str(ann_path),
+        "mpp": slide.mpp, "dimensions": list(slide.dimensions),
+        "level_dimensions": [list(d) for d in slide.level_dimensions],
+        "level_downsamples": list(slide.level_downsamples),
+        "vendor": getattr(slide, "vendor", None),
+        "tissue_fraction": tissue_fraction, "thumb_downsample": thumb_ds,
+        "tumor_area_level0": tumor_area, "patches_requested": n,
+    }
+    writer = store_mod.SlideWriter(config.out, slide_id, capacity=n_total, patch_size=size,
+                                   labeled=labeled, attrs=attrs)
+    step = store_mod.CHUNK_PATCHES
+    for a in range(0, n_total, step):
+        b = min(n_total, a + step)
+        images = np.empty((b - a, size, size, 3), np.uint8)
+        masks = np.zeros((b - a, size, size), np.uint8) if labeled else None
+        for k in range(a, b):
+            tl = (int(top_left[k, 0]), int(top_left[k, 1]))
+            images[k - a] = slide.read_region(tl, level, (size, size))
+            if masks is not None and ann:
+                masks[k - a] = rasterize(ann, x_level0=tl[0], y_level0=tl[1], width=size,
+                                         height=size, downsample=ds)
+            elif masks is not None and mask_src is not None:
+                masks[k - a] = mask_src.patch(top_left[k], ds, size)
+        if labeled:
+            writer.append(images=images, coords=top_left[a:b],
+                          labels=classes[a:b].astype(np.uint8), masks=masks)
+        else:
+            writer.append(images=images, coords=top_left[a:b])
+        if on_patches is not None:
+            on_patches(b - a)
+    seconds = time.perf_counter() - t0
+    messages = tuple(dict.fromkeys(str(w.message) for w in caught))
+    writer.finish(warnings=list(messages), seconds=round(seconds, 3))
+    n_tumor = int(classes.sum()) if labeled else 0
+    return SlideResult(slide_id, str(path), status, n_total, n_tumor, seconds,
+                       tissue_fraction=tissue_fraction, warnings=messages)
+
+
+def _task(path: Path, *, config: ExtractConfig, ids: dict[str, tuple[str, str]],
+          labels: dict[str, str] | None) -> SlideResult:
+    slide_id, name = ids[str(path)]
+    return extract_slide(path, slide_id=slide_id, config=config, labels=labels, name=name)
+
+
+# --- the batch ------------------------------------------------------------------------------
+
+
+def extract(config: ExtractConfig) -> ExtractSummary:
+    """Extract every slide under `config.slides` into `config.out` (see module doc)."""
+    from lymph.pipeline.cluster import map_slides
+
+    t0 = time.perf_counter()
+    if not config.slides.is_dir():
+        raise ConfigError(f"--slides {config.slides}: not a folder; pass the folder of slides")
+    if config.annotations is not None and not config.annotations.is_dir():
+        raise ConfigError(f"--annotations {config.annotations}: not a folder")
+    labels = read_labels_csv(config.labels) if config.labels is not None else None
+    found = discover_slides(config.slides)
+    if not found:
+        raise ConfigError(f"--slides {config.slides}: no slide files found (looked for .svs, "
+                          ".tif, .ndpi, .mrxs, .dcm, ... and anything OpenSlide detects)")
+    names = [n for n, _ in found]
+    ids = _unique_ids(names)
+    store_mod.create_store(config.out, config.settings())
+    by_path = {str(p): (i, n) for (n, p), i in zip(found, ids, strict=True)}
+    skipped: list[SlideResult] = []
+    todo: list[Path] = []
+    for (_, p), i in zip(found, ids, strict=True):
+        if store_mod.slide_is_complete(config.out, i):
+            a = _slide_attrs(config.out, i)
+            skipped.append(SlideResult(i, str(p), a.get("status", "?"),
+                                       int(a.get("n_patches", 0)), int(a.get("n_tumor", 0)), 0.0,
+                                       skipped=True, tissue_fraction=a.get("tissue_fraction")))
+        else:
+            todo.append(p)
+    fn = functools.partial(_task, config=config, ids=by_path, labels=labels)
+    results = map_slides(fn, todo, workers=config.workers, scheduler=config.scheduler,
+                         desc="extract", progress=config.progress) if todo else []
+    done = tuple(r.value for r in results if r.ok and r.value is not None)
+    failed = tuple((str(r.item), r.error or "") for r in results if not r.ok)
+    return ExtractSummary(store=config.out, done=done, skipped=tuple(skipped), failed=failed,
+                          seconds=time.perf_counter() - t0)
