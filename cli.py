@@ -187,6 +187,84 @@ def eval_cmd(store: str | None, checkpoint: str | None, threshold: str,
     if out is not None:
         click.echo(f"written into {out}: metrics.json, froc.png, roc.png (when defined)")
 
+
+def _parse_sizes(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r} is not a comma-separated list of integers; e.g. --sizes 200,120,80,40"
+        ) from None
+    if not sizes or min(sizes) < 2 or len(set(sizes)) != len(sizes):
+        raise click.BadParameter(
+            f"{value!r}: give distinct sizes >= 2, e.g. --sizes 200,120,80,40"
+        )
+    return sizes
+
+
+@main.command("study")
+@click.option("--store", required=True, type=click.Path(exists=True, file_okay=False),
+              help="A store with labeled (tumor/normal) slides from `lymph extract`.")
+@click.option("--pretrained", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="The reconstruction-pretrained checkpoint (`lymph train --stage pretrain`).")
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Study folder: results.csv, table.md, f1_vs_size.png, runs/ (resumable).")
+@click.option("--sizes", default="200,120,80,40", show_default=True, callback=_parse_sizes,
+              help="Labeled-set sizes (patches), comma-separated.")
+@click.option("--folds", type=click.IntRange(min=2), default=5, show_default=True,
+              help="Cross-validation folds, grouped by slide (needs as many labeled slides).")
+@click.option("--steps", type=click.IntRange(min=1), default=None,
+              help="Fine-tuning steps per run [default: the trainer's; --quick: 40].")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--quick", is_flag=True,
+              help="Demo profile for a small CPU: 40 steps, batch 8, 64 px crops (unless given).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None,
+              help="Fine-tuning batch size [default: the trainer's; --quick: 8].")
+@click.option("--crop", type=click.IntRange(min=1), default=None,
+              help="Training crop in px [default: the trainer's; --quick: 64].")
+@click.option("--base-width", type=click.IntRange(min=1), default=None,
+              help="Must equal the pretrained checkpoint's (both conditions use its architecture).")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Learning rate [default: the trainer's].")
+@click.option("--recon-weight", type=click.FloatRange(min=0), default=None,
+              help="Weight of the reconstruction loss while fine-tuning [default: the trainer's].")
+@click.option("--threshold", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+              help="Probability threshold for scoring held-out folds (never tuned on them).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto",
+              show_default=True)
+@click.option("--eval-batch-size", type=click.IntRange(min=1), default=None,
+              help="Batch size for scoring [default 16].")
+@click.option("--keep-checkpoints", is_flag=True,
+              help="Keep every run's checkpoints (deleted after scoring by default).")
+def study_cmd(store: str, pretrained: str, out: str, sizes: tuple[int, ...], folds: int,
+              steps: int | None, seed: int, quick: bool, batch_size: int | None,
+              crop: int | None, base_width: int | None, lr: float | None,
+              recon_weight: float | None, threshold: float, device: str,
+              eval_batch_size: int | None, keep_checkpoints: bool) -> None:
+    """The paper's Figure 3: fine-tune from pretrained weights vs from scratch on N labels.
+
+    \b
+    For every size and fold (folds grouped by slide), both conditions fine-tune on the same
+    class-balanced subset with the same steps and seed and are scored on the held-out slides.
+    A rerun with the same --out skips finished runs.
+      lymph study --store store.zarr --pretrained runs/pre/last.pt --out study/ --quick
+    """
+    from pathlib import Path
+
+    from lymph.model.study import StudyConfig, run_study
+
+    config = StudyConfig(
+        store=Path(store), pretrained=Path(pretrained), out=Path(out), sizes=sizes, folds=folds,
+        steps=steps, seed=seed, quick=quick, batch_size=batch_size, crop=crop,
+        base_width=base_width, lr=lr, recon_weight=recon_weight, threshold=threshold,
+        device=device, eval_batch_size=eval_batch_size, keep_checkpoints=keep_checkpoints,
+    )
+    result = run_study(config)
+    click.echo(f"{result['ran']} run(s) done now, {result['skipped']} reused from {out}")
+    click.echo(Path(result["files"]["table.md"]).read_text())
+    for name, path in result["files"].items():
+        click.echo(f"{name}: {path}")
+
 # --- predict (model/predict.py, model/camelyon.py) ---------------------------------------------
 
 
