@@ -32,6 +32,9 @@ __all__ = [
 ]
 
 
+_BLOCK = 1 << 16  # pixels per block in PRAccumulator.update
+
+
 def _ratio(num: int, den: int, *, perfect: bool) -> float:
     if den == 0:
         return 1.0 if perfect else 0.0
@@ -246,11 +249,23 @@ class PRAccumulator:
         lo, hi = float(probs.min()), float(probs.max())
         if not (0.0 <= lo and hi <= 1.0):  # also catches NaN
             raise ValueError(f"probs must lie in [0, 1], got values in [{lo}, {hi}]")
-        # index of the largest threshold <= prob: the pixel is predicted for thresholds 0..idx
-        idx = np.searchsorted(self.thresholds, probs.ravel(), side="right") - 1
-        flat_target = target_b.ravel()
-        self.hist_pos += np.bincount(idx[flat_target], minlength=self.bins)
-        self.hist_neg += np.bincount(idx[~flat_target], minlength=self.bins)
+        flat_probs, flat_target = probs.ravel(), target_b.ravel()
+        last = self.bins - 1
+        hist = np.zeros(2 * self.bins, dtype=np.int64)
+        # blocks that stay in cache: ~12x faster than one searchsorted over a 64-patch chunk
+        for start in range(0, flat_probs.size, _BLOCK):
+            p64 = flat_probs[start : start + _BLOCK].astype(np.float64)
+            # idx = the largest grid index k with thresholds[k] <= p (the `>=` rule): the
+            # product is within an ulp of exact, and the two fix-ups make it exact
+            idx = (p64 * last).astype(np.intp)
+            np.minimum(idx, last, out=idx)
+            idx -= self.thresholds[idx] > p64
+            up = np.minimum(idx + 1, last)
+            idx += (self.thresholds[up] <= p64) & (up > idx)
+            idx += self.bins * flat_target[start : start + _BLOCK]  # tumor pixels: upper half
+            hist += np.bincount(idx, minlength=2 * self.bins)
+        self.hist_neg += hist[: self.bins]
+        self.hist_pos += hist[self.bins :]
 
     def __iadd__(self, other: PRAccumulator) -> PRAccumulator:
         if not isinstance(other, PRAccumulator) or other.bins != self.bins:

@@ -187,3 +187,23 @@ def test_counts_at_off_grid_threshold_raises() -> None:
     acc.update(np.array([0.2]), np.array([1], np.uint8))
     with pytest.raises(ValueError, match="not on the grid"):
         acc.counts_at(0.3)
+
+
+def test_accumulator_exact_next_to_grid_thresholds_across_blocks() -> None:
+    # 1001-bin grid; float32 values on, just above and just below every threshold, plus enough
+    # random values to span several internal blocks
+    grid = (np.arange(1001) / 1000).astype(np.float32)
+    edges = np.concatenate(
+        [grid, np.nextafter(grid, np.float32(2)), np.nextafter(grid, np.float32(-1))]
+    ).clip(0, 1)
+    rng = np.random.default_rng(5)
+    probs = np.concatenate([edges, rng.random(150_000, dtype=np.float32)])
+    target = rng.random(probs.size) < 0.25
+    acc = PRAccumulator()
+    acc.update(probs, target)
+    # reference: index of the largest threshold <= p, by binary search in float64
+    idx = np.searchsorted(acc.thresholds, probs.astype(np.float64), side="right") - 1
+    np.testing.assert_array_equal(acc.hist_pos, np.bincount(idx[target], minlength=1001))
+    np.testing.assert_array_equal(acc.hist_neg, np.bincount(idx[~target], minlength=1001))
+    for t in (0.0, 0.3, 0.5, 0.999, 1.0):
+        assert acc.counts_at(t) == pixel_counts(binarize(probs, t), target)

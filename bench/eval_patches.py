@@ -1,0 +1,104 @@
+"""Benchmark of patch-mode evaluation (`lymph eval --store`): where the time goes.
+
+Prints, measured in the same run (so the ratios hold even when other work loads the CPUs):
+1. metric cost per 64-patch chunk of 300 x 300 px: `pixel_counts` and `PRAccumulator.update`
+   (1001 bins) against a bare `np.count_nonzero` of the same masks (the baseline);
+2. end-to-end `evaluate_store` patches/s on a synthetic store against `predict_probs` alone on
+   the same patches already in memory (the baseline): the overhead of streaming the store and
+   computing metrics;
+3. peak RSS of the process.
+
+    .venv/bin/python bench/eval_patches.py [--patches 256] [--base-width 8] [--depth 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from lymph.model.checkpoint import save_checkpoint
+from lymph.model.evaluate import evaluate_store
+from lymph.model.infer import predict_probs
+from lymph.model.metrics import PRAccumulator, binarize, pixel_counts
+from lymph.model.unet import UNet, UNetConfig
+from lymph.pipeline.store import CHUNK_PATCHES, create_store, write_slide
+
+P = 300
+
+
+def _best(fn, repeat: int = 3) -> float:
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--patches", type=int, default=256)
+    ap.add_argument("--base-width", type=int, default=8)
+    ap.add_argument("--depth", type=int, default=4)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    rng = np.random.default_rng(0)
+
+    # 1. metrics on one chunk
+    probs = rng.random((CHUNK_PATCHES, P, P), dtype=np.float32)
+    masks = (rng.random((CHUNK_PATCHES, P, P)) < 0.2).astype(np.uint8)
+    t_base = _best(lambda: np.count_nonzero(masks))
+    t_counts = _best(lambda: pixel_counts(binarize(probs, 0.5), masks))
+    acc = PRAccumulator(bins=1001)
+    t_acc = _best(lambda: acc.update(probs, masks))
+    mpx = CHUNK_PATCHES * P * P / 1e6
+    print(f"metrics on one chunk ({CHUNK_PATCHES} x {P} x {P} px = {mpx:.2f} Mpx)")
+    print("| step | ms/chunk | Mpx/s | x baseline |\n|---|---:|---:|---:|")
+    for name, t in (("np.count_nonzero (baseline)", t_base),
+                    ("binarize + pixel_counts", t_counts),
+                    ("PRAccumulator.update (1001 bins)", t_acc)):
+        print(f"| {name} | {1e3 * t:.1f} | {mpx / t:.0f} | {t / t_base:.1f} |")
+
+    # 2. end to end on a synthetic store
+    with tempfile.TemporaryDirectory() as tmp:
+        store = Path(tmp) / "s.zarr"
+        create_store(store, {"patch_size": P, "level": 0, "seed": 0})
+        n = args.patches
+        images = rng.integers(0, 256, (n, P, P, 3), dtype=np.uint8)
+        slide_masks = np.zeros((n, P, P), np.uint8)
+        slide_masks[::2, 50:200, 80:250] = 1
+        labels = slide_masks.reshape(n, -1).any(1).astype(np.uint8)
+        coords = np.zeros((n, 2), np.int64)
+        write_slide(store, "tumor_001", images=images, coords=coords, labels=labels,
+                    masks=slide_masks, attrs={"status": "tumor"})
+        torch.manual_seed(0)
+        model = UNet(UNetConfig(base_width=args.base_width, depth=args.depth))
+        ckpt = Path(tmp) / "m.pt"
+        save_checkpoint(ckpt, model=model, config={"stage": "finetune"})
+        model.eval()
+        predict_probs(model, images[:4])  # warm-up
+        t_model = _best(lambda: predict_probs(model, images, batch_size=16), repeat=1)
+        t_eval = _best(lambda: evaluate_store(store, ckpt, batch_size=16, progress=False),
+                       repeat=1)
+        t_auto = _best(lambda: evaluate_store(store, ckpt, batch_size=16, progress=False,
+                                              out=Path(tmp) / "o"), repeat=1)
+    print(f"\nend to end, {n} patches of {P} px, UNet base width {args.base_width} depth "
+          f"{args.depth}, {args.threads} threads")
+    print("| step | s | patches/s | x baseline |\n|---|---:|---:|---:|")
+    for name, t in (("predict_probs on in-memory patches (baseline)", t_model),
+                    ("evaluate_store, threshold 0.5", t_eval),
+                    ("evaluate_store + PR curve PNG + metrics.json", t_auto)):
+        print(f"| {name} | {t:.2f} | {n / t:.1f} | {t / t_model:.2f} |")
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"\npeak RSS {rss_mb:.0f} MB (includes the {n}-patch in-memory baseline copy, "
+          f"{n * P * P * 3 / 1e6:.0f} MB)")
+
+
+if __name__ == "__main__":
+    main()
