@@ -334,8 +334,7 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
     for sid, batch, probs in _stream(store, scored, model, config, "eval: scoring"):
         pred = binarize(probs, threshold)
         masks = batch.masks
-        for i in range(len(batch)):
-            per_slide[sid] = per_slide[sid] + pixel_counts(pred[i], masks[i])
+        per_slide[sid] = per_slide[sid] + pixel_counts(pred, masks)  # a chunk is one slide's
         acc.update(probs, masks)
         n_patches[sid] += len(batch)
         if config.figures:
