@@ -299,14 +299,15 @@ def find_annotations(slide_path: str | Path, *, annotations_dir: str | Path | No
     stem = re.sub(r"\.ome$", "", stem)
     names = [f"{stem}.xml", f"{stem}.geojson", f"{stem}_mask.tif", f"{stem}_Mask.tif",
              f"{stem}_mask.tiff"]
+    lower: dict[str, Path] | None = None
     for n in names:
         if (folder / n).is_file():
             return folder / n
-    if folder.is_dir():
-        lower = {p.name.lower(): p for p in sorted(folder.iterdir()) if p.is_file()}
-        for n in names:
-            if n.lower() in lower:
-                return lower[n.lower()]
+        if lower is None:
+            lower = ({p.name.lower(): p for p in sorted(folder.iterdir()) if p.is_file()}
+                     if folder.is_dir() else {})
+        if n.lower() in lower:
+            return lower[n.lower()]
     return None
 
 

