@@ -125,16 +125,39 @@ class _Reservoir:
                 self.items[j] = item
 
 
+_SPLIT_KEYS = {"val_slides": "val", "train_slides": "train"}
+
+
 def _recorded_slides(ckpt: dict, key: str) -> list[str] | None:
-    """Slide ids a checkpoint records under `key` (config top level or config["train"])."""
-    config = ckpt.get("config", {})
-    for where in (config, config.get("train", {}) if isinstance(config, dict) else {}):
+    """Slide ids a checkpoint records as `key` ("val_slides" or "train_slides"): the trainer's
+    config["splits"]["val"/"train"], else a list under config, config["train"] or extra."""
+    config = ckpt.get("config", {}) if isinstance(ckpt.get("config"), dict) else {}
+    splits = config.get("splits")
+    if isinstance(splits, dict) and isinstance(splits.get(_SPLIT_KEYS[key]), list | tuple):
+        return [str(s) for s in splits[_SPLIT_KEYS[key]]]
+    for where in (config, config.get("train"), ckpt.get("extra")):
         if isinstance(where, dict) and isinstance(where.get(key), list | tuple):
             return [str(s) for s in where[key]]
-    extra = ckpt.get("extra", {})
-    if isinstance(extra, dict) and isinstance(extra.get(key), list | tuple):
-        return [str(s) for s in extra[key]]
     return None
+
+
+def same_store(store: Any, ckpt: dict) -> bool:
+    """Whether the checkpoint was trained on this store (same path, or same settings: a copy),
+    so that its recorded slide ids name the same slides here."""
+    trained = ckpt.get("config", {}).get("store")
+    if not isinstance(trained, dict):
+        return False
+    path = trained.get("path")
+    if path is not None:
+        try:
+            if Path(path).resolve() == Path(store.path).resolve():
+                return True
+        except OSError:
+            pass
+    ignore = {"path", "lymph_version", "schema_version", "workers", "scheduler", "progress"}
+    mine = {k: v for k, v in store.settings.items() if k not in ignore}
+    theirs = {k: v for k, v in trained.items() if k not in ignore}
+    return len(mine) > 2 and mine == theirs
 
 
 def split_validation(
@@ -198,7 +221,7 @@ def _choose_slides(
     if config.val_slides is not None:
         val, source = sorted(set(config.val_slides)), "given"
     else:
-        recorded = _recorded_slides(ckpt, "val_slides")
+        recorded = _recorded_slides(ckpt, "val_slides") if same_store(store, ckpt) else None
         if (
             recorded
             and set(recorded) <= labeled_ids
@@ -291,7 +314,8 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
     scored, val, val_source = _choose_slides(config, store, ckpt, rng)
     notes: list[str] = []
     _check_store_matches(store, ckpt, notes)
-    trained_on = set(_recorded_slides(ckpt, "train_slides") or [])
+    recorded_train = _recorded_slides(ckpt, "train_slides") if same_store(store, ckpt) else None
+    trained_on = set(recorded_train or [])
     leaked = sorted(trained_on & set(scored))
     if leaked:
         notes.append(

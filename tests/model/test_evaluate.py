@@ -52,16 +52,20 @@ def make_store(path: Path, slides: dict[str, str], *, n: int = 6, seed: int = 0)
     return path
 
 
-def make_checkpoint(path: Path, *, train_slides=(), val_slides=()) -> Path:
+def make_checkpoint(path: Path, *, store: Path | None = None, train_slides=(), val_slides=()):
+    """A throwaway tiny UNet saved the way the trainer records its store and splits."""
     torch.manual_seed(0)  # only the weights of this throwaway model; the code under test
     model = UNet(UNetConfig(base_width=4, depth=2))  # never touches global RNGs
+    store_settings = {"patch_size": P, "level": 0}
+    if store is not None:
+        store_settings = {**PatchStore.open(store).settings, "path": str(store)}
     save_checkpoint(
         path,
         model=model,
         config={
             "stage": "finetune",
-            "store": {"patch_size": P, "level": 0},
-            "train": {"train_slides": list(train_slides), "val_slides": list(val_slides)},
+            "store": store_settings,
+            "splits": {"train": list(train_slides), "val": list(val_slides)},
         },
     )
     return path
@@ -151,13 +155,26 @@ def test_auto_threshold_never_scores_validation_slides(world: dict[str, Path]) -
 
 def test_auto_uses_checkpoint_validation_slides(world: dict[str, Path]) -> None:
     ckpt = make_checkpoint(
-        world["root"] / "ck_val.pt", train_slides=["tumor_b"], val_slides=["tumor_a"]
+        world["root"] / "ck_val.pt",
+        store=world["store"],
+        train_slides=["tumor_b"],
+        val_slides=["tumor_a"],
     )
     with pytest.warns(UserWarning, match="used to train this checkpoint"):
         res = evaluate_store(world["store"], ckpt, threshold="auto", bins=101)
     assert res["validation"]["slides"] == ["tumor_a"]
     assert res["validation"]["source"] == "checkpoint"
     assert sorted(res["slides"]) == ["normal_a", "tumor_b"]
+
+
+def test_recorded_slides_of_another_store_are_ignored(world: dict[str, Path], tmp_path) -> None:
+    other = make_store(tmp_path / "other.zarr", {"tumor_a": "tumor"}, n=3, seed=9)
+    ckpt = make_checkpoint(
+        tmp_path / "ck_other.pt", store=other, train_slides=["tumor_b"], val_slides=["tumor_a"]
+    )
+    res = evaluate_store(world["store"], ckpt, threshold="auto", bins=101)  # no leak warning
+    assert res["validation"]["source"].startswith("seeded split")
+    assert res["notes"] == []
 
 
 def test_split_validation_is_seeded_and_disjoint() -> None:
