@@ -1,0 +1,840 @@
+"""Whole-slide tumor maps: tissue-only sliding-window inference, blended without seams, with
+memory flat in the slide's size; lesion detections and a slide score from the map.
+
+Frames. ``level`` is the slide level the model runs at (the checkpoint's, ``store.level``);
+``*_lvl`` are pixels of that level. The map is a grid of ``cell`` x ``cell`` level pixels: its
+downsample vs level 0 is ``map_downsample = cell * level_downsample`` (16 by default), so map
+pixel (i, j) covers level-0 ``[j * map_downsample, (j + 1) * map_downsample)``.
+
+Blending. Windows of ``window`` level pixels (the training patch size rounded up to a multiple
+of both the model's multiple and ``2 * cell``) start every ``stride`` pixels (half a window by
+default). Each window's probabilities are weighted by a separable Hann window
+``sin^2(pi (i + 1/2) / window)`` (which sums to one at half-window overlap: no seams) and summed,
+cell by cell, into the map; the map is the weighted sum over the summed weights. Windows whose
+footprint holds no tissue (thumbnail tissue mask) are skipped; the map is 0 there.
+
+Memory. Windows are processed in rows; only the map rows a pending window can still touch are
+held in float (a band of ``(window + stride) / cell`` map rows); finished rows go straight into
+the uint8 map, which is ``1 / map_downsample^2`` of the slide (39 MB at 100,000 x 100,000 px and
+downsample 16) and is needed whole for lesion detection. A reader thread prefetches the next
+batch of windows while the model runs.
+
+Outputs for slide ``S`` in ``out``: ``S_tumor_map.tif`` (pyramidal uint8 0-255, mpp = slide mpp
+x map_downsample), ``S_overlay.png``, ``S.csv`` / ``S.geojson`` / ``S.xml`` (detections: 8-
+connected regions of map >= threshold, confidence = the region's maximum, located at that
+maximum), and ``S``'s row in ``scores.csv`` (the maximum of the map after a Gaussian blur of
+sigma 1 map pixel: a single hot map pixel does not make a slide positive).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import math
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from lymph.pipeline.errors import CheckpointError, ConfigError, SlideError
+from lymph.pipeline.exports import Detection, write_asap_xml, write_camelyon_csv, write_geojson
+
+MAP_DOWNSAMPLE = 16.0
+THRESHOLD = 0.5
+SMOOTH_SIGMA_PX = 1.0
+THUMB_SIZE = 2048
+SCORES_CSV = "scores.csv"
+
+
+# --- settings ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PredictConfig:
+    """Everything ``lymph predict`` needs besides the slides.
+
+    level: slide level (default: the checkpoint's ``store.level``); window, stride: in pixels of
+    that level (defaults: the training patch size rounded up, half of it); map_downsample: the
+    map's target downsample vs level 0; threshold: detection threshold on probabilities;
+    workers/scheduler: slides in parallel (dask) as in extraction; threads: torch CPU threads per
+    slide (default: the cores divided among the workers).
+    """
+
+    checkpoint: Path
+    out: Path
+    level: int | None = None
+    window: int | None = None
+    stride: int | None = None
+    tta: bool = False
+    batch_size: int = 8
+    device: str = "auto"
+    map_downsample: float = MAP_DOWNSAMPLE
+    threshold: float = THRESHOLD
+    workers: int = 1
+    scheduler: str | None = None
+    threads: int | None = None
+    thumb_size: int = THUMB_SIZE
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "checkpoint", Path(self.checkpoint))
+        object.__setattr__(self, "out", Path(self.out))
+        for name in ("level", "window", "stride", "threads"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+                raise ConfigError(f"{name} must be an integer or None, got {value!r}")
+        if self.level is not None and self.level < 0:
+            raise ConfigError(f"level must be >= 0, got {self.level}")
+        if self.window is not None and self.window < 16:
+            raise ConfigError(f"window must be >= 16 px, got {self.window}; e.g. --window 320")
+        if self.stride is not None and self.stride < 1:
+            raise ConfigError(f"stride must be >= 1 px, got {self.stride}; e.g. half the window")
+        if self.window is not None and self.stride is not None and self.stride > self.window:
+            raise ConfigError(
+                f"stride {self.stride} > window {self.window} would leave gaps between windows; "
+                "use a stride of at most the window (half of it blends best)"
+            )
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        if not 1.0 <= float(self.map_downsample) <= 1024.0:
+            raise ConfigError(
+                f"map_downsample must be within 1..1024, got {self.map_downsample}; e.g. 16"
+            )
+        if not 0.0 < float(self.threshold) < 1.0:
+            raise ConfigError(f"threshold must be within (0, 1), got {self.threshold}")
+        if self.workers < 1:
+            raise ConfigError(f"workers must be >= 1, got {self.workers}")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"threads must be >= 1, got {self.threads}")
+        if self.thumb_size < 64:
+            raise ConfigError(f"thumb_size must be >= 64, got {self.thumb_size}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["checkpoint"] = str(self.checkpoint)
+        d["out"] = str(self.out)
+        return d
+
+
+@dataclass(frozen=True)
+class Grid:
+    """Where the windows go and how they fall on the map (see the module doc for frames)."""
+
+    level: int
+    level_downsample: float
+    width_lvl: int
+    height_lvl: int
+    window: int
+    stride: int
+    cell: int
+    xs_lvl: tuple[int, ...]  # window origins, multiples of stride
+    ys_lvl: tuple[int, ...]
+
+    @property
+    def map_downsample(self) -> float:
+        return self.cell * self.level_downsample
+
+    @property
+    def map_width(self) -> int:
+        return -(-self.width_lvl // self.cell)
+
+    @property
+    def map_height(self) -> int:
+        return -(-self.height_lvl // self.cell)
+
+    @property
+    def window_cells(self) -> int:
+        return self.window // self.cell
+
+
+def _origins(length: int, window: int, stride: int) -> tuple[int, ...]:
+    """0, stride, ... until a window reaches ``length`` (the last may overhang the edge)."""
+    n = max(0, -(-(length - window) // stride)) + 1
+    return tuple(i * stride for i in range(n))
+
+
+def plan_grid(
+    level_dims: tuple[int, int],
+    level_downsample: float,
+    *,
+    level: int,
+    patch_size: int,
+    multiple: int,
+    window: int | None = None,
+    stride: int | None = None,
+    map_downsample: float = MAP_DOWNSAMPLE,
+) -> Grid:
+    """Window size, stride and map cell for one slide level.
+
+    ``cell = round(map_downsample / level_downsample)`` (at least 1). The window defaults to
+    ``patch_size`` rounded up to a multiple of ``lcm(multiple, 2 * cell)``; a given window is
+    rounded up to a multiple of ``lcm(multiple, cell)``. The stride (default half the window) is
+    rounded to a multiple of ``cell``. ConfigError when the stride exceeds the window.
+    """
+    cell = max(1, round(map_downsample / level_downsample))
+    if window is None:
+        unit = math.lcm(multiple, 2 * cell)
+        window = -(-patch_size // unit) * unit
+    else:
+        unit = math.lcm(multiple, cell)
+        window = -(-window // unit) * unit
+    if stride is None:
+        stride = window // 2
+    if stride > window:
+        raise ConfigError(
+            f"stride {stride} > window {window} would leave gaps; use at most the window"
+        )
+    stride = max(cell, round(stride / cell) * cell)
+    w, h = int(level_dims[0]), int(level_dims[1])
+    return Grid(
+        level=level,
+        level_downsample=float(level_downsample),
+        width_lvl=w,
+        height_lvl=h,
+        window=window,
+        stride=stride,
+        cell=cell,
+        xs_lvl=_origins(w, window, stride),
+        ys_lvl=_origins(h, window, stride),
+    )
+
+
+def hann_weights(window: int) -> np.ndarray:
+    """Separable (window, window) float32 weights ``sin^2(pi (i + 1/2) / window)``: positive
+    everywhere, and at half-window overlap the shifted copies sum to one."""
+    i = np.arange(window, dtype=np.float64)
+    w1 = np.sin(np.pi * (i + 0.5) / window) ** 2
+    return np.outer(w1, w1).astype(np.float32)
+
+
+def block_sum(values: np.ndarray, cell: int) -> np.ndarray:
+    """Sum ``cell`` x ``cell`` blocks of the last two axes (multiples of ``cell``)."""
+    *lead, h, w = values.shape
+    return values.reshape(*lead, h // cell, cell, w // cell, cell).sum(axis=(-3, -1))
+
+
+def tissue_windows(
+    grid: Grid, tissue_thumb: np.ndarray, thumb_downsample: float
+) -> list[tuple[int, int]]:
+    """Window origins (x_lvl, y_lvl), row by row, whose footprint holds tissue in the
+    thumbnail mask (a window counts when any thumbnail pixel it overlaps is tissue)."""
+    mask = np.asarray(tissue_thumb, bool)
+    integral = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), np.int64)
+    integral[1:, 1:] = mask.cumsum(0).cumsum(1)
+    scale = grid.level_downsample / thumb_downsample  # thumb px per level px
+    out: list[tuple[int, int]] = []
+    for y in grid.ys_lvl:
+        r0 = min(mask.shape[0], max(0, math.floor(y * scale)))
+        r1 = min(mask.shape[0], max(r0 + 1, math.ceil((y + grid.window) * scale)))
+        for x in grid.xs_lvl:
+            c0 = min(mask.shape[1], max(0, math.floor(x * scale)))
+            c1 = min(mask.shape[1], max(c0 + 1, math.ceil((x + grid.window) * scale)))
+            n = integral[r1, c1] - integral[r0, c1] - integral[r1, c0] + integral[r0, c0]
+            if n > 0:
+                out.append((x, y))
+    return out
+
+
+# --- blending in bands ---------------------------------------------------------------------------
+
+
+class BandAccumulator:
+    """Weighted sums of window probabilities at map resolution, for the rows still open.
+
+    ``add`` takes one window's (window, window) probabilities at level origin (x_lvl, y_lvl);
+    ``finish(upto_row)`` turns map rows below ``upto_row`` into uint8 (0 where no window fell)
+    and returns them with their first row index. Memory: the open rows only.
+    """
+
+    def __init__(self, grid: Grid, weights: np.ndarray) -> None:
+        self.grid = grid
+        self.weights = weights
+        self.weight_cells = block_sum(weights.astype(np.float64), grid.cell).astype(np.float32)
+        cols = grid.xs_lvl[-1] // grid.cell + grid.window_cells if grid.xs_lvl else 1
+        self.width = max(cols, grid.map_width)
+        self.row0 = 0  # map row of buffer row 0
+        self.num = np.zeros((0, self.width), np.float32)
+        self.den = np.zeros((0, self.width), np.float32)
+
+    def _ensure(self, rows: int) -> None:
+        if self.num.shape[0] < rows:
+            grow = rows - self.num.shape[0]
+            self.num = np.concatenate([self.num, np.zeros((grow, self.width), np.float32)])
+            self.den = np.concatenate([self.den, np.zeros((grow, self.width), np.float32)])
+
+    def add(self, probs: np.ndarray, x_lvl: int, y_lvl: int) -> None:
+        g = self.grid
+        r = y_lvl // g.cell - self.row0
+        c = x_lvl // g.cell
+        if r < 0:
+            raise ValueError(f"window at y={y_lvl} touches map rows already finished")
+        k = g.window_cells
+        self._ensure(r + k)
+        self.num[r : r + k, c : c + k] += block_sum(probs * self.weights, g.cell)
+        self.den[r : r + k, c : c + k] += self.weight_cells
+
+    def finish(self, upto_row: int) -> tuple[int, np.ndarray]:
+        g = self.grid
+        upto_row = min(upto_row, g.map_height)
+        n = max(0, upto_row - self.row0)
+        self._ensure(n)
+        num, den = self.num[:n, : g.map_width], self.den[:n, : g.map_width]
+        out = np.zeros(num.shape, np.uint8)
+        np.divide(num, den, out=num, where=den > 0)
+        np.clip(np.rint(num * 255), 0, 255, out=num)
+        out[den > 0] = num[den > 0].astype(np.uint8)
+        first = self.row0
+        self.num = self.num[n:].copy()
+        self.den = self.den[n:].copy()
+        self.row0 += n
+        return first, out
+
+
+# --- detections and scores -----------------------------------------------------------------------
+
+
+def detect_lesions(
+    prob_map: np.ndarray,
+    *,
+    map_downsample: float,
+    threshold: float = THRESHOLD,
+    mpp: float | None = None,
+) -> list[Detection]:
+    """Detections from a uint8 (0-255) map: 8-connected regions of ``map >= threshold``; the
+    confidence is the region's maximum and its location that maximum's map pixel centre in
+    level-0 integers; the outline is the region's outer boundary (contourpy, at 0.5 between
+    inside and outside pixel centres)."""
+    from scipy import ndimage
+
+    level = max(1, int(math.ceil(threshold * 255 - 1e-9)))
+    mask = prob_map >= level
+    labels, n = ndimage.label(mask, structure=np.ones((3, 3), bool))
+    if n == 0:
+        return []
+    index = np.arange(1, n + 1)
+    maxima = ndimage.maximum(prob_map, labels, index)
+    positions = ndimage.maximum_position(prob_map, labels, index)
+    areas = ndimage.sum_labels(np.ones_like(labels, np.int32), labels, index)
+    boxes = ndimage.find_objects(labels)
+    px_um2 = (mpp * map_downsample) ** 2 if mpp else None
+    out = []
+    for i in range(n):
+        row, col = positions[i]
+        outline = _outline(labels, i + 1, boxes[i], map_downsample)
+        out.append(
+            Detection(
+                confidence=float(maxima[i]) / 255.0,
+                x_level0=int((col + 0.5) * map_downsample),
+                y_level0=int((row + 0.5) * map_downsample),
+                outline_level0=outline,
+                area_um2=float(areas[i]) * px_um2 if px_um2 else None,
+                extra={"area_map_px": float(areas[i])},
+            )
+        )
+    return out
+
+
+def _outline(
+    labels: np.ndarray, label: int, box: tuple[slice, slice], downsample: float
+) -> np.ndarray | None:
+    import contourpy
+
+    r0, c0 = box[0].start, box[1].start
+    region = np.pad((labels[box] == label).astype(np.float64), 1)
+    lines = contourpy.contour_generator(z=region, line_type="Separate").lines(0.5)
+    if not lines:
+        return None
+    ring = max(lines, key=len)
+    if len(ring) > 1 and np.array_equal(ring[0], ring[-1]):
+        ring = ring[:-1]
+    if len(ring) < 3:
+        return None
+    # contour x, y are column, row of the padded crop; level 0 of a pixel centre: (j + 0.5) * ds
+    x = (ring[:, 0] - 1 + c0 + 0.5) * downsample
+    y = (ring[:, 1] - 1 + r0 + 0.5) * downsample
+    return np.stack([x, y], axis=1)
+
+
+def slide_probability(prob_map: np.ndarray, *, sigma: float = SMOOTH_SIGMA_PX) -> float:
+    """The slide's tumor probability: the maximum of the map after a Gaussian blur of ``sigma``
+    map pixels (0..1)."""
+    from scipy import ndimage
+
+    if prob_map.size == 0:
+        return 0.0
+    smooth = ndimage.gaussian_filter(prob_map.astype(np.float32), sigma, mode="constant")
+    return float(np.clip(smooth.max() / 255.0, 0.0, 1.0))
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive lock on ``path`` (POSIX flock; no lock elsewhere)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def update_scores(out_dir: Path, scores: dict[str, float]) -> Path:
+    """Merge ``{slide: probability}`` into ``out_dir/scores.csv`` (header ``slide,probability``,
+    rows sorted by slide; other slides' rows kept), atomically and under a lock."""
+    out_dir = Path(out_dir)
+    path = out_dir / SCORES_CSV
+    with _locked(out_dir / f".{SCORES_CSV}.lock"):
+        rows: dict[str, str] = {}
+        if path.is_file():
+            with path.open(newline="") as fh:
+                for row in csv.reader(fh):
+                    if len(row) >= 2 and row[0] != "slide":
+                        rows[row[0]] = row[1]
+        rows.update({k: f"{v:.6f}" for k, v in scores.items()})
+        tmp = path.with_name(f".{SCORES_CSV}.{os.getpid()}.tmp")
+        with tmp.open("w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["slide", "probability"])
+            for name in sorted(rows):
+                writer.writerow([name, rows[name]])
+        os.replace(tmp, path)
+    return path
+
+
+# --- one slide -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SlideResult:
+    """What ``predict_slide`` wrote and measured for one slide."""
+
+    slide: str
+    path: Path
+    probability: float
+    n_detections: int
+    map_path: Path
+    overlay_path: Path
+    csv_path: Path
+    geojson_path: Path
+    xml_path: Path
+    map_downsample: float
+    map_size: tuple[int, int]  # (width, height)
+    level: int
+    window: int
+    stride: int
+    n_windows: int
+    n_windows_total: int
+    tissue_mpx: float  # level-0 megapixels under the processed windows' central strides
+    seconds: float
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        for k, v in d.items():
+            if isinstance(v, Path):
+                d[k] = str(v)
+        return d
+
+
+def slide_name(slide_path: Path) -> str:
+    """``S`` of the output files: the file name without its suffix (``.ome.tif`` included)."""
+    name = slide_path.name if slide_path.is_dir() else slide_path.stem
+    return name[:-4] if name.lower().endswith(".ome") else name
+
+
+def _checkpoint_geometry(ckpt: dict, path: Path, level: int | None) -> tuple[int, int]:
+    store = (ckpt.get("config") or {}).get("store") or {}
+    lvl = level if level is not None else store.get("level")
+    patch = store.get("patch_size")
+    if lvl is None:
+        raise CheckpointError(
+            f"checkpoint {path} records no store level (config.store.level); pass --level"
+        )
+    if patch is None:
+        raise CheckpointError(
+            f"checkpoint {path} records no patch size (config.store.patch_size); pass --window"
+        )
+    return int(lvl), int(patch)
+
+
+def _batches(
+    reader: Any, grid: Grid, origins: Sequence[tuple[int, int]], batch_size: int
+) -> Iterator[tuple[list[tuple[int, int]], np.ndarray, float]]:
+    """Batches of (origins, uint8 windows (n, W, W, 3), seconds spent reading)."""
+    ds = grid.level_downsample
+    for start in range(0, len(origins), batch_size):
+        chunk = list(origins[start : start + batch_size])
+        t0 = time.perf_counter()
+        images = np.stack(
+            [
+                reader.read_region(
+                    (int(round(x * ds)), int(round(y * ds))), grid.level, (grid.window, grid.window)
+                )
+                for x, y in chunk
+            ]
+        )
+        yield chunk, images, time.perf_counter() - t0
+
+
+def _prefetch(iterator: Iterator[Any], depth: int = 2) -> Iterator[Any]:
+    """Run ``iterator`` in a thread, ``depth`` items ahead (OpenSlide and torch release the GIL);
+    its exceptions are re-raised here."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+    stop = threading.Event()
+
+    def work() -> None:
+        try:
+            for item in iterator:
+                while not stop.is_set():
+                    try:
+                        q.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(done)
+        except BaseException as exc:  # handed to the consumer
+            q.put(exc)
+
+    thread = threading.Thread(target=work, daemon=True, name="lymph-predict-read")
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
+def infer_map(
+    reader: Any,
+    model: Any,
+    grid: Grid,
+    origins: Sequence[tuple[int, int]],
+    *,
+    device: Any = "cpu",
+    batch_size: int = 8,
+    tta: bool = False,
+    progress: bool = True,
+    timings: dict[str, float] | None = None,
+    on_rows: Callable[[int, np.ndarray], None] | None = None,
+) -> np.ndarray:
+    """The uint8 (map_height, map_width) probability map of ``reader`` from the windows at
+    ``origins`` (row-major, as ``tissue_windows`` returns them). ``on_rows(first_row, rows)``
+    sees every finished band, in order."""
+    from lymph.model.infer import predict_probs
+    from tqdm.auto import tqdm
+
+    timings = timings if timings is not None else {}
+    for key in ("read", "read_wait", "model", "blend"):
+        timings.setdefault(key, 0.0)
+    prob_map = np.zeros((grid.map_height, grid.map_width), np.uint8)
+    acc = BandAccumulator(grid, hann_weights(grid.window))
+
+    def emit(upto_row: int) -> None:
+        t0 = time.perf_counter()
+        first, rows = acc.finish(upto_row)
+        if rows.shape[0]:
+            prob_map[first : first + rows.shape[0]] = rows
+            if on_rows is not None:
+                on_rows(first, rows)
+        timings["blend"] += time.perf_counter() - t0
+
+    bar = tqdm(
+        total=len(origins),
+        desc=f"{reader.path.name}",
+        unit="win",
+        disable=None if progress else True,
+        leave=False,
+    )
+    done = 0
+    try:
+        stream = _prefetch(_batches(reader, grid, origins, batch_size))
+        while True:
+            t0 = time.perf_counter()
+            try:
+                chunk, images, read_s = next(stream)
+            except StopIteration:
+                break
+            timings["read_wait"] += time.perf_counter() - t0
+            timings["read"] += read_s
+            t0 = time.perf_counter()
+            probs = predict_probs(model, images, device=device, batch_size=batch_size, tta=tta)
+            timings["model"] += time.perf_counter() - t0
+            t0 = time.perf_counter()
+            for (x, y), p in zip(chunk, probs, strict=True):
+                acc.add(p, x, y)
+            timings["blend"] += time.perf_counter() - t0
+            done += len(chunk)
+            bar.update(len(chunk))
+            # map rows above the next pending window's top are final
+            if done < len(origins):
+                emit(origins[done][1] // grid.cell)
+    finally:
+        bar.close()
+    emit(grid.map_height)
+    return prob_map
+
+
+def _overlay(thumb: np.ndarray, prob_map: np.ndarray, path: Path) -> Path:
+    """The map (colormap 'inferno', opacity rising with probability) over the thumbnail."""
+    import matplotlib
+    from PIL import Image
+
+    h, w = thumb.shape[:2]
+    small = np.asarray(Image.fromarray(prob_map).resize((w, h), Image.Resampling.BILINEAR))
+    p = small.astype(np.float32) / 255.0
+    colors = matplotlib.colormaps["inferno"](p)[..., :3] * 255.0
+    alpha = np.clip(p * 1.5, 0.0, 0.75)[..., None]
+    out = thumb.astype(np.float32) * (1 - alpha) + colors * alpha
+    Image.fromarray(np.clip(out, 0, 255).astype(np.uint8)).save(path, optimize=True)
+    return path
+
+
+def predict_slide(
+    slide_path: str | Path,
+    *,
+    checkpoint: str | Path,
+    out_dir: str | Path,
+    level: int | None = None,
+    stride: int | None = None,
+    tta: bool = False,
+    batch_size: int = 8,
+    device: str = "auto",
+    window: int | None = None,
+    map_downsample: float = MAP_DOWNSAMPLE,
+    threshold: float = THRESHOLD,
+    thumb_size: int = THUMB_SIZE,
+    threads: int | None = None,
+    progress: bool = True,
+    write_score: bool = True,
+) -> SlideResult:
+    """Tumor map, overlay, detections (CSV, GeoJSON, XML) and slide score of one slide.
+
+    ``write_score``: merge the slide's row into ``out_dir/scores.csv`` (the batch function
+    writes all rows at the end instead). SlideError when the slide cannot be opened or read;
+    CheckpointError for a bad checkpoint; ConfigError for bad settings (see PredictConfig).
+    """
+    import torch
+    from lymph.model.checkpoint import load_model
+    from lymph.model.infer import resolve_device
+    from lymph.pipeline.pyramid import write_pyramidal_tiff
+    from lymph.pipeline.slides import open_slide
+    from lymph.pipeline.tissue import tissue_mask
+
+    t_start = time.perf_counter()
+    slide_path, out_dir, checkpoint = Path(slide_path), Path(out_dir), Path(checkpoint)
+    if out_dir.resolve() == slide_path.resolve().parent:
+        raise ConfigError(
+            f"--out {out_dir} is the folder of {slide_path.name}: S.xml there would overwrite "
+            "the slide's annotations; write predictions to another folder"
+        )
+    if threads is not None:
+        torch.set_num_threads(threads)
+    dev = resolve_device(device)
+    model, ckpt = load_model(checkpoint, device=dev)
+    lvl, patch = _checkpoint_geometry(ckpt, checkpoint, level)
+    name = slide_name(slide_path)
+    timings: dict[str, float] = {}
+    with open_slide(slide_path) as reader:
+        if lvl >= reader.level_count:
+            raise ConfigError(
+                f"{slide_path}: level {lvl} does not exist (the slide has levels "
+                f"0..{reader.level_count - 1}); pass --level with an existing level"
+            )
+        grid = plan_grid(
+            reader.level_dimensions[lvl],
+            reader.level_downsamples[lvl],
+            level=lvl,
+            patch_size=window or patch,
+            multiple=model.multiple,
+            window=window,
+            stride=stride,
+            map_downsample=map_downsample,
+        )
+        t0 = time.perf_counter()
+        thumb, thumb_ds = reader.thumbnail(thumb_size)
+        tissue = tissue_mask(thumb)
+        origins = tissue_windows(grid, tissue, thumb_ds)
+        timings["tissue"] = time.perf_counter() - t0
+        with torch.inference_mode():
+            prob_map = infer_map(
+                reader,
+                model,
+                grid,
+                origins,
+                device=dev,
+                batch_size=batch_size,
+                tta=tta,
+                progress=progress,
+                timings=timings,
+            )
+        mpp = reader.mpp
+    t0 = time.perf_counter()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    map_ds = grid.map_downsample
+    map_path = out_dir / f"{name}_tumor_map.tif"
+    tile = 256
+
+    def rows(i: int) -> np.ndarray:
+        return prob_map[i * tile : (i + 1) * tile]
+
+    write_pyramidal_tiff(
+        map_path,
+        rows,
+        width=grid.map_width,
+        height=grid.map_height,
+        channels=1,
+        tile=tile,
+        compression="deflate",
+        mpp=mpp * map_ds if mpp else None,
+        min_size=512,
+    )
+    timings["write_map"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    detections = detect_lesions(prob_map, map_downsample=map_ds, threshold=threshold, mpp=mpp)
+    probability = slide_probability(prob_map)
+    csv_path = write_camelyon_csv(out_dir / f"{name}.csv", detections)
+    geojson_path = write_geojson(out_dir / f"{name}.geojson", detections, slide=name)
+    xml_path = write_asap_xml(out_dir / f"{name}.xml", detections)
+    overlay_path = _overlay(thumb, prob_map, out_dir / f"{name}_overlay.png")
+    if write_score:
+        update_scores(out_dir, {name: probability})
+    timings["write_outputs"] = time.perf_counter() - t0
+    step_area = (grid.stride * grid.level_downsample) ** 2
+    result = SlideResult(
+        slide=name,
+        path=slide_path,
+        probability=probability,
+        n_detections=len(detections),
+        map_path=map_path,
+        overlay_path=overlay_path,
+        csv_path=csv_path,
+        geojson_path=geojson_path,
+        xml_path=xml_path,
+        map_downsample=map_ds,
+        map_size=(grid.map_width, grid.map_height),
+        level=lvl,
+        window=grid.window,
+        stride=grid.stride,
+        n_windows=len(origins),
+        n_windows_total=len(grid.xs_lvl) * len(grid.ys_lvl),
+        tissue_mpx=len(origins) * step_area / 1e6,
+        seconds=time.perf_counter() - t_start,
+        timings={k: round(v, 4) for k, v in timings.items()},
+    )
+    meta = {
+        "slide": str(slide_path),
+        "checkpoint": str(checkpoint),
+        "checkpoint_step": ckpt.get("step"),
+        "settings": {
+            "level": lvl,
+            "window": grid.window,
+            "stride": grid.stride,
+            "cell": grid.cell,
+            "map_downsample": map_ds,
+            "threshold": threshold,
+            "tta": tta,
+            "batch_size": batch_size,
+            "device": str(dev),
+            "thumb_size": thumb_size,
+            "slide_score": f"max of the map after a Gaussian blur of sigma {SMOOTH_SIGMA_PX} px",
+        },
+        "mpp": mpp,
+        "result": result.to_dict(),
+    }
+    (out_dir / f"{name}_predict.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return result
+
+
+# --- many slides ---------------------------------------------------------------------------------
+
+
+def list_slides(slides: str | Path) -> list[Path]:
+    """A slide file (or DICOM folder) as a one-item list, or the slides of a folder (masks and
+    lymph's own maps excluded). SlideError when nothing is found."""
+    from lymph.pipeline.slides import discover_slides
+
+    path = Path(slides)
+    if not path.exists():
+        raise SlideError(f"{path}: no such slide file or folder; check the path")
+    if path.is_file() or any(p.suffix.lower() == ".dcm" for p in path.iterdir()):
+        return [path]
+    found = [p for _, p in discover_slides(path) if not p.stem.endswith("_tumor_map")]
+    if not found:
+        raise SlideError(f"{path}: no slides in this folder (looked for .svs, .tif, .ndpi, ...)")
+    return found
+
+
+def predict_slides(
+    slides: Sequence[str | Path], config: PredictConfig, *, progress: bool = True
+) -> list:
+    """``predict_slide`` over ``slides`` through ``lymph.pipeline.cluster.map_slides`` (in
+    process, or dask workers). A slide that fails is reported in its TaskResult.error and the
+    batch goes on; ``scores.csv`` gets the rows of the slides that succeeded. The checkpoint is
+    checked once before any slide starts (CheckpointError)."""
+    from lymph.model.checkpoint import load_checkpoint
+    from lymph.pipeline.cluster import map_slides
+
+    ckpt = load_checkpoint(config.checkpoint)
+    _checkpoint_geometry(ckpt, config.checkpoint, config.level)
+    del ckpt
+    items = [Path(s) for s in slides]
+    names = [slide_name(p) for p in items]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ConfigError(
+            f"slides {dupes} share a name: their outputs would overwrite each other; "
+            "predict them into separate --out folders"
+        )
+    threads = config.threads
+    if threads is None and (config.workers > 1 or config.scheduler):
+        threads = max(1, (os.cpu_count() or 1) // config.workers)
+    fn = partial(
+        predict_slide,
+        checkpoint=config.checkpoint,
+        out_dir=config.out,
+        level=config.level,
+        stride=config.stride,
+        tta=config.tta,
+        batch_size=config.batch_size,
+        device=config.device,
+        window=config.window,
+        map_downsample=config.map_downsample,
+        threshold=config.threshold,
+        thumb_size=config.thumb_size,
+        threads=threads,
+        progress=progress and config.workers == 1 and config.scheduler is None,
+        write_score=False,
+    )
+    config.out.mkdir(parents=True, exist_ok=True)
+    results = map_slides(
+        fn,
+        items,
+        workers=config.workers,
+        scheduler=config.scheduler,
+        desc="predict",
+        progress=progress,
+    )
+    scores = {r.value.slide: r.value.probability for r in results if r.value is not None}
+    if scores:
+        update_scores(config.out, scores)
+    return results

@@ -1,0 +1,365 @@
+"""Whole-slide prediction: grid, seamless blending, detections, outputs that open in OpenSlide,
+and the batch that reports a bad slide and goes on."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from lymph.model.camelyon import evaluate_predictions, read_detections_csv
+from lymph.model.checkpoint import save_checkpoint
+from lymph.model.predict import (
+    BandAccumulator,
+    PredictConfig,
+    detect_lesions,
+    hann_weights,
+    list_slides,
+    plan_grid,
+    predict_slide,
+    predict_slides,
+    slide_probability,
+    tissue_windows,
+    update_scores,
+)
+from lymph.model.unet import UNet, UNetConfig
+from lymph.pipeline.errors import CheckpointError, ConfigError, SlideError
+
+MPP = 0.243
+TISSUE = (200, 120, 180)  # pink
+TUMOR = (90, 30, 120)  # dark purple
+# level-0 geometry of the test slide (rows, cols)
+H0, W0 = 2048, 3072
+TISSUE_BOX = (256, 1792, 256, 2816)
+TUMOR_BOX = (512, 1536, 768, 1792)  # 1,024 px = 249 um: a lesion, not an ITC
+
+
+def write_slide(path: Path, rgb: np.ndarray, *, mpp: float = MPP) -> None:
+    """A tiled generic TIFF with levels 1, 2, 4, 8 that OpenSlide opens, mpp recorded."""
+    import tifffile
+
+    with tifffile.TiffWriter(path) as tif:
+        for i, d in enumerate((1, 2, 4, 8)):
+            level = rgb[::d, ::d]
+            tif.write(
+                level,
+                tile=(256, 256),
+                compression="deflate",
+                photometric="rgb",
+                subfiletype=1 if i else 0,
+                resolution=(1e4 / (mpp * d), 1e4 / (mpp * d)),
+                resolutionunit="CENTIMETER",
+            )
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """slides/tumor_t.tif (+ tumor_t_mask.tif in ann/), slides/normal_n.tif, and a tiny
+    untrained UNet checkpoint trained (as it claims) at level 2 on 60 px patches."""
+    root = tmp_path_factory.mktemp("predict")
+    slides, ann = root / "slides", root / "ann"
+    slides.mkdir()
+    ann.mkdir()
+    rgb = np.full((H0, W0, 3), 245, np.uint8)
+    r0, r1, c0, c1 = TISSUE_BOX
+    rgb[r0:r1, c0:c1] = TISSUE
+    normal = rgb.copy()
+    t0, t1, u0, u1 = TUMOR_BOX
+    rgb[t0:t1, u0:u1] = TUMOR
+    write_slide(slides / "tumor_t.tif", rgb)
+    write_slide(slides / "normal_n.tif", normal)
+    mask = np.zeros((H0, W0, 3), np.uint8)
+    mask[t0:t1, u0:u1] = 255
+    write_slide(ann / "tumor_t_mask.tif", mask)
+    torch.manual_seed(0)
+    model = UNet(UNetConfig(base_width=4, depth=2))
+    save_checkpoint(
+        root / "tiny.pt",
+        model=model,
+        config={"store": {"patch_size": 60, "level": 2}, "stage": "finetune"},
+    )
+    save_checkpoint(root / "nolevel.pt", model=model, config={"store": {"patch_size": 60}})
+    return root
+
+
+def fake_probs(model: object, images: np.ndarray, **_: object) -> np.ndarray:
+    """A perfect 'model': probability 1 on the tumor colour, 0 elsewhere."""
+    dist = np.abs(images.astype(np.int16) - np.array(TUMOR, np.int16)).sum(-1)
+    return (dist < 60).astype(np.float32)
+
+
+# --- grid and blending ---------------------------------------------------------------------------
+
+
+def test_plan_grid_aligns_windows_to_the_map_cells() -> None:
+    g = plan_grid((25000, 20000), 1.0, level=0, patch_size=300, multiple=16)
+    assert g.cell == 16 and g.window == 320 and g.stride == 160
+    assert g.map_downsample == 16 and (g.map_width, g.map_height) == (1563, 1250)
+    assert g.xs_lvl[0] == 0 and g.xs_lvl[-1] + g.window >= 25000
+    assert g.xs_lvl[-2] + g.window < 25000
+    coarse = plan_grid((3000, 2000), 4.0, level=2, patch_size=300, multiple=16, stride=100)
+    assert coarse.cell == 4 and coarse.map_downsample == 16 and coarse.stride == 100
+    assert coarse.window % 16 == 0 and coarse.window >= 300
+    tiny = plan_grid((50, 40), 1.0, level=0, patch_size=300, multiple=16)
+    assert tiny.xs_lvl == (0,) and tiny.ys_lvl == (0,) and tiny.map_width == 4
+
+
+def test_plan_grid_refuses_a_stride_larger_than_the_window() -> None:
+    with pytest.raises(ConfigError, match="stride 400 > window 320"):
+        plan_grid((1000, 1000), 1.0, level=0, patch_size=300, multiple=16, stride=400)
+
+
+def test_hann_weights_sum_to_one_at_half_overlap() -> None:
+    w = hann_weights(64)
+    assert w.min() > 0
+    one_d = np.sqrt(np.diag(w))
+    np.testing.assert_allclose(one_d[:32] + one_d[32:], 1.0, rtol=1e-6)
+
+
+@pytest.mark.parametrize("stride", [32, 48, 64])
+def test_blending_has_no_seams_and_no_offset(stride: int) -> None:
+    """Windows that see a global ramp p(x, y) blend back into that ramp, cell for cell."""
+    grid = plan_grid(
+        (300, 200), 1.0, level=0, patch_size=64, multiple=4, stride=stride, map_downsample=8
+    )
+    acc = BandAccumulator(grid, hann_weights(grid.window))
+    yy, xx = np.mgrid[0:400, 0:400].astype(np.float32)
+    ramp = 0.2 + 0.6 * (xx + 2 * yy) / 1200
+    rows: list[np.ndarray] = []
+    for y in grid.ys_lvl:
+        first, done = acc.finish(y // grid.cell)
+        rows.append(done)
+        for x in grid.xs_lvl:
+            acc.add(ramp[y : y + grid.window, x : x + grid.window], x, y)
+    rows.append(acc.finish(grid.map_height)[1])
+    blended = np.concatenate(rows) / 255.0
+    assert blended.shape == (grid.map_height, grid.map_width)
+    cells = ramp[: grid.map_height * 8, : grid.map_width * 8]
+    expected = cells.reshape(grid.map_height, 8, grid.map_width, 8).mean(axis=(1, 3))
+    np.testing.assert_allclose(blended, expected, atol=0.6 / 255 + 0.004)
+
+
+def test_accumulator_leaves_unvisited_cells_at_zero_and_refuses_finished_rows() -> None:
+    grid = plan_grid((128, 128), 1.0, level=0, patch_size=64, multiple=4, map_downsample=8)
+    acc = BandAccumulator(grid, hann_weights(grid.window))
+    acc.add(np.full((64, 64), 0.6, np.float32), 64, 0)
+    first, rows = acc.finish(8)
+    assert first == 0 and rows.shape == (8, 16)
+    assert (rows[:, :8] == 0).all() and (rows[:, 8:] == 153).all()
+    with pytest.raises(ValueError, match="already finished"):
+        acc.add(np.zeros((64, 64), np.float32), 0, 0)
+
+
+def test_tissue_windows_skip_background() -> None:
+    grid = plan_grid((1000, 1000), 1.0, level=0, patch_size=64, multiple=4, map_downsample=8)
+    thumb = np.zeros((100, 100), bool)
+    thumb[0:10, 0:10] = True  # level-0 [0, 100): windows starting at 0, 32, 64 and 96
+    origins = tissue_windows(grid, thumb, 10.0)
+    assert origins == [(x, y) for y in (0, 32, 64, 96) for x in (0, 32, 64, 96)]
+    assert tissue_windows(grid, np.zeros((100, 100), bool), 10.0) == []
+
+
+# --- detections and scores -----------------------------------------------------------------------
+
+
+def test_detect_lesions_finds_regions_at_their_maximum() -> None:
+    prob = np.zeros((40, 50), np.uint8)
+    prob[5:10, 5:12] = 200
+    prob[7, 8] = 250
+    prob[30:32, 40:41] = 140
+    prob[20, 20] = 100  # below 0.5
+    dets = detect_lesions(prob, map_downsample=16, threshold=0.5, mpp=0.25)
+    assert len(dets) == 2
+    best = max(dets, key=lambda d: d.confidence)
+    assert best.confidence == pytest.approx(250 / 255)
+    assert (best.x_level0, best.y_level0) == (int(8.5 * 16), int(7.5 * 16))
+    assert best.area_um2 == pytest.approx(35 * (16 * 0.25) ** 2)
+    xs, ys = best.outline_level0[:, 0], best.outline_level0[:, 1]
+    assert xs.min() == pytest.approx(5 * 16) and xs.max() == pytest.approx(12 * 16)
+    assert ys.min() == pytest.approx(5 * 16) and ys.max() == pytest.approx(10 * 16)
+    assert detect_lesions(np.zeros((5, 5), np.uint8), map_downsample=16) == []
+
+
+def test_slide_probability_ignores_a_single_hot_pixel() -> None:
+    spike = np.zeros((30, 30), np.uint8)
+    spike[15, 15] = 255
+    blob = np.zeros((30, 30), np.uint8)
+    blob[10:20, 10:20] = 255
+    assert slide_probability(spike) < 0.2
+    assert slide_probability(blob) > 0.99
+    assert slide_probability(np.zeros((0, 0), np.uint8)) == 0.0
+
+
+def test_update_scores_merges_rows(tmp_path: Path) -> None:
+    update_scores(tmp_path, {"b": 0.5})
+    update_scores(tmp_path, {"a": 0.25, "b": 0.75})
+    rows = list(csv.reader((tmp_path / "scores.csv").open()))
+    assert rows == [["slide", "probability"], ["a", "0.250000"], ["b", "0.750000"]]
+
+
+def test_predict_config_refuses_bad_settings(tmp_path: Path) -> None:
+    ok = {"checkpoint": tmp_path / "c.pt", "out": tmp_path}
+    with pytest.raises(ConfigError, match="batch_size must be >= 1"):
+        PredictConfig(**ok, batch_size=0)
+    with pytest.raises(ConfigError, match="stride 500 > window 320"):
+        PredictConfig(**ok, window=320, stride=500)
+    with pytest.raises(ConfigError, match="threshold must be within"):
+        PredictConfig(**ok, threshold=1.0)
+    with pytest.raises(ConfigError, match="map_downsample must be within"):
+        PredictConfig(**ok, map_downsample=0.5)
+    with pytest.raises(ConfigError, match="level must be an integer"):
+        PredictConfig(**ok, level=1.5)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="workers must be >= 1"):
+        PredictConfig(**ok, workers=0)
+
+
+# --- whole slides --------------------------------------------------------------------------------
+
+
+def test_predict_slide_geometry_detections_and_evaluation(
+    world: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a perfect 'model' the lesion is found where the mask says, and FROC/AUC are 1."""
+    import lymph.model.infer
+
+    monkeypatch.setattr(lymph.model.infer, "predict_probs", fake_probs)
+    out = tmp_path / "pred"
+    config = PredictConfig(checkpoint=world / "tiny.pt", out=out, device="cpu")
+    results = predict_slides(list_slides(world / "slides"), config, progress=False)
+    assert [r.error for r in results] == [None, None]
+    tumor = next(r.value for r in results if r.value.slide == "tumor_t")
+    assert tumor.level == 2 and tumor.map_downsample == 16.0
+    assert tumor.n_windows < tumor.n_windows_total  # background skipped
+    assert tumor.probability > 0.99 and tumor.n_detections == 1
+    from PIL import Image
+
+    overlay = np.asarray(Image.open(tumor.overlay_path))
+    assert overlay.ndim == 3 and max(overlay.shape[:2]) > 100
+    det = read_detections_csv(out / "tumor_t.csv")
+    assert det.shape == (1, 3) and det[0, 0] == pytest.approx(1.0)
+    t0, t1, u0, u1 = TUMOR_BOX
+    assert u0 <= det[0, 1] < u1 and t0 <= det[0, 2] < t1
+    assert read_detections_csv(out / "normal_n.csv").shape == (0, 3)
+    scores = dict(list(csv.reader((out / "scores.csv").open()))[1:])
+    assert float(scores["tumor_t"]) > 0.99 and float(scores["normal_n"]) == 0.0
+    meta = json.loads((out / "tumor_t_predict.json").read_text())
+    assert meta["settings"]["stride"] == tumor.stride and meta["mpp"] == pytest.approx(MPP)
+    result = evaluate_predictions(
+        slides_dir=world / "slides",
+        annotations_dir=world / "ann",
+        predictions_dir=out,
+        out_dir=tmp_path / "eval",
+    )
+    assert result["n_lesions"] == 1
+    assert result["froc"] == 1.0 and result["froc_stepwise"] == 1.0 and result["auc"] == 1.0
+
+
+def test_tumor_map_opens_in_openslide_with_the_slide_geometry(
+    world: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import lymph.model.infer
+    import openslide
+
+    monkeypatch.setattr(lymph.model.infer, "predict_probs", fake_probs)
+    res = predict_slide(
+        world / "slides" / "tumor_t.tif",
+        checkpoint=world / "tiny.pt",
+        out_dir=tmp_path,
+        device="cpu",
+        progress=False,
+    )
+    with openslide.OpenSlide(str(res.map_path)) as osr:
+        assert osr.properties["openslide.vendor"] == "generic-tiff"
+        assert osr.dimensions == (math.ceil(W0 / 16), math.ceil(H0 / 16))
+        assert float(osr.properties["openslide.mpp-x"]) == pytest.approx(MPP * 16, rel=1e-4)
+        full = np.asarray(osr.read_region((0, 0), 0, osr.dimensions))[..., 0]
+    t0, t1, u0, u1 = (v // 16 for v in TUMOR_BOX)
+    assert (full[t0 + 1 : t1 - 1, u0 + 1 : u1 - 1] == 255).all()  # inside the lesion
+    outside = np.ones(full.shape, bool)
+    outside[t0 - 1 : t1 + 1, u0 - 1 : u1 + 1] = False
+    assert (full[outside] == 0).all()  # nothing else lights up: no offset, no seams
+
+
+def test_predict_slide_with_a_real_tiny_unet_and_tta(world: Path, tmp_path: Path) -> None:
+    res = predict_slide(
+        world / "slides" / "normal_n.tif",
+        checkpoint=world / "tiny.pt",
+        out_dir=tmp_path,
+        device="cpu",
+        tta=True,
+        batch_size=16,
+        progress=False,
+    )
+    assert res.map_size == (math.ceil(W0 / 16), math.ceil(H0 / 16))
+    assert 0.0 <= res.probability <= 1.0 and res.n_windows > 0
+    assert res.timings["model"] > 0 and res.tissue_mpx > 0
+    for p in (res.map_path, res.overlay_path, res.csv_path, res.geojson_path, res.xml_path):
+        assert p.is_file()
+    assert (tmp_path / "scores.csv").read_text().startswith("slide,probability\nnormal_n,")
+
+
+def test_batch_reports_a_bad_slide_and_goes_on(
+    world: Path, tmp_path: Path, fixtures_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import lymph.model.infer
+
+    monkeypatch.setattr(lymph.model.infer, "predict_probs", fake_probs)
+    bad = fixtures_dir / "slides" / "openslide-python" / "unopenable.tiff"
+    corrupt = fixtures_dir / "slides" / "openslide-python" / "unreadable.svs"
+    config = PredictConfig(
+        checkpoint=world / "tiny.pt", out=tmp_path, device="cpu", level=0, map_downsample=4
+    )
+    results = predict_slides(
+        [bad, corrupt, world / "slides" / "normal_n.tif"], config, progress=False
+    )
+    assert "unopenable.tiff" in results[0].error and "cannot open" in results[0].error
+    assert "unreadable.svs" in results[1].error
+    assert results[2].error is None and results[2].value.level == 0
+    assert "normal_n" in (tmp_path / "scores.csv").read_text()
+
+
+def test_missing_or_incomplete_checkpoint_stops_before_any_slide(
+    world: Path, tmp_path: Path
+) -> None:
+    slides = [world / "slides" / "normal_n.tif"]
+    with pytest.raises(CheckpointError, match="missing.pt"):
+        predict_slides(slides, PredictConfig(checkpoint=tmp_path / "missing.pt", out=tmp_path))
+    with pytest.raises(CheckpointError, match="no store level .* pass --level"):
+        predict_slides(slides, PredictConfig(checkpoint=world / "nolevel.pt", out=tmp_path))
+    assert not (tmp_path / "scores.csv").exists()
+
+
+def test_predict_refuses_to_write_into_the_slide_folder(world: Path) -> None:
+    with pytest.raises(ConfigError, match="overwrite the slide's annotations"):
+        predict_slide(
+            world / "slides" / "normal_n.tif",
+            checkpoint=world / "tiny.pt",
+            out_dir=world / "slides",
+            device="cpu",
+            progress=False,
+        )
+
+
+def test_a_level_the_slide_lacks_is_refused(world: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="level 7 does not exist"):
+        predict_slide(
+            world / "slides" / "normal_n.tif",
+            checkpoint=world / "tiny.pt",
+            out_dir=tmp_path,
+            level=7,
+            device="cpu",
+            progress=False,
+        )
+
+
+def test_list_slides(world: Path, tmp_path: Path) -> None:
+    assert [p.name for p in list_slides(world / "slides")] == ["normal_n.tif", "tumor_t.tif"]
+    assert list_slides(world / "slides" / "tumor_t.tif") == [world / "slides" / "tumor_t.tif"]
+    with pytest.raises(SlideError, match="no such slide file or folder"):
+        list_slides(tmp_path / "nothing")
+    with pytest.raises(SlideError, match="no slides in this folder"):
+        list_slides(tmp_path)
