@@ -268,5 +268,89 @@ def study_cmd(store: str, pretrained: str, out: str, sizes: tuple[int, ...], fol
 # --- predict (model/predict.py, model/camelyon.py) ---------------------------------------------
 
 
+@main.command("predict")
+@click.option("--slides", required=True, type=click.Path(exists=True),
+              help="A slide file, or a folder of slides (masks are skipped).")
+@click.option("--checkpoint", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="A fine-tuned checkpoint from `lymph train` (best.pt or last.pt).")
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Output folder (not the slides folder): per slide S_tumor_map.tif, "
+              "S_overlay.png, S.csv, S.geojson, S.xml; and scores.csv.")
+@click.option("--level", type=click.IntRange(min=0), default=None,
+              help="Slide level to run at [default: the checkpoint's extraction level].")
+@click.option("--window", type=click.IntRange(min=16), default=None,
+              help="Window in px of that level [default: the patch size, rounded up to a "
+              "multiple of the model's and the map's grid].")
+@click.option("--stride", type=click.IntRange(min=1), default=None,
+              help="Step between windows in px of that level [default: half the window]; "
+              "smaller overlaps more (slower, smoother), at most the window.")
+@click.option("--tta", is_flag=True, help="Average the 8 dihedral transforms (8x slower).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto",
+              show_default=True, help="auto: CUDA, then MPS, then CPU.")
+@click.option("--map-downsample", type=click.FloatRange(1, 1024), default=16.0,
+              show_default=True, help="Downsample of the tumor map vs level 0.")
+@click.option("--threshold", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              default=0.5, show_default=True, help="Probability above which map pixels form "
+              "lesion detections.")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Slides in parallel (local dask processes, CPU threads divided among them).")
+@click.option("--scheduler", default=None,
+              help="Address of a running dask scheduler (tcp://host:8786) to spread slides over.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def predict_cmd(slides: str, checkpoint: str, out: str, level: int | None, window: int | None,
+                stride: int | None, tta: bool, batch_size: int, device: str,
+                map_downsample: float, threshold: float, workers: int, scheduler: str | None,
+                quiet: bool) -> None:
+    """Whole-slide tumor maps, lesion detections and slide scores.
+
+    \b
+      lymph predict --slides slides/ --checkpoint runs/ft/best.pt --out maps/
+      lymph predict --slides slides/tumor_001.tif --checkpoint best.pt --out maps/ --tta
+      lymph eval --slides slides/ --predictions maps/ --out maps/eval    # FROC and AUC
+
+    \b
+    The map (S_tumor_map.tif, uint8 0-255 probability) opens in QuPath, ASAP or OpenSlide;
+    S.geojson imports into QuPath (File > Import objects), S.xml into ASAP; S.csv and
+    scores.csv are in the CAMELYON16 submission form.
+    """
+    from pathlib import Path
+
+    from lymph.model.predict import PredictConfig, list_slides, predict_slides
+    from lymph.pipeline.errors import ConfigError
+
+    if window is not None and stride is not None and stride > window:
+        raise click.BadParameter(
+            f"--stride {stride} > --window {window} would leave gaps: use at most the window "
+            "(half of it blends best)", param_hint="--stride")
+    try:
+        config = PredictConfig(
+            checkpoint=Path(checkpoint), out=Path(out), level=level, window=window,
+            stride=stride, tta=tta, batch_size=batch_size, device=device,
+            map_downsample=map_downsample, threshold=threshold, workers=workers,
+            scheduler=scheduler,
+        )
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    items = list_slides(slides)
+    results = predict_slides(items, config, progress=not quiet)
+    ok = [r.value for r in results if r.value is not None]
+    failed = [r for r in results if r.error is not None]
+    click.echo(f"{len(ok)} of {len(results)} slide(s) predicted into {out}")
+    for r in ok:
+        t = r.timings
+        click.echo(
+            f"  {r.slide:<24} p={r.probability:.3f}  {r.n_detections:>4} detection(s)  "
+            f"{r.n_windows}/{r.n_windows_total} windows  {r.tissue_mpx:.1f} Mpx tissue  "
+            f"{r.seconds:.1f} s (model {t.get('model', 0):.1f}, read {t.get('read', 0):.1f})"
+        )
+    for r in failed:
+        click.echo(f"  FAILED {r.error}", err=True)
+    if ok:
+        click.echo(f"scores: {Path(out) / 'scores.csv'}")
+    if failed:
+        raise SystemExit(1)
+
+
 if __name__ == "__main__":  # `python -m lymph.cli` (torchrun uses this)
     main()
