@@ -363,3 +363,61 @@ def test_list_slides(world: Path, tmp_path: Path) -> None:
         list_slides(tmp_path / "nothing")
     with pytest.raises(SlideError, match="no slides in this folder"):
         list_slides(tmp_path)
+
+
+# --- command line --------------------------------------------------------------------------------
+
+
+def test_cli_predict_writes_outputs_and_reports_a_failed_slide(
+    world: Path, tmp_path: Path, fixtures_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import lymph.model.infer
+    from click.testing import CliRunner
+    from lymph.cli import main
+
+    monkeypatch.setattr(lymph.model.infer, "predict_probs", fake_probs)
+    out = tmp_path / "maps"
+    args = [
+        "predict",
+        "--slides",
+        str(world / "slides" / "tumor_t.tif"),
+        "--checkpoint",
+        str(world / "tiny.pt"),
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+        "--quiet",
+    ]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    assert "1 of 1 slide(s) predicted" in res.output and "1 detection(s)" in res.output
+    assert (out / "tumor_t_tumor_map.tif").is_file() and (out / "scores.csv").is_file()
+    bad = fixtures_dir / "slides" / "openslide-python" / "unopenable.tiff"
+    res = CliRunner().invoke(main, [*args[:2], str(bad), *args[3:]])
+    assert res.exit_code == 1
+    assert "0 of 1 slide(s)" in res.output and "FAILED" in res.output
+
+
+def test_cli_predict_refuses_a_stride_over_the_window(world: Path, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+    from lymph.cli import main
+
+    res = CliRunner().invoke(
+        main,
+        [
+            "predict",
+            "--slides",
+            str(world / "slides"),
+            "--checkpoint",
+            str(world / "tiny.pt"),
+            "--out",
+            str(tmp_path),
+            "--window",
+            "64",
+            "--stride",
+            "100",
+        ],
+    )
+    assert res.exit_code == 2
+    assert "--stride 100 > --window 64 would leave gaps" in res.output
