@@ -19,6 +19,7 @@ import json
 import math
 import os
 import warnings
+import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -70,6 +71,7 @@ class EvalConfig:
     n_figure_patches: int = 8
     bins: int = 1001
     seed: int = 0
+    max_patches_per_slide: int | None = None  # None: every patch; else a seeded sample
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -90,6 +92,11 @@ class EvalConfig:
             raise ConfigError(f"val_fraction must be within (0, 1), got {self.val_fraction}")
         if self.n_figure_patches < 1:
             raise ConfigError(f"n_figure_patches must be >= 1, got {self.n_figure_patches}")
+        if self.max_patches_per_slide is not None and self.max_patches_per_slide < 1:
+            raise ConfigError(
+                f"max_patches_per_slide must be >= 1 (or None for all), got "
+                f"{self.max_patches_per_slide}"
+            )
         if self.bins < 11:
             raise ConfigError(f"bins must be >= 11, got {self.bins}")
         if self.figures and self.out is None:
@@ -261,6 +268,16 @@ def _progress(total: int, desc: str, enabled: bool):  # -> tqdm
     return tqdm(total=total, desc=desc, unit="patch", disable=None if enabled else True)
 
 
+def sample_patches(n_patches: int, k: int | None, *, seed: int, slide_id: str) -> np.ndarray:
+    """Sorted indices of the patches of one slide to score: all of them when `k` is None or
+    >= n_patches, else a uniform sample of k seeded by (seed, slide id) only, so two models
+    scored with the same seed see the same patches."""
+    if k is None or k >= n_patches:
+        return np.arange(n_patches)
+    rng = np.random.default_rng([seed, 2, zlib.crc32(slide_id.encode())])
+    return np.sort(rng.choice(n_patches, size=k, replace=False))
+
+
 def _stream(
     store: Any,
     slide_ids: Iterable[str],
@@ -268,13 +285,29 @@ def _stream(
     config: EvalConfig,
     desc: str,
 ):
-    """Yield (slide_id, batch, probs) chunk by chunk."""
+    """Yield (slide_id, batch, probs) chunk by chunk (only the sampled patches of each chunk)."""
     from lymph.model.infer import predict_probs
+    from lymph.pipeline.store import PatchBatch
 
-    refs = store.chunks(list(slide_ids))
-    with _progress(sum(len(r) for r in refs), desc, config.progress) as bar:
-        for ref in refs:
+    slide_ids = list(slide_ids)
+    keep = {
+        sid: sample_patches(store.slide(sid).n_patches, config.max_patches_per_slide,
+                            seed=config.seed, slide_id=sid)
+        for sid in slide_ids
+    }  # fmt: skip
+    with _progress(sum(len(k) for k in keep.values()), desc, config.progress) as bar:
+        for ref in store.chunks(slide_ids):
+            idx = keep[ref.slide_id]
+            idx = idx[(idx >= ref.start) & (idx < ref.stop)] - ref.start
+            if len(idx) == 0:
+                continue
             batch = store.read(ref.slide_id, ref.start, ref.stop, masks=True)
+            if len(idx) < len(batch):
+                batch = PatchBatch(
+                    images=batch.images[idx], coords=batch.coords[idx],
+                    labels=None if batch.labels is None else batch.labels[idx],
+                    masks=None if batch.masks is None else batch.masks[idx],
+                )  # fmt: skip
             probs = predict_probs(
                 model,
                 batch.images,

@@ -320,3 +320,31 @@ def test_cli_eval_bad_modes(world: dict[str, Path], args: list[str], message: st
     result = CliRunner().invoke(main, ["eval", *args])
     assert result.exit_code == 2, result.output
     assert message in result.output
+
+
+def test_max_patches_per_slide_scores_a_seeded_sample(world: dict[str, Path]) -> None:
+    from lymph.model.checkpoint import load_model
+    from lymph.model.evaluate import sample_patches
+
+    res = evaluate_store(
+        world["store"], world["ckpt"], slides=["tumor_a"], max_patches_per_slide=2, seed=4
+    )
+    assert res["n_patches"] == 2 and res["slides"]["tumor_a"]["n_patches"] == 2
+    idx = sample_patches(6, 2, seed=4, slide_id="tumor_a")
+    assert list(idx) == list(sample_patches(6, 2, seed=4, slide_id="tumor_a"))
+    assert list(sample_patches(6, None, seed=4, slide_id="tumor_a")) == list(range(6))
+    batch = PatchStore.open(world["store"]).read("tumor_a", 0, 6)
+    model, _ = load_model(world["ckpt"])
+    probs = predict_probs(model, batch.images[idx])
+    expected = pixel_counts(binarize(probs, 0.5), batch.masks[idx])
+    assert (res["tp"], res["fp"], res["fn"], res["tn"]) == (
+        expected.tp,
+        expected.fp,
+        expected.fn,
+        expected.tn,
+    )
+
+
+def test_max_patches_per_slide_must_be_positive(world: dict[str, Path]) -> None:
+    with pytest.raises(ConfigError, match="max_patches_per_slide must be >= 1"):
+        EvalConfig(store=world["store"], checkpoint=world["ckpt"], max_patches_per_slide=0)
