@@ -83,6 +83,9 @@ def _print_eval_patch(result: dict) -> None:
 @click.option("--figures", is_flag=True,
               help="Patch mode: also write Figure 4/5-style PNGs (reconstructions, outlines).")
 @click.option("--tta", is_flag=True, help="Patch mode: average the 8 dihedral transforms.")
+@click.option("--max-patches-per-slide", type=click.IntRange(min=1), default=None,
+              help="Patch mode: score a seeded sample of this many patches per slide "
+                   "[default: all].")
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto",
               show_default=True)
@@ -100,7 +103,8 @@ def _print_eval_patch(result: dict) -> None:
               help="Write metrics.json and the PNG plots here.")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON on stdout.")
 def eval_cmd(store: str | None, checkpoint: str | None, threshold: str,
-             slide_ids: tuple[str, ...], figures: bool, tta: bool, batch_size: int, device: str,
+             slide_ids: tuple[str, ...], figures: bool, tta: bool,
+             max_patches_per_slide: int | None, batch_size: int, device: str,
              seed: int, slides: str | None, annotations: str | None, predictions: str | None,
              labels: str | None, out: str | None, as_json: bool) -> None:
     """Score a model: pixel metrics on a store's patches, or CAMELYON16 FROC/AUC on slides.
@@ -143,7 +147,7 @@ def eval_cmd(store: str | None, checkpoint: str | None, threshold: str,
             store=Path(store), checkpoint=Path(checkpoint), threshold=parsed,
             out=None if out is None else Path(out), slides=slide_ids or None,
             batch_size=batch_size, device=device, tta=tta, figures=figures, seed=seed,
-            progress=not as_json,
+            max_patches_per_slide=max_patches_per_slide, progress=not as_json,
         )
         result = evaluate(config)
         if as_json:
@@ -156,6 +160,8 @@ def eval_cmd(store: str | None, checkpoint: str | None, threshold: str,
         raise click.BadParameter(f"slide mode also needs {', '.join(missing)}: {how}")
     patch_only = [name for name, used in (("--figures", figures), ("--tta", tta),
                                           ("--slide-id", bool(slide_ids)),
+                                          ("--max-patches-per-slide",
+                                           max_patches_per_slide is not None),
                                           ("--threshold", threshold != "0.5")) if used]
     if patch_only:
         raise click.BadParameter(f"{', '.join(patch_only)} only apply in patch mode: {how}")
