@@ -380,3 +380,44 @@ class PatchStore:
 
     def __repr__(self) -> str:
         return f"PatchStore({str(self.path)!r}, slides={len(self.slides)})"
+
+
+def describe_store(path: str | Path) -> dict[str, Any]:
+    """Everything `lymph info` shows: schema version, settings, and every slide group (complete
+    or not) with its status and patch counts per class. StoreError if `path` is no lymph store."""
+    path = Path(path)
+    if not path.exists():
+        raise StoreError(f"{path}: no such store; make one with `lymph extract --out {path}`")
+    root = _open_root(path, "r")
+    settings = _check_header(path, root.attrs)
+    slides = []
+    if SLIDES in root:
+        for sid in sorted(root[SLIDES].group_keys()):
+            attrs = root[SLIDES][sid].attrs.asdict()
+            complete = bool(attrs.get("complete", False))
+            n = int(attrs.get("n_patches", 0)) if complete else 0
+            n_tumor = int(attrs.get("n_tumor", 0)) if complete else 0
+            status = attrs.get("status", "unlabeled")
+            labeled = status in LABELED_STATUSES
+            slides.append({
+                "slide_id": sid, "status": status, "complete": complete, "n_patches": n,
+                "n_tumor": n_tumor if labeled else None,
+                "n_non_tumor": n - n_tumor if labeled else None,
+                "tissue_fraction": attrs.get("tissue_fraction"), "mpp": attrs.get("mpp"),
+                "source": attrs.get("source"), "warnings": attrs.get("warnings", []),
+            })
+    done = [s for s in slides if s["complete"]]
+    return {
+        "path": str(path),
+        "schema_version": settings.get("schema_version"),
+        "settings": {k: v for k, v in settings.items() if k != "schema_version"},
+        "slides": slides,
+        "complete": bool(slides) and len(done) == len(slides),
+        "totals": {
+            "slides": len(slides), "complete_slides": len(done),
+            "patches": sum(s["n_patches"] for s in done),
+            "tumor": sum(s["n_tumor"] or 0 for s in done),
+            "non_tumor": sum(s["n_non_tumor"] or 0 for s in done),
+            "unlabeled": sum(s["n_patches"] for s in done if s["n_tumor"] is None),
+        },
+    }
