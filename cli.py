@@ -115,6 +115,131 @@ def synth(out: str, n_tumor: int, n_normal: int, size: tuple[int, int], seed: in
 
 # --- extract, info (pipeline/) -----------------------------------------------------------------
 
+
+@main.command("extract")
+@click.option("--slides", "slides_dir", required=True,
+              type=click.Path(exists=True, file_okay=False, path_type=str),
+              help="Folder of slides (searched recursively; any format OpenSlide reads, DICOM "
+                   "series folders too).")
+@click.option("--out", required=True, type=click.Path(path_type=str),
+              help="Zarr store to create or resume.")
+@click.option("--annotations", "annotations_dir", default=None,
+              type=click.Path(exists=True, file_okay=False, path_type=str),
+              help="Folder of S.xml / S.geojson / S_mask.tif  [default: beside each slide]")
+@click.option("--labels", "labels_csv", default=None,
+              type=click.Path(exists=True, dir_okay=False, path_type=str),
+              help="CAMELYON16 reference.csv (name,Tumor|Normal): marks normal slides.")
+@click.option("--patch-size", default=300, show_default=True, type=int,
+              help="Patch side in pixels at --level.")
+@click.option("--level", default=0, show_default=True, type=int,
+              help="Pyramid level to read (0 = full resolution).")
+@click.option("--patches-per-slide", default=200, show_default=True, type=int)
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--workers", default=1, show_default=True, type=int,
+              help="Worker processes (a local dask cluster when > 1).")
+@click.option("--scheduler", default=None, metavar="ADDRESS",
+              help="Submit to an existing dask cluster (tcp://host:8786) instead.")
+@click.option("--thumb-size", default=2048, show_default=True, type=int,
+              help="Long side of the tissue-detection thumbnail in pixels.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def extract_cmd(slides_dir: str, out: str, annotations_dir: str | None, labels_csv: str | None,
+                patch_size: int, level: int, patches_per_slide: int, seed: int, workers: int,
+                scheduler: str | None, thumb_size: int, as_json: bool, quiet: bool) -> None:
+    """Draw class-balanced random patches (and tumor masks) from every slide into a Zarr store.
+
+    Resumable: complete slides are skipped, partial ones redone. Exit status 1 if any slide
+    failed (each is listed with its cause); the other slides are still extracted.
+
+    \b
+    Example:
+      lymph extract --slides slides/ --out store.zarr --labels slides/reference.csv \\
+                    --patches-per-slide 200 --workers 2
+    """
+    import json
+    from pathlib import Path
+
+    from lymph.pipeline.errors import ConfigError, LymphError
+    from lymph.pipeline.extract import ExtractConfig, extract
+
+    try:
+        config = ExtractConfig(
+            slides=Path(slides_dir), out=Path(out),
+            annotations=Path(annotations_dir) if annotations_dir else None,
+            labels=Path(labels_csv) if labels_csv else None, patch_size=patch_size,
+            level=level, patches_per_slide=patches_per_slide, seed=seed, workers=workers,
+            scheduler=scheduler, thumb_size=thumb_size, progress=not quiet)
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc)) from exc
+    try:
+        summary = extract(config)
+    except LymphError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if as_json:
+        click.echo(json.dumps(summary.to_dict(), indent=2))
+    else:
+        _print_extract_summary(summary)
+    if summary.failed:
+        raise SystemExit(1)
+
+
+def _print_extract_summary(summary: object) -> None:
+    from lymph.pipeline.extract import ExtractSummary
+
+    assert isinstance(summary, ExtractSummary)
+    rows = [(r.slide_id, r.status, r.n_patches, r.n_tumor, f"{r.seconds:.1f}", "done")
+            for r in summary.done]
+    rows += [(r.slide_id, r.status, r.n_patches, r.n_tumor, "-", "skipped (complete)")
+             for r in summary.skipped]
+    if rows:
+        click.echo(f"{'slide':<28} {'status':<10} {'patches':>8} {'tumor':>6} {'s':>7}  result")
+        for sid, status, n, nt, sec, res in rows:
+            click.echo(f"{sid:<28} {status:<10} {n:>8} {nt:>6} {sec:>7}  {res}")
+    for r in summary.done:
+        for w in r.warnings:
+            click.echo(f"warning: {w}")
+    n, nt = summary.n_patches, summary.n_tumor
+    click.echo(f"slides: {len(summary.done)} done, {len(summary.skipped)} skipped, "
+               f"{len(summary.failed)} failed; patches: {n} ({nt} tumor, {n - nt} other) in "
+               f"{summary.seconds:.1f} s = {summary.patches_per_second:.1f} patches/s; "
+               f"store {summary.store}")
+    if summary.failed:
+        click.echo("failed:", err=True)
+        for _, error in summary.failed:
+            click.echo(f"  {error}", err=True)
+
+
+@main.command("info")
+@click.argument("store", type=click.Path(exists=True, path_type=str))
+@click.option("--json", "as_json", is_flag=True, help="Print everything as JSON.")
+def info_cmd(store: str, as_json: bool) -> None:
+    """Show a patch store: schema version, settings, and per slide its status, patches per
+    class and whether it is complete."""
+    import json
+
+    from lymph.pipeline.errors import StoreError
+    from lymph.pipeline.store import describe_store
+
+    try:
+        info = describe_store(store)
+    except StoreError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    click.echo(f"store {info['path']}  schema version {info['schema_version']}")
+    for key, value in info["settings"].items():
+        click.echo(f"  {key}: {value}")
+    click.echo(f"{'slide':<28} {'status':<10} {'patches':>8} {'tumor':>6} {'other':>6}  complete")
+    for s in info["slides"]:
+        nt = "-" if s["n_tumor"] is None else s["n_tumor"]
+        no = "-" if s["n_non_tumor"] is None else s["n_non_tumor"]
+        click.echo(f"{s['slide_id']:<28} {s['status']:<10} {s['n_patches']:>8} {nt:>6} "
+                   f"{no:>6}  {'yes' if s['complete'] else 'NO (rerun lymph extract)'}")
+    t = info["totals"]
+    click.echo(f"{t['complete_slides']}/{t['slides']} slides complete; {t['patches']} patches "
+               f"({t['tumor']} tumor, {t['non_tumor']} non-tumor, {t['unlabeled']} unlabeled)")
+
 # --- train (model/train.py) --------------------------------------------------------------------
 
 # --- eval, study (model/metrics.py, model/study.py) --------------------------------------------
