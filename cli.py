@@ -435,7 +435,8 @@ def _parse_sizes(ctx: click.Context, param: click.Parameter, value: str) -> tupl
               help="Fine-tuning steps per run [default: the trainer's; --quick: 40].")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--quick", is_flag=True,
-              help="Demo profile for a small CPU: 40 steps, batch 8, 64 px crops (unless given).")
+              help="Demo profile for a small CPU: 40 steps, batch 8, 64 px crops, 0 workers, 64 "
+                   "scored patches per held-out slide (each unless given).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None,
               help="Fine-tuning batch size [default: the trainer's; --quick: 8].")
 @click.option("--crop", type=click.IntRange(min=1), default=None,
@@ -458,7 +459,8 @@ def study_cmd(store: str, pretrained: str, out: str, sizes: tuple[int, ...], fol
               steps: int | None, seed: int, quick: bool, batch_size: int | None,
               crop: int | None, base_width: int | None, lr: float | None,
               recon_weight: float | None, threshold: float, device: str,
-              eval_batch_size: int | None, keep_checkpoints: bool) -> None:
+              eval_batch_size: int | None, workers: int | None, max_test_patches: int | None,
+              keep_checkpoints: bool) -> None:
     """The paper's Figure 3: fine-tune from pretrained weights vs from scratch on N labels.
 
     \b
@@ -475,7 +477,8 @@ def study_cmd(store: str, pretrained: str, out: str, sizes: tuple[int, ...], fol
         store=Path(store), pretrained=Path(pretrained), out=Path(out), sizes=sizes, folds=folds,
         steps=steps, seed=seed, quick=quick, batch_size=batch_size, crop=crop,
         base_width=base_width, lr=lr, recon_weight=recon_weight, threshold=threshold,
-        device=device, eval_batch_size=eval_batch_size, keep_checkpoints=keep_checkpoints,
+        device=device, eval_batch_size=eval_batch_size, workers=workers,
+        max_test_patches=max_test_patches, keep_checkpoints=keep_checkpoints,
     )
     result = run_study(config)
     click.echo(f"{result['ran']} run(s) done now, {result['skipped']} reused from {out}")
@@ -570,5 +573,10 @@ def predict_cmd(slides: str, checkpoint: str, out: str, level: int | None, windo
         raise SystemExit(1)
 
 
+@click.option("--workers", type=click.IntRange(min=0), default=None,
+              help="Trainer data-loader processes [default: the trainer's; --quick: 0].")
+@click.option("--max-test-patches", type=click.IntRange(min=1), default=None,
+              help="Score a seeded sample of this many patches per held-out slide, the same "
+                   "for both conditions [default: all; --quick: 64].")
 if __name__ == "__main__":  # `python -m lymph.cli` (torchrun uses this)
     main()
