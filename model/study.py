@@ -44,7 +44,15 @@ CONDITION_LABELS = {"scratch": "Without pretraining", "pretrained": "With pretra
 PAPER_SIZES = (200, 120, 80, 40)
 
 # The quick profile: the whole grid on the demo's few synthetic slides on a 2-core CPU.
-QUICK = {"steps": 40, "batch_size": 8, "crop": 64, "eval_batch_size": 16}
+QUICK = {
+    "steps": 40,
+    "batch_size": 8,
+    "crop": 64,
+    "eval_batch_size": 16,
+    "workers": 0,  # the few labeled patches sit in memory: no loader processes to start
+    "max_test_patches": 64,  # per held-out slide, a seeded sample shared by both conditions
+}
+ARCH_KEYS = ("base_width", "depth", "last_skip", "norm")
 
 CSV_FIELDS = (
     "run_id",
@@ -300,6 +308,8 @@ class StudyConfig:
     threshold: float = 0.5
     device: str = "auto"
     eval_batch_size: int | None = None
+    workers: int | None = None  # trainer's data-loader processes (None: its default)
+    max_test_patches: int | None = None  # per held-out slide (None: all; quick: 64)
     keep_checkpoints: bool = False
     progress: bool = True
 
@@ -316,7 +326,16 @@ class StudyConfig:
         object.__setattr__(self, "sizes", sizes)
         if self.folds < 2:
             raise ConfigError(f"folds must be >= 2 for cross-validation, got {self.folds}")
-        for name in ("steps", "batch_size", "crop", "base_width", "eval_batch_size"):
+        if self.workers is not None and self.workers < 0:
+            raise ConfigError(f"workers must be >= 0, got {self.workers}")
+        for name in (
+            "steps",
+            "batch_size",
+            "crop",
+            "base_width",
+            "eval_batch_size",
+            "max_test_patches",
+        ):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ConfigError(f"{name} must be >= 1, got {value}")
@@ -335,9 +354,7 @@ class StudyConfig:
         for key in ("store", "pretrained", "out"):
             d[key] = str(d[key])
         d["sizes"] = list(self.sizes)
-        d["resolved"] = {
-            k: self.resolved(k) for k in ("steps", "batch_size", "crop", "eval_batch_size")
-        }
+        d["resolved"] = {k: self.resolved(k) for k in QUICK}
         return d
 
 
@@ -346,15 +363,6 @@ def _atomic_write(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
-
-
-def _slide_labels(store: Any, slide_id: str) -> np.ndarray:
-    """Per-patch labels of a labeled slide, read chunk by chunk."""
-    parts = [
-        store.read(ref.slide_id, ref.start, ref.stop, masks=False).labels
-        for ref in store.chunks([slide_id])
-    ]
-    return np.concatenate(parts) if parts else np.zeros(0, np.uint8)
 
 
 def write_results_csv(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
@@ -377,10 +385,19 @@ def _check_pretrained(config: StudyConfig) -> dict[str, Any]:
             f"{config.base_width} asks for another: both conditions use the pretrained "
             "architecture; drop --base-width or pretrain at that width"
         )
+    stage = ckpt["config"].get("stage")
+    if stage != "pretrain":
+        warnings.warn(
+            f"{config.pretrained} is a {stage!r} checkpoint, not a reconstruction pretraining "
+            "(`lymph train --stage pretrain`): the 'pretrained' condition starts from it anyway",
+            stacklevel=3,
+        )
     return model_cfg
 
 
 def _run_one(config: StudyConfig, spec: RunSpec, model_cfg: dict[str, Any]) -> dict[str, Any]:
+    from dataclasses import replace
+
     from lymph.model.evaluate import evaluate_store
     from lymph.model.train import TrainConfig, train
 
@@ -392,6 +409,7 @@ def _run_one(config: StudyConfig, spec: RunSpec, model_cfg: dict[str, Any]) -> d
         "steps": config.resolved("steps"),
         "batch_size": config.resolved("batch_size"),
         "crop": config.resolved("crop"),
+        "workers": config.resolved("workers"),
         "lr": config.lr,
         "recon_weight": config.recon_weight,
     }
@@ -400,69 +418,43 @@ def _run_one(config: StudyConfig, spec: RunSpec, model_cfg: dict[str, Any]) -> d
         options["init"] = config.pretrained
     else:
         options["from_scratch"] = True
+    # both conditions: the pretrained checkpoint's architecture, the same seed and subset
+    arch = {k: model_cfg[k] for k in ARCH_KEYS if k in model_cfg}
+    train_config = TrainConfig(
+        store=config.store, out=train_dir, stage="finetune", labeled=len(spec.subset),
+        val_slides=0, seed=spec.train_seed, device=config.device, **arch, **options,
+    )  # fmt: skip
+    # no validation (the held-out fold must not pick a checkpoint): one checkpoint, at the end
+    train_config = replace(
+        train_config, checkpoint_every=train_config.steps, eval_every=train_config.steps
+    )
     t0 = time.perf_counter()
     result = train(
-        TrainConfig(
-            store=config.store,
-            out=train_dir,
-            stage="finetune",
-            labeled=len(spec.subset),
-            base_width=int(model_cfg["base_width"]),
-            depth=int(model_cfg["depth"]),
-            seed=spec.train_seed,
-            device=config.device,
-            **options,
-        ),
-        train_slides=list(spec.train_slides),
-        val_slides=[],
-        labeled=list(spec.subset),
-        progress=False,
-    )
+        train_config, train_slides=list(spec.train_slides), val_slides=[],
+        labeled=list(spec.subset), progress=False,
+    )  # fmt: skip
     t1 = time.perf_counter()
     scores = evaluate_store(
-        config.store,
-        result.last,
-        threshold=config.threshold,
-        slides=list(spec.test_slides),
-        batch_size=config.resolved("eval_batch_size") or 16,
-        device=config.device,
+        config.store, result.last, threshold=config.threshold, slides=list(spec.test_slides),
+        batch_size=config.resolved("eval_batch_size") or 16, device=config.device,
+        max_patches_per_slide=config.resolved("max_test_patches"), seed=config.seed,
         progress=False,
-    )
+    )  # fmt: skip
     t2 = time.perf_counter()
     if not config.keep_checkpoints:
         for ckpt in train_dir.rglob("*.pt"):
             ckpt.unlink()
     return {
-        "run_id": spec.run_id,
-        "size": spec.size,
-        "fold": spec.fold,
+        "run_id": spec.run_id, "size": spec.size, "fold": spec.fold,
         "condition": spec.condition,
-        **{
-            k: scores[k]
-            for k in (
-                "precision",
-                "recall",
-                "f1",
-                "dice",
-                "iou",
-                "tp",
-                "fp",
-                "fn",
-                "tn",
-                "threshold",
-            )
-        },
-        "n_tumor_patches": spec.n_tumor_patches,
-        "n_normal_patches": spec.n_normal_patches,
-        "subset_sha": subset_sha(spec.subset),
-        "train_seed": spec.train_seed,
-        "steps": result.steps,
-        "train_slides": ";".join(spec.train_slides),
-        "test_slides": ";".join(spec.test_slides),
-        "n_test_patches": scores["n_patches"],
-        "train_seconds": round(t1 - t0, 2),
-        "eval_seconds": round(t2 - t1, 2),
-    }
+        **{k: scores[k] for k in ("precision", "recall", "f1", "dice", "iou",
+                                  "tp", "fp", "fn", "tn", "threshold")},
+        "n_tumor_patches": spec.n_tumor_patches, "n_normal_patches": spec.n_normal_patches,
+        "subset_sha": subset_sha(spec.subset), "train_seed": spec.train_seed,
+        "steps": result.steps, "train_slides": ";".join(spec.train_slides),
+        "test_slides": ";".join(spec.test_slides), "n_test_patches": scores["n_patches"],
+        "train_seconds": round(t1 - t0, 2), "eval_seconds": round(t2 - t1, 2),
+    }  # fmt: skip
 
 
 def run_study(config: StudyConfig) -> dict[str, Any]:
@@ -478,6 +470,11 @@ def run_study(config: StudyConfig) -> dict[str, Any]:
             f"{config.store}: no labeled (tumor or normal) slide: a study needs masks; extract "
             "slides with annotations"
         )
+    model_cfg = _check_pretrained(config)
+    from lymph.model.train import slide_labels  # reads the labels array only, no images
+
+    labels = {sid: slide_labels(store, sid) for sid, _ in labeled}
+    runs = plan_runs(labeled, labels, sizes=config.sizes, n_folds=config.folds, seed=config.seed)
     n_tumor_slides = sum(st == "tumor" for _, st in labeled)
     if n_tumor_slides < config.folds:
         warnings.warn(
@@ -486,9 +483,6 @@ def run_study(config: StudyConfig) -> dict[str, Any]:
             f"{max(n_tumor_slides, 2)}",
             stacklevel=2,
         )
-    model_cfg = _check_pretrained(config)
-    labels = {sid: _slide_labels(store, sid) for sid, _ in labeled}
-    runs = plan_runs(labeled, labels, sizes=config.sizes, n_folds=config.folds, seed=config.seed)
 
     config.out.mkdir(parents=True, exist_ok=True)
     _atomic_write(config.out / "study.json", json.dumps(config.to_dict(), indent=2) + "\n")
@@ -568,7 +562,7 @@ def _run_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
     resolved = settings["resolved"]
     return {
         **{k: settings[k] for k in RUN_SETTINGS},
-        **{k: resolved[k] for k in ("steps", "batch_size", "crop")},
+        **{k: resolved[k] for k in ("steps", "batch_size", "crop", "max_test_patches")},
     }
 
 

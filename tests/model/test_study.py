@@ -127,3 +127,131 @@ def test_study_config_validation(tmp_path) -> None:
     assert quick.resolved("steps") is not None and quick.resolved("crop") is not None
     paper = StudyConfig(store=tmp_path, pretrained=tmp_path / "p.pt", out=tmp_path, steps=7)
     assert paper.resolved("steps") == 7 and paper.resolved("crop") is None
+
+
+P = 32
+
+
+def _tiny_world(root):
+    """4 labeled slides of 8 patches (32 px) and an untrained tiny 'pretrained' checkpoint."""
+    import torch
+    from lymph.model.checkpoint import save_checkpoint
+    from lymph.model.unet import UNet, UNetConfig
+    from lymph.pipeline.store import create_store, write_slide
+
+    rng = np.random.default_rng(0)
+    store = root / "store.zarr"
+    create_store(store, {"patch_size": P, "level": 0, "seed": 0})
+    for sid, tumor in (
+        ("normal_001", False),
+        ("tumor_001", True),
+        ("tumor_002", True),
+        ("tumor_003", True),
+    ):
+        n = 8
+        masks = np.zeros((n, P, P), np.uint8)
+        labels = np.zeros(n, np.uint8)
+        if tumor:
+            masks[::2, 4:20, 6:26] = 1
+            labels[::2] = 1
+        images = np.where(masks[..., None] == 1, (90, 40, 140), (230, 170, 210))
+        images = np.clip(images + rng.integers(-10, 10, images.shape), 0, 255).astype(np.uint8)
+        write_slide(
+            store,
+            sid,
+            images=images,
+            coords=np.zeros((n, 2), np.int64),
+            labels=labels,
+            masks=masks,
+            attrs={"status": "tumor" if tumor else "normal"},
+        )
+    torch.manual_seed(0)  # the throwaway checkpoint's weights only
+    pretrained = root / "pre.pt"
+    save_checkpoint(
+        pretrained, model=UNet(UNetConfig(base_width=4, depth=2)), config={"stage": "pretrain"}
+    )
+    return store, pretrained
+
+
+def test_study_runs_resumes_and_refuses_other_settings(tmp_path) -> None:
+    import csv
+
+    from lymph.model.study import run_study
+
+    store, pretrained = _tiny_world(tmp_path)
+    cfg = dict(
+        store=store,
+        pretrained=pretrained,
+        out=tmp_path / "study",
+        sizes=(4,),
+        folds=2,
+        steps=2,
+        batch_size=2,
+        crop=16,
+        workers=0,
+        device="cpu",
+        progress=False,
+    )
+    first = run_study(StudyConfig(**cfg))
+    assert (first["ran"], first["skipped"]) == (4, 0)
+    rows = list(csv.DictReader((tmp_path / "study" / "results.csv").open()))
+    assert len(rows) == 4
+    for fold in ("0", "1"):
+        pair = [r for r in rows if r["fold"] == fold]
+        assert {r["condition"] for r in pair} == set(CONDITIONS)
+        assert len({r["subset_sha"] for r in pair}) == 1  # identical labeled subsets
+        assert len({r["train_seed"] for r in pair}) == 1
+        assert not set(pair[0]["train_slides"].split(";")) & set(pair[0]["test_slides"].split(";"))
+    assert {r["steps"] for r in rows} == {"2"}
+    for name in ("table.md", "f1_vs_size.png", "study.json"):
+        assert (tmp_path / "study" / name).stat().st_size > 0
+    assert "| 4 |" in (tmp_path / "study" / "table.md").read_text()
+    assert not list((tmp_path / "study").rglob("*.pt"))  # checkpoints dropped after scoring
+
+    # a rerun skips every finished run and reproduces the table
+    table = (tmp_path / "study" / "table.md").read_text()
+    (tmp_path / "study" / "runs" / "n0004_f1_pretrained" / "done.json").unlink()
+    second = run_study(StudyConfig(**cfg))
+    assert (second["ran"], second["skipped"]) == (1, 3)
+    third = run_study(StudyConfig(**cfg))
+    assert (third["ran"], third["skipped"]) == (0, 4)
+    assert (tmp_path / "study" / "table.md").read_text() == table  # deterministic rerun
+
+    with pytest.raises(ConfigError, match="made with other settings.*steps: 2 then, 3 now"):
+        run_study(StudyConfig(**{**cfg, "steps": 3}))
+
+
+def test_study_refuses_other_base_width(tmp_path) -> None:
+    from lymph.model.study import run_study
+    from lymph.pipeline.errors import CheckpointError
+
+    store, pretrained = _tiny_world(tmp_path)
+    with pytest.raises(CheckpointError, match="has base width 4, --base-width 8"):
+        run_study(
+            StudyConfig(
+                store=store,
+                pretrained=pretrained,
+                out=tmp_path / "s",
+                sizes=(4,),
+                folds=2,
+                base_width=8,
+                progress=False,
+            )
+        )
+
+
+def test_study_too_few_slides_for_folds(tmp_path) -> None:
+    from lymph.model.study import run_study
+
+    store, pretrained = _tiny_world(tmp_path)
+    with pytest.raises(ConfigError, match="4 labeled slide.*cannot make 5 folds"):
+        run_study(
+            StudyConfig(
+                store=store,
+                pretrained=pretrained,
+                out=tmp_path / "s",
+                sizes=(4,),
+                folds=5,
+                progress=False,
+            )
+        )
