@@ -242,6 +242,124 @@ def info_cmd(store: str, as_json: bool) -> None:
 
 # --- train (model/train.py) --------------------------------------------------------------------
 
+
+def _labeled_option(
+    _ctx: click.Context, _param: click.Parameter, value: str | None
+) -> int | str | None:
+    if value is None:
+        return None
+    from lymph.model.train import parse_labeled
+    from lymph.pipeline.errors import ConfigError
+
+    try:
+        return parse_labeled(value)
+    except ConfigError as exc:
+        raise click.BadParameter(f"{exc} (e.g. --labeled 200 or --labeled 3%)") from None
+
+
+@main.command("train")
+@click.option("--store", required=True, type=click.Path(exists=True, file_okay=False),
+              help="The patch store from `lymph extract`.")
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Run folder: last.pt, best.pt, metrics.jsonl, config.json, loss.png.")
+@click.option("--stage", type=click.Choice(["pretrain", "finetune"]), default="pretrain",
+              show_default=True, help="pretrain: reconstruction on every patch; finetune: "
+              "segmentation + reconstruction on a few labeled patches.")
+@click.option("--init", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="finetune: start from this pretrain checkpoint (its architecture is kept).")
+@click.option("--from-scratch", is_flag=True, help="finetune: random initialisation (baseline).")
+@click.option("--labeled", callback=_labeled_option, default="200", show_default=True,
+              help="finetune: N labeled patches or P% of them, class-balanced, seeded.")
+@click.option("--steps", type=click.IntRange(min=1), default=1000, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3,
+              show_default=True, help="Peak AdamW learning rate (warmup, then cosine).")
+@click.option("--recon-weight", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="finetune: weight W of the reconstruction loss.")
+@click.option("--base-width", type=click.IntRange(min=1), default=None,
+              help="UNet width of the first level [default: 32, or the --init checkpoint's].")
+@click.option("--depth", type=click.IntRange(1, 7), default=None,
+              help="UNet levels [default: 4, or the --init checkpoint's].")
+@click.option("--last-skip/--no-last-skip", default=None,
+              help="Keep the highest-resolution skip connection [default: removed, as in the "
+              "paper, or the --init checkpoint's].")
+@click.option("--crop", type=click.IntRange(min=1), default=256, show_default=True,
+              help="Random training crop in px; a multiple of 2**depth, at most the patch size.")
+@click.option("--val-slides", type=click.IntRange(min=0), default=1, show_default=True,
+              help="Labeled slides held out for validation (never trained on); 0: none.")
+@click.option("--val-patches", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Validation patches drawn from the validation slides.")
+@click.option("--eval-every", type=click.IntRange(min=1), default=200, show_default=True)
+@click.option("--checkpoint-every", type=click.IntRange(min=1), default=200, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto",
+              show_default=True, help="auto: CUDA, then MPS, then CPU.")
+@click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True,
+              help="Data loader processes per training process (0: load in the main process).")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last.pt.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def train_cmd(store: str, out: str, stage: str, init: str | None, from_scratch: bool,
+              labeled: int | str | None, steps: int, batch_size: int, lr: float,
+              recon_weight: float, base_width: int | None, depth: int | None, last_skip: bool | None, crop: int,
+              val_slides: int, val_patches: int, eval_every: int, checkpoint_every: int,
+              seed: int, device: str, workers: int, resume: bool, quiet: bool) -> None:
+    """Pretrain the UNet on reconstruction, or fine-tune it on a few labeled patches.
+
+    \b
+      lymph train --store store.zarr --out runs/pre --stage pretrain --steps 2000
+      lymph train --store store.zarr --out runs/ft --stage finetune \\
+                  --init runs/pre/last.pt --labeled 200
+      lymph train --store store.zarr --out runs/base --stage finetune --from-scratch
+
+    \b
+    Several processes or GPUs (DistributedDataParallel; only rank 0 writes):
+      torchrun --nproc-per-node 2 -m lymph.cli train --store store.zarr --out runs/pre
+    """
+    import os
+    from pathlib import Path
+
+    from lymph.model.train import TrainConfig, train
+    from lymph.pipeline.errors import ConfigError
+
+    if stage == "finetune" and (init is None) == (not from_scratch):
+        raise click.UsageError("--stage finetune needs exactly one of --init CKPT or "
+                               "--from-scratch")
+    if stage == "pretrain" and (init or from_scratch):
+        raise click.UsageError("--init/--from-scratch are for --stage finetune; continue a "
+                               "pretraining with --resume")
+    try:
+        config = TrainConfig(
+            store=Path(store), out=Path(out), stage=stage,
+            init=Path(init) if init else None, from_scratch=from_scratch,
+            labeled=labeled if stage == "finetune" else None, steps=steps,
+            batch_size=batch_size, lr=lr, recon_weight=recon_weight, base_width=base_width,
+            depth=depth, last_skip=last_skip, crop=crop, val_slides=val_slides,
+            val_patches=val_patches, eval_every=eval_every, checkpoint_every=checkpoint_every,
+            seed=seed, device=device, workers=workers, resume=resume,
+        )
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    result = train(config, progress=not quiet)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
+    click.echo(
+        f"{stage}: {result.steps} steps in {result.seconds:.1f} s "
+        f"({result.patches_per_s:.1f} patches/s, {100 * result.data_wait:.1f}% waiting for data)"
+        + (" [stopped early]" if result.stopped else "")
+    )
+    click.echo(f"  training slides: {', '.join(result.train_slides)} "
+               f"({result.train_patches} {'labeled ' if stage == 'finetune' else ''}patches)")
+    click.echo(f"  validation slides: {', '.join(result.val_slides) or 'none'}")
+    if result.final_loss is not None:
+        click.echo(f"  final training loss: {result.final_loss:.4f}")
+    if result.val:
+        shown = {k: result.val[k] for k in ("precision", "recall", "f1", "recon_mse")
+                 if k in result.val}
+        click.echo("  last validation: " + ", ".join(f"{k} {v:.4f}" for k, v in shown.items()))
+    if result.best is not None:
+        click.echo(f"  best: {result.best} (F1 {result.best_f1:.4f})")
+    click.echo(f"  last: {result.last}")
+
 # --- eval, study (model/metrics.py, model/study.py) --------------------------------------------
 
 _EVAL_PATCH_OPTS = ("store", "checkpoint")

@@ -129,7 +129,8 @@ class UpBlock(nn.Module):
 class UNet(nn.Module):
     """UNet with named outputs; see the module docstring for the layout."""
 
-    def __init__(self, config: UNetConfig) -> None:
+    def __init__(self, config: UNetConfig, *, generator: torch.Generator | None = None) -> None:
+        """``generator`` seeds the weight initialisation without touching torch's global RNG."""
         super().__init__()
         if not isinstance(config, UNetConfig):
             raise TypeError(f"UNet needs a UNetConfig, got {type(config).__name__}")
@@ -155,12 +156,12 @@ class UNet(nn.Module):
         )
         self.mask_head = nn.Conv2d(widths[0], 1, 1)
         self.recon_head = nn.Conv2d(widths[0], config.in_channels, 1)
-        self._init_weights()
+        self._init_weights(generator)
 
-    def _init_weights(self) -> None:
+    def _init_weights(self, generator: torch.Generator | None) -> None:
         for m in self.modules():
             if isinstance(m, nn.Conv2d | nn.ConvTranspose2d):
-                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+                nn.init.kaiming_normal_(m.weight, nonlinearity="relu", generator=generator)
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
 

@@ -1,0 +1,59 @@
+"""Training losses.
+
+Reconstruction: mean squared error between the reconstruction head (a sigmoid, so in [0, 1]) and
+the augmented input. MSE rather than L1 because its gradient shrinks with the error: during
+fine-tuning, where reconstruction is only an auxiliary term kept so the pretrained features are
+not destroyed (seed paper, Wiehman et al. 2016), a well-reconstructed image contributes almost
+no gradient and the segmentation loss leads; L1's constant-magnitude gradient would keep pulling
+at the shared weights. It is also what Wiehman et al.'s pretraining used.
+
+Segmentation: binary cross-entropy on the logits plus the soft Dice loss of the probabilities,
+pooled over the whole batch (a batch of only normal patches still has a defined Dice), so BCE
+gives well-calibrated per-pixel gradients and Dice counters the tumor/non-tumor pixel imbalance.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from lymph.model.unet import UNetOutput
+from torch import Tensor
+
+
+def reconstruction_loss(reconstruction: Tensor, target: Tensor) -> Tensor:
+    """MSE between the reconstruction and the input image, both in [0, 1]."""
+    return F.mse_loss(reconstruction.float(), target.float())
+
+
+def soft_dice_loss(logits: Tensor, target: Tensor, *, smooth: float = 1.0) -> Tensor:
+    """1 - soft Dice of sigmoid(logits) against 0/1 targets, pooled over the batch.
+
+    ``smooth`` keeps it defined (and 0) for an empty target predicted empty.
+    """
+    probs = torch.sigmoid(logits.float())
+    target = target.float()
+    inter = (probs * target).sum()
+    return 1 - (2 * inter + smooth) / (probs.sum() + target.sum() + smooth)
+
+
+def segmentation_loss(logits: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+    """(BCE, soft Dice) of mask logits (N,1,H,W) against 0/1 masks (N,1,H,W)."""
+    if logits.shape != target.shape:
+        raise ValueError(f"logits {tuple(logits.shape)} and masks {tuple(target.shape)} differ")
+    bce = F.binary_cross_entropy_with_logits(logits.float(), target.float())
+    return bce, soft_dice_loss(logits, target)
+
+
+def stage_loss(
+    stage: str, out: UNetOutput, images: Tensor, masks: Tensor | None, *, recon_weight: float
+) -> dict[str, Tensor]:
+    """The loss of one batch and its parts: pretrain = reconstruction; finetune = BCE + Dice +
+    recon_weight x reconstruction."""
+    recon = reconstruction_loss(out.reconstruction, images)
+    if stage == "pretrain":
+        return {"loss": recon, "recon": recon}
+    if masks is None:
+        raise ValueError("finetune needs masks in the batch")
+    bce, dice = segmentation_loss(out.mask_logits, masks)
+    loss = bce + dice + recon_weight * recon if recon_weight else bce + dice
+    return {"loss": loss, "bce": bce, "dice": dice, "recon": recon}

@@ -1,0 +1,405 @@
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import zarr
+from click.testing import CliRunner
+from lymph.cli import main
+from lymph.model.checkpoint import load_checkpoint, load_model, save_checkpoint
+from lymph.model.train import TrainConfig, choose_val_slides, parse_labeled, select_labeled, train
+from lymph.model.unet import UNet, UNetConfig
+from lymph.pipeline.errors import CheckpointError, ConfigError, StoreError
+from lymph.pipeline.store import PatchStore, create_store, write_slide
+
+P = 36  # patch size of the test stores; crops of 32 with depth 2 (multiple 4)
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _slide(rng: np.random.Generator, n: int, tumor: bool) -> dict:
+    """Pink 'tissue' noise; tumor patches carry a dark purple disc that the mask marks."""
+    img = rng.integers(150, 230, (n, P, P, 3), dtype=np.uint8)
+    img[..., 1] = (img[..., 1] * 0.7).astype(np.uint8)
+    labels = np.zeros(n, np.uint8)
+    masks = np.zeros((n, P, P), np.uint8)
+    if tumor:
+        labels[: n // 2] = 1
+        yy, xx = np.mgrid[:P, :P]
+        for i in range(n // 2):
+            cy, cx = rng.integers(8, P - 8, 2)
+            disc = (yy - cy) ** 2 + (xx - cx) ** 2 < 100
+            masks[i][disc] = 1
+            img[i][disc] = (90, 40, 120)
+    return {"images": img, "labels": labels, "masks": masks, "coords": np.zeros((n, 2), np.int64)}
+
+
+def make_store(path: Path, slides: dict[str, str | int], *, n: int = 70) -> Path:
+    """slides: id -> "tumor" | "normal" | "unlabeled"."""
+    rng = np.random.default_rng(0)
+    create_store(path, {"patch_size": P, "level": 0, "seed": 0})
+    for sid, status in slides.items():
+        d = _slide(rng, n, status == "tumor")
+        if status == "unlabeled":
+            d = {"images": d["images"], "coords": d["coords"]}
+        write_slide(path, sid, attrs={"status": status}, **d)
+    return path
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_store(
+        tmp_path_factory.mktemp("train") / "store.zarr",
+        {"t1": "tumor", "t2": "tumor", "n1": "normal", "u1": "unlabeled"},
+    )
+
+
+def cfg(store: Path, out: Path, **kw: object) -> TrainConfig:
+    base: dict = dict(
+        store=store,
+        out=out,
+        steps=4,
+        batch_size=4,
+        crop=32,
+        base_width=4,
+        depth=2,
+        workers=0,
+        device="cpu",
+        checkpoint_every=2,
+        eval_every=2,
+        log_every=1,
+        val_patches=8,
+        lr=3e-3,
+    )
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def pretrained(store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    res = train(cfg(store, tmp_path_factory.mktemp("pre") / "run"), progress=False)
+    return res.last
+
+
+def test_pretrain_run_folder(pretrained: Path) -> None:
+    run = pretrained.parent
+    for name in ("last.pt", "metrics.jsonl", "config.json", "loss.png"):
+        assert (run / name).is_file(), name
+    model, ckpt = load_model(pretrained)
+    assert model.config == UNetConfig(base_width=4, depth=2, last_skip=False)
+    c = ckpt["config"]
+    assert c["stage"] == "pretrain" and c["store"]["patch_size"] == P
+    assert c["train"]["seed"] == 0 and c["stream"]["augment"]["hue"] == 0.04
+    assert ckpt["step"] == 4 and ckpt["extra"]["data"]["batches"] == 4
+    assert ckpt["optimizer"] is not None and ckpt["scheduler"] is not None
+    val = c["splits"]["val"]
+    assert len(val) == 1 and val[0] not in c["splits"]["train"]
+    assert "u1" in c["splits"]["train"]  # pretraining also uses unlabeled slides
+    records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if r["kind"] == "train"] == [1, 2, 3, 4]
+    assert all("recon_mse" in r for r in records if r["kind"] == "val")
+    assert not (run / "best.pt").exists()
+
+
+def test_finetune_from_init_inherits_architecture(
+    store: Path, pretrained: Path, tmp_path: Path
+) -> None:
+    c = cfg(
+        store,
+        tmp_path / "ft",
+        stage="finetune",
+        init=pretrained,
+        labeled=10,
+        base_width=None,
+        depth=None,
+    )
+    res = train(c, progress=False)
+    assert res.best is not None and res.best_f1 is not None and 0 <= res.best_f1 <= 1
+    model, ckpt = load_model(res.last)
+    assert model.config.base_width == 4 and model.config.depth == 2
+    lab = json.loads((tmp_path / "ft" / "labeled.json").read_text())
+    assert lab["n"] == 10 and lab["n_tumor"] == 5
+    assert not {s for s, _ in lab["patches"]} & set(lab["val_slides"])
+    assert set(lab["val_slides"]) <= {"t1", "t2"}  # validation slides with tumor
+    assert ckpt["config"]["init"]["path"] == str(pretrained)
+    best_ckpt = load_checkpoint(res.best)
+    assert best_ckpt["extra"]["best_f1"] == res.best_f1
+    recs = [json.loads(x) for x in (tmp_path / "ft" / "metrics.jsonl").read_text().splitlines()]
+    assert {"bce", "dice", "recon"} <= set(recs[0]) and any("f1" in r for r in recs)
+
+
+def test_finetune_from_init_refuses_other_architecture_options(
+    store: Path, pretrained: Path, tmp_path: Path
+) -> None:
+    c = cfg(store, tmp_path / "ft", stage="finetune", init=pretrained, base_width=8)
+    with pytest.raises(ConfigError, match="inherits the architecture.*base_width: asked 8"):
+        train(c, progress=False)
+
+
+def test_finetune_from_scratch_and_explicit_labeled(store: Path, tmp_path: Path) -> None:
+    picks = [("t1", 0), ("t1", 1), ("n1", 5), ("n1", 6)]
+    c = cfg(store, tmp_path / "b", stage="finetune", from_scratch=True, base_width=8, steps=2)
+    res = train(c, train_slides=["t1", "n1"], val_slides=[], labeled=picks, progress=False)
+    assert res.best is None and res.steps == 2
+    model, ckpt = load_model(res.last)
+    assert model.config.base_width == 8
+    assert ckpt["config"]["labeled"] == [list(p) for p in sorted(picks)]
+    with pytest.raises(ConfigError, match="non-training slides"):
+        train(
+            replace(c, out=tmp_path / "c"),
+            train_slides=["n1"],
+            val_slides=[],
+            labeled=picks,
+            progress=False,
+        )
+
+
+def test_resume_equals_uninterrupted(store: Path, tmp_path: Path) -> None:
+    c = cfg(
+        store,
+        tmp_path / "full",
+        steps=6,
+        checkpoint_every=3,
+        stage="finetune",
+        from_scratch=True,
+        labeled=12,
+    )
+    full = train(c, progress=False)
+    part = replace(c, out=tmp_path / "part", stop_at=3)
+    first = train(part, progress=False)
+    assert first.stopped and first.steps == 3
+    assert load_checkpoint(first.last)["step"] == 3
+    second = train(replace(part, stop_at=None, resume=True), progress=False)
+    assert second.steps == 6 and not second.stopped
+    a, _ = load_model(full.last)
+    b, _ = load_model(second.last)
+    for k, v in a.state_dict().items():
+        torch.testing.assert_close(b.state_dict()[k], v, rtol=1e-5, atol=1e-6, msg=k)
+    ca, cb = load_checkpoint(full.last), load_checkpoint(second.last)
+    assert ca["extra"]["best_f1"] == pytest.approx(cb["extra"]["best_f1"])
+    steps = [
+        json.loads(x)["step"] for x in (tmp_path / "part/metrics.jsonl").read_text().splitlines()
+    ]
+    full_steps = [
+        json.loads(x)["step"] for x in (tmp_path / "full/metrics.jsonl").read_text().splitlines()
+    ]
+    assert steps == full_steps
+
+
+def test_resume_refuses_other_architecture(store: Path, pretrained: Path, tmp_path: Path) -> None:
+    out = tmp_path / "r"
+    out.mkdir()
+    ckpt = load_checkpoint(pretrained)
+    ckpt["config"]["model"]["base_width"] = 8
+    save_checkpoint(
+        out / "last.pt",
+        model=UNet(UNetConfig(base_width=8, depth=2)),
+        config=ckpt["config"],
+        step=2,
+        extra=ckpt["extra"],
+    )
+    with pytest.raises(CheckpointError, match=r"another architecture \(base_width"):
+        train(cfg(store, out, resume=True), progress=False)
+
+
+def test_resume_needs_last_and_existing_run_needs_resume(
+    store: Path, pretrained: Path, tmp_path: Path
+) -> None:
+    with pytest.raises(CheckpointError, match="does not exist"):
+        train(cfg(store, tmp_path / "none", resume=True), progress=False)
+    with pytest.raises(ConfigError, match="already holds a run"):
+        train(cfg(store, pretrained.parent), progress=False)
+
+
+def test_corrupt_init_checkpoint(store: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"\x00" * 100)
+    with pytest.raises(CheckpointError, match="cannot be read"):
+        train(
+            cfg(store, tmp_path / "x", stage="finetune", init=bad, base_width=None, depth=None),
+            progress=False,
+        )
+
+
+def test_store_of_another_schema_version(tmp_path: Path) -> None:
+    path = make_store(tmp_path / "s.zarr", {"a": "tumor"}, n=8)
+    g = zarr.open_group(str(path), mode="r+")
+    g.attrs["lymph"] = {**g.attrs["lymph"], "schema_version": 99}
+    with pytest.raises(StoreError, match="schema version 99"):
+        train(cfg(path, tmp_path / "run"), progress=False)
+
+
+def test_empty_store(tmp_path: Path) -> None:
+    create_store(tmp_path / "e.zarr", {"patch_size": P, "level": 0})
+    with pytest.raises(StoreError, match="no complete slide"):
+        train(cfg(tmp_path / "e.zarr", tmp_path / "run"), progress=False)
+
+
+def test_finetune_on_a_store_without_labels(tmp_path: Path) -> None:
+    path = make_store(tmp_path / "u.zarr", {"u1": "unlabeled", "u2": "unlabeled"}, n=8)
+    with pytest.raises(StoreError, match="no labeled"):
+        train(cfg(path, tmp_path / "run", stage="finetune", from_scratch=True), progress=False)
+
+
+def test_crop_must_fit_the_model_and_the_patches(store: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="multiple of 4"):
+        train(cfg(store, tmp_path / "a", crop=30), progress=False)
+    with pytest.raises(ConfigError, match="patch size 36"):
+        train(cfg(store, tmp_path / "b", crop=40), progress=False)
+
+
+def test_val_slides_choice(store: Path) -> None:
+    ps = PatchStore.open(store)
+    assert choose_val_slides(ps, 0, seed=0, stage="finetune") == []
+    picks = choose_val_slides(ps, 2, seed=0, stage="finetune")
+    assert len(picks) == 2 and "n1" in picks  # one tumor slide stays for training
+    with pytest.raises(ConfigError, match="--val-slides 2"):
+        choose_val_slides(ps, 3, seed=0, stage="finetune")
+
+
+def test_labeled_selection(store: Path) -> None:
+    ps = PatchStore.open(store)
+    a = select_labeled(ps, ["t1", "n1"], 20, seed=1)
+    assert a == select_labeled(ps, ["t1", "n1"], 20, seed=1) and len(set(a)) == 20
+    assert sum(s == "t1" and i < 35 for s, i in a) == 10  # 10 tumor patches (t1[:35])
+    assert len(select_labeled(ps, ["t1", "n1"], "10%", seed=1)) == 14  # 10% of 140
+    with pytest.raises(ConfigError, match="only 140 labeled"):
+        select_labeled(ps, ["t1", "n1"], 141, seed=1)
+    with pytest.warns(UserWarning, match="not balanced"):
+        b = select_labeled(ps, ["n1"], 6, seed=1)
+    assert len(b) == 6
+
+
+@pytest.mark.parametrize(
+    "value,match", [("0", ">= 1"), ("abc", "count N"), ("0%", "percentage"), ("150%", "percentage")]
+)
+def test_parse_labeled_refuses(value: str, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        parse_labeled(value)
+
+
+@pytest.mark.parametrize(
+    "kw,match",
+    [
+        ({"stage": "finetune"}, "exactly one of --init"),
+        ({"stage": "pretrain", "from_scratch": True}, "are for --stage finetune"),
+        ({"stage": "x"}, "stage must be"),
+        ({"steps": 0}, "steps"),
+        ({"lr": 0.0}, "lr"),
+        ({"device": "tpu"}, "device"),
+        ({"base_width": 0}, "base_width"),
+        ({"threshold": 1.0}, "threshold"),
+    ],
+)
+def test_bad_config(tmp_path: Path, kw: dict, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        cfg(tmp_path, tmp_path, **kw)
+
+
+def test_cli_train(store: Path, tmp_path: Path) -> None:
+    out = tmp_path / "cli"
+    args = [
+        "train",
+        "--store",
+        str(store),
+        "--out",
+        str(out),
+        "--steps",
+        "2",
+        "--batch-size",
+        "2",
+        "--crop",
+        "32",
+        "--base-width",
+        "4",
+        "--depth",
+        "2",
+        "--workers",
+        "0",
+        "--device",
+        "cpu",
+        "--quiet",
+        "--val-slides",
+        "0",
+    ]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    assert "pretrain: 2 steps" in res.output and (out / "last.pt").exists()
+    bad = CliRunner().invoke(
+        main, [*args[:5], "--stage", "finetune", "--from-scratch", "--labeled", "x%"]
+    )
+    assert bad.exit_code == 2 and "--labeled" in bad.output
+    bad = CliRunner().invoke(main, [*args[:5], "--stage", "finetune"])
+    assert bad.exit_code == 2 and "--from-scratch" in bad.output
+
+
+def test_kill_9_then_resume(store: Path, tmp_path: Path) -> None:
+    out = tmp_path / "killed"
+    args = [
+        sys.executable,
+        "-m",
+        "lymph.cli",
+        "train",
+        "--store",
+        str(store),
+        "--out",
+        str(out),
+        "--steps",
+        "400",
+        "--batch-size",
+        "2",
+        "--crop",
+        "32",
+        "--base-width",
+        "4",
+        "--depth",
+        "2",
+        "--workers",
+        "0",
+        "--device",
+        "cpu",
+        "--quiet",
+        "--checkpoint-every",
+        "3",
+        "--eval-every",
+        "1000",
+        "--val-slides",
+        "0",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    deadline = time.time() + 60
+    while time.time() < deadline and not (out / "last.pt").exists():
+        time.sleep(0.1)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    step = load_checkpoint(out / "last.pt")["step"]  # intact: written atomically
+    assert 3 <= step < 400 and step % 3 == 0
+    res = train(
+        cfg(
+            store,
+            out,
+            steps=400,
+            batch_size=2,
+            checkpoint_every=3,
+            eval_every=1000,
+            val_slides=0,
+            stop_at=step + 3,
+            resume=True,
+        ),
+        progress=False,
+    )
+    assert res.steps == step + 3
+    assert not list(out.glob(".*.tmp"))
