@@ -32,6 +32,7 @@ from typing import BinaryIO
 import imagecodecs
 import numpy as np
 import tifffile
+from lymph.pipeline.errors import ConfigError
 
 RowSource = Callable[[int], np.ndarray]
 """``rows(tile_row_index) -> uint8 array (h, width[, channels])`` with h == tile (h smaller only
@@ -67,9 +68,9 @@ def pyramid_dimensions(
     """Level sizes (width, height): level 0, then each `factor` times smaller (rounded up) until
     the long side is under `min_size`."""
     if width < 1 or height < 1:
-        raise ValueError(f"image size must be positive, got {width}x{height}")
+        raise ConfigError(f"image size must be positive, got {width}x{height}")
     if factor not in (2, 4):
-        raise ValueError(f"pyramid factor must be 2 or 4, got {factor}")
+        raise ConfigError(f"pyramid factor must be 2 or 4, got {factor}")
     dims = [(width, height)]
     while max(dims[-1]) >= min_size:
         w, h = dims[-1]
@@ -83,7 +84,7 @@ def downsample_block(block: np.ndarray, factor: int, *, mode: str = "mean") -> n
     binary 0/255 masks)."""
     h, w = block.shape[:2]
     if h % factor or w % factor:
-        raise ValueError(f"block {h}x{w} is not a multiple of the factor {factor}")
+        raise ConfigError(f"block {h}x{w} is not a multiple of the factor {factor}")
     rest = block.shape[2:]
     summed = block.reshape(h // factor, factor, w // factor, factor, *rest).sum(
         axis=(1, 3), dtype=np.uint32
@@ -201,9 +202,9 @@ def _as_strip(rows: np.ndarray, channels: int) -> np.ndarray:
     if rows.ndim == 2:
         rows = rows[..., None]
     if rows.dtype != np.uint8:
-        raise ValueError(f"rows must be uint8, got {rows.dtype}")
+        raise ConfigError(f"rows must be uint8, got {rows.dtype}")
     if rows.shape[2] != channels:
-        raise ValueError(f"rows have {rows.shape[2]} channels, expected {channels}")
+        raise ConfigError(f"rows have {rows.shape[2]} channels, expected {channels}")
     return rows
 
 
@@ -278,21 +279,21 @@ def write_pyramidal_tiff(
     """
     path = Path(path)
     if channels not in (1, 3):
-        raise ValueError(f"channels must be 1 or 3, got {channels}")
+        raise ConfigError(f"channels must be 1 or 3, got {channels}")
     if compression not in COMPRESSIONS:
-        raise ValueError(f"compression must be one of {COMPRESSIONS}, got {compression!r}")
+        raise ConfigError(f"compression must be one of {COMPRESSIONS}, got {compression!r}")
     if layout not in LAYOUTS:
-        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+        raise ConfigError(f"layout must be one of {LAYOUTS}, got {layout!r}")
     if layout == "aperio" and channels != 3:
-        raise ValueError("the aperio layout needs RGB (channels=3)")
+        raise ConfigError("the aperio layout needs RGB (channels=3)")
     if downsample not in DOWNSAMPLE_MODES:
-        raise ValueError(f"downsample must be one of {DOWNSAMPLE_MODES}, got {downsample!r}")
+        raise ConfigError(f"downsample must be one of {DOWNSAMPLE_MODES}, got {downsample!r}")
     if tile < 16 or tile % 16:
-        raise ValueError(f"tile must be a positive multiple of 16, got {tile}")
+        raise ConfigError(f"tile must be a positive multiple of 16, got {tile}")
     if not 1 <= quality <= 100:
-        raise ValueError(f"quality must be in 1..100, got {quality}")
+        raise ConfigError(f"quality must be in 1..100, got {quality}")
     if mpp is not None and not mpp > 0:
-        raise ValueError(f"mpp must be positive, got {mpp}")
+        raise ConfigError(f"mpp must be positive, got {mpp}")
     dims = pyramid_dimensions(width, height, factor=factor, min_size=min_size)
     if bigtiff is None:
         total = sum(w * h for w, h in dims) * channels
@@ -348,7 +349,7 @@ def write_pyramidal_tiff(
                 h = min(tile, height - i * tile)
                 strip = _as_strip(rows(i), channels)
                 if strip.shape[:2] != (h, width):
-                    raise ValueError(
+                    raise ConfigError(
                         f"rows({i}) returned {strip.shape[:2]}, expected ({h}, {width})"
                     )
                 if not levels:
