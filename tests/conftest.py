@@ -25,3 +25,18 @@ def synth_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("synth_world")
     synth_slides(out, n_tumor=1, n_normal=1, size=(4096, 3072), seed=0, fmt="tiff")
     return out
+
+
+@pytest.fixture(scope="session")
+def synth_store(synth_world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`lymph extract` of synth_world: patch 300, level 0, 32 patches per slide, seed 0, labels
+    from reference.csv; slides `tumor_001` (status tumor) and `normal_001` (status normal), each
+    with images, coords, labels and masks. Session-scoped and read-only: copy it to change it."""
+    from lymph.pipeline.extract import ExtractConfig, extract
+
+    out = tmp_path_factory.mktemp("synth_store") / "store.zarr"
+    summary = extract(ExtractConfig(slides=synth_world, out=out, labels=synth_world /
+                                    "reference.csv", patch_size=300, patches_per_slide=32,
+                                    seed=0, progress=False))
+    assert not summary.failed, summary.failed
+    return out
