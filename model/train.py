@@ -561,7 +561,12 @@ def train(
     if dist.world_size > 1:
         from torch.nn.parallel import DistributedDataParallel
 
-        ddp_model = DistributedDataParallel(model, device_ids=[device.index] if cuda else None)
+        ddp_model = DistributedDataParallel(
+            model,
+            device_ids=[device.index] if cuda else None,
+            # pretraining leaves the segmentation head out of the loss
+            find_unused_parameters=config.stage == "pretrain",
+        )
 
     # --- data
     stream_cfg = StreamConfig(
