@@ -64,7 +64,8 @@ class PredictConfig:
     that level (defaults: the training patch size rounded up, half of it); map_downsample: the
     map's target downsample vs level 0; threshold: detection threshold on probabilities;
     workers/scheduler: slides in parallel (dask) as in extraction; threads: torch CPU threads per
-    slide (default: the cores divided among the workers).
+    slide (default: the cores divided among the workers); read_threads: threads reading windows
+    ahead of the model, per slide.
     """
 
     checkpoint: Path
@@ -80,6 +81,7 @@ class PredictConfig:
     workers: int = 1
     scheduler: str | None = None
     threads: int | None = None
+    read_threads: int = 2
     thumb_size: int = THUMB_SIZE
 
     def __post_init__(self) -> None:
@@ -112,6 +114,12 @@ class PredictConfig:
             raise ConfigError(f"workers must be >= 1, got {self.workers}")
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"threads must be >= 1, got {self.threads}")
+        if (
+            isinstance(self.read_threads, bool)
+            or not isinstance(self.read_threads, int)
+            or (self.read_threads < 1)
+        ):
+            raise ConfigError(f"read_threads must be an integer >= 1, got {self.read_threads!r}")
         if self.thumb_size < 64:
             raise ConfigError(f"thumb_size must be >= 64, got {self.thumb_size}")
 
@@ -433,8 +441,9 @@ class SlideResult:
     level: int
     window: int
     stride: int
-    n_windows: int
-    n_windows_total: int
+    n_windows: int  # windows inferred
+    n_tissue_windows: int  # windows holding tissue (more than n_windows only with max_windows)
+    n_windows_total: int  # windows of the whole level
     tissue_mpx: float  # level-0 megapixels under the processed windows' central strides
     seconds: float
     timings: dict[str, float] = field(default_factory=dict)
@@ -469,22 +478,35 @@ def _checkpoint_geometry(ckpt: dict, path: Path, level: int | None) -> tuple[int
 
 
 def _batches(
-    reader: Any, grid: Grid, origins: Sequence[tuple[int, int]], batch_size: int
+    reader: Any,
+    grid: Grid,
+    origins: Sequence[tuple[int, int]],
+    batch_size: int,
+    *,
+    read_threads: int = 1,
 ) -> Iterator[tuple[list[tuple[int, int]], np.ndarray, float]]:
-    """Batches of (origins, uint8 windows (n, W, W, 3), seconds spent reading)."""
+    """Batches of (origins, uint8 windows (n, W, W, 3), seconds spent reading). With
+    ``read_threads`` > 1 the windows of a batch are read in parallel (OpenSlide is thread-safe
+    and releases the GIL while decoding)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     ds = grid.level_downsample
-    for start in range(0, len(origins), batch_size):
-        chunk = list(origins[start : start + batch_size])
-        t0 = time.perf_counter()
-        images = np.stack(
-            [
-                reader.read_region(
-                    (int(round(x * ds)), int(round(y * ds))), grid.level, (grid.window, grid.window)
-                )
-                for x, y in chunk
-            ]
-        )
-        yield chunk, images, time.perf_counter() - t0
+    size = (grid.window, grid.window)
+
+    def read(origin: tuple[int, int]) -> np.ndarray:
+        x, y = origin
+        return reader.read_region((int(round(x * ds)), int(round(y * ds))), grid.level, size)
+
+    pool = ThreadPoolExecutor(read_threads) if read_threads > 1 else None
+    try:
+        for start in range(0, len(origins), batch_size):
+            chunk = list(origins[start : start + batch_size])
+            t0 = time.perf_counter()
+            tiles = list(pool.map(read, chunk)) if pool is not None else [read(o) for o in chunk]
+            yield chunk, np.stack(tiles), time.perf_counter() - t0
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _prefetch(iterator: Iterator[Any], depth: int = 2) -> Iterator[Any]:
@@ -534,6 +556,7 @@ def infer_map(
     batch_size: int = 8,
     tta: bool = False,
     progress: bool = True,
+    read_threads: int = 1,
     timings: dict[str, float] | None = None,
     on_rows: Callable[[int, np.ndarray], None] | None = None,
 ) -> np.ndarray:
@@ -567,7 +590,7 @@ def infer_map(
     )
     done = 0
     try:
-        stream = _prefetch(_batches(reader, grid, origins, batch_size))
+        stream = _prefetch(_batches(reader, grid, origins, batch_size, read_threads=read_threads))
         while True:
             t0 = time.perf_counter()
             try:
@@ -624,14 +647,19 @@ def predict_slide(
     threshold: float = THRESHOLD,
     thumb_size: int = THUMB_SIZE,
     threads: int | None = None,
+    read_threads: int = 2,
+    max_windows: int | None = None,
     progress: bool = True,
     write_score: bool = True,
 ) -> SlideResult:
     """Tumor map, overlay, detections (CSV, GeoJSON, XML) and slide score of one slide.
 
     ``write_score``: merge the slide's row into ``out_dir/scores.csv`` (the batch function
-    writes all rows at the end instead). SlideError when the slide cannot be opened or read;
-    CheckpointError for a bad checkpoint; ConfigError for bad settings (see PredictConfig).
+    writes all rows at the end instead). ``read_threads``: threads reading windows ahead of the
+    model. ``max_windows``: infer only that many tissue windows, a contiguous run from the
+    middle of the tissue (a quick look, or a benchmark on a budget); the rest of the map is 0.
+    SlideError when the slide cannot be opened or read; CheckpointError for a bad checkpoint;
+    ConfigError for bad settings (see PredictConfig).
     """
     import torch
     from lymph.model.checkpoint import load_model
@@ -674,6 +702,10 @@ def predict_slide(
         thumb, thumb_ds = reader.thumbnail(thumb_size)
         tissue = tissue_mask(thumb)
         origins = tissue_windows(grid, tissue, thumb_ds)
+        n_tissue_windows = len(origins)
+        if max_windows is not None and max_windows < len(origins):
+            start = max(0, len(origins) // 2 - max_windows // 2)
+            origins = origins[start : start + max_windows]
         timings["tissue"] = time.perf_counter() - t0
         with torch.inference_mode():
             prob_map = infer_map(
@@ -736,6 +768,7 @@ def predict_slide(
         window=grid.window,
         stride=grid.stride,
         n_windows=len(origins),
+        n_tissue_windows=n_tissue_windows,
         n_windows_total=len(grid.xs_lvl) * len(grid.ys_lvl),
         tissue_mpx=len(origins) * step_area / 1e6,
         seconds=time.perf_counter() - t_start,
@@ -822,6 +855,7 @@ def predict_slides(
         threshold=config.threshold,
         thumb_size=config.thumb_size,
         threads=threads,
+        read_threads=config.read_threads,
         progress=progress and config.workers == 1 and config.scheduler is None,
         write_score=False,
     )

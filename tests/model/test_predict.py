@@ -215,6 +215,8 @@ def test_predict_config_refuses_bad_settings(tmp_path: Path) -> None:
         PredictConfig(**ok, level=1.5)  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="workers must be >= 1"):
         PredictConfig(**ok, workers=0)
+    with pytest.raises(ConfigError, match="read_threads must be an integer >= 1"):
+        PredictConfig(**ok, read_threads=0)
 
 
 # --- whole slides --------------------------------------------------------------------------------
@@ -228,7 +230,7 @@ def test_predict_slide_geometry_detections_and_evaluation(
 
     monkeypatch.setattr(lymph.model.infer, "predict_probs", fake_probs)
     out = tmp_path / "pred"
-    config = PredictConfig(checkpoint=world / "tiny.pt", out=out, device="cpu")
+    config = PredictConfig(checkpoint=world / "tiny.pt", out=out, device="cpu", thumb_size=512)
     results = predict_slides(list_slides(world / "slides"), config, progress=False)
     assert [r.error for r in results] == [None, None]
     tumor = next(r.value for r in results if r.value.slide == "tumor_t")
@@ -270,6 +272,7 @@ def test_tumor_map_opens_in_openslide_with_the_slide_geometry(
         checkpoint=world / "tiny.pt",
         out_dir=tmp_path,
         device="cpu",
+        thumb_size=512,
         progress=False,
     )
     with openslide.OpenSlide(str(res.map_path)) as osr:
@@ -290,16 +293,31 @@ def test_predict_slide_with_a_real_tiny_unet_and_tta(world: Path, tmp_path: Path
         checkpoint=world / "tiny.pt",
         out_dir=tmp_path,
         device="cpu",
-        tta=True,
+        level=3,  # cell 2 at downsample 8: still a map at 16
         batch_size=16,
+        thumb_size=512,
         progress=False,
     )
+    assert res.level == 3 and res.map_downsample == 16.0
     assert res.map_size == (math.ceil(W0 / 16), math.ceil(H0 / 16))
-    assert 0.0 <= res.probability <= 1.0 and res.n_windows > 0
+    assert 0.0 <= res.probability <= 1.0 and res.n_windows > 5
     assert res.timings["model"] > 0 and res.tissue_mpx > 0
     for p in (res.map_path, res.overlay_path, res.csv_path, res.geojson_path, res.xml_path):
         assert p.is_file()
     assert (tmp_path / "scores.csv").read_text().startswith("slide,probability\nnormal_n,")
+    part = predict_slide(
+        world / "slides" / "normal_n.tif",
+        checkpoint=world / "tiny.pt",
+        out_dir=tmp_path / "part",
+        device="cpu",
+        level=3,
+        tta=True,
+        max_windows=5,
+        read_threads=1,
+        thumb_size=512,
+        progress=False,
+    )
+    assert part.n_windows == 5 and part.n_tissue_windows == res.n_windows
 
 
 def test_batch_reports_a_bad_slide_and_goes_on(
@@ -311,14 +329,14 @@ def test_batch_reports_a_bad_slide_and_goes_on(
     bad = fixtures_dir / "slides" / "openslide-python" / "unopenable.tiff"
     corrupt = fixtures_dir / "slides" / "openslide-python" / "unreadable.svs"
     config = PredictConfig(
-        checkpoint=world / "tiny.pt", out=tmp_path, device="cpu", level=0, map_downsample=4
+        checkpoint=world / "tiny.pt", out=tmp_path, device="cpu", level=1, thumb_size=512
     )
     results = predict_slides(
         [bad, corrupt, world / "slides" / "normal_n.tif"], config, progress=False
     )
     assert "unopenable.tiff" in results[0].error and "cannot open" in results[0].error
     assert "unreadable.svs" in results[1].error
-    assert results[2].error is None and results[2].value.level == 0
+    assert results[2].error is None and results[2].value.level == 1
     assert "normal_n" in (tmp_path / "scores.csv").read_text()
 
 
