@@ -618,17 +618,19 @@ def infer_map(
 
 
 def _overlay(thumb: np.ndarray, prob_map: np.ndarray, path: Path) -> Path:
-    """The map (colormap 'inferno', opacity rising with probability) over the thumbnail."""
+    """The map (colormap 'inferno', opacity rising with probability up to 0.75) over the
+    thumbnail, as PNG."""
     import matplotlib
     from PIL import Image
 
     h, w = thumb.shape[:2]
     small = np.asarray(Image.fromarray(prob_map).resize((w, h), Image.Resampling.BILINEAR))
-    p = small.astype(np.float32) / 255.0
-    colors = matplotlib.colormaps["inferno"](p)[..., :3] * 255.0
-    alpha = np.clip(p * 1.5, 0.0, 0.75)[..., None]
-    out = thumb.astype(np.float32) * (1 - alpha) + colors * alpha
-    Image.fromarray(np.clip(out, 0, 255).astype(np.uint8)).save(path, optimize=True)
+    levels = np.arange(256, dtype=np.float32) / 255.0
+    color_lut = matplotlib.colormaps["inferno"](levels)[:, :3].astype(np.float32) * 255.0
+    alpha_lut = np.clip(levels * 1.5, 0.0, 0.75)
+    alpha = alpha_lut[small][..., None]
+    out = thumb.astype(np.float32) * (1 - alpha) + color_lut[small] * alpha
+    Image.fromarray(np.clip(out + 0.5, 0, 255).astype(np.uint8)).save(path, compress_level=6)
     return path
 
 

@@ -1,0 +1,257 @@
+"""Benchmark `lymph predict`: tissue megapixels per second and peak RSS on a 100,000 x 100,000
+synthetic slide, against a 25,000 x 25,000 one (memory flatness) and against the model alone on
+windows already in memory (pipeline overhead), all measured in the same run.
+
+    .venv/bin/python bench/bench_predict.py                      # CPU, budget of windows
+    .venv/bin/python bench/bench_predict.py --gpu                # on a CUDA machine
+    .venv/bin/python bench/bench_predict.py --size 20000 --small 10000 --windows 40  # quick
+
+Slides are made once with `lymph.data.synth.synth_slides` (1 tumor slide, seed 0) into
+``--cache`` and reused. Every prediction runs in its own child process, so that each peak RSS
+(``ru_maxrss``) belongs to one slide alone. On a budget (``--windows N``) the child infers N
+tissue windows, a contiguous run from the middle of the tissue, but does everything else for
+the whole slide (thumbnail, tissue mask, the full-size map and its pyramidal TIFF, detections,
+overlay); the full-slide time is extrapolated from the measured rate and printed as such.
+
+Tissue megapixels: each inferred window is credited with the level-0 area of one stride x stride
+cell (the area it newly covers), so the rate is independent of the overlap setting's
+double-counting; windows are those whose footprint touches tissue.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ARCHS = {
+    "default": {"base_width": 32, "depth": 4},  # the UNet lymph trains by default
+    "tiny": {"base_width": 8, "depth": 3},
+}
+
+
+def make_slide(cache: Path, size: int) -> tuple[Path, float]:
+    """The cached synthetic tumor slide of size x size px (made once), and seconds spent."""
+    from lymph.data.synth import synth_slides
+
+    folder = cache / f"slides_{size}"
+    path = folder / "tumor_001.tif"
+    if path.is_file():
+        return path, 0.0
+    t0 = time.perf_counter()
+    synth_slides(
+        folder,
+        n_tumor=1,
+        n_normal=0,
+        size=(size, size),
+        seed=0,
+        progress=True,
+        workers=max(1, (os.cpu_count() or 1)),
+    )
+    return path, time.perf_counter() - t0
+
+
+def make_checkpoint(cache: Path, arch: str) -> Path:
+    """An untrained UNet of ``arch`` (speed does not depend on the weights), claiming 300 px
+    patches at level 0 like the paper's."""
+    import torch
+    from lymph.model.checkpoint import save_checkpoint
+    from lymph.model.unet import UNet, UNetConfig
+
+    path = cache / f"model_{arch}.pt"
+    if not path.is_file():
+        torch.manual_seed(0)
+        model = UNet(UNetConfig(**ARCHS[arch]))
+        save_checkpoint(
+            path, model=model, config={"store": {"patch_size": 300, "level": 0}, "stage": "bench"}
+        )
+    return path
+
+
+def child_predict(args: argparse.Namespace) -> dict:
+    from lymph.model.predict import predict_slide
+
+    t0 = time.perf_counter()
+    res = predict_slide(
+        args.child_slide,
+        checkpoint=args.child_ckpt,
+        out_dir=args.child_out,
+        device=args.device,
+        batch_size=args.batch_size,
+        read_threads=args.read_threads,
+        max_windows=args.windows or None,
+        progress=False,
+        threads=args.threads,
+    )
+    wall = time.perf_counter() - t0
+    out = res.to_dict()
+    out["wall_s"] = wall
+    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return out
+
+
+def child_model_only(args: argparse.Namespace) -> dict:
+    """The model alone on windows already in memory: the rate the pipeline aims at."""
+    import torch
+    from lymph.model.checkpoint import load_model
+    from lymph.model.infer import predict_probs, resolve_device
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    dev = resolve_device(args.device)
+    model, _ = load_model(args.child_ckpt, device=dev)
+    window, stride = args.window, args.window // 2
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (args.batch_size, window, window, 3), dtype=np.uint8)
+    with torch.inference_mode():
+        predict_probs(model, images, device=dev, batch_size=args.batch_size)  # warm-up
+        n, t0 = 0, time.perf_counter()
+        while n < max(args.batch_size, args.model_windows):
+            predict_probs(model, images, device=dev, batch_size=args.batch_size)
+            n += len(images)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - t0
+    return {
+        "windows": n,
+        "seconds": seconds,
+        "window": window,
+        "tissue_mpx_per_s": n * stride * stride / 1e6 / seconds,
+    }
+
+
+def run_child(argv: list[str]) -> dict:
+    proc = subprocess.run([sys.executable, __file__, *argv], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"child {argv} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--size", type=int, default=100_000, help="big slide side, px")
+    p.add_argument("--small", type=int, default=25_000, help="small slide side, px (flatness)")
+    p.add_argument(
+        "--windows",
+        type=int,
+        default=None,
+        help="windows inferred per slide (0: all) [default: 150 on CPU, 0 on GPU]",
+    )
+    p.add_argument("--arch", choices=sorted(ARCHS), default="default")
+    p.add_argument("--gpu", action="store_true", help="device cuda, batch 64, 8 reader threads")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--read-threads", type=int, default=None)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument(
+        "--model-windows",
+        type=int,
+        default=None,
+        help="windows for the model-only baseline [default: 48 CPU, 2048 GPU]",
+    )
+    p.add_argument("--cache", type=Path, default=Path("/tmp/lymph-bench"))
+    # child mode (internal)
+    p.add_argument("--child", choices=["predict", "model"], help=argparse.SUPPRESS)
+    p.add_argument("--child-slide", type=Path, help=argparse.SUPPRESS)
+    p.add_argument("--child-ckpt", type=Path, help=argparse.SUPPRESS)
+    p.add_argument("--child-out", type=Path, help=argparse.SUPPRESS)
+    p.add_argument("--device", default="cpu", help=argparse.SUPPRESS)
+    p.add_argument("--window", type=int, default=320, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.gpu:
+        args.device = "cuda"
+    gpu = args.device == "cuda"
+    args.batch_size = args.batch_size or (64 if gpu else 8)
+    args.read_threads = args.read_threads or (min(8, os.cpu_count() or 1) if gpu else 2)
+    args.windows = (0 if gpu else 150) if args.windows is None else args.windows
+    args.model_windows = args.model_windows or (2048 if gpu else 48)
+
+    if args.child == "predict":
+        print(json.dumps(child_predict(args)))
+        return
+    if args.child == "model":
+        print(json.dumps(child_model_only(args)))
+        return
+
+    args.cache.mkdir(parents=True, exist_ok=True)
+    ckpt = make_checkpoint(args.cache, args.arch)
+    common = [
+        "--child-ckpt",
+        str(ckpt),
+        "--device",
+        args.device,
+        "--batch-size",
+        str(args.batch_size),
+        "--read-threads",
+        str(args.read_threads),
+        "--windows",
+        str(args.windows),
+        "--model-windows",
+        str(args.model_windows),
+    ]
+    if args.threads:
+        common += ["--threads", str(args.threads)]
+    print(
+        f"device {args.device}, model {args.arch} {ARCHS[args.arch]}, batch {args.batch_size}, "
+        f"{args.read_threads} reader thread(s), "
+        f"{'all' if not args.windows else args.windows} window(s) per slide, "
+        f"{os.cpu_count()} CPU(s)"
+    )
+    rows = {}
+    for size in (args.small, args.size):
+        slide, made_s = make_slide(args.cache, size)
+        if made_s:
+            print(f"made {slide} in {made_s:.0f} s")
+        out = args.cache / f"out_{size}"
+        r = run_child(
+            ["--child", "predict", "--child-slide", str(slide), "--child-out", str(out), *common]
+        )
+        rows[size] = r
+    base = run_child(["--child", "model", "--window", str(rows[args.size]["window"]), *common])
+
+    print()
+    print(
+        "| slide | tissue windows | inferred | read s | read wait s | model s | blend s | "
+        "map TIFF s | outputs s | tissue Mpx/s | peak RSS MB | full-slide est. s |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for size, r in rows.items():
+        t = r["timings"]
+        infer_s = t["read_wait"] + t["model"] + t["blend"]
+        rate = r["tissue_mpx"] / infer_s if infer_s else float("nan")
+        fixed = t["tissue"] + t["write_map"] + t["write_outputs"]
+        est = r["n_tissue_windows"] / max(r["n_windows"], 1) * infer_s + fixed
+        r["rate"] = rate
+        print(
+            f"| {size:,} x {size:,} | {r['n_tissue_windows']:,} | {r['n_windows']:,} | "
+            f"{t['read']:.1f} | {t['read_wait']:.1f} | {t['model']:.1f} | {t['blend']:.2f} | "
+            f"{t['write_map']:.1f} | {t['write_outputs']:.1f} | {rate:.3f} | "
+            f"{r['peak_rss_mb']:.0f} | {est:,.0f} |"
+        )
+    big, small = rows[args.size], rows[args.small]
+    print()
+    print(
+        f"model alone on in-memory {base['window']} px windows: {base['tissue_mpx_per_s']:.3f} "
+        f"tissue Mpx/s ({base['windows']} windows in {base['seconds']:.1f} s)"
+    )
+    print(f"pipeline / model alone (big slide): {big['rate'] / base['tissue_mpx_per_s']:.2f}")
+    print(
+        f"peak RSS big / small ({(args.size / args.small) ** 2:.0f}x the pixels): "
+        f"{big['peak_rss_mb'] / small['peak_rss_mb']:.2f} "
+        f"({big['peak_rss_mb']:.0f} MB vs {small['peak_rss_mb']:.0f} MB)"
+    )
+    print(f"rate big / small: {big['rate'] / small['rate']:.2f}")
+    print(
+        f"map: {big['map_size'][0]:,} x {big['map_size'][1]:,} px at downsample "
+        f"{big['map_downsample']:g}, window {big['window']}, stride {big['stride']}"
+    )
+
+
+if __name__ == "__main__":
+    main()
