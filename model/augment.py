@@ -132,20 +132,26 @@ def jitter_matrices(
 def color_jitter(
     images: np.ndarray, *, config: AugmentConfig, rng: np.random.Generator
 ) -> np.ndarray:
-    """Brightness, contrast, saturation and hue jitter of uint8 (B,H,W,3) images -> uint8."""
+    """Brightness, contrast, saturation and hue jitter of uint8 (B,H,W,3) images -> uint8.
+
+    One float32 conversion, one batched (HW x 3) @ (3 x 3) matmul per image, and a rounding
+    cast; the contrast reference (each image's mean grey) is estimated on every 4th pixel in
+    each direction, which is 16x cheaper and indistinguishable at these jitter strengths.
+    """
     if images.ndim != 4 or images.shape[-1] != 3:
         raise ValueError(f"color_jitter needs uint8 (B,H,W,3) RGB images, got {images.shape}")
     n = len(images)
     mats, b, c = jitter_matrices(n, config=config, rng=rng)
-    flat = images.reshape(n, -1, 3).astype(np.float32)
     # Contrast blends with the mean grey of the brightness-scaled image; the saturation and hue
     # matrices map grey to itself, so the offset is the same on all three channels.
-    mean_grey = flat.mean(axis=1) @ LUMA.astype(np.float32)
-    offset = ((1 - c) * b * mean_grey).astype(np.float32)
-    out = np.matmul(flat, mats.transpose(0, 2, 1).astype(np.float32))
+    sample = images[:, ::4, ::4].reshape(n, -1, 3).astype(np.float32)
+    mean_grey = (sample @ LUMA.astype(np.float32)).mean(axis=1)
+    offset = ((1 - c) * b * mean_grey + 0.5).astype(np.float32)  # + 0.5: round on the cast
+    flat = images.reshape(n, -1, 3).astype(np.float32)
+    out = np.matmul(flat, np.ascontiguousarray(mats.transpose(0, 2, 1), dtype=np.float32))
     out += offset[:, None, None]
-    np.clip(out, 0, 255, out=out)
-    return np.rint(out, out=out).astype(np.uint8).reshape(images.shape)
+    np.clip(out, 0, 255.999, out=out)
+    return out.astype(np.uint8).reshape(images.shape)
 
 
 def augment(

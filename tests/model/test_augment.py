@@ -65,11 +65,12 @@ def test_brightness_scales_and_grey_stays_grey() -> None:
 
 
 def test_contrast_keeps_mean_grey() -> None:
-    imgs = _imgs(8, 16)
+    rng = np.random.default_rng(0)
+    imgs = rng.integers(90, 170, (8, 64, 64, 3), dtype=np.uint8)  # no clipping at 1.9x
     cfg = AugmentConfig(dihedral=False, brightness=0, contrast=0.9, saturation=0, hue=0)
     out = color_jitter(imgs, config=cfg, rng=np.random.default_rng(0))
-    # clipping aside, contrast keeps each image's mean; std changes
-    np.testing.assert_allclose(out.mean(axis=(1, 2, 3)), imgs.mean(axis=(1, 2, 3)), atol=12)
+    # contrast keeps each image's mean (estimated on a 1/16 subsample); std changes
+    np.testing.assert_allclose(out.mean(axis=(1, 2, 3)), imgs.mean(axis=(1, 2, 3)), atol=3)
     assert not np.allclose(out.std(axis=(1, 2, 3)), imgs.std(axis=(1, 2, 3)), atol=1)
 
 

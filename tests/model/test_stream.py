@@ -181,6 +181,11 @@ def test_crop_is_a_window_of_the_patch() -> None:
     out, out_m = random_crops(imgs, masks, crop=16, rng=np.random.default_rng(1))
     assert out.shape == (10, 16, 16, 3) and out_m is not None
     np.testing.assert_array_equal(out_m, (out[..., 0] > 128).astype(np.uint8))
+    out, out_m = random_crops(
+        imgs, masks, crop=16, rng=np.random.default_rng(1), dihedral_transforms=True
+    )
+    assert out_m is not None  # the same transform on image and mask
+    np.testing.assert_array_equal(out_m, (out[..., 0] > 128).astype(np.uint8))
     with pytest.raises(ConfigError, match="larger than the store's 30x30"):
         random_crops(imgs, masks, crop=31, rng=rng)
 
