@@ -339,9 +339,20 @@ def _parity_grid(points: np.ndarray, *, x0: float, y0: float, width: int, height
     uc = u[edge] + t * (u2[edge] - u[edge])
     # pixel centre j + 0.5 is right of the crossing iff j >= uc - 0.5, first j = ceil(uc - 0.5)
     first = np.clip(np.ceil(uc - 0.5), 0, width).astype(np.int64)
-    toggles = np.zeros((height, width + 1), np.int32)
-    np.add.at(toggles, (rows, first), 1)
-    return (np.cumsum(toggles[:, :width], axis=1) & 1).astype(bool)
+    # only rows some edge crosses, and columns between the first and last toggle, can be inside
+    r0, r1 = int(rows.min()), int(rows.max()) + 1
+    c0, c1 = int(first.min()), min(int(first.max()), width)
+    out = np.zeros((height, width), bool)
+    if c1 <= c0:
+        return out
+    nr = r1 - r0
+    # toggles laid out column-major (column, row) so the running XOR runs over whole rows of
+    # memory at once: 2x faster than accumulating along the last axis
+    flat = (np.minimum(first, c1) - c0) * nr + (rows - r0)
+    toggles = (np.bincount(flat, minlength=(c1 - c0 + 1) * nr) & 1).astype(np.uint8)
+    acc = np.bitwise_xor.accumulate(toggles.reshape(c1 - c0 + 1, nr)[: c1 - c0], axis=0)
+    out[r0:r1, c0:c1] = acc.T.view(bool)
+    return out
 
 
 def _overlaps(poly: Polygon, box: tuple[float, float, float, float]) -> bool:
@@ -414,7 +425,7 @@ def coverage_thumb(ann: Annotations, *, shape: tuple[int, int], downsample: floa
     """bool thumbnail-frame mask of the pixels that may hold tumor: the centre-sampled raster,
     plus every pixel holding a tumor vertex, dilated by one pixel, so that lesions smaller than a
     thumbnail pixel are still found. Candidates only: exact membership is `contains`."""
-    from scipy import ndimage
+    from lymph.pipeline.tissue import dilate
 
     h, w = shape
     mask = rasterize(ann, x_level0=0, y_level0=0, width=w, height=h,
@@ -423,6 +434,4 @@ def coverage_thumb(ann: Annotations, *, shape: tuple[int, int], downsample: floa
         ij = np.floor(poly.points_level0[:, ::-1] / downsample).astype(np.int64)
         ok = (ij[:, 0] >= 0) & (ij[:, 0] < h) & (ij[:, 1] >= 0) & (ij[:, 1] < w)
         mask[ij[ok, 0], ij[ok, 1]] = True
-    if mask.any():
-        mask = ndimage.binary_dilation(mask, np.ones((3, 3), bool))
-    return mask
+    return dilate(mask, 1) if mask.any() else mask

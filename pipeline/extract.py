@@ -37,7 +37,7 @@ from lymph.pipeline.sampling import (
     tumor_capacity,
 )
 from lymph.pipeline.slides import OpenSlideReader, SlideReader, discover_slides, open_slide
-from lymph.pipeline.tissue import tissue_mask
+from lymph.pipeline.tissue import dilate, tissue_mask
 
 SAMPLER_VERSION = 1
 """Bumped whenever the draw changes for the same settings; recorded so that stores mix never."""
@@ -319,10 +319,8 @@ def _extract_open_slide(slide: OpenSlideReader, *, path: Path, slide_id: str,
         tumor_cand = mask_src.thumb(tissue.shape, config.thumb_size)
         tumor_core = tumor_cand.copy()
         tumor_area = float(tumor_cand.sum()) * thumb_ds ** 2
-        from scipy import ndimage
-
         if tumor_cand.any():
-            tumor_cand = ndimage.binary_dilation(tumor_cand, np.ones((3, 3), bool))
+            tumor_cand = dilate(tumor_cand, 1)
         accept_tumor = mask_src.contains
     elif ann:
         tumor_cand = coverage_thumb(ann, shape=tissue.shape, downsample=thumb_ds)
@@ -401,7 +399,7 @@ def _extract_open_slide(slide: OpenSlideReader, *, path: Path, slide_id: str,
         masks = np.zeros((b - a, size, size), np.uint8) if labeled else None
         for k in range(a, b):
             tl = (int(top_left[k, 0]), int(top_left[k, 1]))
-            images[k - a] = slide.read_region(tl, level, (size, size))
+            slide.read_region(tl, level, (size, size), out=images[k - a])
             if masks is not None and ann:
                 masks[k - a] = rasterize(ann, x_level0=tl[0], y_level0=tl[1], width=size,
                                          height=size, downsample=ds)

@@ -42,10 +42,51 @@ LABELED_STATUSES = ("tumor", "normal")
 RUNTIME_SETTINGS = frozenset({"workers", "scheduler", "lymph_version", "progress"})
 
 
+BLOSC = {"cname": "lz4", "clevel": 5, "shuffle": "noshuffle"}
+"""Patch arrays are compressed with blosc-lz4, no shuffle (uint8: shuffling is a no-op, and
+bitshuffle measured 2x slower here for the same ratio): real H&E patches 1.7x at ~600 MB/s on
+one core, 0/1 masks ~100x."""
+
+
 def _compressor() -> Any:
     from zarr.codecs import BloscCodec
 
-    return BloscCodec(cname="lz4", clevel=5, shuffle="bitshuffle")
+    return BloscCodec(**BLOSC)
+
+
+def _write_whole_chunk(array: Any, chunk_index: tuple[int, ...], data: np.ndarray) -> None:
+    """Encode one whole chunk and write its file directly (local stores), skipping zarr's
+    async codec pipeline, which measured 3-10x slower than the encode plus the write here.
+    `data` may be shorter than the chunk along axis 0 (the last chunk): it is padded with the
+    fill value (0), exactly as zarr stores edge chunks. The bytes are what zarr's own pipeline
+    ([bytes, blosc]) writes for uint8/int64 little-endian data; the round-trip tests read them
+    back through zarr."""
+    import numcodecs.blosc as nb
+    from numcodecs import Blosc
+
+    chunks = tuple(array.metadata.chunk_grid.chunk_shape)
+    if data.shape[1:] != chunks[1:] or data.shape[0] > chunks[0]:
+        raise StoreError(f"chunk data {data.shape} does not fit chunk shape {chunks}")
+    if data.shape[0] < chunks[0]:
+        padded = np.zeros(chunks, dtype=array.dtype)
+        padded[: data.shape[0]] = data
+        data = padded
+    data = np.ascontiguousarray(data, dtype=array.dtype)
+    if data.dtype.byteorder == ">":
+        data = data.astype(data.dtype.newbyteorder("<"))
+    shuffle = {"noshuffle": Blosc.NOSHUFFLE, "shuffle": Blosc.SHUFFLE,
+               "bitshuffle": Blosc.BITSHUFFLE}[BLOSC["shuffle"]]
+    previous = nb.set_nthreads(1)  # one core per worker: measured rates stay honest
+    try:
+        encoded = Blosc(cname=BLOSC["cname"], clevel=BLOSC["clevel"], shuffle=shuffle,
+                        blocksize=0).encode(data)
+    finally:
+        nb.set_nthreads(previous)
+    key = array.metadata.encode_chunk_key(chunk_index)
+    target = Path(str(array.store.root)) / array.path / key
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target, "wb") as fh:
+        fh.write(encoded)
 
 
 def sanitize_slide_id(name: str) -> str:
@@ -223,6 +264,9 @@ class SlideWriter:
                                                    dtype="uint8", compressors=comp)
             self.arrays["masks"] = g.create_array("masks", shape=(cap, p, p), chunks=(c, p, p),
                                                   dtype="uint8", compressors=comp)
+        # direct chunk files need a local store whose root we can write under
+        store = self.arrays["images"].store
+        self._direct = type(store).__name__ == "LocalStore" and hasattr(store, "root")
         self._buf: dict[str, list[np.ndarray]] = {k: [] for k in self.arrays}
         self._buffered = 0
         self.n = 0
@@ -251,7 +295,11 @@ class SlideWriter:
                 continue
             stacked = np.concatenate(self._buf[name]) if len(self._buf[name]) > 1 \
                 else self._buf[name][0]
-            self.arrays[name][self.n:self.n + k] = stacked[:k]
+            if self._direct:  # whole chunks at chunk boundaries: one file write each
+                _write_whole_chunk(self.arrays[name], (self.n // CHUNK_PATCHES,)
+                                   + (0,) * (stacked.ndim - 1), stacked[:k])
+            else:
+                self.arrays[name][self.n:self.n + k] = stacked[:k]
             self._buf[name] = [stacked[k:]] if stacked.shape[0] > k else []
         self.n += k
         self._buffered -= k

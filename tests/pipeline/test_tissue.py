@@ -68,3 +68,18 @@ def test_bad_input_raises():
         tissue_mask(np.zeros((4, 4), np.uint8))
     with pytest.raises(ValueError, match="min_area_px"):
         tissue_mask(np.zeros((4, 4, 3), np.uint8), min_area_px=-1)
+
+
+@pytest.mark.parametrize("r", [1, 2])
+def test_shift_morphology_equals_scipy(r):
+    from lymph.pipeline.tissue import dilate, erode
+    from scipy import ndimage
+
+    m = np.random.default_rng(r).random((37, 53)) < 0.3
+    k = 2 * r + 1
+    np.testing.assert_array_equal(
+        dilate(m, r), ndimage.maximum_filter(m.view(np.uint8), size=k, mode="constant",
+                                             cval=0).astype(bool))
+    np.testing.assert_array_equal(
+        erode(m, r), ndimage.minimum_filter(m.view(np.uint8), size=k, mode="constant",
+                                            cval=1).astype(bool))
