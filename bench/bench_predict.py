@@ -6,12 +6,14 @@ windows already in memory (pipeline overhead), all measured in the same run.
     .venv/bin/python bench/bench_predict.py --gpu                # on a CUDA machine
     .venv/bin/python bench/bench_predict.py --size 20000 --small 10000 --windows 40  # quick
 
-Slides are made once with `lymph.data.synth.synth_slides` (1 tumor slide, seed 0) into
-``--cache`` and reused. Every prediction runs in its own child process, so that each peak RSS
-(``ru_maxrss``) belongs to one slide alone. On a budget (``--windows N``) the child infers N
-tissue windows, a contiguous run from the middle of the tissue, but does everything else for
-the whole slide (thumbnail, tissue mask, the full-size map and its pyramidal TIFF, detections,
-overlay); the full-slide time is extrapolated from the measured rate and printed as such.
+The small slide is made once with `lymph.data.synth.synth_slides` (1 tumor slide, seed 0) into
+``--cache`` and reused; the big one repeats its JPEG tiles (see ``make_tiled_slide``), or is
+synthesised too with ``--synth-big``. Every prediction runs in its own child process, so that
+each peak RSS (``ru_maxrss``) belongs to one slide alone. On a budget (``--windows N``) the
+child infers N tissue windows, a contiguous run from the middle of the tissue, but does
+everything else for the whole slide (thumbnail, tissue mask, the full-size map and its pyramidal
+TIFF, detections, overlay); the full-slide time is extrapolated from the measured rate and
+printed as such.
 
 Tissue megapixels: each inferred window is credited with the level-0 area of one stride x stride
 cell (the area it newly covers), so the rate is independent of the overlap setting's
@@ -218,7 +220,7 @@ def main() -> None:
         "--windows",
         type=int,
         default=None,
-        help="windows inferred per slide (0: all) [default: 150 on CPU, 0 on GPU]",
+        help="windows inferred per slide (0: all) [default: 48 on CPU, 0 on GPU]",
     )
     p.add_argument("--arch", choices=sorted(ARCHS), default="default")
     p.add_argument("--gpu", action="store_true", help="device cuda, batch 64, 8 reader threads")
