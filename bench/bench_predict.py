@@ -220,10 +220,10 @@ def main() -> None:
         "--windows",
         type=int,
         default=None,
-        help="windows inferred per slide (0: all) [default: 48 on CPU, 0 on GPU]",
+        help="windows inferred per slide (0: all) [default: 48 on CPU, 30000 on GPU]",
     )
     p.add_argument("--arch", choices=sorted(ARCHS), default="default")
-    p.add_argument("--gpu", action="store_true", help="device cuda, batch 64, 8 reader threads")
+    p.add_argument("--gpu", action="store_true", help="device cuda, batch 64, 12 reader threads")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--read-threads", type=int, default=None)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -252,8 +252,8 @@ def main() -> None:
         args.device = "cuda"
     gpu = args.device == "cuda"
     args.batch_size = args.batch_size or (64 if gpu else 8)
-    args.read_threads = args.read_threads or (min(8, os.cpu_count() or 1) if gpu else 2)
-    args.windows = (0 if gpu else 48) if args.windows is None else args.windows
+    args.read_threads = args.read_threads or (min(12, os.cpu_count() or 1) if gpu else 2)
+    args.windows = (30000 if gpu else 48) if args.windows is None else args.windows
     args.model_windows = args.model_windows or (2048 if gpu else 16)
 
     if args.child == "predict":

@@ -75,6 +75,18 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     mask = np.zeros((H0, W0, 3), np.uint8)
     mask[t0:t1, u0:u1] = 255
     write_slide(ann / "tumor_t_mask.tif", mask)
+    xml = root / "ann_xml"
+    xml.mkdir()
+    corners = [(u0, t0), (u1, t0), (u1, t1), (u0, t1)]
+    coords = "".join(
+        f'<Coordinate Order="{i}" X="{x}.0" Y="{y}.0"/>' for i, (x, y) in enumerate(corners)
+    )
+    (xml / "tumor_t.xml").write_text(
+        '<?xml version="1.0"?><ASAP_Annotations><Annotations><Annotation Name="Annotation 0" '
+        f'Type="Polygon" PartOfGroup="_0" Color="#F4FA58"><Coordinates>{coords}</Coordinates>'
+        '</Annotation></Annotations><AnnotationGroups><Group Name="_0" PartOfGroup="None" '
+        'Color="#ff0000"><Attributes/></Group></AnnotationGroups></ASAP_Annotations>'
+    )
     torch.manual_seed(0)
     model = UNet(UNetConfig(base_width=4, depth=2))
     save_checkpoint(
@@ -258,6 +270,11 @@ def test_predict_slide_geometry_detections_and_evaluation(
     )
     assert result["n_lesions"] == 1
     assert result["froc"] == 1.0 and result["froc_stepwise"] == 1.0 and result["auc"] == 1.0
+    from_xml = evaluate_predictions(
+        slides_dir=world / "slides", annotations_dir=world / "ann_xml", predictions_dir=out
+    )
+    assert from_xml["slides"]["tumor_t"]["annotation"].endswith("tumor_t.xml")
+    assert from_xml["n_lesions"] == 1 and from_xml["froc"] == 1.0 and from_xml["auc"] == 1.0
 
 
 def test_tumor_map_opens_in_openslide_with_the_slide_geometry(
