@@ -59,7 +59,7 @@ def _call(fn: Callable[[Any], T], item: Any) -> tuple[T | None, str | None, floa
 
 def map_slides(fn: Callable[[Path], T], items: Sequence[Path], *, workers: int = 1,
                scheduler: str | None = None, desc: str = "slides",
-               progress: bool = True) -> list[TaskResult[T]]:
+               progress: bool = True, connect_timeout: float = 20.0) -> list[TaskResult[T]]:
     """Apply `fn` to every item, one task per item; results in the order of `items`.
 
     `fn` must be picklable (a module-level function or a functools.partial of one) when a
@@ -86,14 +86,16 @@ def map_slides(fn: Callable[[Path], T], items: Sequence[Path], *, workers: int =
             for i, item in enumerate(items):
                 record(i, _call(fn, item))
         else:
-            _run_dask(fn, items, workers=workers, scheduler=scheduler, record=record, desc=desc)
+            _run_dask(fn, items, workers=workers, scheduler=scheduler, record=record, desc=desc,
+                      connect_timeout=connect_timeout)
     finally:
         bar.close()
     return [r for r in results if r is not None]
 
 
 def _run_dask(fn: Callable[[Any], T], items: list[Any], *, workers: int, scheduler: str | None,
-              record: Callable[[int, tuple], None], desc: str) -> None:
+              record: Callable[[int, tuple], None], desc: str,
+              connect_timeout: float) -> None:
     from distributed import Client, LocalCluster, as_completed
 
     cluster = None
@@ -103,7 +105,7 @@ def _run_dask(fn: Callable[[Any], T], items: list[Any], *, workers: int, schedul
         client = Client(cluster)
     else:
         try:
-            client = Client(scheduler, timeout="20s")
+            client = Client(scheduler, timeout=f"{connect_timeout}s")
         except (OSError, TimeoutError, ValueError) as exc:
             raise ConfigError(f"cannot reach the dask scheduler at {scheduler!r} ({exc}); start "
                               "one with `dask scheduler` and `dask worker ADDRESS`, or use "

@@ -57,6 +57,7 @@ class ExtractConfig:
     scheduler: str | None = None
     thumb_size: int = 2048
     progress: bool = True
+    direct_tiles: bool = True  # TIFF tiles decoded directly when identical to OpenSlide's
 
     def __post_init__(self) -> None:
         for name in ("slides", "out", "annotations", "labels"):
@@ -96,6 +97,7 @@ class ExtractConfig:
             "labels_csv": None if self.labels is None else str(self.labels.resolve()),
             "workers": self.workers,
             "scheduler": self.scheduler,
+            "direct_tiles": self.direct_tiles,
         }
 
 
@@ -259,7 +261,7 @@ def extract_slide(path: Path, *, slide_id: str, config: ExtractConfig,
                            skipped=True, tissue_fraction=attrs.get("tissue_fraction"))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        slide = open_slide(path)
+        slide = open_slide(path, direct_tiles=config.direct_tiles)
         try:
             result = _extract_open_slide(slide, path=path, slide_id=slide_id, config=config,
                                          labels=labels, name=name or path.name,
@@ -421,9 +423,11 @@ def _extract_open_slide(slide: OpenSlideReader, *, path: Path, slide_id: str,
 
 
 def _task(path: Path, *, config: ExtractConfig, ids: dict[str, tuple[str, str]],
-          labels: dict[str, str] | None) -> SlideResult:
+          labels: dict[str, str] | None,
+          on_patches: Callable[[int], None] | None = None) -> SlideResult:
     slide_id, name = ids[str(path)]
-    return extract_slide(path, slide_id=slide_id, config=config, labels=labels, name=name)
+    return extract_slide(path, slide_id=slide_id, config=config, labels=labels, name=name,
+                         on_patches=on_patches)
 
 
 # --- the batch ------------------------------------------------------------------------------
@@ -457,9 +461,21 @@ def extract(config: ExtractConfig) -> ExtractSummary:
                                        skipped=True, tissue_fraction=a.get("tissue_fraction")))
         else:
             todo.append(p)
-    fn = functools.partial(_task, config=config, ids=by_path, labels=labels)
-    results = map_slides(fn, todo, workers=config.workers, scheduler=config.scheduler,
-                         desc="extract", progress=config.progress) if todo else []
+    patch_bar = None
+    if config.workers == 1 and config.scheduler is None and todo:
+        # in process, a second bar counts patches (a cluster reports whole slides only)
+        from tqdm.auto import tqdm
+
+        patch_bar = tqdm(total=len(todo) * config.patches_per_slide, desc="patches",
+                         unit="patch", disable=None if config.progress else True, position=1)
+    fn = functools.partial(_task, config=config, ids=by_path, labels=labels,
+                           on_patches=None if patch_bar is None else patch_bar.update)
+    try:
+        results = map_slides(fn, todo, workers=config.workers, scheduler=config.scheduler,
+                             desc="extract", progress=config.progress) if todo else []
+    finally:
+        if patch_bar is not None:
+            patch_bar.close()
     done = tuple(r.value for r in results if r.ok and r.value is not None)
     failed = tuple((str(r.item), r.error or "") for r in results if not r.ok)
     return ExtractSummary(store=config.out, done=done, skipped=tuple(skipped), failed=failed,

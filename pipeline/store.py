@@ -39,7 +39,8 @@ STATUSES = ("tumor", "normal", "unlabeled")
 LABELED_STATUSES = ("tumor", "normal")
 
 # Settings that describe the run rather than the data: they may differ between runs on one store.
-RUNTIME_SETTINGS = frozenset({"workers", "scheduler", "lymph_version", "progress"})
+RUNTIME_SETTINGS = frozenset({"workers", "scheduler", "lymph_version", "progress",
+                              "direct_tiles"})
 
 
 BLOSC = {"cname": "lz4", "clevel": 5, "shuffle": "noshuffle"}
