@@ -636,11 +636,17 @@ def study_cmd(store: str, pretrained: str, out: str, sizes: tuple[int, ...], fol
               help="Slides in parallel (local dask processes, CPU threads divided among them).")
 @click.option("--scheduler", default=None,
               help="Address of a running dask scheduler (tcp://host:8786) to spread slides over.")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="torch CPU threads per slide [default: torch's, or the cores divided among "
+              "--workers].")
+@click.option("--read-threads", type=click.IntRange(min=1), default=None,
+              help="Threads reading windows ahead of the model [default: 1 on CPU, up to 8 "
+              "on a GPU].")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def predict_cmd(slides: str, checkpoint: str, out: str, level: int | None, window: int | None,
                 stride: int | None, tta: bool, batch_size: int, device: str,
                 map_downsample: float, threshold: float, workers: int, scheduler: str | None,
-                quiet: bool) -> None:
+                threads: int | None, read_threads: int | None, quiet: bool) -> None:
     """Whole-slide tumor maps, lesion detections and slide scores.
 
     \b
@@ -667,7 +673,7 @@ def predict_cmd(slides: str, checkpoint: str, out: str, level: int | None, windo
             checkpoint=Path(checkpoint), out=Path(out), level=level, window=window,
             stride=stride, tta=tta, batch_size=batch_size, device=device,
             map_downsample=map_downsample, threshold=threshold, workers=workers,
-            scheduler=scheduler,
+            scheduler=scheduler, threads=threads, read_threads=read_threads,
         )
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
