@@ -252,7 +252,7 @@ def main() -> None:
         args.device = "cuda"
     gpu = args.device == "cuda"
     args.batch_size = args.batch_size or (64 if gpu else 8)
-    args.read_threads = args.read_threads or (min(12, os.cpu_count() or 1) if gpu else 2)
+    args.read_threads = args.read_threads or (min(12, os.cpu_count() or 1) if gpu else 1)
     args.windows = (30000 if gpu else 48) if args.windows is None else args.windows
     args.model_windows = args.model_windows or (2048 if gpu else 16)
 

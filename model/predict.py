@@ -65,7 +65,8 @@ class PredictConfig:
     map's target downsample vs level 0; threshold: detection threshold on probabilities;
     workers/scheduler: slides in parallel (dask) as in extraction; threads: torch CPU threads per
     slide (default: the cores divided among the workers); read_threads: threads reading windows
-    ahead of the model, per slide.
+    ahead of the model, per slide (default: 1 on CPU, where the model is the bottleneck and
+    more threads only contend with torch's; up to 8 on a GPU).
     """
 
     checkpoint: Path
@@ -81,7 +82,7 @@ class PredictConfig:
     workers: int = 1
     scheduler: str | None = None
     threads: int | None = None
-    read_threads: int = 2
+    read_threads: int | None = None
     thumb_size: int = THUMB_SIZE
 
     def __post_init__(self) -> None:
@@ -114,11 +115,8 @@ class PredictConfig:
             raise ConfigError(f"workers must be >= 1, got {self.workers}")
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"threads must be >= 1, got {self.threads}")
-        if (
-            isinstance(self.read_threads, bool)
-            or not isinstance(self.read_threads, int)
-            or (self.read_threads < 1)
-        ):
+        rt = self.read_threads
+        if rt is not None and (isinstance(rt, bool) or not isinstance(rt, int) or rt < 1):
             raise ConfigError(f"read_threads must be an integer >= 1, got {self.read_threads!r}")
         if self.thumb_size < 64:
             raise ConfigError(f"thumb_size must be >= 64, got {self.thumb_size}")
@@ -378,6 +376,22 @@ def slide_probability(prob_map: np.ndarray, *, sigma: float = SMOOTH_SIGMA_PX) -
         return 0.0
     smooth = ndimage.gaussian_filter(prob_map.astype(np.float32), sigma, mode="constant")
     return float(np.clip(smooth.max() / 255.0, 0.0, 1.0))
+
+
+@contextlib.contextmanager
+def _torch_threads(threads: int | None) -> Iterator[None]:
+    """torch's CPU threads set to ``threads`` for the block, and restored after it."""
+    import torch
+
+    if threads is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 @contextlib.contextmanager
@@ -649,17 +663,19 @@ def predict_slide(
     threshold: float = THRESHOLD,
     thumb_size: int = THUMB_SIZE,
     threads: int | None = None,
-    read_threads: int = 2,
+    read_threads: int | None = None,
     max_windows: int | None = None,
     progress: bool = True,
     write_score: bool = True,
 ) -> SlideResult:
     """Tumor map, overlay, detections (CSV, GeoJSON, XML) and slide score of one slide.
 
+    ``threads``: torch CPU threads while inferring (restored after; default: torch's own).
     ``write_score``: merge the slide's row into ``out_dir/scores.csv`` (the batch function
     writes all rows at the end instead). ``read_threads``: threads reading windows ahead of the
-    model. ``max_windows``: infer only that many tissue windows, a contiguous run from the
-    middle of the tissue (a quick look, or a benchmark on a budget); the rest of the map is 0.
+    model (default: 1 on CPU, min(8, cores) on an accelerator). ``max_windows``: infer only
+    that many tissue windows, a contiguous run from the middle of the tissue (a quick look, or
+    a benchmark on a budget); the rest of the map is 0.
     SlideError when the slide cannot be opened or read; CheckpointError for a bad checkpoint;
     ConfigError for bad settings (see PredictConfig).
     """
@@ -677,9 +693,9 @@ def predict_slide(
             f"--out {out_dir} is the folder of {slide_path.name}: S.xml there would overwrite "
             "the slide's annotations; write predictions to another folder"
         )
-    if threads is not None:
-        torch.set_num_threads(threads)
     dev = resolve_device(device)
+    if read_threads is None:
+        read_threads = 1 if dev.type == "cpu" else min(8, os.cpu_count() or 1)
     model, ckpt = load_model(checkpoint, device=dev)
     lvl, patch = _checkpoint_geometry(ckpt, checkpoint, level)
     name = slide_name(slide_path)
@@ -709,7 +725,7 @@ def predict_slide(
             start = max(0, len(origins) // 2 - max_windows // 2)
             origins = origins[start : start + max_windows]
         timings["tissue"] = time.perf_counter() - t0
-        with torch.inference_mode():
+        with torch.inference_mode(), _torch_threads(threads):
             prob_map = infer_map(
                 reader,
                 model,

@@ -242,7 +242,9 @@ def test_predict_slide_geometry_detections_and_evaluation(
 
     monkeypatch.setattr(lymph.model.infer, "predict_probs", fake_probs)
     out = tmp_path / "pred"
-    config = PredictConfig(checkpoint=world / "tiny.pt", out=out, device="cpu", thumb_size=512)
+    config = PredictConfig(
+        checkpoint=world / "tiny.pt", out=out, device="cpu", thumb_size=512, threads=1
+    )
     results = predict_slides(list_slides(world / "slides"), config, progress=False)
     assert [r.error for r in results] == [None, None]
     tumor = next(r.value for r in results if r.value.slide == "tumor_t")
@@ -290,6 +292,7 @@ def test_tumor_map_opens_in_openslide_with_the_slide_geometry(
         out_dir=tmp_path,
         device="cpu",
         thumb_size=512,
+        threads=1,
         progress=False,
     )
     with openslide.OpenSlide(str(res.map_path)) as osr:
@@ -305,6 +308,7 @@ def test_tumor_map_opens_in_openslide_with_the_slide_geometry(
 
 
 def test_predict_slide_with_a_real_tiny_unet_and_tta(world: Path, tmp_path: Path) -> None:
+    threads_before = torch.get_num_threads()
     res = predict_slide(
         world / "slides" / "normal_n.tif",
         checkpoint=world / "tiny.pt",
@@ -313,6 +317,7 @@ def test_predict_slide_with_a_real_tiny_unet_and_tta(world: Path, tmp_path: Path
         level=3,  # cell 2 at downsample 8: still a map at 16
         batch_size=16,
         thumb_size=512,
+        threads=1,
         progress=False,
     )
     assert res.level == 3 and res.map_downsample == 16.0
@@ -332,9 +337,11 @@ def test_predict_slide_with_a_real_tiny_unet_and_tta(world: Path, tmp_path: Path
         max_windows=5,
         read_threads=1,
         thumb_size=512,
+        threads=1,
         progress=False,
     )
     assert part.n_windows == 5 and part.n_tissue_windows == res.n_windows
+    assert torch.get_num_threads() == threads_before  # threads=1 held for inference only
 
 
 def test_batch_reports_a_bad_slide_and_goes_on(
@@ -422,6 +429,10 @@ def test_cli_predict_writes_outputs_and_reports_a_failed_slide(
         str(out),
         "--device",
         "cpu",
+        "--threads",
+        "1",
+        "--read-threads",
+        "2",
         "--quiet",
     ]
     res = CliRunner().invoke(main, args)
@@ -456,3 +467,34 @@ def test_cli_predict_refuses_a_stride_over_the_window(world: Path, tmp_path: Pat
     )
     assert res.exit_code == 2
     assert "--stride 100 > --window 64 would leave gaps" in res.output
+
+
+# --- the synthetic world -------------------------------------------------------------------------
+
+
+def test_predict_and_evaluate_the_synthetic_world(
+    synth_world: Path, world: Path, tmp_path: Path
+) -> None:
+    """The demo's last step on SYNTH's slides: masks, XML, reference.csv beside the slides are
+    not slides; every slide gets its outputs; eval scores them with the XML ground truth."""
+    slides = list_slides(synth_world)
+    assert {p.name for p in slides} == {"tumor_001.tif", "normal_001.tif"}
+    config = PredictConfig(
+        checkpoint=world / "tiny.pt", out=tmp_path / "pred", device="cpu", thumb_size=512, threads=1
+    )
+    results = predict_slides(slides, config, progress=False)
+    assert all(r.error is None for r in results), [r.error for r in results]
+    result = evaluate_predictions(
+        slides_dir=synth_world,
+        annotations_dir=None,
+        predictions_dir=tmp_path / "pred",
+        labels_csv=synth_world / "reference.csv",
+        out_dir=tmp_path / "eval",
+    )
+    assert result["n_slides"] == 2 and result["n_tumor_slides"] == 1
+    assert result["slides"]["tumor_001"]["annotation"].endswith("tumor_001.xml")
+    assert result["slides"]["normal_001"]["status"] == "normal"
+    assert result["auc"] in (0.0, 0.5, 1.0)
+    if result["n_lesions"]:
+        assert 0.0 <= result["froc"] <= 1.0 and (tmp_path / "eval" / "froc.png").is_file()
+    assert (tmp_path / "eval" / "metrics.json").is_file()
