@@ -9,6 +9,7 @@ at the patch's own resolution, and stream 64-patch chunks into the slide's group
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import functools
 import time
@@ -190,8 +191,15 @@ class _MaskSource:
         self.path = path
         self.reader = open_slide(path)
         if self.reader.dimensions != slide.dimensions:
+            self.reader.close()
             raise SlideError(f"{path}: mask is {self.reader.dimensions}, slide "
                              f"{slide.path} is {slide.dimensions}; the mask must match level 0")
+
+    def __enter__(self) -> _MaskSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.reader.close()
 
     def thumb(self, shape: tuple[int, int], thumb_size: int) -> np.ndarray:
         from PIL import Image
@@ -261,14 +269,12 @@ def extract_slide(path: Path, *, slide_id: str, config: ExtractConfig,
                            skipped=True, tissue_fraction=attrs.get("tissue_fraction"))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        slide = open_slide(path, direct_tiles=config.direct_tiles)
-        try:
-            result = _extract_open_slide(slide, path=path, slide_id=slide_id, config=config,
-                                         labels=labels, name=name or path.name,
-                                         on_patches=on_patches, caught=caught, t0=t0)
-        finally:
-            slide.close()
-    return result
+        with contextlib.ExitStack() as stack:
+            slide = stack.enter_context(open_slide(path, direct_tiles=config.direct_tiles))
+            return _extract_open_slide(slide, path=path, slide_id=slide_id, config=config,
+                                       labels=labels, name=name or path.name,
+                                       on_patches=on_patches, caught=caught, t0=t0,
+                                       stack=stack)
 
 
 def _slide_attrs(out: Path, slide_id: str) -> dict:
@@ -281,7 +287,7 @@ def _slide_attrs(out: Path, slide_id: str) -> dict:
 def _extract_open_slide(slide: OpenSlideReader, *, path: Path, slide_id: str,
                         config: ExtractConfig, labels: dict[str, str] | None, name: str,
                         on_patches: Callable[[int], None] | None, caught: list,
-                        t0: float) -> SlideResult:
+                        t0: float, stack: contextlib.ExitStack) -> SlideResult:
     level, size = config.level, config.patch_size
     if level >= slide.level_count:
         raise SlideError(f"{path}: has {slide.level_count} level(s), --level {level} asked; "
@@ -300,7 +306,7 @@ def _extract_open_slide(slide: OpenSlideReader, *, path: Path, slide_id: str,
     ann: Annotations | None = None
     mask_src: _MaskSource | None = None
     if ann_path is not None and ann_path.suffix.lower() in (".tif", ".tiff"):
-        mask_src = _MaskSource(ann_path, slide)
+        mask_src = stack.enter_context(_MaskSource(ann_path, slide))
     elif ann_path is not None:
         ann = read_annotations(ann_path)
         if not ann:
