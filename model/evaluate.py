@@ -402,9 +402,9 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
                         sid,
                         int(batch.coords[i, 0]),
                         int(batch.coords[i, 1]),
-                        batch.images[i],
-                        masks[i],
-                        pred[i],
+                        batch.images[i].copy(),  # copies: a view would pin its chunk
+                        masks[i].copy(),
+                        pred[i].copy(),
                     )
                 )
 
