@@ -245,8 +245,17 @@ def model_rate(
 
 
 def gpu_bench(
-    out: Path, *, steps: int, batch_size: int, workers: int, base_width: int, n_patches: int
+    out: Path,
+    *,
+    steps: int,
+    batch_size: int,
+    workers: int,
+    base_width: int,
+    n_patches: int,
+    crop: int = 256,
+    dry_run_on_cpu: bool = False,
 ) -> None:
+    """``dry_run_on_cpu``: exercise this code path on a CPU with tiny settings (no figures)."""
     import torch
     from lymph.model.losses import reconstruction_loss
     from lymph.model.stream import Layout, StoreStream, StreamConfig, to_tensors
@@ -255,21 +264,31 @@ def gpu_bench(
     from torch.utils.data import DataLoader
     from torch.utils.flop_counter import FlopCounterMode
 
-    if not torch.cuda.is_available():
+    if dry_run_on_cpu:
+        dev = torch.device("cpu")
+        name = "cpu (dry run)"
+    elif not torch.cuda.is_available():
         raise SystemExit("--gpu needs CUDA")
-    dev = torch.device("cuda")
-    name = torch.cuda.get_device_name(dev)
+    else:
+        dev = torch.device("cuda")
+        name = torch.cuda.get_device_name(dev)
+        torch.backends.cudnn.benchmark = True
+    cuda = dev.type == "cuda"
+
+    def sync() -> None:
+        if cuda:
+            torch.cuda.synchronize()
+
     peak = next((v for k, v in BF16_PEAK.items() if k in name), None)
     t0 = time.perf_counter()
     store = build_store(out / f"store_{n_patches}.zarr", n_patches)
     print(f"device: {name}; store of {n_patches} patches ready in {time.perf_counter() - t0:.0f} s")
-    crop = 256
     model = UNet(UNetConfig(base_width=base_width), generator=torch.Generator().manual_seed(0))
     model = model.to(dev, memory_format=torch.channels_last)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=cuda)
 
     def train_step(x: torch.Tensor) -> torch.Tensor:
-        with torch.autocast("cuda", dtype=torch.bfloat16):
+        with torch.autocast(dev.type, dtype=torch.bfloat16):
             out = model(x)
         loss = reconstruction_loss(out.reconstruction, x)
         opt.zero_grad(set_to_none=True)
@@ -285,13 +304,13 @@ def gpu_bench(
     flops = fc.get_total_flops()  # forward + backward of one batch (optimizer excluded)
     for _ in range(5):
         train_step(x0)
-    torch.cuda.synchronize()
+    sync()
 
     # the model alone, on a batch already on the GPU
     t0 = time.perf_counter()
     for _ in range(steps):
         train_step(x0)
-    torch.cuda.synchronize()
+    sync()
     synthetic = steps / (time.perf_counter() - t0)
 
     # the same with the streaming loader; GPU idle time = time blocked on data after a sync
@@ -302,7 +321,7 @@ def gpu_bench(
             ds,
             batch_size=None,
             num_workers=workers,
-            pin_memory=True,
+            pin_memory=cuda,
             prefetch_factor=4,
             persistent_workers=False,
         )
@@ -310,17 +329,17 @@ def gpu_bench(
     for _ in range(workers * 2):
         x, _ = to_tensors(next(it), dev, channels_last=True)
         train_step(x)
-    torch.cuda.synchronize()
+    sync()
     wait = 0.0
     t0 = time.perf_counter()
     for _ in range(steps):
-        torch.cuda.synchronize()
+        sync()
         tw = time.perf_counter()
         batch = next(it)
         wait += time.perf_counter() - tw
         x, _ = to_tensors(batch, dev, channels_last=True)
         train_step(x)
-    torch.cuda.synchronize()
+    sync()
     real_s = time.perf_counter() - t0
     real = steps / real_s
     del it
@@ -361,6 +380,7 @@ def main() -> None:
     ap.add_argument("--gpu-batch", type=int, default=64)
     ap.add_argument("--gpu-workers", type=int, default=min(12, os.cpu_count() or 1))
     ap.add_argument("--gpu-patches", type=int, default=4000)
+    ap.add_argument("--gpu-dry-run-on-cpu", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--memory-child", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.memory_child:
@@ -368,6 +388,18 @@ def main() -> None:
         memory_child(store, out, int(steps))
         return
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.gpu_dry_run_on_cpu:
+        gpu_bench(
+            args.out,
+            steps=2,
+            batch_size=2,
+            workers=1,
+            base_width=4,
+            n_patches=200,
+            crop=64,
+            dry_run_on_cpu=True,
+        )
+        return
     if args.gpu:
         gpu_bench(
             args.out,

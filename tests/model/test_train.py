@@ -378,7 +378,7 @@ def test_kill_9_then_resume(store: Path, tmp_path: Path) -> None:
     proc = subprocess.Popen(
         args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
-    deadline = time.time() + 60
+    deadline = time.time() + 180
     while time.time() < deadline and not (out / "last.pt").exists():
         time.sleep(0.1)
     time.sleep(0.3)
