@@ -62,10 +62,10 @@ def make_slide(cache: Path, size: int) -> tuple[Path, float]:
 
 def make_tiled_slide(cache: Path, src: Path, size: int) -> tuple[Path, float]:
     """A size x size slide that repeats a smaller synthetic slide: its JPEG tiles are copied
-    as they are (no decoding) with a period of 96 tiles (24,576 px at level 0, 96 / 2**k tiles
-    at level k, so every level repeats the same tissue); the levels below the source's
-    smallest are composed from it. Same tissue, texture and JPEG tiles as synth_slides makes,
-    in I/O time instead of about 25 CPU-minutes."""
+    as they are (no decoding) with a period of whole tiles that halves exactly at every source
+    level (96 tiles, 24,576 px, for a 25k source), so every level repeats the same tissue; the
+    levels below the source's smallest are composed from it. Same tissue, texture and JPEG
+    tiles as synth_slides makes, in I/O time instead of about 25 CPU-minutes."""
     import tifffile
     from lymph.pipeline.pyramid import pyramid_dimensions
 
@@ -73,12 +73,15 @@ def make_tiled_slide(cache: Path, src: Path, size: int) -> tuple[Path, float]:
     if path.is_file():
         return path, 0.0
     t0 = time.perf_counter()
-    tile, period0 = 256, 96
+    tile = 256
     path.parent.mkdir(parents=True, exist_ok=True)
     part = path.with_name(path.name + ".part")
     dims = pyramid_dimensions(size, size)
     with tifffile.TiffFile(src) as tf:
         pages = [p for p in tf.pages if p.is_tiled]
+        # the period in level-0 tiles: whole tiles of the source, halving exactly at each level
+        step = 2 ** (len(pages) - 1)
+        period0 = pages[0].shape[1] // tile // step * step
         mpp = 1e4 * pages[0].tags["XResolution"].value[1] / pages[0].tags["XResolution"].value[0]
         common = {
             "dtype": np.uint8,
@@ -154,8 +157,10 @@ def make_checkpoint(cache: Path, arch: str) -> Path:
 
 
 def child_predict(args: argparse.Namespace) -> dict:
+    """Model alone (the baseline, warmed up) then the whole pipeline, in this one process."""
     from lymph.model.predict import predict_slide
 
+    base = child_model_only(args)
     t0 = time.perf_counter()
     res = predict_slide(
         args.child_slide,
@@ -172,6 +177,7 @@ def child_predict(args: argparse.Namespace) -> dict:
     out = res.to_dict()
     out["wall_s"] = wall
     out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out["model_only"] = base
     return out
 
 
@@ -183,9 +189,13 @@ def child_model_only(args: argparse.Namespace) -> dict:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    from lymph.model.predict import plan_grid
+
     dev = resolve_device(args.device)
-    model, _ = load_model(args.child_ckpt, device=dev)
-    window, stride = args.window, args.window // 2
+    model, ckpt = load_model(args.child_ckpt, device=dev)
+    patch = ckpt["config"]["store"]["patch_size"]
+    grid = plan_grid((10**5, 10**5), 1.0, level=0, patch_size=patch, multiple=model.multiple)
+    window, stride = grid.window, grid.stride
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (args.batch_size, window, window, 3), dtype=np.uint8)
     with torch.inference_mode():
@@ -241,12 +251,11 @@ def main() -> None:
         "100k) instead of repeating the small one",
     )
     # child mode (internal)
-    p.add_argument("--child", choices=["predict", "model"], help=argparse.SUPPRESS)
+    p.add_argument("--child", choices=["predict"], help=argparse.SUPPRESS)
     p.add_argument("--child-slide", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--child-ckpt", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--child-out", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--device", default="cpu", help=argparse.SUPPRESS)
-    p.add_argument("--window", type=int, default=320, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.gpu:
         args.device = "cuda"
@@ -258,9 +267,6 @@ def main() -> None:
 
     if args.child == "predict":
         print(json.dumps(child_predict(args)))
-        return
-    if args.child == "model":
-        print(json.dumps(child_model_only(args)))
         return
 
     args.cache.mkdir(parents=True, exist_ok=True)
@@ -304,14 +310,14 @@ def main() -> None:
             ["--child", "predict", "--child-slide", str(slide), "--child-out", str(out), *common]
         )
         rows[size] = r
-    base = run_child(["--child", "model", "--window", str(rows[args.size]["window"]), *common])
 
     print()
     print(
         "| slide | tissue windows | inferred | thumb+tissue s | read s | read wait s | model s | "
-        "blend s | map TIFF s | outputs s | tissue Mpx/s | peak RSS MB | full-slide est. s |"
+        "blend s | map TIFF s | outputs s | tissue Mpx/s | model alone Mpx/s | pipeline / "
+        "model | peak RSS MB | full-slide est. s |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for size, r in rows.items():
         t = r["timings"]
         infer_s = t["read_wait"] + t["model"] + t["blend"]
@@ -323,16 +329,18 @@ def main() -> None:
             f"| {size:,} x {size:,} | {r['n_tissue_windows']:,} | {r['n_windows']:,} | "
             f"{t['tissue']:.1f} | "
             f"{t['read']:.1f} | {t['read_wait']:.1f} | {t['model']:.1f} | {t['blend']:.2f} | "
-            f"{t['write_map']:.1f} | {t['write_outputs']:.1f} | {rate:.3f} | "
+            f"{t['write_map']:.1f} | {t['write_outputs']:.1f} | {rate:.4f} | "
+            f"{r['model_only']['tissue_mpx_per_s']:.4f} | "
+            f"{rate / r['model_only']['tissue_mpx_per_s']:.2f} | "
             f"{r['peak_rss_mb']:.0f} | {est:,.0f} |"
         )
     big, small = rows[args.size], rows[args.small]
     print()
+    base = big["model_only"]
     print(
-        f"model alone on in-memory {base['window']} px windows: {base['tissue_mpx_per_s']:.3f} "
-        f"tissue Mpx/s ({base['windows']} windows in {base['seconds']:.1f} s)"
+        f"model alone (same process, warmed up, before the big slide): {base['windows']} "
+        f"{base['window']} px windows in {base['seconds']:.1f} s"
     )
-    print(f"pipeline / model alone (big slide): {big['rate'] / base['tissue_mpx_per_s']:.2f}")
     print(
         f"peak RSS big / small ({(args.size / args.small) ** 2:.0f}x the pixels): "
         f"{big['peak_rss_mb'] / small['peak_rss_mb']:.2f} "

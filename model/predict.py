@@ -36,7 +36,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
@@ -234,17 +234,23 @@ def tissue_windows(
     integral = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), np.int64)
     integral[1:, 1:] = mask.cumsum(0).cumsum(1)
     scale = grid.level_downsample / thumb_downsample  # thumb px per level px
-    out: list[tuple[int, int]] = []
-    for y in grid.ys_lvl:
-        r0 = min(mask.shape[0], max(0, math.floor(y * scale)))
-        r1 = min(mask.shape[0], max(r0 + 1, math.ceil((y + grid.window) * scale)))
-        for x in grid.xs_lvl:
-            c0 = min(mask.shape[1], max(0, math.floor(x * scale)))
-            c1 = min(mask.shape[1], max(c0 + 1, math.ceil((x + grid.window) * scale)))
-            n = integral[r1, c1] - integral[r0, c1] - integral[r1, c0] + integral[r0, c0]
-            if n > 0:
-                out.append((x, y))
-    return out
+
+    def spans(origins: tuple[int, ...], limit: int) -> tuple[np.ndarray, np.ndarray]:
+        o = np.asarray(origins, np.float64)
+        lo = np.clip(np.floor(o * scale), 0, limit).astype(np.int64)
+        hi = np.clip(np.ceil((o + grid.window) * scale), 0, limit).astype(np.int64)
+        return lo, np.minimum(np.maximum(hi, lo + 1), limit)
+
+    r0, r1 = spans(grid.ys_lvl, mask.shape[0])
+    c0, c1 = spans(grid.xs_lvl, mask.shape[1])
+    counts = (
+        integral[np.ix_(r1, c1)]
+        - integral[np.ix_(r0, c1)]
+        - integral[np.ix_(r1, c0)]
+        + integral[np.ix_(r0, c0)]
+    )
+    rows, cols = np.nonzero(counts > 0)  # row-major order
+    return [(grid.xs_lvl[c], grid.ys_lvl[r]) for r, c in zip(rows, cols, strict=True)]
 
 
 # --- blending in bands ---------------------------------------------------------------------------
@@ -286,18 +292,21 @@ class BandAccumulator:
         self.den[r : r + k, c : c + k] += self.weight_cells
 
     def finish(self, upto_row: int) -> tuple[int, np.ndarray]:
+        """Close the map rows below ``upto_row``: returns (first row, uint8 rows) for the rows
+        that hold window sums; closed rows past those are 0 and not returned."""
         g = self.grid
         upto_row = min(upto_row, g.map_height)
         n = max(0, upto_row - self.row0)
-        self._ensure(n)
-        num, den = self.num[:n, : g.map_width], self.den[:n, : g.map_width]
-        out = np.zeros(num.shape, np.uint8)
-        np.divide(num, den, out=num, where=den > 0)
-        np.clip(np.rint(num * 255), 0, 255, out=num)
-        out[den > 0] = num[den > 0].astype(np.uint8)
+        held = min(n, self.num.shape[0])
+        out = np.zeros((held, g.map_width), np.uint8)
+        for a in range(0, held, 256):  # bounded temporaries
+            b = min(held, a + 256)
+            num, den = self.num[a:b, : g.map_width], self.den[a:b, : g.map_width]
+            seen = den > 0
+            out[a:b][seen] = np.clip(np.rint(num[seen] / den[seen] * 255), 0, 255).astype(np.uint8)
         first = self.row0
-        self.num = self.num[n:].copy()
-        self.den = self.den[n:].copy()
+        self.num = self.num[held:].copy()
+        self.den = self.den[held:].copy()
         self.row0 += n
         return first, out
 
@@ -326,7 +335,7 @@ def detect_lesions(
     index = np.arange(1, n + 1)
     maxima = ndimage.maximum(prob_map, labels, index)
     positions = ndimage.maximum_position(prob_map, labels, index)
-    areas = ndimage.sum_labels(np.ones_like(labels, np.int32), labels, index)
+    areas = np.bincount(labels.ravel(), minlength=n + 1)[1:]
     boxes = ndimage.find_objects(labels)
     px_um2 = (mpp * map_downsample) ** 2 if mpp else None
     out = []
@@ -367,15 +376,29 @@ def _outline(
     return np.stack([x, y], axis=1)
 
 
-def slide_probability(prob_map: np.ndarray, *, sigma: float = SMOOTH_SIGMA_PX) -> float:
+def slide_probability(
+    prob_map: np.ndarray, *, sigma: float = SMOOTH_SIGMA_PX, band: int = 1024
+) -> float:
     """The slide's tumor probability: the maximum of the map after a Gaussian blur of ``sigma``
-    map pixels (0..1)."""
+    map pixels (0..1). Blurred in bands of rows with enough overlap to be exact, so memory stays
+    a few bands of float32 whatever the map's size."""
     from scipy import ndimage
 
     if prob_map.size == 0:
         return 0.0
-    smooth = ndimage.gaussian_filter(prob_map.astype(np.float32), sigma, mode="constant")
-    return float(np.clip(smooth.max() / 255.0, 0.0, 1.0))
+    pad = int(4.0 * sigma + 0.5) + 1  # gaussian_filter's default truncate is 4 sigma
+    h = prob_map.shape[0]
+    best = 0.0
+    for r0 in range(0, h, band):
+        a, b = max(0, r0 - pad), min(h, r0 + band + pad)
+        chunk = prob_map[a:b]
+        if not chunk.any():
+            continue
+        smooth = ndimage.gaussian_filter(chunk, sigma, output=np.float32, mode="constant")
+        if a > 0 or b < h:  # rows at a band edge inside the map: keep only the exact centre
+            smooth = smooth[r0 - a : r0 - a + min(band, h - r0)]
+        best = max(best, float(smooth.max()))
+    return float(np.clip(best / 255.0, 0.0, 1.0))
 
 
 @contextlib.contextmanager
@@ -572,11 +595,9 @@ def infer_map(
     progress: bool = True,
     read_threads: int = 1,
     timings: dict[str, float] | None = None,
-    on_rows: Callable[[int, np.ndarray], None] | None = None,
 ) -> np.ndarray:
     """The uint8 (map_height, map_width) probability map of ``reader`` from the windows at
-    ``origins`` (row-major, as ``tissue_windows`` returns them). ``on_rows(first_row, rows)``
-    sees every finished band, in order."""
+    ``origins`` (row-major, as ``tissue_windows`` returns them)."""
     from lymph.model.infer import predict_probs
     from tqdm.auto import tqdm
 
@@ -591,8 +612,6 @@ def infer_map(
         first, rows = acc.finish(upto_row)
         if rows.shape[0]:
             prob_map[first : first + rows.shape[0]] = rows
-            if on_rows is not None:
-                on_rows(first, rows)
         timings["blend"] += time.perf_counter() - t0
 
     bar = tqdm(

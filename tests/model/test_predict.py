@@ -166,6 +166,26 @@ def test_accumulator_leaves_unvisited_cells_at_zero_and_refuses_finished_rows() 
         acc.add(np.zeros((64, 64), np.float32), 0, 0)
 
 
+def test_accumulator_skips_rows_no_window_reached() -> None:
+    grid = plan_grid((128, 256), 1.0, level=0, patch_size=64, multiple=4, map_downsample=8)
+    acc = BandAccumulator(grid, hann_weights(grid.window))
+    first, rows = acc.finish(16)  # nothing held: closed, nothing to return, nothing allocated
+    assert first == 0 and rows.shape == (0, 16) and acc.num.shape[0] == 0
+    acc.add(np.full((64, 64), 0.6, np.float32), 0, 128)
+    first, rows = acc.finish(grid.map_height)
+    assert first == 16 and rows.shape == (8, 16) and (rows[:, :8] == 153).all()
+
+
+def test_slide_probability_in_bands_is_exact() -> None:
+    from scipy import ndimage
+
+    rng = np.random.default_rng(0)
+    prob = (rng.random((300, 70)) ** 8 * 255).astype(np.uint8)
+    whole = ndimage.gaussian_filter(prob.astype(np.float32), 1.0, mode="constant").max() / 255
+    assert slide_probability(prob, band=7) == pytest.approx(whole, abs=1e-6)
+    assert slide_probability(prob, band=1000) == pytest.approx(whole, abs=1e-6)
+
+
 def test_tissue_windows_skip_background() -> None:
     grid = plan_grid((1000, 1000), 1.0, level=0, patch_size=64, multiple=4, map_downsample=8)
     thumb = np.zeros((100, 100), bool)
