@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import shutil
 import subprocess
@@ -98,30 +99,82 @@ def rate(root: Path, *, patches: int, size: tuple[int, int]) -> dict:
             "ratio_cpu": {k: best_cpu["bare"] / v for k, v in best_cpu.items()}}
 
 
-def scaling(root: Path, *, patches: int, size: tuple[int, int]) -> dict:
+def _warm_cluster(n: int) -> tuple[object, object]:
+    import logging
+
     from distributed import Client, LocalCluster
+
+    cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                           dashboard_address=None, silence_logs=logging.ERROR)
+    client = Client(cluster)
+
+    def warm() -> None:
+        import lymph.pipeline.extract  # noqa: F401
+        import scipy.ndimage  # noqa: F401
+        import zarr  # noqa: F401
+
+    client.run(warm)
+    return cluster, client
+
+
+def burn_cpu(seconds: float) -> float:
+    """A pure CPU loop of `seconds` of CPU time: the control for what the machine gives."""
+    c0 = time.process_time()
+    x = 0
+    while time.process_time() - c0 < seconds:
+        x += 1
+    return float(x)
+
+
+def _burn_item(_item: object, *, seconds: float) -> float:
+    return burn_cpu(seconds)
+
+
+def scaling(root: Path, *, patches: int, size: tuple[int, int]) -> dict:
+    """Two slides through `--workers 1` (in process) and `--workers 2` (LocalCluster, start-up
+    included), then through warm 1- and 2-worker clusters (`--scheduler`), where the ratio is
+    the parallel speedup alone."""
+    import functools
+
     from lymph.data.synth import synth_slides
+    from lymph.pipeline.cluster import map_slides
 
     world = root / "scaling_slides"
     if not (world / "normal_001.tif").exists():
         print(f"making two {size[0]}x{size[1]} synthetic slides ...", flush=True)
         synth_slides(world, n_tumor=1, n_normal=1, size=size, seed=4)
     labels = world / "reference.csv"
+    load_before = os.getloadavg()[0]
     run_extract(world, root / "w1.zarr", patches=8, labels=labels)  # warm-up
     t1, _, _ = run_extract(world, root / "w1.zarr", patches=patches, labels=labels)
     t2, _, _ = run_extract(world, root / "w2.zarr", patches=patches, workers=2, labels=labels)
-    t0 = time.perf_counter()
-    import logging
+    warm, control = {}, {}
+    for n in (1, 2):
+        cluster, client = _warm_cluster(n)
+        try:
+            from lymph.pipeline.extract import ExtractConfig, extract
 
-    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                           dashboard_address=None, silence_logs=logging.ERROR)
-    client = Client(cluster)
-    client.close()
-    cluster.close()
-    startup = time.perf_counter() - t0
+            out = root / f"s{n}.zarr"
+            shutil.rmtree(out, ignore_errors=True)
+            t0 = time.perf_counter()
+            summary = extract(ExtractConfig(slides=world, out=out, labels=labels,
+                                            patches_per_slide=patches, progress=False,
+                                            scheduler=cluster.scheduler_address))
+            warm[n] = time.perf_counter() - t0
+            assert not summary.failed, summary.failed
+            t0 = time.perf_counter()
+            map_slides(functools.partial(_burn_item, seconds=2.0), ["a", "b"],
+                       scheduler=cluster.scheduler_address, progress=False)
+            control[n] = time.perf_counter() - t0
+        finally:
+            client.close()
+            cluster.close()
     return {"patches_per_slide": patches, "slides": 2, "seconds_1_worker": t1,
-            "seconds_2_workers": t2, "cluster_start_stop_seconds": startup,
-            "speedup": t1 / t2, "speedup_without_cluster_start": t1 / max(t2 - startup, 1e-9)}
+            "seconds_2_workers": t2, "speedup_cold": t1 / t2,
+            "warm_cluster_seconds": warm, "speedup_warm": warm[1] / warm[2],
+            "control_cpu_loop_seconds": control, "speedup_control": control[1] / control[2],
+            "efficiency_vs_control": (warm[1] / warm[2]) / (control[1] / control[2]),
+            "load_average_1min": [load_before, os.getloadavg()[0]]}
 
 
 # --- memory -----------------------------------------------------------------------------------
@@ -262,12 +315,20 @@ def main() -> None:
     if not args.skip_scaling:
         s = scaling(args.out, patches=args.patches, size=args.size)
         report["scaling"] = s
-        print(f"\n2. scaling, 2 slides x {s['patches_per_slide']} patches")
-        print(f"   1 worker   {s['seconds_1_worker']:8.2f} s")
-        print(f"   2 workers  {s['seconds_2_workers']:8.2f} s  (cluster start/stop alone "
-              f"{s['cluster_start_stop_seconds']:.2f} s)")
-        print(f"   speedup {s['speedup']:.2f}x; without cluster start "
-              f"{s['speedup_without_cluster_start']:.2f}x")
+        print(f"\n2. scaling, 2 slides x {s['patches_per_slide']} patches "
+              f"(1-min load average {s['load_average_1min'][0]:.1f} -> "
+              f"{s['load_average_1min'][1]:.1f} on {os.cpu_count()} CPUs)")
+        print(f"   --workers 1 (in process)          {s['seconds_1_worker']:8.2f} s")
+        print(f"   --workers 2 (cluster start incl.)  {s['seconds_2_workers']:8.2f} s  "
+              f"speedup {s['speedup_cold']:.2f}x")
+        w = s["warm_cluster_seconds"]
+        print(f"   warm 1-worker cluster              {w[1]:8.2f} s")
+        print(f"   warm 2-worker cluster              {w[2]:8.2f} s  "
+              f"speedup {s['speedup_warm']:.2f}x")
+        c = s["control_cpu_loop_seconds"]
+        print(f"   control: 2 tasks x 2 s CPU loop    {c[1]:8.2f} s / {c[2]:.2f} s  "
+              f"speedup {s['speedup_control']:.2f}x (what this machine gives now)")
+        print(f"   extraction speedup / control speedup: {s['efficiency_vs_control']:.2f}")
     if not args.skip_memory:
         m = memory(args.out, patches=args.memory_patches)
         report["memory"] = m

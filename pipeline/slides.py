@@ -9,6 +9,7 @@ Frames: `*_level0` are level-0 pixel coordinates; `thumb` is the thumbnail frame
 from __future__ import annotations
 
 import math
+import threading
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -140,7 +141,8 @@ class TiffTiles:
     Used only where it gives OpenSlide's exact pixels: a level is served only after its first
     region read both ways compared equal; any difference, decode error, missing tile, or region
     not wholly inside the level sends that read (and for differences, the level for good) back to
-    OpenSlide. Decoded tiles are kept in a small LRU cache (at most `cache_tiles`).
+    OpenSlide. Decoded tiles are kept in a small FIFO cache (at most `cache_tiles`); reads from
+    several threads are safe.
     """
 
     SUPPORTED_COMPRESSIONS = frozenset({1, 5, 7, 8, 32946})  # none, LZW, JPEG, deflate
@@ -162,7 +164,8 @@ class TiffTiles:
                 self.pages[level] = matches[0]
         self.verified: dict[int, bool] = {}
         self._cache: dict[tuple[int, int], np.ndarray] = {}
-        self._cache_tiles = cache_tiles
+        self._cache_tiles = max(1, cache_tiles)
+        self._lock = threading.Lock()
 
     @classmethod
     def _supported(cls, page: object) -> bool:
@@ -180,7 +183,8 @@ class TiffTiles:
         import os
 
         key = (level, index)
-        tile = self._cache.get(key)
+        with self._lock:
+            tile = self._cache.get(key)
         if tile is not None:
             return tile
         page = self.pages[level]
@@ -190,9 +194,10 @@ class TiffTiles:
         data = os.pread(self._fd, count, int(page.dataoffsets[index]))  # type: ignore
         seg, _, _ = page.decode(data, index, jpegtables=page.jpegtables)  # type: ignore
         tile = np.asarray(seg)[0]
-        if len(self._cache) >= self._cache_tiles:
-            self._cache.pop(next(iter(self._cache)))
-        self._cache[key] = tile
+        with self._lock:  # readers may share a slide across threads (predict does)
+            while len(self._cache) >= self._cache_tiles:
+                self._cache.pop(next(iter(self._cache)))
+            self._cache[key] = tile
         return tile
 
     def read(self, level: int, x: int, y: int, w: int, h: int,

