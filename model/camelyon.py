@@ -556,17 +556,26 @@ def evaluate_predictions(
     Writes ``metrics.json``, ``froc.png`` and ``roc.png`` into ``out_dir`` when given.
     """
     slides_dir, predictions_dir = Path(slides_dir), Path(predictions_dir)
-    for name, folder in (("slides", slides_dir), ("predictions", predictions_dir)):
-        if not folder.is_dir():
-            raise ConfigError(f"{name} folder {folder} does not exist; pass an existing folder")
+    if not (slides_dir.is_dir() or slides_dir.is_file()):
+        raise ConfigError(f"slides {slides_dir} do not exist; pass the slides folder or a slide")
+    if not predictions_dir.is_dir():
+        raise ConfigError(
+            f"predictions folder {predictions_dir} does not exist; pass the --out of lymph predict"
+        )
     if annotations_dir is not None and not Path(annotations_dir).is_dir():
         raise ConfigError(f"annotations folder {annotations_dir} does not exist")
     detection_files = sorted(p for p in predictions_dir.glob("*.csv") if p.name != "scores.csv")
+    if slides_dir.is_file():  # one slide: score its detections only
+        slide_files = {slides_dir.stem: slides_dir}
+        detection_files = [p for p in detection_files if p.stem == slides_dir.stem]
+    else:
+        slide_files = {p.stem: p for p in slides_dir.iterdir() if is_slide_file(p)}
     if not detection_files:
         raise ConfigError(
-            f"no detection files (S.csv) in {predictions_dir}; run `lymph predict` into it first"
+            f"no detection files (S.csv) in {predictions_dir}"
+            + (f" for {slides_dir.name}" if slides_dir.is_file() else "")
+            + "; run `lymph predict` into it first"
         )
-    slide_files = {p.stem: p for p in slides_dir.iterdir() if is_slide_file(p)}
     missing = [p.stem for p in detection_files if p.stem not in slide_files]
     if missing:
         raise SlideError(

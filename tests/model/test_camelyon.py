@@ -348,6 +348,17 @@ def test_evaluate_predictions_labels_csv_and_bad_folders(
             predictions_dir=root / "pred",
             labels_csv=labels,
         )
+    one = evaluate_predictions(
+        slides_dir=root / "slides" / "tumor_b.tif",
+        annotations_dir=root / "ann",
+        predictions_dir=root / "pred",
+    )
+    assert list(one["slides"]) == ["tumor_b"] and one["n_lesions"] == 1 and one["auc"] is None
+    assert one["froc"] == 1.0  # its one lesion is hit and it has no false positive
+    with pytest.raises(ConfigError, match="slides .* do not exist"):
+        evaluate_predictions(
+            slides_dir=tmp_path / "none", annotations_dir=None, predictions_dir=root / "pred"
+        )
     with pytest.raises(ConfigError, match="predictions folder .* does not exist"):
         evaluate_predictions(
             slides_dir=root / "slides",
