@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from lymph.model.metrics import PixelCounts
 from lymph.pipeline.errors import CheckpointError, ConfigError, StoreError
 
 CONDITIONS = ("scratch", "pretrained")
@@ -246,6 +247,17 @@ def summarize(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
             for metric in ("precision", "recall", "f1"):
                 entry[f"{c}_{metric}"] = _mean_sd([float(r[metric]) for r in by[c].values()])
             entry[f"{c}_folds"] = len(by[c])
+            if all("tp" in r for r in by[c].values()):  # every slide scored once over the folds
+                pooled = sum(
+                    (PixelCounts(**{k: int(r[k]) for k in ("tp", "fp", "fn", "tn")})
+                     for r in by[c].values()),
+                    PixelCounts(),
+                )  # fmt: skip
+                entry[f"{c}_pooled"] = {m: getattr(pooled, m) for m in ("precision", "recall",
+                                                                        "f1")}  # fmt: skip
+        entry["folds_without_tumor"] = sum(
+            int(r["tp"]) + int(r["fn"]) == 0 for r in by["scratch"].values() if "tp" in r
+        )
         paired = sorted(set(by["scratch"]) & set(by["pretrained"]))
         diffs = [float(by["pretrained"][k]["f1"]) - float(by["scratch"][k]["f1"]) for k in paired]
         entry["f1_diff"] = _mean_sd(diffs)
@@ -284,6 +296,33 @@ def table_markdown(summary: Sequence[Mapping[str, Any]], *, title: str = "") -> 
         "Mean ± sample sd over folds grouped by slide; each fold scored pooled over the pixels of "
         "its held-out slides. ΔF1 is paired: the same fold, labeled subset, steps and seed.",
     ]
+    if any(f"{c}_pooled" in e for e in summary for c in CONDITIONS):
+        lines += [
+            "",
+            "Pooled over all folds (each labeled slide is held out exactly once; defined even when "
+            "a fold holds no tumor):",
+            "",
+            "| Labeled patches | Without pretraining: P (%) | R (%) | F1 (%) | "
+            "With pretraining: P (%) | R (%) | F1 (%) | folds without tumor |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for e in summary:
+            cells = [str(e["size"])]
+            for c in CONDITIONS:
+                pooled = e.get(f"{c}_pooled", {})
+                cells += [
+                    f"{100 * pooled[m]:.2f}" if m in pooled else "n/a"
+                    for m in ("precision", "recall", "f1")
+                ]
+            cells.append(str(e.get("folds_without_tumor", "n/a")))
+            lines.append("| " + " | ".join(cells) + " |")
+    if any(e.get("folds_without_tumor") for e in summary):
+        lines += [
+            "",
+            "Some held-out folds hold no tumor pixels: their precision and recall are 1.0 when "
+            "nothing is predicted and 0.0 otherwise (lymph.model.metrics), which widens the "
+            "spread; fewer folds or more tumor slides avoid it.",
+        ]
     return "\n".join(lines) + "\n"
 
 

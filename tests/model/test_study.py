@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from lymph.model.metrics import PixelCounts
 from lymph.model.study import (
     CONDITIONS,
     StudyConfig,
@@ -255,3 +256,27 @@ def test_study_too_few_slides_for_folds(tmp_path) -> None:
                 progress=False,
             )
         )
+
+
+def test_pooled_over_folds_and_folds_without_tumor() -> None:
+    # fold 0 has tumor; fold 1 holds only a normal slide (tp + fn == 0)
+    counts = {
+        (0, "scratch"): (6, 4, 4, 86), (0, "pretrained"): (8, 2, 2, 88),
+        (1, "scratch"): (0, 5, 0, 95), (1, "pretrained"): (0, 0, 0, 100),
+    }  # fmt: skip
+    rows = []
+    for (fold, cond), (tp, fp, fn, tn) in counts.items():
+        c = PixelCounts(tp=tp, fp=fp, fn=fn, tn=tn)
+        rows.append({"size": 40, "fold": fold, "condition": cond, **c.to_dict()})
+    (entry,) = summarize(rows)
+    # pooled scratch: tp 6, fp 9, fn 4 -> P 6/15, R 6/10, F1 12/25
+    assert entry["scratch_pooled"]["precision"] == pytest.approx(6 / 15)
+    assert entry["scratch_pooled"]["f1"] == pytest.approx(12 / 25)
+    assert entry["pretrained_pooled"]["f1"] == pytest.approx(16 / 20)
+    assert entry["folds_without_tumor"] == 1
+    # per-fold convention: the normal fold scores 0 (false alarms) vs 1 (nothing predicted)
+    assert entry["scratch_f1"][0] == pytest.approx((0.6 + 0.0) / 2)
+    assert entry["pretrained_f1"][0] == pytest.approx((0.8 + 1.0) / 2)
+    md = table_markdown([entry])
+    assert "| 40 | 40.00 | 60.00 | 48.00 | 80.00 | 80.00 | 80.00 | 1 |" in md
+    assert "hold no tumor pixels" in md
