@@ -113,6 +113,7 @@ class SlideResult:
     skipped: bool = False
     tissue_fraction: float | None = None
     warnings: tuple[str, ...] = ()
+    cpu_seconds: float = 0.0  # CPU time of the process that extracted it
 
 
 @dataclass(frozen=True)
@@ -260,7 +261,7 @@ def extract_slide(path: Path, *, slide_id: str, config: ExtractConfig,
                   labels: dict[str, str] | None = None, name: str | None = None,
                   on_patches: Callable[[int], None] | None = None) -> SlideResult:
     """Extract one slide into `config.out` (which must exist). Skips it if already complete."""
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     out = config.out
     if store_mod.slide_is_complete(out, slide_id):
         attrs = _slide_attrs(out, slide_id)
@@ -274,7 +275,7 @@ def extract_slide(path: Path, *, slide_id: str, config: ExtractConfig,
             return _extract_open_slide(slide, path=path, slide_id=slide_id, config=config,
                                        labels=labels, name=name or path.name,
                                        on_patches=on_patches, caught=caught, t0=t0,
-                                       stack=stack)
+                                       c0=c0, stack=stack)
 
 
 def _slide_attrs(out: Path, slide_id: str) -> dict:
@@ -287,7 +288,7 @@ def _slide_attrs(out: Path, slide_id: str) -> dict:
 def _extract_open_slide(slide: OpenSlideReader, *, path: Path, slide_id: str,
                         config: ExtractConfig, labels: dict[str, str] | None, name: str,
                         on_patches: Callable[[int], None] | None, caught: list,
-                        t0: float, stack: contextlib.ExitStack) -> SlideResult:
+                        t0: float, c0: float, stack: contextlib.ExitStack) -> SlideResult:
     level, size = config.level, config.patch_size
     if level >= slide.level_count:
         raise SlideError(f"{path}: has {slide.level_count} level(s), --level {level} asked; "
@@ -425,7 +426,8 @@ def _extract_open_slide(slide: OpenSlideReader, *, path: Path, slide_id: str,
     writer.finish(warnings=list(messages), seconds=round(seconds, 3))
     n_tumor = int(classes.sum()) if labeled else 0
     return SlideResult(slide_id, str(path), status, n_total, n_tumor, seconds,
-                       tissue_fraction=tissue_fraction, warnings=messages)
+                       tissue_fraction=tissue_fraction, warnings=messages,
+                       cpu_seconds=time.process_time() - c0)
 
 
 def _task(path: Path, *, config: ExtractConfig, ids: dict[str, tuple[str, str]],
