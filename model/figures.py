@@ -20,6 +20,7 @@ from lymph.model.metrics import PRCurve
 
 GT_COLOR = "#00c853"  # green: ground truth
 PRED_COLOR = "#2962ff"  # blue: prediction (stays visible over pink/purple H&E)
+PRED_RGBA = (0.16, 0.38, 1.0, 0.3)
 
 
 def _figure(width: float, height: float):  # -> matplotlib.figure.Figure
@@ -104,7 +105,10 @@ def figure_segmentations(
     *,
     labels: Sequence[str] = (),
 ) -> Path:
-    """Figure 5: patches with ground-truth (green) and predicted (blue) tumor outlines."""
+    """Figure 5: patches with ground-truth (green) and predicted (blue, outlined and tinted)
+    tumor; a patch that is tumor throughout gets a green frame."""
+    from matplotlib.patches import Rectangle
+
     n = len(images)
     if n == 0 or masks_true.shape != images.shape[:3] or masks_pred.shape != images.shape[:3]:
         raise ValueError(
@@ -122,13 +126,22 @@ def figure_segmentations(
             ax.set_axis_off()
             continue
         ax.imshow(images[i])
-        for mask, color in ((masks_true[i], GT_COLOR), (masks_pred[i], PRED_COLOR)):
+        pred = np.asarray(masks_pred[i], dtype=bool)
+        tint = np.zeros((*pred.shape, 4), np.float32)
+        tint[pred] = PRED_RGBA  # translucent fill: visible even when the whole patch is tumor
+        ax.imshow(tint)
+        h, w = pred.shape
+        for mask, color in ((masks_true[i], GT_COLOR), (pred, PRED_COLOR)):
             m = np.asarray(mask, dtype=np.float32)
             if 0 < m.sum() < m.size:  # contour needs both levels present
                 ax.contour(m, levels=[0.5], colors=[color], linewidths=1.5)
+            elif m.size and m.min() == 1 and color == GT_COLOR:  # all tumor: frame the patch
+                ax.add_patch(Rectangle((-0.5, -0.5), w, h, fill=False, edgecolor=color, lw=3))
         if i < len(labels):
             ax.set_title(labels[i], fontsize=7)
-    fig.suptitle("tumor outlines: ground truth (green), prediction (blue)", fontsize=9)
+    fig.suptitle(
+        "tumor: ground truth (green outline), prediction (blue tint and outline)", fontsize=9
+    )
     return _save(fig, path)
 
 
