@@ -96,6 +96,19 @@ def map_slides(fn: Callable[[Path], T], items: Sequence[Path], *, workers: int =
 def _run_dask(fn: Callable[[Any], T], items: list[Any], *, workers: int, scheduler: str | None,
               record: Callable[[int, tuple], None], desc: str,
               connect_timeout: float) -> None:
+    quiet = logging.getLogger("distributed")  # no INFO chatter on start-up and shutdown
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        _submit_all(fn, items, workers=workers, scheduler=scheduler, record=record, desc=desc,
+                    connect_timeout=connect_timeout)
+    finally:
+        quiet.setLevel(level)
+
+
+def _submit_all(fn: Callable[[Any], T], items: list[Any], *, workers: int,
+                scheduler: str | None, record: Callable[[int, tuple], None], desc: str,
+                connect_timeout: float) -> None:
     from distributed import Client, LocalCluster, as_completed
 
     cluster = None
