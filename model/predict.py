@@ -323,46 +323,53 @@ def detect_lesions(
 ) -> list[Detection]:
     """Detections from a uint8 (0-255) map: 8-connected regions of ``map >= threshold``; the
     confidence is the region's maximum and its location that maximum's map pixel centre in
-    level-0 integers; the outline is the region's outer boundary (contourpy, at 0.5 between
-    inside and outside pixel centres)."""
+    level-0 integers (the first in raster order on ties); the outline is the region's outer
+    boundary (contourpy, at 0.5 between inside and outside pixel centres). Labels are computed
+    only inside the bounding box of the pixels above the threshold, and every statistic inside
+    each region's own box, so memory follows the detections, not the map."""
     from scipy import ndimage
 
     level = max(1, int(math.ceil(threshold * 255 - 1e-9)))
     mask = prob_map >= level
-    labels, n = ndimage.label(mask, structure=np.ones((3, 3), bool))
-    if n == 0:
+    rows = np.flatnonzero(mask.any(axis=1))
+    if rows.size == 0:
         return []
-    index = np.arange(1, n + 1)
-    maxima = ndimage.maximum(prob_map, labels, index)
-    positions = ndimage.maximum_position(prob_map, labels, index)
-    areas = np.bincount(labels.ravel(), minlength=n + 1)[1:]
-    boxes = ndimage.find_objects(labels)
+    cols = np.flatnonzero(mask.any(axis=0))
+    r_off, c_off = int(rows[0]), int(cols[0])
+    crop = (slice(r_off, int(rows[-1]) + 1), slice(c_off, int(cols[-1]) + 1))
+    labels, _ = ndimage.label(mask[crop], structure=np.ones((3, 3), bool))
+    values = prob_map[crop]
+    del mask
     px_um2 = (mpp * map_downsample) ** 2 if mpp else None
     out = []
-    for i in range(n):
-        row, col = positions[i]
-        outline = _outline(labels, i + 1, boxes[i], map_downsample)
+    for i, box in enumerate(ndimage.find_objects(labels), 1):
+        if box is None:
+            continue
+        region = labels[box] == i
+        inside = np.where(region, values[box], 0)
+        row, col = np.unravel_index(int(np.argmax(inside)), inside.shape)
+        top, left = r_off + box[0].start, c_off + box[1].start
+        area = int(region.sum())
         out.append(
             Detection(
-                confidence=float(maxima[i]) / 255.0,
-                x_level0=int((col + 0.5) * map_downsample),
-                y_level0=int((row + 0.5) * map_downsample),
-                outline_level0=outline,
-                area_um2=float(areas[i]) * px_um2 if px_um2 else None,
-                extra={"area_map_px": float(areas[i])},
+                confidence=float(inside[row, col]) / 255.0,
+                x_level0=int((left + col + 0.5) * map_downsample),
+                y_level0=int((top + row + 0.5) * map_downsample),
+                outline_level0=_outline(region, top, left, map_downsample),
+                area_um2=area * px_um2 if px_um2 else None,
+                extra={"area_map_px": float(area)},
             )
         )
     return out
 
 
-def _outline(
-    labels: np.ndarray, label: int, box: tuple[slice, slice], downsample: float
-) -> np.ndarray | None:
+def _outline(region: np.ndarray, top: int, left: int, downsample: float) -> np.ndarray | None:
+    """The longest boundary of a bool region whose pixel (0, 0) is map pixel (top, left), in
+    level-0 coordinates."""
     import contourpy
 
-    r0, c0 = box[0].start, box[1].start
-    region = np.pad((labels[box] == label).astype(np.float64), 1)
-    lines = contourpy.contour_generator(z=region, line_type="Separate").lines(0.5)
+    padded = np.pad(region.astype(np.float64), 1)
+    lines = contourpy.contour_generator(z=padded, line_type="Separate").lines(0.5)
     if not lines:
         return None
     ring = max(lines, key=len)
@@ -371,8 +378,8 @@ def _outline(
     if len(ring) < 3:
         return None
     # contour x, y are column, row of the padded crop; level 0 of a pixel centre: (j + 0.5) * ds
-    x = (ring[:, 0] - 1 + c0 + 0.5) * downsample
-    y = (ring[:, 1] - 1 + r0 + 0.5) * downsample
+    x = (ring[:, 0] - 1 + left + 0.5) * downsample
+    y = (ring[:, 1] - 1 + top + 0.5) * downsample
     return np.stack([x, y], axis=1)
 
 

@@ -216,6 +216,28 @@ def test_detect_lesions_finds_regions_at_their_maximum() -> None:
     assert detect_lesions(np.zeros((5, 5), np.uint8), map_downsample=16) == []
 
 
+def test_detect_lesions_matches_whole_map_statistics() -> None:
+    from scipy import ndimage
+
+    rng = np.random.default_rng(1)
+    prob = (ndimage.gaussian_filter(rng.random((120, 90)), 3) * 255 * 2.2 - 150).clip(0, 255)
+    prob = prob.astype(np.uint8)
+    labels, n = ndimage.label(prob >= 128, structure=np.ones((3, 3), bool))
+    assert n >= 3
+    index = np.arange(1, n + 1)
+    maxima = ndimage.maximum(prob, labels, index)
+    dets = detect_lesions(prob, map_downsample=16, threshold=0.5)
+    assert len(dets) == n
+    found = set()
+    for d in dets:  # at a pixel holding its region's maximum (ties: any of them)
+        r, c = d.y_level0 // 16, d.x_level0 // 16
+        lab = int(labels[r, c])
+        assert lab > 0 and prob[r, c] == maxima[lab - 1] == round(d.confidence * 255)
+        found.add(lab)
+    assert found == set(index.tolist())
+    assert sum(d.extra["area_map_px"] for d in dets) == (prob >= 128).sum()
+
+
 def test_slide_probability_ignores_a_single_hot_pixel() -> None:
     spike = np.zeros((30, 30), np.uint8)
     spike[15, 15] = 255
@@ -518,3 +540,22 @@ def test_predict_and_evaluate_the_synthetic_world(
     if result["n_lesions"]:
         assert 0.0 <= result["froc"] <= 1.0 and (tmp_path / "eval" / "froc.png").is_file()
     assert (tmp_path / "eval" / "metrics.json").is_file()
+
+
+def test_slides_in_parallel_dask_workers(world: Path, tmp_path: Path) -> None:
+    """Two local dask worker processes (as --workers 2): same outputs as in process."""
+    slides = list_slides(world / "slides")
+    kw = {"checkpoint": world / "tiny.pt", "device": "cpu", "level": 3, "thumb_size": 512}
+    serial = predict_slides(
+        slides, PredictConfig(out=tmp_path / "a", threads=1, **kw), progress=False
+    )
+    parallel = predict_slides(
+        slides, PredictConfig(out=tmp_path / "b", workers=2, **kw), progress=False
+    )
+    assert [r.error for r in parallel] == [None, None]
+    for a, b in zip(serial, parallel, strict=True):
+        assert a.value.slide == b.value.slide
+        assert a.value.probability == pytest.approx(b.value.probability, abs=1 / 255)
+    assert (tmp_path / "a" / "scores.csv").read_text() == (
+        tmp_path / "b" / "scores.csv"
+    ).read_text()
