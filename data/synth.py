@@ -22,7 +22,7 @@ import os
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +30,7 @@ from lymph.data import texture as tx_
 from lymph.pipeline.errors import ConfigError
 
 TILE = 256
+GRAIN = 1024  # period of the fine grain texture (px)
 FORMATS = ("tiff", "svs")
 MIN_SIZE = TILE
 MAX_SIZE = 1_000_000
@@ -39,7 +40,9 @@ SYNTH_VERSION = 1
 LYMPHOCYTE_RADIUS_UM = (3.0, 3.8)  # ~7 um diameter
 LYMPHOCYTE_SPACING_UM = 8.6
 CARCINOMA_RADIUS_UM = (5.0, 8.0)  # 10-16 um diameter
-CARCINOMA_SPACING_UM = 15.0
+CARCINOMA_SPACING_UM = 13.0
+LYMPH_GAIN = 0.85  # hematoxylin density of a lymphocyte nucleus (x sprite density)
+CARC_GAIN = 1.1
 FIBRE_PERIOD_UM = 7.0
 EDGE_BLUR_UM = 12.0
 CAPSULE_UM = 20.0
@@ -105,6 +108,11 @@ class Lesion:
     points: np.ndarray = field(repr=False)
     holes: tuple[np.ndarray, ...] = field(default=(), repr=False)
     diameter_um: float = 0.0
+    # appearance: fraction of carcinoma sites filled, and the lymphoid density whose mean
+    # colour the lesion is calibrated to (so mean colour does not give the lesion away)
+    packing: float = 0.9
+    match_density: float = 0.6
+    lighten: float = 0.1
 
 
 @dataclass(frozen=True)
@@ -223,20 +231,10 @@ class SlidePlan:
         self.lesions: tuple[Lesion, ...] = (
             self._draw_lesions(rng) if status == "tumor" else ()
         )
-        self.lymph_sprites = tx_.lymphocyte_sprites(
-            rng, radius_px=tuple(r * self.px for r in LYMPHOCYTE_RADIUS_UM), n=32
-        )
-        self.carc_sprites = tx_.carcinoma_sprites(
-            rng, radius_px=tuple(r * self.px for r in CARCINOMA_RADIUS_UM), mpp=mpp, n=48
-        )
-        self.margin = int(
-            max(max(s[0].shape) for s in self.lymph_sprites + self.carc_sprites) // 2 + 2
-        )
-        grain = rng.standard_normal((512, 512))
-        from scipy import ndimage
-
-        grain = ndimage.gaussian_filter(grain, 1.2, mode="wrap")
-        self.grain = (grain / grain.std()).astype(np.float32)
+        self._seed_parts = [seed, 1 if status == "tumor" else 2, index]
+        # the widest sprite (carcinoma: r * aspect * 1.35 + 4 px) bounds how far a nucleus
+        # centred in a neighbouring tile can reach into this one
+        self.margin = int(math.ceil(CARCINOMA_RADIUS_UM[1] * self.px * 1.6 * 1.35 + 4)) + 2
         self.edge_px = EDGE_BLUR_UM * self.px
         self.fibre_angle = float(rng.uniform(0, np.pi))
         step = 16
@@ -249,11 +247,6 @@ class SlidePlan:
         st = self.stain
         self.h_vec = (st.density * st.h_scale * np.asarray(st.h_od)).astype(np.float32)
         self.e_vec = (st.density * st.e_scale * np.asarray(st.e_od)).astype(np.float32)
-        # bare glass: faint, slightly uneven background (optical density) and its RGB
-        self.glass_od = (st.bg_od + 0.006 * self.grain[..., None]).astype(np.float32) * np.ones(
-            3, np.float32
-        )
-        self.glass = self._to_rgb(self.glass_od)
         self.n_tx = -(-width // TILE)
         self.n_ty = -(-height // TILE)
         self._lesion_boxes = [
@@ -262,25 +255,172 @@ class SlidePlan:
         self._candidates = lru_cache(maxsize=4 * self.n_tx + 16)(self._tile_nuclei)
         self._background = lru_cache(maxsize=4 * self.n_tx + 16)(self._is_background)
 
+    # ----------------------------------------------------------------- textures (lazy)
+    @cached_property
+    def lymph_sprites(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        rng = np.random.default_rng([*self._seed_parts, 101])
+        return tx_.lymphocyte_sprites(
+            rng, radius_px=tuple(r * self.px for r in LYMPHOCYTE_RADIUS_UM), n=24
+        )
+
+    @cached_property
+    def carc_sprites(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        rng = np.random.default_rng([*self._seed_parts, 102])
+        return tx_.carcinoma_sprites(
+            rng, radius_px=tuple(r * self.px for r in CARCINOMA_RADIUS_UM), mpp=self.mpp, n=32
+        )
+
+    @cached_property
+    def looks(self) -> list[dict[str, float]]:
+        """Per lesion: cytoplasm eosin (cyto_e) and hematoxylin (cyto_h) and nuclear stain gain,
+        chosen so that the lesion's mean R, G, B equal those of lymphoid tissue of density
+        `match_density` on this slide (matched in intensity, after Beer-Lambert, on small
+        rendered samples). Colour then says little about the label; the nuclei do."""
+        rng = np.random.default_rng([*self._seed_parts, 105])
+        tex = self.textures
+        n = 256
+        g = self.grain[:n, :n]
+        e_stroma = tex["stroma_e"][:n, :n]
+        e_delta = tex["lymph_minus_stroma_e"][:n, :n]
+        h_base = tex["base_h"][:n, :n]
+
+        sample = rng.choice(n * n, 4096, replace=False)  # pixels the means are taken over
+
+        def mean_rgb(h: np.ndarray, e: np.ndarray) -> np.ndarray:
+            """Mean RGB (0-1) for stain densities h, e (..., P): broadcasts over leading axes."""
+            od = h[..., None] * self.h_vec + e[..., None] * self.e_vec
+            return np.exp(np.float32(-np.log(10)) * od).mean(axis=-2)
+
+        def flat(a: np.ndarray) -> np.ndarray:
+            return a.reshape(-1)[sample]
+
+        g = flat(g)
+        cyto_h_grid = np.linspace(0.0, 0.15, 11, dtype=np.float32)[:, None, None]
+        cyto_e_grid = np.linspace(0.03, 0.5, 16, dtype=np.float32)[None, :, None]
+        out = []
+        for les in self.lesions:
+            d = les.match_density
+            nuc_l, occ_l = (flat(a) for a in tx_.nuclei_field(
+                self.lymph_sprites, spacing_px=LYMPHOCYTE_SPACING_UM * self.px,
+                keep=min(d * self.stain.density, 1.0), jitter=0.4, rng=rng,
+            ))
+            target = mean_rgb(
+                (flat(h_base) + 0.06 * d) * (1 - occ_l) + LYMPH_GAIN * nuc_l,
+                (flat(e_stroma) + d * flat(e_delta)) * (1 - 0.8 * occ_l),
+            )
+            # non-tumor patches include tissue edges and glass: aim a little lighter than
+            # pure lymphoid tissue (by les.lighten of the way to white)
+            target = target + les.lighten * (1 - target)
+            keep_t = les.packing * 0.85 * 0.92  # mean local packing, minus septa
+            nuc_t, occ_t = (flat(a) for a in tx_.nuclei_field(
+                self.carc_sprites, spacing_px=CARCINOMA_SPACING_UM * self.px, keep=keep_t,
+                jitter=0.3, rng=rng,
+            ))
+            drawn = float(rng.uniform(0.75, 1.1))
+            best: tuple[float, float, float, float] | None = None
+            # the drawn nuclear gain if the colour can be matched with it, else paler nuclei
+            for gain in (drawn, drawn * 0.85, 0.7):
+                h = (cyto_h_grid + 0.02 * g) * (1 - occ_t) + CARC_GAIN * gain * nuc_t
+                e = (cyto_e_grid + 0.03 * g) * (1 - 0.8 * occ_t)
+                err = ((mean_rgb(h + 0 * e, e + 0 * h) - target) ** 2).sum(axis=-1)
+                i, j = np.unravel_index(int(np.argmin(err)), err.shape)
+                cand = (float(err[i, j]), float(cyto_h_grid[i, 0, 0]),
+                        float(cyto_e_grid[0, j, 0]), gain)
+                if best is None or cand[0] < best[0]:
+                    best = cand
+                if np.sqrt(cand[0]) * 255 < 3:
+                    break
+            assert best is not None
+            white = self.stain.white
+            out.append({"cyto_e": best[2], "cyto_h": best[1], "nuclear_gain": best[3],
+                        "rgb_error": float(np.sqrt(best[0]) * 255),
+                        **{f"target_{c}": float(v * white)
+                           for c, v in zip("rgb", target, strict=True)}})
+        return out
+
+    @cached_property
+    def grain(self) -> np.ndarray:
+        """Fine, periodic (GRAIN px) noise, padded by one tile so any tile window is a slice."""
+        from scipy import ndimage
+
+        rng = np.random.default_rng([*self._seed_parts, 103])
+        grain = ndimage.gaussian_filter(rng.standard_normal((GRAIN, GRAIN)), 1.2, mode="wrap")
+        grain = (grain / grain.std()).astype(np.float32)
+        return np.pad(grain, ((0, TILE), (0, TILE)), mode="wrap")
+
+    @cached_property
+    def textures(self) -> dict[str, np.ndarray]:
+        """Periodic (GRAIN px) stain-density textures, padded by one tile, sliced per tile:
+        stroma eosin with wavy, broken collagen fibres; lymphoid minus stroma eosin; base
+        hematoxylin. Precomputing them keeps per-tile work to a few array operations."""
+        from scipy import ndimage
+
+        rng = np.random.default_rng([*self._seed_parts, 104])
+        g = self.grain[:GRAIN, :GRAIN]
+
+        def smooth(sigma: float) -> np.ndarray:
+            """Periodic smooth noise in [0, 1]: filtered at low resolution, then upsampled."""
+            f = max(1, int(sigma // 4))
+            while GRAIN % f:
+                f -= 1
+            low = rng.standard_normal((GRAIN // f, GRAIN // f))
+            low = ndimage.gaussian_filter(low, sigma / f, mode="wrap")
+            n = ndimage.zoom(low, f, order=1, mode="grid-wrap", grid_mode=True)
+            return (n - n.min()) / (n.max() - n.min() + 1e-12)
+
+        warp = smooth(30 * self.px / 2.5)
+        broken = np.clip(smooth(10 * self.px / 2.5) * 2.2 - 0.6, 0, 1)
+        period = FIBRE_PERIOD_UM * self.px
+        # whole numbers of fibre periods across the texture keep it seamless when it repeats
+        kx = round(GRAIN * math.cos(self.fibre_angle) / period) / GRAIN
+        ky = round(GRAIN * math.sin(self.fibre_angle) / period) / GRAIN
+        yy, xx = np.mgrid[0:GRAIN, 0:GRAIN]
+        fib = 0.5 + 0.5 * np.cos(2 * np.pi * (xx * kx + yy * ky + 6 * warp))
+        fib = fib**4 * broken
+        stroma_e = 0.16 + 0.30 * fib + 0.03 * g
+        lymph_e = 0.12 + 0.05 * fib + 0.03 * g
+        base_h = 0.04 + 0.015 * g
+
+        def pad(a: np.ndarray) -> np.ndarray:
+            return np.pad(a.astype(np.float32), ((0, TILE), (0, TILE)), mode="wrap")
+
+        return {
+            "stroma_e": pad(stroma_e),
+            "lymph_minus_stroma_e": pad(lymph_e - stroma_e),
+            "base_h": pad(base_h),
+        }
+
+    @cached_property
+    def glass_od(self) -> np.ndarray:
+        """Bare glass: faint, slightly uneven optical density (3 channels)."""
+        od = self.stain.bg_od + 0.006 * self.grain[..., None]
+        return (od * np.ones(3)).astype(np.float32)
+
+    @cached_property
+    def glass(self) -> np.ndarray:
+        return self._to_rgb(self.glass_od)
+
     # ----------------------------------------------------------------- plan (small, drawn once)
     def _draw_stain(self, rng: np.random.Generator) -> Stain:
-        h = np.clip(HEMATOXYLIN_OD + rng.normal(0, 0.07, 3), 0.05, None)
-        e = np.clip(EOSIN_OD + rng.normal(0, 0.07, 3), 0.02, None)
+        h = np.clip(HEMATOXYLIN_OD + rng.normal(0, 0.09, 3), 0.05, None)
+        e = np.clip(EOSIN_OD + rng.normal(0, 0.09, 3), 0.02, None)
         h /= np.linalg.norm(h)
         e /= np.linalg.norm(e)
         return Stain(
             h_od=tuple(float(v) for v in h),
             e_od=tuple(float(v) for v in e),
-            h_scale=float(rng.uniform(0.65, 1.35)),
-            e_scale=float(rng.uniform(0.55, 1.45)),
-            white=float(rng.uniform(0.90, 1.0) * 255),
+            h_scale=float(rng.uniform(0.6, 1.4)),
+            e_scale=float(rng.uniform(0.5, 1.5)),
+            white=float(rng.uniform(0.86, 1.0) * 255),
             bg_od=float(rng.uniform(0.015, 0.05)),
-            density=float(rng.uniform(0.8, 1.2)),
+            density=float(rng.uniform(0.75, 1.25)),
         )
 
     def _draw_sections(self, rng: np.random.Generator) -> tuple[Section, ...]:
         w, h = self.width, self.height
-        n = int(rng.integers(1, 4))
+        # several sections on a real-size slide; at most two on a small one so that each is
+        # big enough to hold a metastasis of a few patches
+        n = int(rng.integers(1, 4 if max(w, h) >= 8000 else 3))
         horizontal = w >= h
         cells = []
         for i in range(n):
@@ -290,8 +430,8 @@ class SlidePlan:
                 cells.append((0.0, h * i / n, float(w), h / n))
         out = []
         for i, (x, y, cw, ch) in enumerate(cells):
-            a = cw * rng.uniform(0.30, 0.42)
-            b = ch * rng.uniform(0.30, 0.42)
+            a = cw * rng.uniform(0.27, 0.40)
+            b = ch * rng.uniform(0.27, 0.40)
             out.append(
                 Section(
                     cx=x + cw / 2 + rng.uniform(-0.04, 0.04) * cw,
@@ -319,7 +459,7 @@ class SlidePlan:
             for _attempt in range(20):
                 # the first lesion goes in the biggest section: every tumor slide has tumor
                 sec = biggest if i == 0 else self.sections[int(rng.integers(len(self.sections)))]
-                rc = rng.uniform(0, 0.3) if i == 0 else rng.uniform(0, 0.55)
+                rc = rng.uniform(0, 0.3) if i == 0 else rng.uniform(0, 0.62)
                 ang = rng.uniform(0, 2 * np.pi)
                 ex, ey = rc * sec.a * np.cos(ang), rc * sec.b * np.sin(ang)
                 ct, st = np.cos(sec.theta), np.sin(sec.theta)
@@ -358,6 +498,9 @@ class SlidePlan:
                     points=pts,
                     holes=tuple(holes),
                     diameter_um=diameter_um,
+                    packing=float(rng.uniform(0.75, 0.97)),
+                    match_density=float(rng.uniform(0.05, 0.45)),
+                    lighten=0.0,
                 )
             )
         return tuple(lesions)
@@ -385,27 +528,42 @@ class SlidePlan:
         body = np.clip(0.25 + 1.1 * n, 0.15, 1.0)
         return capsule * body
 
+    def stain_field(self, x: np.ndarray, y: np.ndarray, which: int) -> np.ndarray:
+        """Slow multiplicative variation of hematoxylin (0) or eosin (1) uptake within the
+        slide (uneven section thickness and staining): 0.75-1.25."""
+        scale = (700 if which == 0 else 600) * self.px
+        return 0.75 + 0.5 * tx_.value_noise(x, y, scale=scale, key=self.key + 31 + 6 * which)
+
+    def tumor_variation(self, x: np.ndarray, y: np.ndarray, which: int) -> np.ndarray:
+        """Slow [0, 1] fields that make a metastasis vary inside itself, so that its patches
+        spread in colour as much as lymphoid tissue does: 0 cytoplasm amount (as a 0.4-1.6
+        multiplier), 1 desmoplastic stroma, 2 cell packing."""
+        n = tx_.value_noise(x, y, scale=(80, 110, 60)[which] * self.px, key=self.key + 61 + which)
+        return 0.4 + 1.2 * n if which == 0 else n
+
     def tumor_at(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Index of the lesion each point lies in (tumor polygon minus holes), -1 for none."""
         x = np.asarray(x, np.float64).ravel()
         y = np.asarray(y, np.float64).ravel()
-        out = np.zeros(x.shape, bool)
-        for les, (lo, hi) in zip(self.lesions, self._lesion_boxes, strict=True):
+        out = np.full(x.shape, -1, np.int64)
+        for n, (les, (lo, hi)) in enumerate(zip(self.lesions, self._lesion_boxes, strict=True)):
             sel = (x >= lo[0]) & (x <= hi[0]) & (y >= lo[1]) & (y <= hi[1])
             if not sel.any():
                 continue
             ins = _points_in_polygons(x[sel], y[sel], [les.points])
             if les.holes:
                 ins &= ~_points_in_polygons(x[sel], y[sel], les.holes)
-            out[np.nonzero(sel)[0][ins]] = True
+            out[np.nonzero(sel)[0][ins]] = n
         return out
 
-    def tumor_mask(
+    def lesion_masks(
         self, x0: float, y0: float, width: int, height: int, downsample: float = 1.0
-    ) -> np.ndarray:
-        """Ground truth (bool) on a pixel grid: tumor polygons minus their holes."""
-        out = np.zeros((height, width), bool)
+    ) -> list[tuple[int, np.ndarray]]:
+        """(lesion index, bool mask) of each lesion present on a pixel grid whose pixel (0, 0)
+        covers level-0 [x0, x0 + downsample): tumor polygon minus its holes."""
+        out = []
         x1, y1 = x0 + width * downsample, y0 + height * downsample
-        for les, (lo, hi) in zip(self.lesions, self._lesion_boxes, strict=True):
+        for n, (les, (lo, hi)) in enumerate(zip(self.lesions, self._lesion_boxes, strict=True)):
             if hi[0] < x0 or hi[1] < y0 or lo[0] > x1 or lo[1] > y1:
                 continue
             m = tx_.rasterize_polygons(
@@ -416,6 +574,16 @@ class SlidePlan:
                     list(les.holes), x0=x0, y0=y0, width=width, height=height,
                     downsample=downsample,
                 )
+            if m.any():
+                out.append((n, m))
+        return out
+
+    def tumor_mask(
+        self, x0: float, y0: float, width: int, height: int, downsample: float = 1.0
+    ) -> np.ndarray:
+        """Ground truth (bool) on a pixel grid: tumor polygons minus their holes."""
+        out = np.zeros((height, width), bool)
+        for _, m in self.lesion_masks(x0, y0, width, height, downsample):
             out |= m
         return out
 
@@ -436,14 +604,15 @@ class SlidePlan:
 
     def _tile_nuclei(self, tx: int, ty: int) -> tuple[np.ndarray, ...]:
         """Nuclei whose centres fall in tile (tx, ty): x, y, kind (0 lymph, 1 carcinoma),
-        sprite index, strength. Depends only on the plan and (tx, ty)."""
+        sprite index, stain strength, opacity (fades at the tissue edge). Depends only on the
+        plan and (tx, ty)."""
         e = np.zeros(0)
-        empty = (e, e, e.astype(np.int8), e.astype(np.int64), e)
+        empty = (e, e, e.astype(np.int8), e.astype(np.int64), e, e)
         if self.is_background(tx, ty):
             return empty
         rng = np.random.default_rng([self.key & 0xFFFFFFFF, self.key >> 32, tx, ty, 1])
         x0, y0 = tx * TILE, ty * TILE
-        xs, ys, kinds, idx, strength = [], [], [], [], []
+        xs, ys, kinds, idx, strength, opacity = [], [], [], [], [], []
         specs = ((0, LYMPHOCYTE_SPACING_UM, 0.4), (1, CARCINOMA_SPACING_UM, 0.3))
         for kind, spacing_um, jitter in specs:
             n = max(1, round(TILE / (spacing_um * self.px)))
@@ -460,21 +629,29 @@ class SlidePlan:
             alive = depth > -0.5 * self.edge_px
             if not alive.any():
                 continue
-            tumor = self.tumor_at(px, py) if self.lesions else np.zeros(px.shape, bool)
+            lesion = self.tumor_at(px, py) if self.lesions else np.full(px.shape, -1)
+            tumor = lesion >= 0
             if kind == 0:
                 dens = self.lymph_density(px, py, depth)
                 keep = alive & ~tumor & (u < dens * self.stain.density)
                 sprite = sprite % len(self.lymph_sprites)
             else:
                 nest = tx_.fractal_noise(px, py, scale=70 * self.px, key=self.key + 23, octaves=2)
-                septum = np.abs(nest - 0.5) < 0.05
-                keep = alive & tumor & ~septum & (u < 0.93)
+                desmo = self.tumor_variation(px, py, 1)
+                septum = np.abs(nest - 0.5) < 0.03 + 0.12 * desmo * desmo
+                packing = np.array([les.packing for les in self.lesions] + [0.0])[lesion]
+                gain = np.array([lk["nuclear_gain"] for lk in self.looks] + [0.0])[lesion]
+                local = 0.5 + 0.7 * self.tumor_variation(px, py, 2)
+                keep = alive & tumor & ~septum & (u < packing * local)
+                st = st * gain
                 sprite = sprite % len(self.carc_sprites)
             xs.append(px[keep])
             ys.append(py[keep])
             kinds.append(np.full(int(keep.sum()), kind, np.int8))
             idx.append(sprite[keep])
-            strength.append(st[keep] * np.clip(depth[keep] / self.edge_px + 0.5, 0, 1))
+            fade = np.clip(depth[keep] / self.edge_px + 0.5, 0, 1)
+            strength.append(st[keep] * fade)
+            opacity.append(fade)
         if not xs:
             return empty
         return (
@@ -483,6 +660,7 @@ class SlidePlan:
             np.concatenate(kinds),
             np.concatenate(idx),
             np.concatenate(strength),
+            np.concatenate(opacity),
         )
 
     def _near_lesion(self, x0: float, y0: float, size: float) -> bool:
@@ -493,8 +671,8 @@ class SlidePlan:
         return False
 
     def _grain(self, tx: int, ty: int) -> tuple[int, int]:
-        g = (tx * 7919 + ty * 104729) & 0xFFFF
-        return (g * 37) % 256, (g * 91) % 256
+        """Offset of this tile in the periodic grain texture (continuous across tiles)."""
+        return (ty * TILE) % GRAIN, (tx * TILE) % GRAIN
 
     def _dust(self, tx: int, ty: int) -> np.ndarray | None:
         """Extra optical density of dust specks on this tile (rare), or None."""
@@ -511,7 +689,9 @@ class SlidePlan:
         return od
 
     def _to_rgb(self, od: np.ndarray) -> np.ndarray:
-        rgb = np.exp(od * np.float32(-math.log(10))) * np.float32(self.stain.white)
+        """Beer-Lambert: intensity = white * 10**-od, as uint8."""
+        rgb = np.exp(od * np.float32(-math.log(10)))
+        rgb *= np.float32(self.stain.white)
         rgb += np.float32(0.5)
         np.clip(rgb, 0, 255, out=rgb)
         return rgb.astype(np.uint8)
@@ -529,58 +709,55 @@ class SlidePlan:
                 0.33
             )
             return self._to_rgb(od)
-        grain = self.grain[gy0 : gy0 + TILE, gx0 : gx0 + TILE]
+        win = (slice(gy0, gy0 + TILE), slice(gx0, gx0 + TILE))
         k = self.coarse_n
         cgx = x0 + np.arange(k, dtype=np.float64) * self.coarse_step
         cgy = y0 + np.arange(k, dtype=np.float64) * self.coarse_step
         CX, CY = np.meshgrid(cgx, cgy)
         px = self.px
         depth_c = self.tissue_depth(CX, CY)
+        alpha_c = np.clip(depth_c / self.edge_px + 0.5, 0, 1)
         coarse = np.stack(
             [
-                np.clip(depth_c / self.edge_px + 0.5, 0, 1),
+                # tissue opacity times slow stain variation within the slide, per stain
+                alpha_c * self.stain_field(CX, CY, 0),
+                alpha_c * self.stain_field(CX, CY, 1),
                 self.lymph_density(CX, CY, depth_c),
-                1 + 0.3 * (tx_.value_noise(CX, CY, scale=3000 * px, key=self.key + 31) - 0.5),
-                1 + 0.3 * (tx_.value_noise(CX, CY, scale=2500 * px, key=self.key + 37) - 0.5),
-                tx_.fractal_noise(CX, CY, scale=120 * px, key=self.key + 43, octaves=2),
-                tx_.value_noise(CX, CY, scale=25 * px, key=self.key + 47),
             ]
         ).astype(np.float32)
-        alpha, dens, var_h, var_e, warp, broken = self.up(coarse)
-        broken = np.clip(broken * 2.2 - 0.6, 0, 1)
-        yy = (y0 + np.arange(TILE, dtype=np.float32))[:, None]
-        xx = (x0 + np.arange(TILE, dtype=np.float32))[None, :]
-        phase = (xx * self.fibre_ct + yy * self.fibre_st) + 14 * warp  # wavy collagen fibres
-        fib = 0.5 + 0.5 * np.cos(np.float32(2 * np.pi) * phase)
-        fib *= fib
-        fib *= fib
-        fib *= broken
-        stroma_e = 0.16 + 0.30 * fib + 0.03 * grain
-        lymph_e = 0.12 + 0.05 * fib + 0.03 * grain
-        emap = (1 - dens) * stroma_e + dens * lymph_e
-        hmap = 0.04 + 0.06 * dens + 0.015 * grain
+        amount_h, amount_e, dens = self.up(coarse)
+        # stroma (fibres) where lymphocytes are sparse, pale interstitium where they are dense
+        emap = self.textures["stroma_e"][win] + dens * self.textures["lymph_minus_stroma_e"][win]
+        hmap = self.textures["base_h"][win] + np.float32(0.06) * dens
         if self.lesions and self._near_lesion(x0, y0, TILE):
-            tum = self.tumor_mask(x0, y0, TILE, TILE)
-            if tum.any():
-                nest_c = tx_.fractal_noise(CX, CY, scale=70 * px, key=self.key + 23, octaves=2)
-                nest = self.up(nest_c)
-                sept = np.clip(1 - np.abs(nest - 0.5) / 0.05, 0, 1)
-                te = (1 - sept) * (0.22 + 0.03 * grain) + sept * stroma_e
-                th = (1 - sept) * (0.10 + 0.02 * grain) + sept * 0.05
-                emap = np.where(tum, te, emap)
-                hmap = np.where(tum, th, hmap)
+            masks = self.lesion_masks(x0, y0, TILE, TILE)
+            if masks:
+                grain = self.grain[win]
+                stroma_e = self.textures["stroma_e"][win]
+                fine = np.stack(
+                    [
+                        tx_.fractal_noise(CX, CY, scale=70 * px, key=self.key + 23, octaves=2),
+                        self.tumor_variation(CX, CY, 0),
+                        self.tumor_variation(CX, CY, 1),
+                    ]
+                ).astype(np.float32)
+                nest, cyto, desmo = self.up(fine)
+                # septa between nests; broad desmoplastic stroma where `desmo` is high
+                width = np.float32(0.03) + np.float32(0.12) * desmo * desmo
+                sept = np.clip(1 - np.abs(nest - 0.5) / width, 0, 1)
+                for n, tum in masks:
+                    look = self.looks[n]
+                    te = (1 - sept) * (look["cyto_e"] * cyto + 0.03 * grain) + sept * stroma_e
+                    th = (1 - sept) * (look["cyto_h"] * cyto + 0.02 * grain) + sept * 0.05
+                    emap = np.where(tum, te, emap)
+                    hmap = np.where(tum, th, hmap)
         nuc_h, occ = self._stamp_nuclei(tx, ty)
-        hmap = (hmap * (1 - occ) + nuc_h) * alpha * var_h
-        emap = emap * (1 - 0.8 * occ) * alpha * var_e
-        st = self.stain
-        od = (
-            self.glass_od[gy0 : gy0 + TILE, gx0 : gx0 + TILE]
-            + hmap[..., None] * self.h_vec
-            + emap[..., None] * self.e_vec
-        )
+        hmap = (hmap * (1 - occ) + nuc_h) * amount_h
+        emap = emap * (1 - 0.8 * occ) * amount_e
+        od = self.glass_od[win] + hmap[..., None] * self.h_vec
+        od += emap[..., None] * self.e_vec
         if dust is not None:
             od += dust[..., None] * np.float32(0.33)
-        del st
         return self._to_rgb(od)
 
     def _stamp_nuclei(self, tx: int, ty: int) -> tuple[np.ndarray, np.ndarray]:
@@ -593,7 +770,7 @@ class SlidePlan:
             for nx in (tx - 1, tx, tx + 1):
                 if nx < 0 or ny < 0 or nx >= self.n_tx or ny >= self.n_ty:
                     continue
-                px, py, kinds, sidx, strength = self._candidates(nx, ny)
+                px, py, kinds, sidx, strength, opacity = self._candidates(nx, ny)
                 if px.size == 0:
                     continue
                 near = (px > x0 - m) & (px < x0 + TILE + m) & (py > y0 - m) & (py < y0 + TILE + m)
@@ -609,9 +786,11 @@ class SlidePlan:
                         continue
                     sl = (slice(by0, by1), slice(bx0, bx1))
                     ss = (slice(by0 - ay0, by1 - ay0), slice(bx0 - ax0, bx1 - ax0))
-                    gain = 0.85 if kinds[j] == 0 else 1.1
-                    np.maximum(nuc_h[sl], sd[ss] * np.float32(gain * strength[j]), out=nuc_h[sl])
-                    np.maximum(occ[sl], so[ss] * np.float32(strength[j]), out=occ[sl])
+                    gain = np.float32((LYMPH_GAIN if kinds[j] == 0 else CARC_GAIN) * strength[j])
+                    o = so[ss] * np.float32(opacity[j])
+                    # "over" compositing: a later nucleus lies on top of an earlier one
+                    nuc_h[sl] = nuc_h[sl] * (1 - o) + sd[ss] * gain
+                    np.maximum(occ[sl], o, out=occ[sl])
         return nuc_h, occ
 
     def image_row(self, i: int) -> np.ndarray:
@@ -648,8 +827,12 @@ class SlidePlan:
                     "diameter_um": round(les.diameter_um, 2),
                     "n_vertices": len(les.points),
                     "n_holes": len(les.holes),
+                    "packing": round(les.packing, 4),
+                    "match_density": round(les.match_density, 4),
+                    "lighten": round(les.lighten, 4),
+                    **{k: round(v, 4) for k, v in look.items()},
                 }
-                for les in self.lesions
+                for les, look in zip(self.lesions, self.looks, strict=True)
             ],
         }
 
@@ -701,6 +884,11 @@ def _label_image(name: str) -> np.ndarray:
     d.text((40, 60), "lymph synth", fill=(0, 0, 0))
     d.text((40, 100), name, fill=(0, 0, 0))
     return np.asarray(img)
+
+
+def _objective_power(mpp: float) -> int:
+    """Nominal objective magnification for an mpp (10 um / mpp, to the nearest 5x): 0.243 -> 40."""
+    return max(1, int(round(10 / mpp / 5) * 5)) if mpp < 2 else max(1, round(10 / mpp))
 
 
 def _check_out(out: Path) -> None:
@@ -796,7 +984,7 @@ def synth_slides(
                 mpp=cfg.mpp,
                 layout="aperio" if cfg.fmt == "svs" else "generic",
                 factor=4 if cfg.fmt == "svs" else 2,
-                aperio_fields={"AppMag": round(10 / cfg.mpp), "Filename": name},
+                aperio_fields={"AppMag": _objective_power(cfg.mpp), "Filename": name},
                 label=_label_image(name) if cfg.fmt == "svs" else None,
                 workers=cfg.workers,
                 progress=tick,
@@ -846,3 +1034,123 @@ def synth_slides(
     }
     (out / "synth.json").write_text(json.dumps(manifest, indent=1))
     return slides
+
+
+# --------------------------------------------------------------------------- colour check
+COLOUR_FEATURES = ("R", "G", "B", "H", "S", "V")
+
+
+def _best_balanced_accuracy(values: np.ndarray, labels: np.ndarray) -> float:
+    """Best balanced accuracy of any single threshold on `values` (either direction)."""
+    order = np.argsort(values, kind="stable")
+    v, y = values[order], labels[order].astype(bool)
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if n_pos == 0 or n_neg == 0:
+        raise ValueError("need both tumor and non-tumor patches to measure separability")
+    # predict "tumor" for values above the cut placed after position k (k = 0..n)
+    pos_below = np.concatenate([[0], np.cumsum(y)])
+    neg_below = np.concatenate([[0], np.cumsum(~y)])
+    # only cut between distinct values
+    cut_ok = np.concatenate([[True], v[1:] != v[:-1], [True]])
+    tpr = (n_pos - pos_below) / n_pos
+    tnr = neg_below / n_neg
+    bacc = (tpr + tnr) / 2
+    bacc = np.where(cut_ok, np.maximum(bacc, 1 - bacc), 0)
+    return float(bacc.max())
+
+
+def patch_colour_features(rgb: np.ndarray, *, step: int = 3) -> dict[str, float]:
+    """Mean R, G, B (0-255) and mean per-pixel H, S, V (0-1) of an RGB uint8 patch (the means
+    are taken over every `step`-th pixel in each direction: within 0.5% of the full mean)."""
+    px = rgb[::step, ::step].reshape(-1, 3).astype(np.float32)
+    r, g, b = px[:, 0], px[:, 1], px[:, 2]
+    mx = px.max(axis=1)
+    mn = px.min(axis=1)
+    delta = mx - mn
+    safe = np.where(delta > 0, delta, 1)
+    hue = np.where(
+        mx == r, ((g - b) / safe) % 6, np.where(mx == g, (b - r) / safe + 2, (r - g) / safe + 4)
+    )
+    hue = np.where(delta > 0, hue / 6, 0)
+    sat = np.where(mx > 0, delta / np.where(mx > 0, mx, 1), 0)
+    return {
+        "R": float(r.mean()),
+        "G": float(g.mean()),
+        "B": float(b.mean()),
+        "H": float(hue.mean()),
+        "S": float(sat.mean()),
+        "V": float(mx.mean() / 255),
+    }
+
+
+def tissue_fraction(rgb: np.ndarray, *, step: int = 3) -> float:
+    """Fraction of a patch that is tissue (not near-white glass): coloured (max - min > 20) or
+    darker than 200 on average; every `step`-th pixel."""
+    px = rgb[::step, ::step].reshape(-1, 3).astype(np.int16)
+    r, g, b = px[:, 0], px[:, 1], px[:, 2]
+    mx = np.maximum(np.maximum(r, g), b)
+    mn = np.minimum(np.minimum(r, g), b)
+    return float(((mx - mn > 20) | (r + g + b < 600)).mean())
+
+
+def colour_separability(
+    slides: list[SynthSlide],
+    *,
+    patch_size: int = 300,
+    stride: int | None = None,
+    min_tissue: float = 0.5,
+) -> dict:
+    """How well a single threshold on a 300 px patch's mean colour separates tumor from
+    non-tumor patches: the best balanced accuracy per feature (R, G, B, H, S, V).
+
+    Patches on a regular grid (level 0, read with OpenSlide) with at least `min_tissue`
+    tissue; tumor = at least half the patch in the mask TIFF, non-tumor = none of it.
+    """
+    import openslide
+
+    stride = stride or patch_size
+    feats: list[dict[str, float]] = []
+    labels: list[int] = []
+    for s in slides:
+        slide = openslide.OpenSlide(str(s.path))
+        mask = openslide.OpenSlide(str(s.mask)) if s.mask is not None else None
+        w, h = slide.dimensions
+        whole = w * h <= 64e6  # small slides: one read, then slice
+        img = np.asarray(slide.read_region((0, 0), 0, (w, h)))[..., :3] if whole else None
+        gt = None
+        if whole and mask is not None:
+            gt = np.asarray(mask.read_region((0, 0), 0, (w, h)))[..., 0]
+        for y in range(0, h - patch_size + 1, stride):
+            for x in range(0, w - patch_size + 1, stride):
+                if img is not None:
+                    rgb = img[y : y + patch_size, x : x + patch_size]
+                else:
+                    rgb = np.asarray(
+                        slide.read_region((x, y), 0, (patch_size, patch_size))
+                    )[..., :3]
+                if tissue_fraction(rgb) < min_tissue:
+                    continue
+                frac = 0.0
+                if gt is not None:
+                    frac = float((gt[y : y + patch_size, x : x + patch_size] > 127).mean())
+                elif mask is not None:
+                    m = np.asarray(mask.read_region((x, y), 0, (patch_size, patch_size)))[..., 0]
+                    frac = float((m > 127).mean())
+                if 0 < frac < 0.5:
+                    continue
+                feats.append(patch_colour_features(rgb))
+                labels.append(int(frac >= 0.5))
+        slide.close()
+        if mask is not None:
+            mask.close()
+    y = np.asarray(labels)
+    result = {
+        f: _best_balanced_accuracy(np.asarray([d[f] for d in feats]), y)
+        for f in COLOUR_FEATURES
+    }
+    return {
+        "balanced_accuracy": result,
+        "best": max(result.values()),
+        "n_tumor": int(y.sum()),
+        "n_non_tumor": int((1 - y).sum()),
+    }

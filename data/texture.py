@@ -217,3 +217,39 @@ def carcinoma_sprites(
         occ = ndimage.gaussian_filter(occ, 0.8)
         sprites.append((dens.astype(np.float32), occ.astype(np.float32)))
     return sprites
+
+
+def nuclei_field(
+    sprites: Sequence[tuple[np.ndarray, np.ndarray]],
+    *,
+    spacing_px: float,
+    keep: float,
+    jitter: float,
+    rng: np.random.Generator,
+    size: int = 256,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Hematoxylin density and occupancy maps (size x size) of a field of nuclei placed as the
+    slides place them (jittered grid, each site kept with probability `keep`, later nuclei
+    composited over earlier ones), cut away from the canvas borders."""
+    margin = max(max(s[0].shape) for s in sprites)
+    full = size + 2 * margin
+    n = max(1, round(full / spacing_px))
+    cell = full / n
+    gy, gx = np.mgrid[0:n, 0:n]
+    xs = (gx.ravel() + 0.5 + rng.uniform(-jitter, jitter, n * n)) * cell
+    ys = (gy.ravel() + 0.5 + rng.uniform(-jitter, jitter, n * n)) * cell
+    alive = rng.random(n * n) < keep
+    pick = rng.integers(0, len(sprites), n * n)
+    dens = np.zeros((full, full), np.float32)
+    occ = np.zeros((full, full), np.float32)
+    for x, y, k in zip(xs[alive], ys[alive], pick[alive], strict=True):
+        sd, so = sprites[k]
+        h = sd.shape[0] // 2
+        x0, y0 = int(round(x)) - h, int(round(y)) - h
+        if x0 < 0 or y0 < 0 or x0 + sd.shape[1] > full or y0 + sd.shape[0] > full:
+            continue
+        sl = (slice(y0, y0 + sd.shape[0]), slice(x0, x0 + sd.shape[1]))
+        dens[sl] = dens[sl] * (1 - so) + sd
+        np.maximum(occ[sl], so, out=occ[sl])
+    inner = (slice(margin, margin + size), slice(margin, margin + size))
+    return dens[inner], occ[inner]
