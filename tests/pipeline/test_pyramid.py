@@ -6,7 +6,6 @@ import numpy as np
 import openslide
 import pytest
 import tifffile
-
 from lymph.pipeline.errors import ConfigError
 from lymph.pipeline.pyramid import (
     downsample_block,
