@@ -498,7 +498,10 @@ def train(
         for sid in train_ids:
             store.slide(sid)
         if not train_ids:
-            raise ConfigError("no training slide left after taking the validation slides")
+            raise ConfigError(
+                f"no training slide left after taking the validation slides {val_ids}: use "
+                "--val-slides 0 or extract more slides"
+            )
         picks = []
         if config.stage == "finetune":
             if labeled is not None:

@@ -403,3 +403,9 @@ def test_kill_9_then_resume(store: Path, tmp_path: Path) -> None:
     )
     assert res.steps == step + 3
     assert not list(out.glob(".*.tmp"))
+
+
+def test_single_slide_store_needs_val_slides_0(tmp_path: Path) -> None:
+    path = make_store(tmp_path / "one.zarr", {"u1": "unlabeled"}, n=8)
+    with pytest.raises(ConfigError, match="--val-slides 0"):
+        train(cfg(path, tmp_path / "run", val_slides=1), progress=False)
