@@ -700,8 +700,18 @@ def plot_froc(curve: Froc, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5.5, 4.2), dpi=120)
-    fps = curve.fps_per_slide
-    ax.plot(fps, curve.sensitivity, "-", color="black", lw=1.2, label="FROC")
+    floor = 1 / 16  # a log axis has no 0: points at 0 FP per slide are drawn at 1/16
+    fps = np.maximum(curve.fps_per_slide, floor)
+    ax.step(
+        fps,
+        curve.sensitivity,
+        where="post",
+        color="black",
+        lw=1.0,
+        alpha=0.5,
+        label="operating points (step-wise)",
+    )
+    ax.plot(fps, curve.sensitivity, "-", color="black", lw=1.2, label="FROC (interpolated)")
     rates = list(curve.sensitivity_interpolated)
     ax.plot(
         rates,
@@ -717,12 +727,17 @@ def plot_froc(curve: Froc, path: Path) -> Path:
         color="tab:blue",
         label=f"stepwise, mean {curve.stepwise:.3f}",
     )
-    ax.set_xscale("symlog", linthresh=0.25)
-    ax.set_xlim(0, max(8.5, float(fps[-1]) * 1.05 if len(fps) else 8.5))
+    ax.set_xscale("log", base=2)
+    right = max(16.0, float(fps.max()) * 1.2)
+    ax.set_xlim(floor, right)
+    ticks = [2.0**k for k in range(-4, int(math.log2(right)) + 1)]
+    ax.set_xticks(
+        ticks, ["0" if t == floor else f"{t:g}" if t >= 1 else f"1/{1 / t:g}" for t in ticks]
+    )
     ax.set_ylim(0, 1.02)
     ax.set_xlabel("mean false positives per slide")
     ax.set_ylabel("lesion sensitivity")
-    ax.set_title(f"FROC ({curve.n_slides} slides, {curve.n_lesions} lesions)")
+    ax.set_title(f"FROC ({curve.n_slides} slide(s), {curve.n_lesions} lesion(s))")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
