@@ -348,3 +348,49 @@ def test_max_patches_per_slide_scores_a_seeded_sample(world: dict[str, Path]) ->
 def test_max_patches_per_slide_must_be_positive(world: dict[str, Path]) -> None:
     with pytest.raises(ConfigError, match="max_patches_per_slide must be >= 1"):
         EvalConfig(store=world["store"], checkpoint=world["ckpt"], max_patches_per_slide=0)
+
+
+def test_eval_on_an_extracted_store(synth_store: Path, tmp_path: Path) -> None:
+    """The real pipeline's store (300 px patches from `lymph extract`) scores at full size."""
+    ckpt = make_checkpoint(tmp_path / "ck.pt", store=synth_store)
+    res = evaluate_store(synth_store, ckpt, max_patches_per_slide=4, batch_size=4)
+    assert sorted(res["slides"]) == ["normal_001", "tumor_001"]
+    assert res["n_patches"] == 8
+    assert res["tp"] + res["fp"] + res["fn"] + res["tn"] == 8 * 300 * 300
+    assert res["slides"]["normal_001"]["tp"] + res["slides"]["normal_001"]["fn"] == 0
+
+
+def test_warns_when_checkpoint_patches_differ(synth_store: Path, tmp_path: Path) -> None:
+    ckpt = make_checkpoint(tmp_path / "ck20.pt")  # trained on 20 px patches
+    with pytest.warns(UserWarning, match="patch_size=20, this store has patch_size=300"):
+        evaluate_store(synth_store, ckpt, slides=["tumor_001"], max_patches_per_slide=1)
+
+
+def test_cli_eval_slide_mode(synth_world: Path, tmp_path: Path) -> None:
+    """Slide mode hands the folders to camelyon.evaluate_predictions and prints its JSON."""
+    from click.testing import CliRunner
+    from lymph.cli import main
+
+    preds = tmp_path / "preds"
+    preds.mkdir()
+    (preds / "tumor_001.csv").write_text("0.9,2048,1536\n")
+    (preds / "normal_001.csv").write_text("0.2,100,100\n")
+    (preds / "scores.csv").write_text("tumor_001,0.9\nnormal_001,0.2\n")
+    result = CliRunner().invoke(
+        main,
+        [
+            "eval",
+            "--slides",
+            str(synth_world),
+            "--predictions",
+            str(preds),
+            "--json",
+            "--out",
+            str(tmp_path / "out"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert {"froc", "froc_interpolated", "froc_stepwise", "sensitivity_at", "auc"} <= set(data)
+    assert data["auc"] == pytest.approx(1.0)  # the tumor slide scores above the normal one
+    assert (tmp_path / "out" / "metrics.json").exists()
