@@ -53,8 +53,9 @@ QUICK = {
     "workers": 0,  # the few labeled patches sit in memory: no loader processes to start
     "max_test_patches": 32,  # per held-out slide, a seeded sample shared by both conditions
 }
-# Measured on the 2-core CPU with the demo's width-8 pretrained UNet (load average ~6 from other
-# work): ~15 s of CPU per run (train ~9 s, score ~6 s), so 40 runs take ~10 CPU-minutes.
+# Measured on the 2-core CPU, demo data (3 tumor + 2 normal slides, 200 patches each), width-8
+# pretrained UNet: the 40-run grid took 785 CPU-s (~20 per run), 25.8 min of wall time while
+# other work held the load average at 5-9; an idle machine should take roughly half that.
 ARCH_KEYS = ("base_width", "depth", "last_skip", "norm")
 
 CSV_FIELDS = (
