@@ -270,8 +270,10 @@ def _labeled_option(
 @click.option("--from-scratch", is_flag=True, help="finetune: random initialisation (baseline).")
 @click.option("--labeled", callback=_labeled_option, default="200", show_default=True,
               help="finetune: N labeled patches or P% of them, class-balanced, seeded.")
-@click.option("--steps", type=click.IntRange(min=1), default=1000, show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
+@click.option("--steps", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="Optimizer steps (one batch per process each).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True,
+              help="Patches per step and process.")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3,
               show_default=True, help="Peak AdamW learning rate (warmup, then cosine).")
 @click.option("--recon-weight", type=click.FloatRange(min=0), default=1.0, show_default=True,
@@ -289,9 +291,12 @@ def _labeled_option(
               help="Labeled slides held out for validation (never trained on); 0: none.")
 @click.option("--val-patches", type=click.IntRange(min=1), default=64, show_default=True,
               help="Validation patches drawn from the validation slides.")
-@click.option("--eval-every", type=click.IntRange(min=1), default=200, show_default=True)
-@click.option("--checkpoint-every", type=click.IntRange(min=1), default=200, show_default=True)
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--eval-every", type=click.IntRange(min=1), default=200, show_default=True,
+              help="Validate every N steps (finetune: best.pt keeps the best F1).")
+@click.option("--checkpoint-every", type=click.IntRange(min=1), default=200, show_default=True,
+              help="Rewrite last.pt (atomically) every N steps.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Seeds weights, slide split, labeled subset, data order and augmentation.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto",
               show_default=True, help="auto: CUDA, then MPS, then CPU.")
 @click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True,
