@@ -305,7 +305,8 @@ def _labeled_option(
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def train_cmd(store: str, out: str, stage: str, init: str | None, from_scratch: bool,
               labeled: int | str | None, steps: int, batch_size: int, lr: float,
-              recon_weight: float, base_width: int | None, depth: int | None, last_skip: bool | None, crop: int,
+              recon_weight: float, base_width: int | None, depth: int | None,
+              last_skip: bool | None, crop: int,
               val_slides: int, val_patches: int, eval_every: int, checkpoint_every: int,
               seed: int, device: str, workers: int, resume: bool, quiet: bool) -> None:
     """Pretrain the UNet on reconstruction, or fine-tune it on a few labeled patches.
