@@ -942,7 +942,6 @@ def synth_slides(
     jobs = [("tumor", i) for i in range(1, cfg.n_tumor + 1)] + [
         ("normal", i) for i in range(1, cfg.n_normal + 1)
     ]
-    rows_per_slide = -(-height // TILE) * TILE
     bar = tqdm(
         total=len(jobs) * height,
         unit="row",
@@ -950,7 +949,6 @@ def synth_slides(
         desc="synth",
         disable=not progress,
     )
-    del rows_per_slide
     slides: list[SynthSlide] = []
     plans = []
     try:
@@ -1027,8 +1025,11 @@ def synth_slides(
         writer = csv.writer(fh)
         for s in slides:
             writer.writerow([s.name, "Tumor" if s.status == "tumor" else "Normal", s.largest])
+    from lymph import __version__
+
     manifest = {
         "synth_version": SYNTH_VERSION,
+        "lymph_version": __version__,
         "settings": {**asdict(cfg), "size": list(cfg.size), "tile": TILE},
         "slides": [p.describe() for p in plans],
     }
