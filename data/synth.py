@@ -295,7 +295,7 @@ class SlidePlan:
             return a.reshape(-1)[sample]
 
         g = flat(g)
-        cyto_h_grid = np.linspace(0.0, 0.15, 11, dtype=np.float32)[:, None, None]
+        cyto_h_grid = np.linspace(0.0, 0.08, 9, dtype=np.float32)[:, None, None]
         cyto_e_grid = np.linspace(0.03, 0.5, 16, dtype=np.float32)[None, :, None]
         out = []
         for les in self.lesions:
@@ -318,8 +318,9 @@ class SlidePlan:
             ))
             drawn = float(rng.uniform(0.75, 1.1))
             best: tuple[float, float, float, float] | None = None
-            # the drawn nuclear gain if the colour can be matched with it, else paler nuclei
-            for gain in (drawn, drawn * 0.85, 0.7):
+            # the drawn nuclear gain if the colour can be matched with it, else darker (or
+            # paler) nuclei: the cytoplasm stays pink, the nuclei stay darker than it
+            for gain in (drawn, drawn * 1.2, drawn * 1.45, drawn * 0.85, drawn * 0.7):
                 h = (cyto_h_grid + 0.02 * g) * (1 - occ_t) + CARC_GAIN * gain * nuc_t
                 e = (cyto_e_grid + 0.03 * g) * (1 - 0.8 * occ_t)
                 err = ((mean_rgb(h + 0 * e, e + 0 * h) - target) ** 2).sum(axis=-1)
@@ -499,11 +500,20 @@ class SlidePlan:
                     holes=tuple(holes),
                     diameter_um=diameter_um,
                     packing=float(rng.uniform(0.75, 0.97)),
-                    match_density=float(rng.uniform(0.05, 0.45)),
+                    match_density=self._surrounding_density(pts, rng),
                     lighten=0.0,
                 )
             )
         return tuple(lesions)
+
+    def _surrounding_density(self, points: np.ndarray, rng: np.random.Generator) -> float:
+        """Mean lymphoid density on a ring just outside a lesion outline (jittered by +-0.1):
+        the lesion's colour is matched to the tissue around it."""
+        c = points.mean(axis=0)
+        ring = c + (points[::4] - c) * 1.25
+        depth = self.tissue_depth(ring[:, 0], ring[:, 1])
+        dens = self.lymph_density(ring[:, 0], ring[:, 1], depth)
+        return float(np.clip(dens.mean() + rng.uniform(-0.1, 0.1), 0.05, 0.95))
 
     # ----------------------------------------------------------------- fields (any level-0 point)
     def tissue_depth(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
