@@ -26,7 +26,6 @@ same sharding, per-epoch shuffling, crops and augmentation (one window per epoch
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -403,8 +402,3 @@ def to_tensors(
             m = torch.from_numpy(m)
         y = m.to(device, non_blocking=True).unsqueeze(1).float()
     return x, y
-
-
-def steps_per_epoch(n_patches: int, batch_size: int, layout: Layout) -> float:
-    """Rough optimizer steps per pass over ``n_patches`` (for the summary)."""
-    return n_patches / (batch_size * layout.world_size) if n_patches else math.inf

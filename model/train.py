@@ -25,7 +25,7 @@ import os
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -784,8 +784,3 @@ def train(
         train_slides=tuple(train_ids),
         val_slides=tuple(val_ids),
     )
-
-
-def with_overrides(config: TrainConfig, **changes: Any) -> TrainConfig:
-    """A copy of ``config`` with some settings changed (validated again)."""
-    return replace(config, **changes)
