@@ -4,7 +4,6 @@ library function; all the work lives in `lymph.pipeline`, `lymph.model` and `lym
 from __future__ import annotations
 
 import click
-
 from lymph import __version__
 
 
