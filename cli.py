@@ -555,15 +555,15 @@ def _parse_sizes(ctx: click.Context, param: click.Parameter, value: str) -> tupl
 @click.option("--folds", type=click.IntRange(min=2), default=5, show_default=True,
               help="Cross-validation folds, grouped by slide (needs as many labeled slides).")
 @click.option("--steps", type=click.IntRange(min=1), default=None,
-              help="Fine-tuning steps per run [default: the trainer's; --quick: 30].")
+              help="Fine-tuning steps per run [default: the trainer's; --quick: 300].")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--quick", is_flag=True,
-              help="Demo profile for a small CPU: 30 steps, batch 8, 48 px crops, 0 workers, 32 "
+              help="Demo profile for a small CPU: 300 steps, batch 8, 64 px crops, 0 workers, 64 "
                    "scored patches per held-out slide (each unless given).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None,
               help="Fine-tuning batch size [default: the trainer's; --quick: 8].")
 @click.option("--crop", type=click.IntRange(min=1), default=None,
-              help="Training crop in px [default: the trainer's; --quick: 48].")
+              help="Training crop in px [default: the trainer's; --quick: 64].")
 @click.option("--base-width", type=click.IntRange(min=1), default=None,
               help="Must equal the pretrained checkpoint's (both conditions use its architecture).")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
@@ -580,7 +580,7 @@ def _parse_sizes(ctx: click.Context, param: click.Parameter, value: str) -> tupl
               help="Trainer data-loader processes [default: the trainer's; --quick: 0].")
 @click.option("--max-test-patches", type=click.IntRange(min=1), default=None,
               help="Score a seeded sample of this many patches per held-out slide, the same "
-                   "for both conditions [default: all; --quick: 32].")
+                   "for both conditions [default: all; --quick: 64].")
 @click.option("--keep-checkpoints", is_flag=True,
               help="Keep every run's checkpoints (deleted after scoring by default).")
 def study_cmd(store: str, pretrained: str, out: str, sizes: tuple[int, ...], folds: int,
