@@ -11,7 +11,9 @@ of both the model's multiple and ``2 * cell``) start every ``stride`` pixels (ha
 default). Each window's probabilities are weighted by a separable Hann window
 ``sin^2(pi (i + 1/2) / window)`` (which sums to one at half-window overlap: no seams) and summed,
 cell by cell, into the map; the map is the weighted sum over the summed weights. Windows whose
-footprint holds no tissue (thumbnail tissue mask) are skipped; the map is 0 there.
+footprint holds no tissue (thumbnail tissue mask) are skipped, and the finished map is zeroed
+outside the tissue mask (grown by two thumbnail pixels): border windows are partly glass, which
+training never shows the model.
 
 Memory. Windows are processed in rows; only the map rows a pending window can still touch are
 held in float (a band of ``(window + stride) / cell`` map rows); finished rows go straight into
@@ -315,6 +317,33 @@ class BandAccumulator:
 
 
 # --- detections and scores -----------------------------------------------------------------------
+
+
+def mask_to_tissue(
+    prob_map: np.ndarray, tissue_thumb: np.ndarray, *, thumb_downsample: float,
+    map_downsample: float, margin_thumb: int = 2,
+) -> np.ndarray:
+    """Zero the map (map frame) wherever the thumbnail tissue mask (thumb frame, grown by
+    `margin_thumb` thumbnail pixels) holds no tissue, in place; returns the map.
+
+    Windows at the tissue border are partly glass, which the model never saw in training (patches
+    are drawn inside tissue): blended, they leave spurious probability on the background. Lesions
+    lie in tissue, so masking costs nothing and removes those false positives, as the CAMELYON16
+    pipelines (e.g. Liu et al.) restrict predictions to tissue.
+    """
+    from lymph.pipeline.tissue import dilate
+
+    tissue = dilate(np.asarray(tissue_thumb, bool), margin_thumb) if margin_thumb else \
+        np.asarray(tissue_thumb, bool)
+    h, w = prob_map.shape[:2]
+    scale = map_downsample / thumb_downsample
+    rows = np.minimum(((np.arange(h) + 0.5) * scale).astype(np.int64), tissue.shape[0] - 1)
+    cols = np.minimum(((np.arange(w) + 0.5) * scale).astype(np.int64), tissue.shape[1] - 1)
+    band = 1024
+    for y0 in range(0, h, band):
+        inside = tissue[np.ix_(rows[y0:y0 + band], cols)]
+        prob_map[y0:y0 + band][~inside] = 0
+    return prob_map
 
 
 def detect_lesions(
@@ -766,6 +795,8 @@ def predict_slide(
                 progress=progress,
                 timings=timings,
             )
+        mask_to_tissue(prob_map, tissue, thumb_downsample=thumb_ds,
+                       map_downsample=grid.map_downsample)
         mpp = reader.mpp
     t0 = time.perf_counter()
     out_dir.mkdir(parents=True, exist_ok=True)

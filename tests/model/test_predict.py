@@ -610,3 +610,19 @@ def test_slides_sharing_a_name_are_refused(world: Path, tmp_path: Path) -> None:
     config = PredictConfig(checkpoint=world / "tiny.pt", out=tmp_path / "out")
     with pytest.raises(ConfigError, match=r"slides \['normal_n'\] share a name"):
         predict_slides([world / "slides" / "normal_n.tif", twin], config, progress=False)
+
+
+def test_mask_to_tissue_zeroes_glass_and_keeps_tissue():
+    from lymph.model.predict import mask_to_tissue
+
+    # thumbnail at downsample 64: tissue is the left half; map at downsample 16 (4x finer)
+    tissue = np.zeros((8, 8), bool)
+    tissue[:, :4] = True
+    prob = np.full((32, 32), 200, np.uint8)
+    out = mask_to_tissue(prob, tissue, thumb_downsample=64.0, map_downsample=16.0,
+                         margin_thumb=0)
+    assert out is prob
+    assert (prob[:, :16] == 200).all() and (prob[:, 16:] == 0).all()
+    prob = np.full((32, 32), 200, np.uint8)
+    mask_to_tissue(prob, tissue, thumb_downsample=64.0, map_downsample=16.0, margin_thumb=1)
+    assert (prob[:, :20] == 200).all() and (prob[:, 20:] == 0).all()  # one thumb px of margin
