@@ -36,9 +36,11 @@ demo: $(STAMP)
 	@echo "== 1/8 synthetic slides: a training world and a separate test world"
 	$(BIN)/lymph synth --out $(DEMO)/slides --tumor 5 --normal 2 --seed 0 $(SYNTH_ARGS)
 	$(BIN)/lymph synth --out $(DEMO)/test_slides --tumor 2 --normal 1 --seed 1 $(SYNTH_ARGS)
-	@echo "== 2/8 extract class-balanced patches into a Zarr store"
+	@echo "== 2/8 extract class-balanced patches into Zarr stores (training world, test world)"
 	$(BIN)/lymph extract --slides $(DEMO)/slides --out $(DEMO)/store.zarr \
 	    --labels $(DEMO)/slides/reference.csv --level 2 --patch-size 128 --patches-per-slide 128
+	$(BIN)/lymph extract --slides $(DEMO)/test_slides --out $(DEMO)/test_store.zarr \
+	    --labels $(DEMO)/test_slides/reference.csv --level 2 --patch-size 128 --patches-per-slide 128
 	$(BIN)/lymph info $(DEMO)/store.zarr
 	@echo "== 3/8 pretrain: reconstruction, last skip connection removed"
 	$(BIN)/lymph train --store $(DEMO)/store.zarr --out $(DEMO)/runs/pretrain --stage pretrain \
@@ -46,8 +48,8 @@ demo: $(STAMP)
 	@echo "== 4/8 fine-tune on 200 labeled patches (segmentation + reconstruction)"
 	$(BIN)/lymph train --store $(DEMO)/store.zarr --out $(DEMO)/runs/finetune --stage finetune \
 	    --init $(DEMO)/runs/pretrain/last.pt --labeled 200 --steps 400 --eval-every 50 $(DEMO_MODEL)
-	@echo "== 5/8 pixel metrics on the store (thresholds chosen on validation slides)"
-	$(BIN)/lymph eval --store $(DEMO)/store.zarr --checkpoint $(DEMO)/runs/finetune/best.pt \
+	@echo "== 5/8 pixel metrics on the unseen test slides' patches (thresholds chosen on a held-out one)"
+	$(BIN)/lymph eval --store $(DEMO)/test_store.zarr --checkpoint $(DEMO)/runs/finetune/best.pt \
 	    --threshold auto --out $(DEMO)/eval --figures
 	@echo "== 6/8 whole-slide tumor maps of the unseen test slides"
 	$(BIN)/lymph predict --slides $(DEMO)/test_slides --checkpoint $(DEMO)/runs/finetune/best.pt \
