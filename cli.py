@@ -7,7 +7,21 @@ import click
 from lymph import __version__
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class _Group(click.Group):
+    """Every lymph error (bad slide, store, checkpoint or setting) ends the command with its
+    message and exit status 1, never a traceback; a bug still shows one."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        from lymph.pipeline.errors import LymphError
+
+        try:
+            return super().invoke(ctx)
+        except LymphError as exc:
+            raise click.ClickException(str(exc)) from exc
+
+
+@click.group(cls=_Group,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="lymph")
 def main() -> None:
     """Find breast-cancer metastases in gigapixel lymph-node slides with very few pixel labels.

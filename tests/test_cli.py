@@ -1,0 +1,23 @@
+from __future__ import annotations
+
+from click.testing import CliRunner
+from lymph import __version__
+from lymph.cli import main
+
+
+def test_version_and_help_list_every_command():
+    runner = CliRunner()
+    assert __version__ in runner.invoke(main, ["--version"]).output
+    out = runner.invoke(main, ["--help"]).output
+    for command in ("synth", "extract", "info", "train", "eval", "study", "predict"):
+        assert command in out
+
+
+def test_a_lymph_error_is_a_message_and_exit_1_not_a_traceback(tmp_path):
+    (tmp_path / "x.txt").write_text("not a store")
+    result = CliRunner().invoke(main, ["train", "--store", str(tmp_path), "--out",
+                                       str(tmp_path / "run")])
+    assert result.exit_code == 1
+    assert "Error:" in result.output and "not a zarr v3 group" in result.output
+    assert "make one with `lymph extract" in result.output
+    assert "Traceback" not in result.output
