@@ -45,7 +45,7 @@ from lymph.model.losses import stage_loss
 from lymph.model.stream import LabeledPatches, Layout, StoreStream, StreamConfig, to_tensors
 from lymph.model.unet import UNet, UNetConfig, unwrap
 from lymph.pipeline.errors import CheckpointError, ConfigError, StoreError
-from lymph.pipeline.store import SLIDES, PatchStore
+from lymph.pipeline.store import PatchStore
 
 STAGES = ("pretrain", "finetune")
 DEFAULT_ARCH = UNetConfig()
@@ -240,10 +240,7 @@ def choose_val_slides(store: PatchStore, k: int, *, seed: int, stage: str) -> li
 
 def slide_labels(store: PatchStore, slide_id: str) -> np.ndarray:
     """Per-patch labels (uint8) of a labeled slide, without reading its images."""
-    import zarr
-
-    arr = zarr.open_array(str(store.path / SLIDES / slide_id / "labels"), mode="r")
-    return np.asarray(arr[: store.slide(slide_id).n_patches], dtype=np.uint8)
+    return store.labels(slide_id)
 
 
 def select_labeled(

@@ -418,6 +418,13 @@ class PatchStore:
                 m = self._array(slide_id, "masks")[start:stop]
         return PatchBatch(images=images, coords=coords, labels=labels, masks=m)
 
+    def labels(self, slide_id: str) -> np.ndarray:
+        """Per-patch labels (uint8) of a labeled slide, without reading its images."""
+        info = self.slide(slide_id)
+        if not info.labeled:
+            raise StoreError(f"{self.path}: slide {slide_id!r} is {info.status}: it has no labels")
+        return np.asarray(self._array(slide_id, "labels")[: info.n_patches], dtype=np.uint8)
+
     def chunks(self, slide_ids: Iterable[str] | None = None) -> list[ChunkRef]:
         ids = [s.slide_id for s in self.slides] if slide_ids is None else list(slide_ids)
         out = []
