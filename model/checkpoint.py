@@ -108,6 +108,10 @@ def save_checkpoint(
     finally:
         if tmp.exists():
             tmp.unlink()
+    # A process killed mid-write (kill -9) leaves its temporary file behind: the next successful
+    # save of the same checkpoint removes such leftovers.
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):
+        stale.unlink(missing_ok=True)
 
 
 def load_checkpoint(path: str | Path, *, map_location: Any = "cpu") -> dict:
