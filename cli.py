@@ -4,6 +4,7 @@ library function; all the work lives in `lymph.pipeline`, `lymph.model` and `lym
 from __future__ import annotations
 
 import click
+
 from lymph import __version__
 
 
@@ -12,7 +13,7 @@ class _Group(click.Group):
     message and exit status 1, never a traceback; a bug still shows one."""
 
     def invoke(self, ctx: click.Context) -> object:
-        from lymph.pipeline.errors import LymphError
+        from lymph.data.errors import LymphError
 
         try:
             return super().invoke(ctx)
@@ -93,8 +94,8 @@ def synth(out: str, n_tumor: int, n_normal: int, size: tuple[int, int], seed: in
     import os
     from pathlib import Path
 
+    from lymph.data.errors import ConfigError
     from lymph.data.synth import synth_slides
-    from lymph.pipeline.errors import ConfigError
 
     if n_tumor + n_normal == 0:
         raise click.BadParameter("nothing to make; ask for at least one slide",
@@ -172,7 +173,7 @@ def extract_cmd(slides_dir: str, out: str, annotations_dir: str | None, labels_c
     import json
     from pathlib import Path
 
-    from lymph.pipeline.errors import ConfigError, LymphError
+    from lymph.data.errors import ConfigError, LymphError
     from lymph.pipeline.extract import ExtractConfig, extract
 
     try:
@@ -230,8 +231,8 @@ def info_cmd(store: str, as_json: bool) -> None:
     class and whether it is complete."""
     import json
 
-    from lymph.pipeline.errors import StoreError
-    from lymph.pipeline.store import describe_store
+    from lymph.data.errors import StoreError
+    from lymph.data.store import describe_store
 
     try:
         info = describe_store(store)
@@ -261,8 +262,8 @@ def _labeled_option(
 ) -> int | str | None:
     if value is None:
         return None
+    from lymph.data.errors import ConfigError
     from lymph.model.train import parse_labeled
-    from lymph.pipeline.errors import ConfigError
 
     try:
         return parse_labeled(value)
@@ -337,8 +338,8 @@ def train_cmd(store: str, out: str, stage: str, init: str | None, from_scratch: 
     import os
     from pathlib import Path
 
+    from lymph.data.errors import ConfigError
     from lymph.model.train import TrainConfig, train
-    from lymph.pipeline.errors import ConfigError
 
     if stage == "finetune" and (init is None) == (not from_scratch):
         raise click.UsageError("--stage finetune needs exactly one of --init CKPT or "
@@ -483,8 +484,8 @@ def eval_cmd(store: str | None, checkpoint: str | None, threshold: str,
         missing = [f"--{o}" for o in _EVAL_PATCH_OPTS if o not in patch]
         if missing:
             raise click.BadParameter(f"patch mode also needs {', '.join(missing)}: {how}")
+        from lymph.data.errors import ConfigError
         from lymph.model.evaluate import EvalConfig, evaluate, parse_threshold
-        from lymph.pipeline.errors import ConfigError
 
         try:
             parsed = parse_threshold(threshold)
@@ -685,8 +686,8 @@ def predict_cmd(slides: str, checkpoint: str, out: str, level: int | None, windo
     """
     from pathlib import Path
 
+    from lymph.data.errors import ConfigError
     from lymph.model.predict import PredictConfig, list_slides, predict_slides
-    from lymph.pipeline.errors import ConfigError
 
     if window is not None and stride is not None and stride > window:
         raise click.BadParameter(

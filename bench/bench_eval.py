@@ -21,12 +21,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from lymph.data.store import CHUNK_PATCHES, create_store, write_slide
 from lymph.model.checkpoint import save_checkpoint
 from lymph.model.evaluate import evaluate_store
 from lymph.model.infer import predict_probs
 from lymph.model.metrics import PRAccumulator, binarize, pixel_counts
 from lymph.model.unet import UNet, UNetConfig
-from lymph.pipeline.store import CHUNK_PATCHES, create_store, write_slide
 
 P = 300
 

@@ -69,6 +69,7 @@ def run_extract(slides: Path, out: Path, *, patches: int, workers: int = 1,
 
 def rate(root: Path, *, patches: int, size: tuple[int, int]) -> dict:
     import zarr
+
     from lymph.data.synth import synth_slides
 
     world = root / "rate_slides"
@@ -109,9 +110,10 @@ def _warm_cluster(n: int) -> tuple[object, object]:
     client = Client(cluster)
 
     def warm() -> None:
-        import lymph.pipeline.extract  # noqa: F401
         import scipy.ndimage  # noqa: F401
         import zarr  # noqa: F401
+
+        import lymph.pipeline.extract  # noqa: F401
 
     client.run(warm)
     return cluster, client
@@ -137,8 +139,8 @@ def scaling(root: Path, *, patches: int, size: tuple[int, int]) -> dict:
     same clusters (what the shared machine gives at that moment)."""
     import functools
 
+    from lymph.data.cluster import map_slides
     from lymph.data.synth import synth_slides
-    from lymph.pipeline.cluster import map_slides
 
     world = root / "scaling_slides"
     if not (world / "normal_001.tif").exists():

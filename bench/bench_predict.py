@@ -67,7 +67,8 @@ def make_tiled_slide(cache: Path, src: Path, size: int) -> tuple[Path, float]:
     levels below the source's smallest are composed from it. Same tissue, texture and JPEG
     tiles as synth_slides makes, in I/O time instead of about 25 CPU-minutes."""
     import tifffile
-    from lymph.pipeline.pyramid import pyramid_dimensions
+
+    from lymph.data.pyramid import pyramid_dimensions
 
     path = cache / f"tiled_{size}" / "tumor_001.tif"
     if path.is_file():
@@ -143,6 +144,7 @@ def make_checkpoint(cache: Path, arch: str) -> Path:
     """An untrained UNet of ``arch`` (speed does not depend on the weights), claiming 300 px
     patches at level 0 like the paper's."""
     import torch
+
     from lymph.model.checkpoint import save_checkpoint
     from lymph.model.unet import UNet, UNetConfig
 
@@ -184,6 +186,7 @@ def child_predict(args: argparse.Namespace) -> dict:
 def child_model_only(args: argparse.Namespace) -> dict:
     """The model alone on windows already in memory: the rate the pipeline aims at."""
     import torch
+
     from lymph.model.checkpoint import load_model
     from lymph.model.infer import predict_probs, resolve_device
 

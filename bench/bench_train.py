@@ -62,7 +62,7 @@ def _tile() -> np.ndarray:
 
 def build_store(path: Path, n_patches: int, *, seed: int = 0) -> Path:
     """A store of ``n_patches`` H&E-like 300 px patches (PER_SLIDE per slide, unlabeled)."""
-    from lymph.pipeline.store import PatchStore, create_store, write_slide
+    from lymph.data.store import PatchStore, create_store, write_slide
 
     if (path / "zarr.json").exists():
         try:
@@ -207,9 +207,9 @@ def run_memory(out: Path, sizes: tuple[int, int], steps: int) -> list[dict]:
 def loader_rate(
     store: Path, *, batches: int, augment: bool, crop: int = 256, batch_size: int = 16
 ) -> float:
+    from lymph.data.store import PatchStore
     from lymph.model.augment import AugmentConfig
     from lymph.model.stream import StoreStream, StreamConfig
-    from lymph.pipeline.store import PatchStore
 
     cfg = StreamConfig(
         batch_size=batch_size,
@@ -226,9 +226,10 @@ def loader_rate(
 
 
 def dataloader_rate(store: Path, *, workers: int, batches: int) -> float:
-    from lymph.model.stream import Layout, StoreStream, StreamConfig
-    from lymph.pipeline.store import PatchStore
     from torch.utils.data import DataLoader
+
+    from lymph.data.store import PatchStore
+    from lymph.model.stream import Layout, StoreStream, StreamConfig
 
     cfg = StreamConfig(batch_size=16, crop=256, seed=0)
     ds = StoreStream(store, PatchStore.open(store).chunks(), cfg, layout=Layout(workers=workers))
@@ -252,6 +253,7 @@ def model_rate(
     channels_last: bool = False,
 ) -> float:
     import torch
+
     from lymph.model.losses import reconstruction_loss
     from lymph.model.unet import UNet, UNetConfig
 
@@ -292,12 +294,13 @@ def gpu_bench(
 ) -> None:
     """``dry_run_on_cpu``: exercise this code path on a CPU with tiny settings (no figures)."""
     import torch
+    from torch.utils.data import DataLoader
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from lymph.data.store import PatchStore
     from lymph.model.losses import reconstruction_loss
     from lymph.model.stream import Layout, StoreStream, StreamConfig, to_tensors
     from lymph.model.unet import UNet, UNetConfig
-    from lymph.pipeline.store import PatchStore
-    from torch.utils.data import DataLoader
-    from torch.utils.flop_counter import FlopCounterMode
 
     if dry_run_on_cpu:
         dev = torch.device("cpu")

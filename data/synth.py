@@ -5,7 +5,7 @@ Every slide is described by a small `SlidePlan` (stain, tissue sections, lesion 
 sprites) drawn from the seed. Pixels are made tile by tile, and every tile depends only on the
 plan and its own (tx, ty) position: the same seed gives the same bytes whatever the order, and
 memory stays flat in the slide size (level 0 is streamed in tile rows to
-`lymph.pipeline.pyramid.write_pyramidal_tiff`).
+`lymph.data.pyramid.write_pyramidal_tiff`).
 
 Morphology carries the label, colour does not: lymphoid tissue is packed with small (~7 um),
 round, dark lymphocyte nuclei; metastatic carcinoma has large (10-16 um), pale, vesicular,
@@ -26,8 +26,9 @@ from functools import cached_property, lru_cache
 from pathlib import Path
 
 import numpy as np
+
 from lymph.data import texture as tx_
-from lymph.pipeline.errors import ConfigError
+from lymph.data.errors import ConfigError
 
 TILE = 256
 GRAIN = 1024  # period of the fine grain texture (px)
@@ -932,8 +933,9 @@ def synth_slides(
     (``.svs`` for fmt="svs"), ``reference.csv`` (``tumor_001,Tumor,Macro`` / ``normal_001,Normal,``)
     and ``synth.json`` (every setting, the seed and what each slide holds).
     """
-    from lymph.pipeline.pyramid import write_pyramidal_tiff
     from tqdm import tqdm
+
+    from lymph.data.pyramid import write_pyramidal_tiff
 
     cfg = SynthConfig(
         n_tumor=n_tumor,

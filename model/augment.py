@@ -18,7 +18,8 @@ from typing import Any, TypeVar
 
 import numpy as np
 import torch
-from lymph.pipeline.errors import ConfigError
+
+from lymph.data.errors import ConfigError
 
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float64)
 _RGB2YIQ = np.array(

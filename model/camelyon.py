@@ -40,8 +40,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from lymph.pipeline.errors import AnnotationError, ConfigError, SlideError
 from scipy import ndimage
+
+from lymph.data.errors import AnnotationError, ConfigError, SlideError
 
 EVAL_DOWNSAMPLE = 32.0  # level 5 of a CAMELYON16 slide
 CAMELYON16_MPP = 0.243  # um/px at level 0 of the CAMELYON16 scanners, assumed when unknown
@@ -460,7 +461,7 @@ def truth_mask(
     width = math.ceil(dimensions[0] / downsample)
     height = math.ceil(dimensions[1] / downsample)
     if annotation.suffix.lower() in (".xml", ".geojson", ".json"):
-        from lymph.pipeline.annotations import rasterize, read_annotations
+        from lymph.data.annotations import rasterize, read_annotations
 
         ann = read_annotations(annotation)
         return rasterize(
@@ -520,7 +521,7 @@ def _slide_geometry(path: Path) -> tuple[tuple[int, int], float | None]:
 
 def _find_annotation(slide: Path, annotations_dir: Path | None) -> Path | None:
     try:
-        from lymph.pipeline.annotations import find_annotations
+        from lymph.data.annotations import find_annotations
     except ImportError:  # pragma: no cover - EXTRACT's module not present
         find_annotations = None
     if find_annotations is not None:

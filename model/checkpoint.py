@@ -19,10 +19,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from lymph import __version__
-from lymph.model.unet import UNet, UNetConfig, unwrap
-from lymph.pipeline.errors import CheckpointError, ConfigError
 from torch import nn
+
+from lymph import __version__
+from lymph.data.errors import CheckpointError, ConfigError
+from lymph.model.unet import UNet, UNetConfig, unwrap
 
 FORMAT = "lymph-checkpoint"
 FORMAT_VERSION = 1

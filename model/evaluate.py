@@ -26,8 +26,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from lymph.data.errors import ConfigError, StoreError
 from lymph.model.metrics import PixelCounts, PRAccumulator, binarize, pixel_counts
-from lymph.pipeline.errors import ConfigError, StoreError
 
 AUTO = "auto"
 RECALL_TARGET = 0.9
@@ -286,8 +287,8 @@ def _stream(
     desc: str,
 ):
     """Yield (slide_id, batch, probs) chunk by chunk (only the sampled patches of each chunk)."""
+    from lymph.data.store import PatchBatch
     from lymph.model.infer import predict_probs
-    from lymph.pipeline.store import PatchBatch
 
     slide_ids = list(slide_ids)
     keep = {
@@ -338,8 +339,8 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
     threshold, per-slide figures under "slides", the validation part under "validation" (auto),
     written file paths under "files", and every setting under "config".
     """
+    from lymph.data.store import PatchStore
     from lymph.model.checkpoint import load_model
-    from lymph.pipeline.store import PatchStore
 
     store = PatchStore.open(config.store)
     model, ckpt = load_model(config.checkpoint, device="cpu")

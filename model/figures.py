@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+
 from lymph.model.metrics import PRCurve
 
 GT_COLOR = "#00c853"  # green: ground truth

@@ -9,9 +9,10 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
+
+from lymph.data.errors import ConfigError
 from lymph.model.augment import dihedral, dihedral_inverse
 from lymph.model.unet import UNet, unwrap
-from lymph.pipeline.errors import ConfigError
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 

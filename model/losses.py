@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from lymph.model.unet import UNetOutput
 from torch import Tensor
+
+from lymph.model.unet import UNetOutput
 
 
 def reconstruction_loss(reconstruction: Tensor, target: Tensor) -> Tensor:

@@ -48,8 +48,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from lymph.pipeline.errors import CheckpointError, ConfigError, SlideError
-from lymph.pipeline.exports import Detection, write_asap_xml, write_camelyon_csv, write_geojson
+
+from lymph.data.errors import CheckpointError, ConfigError, SlideError
+from lymph.data.exports import Detection, write_asap_xml, write_camelyon_csv, write_geojson
 
 MAP_DOWNSAMPLE = 16.0
 THRESHOLD = 0.5
@@ -331,7 +332,7 @@ def mask_to_tissue(
     lie in tissue, so masking costs nothing and removes those false positives, as the CAMELYON16
     pipelines (e.g. Liu et al.) restrict predictions to tissue.
     """
-    from lymph.pipeline.tissue import dilate
+    from lymph.data.tissue import dilate
 
     tissue = dilate(np.asarray(tissue_thumb, bool), margin_thumb) if margin_thumb else \
         np.asarray(tissue_thumb, bool)
@@ -637,8 +638,9 @@ def infer_map(
 ) -> np.ndarray:
     """The uint8 (map_height, map_width) probability map of ``reader`` from the windows at
     ``origins`` (row-major, as ``tissue_windows`` returns them)."""
-    from lymph.model.infer import predict_probs
     from tqdm.auto import tqdm
+
+    from lymph.model.infer import predict_probs
 
     timings = timings if timings is not None else {}
     for key in ("read", "read_wait", "model", "blend"):
@@ -738,11 +740,12 @@ def predict_slide(
     ConfigError for bad settings (see PredictConfig).
     """
     import torch
+
+    from lymph.data.pyramid import write_pyramidal_tiff
+    from lymph.data.slides import open_slide
+    from lymph.data.tissue import tissue_mask
     from lymph.model.checkpoint import load_model
     from lymph.model.infer import resolve_device
-    from lymph.pipeline.pyramid import write_pyramidal_tiff
-    from lymph.pipeline.slides import open_slide
-    from lymph.pipeline.tissue import tissue_mask
 
     t_start = time.perf_counter()
     slide_path, out_dir, checkpoint = Path(slide_path), Path(out_dir), Path(checkpoint)
@@ -882,7 +885,7 @@ def predict_slide(
 def list_slides(slides: str | Path) -> list[Path]:
     """A slide file (or DICOM folder) as a one-item list, or the slides of a folder (masks and
     lymph's own maps excluded). SlideError when nothing is found."""
-    from lymph.pipeline.slides import discover_slides
+    from lymph.data.slides import discover_slides
 
     path = Path(slides)
     if not path.exists():
@@ -898,12 +901,12 @@ def list_slides(slides: str | Path) -> list[Path]:
 def predict_slides(
     slides: Sequence[str | Path], config: PredictConfig, *, progress: bool = True
 ) -> list:
-    """``predict_slide`` over ``slides`` through ``lymph.pipeline.cluster.map_slides`` (in
+    """``predict_slide`` over ``slides`` through ``lymph.data.cluster.map_slides`` (in
     process, or dask workers). A slide that fails is reported in its TaskResult.error and the
     batch goes on; ``scores.csv`` gets the rows of the slides that succeeded. The checkpoint is
     checked once before any slide starts (CheckpointError)."""
+    from lymph.data.cluster import map_slides
     from lymph.model.checkpoint import load_checkpoint
-    from lymph.pipeline.cluster import map_slides
 
     ckpt = load_checkpoint(config.checkpoint)
     _checkpoint_geometry(ckpt, config.checkpoint, config.level)

@@ -33,10 +33,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from lymph.model.augment import AugmentConfig, color_jitter, dihedral
-from lymph.pipeline.errors import ConfigError
-from lymph.pipeline.store import ChunkRef, PatchStore
 from torch.utils.data import IterableDataset, get_worker_info
+
+from lymph.data.errors import ConfigError
+from lymph.data.store import ChunkRef, PatchStore
+from lymph.model.augment import AugmentConfig, color_jitter, dihedral
 
 # patches colour-jittered at once: the float32 scratch of 4 crops of 256 px (3 MB) stays in
 # cache; measured here 2x faster than blocks of 16-64

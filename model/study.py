@@ -37,8 +37,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from lymph.data.errors import CheckpointError, ConfigError, StoreError
 from lymph.model.metrics import PixelCounts
-from lymph.pipeline.errors import CheckpointError, ConfigError, StoreError
 
 CONDITIONS = ("scratch", "pretrained")
 CONDITION_LABELS = {"scratch": "Without pretraining", "pretrained": "With pretraining"}
@@ -505,9 +506,10 @@ def _run_one(config: StudyConfig, spec: RunSpec, model_cfg: dict[str, Any]) -> d
 
 def run_study(config: StudyConfig) -> dict[str, Any]:
     """Run (or resume) the grid; returns {"rows", "summary", "files", "skipped", "ran"}."""
-    from lymph.model.figures import plot_f1_vs_size
-    from lymph.pipeline.store import PatchStore
     from tqdm.auto import tqdm
+
+    from lymph.data.store import PatchStore
+    from lymph.model.figures import plot_f1_vs_size
 
     store = PatchStore.open(config.store)
     labeled = [(s.slide_id, s.status) for s in store.slides if s.labeled]

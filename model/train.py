@@ -32,6 +32,9 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from lymph.data.errors import CheckpointError, ConfigError, StoreError
+from lymph.data.store import PatchStore
 from lymph.model.augment import AugmentConfig
 from lymph.model.checkpoint import (
     check_architecture,
@@ -44,8 +47,6 @@ from lymph.model.infer import DEVICES, predict_probs, reconstruct, resolve_devic
 from lymph.model.losses import stage_loss
 from lymph.model.stream import LabeledPatches, Layout, StoreStream, StreamConfig, to_tensors
 from lymph.model.unet import UNet, UNetConfig, unwrap
-from lymph.pipeline.errors import CheckpointError, ConfigError, StoreError
-from lymph.pipeline.store import PatchStore
 
 STAGES = ("pretrain", "finetune")
 DEFAULT_ARCH = UNetConfig()

@@ -19,8 +19,9 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any, NamedTuple
 
 import torch
-from lymph.pipeline.errors import ConfigError
 from torch import Tensor, nn
+
+from lymph.data.errors import ConfigError
 
 NORMS = ("batch", "group", "none")
 

@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from lymph.pipeline import store as store_mod
-from lymph.pipeline.annotations import (
+
+from lymph.data import store as store_mod
+from lymph.data.annotations import (
     Annotations,
     contains,
     coverage_thumb,
@@ -29,7 +30,9 @@ from lymph.pipeline.annotations import (
     rasterize,
     read_annotations,
 )
-from lymph.pipeline.errors import ConfigError, NoTissueError, SlideError
+from lymph.data.errors import ConfigError, NoTissueError, SlideError
+from lymph.data.slides import OpenSlideReader, SlideReader, discover_slides, open_slide
+from lymph.data.tissue import dilate, tissue_mask
 from lymph.pipeline.sampling import (
     PatchGeometry,
     plan_classes,
@@ -37,8 +40,6 @@ from lymph.pipeline.sampling import (
     slide_rng,
     tumor_capacity,
 )
-from lymph.pipeline.slides import OpenSlideReader, SlideReader, discover_slides, open_slide
-from lymph.pipeline.tissue import dilate, tissue_mask
 
 SAMPLER_VERSION = 1
 """Bumped whenever the draw changes for the same settings; recorded so that stores mix never."""
@@ -443,7 +444,7 @@ def _task(path: Path, *, config: ExtractConfig, ids: dict[str, tuple[str, str]],
 
 def extract(config: ExtractConfig) -> ExtractSummary:
     """Extract every slide under `config.slides` into `config.out` (see module doc)."""
-    from lymph.pipeline.cluster import map_slides
+    from lymph.data.cluster import map_slides
 
     t0 = time.perf_counter()
     if not config.slides.is_dir():

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from click.testing import CliRunner
+
 from lymph import __version__
 from lymph.cli import main
 

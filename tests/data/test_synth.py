@@ -10,7 +10,11 @@ import numpy as np
 import openslide
 import pytest
 from click.testing import CliRunner
+from matplotlib.path import Path as MplPath
+from scipy import ndimage
+
 from lymph.cli import main
+from lymph.data.errors import ConfigError
 from lymph.data.synth import (
     SlidePlan,
     SynthSlide,
@@ -20,9 +24,6 @@ from lymph.data.synth import (
     synth_slides,
     tissue_fraction,
 )
-from lymph.pipeline.errors import ConfigError
-from matplotlib.path import Path as MplPath
-from scipy import ndimage
 
 SIZE = (4096, 3072)
 

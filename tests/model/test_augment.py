@@ -3,6 +3,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+
+from lymph.data.errors import ConfigError
 from lymph.model.augment import (
     AugmentConfig,
     augment,
@@ -11,7 +13,6 @@ from lymph.model.augment import (
     dihedral_inverse,
     random_dihedral,
 )
-from lymph.pipeline.errors import ConfigError
 
 
 def _imgs(n: int = 6, size: int = 12, seed: int = 0) -> np.ndarray:

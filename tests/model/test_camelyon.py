@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from lymph.data.errors import ConfigError, SlideError
 from lymph.model.camelyon import (
     EVAL_DOWNSAMPLE,
     evaluate_predictions,
@@ -23,7 +25,6 @@ from lymph.model.camelyon import (
     sensitivity_at,
     slide_auc,
 )
-from lymph.pipeline.errors import ConfigError, SlideError
 
 UM = 0.243 * EVAL_DOWNSAMPLE  # um per evaluation pixel of a CAMELYON16 slide: 7.776
 DS = EVAL_DOWNSAMPLE

@@ -4,6 +4,8 @@ from pathlib import Path
 
 import pytest
 import torch
+
+from lymph.data.errors import CheckpointError
 from lymph.model.checkpoint import (
     check_architecture,
     load_checkpoint,
@@ -11,7 +13,6 @@ from lymph.model.checkpoint import (
     save_checkpoint,
 )
 from lymph.model.unet import UNet, UNetConfig
-from lymph.pipeline.errors import CheckpointError
 
 CFG = UNetConfig(base_width=4, depth=2)
 

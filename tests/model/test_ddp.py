@@ -8,9 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from lymph.data.store import PatchStore, create_store, write_slide
 from lymph.model.checkpoint import load_checkpoint, load_model
 from lymph.model.stream import Layout, StoreStream, StreamConfig
-from lymph.pipeline.store import PatchStore, create_store, write_slide
 
 ROOT = Path(__file__).resolve().parents[2]
 P = 36

@@ -6,6 +6,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
+from lymph.data.errors import CheckpointError, ConfigError, StoreError
+from lymph.data.store import PatchStore, create_store, write_slide
 from lymph.model.checkpoint import save_checkpoint
 from lymph.model.evaluate import (
     EvalConfig,
@@ -17,8 +20,6 @@ from lymph.model.evaluate import (
 from lymph.model.infer import predict_probs
 from lymph.model.metrics import binarize, pixel_counts
 from lymph.model.unet import UNet, UNetConfig
-from lymph.pipeline.errors import CheckpointError, ConfigError, StoreError
-from lymph.pipeline.store import PatchStore, create_store, write_slide
 
 P = 20  # not a multiple of the model's 4: exercises pad-and-crop at full patch size
 
@@ -246,6 +247,7 @@ def test_figures_need_out(world: dict[str, Path]) -> None:
 
 def test_cli_eval_json(world: dict[str, Path]) -> None:
     from click.testing import CliRunner
+
     from lymph.cli import main
 
     result = CliRunner().invoke(
@@ -271,6 +273,7 @@ def test_cli_eval_json(world: dict[str, Path]) -> None:
 
 def test_cli_eval_table(world: dict[str, Path]) -> None:
     from click.testing import CliRunner
+
     from lymph.cli import main
 
     result = CliRunner().invoke(
@@ -314,6 +317,7 @@ def test_cli_eval_table(world: dict[str, Path]) -> None:
 )
 def test_cli_eval_bad_modes(world: dict[str, Path], args: list[str], message: str) -> None:
     from click.testing import CliRunner
+
     from lymph.cli import main
 
     args = [a.format(**{k: str(v) for k, v in world.items()}) for a in args]
@@ -369,6 +373,7 @@ def test_warns_when_checkpoint_patches_differ(synth_store: Path, tmp_path: Path)
 def test_cli_eval_slide_mode(synth_world: Path, tmp_path: Path) -> None:
     """Slide mode hands the folders to camelyon.evaluate_predictions and prints its JSON."""
     from click.testing import CliRunner
+
     from lymph.cli import main
 
     preds = tmp_path / "preds"

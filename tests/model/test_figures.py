@@ -4,6 +4,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
+
 from lymph.model.figures import (
     figure_reconstructions,
     figure_segmentations,
@@ -11,7 +13,6 @@ from lymph.model.figures import (
     plot_pr_curve,
 )
 from lymph.model.metrics import PRAccumulator
-from PIL import Image
 
 
 def _png_size(path: Path) -> tuple[int, int]:

@@ -3,10 +3,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+
+from lymph.data.errors import ConfigError
 from lymph.model.augment import dihedral
 from lymph.model.infer import pad_to_multiple, predict_probs, reconstruct, resolve_device
 from lymph.model.unet import UNet, UNetConfig
-from lymph.pipeline.errors import ConfigError
 
 
 def _model() -> UNet:

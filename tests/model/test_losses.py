@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from lymph.model.losses import (
     reconstruction_loss,
     segmentation_loss,

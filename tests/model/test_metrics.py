@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from lymph.model.metrics import PixelCounts, PRAccumulator, binarize, pixel_counts
 
 

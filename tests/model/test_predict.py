@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
+from lymph.data.errors import CheckpointError, ConfigError, SlideError
 from lymph.model.camelyon import evaluate_predictions, read_detections_csv
 from lymph.model.checkpoint import save_checkpoint
 from lymph.model.predict import (
@@ -27,7 +29,6 @@ from lymph.model.predict import (
     update_scores,
 )
 from lymph.model.unet import UNet, UNetConfig
-from lymph.pipeline.errors import CheckpointError, ConfigError, SlideError
 
 MPP = 0.243
 TISSUE = (200, 120, 180)  # pink
@@ -324,8 +325,9 @@ def test_predict_slide_geometry_detections_and_evaluation(
 def test_tumor_map_opens_in_openslide_with_the_slide_geometry(
     world: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import lymph.model.infer
     import openslide
+
+    import lymph.model.infer
 
     monkeypatch.setattr(lymph.model.infer, "predict_probs", fake_probs)
     res = predict_slide(
@@ -455,8 +457,9 @@ def test_list_slides(world: Path, tmp_path: Path) -> None:
 def test_cli_predict_writes_outputs_and_reports_a_failed_slide(
     world: Path, tmp_path: Path, fixtures_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import lymph.model.infer
     from click.testing import CliRunner
+
+    import lymph.model.infer
     from lymph.cli import main
 
     monkeypatch.setattr(lymph.model.infer, "predict_probs", fake_probs)
@@ -489,6 +492,7 @@ def test_cli_predict_writes_outputs_and_reports_a_failed_slide(
 
 def test_cli_predict_refuses_a_stride_over_the_window(world: Path, tmp_path: Path) -> None:
     from click.testing import CliRunner
+
     from lymph.cli import main
 
     res = CliRunner().invoke(

@@ -4,6 +4,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from torch.utils.data import DataLoader
+
+from lymph.data.errors import ConfigError
+from lymph.data.store import PatchStore, create_store, write_slide
 from lymph.model.augment import AugmentConfig
 from lymph.model.stream import (
     LabeledPatches,
@@ -14,9 +18,6 @@ from lymph.model.stream import (
     random_crops,
     shard_chunks,
 )
-from lymph.pipeline.errors import ConfigError
-from lymph.pipeline.store import PatchStore, create_store, write_slide
-from torch.utils.data import DataLoader
 
 P = 20  # patch size of the test stores
 

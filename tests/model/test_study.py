@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
+from lymph.data.errors import ConfigError
 from lymph.model.metrics import PixelCounts
 from lymph.model.study import (
     CONDITIONS,
@@ -12,7 +14,6 @@ from lymph.model.study import (
     summarize,
     table_markdown,
 )
-from lymph.pipeline.errors import ConfigError
 
 SLIDES = [(f"tumor_{i:03d}", "tumor") for i in range(7)] + [
     (f"normal_{i:03d}", "normal") for i in range(5)
@@ -136,9 +137,10 @@ P = 32
 def _tiny_world(root):
     """4 labeled slides of 8 patches (32 px) and an untrained tiny 'pretrained' checkpoint."""
     import torch
+
+    from lymph.data.store import create_store, write_slide
     from lymph.model.checkpoint import save_checkpoint
     from lymph.model.unet import UNet, UNetConfig
-    from lymph.pipeline.store import create_store, write_slide
 
     rng = np.random.default_rng(0)
     store = root / "store.zarr"
@@ -223,8 +225,8 @@ def test_study_runs_resumes_and_refuses_other_settings(tmp_path) -> None:
 
 
 def test_study_refuses_other_base_width(tmp_path) -> None:
+    from lymph.data.errors import CheckpointError
     from lymph.model.study import run_study
-    from lymph.pipeline.errors import CheckpointError
 
     store, pretrained = _tiny_world(tmp_path)
     with pytest.raises(CheckpointError, match="has base width 4, --base-width 8"):

@@ -14,12 +14,13 @@ import pytest
 import torch
 import zarr
 from click.testing import CliRunner
+
 from lymph.cli import main
+from lymph.data.errors import CheckpointError, ConfigError, StoreError
+from lymph.data.store import PatchStore, create_store, write_slide
 from lymph.model.checkpoint import load_checkpoint, load_model, save_checkpoint
 from lymph.model.train import TrainConfig, choose_val_slides, parse_labeled, select_labeled, train
 from lymph.model.unet import UNet, UNetConfig
-from lymph.pipeline.errors import CheckpointError, ConfigError, StoreError
-from lymph.pipeline.store import PatchStore, create_store, write_slide
 
 P = 36  # patch size of the test stores; crops of 32 with depth 2 (multiple 4)
 ROOT = Path(__file__).resolve().parents[2]

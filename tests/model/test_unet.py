@@ -2,8 +2,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+
+from lymph.data.errors import ConfigError
 from lymph.model.unet import UNet, UNetConfig, UNetOutput
-from lymph.pipeline.errors import ConfigError
 
 
 def tiny(**kw: object) -> UNet:

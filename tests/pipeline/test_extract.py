@@ -14,12 +14,13 @@ import openslide
 import pytest
 import zarr
 from click.testing import CliRunner
+
 from lymph.cli import main
-from lymph.pipeline.annotations import contains, rasterize, read_annotations
-from lymph.pipeline.errors import ConfigError, StoreError
+from lymph.data.annotations import contains, rasterize, read_annotations
+from lymph.data.errors import ConfigError, StoreError
+from lymph.data.store import PatchStore, describe_store
+from lymph.data.tissue import saturation
 from lymph.pipeline.extract import ExtractConfig, _unique_ids, extract, read_labels_csv
-from lymph.pipeline.store import PatchStore, describe_store
-from lymph.pipeline.tissue import saturation
 
 
 def _arrays(store: Path, slide_id: str) -> dict[str, np.ndarray]:

@@ -5,7 +5,9 @@ import warnings
 
 import numpy as np
 import pytest
-from lymph.pipeline.annotations import (
+from matplotlib.path import Path as MplPath
+
+from lymph.data.annotations import (
     Annotations,
     Polygon,
     contains,
@@ -16,8 +18,7 @@ from lymph.pipeline.annotations import (
     rasterize,
     read_annotations,
 )
-from lymph.pipeline.errors import AnnotationError
-from matplotlib.path import Path as MplPath
+from lymph.data.errors import AnnotationError
 
 
 @pytest.fixture(scope="module")

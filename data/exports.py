@@ -7,7 +7,7 @@ and ASAP XML. All coordinates are level-0 pixels of the slide (x to the right, y
   lesion outline (a Point when a lesion has no outline), ``objectType`` "annotation",
   classification "Tumor", and ``measurements`` (confidence, area, the X/Y of its maximum).
 * ``S.xml``: ASAP annotations, group "Tumor": Polygons for outlines, Dots for points. ASAP and
-  the CAMELYON tools read it; so does ``lymph.pipeline.annotations.read_annotations``.
+  the CAMELYON tools read it; so does ``lymph.data.annotations.read_annotations``.
 """
 
 from __future__ import annotations

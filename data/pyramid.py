@@ -32,7 +32,8 @@ from typing import BinaryIO
 import imagecodecs
 import numpy as np
 import tifffile
-from lymph.pipeline.errors import ConfigError
+
+from lymph.data.errors import ConfigError
 
 RowSource = Callable[[int], np.ndarray]
 """``rows(tile_row_index) -> uint8 array (h, width[, channels])`` with h == tile (h smaller only

@@ -3,8 +3,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from lymph.pipeline.cluster import TaskResult, describe_error, map_slides
-from lymph.pipeline.errors import ConfigError, SlideError
+
+from lymph.data.cluster import TaskResult, describe_error, map_slides
+from lymph.data.errors import ConfigError, SlideError
 
 
 def _work(path: Path) -> int:

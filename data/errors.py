@@ -34,3 +34,8 @@ class CheckpointError(LymphError, ValueError):
 
 class ConfigError(LymphError, ValueError):
     """A setting is out of range; the message says which and what is allowed."""
+
+
+class OutputError(LymphError, OSError):
+    """An output cannot be written (read-only folder, full disk, a file in the way), or writing
+    it would overwrite a file lymph did not write."""

@@ -33,7 +33,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from lymph.pipeline.errors import AnnotationError
+
+from lymph.data.errors import AnnotationError
 
 TUMOR_GROUPS = frozenset({"_0", "_1", "tumor", "metastases"})
 HOLE_GROUPS = frozenset({"_2", "exclusion"})
@@ -425,7 +426,7 @@ def coverage_thumb(ann: Annotations, *, shape: tuple[int, int], downsample: floa
     """bool thumbnail-frame mask of the pixels that may hold tumor: the centre-sampled raster,
     plus every pixel holding a tumor vertex, dilated by one pixel, so that lesions smaller than a
     thumbnail pixel are still found. Candidates only: exact membership is `contains`."""
-    from lymph.pipeline.tissue import dilate
+    from lymph.data.tissue import dilate
 
     h, w = shape
     mask = rasterize(ann, x_level0=0, y_level0=0, width=w, height=h,

@@ -2,8 +2,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from lymph.pipeline.slides import open_slide
-from lymph.pipeline.tissue import otsu_threshold, saturation, tissue_mask
+
+from lymph.data.slides import open_slide
+from lymph.data.tissue import otsu_threshold, saturation, tissue_mask
 
 
 def _pink_blobs(rng: np.random.Generator, shape=(200, 300)) -> tuple[np.ndarray, np.ndarray]:
@@ -72,8 +73,9 @@ def test_bad_input_raises():
 
 @pytest.mark.parametrize("r", [1, 2])
 def test_shift_morphology_equals_scipy(r):
-    from lymph.pipeline.tissue import dilate, erode
     from scipy import ndimage
+
+    from lymph.data.tissue import dilate, erode
 
     m = np.random.default_rng(r).random((37, 53)) < 0.3
     k = 2 * r + 1

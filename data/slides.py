@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
-from lymph.pipeline.errors import MppError, SlideError
+
+from lymph.data.errors import MppError, SlideError
 
 MPP_RANGE = (0.05, 20.0)
 """Plausible microns per pixel; outside it (e.g. 352.8 from a 72-dpi TIFF) mpp is unknown."""

@@ -6,8 +6,9 @@ import numpy as np
 import openslide
 import pytest
 import tifffile
-from lymph.pipeline.errors import ConfigError
-from lymph.pipeline.pyramid import (
+
+from lymph.data.errors import ConfigError
+from lymph.data.pyramid import (
     downsample_block,
     pyramid_dimensions,
     write_pyramidal_tiff,

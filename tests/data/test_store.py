@@ -2,8 +2,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from lymph.pipeline.errors import StoreError
-from lymph.pipeline.store import (
+
+from lymph.data.errors import StoreError
+from lymph.data.store import (
     CHUNK_PATCHES,
     PatchStore,
     SlideWriter,

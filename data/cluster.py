@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from lymph.pipeline.errors import ConfigError, LymphError
+from lymph.data.errors import ConfigError, LymphError
 
 T = TypeVar("T")
 

@@ -30,7 +30,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from lymph.pipeline.errors import StoreError
+
+from lymph.data.errors import StoreError
 
 SCHEMA_VERSION = 1
 CHUNK_PATCHES = 64
