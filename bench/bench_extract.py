@@ -354,7 +354,9 @@ def main() -> None:
             print(f"   {side:>7}^2 slide  {v['peak_rss_mb']:8.0f} MB  ({v['seconds']:.1f} s, "
                   f"{v['patches']} patches, {v['tumor']} tumor)")
         print(f"   100k / 25k: {m['ratio_100k_vs_25k']:.3f}")
-    (args.out / "report.json").write_text(json.dumps(report, indent=2, default=str))
+    from lymph.data.io import atomic_write_json
+
+    atomic_write_json(args.out / "report.json", json.loads(json.dumps(report, default=str)))
     print(f"\nreport: {args.out / 'report.json'}")
 
 

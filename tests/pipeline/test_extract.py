@@ -16,11 +16,22 @@ import zarr
 from click.testing import CliRunner
 
 from lymph.cli import main
-from lymph.data.annotations import contains, rasterize, read_annotations
+from lymph.data.annotations import Annotations, Polygon, contains, rasterize, read_annotations
 from lymph.data.errors import ConfigError, StoreError
-from lymph.data.store import PatchStore, describe_store
+from lymph.data.slides import ArraySlide
+from lymph.data.store import PatchStore, create_store, describe_store
 from lymph.data.tissue import saturation
-from lymph.pipeline.extract import ExtractConfig, _unique_ids, extract, read_labels_csv
+from lymph.pipeline.extract import (
+    ExtractConfig,
+    PatchPlan,
+    TumorMaps,
+    _unique_ids,
+    extract,
+    extract_slide,
+    plan_patches,
+    read_labels_csv,
+)
+from lymph.pipeline.sampling import PatchGeometry
 
 
 def _arrays(store: Path, slide_id: str) -> dict[str, np.ndarray]:
@@ -233,3 +244,56 @@ def test_kill_and_resume_equals_an_uninterrupted_run(synth_world, synth_store, t
         assert ref.keys() == got.keys()
         for name in ref:
             np.testing.assert_array_equal(got[name], ref[name])
+
+
+def _memory_slide(path: Path) -> ArraySlide:
+    """A 1024 x 768 in-memory slide: pink textured tissue in an ellipse on near-white glass."""
+    rgb = np.full((768, 1024, 3), 240, np.uint8)
+    yy, xx = np.mgrid[:768, :1024]
+    blob = ((xx - 512) / 420) ** 2 + ((yy - 384) / 320) ** 2 < 1
+    noise = np.random.default_rng(0).integers(0, 40, (int(blob.sum()), 3))
+    rgb[blob] = (noise + [190, 100, 160]).astype(np.uint8)
+    return ArraySlide(rgb, downsamples=(1, 2), path=path)
+
+
+def test_extract_slide_from_an_in_memory_slide(tmp_path):
+    """The per-slide stage takes a SlideReader: no file, polygons given directly."""
+    slide = _memory_slide(tmp_path / "mem_001.tif")
+    ann = Annotations(tumor=(Polygon(np.array([[400, 300], [600, 300], [600, 460],
+                                               [400, 460]])),))
+    cfg = ExtractConfig(slides=tmp_path, out=tmp_path / "s.zarr", patch_size=64,
+                        patches_per_slide=40, progress=False)
+    create_store(cfg.out, cfg.settings())
+    r = extract_slide(slide, slide_id="mem_001", config=cfg, annotations=ann)
+    assert (r.status, r.n_patches) == ("tumor", 40) and 0 < r.n_tumor < 40
+    batch = PatchStore.open(cfg.out).read("mem_001", 0, 40)
+    rgb = slide.read_region((0, 0), 0, slide.dimensions)
+    for k, (x, y) in enumerate(batch.coords):
+        np.testing.assert_array_equal(batch.images[k], rgb[y:y + 64, x:x + 64])
+        np.testing.assert_array_equal(batch.masks[k], rasterize(
+            ann, x_level0=x, y_level0=y, width=64, height=64, downsample=1.0))
+        assert batch.masks[k][32, 32] == batch.labels[k]
+    # a second call finds the slide complete and skips it
+    again = extract_slide(slide, slide_id="mem_001", config=cfg, annotations=ann)
+    assert again.skipped
+
+
+def test_plan_patches_is_pure_and_reports_shortfalls():
+    tissue = np.zeros((48, 64), bool)
+    tissue[10:30, 10:40] = True
+    geometry = PatchGeometry(size=32, downsample=1.0, width=1024, height=768)
+
+    def plan(seed: int) -> PatchPlan:
+        return plan_patches(np.random.default_rng(seed), n=30, tissue=tissue,
+                            tumor=TumorMaps.empty(tissue.shape), thumb_downsample=16.0,
+                            geometry=geometry, status="normal")
+
+    a, b = plan(0), plan(0)
+    np.testing.assert_array_equal(a.top_left, b.top_left)
+    assert len(a) == 30 and not a.classes.any() and a.tumor_capacity == 0 and not a.notes
+    centres = geometry.centres(a.top_left) // 16
+    assert tissue[centres[:, 1].astype(int), centres[:, 0].astype(int)].all()
+    tiny = plan_patches(np.random.default_rng(0), n=30, tissue=np.zeros((48, 64), bool),
+                        tumor=TumorMaps.empty((48, 64)), thumb_downsample=16.0,
+                        geometry=geometry, status="normal")
+    assert len(tiny) == 0 and tiny.notes == ("only 0 of 30 patches fit in the tissue",)
