@@ -45,6 +45,11 @@ from lymph.pipeline.sampling import (
 SAMPLER_VERSION = 1
 """Bumped whenever the draw changes for the same settings; recorded so that stores mix never."""
 
+MAX_PATCHES_PER_SLIDE = 100_000
+"""Refused above this, up front: a 100,000 x 100,000 px slide holds about 111,000
+non-overlapping 300 px patches, so more are near-duplicates, and the draw's memory grows with
+the number asked (200,000,000 was OOM-killed after 108 s)."""
+
 
 @dataclass(frozen=True)
 class ExtractConfig:
@@ -72,8 +77,10 @@ class ExtractConfig:
                               "uses --patch-size 300")
         if self.level < 0:
             raise ConfigError(f"level {self.level} must be >= 0 (0 is full resolution)")
-        if self.patches_per_slide < 1:
-            raise ConfigError(f"patches_per_slide {self.patches_per_slide} must be >= 1")
+        if not 1 <= self.patches_per_slide <= MAX_PATCHES_PER_SLIDE:
+            raise ConfigError(f"patches_per_slide {self.patches_per_slide} out of range "
+                              f"1..{MAX_PATCHES_PER_SLIDE:,} (a 100,000 px square slide holds "
+                              "about 111,000 non-overlapping 300 px patches); ask for fewer")
         if self.seed < 0:
             raise ConfigError(f"seed {self.seed} must be >= 0")
         if self.workers < 1:
@@ -517,9 +524,8 @@ def _task(path: Path, *, config: ExtractConfig, ids: dict[str, tuple[str, str]],
 
 def run(config: ExtractConfig) -> ExtractSummary:
     """The stage's entry: extract every slide under `config.slides` into `config.out` (see the
-    module doc). `extract` is the same function."""
-    from lymph.data.cluster import map_slides
-
+    module doc), holding the store's writer lock for the whole batch (in process or on dask).
+    `extract` is the same function."""
     t0 = time.perf_counter()
     labels = read_labels_csv(config.labels) if config.labels is not None else None
     found = discover_slides(config.slides)
@@ -528,6 +534,15 @@ def run(config: ExtractConfig) -> ExtractSummary:
                           ".tif, .ndpi, .mrxs, .dcm, ... and anything OpenSlide detects)")
     names = [n for n, _ in found]
     ids = _unique_ids(names)
+    store_mod.check_out(config.out)  # a folder lymph did not write stays untouched
+    with store_mod.writer_lock(config.out):
+        return _extract_batch(config, found=found, ids=ids, labels=labels, t0=t0)
+
+
+def _extract_batch(config: ExtractConfig, *, found: list[tuple[str, Path]], ids: list[str],
+                   labels: dict[str, str] | None, t0: float) -> ExtractSummary:
+    from lymph.data.cluster import map_slides
+
     store_mod.create_store(config.out, config.settings())
     by_path = {str(p): (i, n) for (n, p), i in zip(found, ids, strict=True)}
     skipped: list[SlideResult] = []
