@@ -156,6 +156,20 @@ def sanitize_slide_id(name: str) -> str:
     return stem
 
 
+def check_slide_id(slide_id: str) -> None:
+    """Refuse an id that is unsafe as one zarr group and folder name: empty, a path separator,
+    a control character, a leading `.` or zarr's reserved `__`, `..`, over 200 UTF-8 bytes.
+    Unicode letters are fine (`腫瘍_001`): ids are made by discovery, this only guards."""
+    bad = (not slide_id or "/" in slide_id or "\\" in slide_id or ".." in slide_id
+           or slide_id.startswith((".", "__"))
+           or any(unicodedata.category(c)[0] == "C" for c in slide_id)
+           or len(slide_id.encode("utf-8")) > 200)
+    if bad:
+        raise StoreError(f"slide id {slide_id!r} is not safe as a store group name; make ids "
+                         "with the slide discovery (no '/', '..', control characters, leading "
+                         "'.' or '__')")
+
+
 @dataclass(frozen=True)
 class SlideInfo:
     slide_id: str
@@ -364,8 +378,7 @@ class SlideWriter:
     def __init__(self, path: str | Path, slide_id: str, *, capacity: int, patch_size: int,
                  labeled: bool, attrs: Mapping[str, Any]) -> None:
         self.path = Path(path)
-        if slide_id != sanitize_slide_id(slide_id):
-            raise StoreError(f"slide id {slide_id!r} is not sanitized; use sanitize_slide_id()")
+        check_slide_id(slide_id)
         self.slide_id = slide_id
         self.patch_size = int(patch_size)
         self.labeled = labeled

@@ -312,3 +312,18 @@ def test_lock_in_a_read_only_folder_is_one_line(tmp_path, monkeypatch):
                                           r"not writable \(read-only mount or permissions\)"):
         with writer_lock(path):
             pass
+
+
+def test_unicode_slide_ids_are_stored_unsafe_ones_refused(tmp_path):
+    """Discovery keeps Unicode ids (a slide named only in non-ASCII letters must not abort a
+    batch); the writer refuses only what is unsafe as a group name."""
+    path = tmp_path / "s.zarr"
+    create_store(path, SETTINGS)
+    images, _, _, coords = _patches(np.random.default_rng(3), 5)
+    write_slide(path, "腫瘍_001", images=images, coords=coords, attrs={})
+    store = PatchStore.open(path)
+    assert [s.slide_id for s in store.slides] == ["腫瘍_001"]
+    np.testing.assert_array_equal(store.read("腫瘍_001", 0, 5).images, images)
+    for bad in ("a/b", "..x", "__x", ".hidden", "a\x00b", ""):
+        with pytest.raises(StoreError, match="not safe as a store group name"):
+            SlideWriter(path, bad, capacity=1, patch_size=8, labeled=False, attrs={})
