@@ -342,6 +342,7 @@ def writer_lock(path: str | Path, *, command: str | None = None) -> Iterator[dic
     the holder. Workers of a dask batch write under their client's lock."""
     path = Path(path)
     lock = path / LOCK_FILE
+    created = not path.exists()
     try:
         path.mkdir(parents=True, exist_ok=True)
         fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
@@ -364,6 +365,10 @@ def writer_lock(path: str | Path, *, command: str | None = None) -> Iterator[dic
             os.pwrite(fd, (json.dumps(info) + "\n").encode("utf-8"), 0)
         yield info
     finally:
+        with contextlib.suppress(OSError):  # a first run that wrote nothing leaves nothing
+            if created and [p.name for p in path.iterdir()] == [LOCK_FILE]:
+                lock.unlink()
+                path.rmdir()
         os.close(fd)  # releases the lock
 
 

@@ -526,6 +526,15 @@ def run(config: ExtractConfig) -> ExtractSummary:
     """The stage's entry: extract every slide under `config.slides` into `config.out` (see the
     module doc), holding the store's writer lock for the whole batch (in process or on dask).
     `extract` is the same function."""
+    store_mod.check_out(config.out)  # a folder lymph did not write stays untouched
+    with store_mod.writer_lock(config.out):
+        return _extract_locked(config)
+
+
+def _extract_locked(config: ExtractConfig) -> ExtractSummary:
+    """`run` under the writer lock."""
+    from lymph.data.cluster import map_slides
+
     t0 = time.perf_counter()
     labels = read_labels_csv(config.labels) if config.labels is not None else None
     found = discover_slides(config.slides)
@@ -534,15 +543,6 @@ def run(config: ExtractConfig) -> ExtractSummary:
                           ".tif, .ndpi, .mrxs, .dcm, ... and anything OpenSlide detects)")
     names = [n for n, _ in found]
     ids = _unique_ids(names)
-    store_mod.check_out(config.out)  # a folder lymph did not write stays untouched
-    with store_mod.writer_lock(config.out):
-        return _extract_batch(config, found=found, ids=ids, labels=labels, t0=t0)
-
-
-def _extract_batch(config: ExtractConfig, *, found: list[tuple[str, Path]], ids: list[str],
-                   labels: dict[str, str] | None, t0: float) -> ExtractSummary:
-    from lymph.data.cluster import map_slides
-
     store_mod.create_store(config.out, config.settings())
     by_path = {str(p): (i, n) for (n, p), i in zip(found, ids, strict=True)}
     skipped: list[SlideResult] = []

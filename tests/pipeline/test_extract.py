@@ -533,3 +533,11 @@ def test_disk_full_fails_the_slide_keeps_the_rest_and_a_rerun_resumes(
     assert [r.slide_id for r in again.done] == ["tumor_001"]
     assert [r.slide_id for r in again.skipped] == ["normal_001"]
     _assert_same_store(synth_store, out)
+
+
+def test_a_run_that_finds_no_slide_leaves_no_store_behind(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match="no slide files found"):
+        extract(ExtractConfig(slides=tmp_path / "empty", out=tmp_path / "o.zarr",
+                              progress=False))
+    assert not (tmp_path / "o.zarr").exists()
