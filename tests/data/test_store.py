@@ -327,3 +327,16 @@ def test_unicode_slide_ids_are_stored_unsafe_ones_refused(tmp_path):
     for bad in ("a/b", "..x", "__x", ".hidden", "a\x00b", ""):
         with pytest.raises(StoreError, match="not safe as a store group name"):
             SlideWriter(path, bad, capacity=1, patch_size=8, labeled=False, attrs={})
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.0, 3])
+def test_truncated_chunk_is_an_error_never_garbage(tmp_path, keep):
+    """A half-written chunk used to give different data on every read (and segfaults in
+    blosc): the checksum is checked before decompressing, so it is one StoreError."""
+    path, _ = _labeled_store(tmp_path)
+    chunk = path / "slides/s1/masks/c/1/0/0"
+    data = chunk.read_bytes()
+    chunk.write_bytes(data[: int(len(data) * keep) if keep < 1 else keep])
+    with pytest.raises(StoreError, match=r"slide 's1', array 'masks', chunk 1: checksum "
+                                         r"mismatch"):
+        PatchStore.open(path).read("s1", 64, 128)
