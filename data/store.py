@@ -52,7 +52,7 @@ from typing import Any
 import numpy as np
 
 from lymph.data.errors import OutputError, StoreError
-from lymph.data.io import _explain as _explain_os_error
+from lymph.data.io import explain_os_error as _explain_os_error
 
 SCHEMA_VERSION = 2
 """2: crc32c checksums on every chunk, every chunk written. Version 1 stores are refused."""
