@@ -21,9 +21,7 @@ limits extraction (OpenSlide reads ~200 patches/s = 54 MB/s per core).
 
 from __future__ import annotations
 
-import re
 import shutil
-import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from lymph.data.errors import StoreError
+from lymph.data.errors import SlideError, StoreError
+from lymph.data.slides import safe_id, strip_slide_suffix
 
 SCHEMA_VERSION = 1
 CHUNK_PATCHES = 64
@@ -92,24 +91,12 @@ def _write_whole_chunk(array: Any, chunk_index: tuple[int, ...], data: np.ndarra
 
 
 def sanitize_slide_id(name: str) -> str:
-    """A slide id safe as a single zarr path component: no `/`, `\\`, `..`, control characters.
-
-    `tumor_001.tif` -> `tumor_001`; characters outside ``[A-Za-z0-9._-]`` become `_`.
-    """
-    stem = name
-    for suffix in (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".svs", ".ndpi", ".mrxs", ".scn",
-                   ".vms", ".vmu", ".bif", ".svslide", ".dcm"):
-        if stem.lower().endswith(suffix):
-            stem = stem[: -len(suffix)]
-            break
-    stem = unicodedata.normalize("NFKC", stem)
-    stem = re.sub(r"[^A-Za-z0-9._-]", "_", stem)
-    stem = re.sub(r"\.{2,}", "_", stem).strip("._")
-    if not stem:
-        raise StoreError(
-            f"slide name {name!r} leaves no usable id after sanitizing; rename the file"
-        )
-    return stem
+    """A slide id safe as a single zarr path component (`lymph.data.slides.safe_id` of the name
+    without its slide suffix): `tumor_001.tif` -> `tumor_001`, Unicode letters kept."""
+    try:
+        return safe_id(strip_slide_suffix(name))
+    except SlideError as exc:
+        raise StoreError(str(exc)) from None
 
 
 @dataclass(frozen=True)
