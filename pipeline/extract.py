@@ -23,9 +23,11 @@ import numpy as np
 from lymph.data import store as store_mod
 from lymph.data.annotations import (
     Annotations,
+    check_inside,
     contains,
     coverage_thumb,
     find_annotations,
+    open_mask,
     rasterize,
     read_annotations,
     read_labels_csv,
@@ -172,7 +174,7 @@ class _MaskSource:
 
     def __init__(self, path: Path, slide: SlideReader) -> None:
         self.path = path
-        self.reader = open_slide(path)
+        self.reader = open_mask(path)  # tiled (OpenSlide) or strip TIFF
         if self.reader.dimensions != slide.dimensions:
             self.reader.close()
             raise SlideError(f"{path}: mask is {self.reader.dimensions}, slide "
@@ -268,6 +270,8 @@ def _extract_open_slide(slide: OpenSlideReader, *, path: Path, slide_id: str,
         mask_src = stack.enter_context(_MaskSource(ann_path, slide))
     elif ann_path is not None:
         ann = read_annotations(ann_path)
+        for message in check_inside(ann, width=w0, height=h0, path=ann_path) if ann else ():
+            warnings.warn(message, stacklevel=2)
         if not ann:
             warnings.warn(f"{ann_path}: no tumor polygons; slide {name} treated as not "
                           "annotated", stacklevel=2)
