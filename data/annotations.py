@@ -642,7 +642,11 @@ def open_mask(path: str | Path) -> Any:
     from lymph.data.slides import open_slide
 
     try:
-        return open_slide(path)
+        with warnings.catch_warnings():  # a mask's microns per pixel are never used
+            warnings.filterwarnings("ignore", message=".*microns-per-pixel")
+            reader = open_slide(path)
+        reader.warnings = [w for w in reader.warnings if "microns-per-pixel" not in w]
+        return reader
     except SlideError:
         if not _is_strip_tiff(Path(path)):
             raise

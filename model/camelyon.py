@@ -418,16 +418,14 @@ def truth_mask(
 
 
 def _mask_tiff(path: Path, *, width: int, height: int, downsample: float) -> np.ndarray:
-    import openslide
+    from lymph.data.annotations import open_mask
 
     try:
-        mask = openslide.OpenSlide(str(path))
-    except (openslide.OpenSlideError, OSError) as exc:
-        raise AnnotationError(
-            f"mask {path} cannot be opened by OpenSlide ({exc}); write it as a tiled TIFF"
-        ) from exc
+        mask = open_mask(path)  # tiled (OpenSlide) or strip TIFF
+    except SlideError as exc:
+        raise AnnotationError(f"mask {path} cannot be opened ({exc})") from exc
     try:
-        level = mask.get_best_level_for_downsample(downsample)
+        level = max(i for i, d in enumerate(mask.level_downsamples) if d <= downsample * 1.001)
         ds = float(mask.level_downsamples[level])
         lw, lh = mask.level_dimensions[level]
         # level-0 centres of the evaluation pixels, in the chosen level's pixels
@@ -444,7 +442,7 @@ def _mask_tiff(path: Path, *, width: int, height: int, downsample: float) -> np.
             red = np.asarray(region)[:, :, 0]
             out[r0 : r0 + len(rows)] = red[np.ix_(rows - y0, cols)] > 0
         return out
-    except openslide.OpenSlideError as exc:
+    except SlideError as exc:
         raise AnnotationError(f"mask {path} cannot be read ({exc})") from exc
     finally:
         mask.close()

@@ -606,3 +606,18 @@ def test_strip_mask_with_a_strip_too_large_gives_the_convert_command(tmp_path, m
                                               r"`vips tiffsave '.*big_mask.tif' "
                                               r"'.*big_mask.tiled.tif' --tile"):
         open_mask(tmp_path / "big_mask.tif")
+
+
+def test_eval_reads_a_strip_mask_like_the_tiled_one(tmp_path):
+    import tifffile
+
+    from lymph.model.camelyon import truth_mask
+
+    m = _mask()
+    tifffile.imwrite(tmp_path / "t_mask.tif", m, tile=(256, 256))
+    tifffile.imwrite(tmp_path / "s_mask.tif", m, compression="zlib", rowsperstrip=50)
+    kw = {"dimensions": (1024, 768), "downsample": 16.0}
+    tiled = truth_mask(tmp_path / "t.tif", tmp_path / "t_mask.tif", **kw)
+    strip = truth_mask(tmp_path / "s.tif", tmp_path / "s_mask.tif", **kw)
+    assert tiled.shape == (48, 64) and tiled.sum() > 100
+    np.testing.assert_array_equal(strip, tiled)
