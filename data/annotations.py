@@ -526,7 +526,13 @@ class StripTiffMask:
                                   f"(tiled={page.is_tiled}, planar={int(page.planarconfig)}); "
                                   f"{convert_mask_command(self.path)}")
         self._page, self._spp = page, spp
-        self._rps = min(int(page.rowsperstrip or h), h)
+        self._rps = max(1, min(int(page.rowsperstrip or h), h))
+        strips = -(-h // self._rps)
+        if not len(page.dataoffsets) == len(page.databytecounts) == strips or w < 1:
+            self._tif.close()
+            raise AnnotationError(f"mask {self.path}: damaged TIFF ({len(page.dataoffsets)} "
+                                  f"strip offsets for {strips} strips of a {w}x{h} image); "
+                                  "write the mask again")
         self._raw = (int(page.compression) == 1 and page.bitspersample == 8
                      and np.dtype(page.dtype).itemsize == 1)
         if not self._raw and self._rps * w * spp * np.dtype(page.dtype).itemsize > MAX_STRIP_BYTES:
@@ -575,6 +581,10 @@ class StripTiffMask:
                 n = min(y1 - y, self._rps - r)
                 off = int(self._page.dataoffsets[s]) + r * w * spp
                 buf = os.pread(self._fd, n * w * spp, off)
+                if len(buf) != n * w * spp:
+                    raise AnnotationError(f"mask {self.path}: the file ends inside row "
+                                          f"{y + len(buf) // (w * spp)} of {self.dimensions[1]} "
+                                          "(truncated copy?); copy or write the mask again")
                 out[y - y0:y - y0 + n] = _mask_values(
                     np.frombuffer(buf, np.uint8).reshape(n, w, spp))
                 y += n

@@ -621,3 +621,23 @@ def test_eval_reads_a_strip_mask_like_the_tiled_one(tmp_path):
     strip = truth_mask(tmp_path / "s.tif", tmp_path / "s_mask.tif", **kw)
     assert tiled.shape == (48, 64) and tiled.sum() > 100
     np.testing.assert_array_equal(strip, tiled)
+
+
+def test_strip_mask_bilevel_rgb_and_truncated(tmp_path):
+    import tifffile
+
+    m = _mask()
+    tifffile.imwrite(tmp_path / "bool_mask.tif", m > 0, rowsperstrip=32)  # 1 bit per pixel
+    rgb = np.zeros((*m.shape, 3), np.uint8)
+    rgb[..., 0] = m
+    tifffile.imwrite(tmp_path / "rgb_mask.tif", rgb, photometric="rgb")
+    for name in ("bool_mask.tif", "rgb_mask.tif"):
+        with open_mask(tmp_path / name) as r:
+            got = r.read_region((0, 0), 0, (1024, 768))[..., 0] > 0
+        np.testing.assert_array_equal(got, m > 0)
+    tifffile.imwrite(tmp_path / "t_mask.tif", m)
+    data = (tmp_path / "t_mask.tif").read_bytes()
+    (tmp_path / "t_mask.tif").write_bytes(data[: len(data) // 2])
+    match = r"t_mask.tif: the file ends inside row 38[0-9] of 768 \(truncated"
+    with open_mask(tmp_path / "t_mask.tif") as r, pytest.raises(AnnotationError, match=match):
+        r.read_region((0, 0), 0, (1024, 768))

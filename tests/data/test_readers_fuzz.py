@@ -210,3 +210,33 @@ def test_readers_raise_only_lymph_errors_on_malformed_input(kind, tmp_path: Path
                 _run(lambda p=path: read_labels_csv(p))
         except Exception as exc:  # the assertion: anything else is a traceback for the user
             pytest.fail(f"{kind} case {i} ({data[:60]!r}...): {type(exc).__name__}: {exc}")
+
+
+def test_mask_tiff_reader_raises_only_lymph_errors_on_corrupt_files(tmp_path: Path):
+    """Strip and tiled mask TIFFs with flipped bytes, truncations and inserted noise through
+    `open_mask` and whole-image reads."""
+    import tifffile
+
+    from lymph.data.annotations import open_mask
+
+    rng = np.random.default_rng(7)
+    m = np.zeros((96, 128), np.uint8)
+    m[20:60, 30:90] = 255
+    sources = []
+    for i, kw in enumerate(({}, {"compression": "zlib", "rowsperstrip": 16},
+                            {"tile": (64, 64)})):
+        tifffile.imwrite(tmp_path / f"src{i}.tif", m, **kw)
+        sources.append((tmp_path / f"src{i}.tif").read_bytes())
+    for i in range(150):
+        data = _mutate_bytes(rng, sources[i % 3])
+        path = tmp_path / f"m{i}_mask.tif"
+        path.write_bytes(data)
+
+        def read(p: Path = path) -> None:
+            with open_mask(p) as r:
+                r.read_region((0, 0), 0, r.dimensions)
+
+        try:
+            _run(read)
+        except Exception as exc:
+            pytest.fail(f"mask case {i} ({data[:30]!r}...): {type(exc).__name__}: {exc}")
