@@ -609,9 +609,6 @@ class Discovery:
     def paths(self) -> list[Path]:
         return [s.path for s in self.slides]
 
-    def by_id(self) -> dict[str, FoundSlide]:
-        return {s.id: s for s in self.slides}
-
     def failed(self) -> list[tuple[str, str]]:
         """The problems as (source, "file: cause") pairs, the form batch summaries list."""
         return [(str(p.path), p.message) for p in self.problems]

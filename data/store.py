@@ -227,7 +227,7 @@ class SlideWriter:
         import zarr
 
         self.path = Path(path)
-        if slide_id != sanitize_slide_id(slide_id):
+        if slide_id != safe_id(slide_id):  # ids are fixed points of safe_id
             raise StoreError(f"slide id {slide_id!r} is not sanitized; use sanitize_slide_id()")
         self.slide_id = slide_id
         self.patch_size = int(patch_size)

@@ -208,8 +208,10 @@ def test_discovery_of_one_file_and_of_an_empty_folder(tmp_path):
     assert len(discover_slides(tmp_path / "empty")) == 0
 
 
-def test_a_non_ascii_slide_is_extracted_under_its_unicode_id(tmp_path):
-    """The whole stage on a slide named only in non-ASCII letters (the batch used to abort)."""
+@pytest.mark.parametrize(("name", "sid"), [("リンパ節.tif", "リンパ節"), ("a.svs.tif", "a.svs")])
+def test_a_non_ascii_slide_is_extracted_under_its_unicode_id(tmp_path, name, sid):
+    """The whole stage on a slide named only in non-ASCII letters (the batch used to abort), and
+    on one whose id itself ends like a slide suffix."""
     import tifffile
 
     from lymph.data.store import PatchStore
@@ -220,11 +222,11 @@ def test_a_non_ascii_slide_is_extracted_under_its_unicode_id(tmp_path):
     rgb[64:448, 64:448] = rng.integers(60, 200, (384, 384, 3), dtype=np.uint8)
     src = tmp_path / "src"
     src.mkdir()
-    tifffile.imwrite(src / "リンパ節.tif", rgb, tile=(256, 256), photometric="rgb")
+    tifffile.imwrite(src / name, rgb, tile=(256, 256), photometric="rgb")
     s = extract(ExtractConfig(slides=src, out=tmp_path / "s.zarr", patch_size=64,
                               patches_per_slide=4, progress=False))
-    assert not s.failed and [r.slide_id for r in s.done] == ["リンパ節"]
-    assert [x.slide_id for x in PatchStore.open(tmp_path / "s.zarr").slides] == ["リンパ節"]
+    assert not s.failed and [r.slide_id for r in s.done] == [sid]
+    assert [x.slide_id for x in PatchStore.open(tmp_path / "s.zarr").slides] == [sid]
 
 
 def test_array_slide_levels_regions_and_thumbnail():
