@@ -38,7 +38,6 @@ import fcntl
 import json
 import math
 import os
-import re
 import shutil
 import socket
 import struct
@@ -51,8 +50,9 @@ from typing import Any
 
 import numpy as np
 
-from lymph.data.errors import OutputError, StoreError
+from lymph.data.errors import OutputError, SlideError, StoreError
 from lymph.data.io import explain_os_error as _explain_os_error
+from lymph.data.slides import safe_id, strip_slide_suffix
 
 SCHEMA_VERSION = 2
 """2: crc32c checksums on every chunk, every chunk written. Version 1 stores are refused."""
@@ -136,24 +136,12 @@ def _write_chunk_file(target: Path, encoded: bytes) -> None:
 
 
 def sanitize_slide_id(name: str) -> str:
-    """A slide id safe as a single zarr path component: no `/`, `\\`, `..`, control characters.
-
-    `tumor_001.tif` -> `tumor_001`; characters outside ``[A-Za-z0-9._-]`` become `_`.
-    """
-    stem = name
-    for suffix in (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".svs", ".ndpi", ".mrxs", ".scn",
-                   ".vms", ".vmu", ".bif", ".svslide", ".dcm"):
-        if stem.lower().endswith(suffix):
-            stem = stem[: -len(suffix)]
-            break
-    stem = unicodedata.normalize("NFKC", stem)
-    stem = re.sub(r"[^A-Za-z0-9._-]", "_", stem)
-    stem = re.sub(r"\.{2,}", "_", stem).strip("._")
-    if not stem:
-        raise StoreError(
-            f"slide name {name!r} leaves no usable id after sanitizing; rename the file"
-        )
-    return stem
+    """A slide id safe as a single zarr path component (`lymph.data.slides.safe_id` of the name
+    without its slide suffix): `tumor_001.tif` -> `tumor_001`, Unicode letters kept."""
+    try:
+        return safe_id(strip_slide_suffix(name))
+    except SlideError as exc:
+        raise StoreError(str(exc)) from None
 
 
 def check_slide_id(slide_id: str) -> None:

@@ -42,7 +42,9 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from lymph.data.annotations import read_labels_csv
 from lymph.data.errors import AnnotationError, ConfigError, SlideError
+from lymph.data.slides import discover_slides, slide_id
 
 EVAL_DOWNSAMPLE = 32.0  # level 5 of a CAMELYON16 slide
 CAMELYON16_MPP = 0.243  # um/px at level 0 of the CAMELYON16 scanners, assumed when unknown
@@ -55,20 +57,6 @@ HEADLINE_NOTE = (
     "on the FROC curve (np.interp, as the official CAMELYON16 Evaluation_FROC.py); "
     "froc_stepwise reads the last operating point at or below each rate"
 )
-SLIDE_SUFFIXES = (
-    ".tif",
-    ".tiff",
-    ".svs",
-    ".ndpi",
-    ".mrxs",
-    ".scn",
-    ".vms",
-    ".vmu",
-    ".bif",
-    ".svslide",
-    ".dcm",
-)
-MASK_SUFFIXES = ("_mask", "_Mask", "_tumor_map")
 
 
 # --- evaluation mask -----------------------------------------------------------------------------
@@ -403,49 +391,8 @@ def read_scores_csv(path: str | Path) -> dict[str, float]:
                 raise ConfigError(
                     f"{path}, line {i}: probability {row[1]!r} is not a number"
                 ) from None
-            out[
-                Path(row[0].strip()).stem
-                if row[0].strip().endswith(SLIDE_SUFFIXES)
-                else row[0].strip()
-            ] = value
+            out[slide_id(row[0].strip())] = value
     return out
-
-
-def read_labels_csv(path: str | Path) -> dict[str, bool]:
-    """A reference CSV (CAMELYON16 ``reference.csv``: ``name,Tumor|Normal,...``; or
-    ``slide,label`` with 1/0, tumor/normal, true/false) -> {slide: is_tumor}. A header line is
-    skipped."""
-    path = Path(path)
-    out: dict[str, bool] = {}
-    with path.open(newline="") as fh:
-        for i, row in enumerate(csv.reader(fh), 1):
-            if not row or not "".join(row).strip():
-                continue
-            if len(row) < 2:
-                raise ConfigError(f"{path}, line {i}: expected 'slide,label', got {row!r}")
-            value = row[1].strip().lower()
-            if value in ("tumor", "tumour", "1", "true", "positive", "metastasis"):
-                flag = True
-            elif value in ("normal", "0", "false", "negative"):
-                flag = False
-            elif i == 1:
-                continue  # header
-            else:
-                raise ConfigError(
-                    f"{path}, line {i}: label {row[1]!r} is not tumor/normal, 1/0 or true/false"
-                )
-            name = row[0].strip()
-            out[Path(name).stem if name.lower().endswith(SLIDE_SUFFIXES) else name] = flag
-    return out
-
-
-def is_slide_file(path: Path) -> bool:
-    """A slide by its suffix, excluding tumor masks (``S_mask.tif``) and lymph's tumor maps."""
-    return (
-        path.is_file()
-        and path.suffix.lower() in SLIDE_SUFFIXES
-        and not path.stem.endswith(MASK_SUFFIXES)
-    )
 
 
 def truth_mask(
@@ -471,16 +418,14 @@ def truth_mask(
 
 
 def _mask_tiff(path: Path, *, width: int, height: int, downsample: float) -> np.ndarray:
-    import openslide
+    from lymph.data.annotations import open_mask
 
     try:
-        mask = openslide.OpenSlide(str(path))
-    except (openslide.OpenSlideError, OSError) as exc:
-        raise AnnotationError(
-            f"mask {path} cannot be opened by OpenSlide ({exc}); write it as a tiled TIFF"
-        ) from exc
+        mask = open_mask(path)  # tiled (OpenSlide) or strip TIFF
+    except SlideError as exc:
+        raise AnnotationError(f"mask {path} cannot be opened ({exc})") from exc
     try:
-        level = mask.get_best_level_for_downsample(downsample)
+        level = max(i for i, d in enumerate(mask.level_downsamples) if d <= downsample * 1.001)
         ds = float(mask.level_downsamples[level])
         lw, lh = mask.level_dimensions[level]
         # level-0 centres of the evaluation pixels, in the chosen level's pixels
@@ -497,7 +442,7 @@ def _mask_tiff(path: Path, *, width: int, height: int, downsample: float) -> np.
             red = np.asarray(region)[:, :, 0]
             out[r0 : r0 + len(rows)] = red[np.ix_(rows - y0, cols)] > 0
         return out
-    except openslide.OpenSlideError as exc:
+    except SlideError as exc:
         raise AnnotationError(f"mask {path} cannot be read ({exc})") from exc
     finally:
         mask.close()
@@ -567,10 +512,10 @@ def evaluate_predictions(
         raise ConfigError(f"annotations folder {annotations_dir} does not exist")
     detection_files = sorted(p for p in predictions_dir.glob("*.csv") if p.name != "scores.csv")
     if slides_dir.is_file():  # one slide: score its detections only
-        slide_files = {slides_dir.stem: slides_dir}
-        detection_files = [p for p in detection_files if p.stem == slides_dir.stem]
-    else:
-        slide_files = {p.stem: p for p in slides_dir.iterdir() if is_slide_file(p)}
+        slide_files = {slide_id(slides_dir): slides_dir}
+        detection_files = [p for p in detection_files if p.stem == slide_id(slides_dir)]
+    else:  # the ids predict names its outputs by; subfolders searched as extract and predict do
+        slide_files = {s.id: s.path for s in discover_slides(slides_dir)}
     if not detection_files:
         raise ConfigError(
             f"no detection files (S.csv) in {predictions_dir}"

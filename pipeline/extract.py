@@ -10,12 +10,11 @@ at the patch's own resolution, and stream 64-patch chunks into the slide's group
 from __future__ import annotations
 
 import contextlib
-import csv
 import functools
 import os
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,14 +24,17 @@ import numpy as np
 from lymph.data import store as store_mod
 from lymph.data.annotations import (
     Annotations,
+    check_inside,
     contains,
     coverage_thumb,
     find_annotations,
+    open_mask,
     rasterize,
     read_annotations,
+    read_labels_csv,
 )
 from lymph.data.errors import ConfigError, NoTissueError, SlideError
-from lymph.data.slides import SlideReader, discover_slides, open_slide
+from lymph.data.slides import SlideReader, discover_slides, open_slide, slide_id
 from lymph.data.tissue import dilate, tissue_mask
 from lymph.pipeline.sampling import (
     PatchGeometry,
@@ -163,31 +165,12 @@ class ExtractSummary:
 # --- labels ---------------------------------------------------------------------------------
 
 
-def read_labels_csv(path: Path) -> dict[str, str]:
-    """CAMELYON16 `reference.csv` form: `name,Tumor|Normal[,...]` rows, optional header.
-    Returns {lower-case name without suffix: 'tumor'|'normal'}."""
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such labels CSV; pass a reference.csv with --labels")
-    out: dict[str, str] = {}
-    with path.open(newline="") as fh:
-        for row in csv.reader(fh):
-            if len(row) < 2 or not row[0].strip():
-                continue
-            name, label = row[0].strip(), row[1].strip().lower()
-            if label not in ("tumor", "normal"):
-                if not out:  # a header row
-                    continue
-                raise ConfigError(f"{path}: row {row!r}: label must be Tumor or Normal")
-            out[Path(name).stem.lower() if "." in name else name.lower()] = label
-    return out
-
-
-def slide_status(name: str, *, has_annotations: bool, labels: dict[str, str] | None
+def slide_status(name: str, *, has_annotations: bool, labels: Mapping[str, bool] | None
                  ) -> tuple[str, str | None]:
     """(status, reference label from the CSV or None)."""
-    key = Path(name).name
-    stem = key.rsplit(".", 1)[0].lower() if "." in key else key.lower()
-    ref = labels.get(stem) if labels else None
+    stem = slide_id(name).lower()
+    flag = labels.get(name) if labels else None
+    ref = None if flag is None else "tumor" if flag else "normal"
     if has_annotations:
         return "tumor", ref
     if ref == "normal" or stem.startswith("normal"):
@@ -203,7 +186,7 @@ class _MaskSource:
 
     def __init__(self, path: Path, slide: SlideReader) -> None:
         self.path = path
-        self.reader = open_slide(path)
+        self.reader = open_mask(path)  # tiled (OpenSlide) or strip TIFF
         if self.reader.dimensions != slide.dimensions:
             self.reader.close()
             raise SlideError(f"{path}: mask is {self.reader.dimensions}, slide "
@@ -244,30 +227,6 @@ class _MaskSource:
         m = r.read_region(tuple(top_left_level0), lev, (n, n)).max(axis=2)
         return (np.asarray(Image.fromarray(m).resize((size, size), Image.Resampling.NEAREST))
                 > 0).astype(np.uint8)
-
-
-def _unique_ids(names: list[str]) -> list[str]:
-    """Sanitized ids from slide names (relative paths): the file stem (`tumor_001`); where stems
-    collide, the file name with its suffix (`boxes_tiff`, `boxes_dcm`); where those collide too,
-    the whole relative path."""
-    sanitize = store_mod.sanitize_slide_id
-
-    def candidates(name: str) -> list[str]:
-        base = name.rsplit("/", 1)[-1]
-        return [sanitize(base), sanitize(base.replace(".", "_")),
-                sanitize(name.replace("/", "_").replace(".", "_"))]
-
-    ids = [candidates(n)[0] for n in names]
-    for level in (1, 2):
-        counts: dict[str, int] = {}
-        for i in ids:
-            counts[i] = counts.get(i, 0) + 1
-        ids = [candidates(n)[level] if counts[i] > 1 else i
-               for n, i in zip(names, ids, strict=True)]
-    if len(set(ids)) != len(ids):
-        dup = sorted({i for i in ids if ids.count(i) > 1})
-        raise ConfigError(f"slides {dup} map to the same id; rename them")
-    return ids
 
 
 # --- the plan: numpy in, numpy out -----------------------------------------------------------
@@ -359,7 +318,7 @@ def _tumor_maps(ann: Annotations | None, mask_src: _MaskSource | None, *,
 
 
 def extract_slide(slide: Path | SlideReader, *, slide_id: str, config: ExtractConfig,
-                  labels: dict[str, str] | None = None, name: str | None = None,
+                  labels: Mapping[str, bool] | None = None, name: str | None = None,
                   annotations: Annotations | None = None,
                   on_patches: Callable[[int], None] | None = None) -> SlideResult:
     """Extract one slide (a path, or an open `SlideReader` such as an in-memory `ArraySlide`)
@@ -418,6 +377,9 @@ def _tumor_source(slide: SlideReader, *, path: Path, name: str, config: ExtractC
     if ann_path is None:
         return None, None, None
     ann = read_annotations(ann_path)
+    w0, h0 = slide.dimensions
+    for message in check_inside(ann, width=w0, height=h0, path=ann_path) if ann else ():
+        warnings.warn(message, stacklevel=2)
     if not ann:
         warnings.warn(f"{ann_path}: no tumor polygons; slide {name} treated as not "
                       "annotated", stacklevel=2)
@@ -425,7 +387,7 @@ def _tumor_source(slide: SlideReader, *, path: Path, name: str, config: ExtractC
 
 
 def _extract_open_slide(slide: SlideReader, *, path: Path, slide_id: str,
-                        config: ExtractConfig, labels: dict[str, str] | None, name: str,
+                        config: ExtractConfig, labels: Mapping[str, bool] | None, name: str,
                         annotations: Annotations | None,
                         on_patches: Callable[[int], None] | None, caught: list,
                         t0: float, c0: float, stack: contextlib.ExitStack) -> SlideResult:
@@ -512,7 +474,7 @@ def _write_patches(slide: SlideReader, plan: PatchPlan, writer: store_mod.SlideW
 
 
 def _task(path: Path, *, config: ExtractConfig, ids: dict[str, tuple[str, str]],
-          labels: dict[str, str] | None,
+          labels: Mapping[str, bool] | None,
           on_patches: Callable[[int], None] | None = None) -> SlideResult:
     slide_id, name = ids[str(path)]
     return extract_slide(path, slide_id=slide_id, config=config, labels=labels, name=name,
@@ -538,16 +500,14 @@ def _extract_locked(config: ExtractConfig) -> ExtractSummary:
     t0 = time.perf_counter()
     labels = read_labels_csv(config.labels) if config.labels is not None else None
     found = discover_slides(config.slides)
-    if not found:
+    if not found and not found.problems:
         raise ConfigError(f"--slides {config.slides}: no slide files found (looked for .svs, "
                           ".tif, .ndpi, .mrxs, .dcm, ... and anything OpenSlide detects)")
-    names = [n for n, _ in found]
-    ids = _unique_ids(names)
     store_mod.create_store(config.out, config.settings())
-    by_path = {str(p): (i, n) for (n, p), i in zip(found, ids, strict=True)}
+    by_path = {str(f.path): (f.id, f.name) for f in found}
     skipped: list[SlideResult] = []
     todo: list[Path] = []
-    for (_, p), i in zip(found, ids, strict=True):
+    for p, i in ((f.path, f.id) for f in found):
         if store_mod.slide_is_complete(config.out, i):
             a = _slide_attrs(config.out, i)
             skipped.append(SlideResult(i, str(p), a.get("status", "?"),
@@ -571,7 +531,8 @@ def _extract_locked(config: ExtractConfig) -> ExtractSummary:
         if patch_bar is not None:
             patch_bar.close()
     done = tuple(r.value for r in results if r.ok and r.value is not None)
-    failed = tuple((str(r.item), r.error or "") for r in results if not r.ok)
+    failed = tuple(found.failed()) + tuple((str(r.item), r.error or "") for r in results
+                                           if not r.ok)
     return ExtractSummary(store=config.out, done=done, skipped=tuple(skipped), failed=failed,
                           seconds=time.perf_counter() - t0)
 

@@ -342,7 +342,7 @@ def test_evaluate_predictions_labels_csv_and_bad_folders(
     root = camelyon_world
     labels = tmp_path / "ref.csv"
     labels.write_text("tumor_a,Normal\n")
-    with pytest.raises(ConfigError, match="says tumor_a is normal"):
+    with pytest.raises(ConfigError, match="tumor_a. is labelled normal but its name says tumor"):
         evaluate_predictions(
             slides_dir=root / "slides",
             annotations_dir=root / "ann",
