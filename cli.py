@@ -3,6 +3,8 @@ library function; all the work lives in `lymph.pipeline`, `lymph.model` and `lym
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from lymph import __version__
@@ -70,7 +72,7 @@ def _parse_size(ctx: click.Context, param: click.Parameter, value: str) -> tuple
 @click.option(
     "--out",
     required=True,
-    type=click.Path(file_okay=False, path_type=str),
+    type=click.Path(file_okay=False, path_type=Path),
     help="Folder to write the slides, XML, masks and reference.csv into.",
 )
 @click.option("--tumor", "n_tumor", default=2, show_default=True, type=click.IntRange(min=0),
@@ -90,7 +92,7 @@ def _parse_size(ctx: click.Context, param: click.Parameter, value: str) -> tuple
               help="JPEG quality of the slide tiles.")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1),
               help="Threads encoding tiles.")
-def synth(out: str, n_tumor: int, n_normal: int, size: tuple[int, int], seed: int, fmt: str,
+def synth(out: Path, n_tumor: int, n_normal: int, size: tuple[int, int], seed: int, fmt: str,
           mpp: float, quality: int, workers: int) -> None:
     """Make a synthetic CAMELYON16-like slide set: pyramidal slides OpenSlide opens, ASAP XML
     and mask TIFFs for tumor slides, and reference.csv.
@@ -100,15 +102,13 @@ def synth(out: str, n_tumor: int, n_normal: int, size: tuple[int, int], seed: in
       lymph synth --out slides/ --tumor 3 --normal 2 --size 12000x9000 --seed 0
     """
     import os
-    from pathlib import Path
 
-    from lymph.data.errors import ConfigError
     from lymph.data.synth import synth_slides
 
     if n_tumor + n_normal == 0:
         raise click.BadParameter("nothing to make; ask for at least one slide",
                                  param_hint="--tumor/--normal")
-    out_path = Path(out)
+    out_path = out
     try:
         out_path.mkdir(parents=True, exist_ok=True)
         probe = out_path / f".lymph-write-test-{os.getpid()}"
@@ -119,11 +119,8 @@ def synth(out: str, n_tumor: int, n_normal: int, size: tuple[int, int], seed: in
             f"cannot write into {out} ({exc.strerror or exc}); choose a writable folder",
             param_hint="--out",
         ) from None
-    try:
-        slides = synth_slides(out_path, n_tumor=n_tumor, n_normal=n_normal, size=size, seed=seed,
-                              fmt=fmt, mpp=mpp, progress=True, quality=quality, workers=workers)
-    except ConfigError as exc:
-        raise click.UsageError(str(exc)) from exc
+    slides = synth_slides(out_path, n_tumor=n_tumor, n_normal=n_normal, size=size, seed=seed,
+                          fmt=fmt, mpp=mpp, progress=True, quality=quality, workers=workers)
     click.echo(f"{'slide':<12} {'status':<7} {'size':>13} {'MB':>7} {'lesions':>7}  largest  files")
     for s in slides:
         mb = s.path.stat().st_size / 1e6
@@ -140,17 +137,18 @@ def synth(out: str, n_tumor: int, n_normal: int, size: tuple[int, int], seed: in
 
 @main.command("extract")
 @click.option("--slides", "slides_dir", required=True,
-              type=click.Path(exists=True, file_okay=False, path_type=str),
+              type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Folder of slides (searched recursively; any format OpenSlide reads, DICOM "
                    "series folders too).")
-@click.option("--out", required=True, type=click.Path(path_type=str),
+@click.option("--out", required=True, type=click.Path(path_type=Path),
               help="Zarr store to create or resume.")
 @click.option("--annotations", "annotations_dir", default=None,
-              type=click.Path(exists=True, file_okay=False, path_type=str),
+              type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Folder of S.xml / S.geojson / S_mask.tif  [default: beside each slide]")
 @click.option("--labels", "labels_csv", default=None,
-              type=click.Path(exists=True, dir_okay=False, path_type=str),
-              help="CAMELYON16 reference.csv (name,Tumor|Normal): marks normal slides.")
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="CAMELYON16 reference.csv (name,Tumor|Normal or name,1|0 or name,true|false; "
+                   "extra columns ignored): marks normal slides.")
 @click.option("--patch-size", default=300, show_default=True, type=int,
               help="Patch side in pixels at --level.")
 @click.option("--level", default=0, show_default=True, type=int,
@@ -165,7 +163,8 @@ def synth(out: str, n_tumor: int, n_normal: int, size: tuple[int, int], seed: in
               help="Long side of the tissue-detection thumbnail in pixels.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def extract_cmd(slides_dir: str, out: str, annotations_dir: str | None, labels_csv: str | None,
+def extract_cmd(slides_dir: Path, out: Path, annotations_dir: Path | None,
+                labels_csv: Path | None,
                 patch_size: int, level: int, patches_per_slide: int, seed: int, workers: int,
                 scheduler: str | None, thumb_size: int, as_json: bool, quiet: bool) -> None:
     """Draw class-balanced random patches (and tumor masks) from every slide into a Zarr store.
@@ -179,24 +178,13 @@ def extract_cmd(slides_dir: str, out: str, annotations_dir: str | None, labels_c
                     --patches-per-slide 200 --workers 2
     """
     import json
-    from pathlib import Path
 
-    from lymph.data.errors import ConfigError, LymphError
-    from lymph.pipeline.extract import ExtractConfig, extract
+    from lymph.pipeline.extract import ExtractConfig, run
 
-    try:
-        config = ExtractConfig(
-            slides=Path(slides_dir), out=Path(out),
-            annotations=Path(annotations_dir) if annotations_dir else None,
-            labels=Path(labels_csv) if labels_csv else None, patch_size=patch_size,
-            level=level, patches_per_slide=patches_per_slide, seed=seed, workers=workers,
-            scheduler=scheduler, thumb_size=thumb_size, progress=not quiet)
-    except ConfigError as exc:
-        raise click.BadParameter(str(exc)) from exc
-    try:
-        summary = extract(config)
-    except LymphError as exc:
-        raise click.ClickException(str(exc)) from exc
+    summary = run(ExtractConfig(
+        slides=slides_dir, out=out, annotations=annotations_dir, labels=labels_csv,
+        patch_size=patch_size, level=level, patches_per_slide=patches_per_slide, seed=seed,
+        workers=workers, scheduler=scheduler, thumb_size=thumb_size, progress=not quiet))
     if as_json:
         click.echo(json.dumps(summary.to_dict(), indent=2))
     else:
@@ -232,11 +220,11 @@ def _print_extract_summary(summary: object) -> None:
 
 
 @main.command("info")
-@click.argument("store", type=click.Path(exists=True, path_type=str))
+@click.argument("store", type=click.Path(exists=True, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print everything as JSON.")
 @click.option("--verify", is_flag=True,
               help="Also read every chunk and check its checksum; list each bad one (exit 1).")
-def info_cmd(store: str, as_json: bool, verify: bool) -> None:
+def info_cmd(store: Path, as_json: bool, verify: bool) -> None:
     """Show a patch store: schema version, settings, and per slide its status, patches per
     class and whether it is complete (marked complete and every array and chunk file there).
 
