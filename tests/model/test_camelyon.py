@@ -325,11 +325,13 @@ def test_evaluate_predictions_end_to_end(camelyon_world: Path, tmp_path: Path) -
     assert slides["tumor_b"]["itc_regions"] == 1 and slides["tumor_b"]["ignored_detections"] == 1
     assert slides["normal_a"]["status"] == "normal"
     # thresholds .9 (hit) .8 (hit) .7 (FP) .5 (FP) .4 (hit): 3 slides
-    curve = result["froc_curve"]
+    curve = result["lymph"]["curve"]
     np.testing.assert_allclose(curve["fps_per_slide"], [0, 0, 0, 1 / 3, 2 / 3, 2 / 3])
     np.testing.assert_allclose(curve["sensitivity"], [0, 1 / 3, 2 / 3, 2 / 3, 2 / 3, 1])
     assert result["froc_stepwise"] == pytest.approx((2 / 3 + 2 / 3 + 1 + 1 + 1 + 1) / 6)
-    assert result["froc"] == result["froc_interpolated"]
+    assert result["rules"] == "lymph" and result["froc"] == result["froc_interpolated"]
+    # the official rules cannot read these 2-level masks (no level 5): a note, not an error
+    assert result["froc_official"] is None and "official rules" in " ".join(result["notes"])
     assert result["sensitivity_at"]["0.25"]["stepwise"] == pytest.approx(2 / 3)
     assert result["auc"] == 1.0
     assert (out / "froc.png").stat().st_size > 1000 and (out / "roc.png").stat().st_size > 1000
