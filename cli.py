@@ -11,14 +11,22 @@ from lymph import __version__
 
 
 class _Group(click.Group):
-    """Every lymph error (bad slide, store, checkpoint or setting) ends the command with its
-    message and exit status 1, never a traceback; a bug still shows one."""
+    """One exit convention for every command, never a traceback for a lymph error (a bug still
+    shows one):
+
+    - a bad setting (``ConfigError``, raised by a config's ``__post_init__``) is a usage error:
+      ``Error: <message>`` and exit status 2, as click gives for a bad option;
+    - every other lymph error (bad slide, store, checkpoint, output) is ``Error: <message>`` and
+      exit status 1.
+    """
 
     def invoke(self, ctx: click.Context) -> object:
-        from lymph.data.errors import LymphError
+        from lymph.data.errors import ConfigError, LymphError
 
         try:
             return super().invoke(ctx)
+        except ConfigError as exc:
+            raise click.UsageError(str(exc)) from exc
         except LymphError as exc:
             raise click.ClickException(str(exc)) from exc
 
