@@ -313,9 +313,9 @@ def test_cli_eval_table(world: dict[str, Path]) -> None:
         (
             ["--store", "{store}", "--checkpoint", "{ckpt}", "--threshold", "best"],
             "neither a number",
-            1,
+            2,
         ),
-        (["--store", "{store}", "--checkpoint", "{ckpt}", "--figures"], "--out DIR with", 1),
+        (["--store", "{store}", "--checkpoint", "{ckpt}", "--figures"], "--out DIR with", 2),
         (["--store", "{store}", "slides"], "put the options after `slides`", 2),
         (["slides", "--predictions", "{root}"], "slide mode also needs --slides", 2),
         (["patches", "--slides", "{root}"], "No such option", 2),
