@@ -1,11 +1,16 @@
-"""CAMELYON16 scoring: lesion-level FROC and slide-level AUC, by the rules of the challenge's
-official ``Evaluation_FROC.py`` (Ehteshami Bejnordi et al., JAMA 2017).
+"""CAMELYON16 scoring (`lymph eval slides`): lesion-level FROC and slide-level AUC, by two rule
+sets, both computed on every run; ``SlideEvalConfig.rules`` picks the headline ``froc``.
 
-The rules, as the official script applies them and as this module reproduces them:
+**official** (the default; section "the official script's rules"): the numbers of the challenge's
+own ``Evaluation_FROC.py`` (computationalpathologygroup/Camelyon16; Ehteshami Bejnordi et al.,
+JAMA 2017), quirks Q1-Q8 included, scored as NCRF and MONAI complete the script. Published
+CAMELYON16 figures come from it, so only it is comparable with them.
 
-* The evaluation mask lives at level 5 of a 0.243 um/px CAMELYON16 slide: a 32x downsample of
-  level 0 (``EVAL_DOWNSAMPLE``). Physical distances are converted with the slide's own mpp
-  (``um_per_px = mpp * 32``), where the official script hard-codes 0.243.
+**lymph**: the same lesion rules, corrected:
+
+* The evaluation mask lives at 1/32 of level 0 (``EVAL_DOWNSAMPLE``; level 5 of a 2x pyramid),
+  read from the mask file's own level pixels whatever the slide size (``_mask_tiff``), tumor
+  where the value is > 0. Physical distances use the slide's own mpp (``um_per_px = mpp * 32``).
 * Every tumor pixel is grown by half of 75 um (a Euclidean distance transform, ``< 37.5 um``),
   so two lesions closer than 75 um (5 tumor cells) merge; holes are filled; regions are
   8-connected labels.
@@ -14,19 +19,13 @@ The rules, as the official script applies them and as this module reproduces the
   tumor cells (ITC): a detection on it is neither a hit nor a false positive, and it is not a
   lesion to find.
 * A detection (``confidence,X,Y`` in level-0 pixels) hits the lesion whose label is at
-  ``(int(Y / 32), int(X / 32))``; only the best detection per lesion counts, the others are
-  ignored; a detection outside every region is a false positive; every detection on a normal
-  slide is a false positive.
-* The FROC curve pairs, for every threshold, the mean false positives per slide with the
-  fraction of lesions hit. The score is the mean sensitivity at 1/4, 1/2, 1, 2, 4 and 8 FP per
-  slide. The official script reads these six values with ``np.interp`` (linear interpolation on
-  the curve): that is ``froc_interpolated`` and the headline ``froc``. ``froc_stepwise`` reads
-  the sensitivity of the last operating point at or below each FP rate (what a user can
-  actually set a threshold to), and is reported beside it.
-
-Differences from the official script, on purpose: it skips the lowest threshold of the curve
-(``all_probs[1:]``, meant to drop the zero of missed lesions); here missed lesions are simply
-not on the curve, so no real operating point is dropped. A hit needs ``confidence > 0`` in both.
+  ``(floor(Y / 32), floor(X / 32))``; only the best detection per lesion counts, the others are
+  ignored; a detection outside every region (or outside the frame) is a false positive; every
+  detection on a normal slide is a false positive. A hit needs ``confidence > 0``.
+* The FROC curve pairs, for every distinct confidence (none dropped, float64), the mean false
+  positives per slide with the fraction of lesions hit. The score is the mean sensitivity at
+  1/4, 1/2, 1, 2, 4 and 8 FP per slide read by linear interpolation (``froc``), and at the last
+  operating point at or below each rate (``froc_stepwise``, what a user can set a threshold to).
 """
 
 from __future__ import annotations
@@ -48,12 +47,6 @@ CAMELYON16_MPP = 0.243  # um/px at level 0 of the CAMELYON16 scanners, assumed w
 MERGE_DISTANCE_UM = 75.0  # lesions closer than this merge (each is grown by half of it)
 ITC_MAJOR_AXIS_UM = 275.0  # 200 um + the 75 um of growth
 FP_RATES = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
-HEADLINE_RULE = "interpolated"
-HEADLINE_NOTE = (
-    "froc = mean sensitivity at 1/4, 1/2, 1, 2, 4, 8 FP per slide read by linear interpolation "
-    "on the FROC curve (np.interp, as the official CAMELYON16 Evaluation_FROC.py); "
-    "froc_stepwise reads the last operating point at or below each rate"
-)
 SLIDE_SUFFIXES = (
     ".tif",
     ".tiff",
@@ -106,12 +99,13 @@ def major_axis_lengths(labels: np.ndarray) -> np.ndarray:
     lab = labels[rows, cols]
     r = rows.astype(np.float64)
     c = cols.astype(np.float64)
-    count = np.bincount(lab, minlength=n + 1)[1:].astype(np.float64)
-    mean_r = np.bincount(lab, r, n + 1)[1:] / count
-    mean_c = np.bincount(lab, c, n + 1)[1:] / count
-    var_r = np.bincount(lab, r * r, n + 1)[1:] / count - mean_r**2
-    var_c = np.bincount(lab, c * c, n + 1)[1:] / count - mean_c**2
-    cov = np.bincount(lab, r * c, n + 1)[1:] / count - mean_r * mean_c
+    count = np.bincount(lab, minlength=n + 1).astype(np.float64)
+    count[0] = 1.0  # label 0 is not a region; avoids 0 / 0
+    dr = r - (np.bincount(lab, r, n + 1) / count)[lab]  # about each centroid, as regionprops'
+    dc = c - (np.bincount(lab, c, n + 1) / count)[lab]  # central moments: no cancellation
+    var_r = np.bincount(lab, dr * dr, n + 1)[1:] / count[1:]
+    var_c = np.bincount(lab, dc * dc, n + 1)[1:] / count[1:]
+    cov = np.bincount(lab, dr * dc, n + 1)[1:] / count[1:]
     half_trace = (var_r + var_c) / 2
     root = np.sqrt(np.maximum(((var_r - var_c) / 2) ** 2 + cov**2, 0.0))
     largest = np.maximum(half_trace + root, 0.0)

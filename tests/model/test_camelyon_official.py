@@ -310,3 +310,15 @@ def test_official_labels_and_itc_equal_scikit_image() -> None:
         their_itc = {p.label for p in props if p.major_axis_length < 275 / (0.243 * 32)}
         mapping = dict(pairs)
         assert {mapping[i] for i in official_itc_labels(mine)} == their_itc
+
+
+def test_major_axis_is_exact_far_from_the_origin() -> None:
+    """Central moments about each centroid: no cancellation at CAMELYON16's 7,000-row frames."""
+    from lymph.model.camelyon import major_axis_lengths
+
+    labels = np.zeros((7000, 3100), np.int32)
+    labels[6900:6911, 3000:3047] = 1  # an 11 x 47 region near the far corner
+    labels[6950, 3090] = 2  # one pixel: axis 0
+    lengths = major_axis_lengths(labels)
+    assert lengths[0] == pytest.approx(port_major_axis(labels == 1), abs=1e-9)
+    assert lengths[1] == 0.0
