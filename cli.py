@@ -236,21 +236,35 @@ def _print_extract_summary(summary: object) -> None:
 @main.command("info")
 @click.argument("store", type=click.Path(exists=True, path_type=str))
 @click.option("--json", "as_json", is_flag=True, help="Print everything as JSON.")
-def info_cmd(store: str, as_json: bool) -> None:
+@click.option("--verify", is_flag=True,
+              help="Also read every chunk and check its checksum; list each bad one (exit 1).")
+def info_cmd(store: str, as_json: bool, verify: bool) -> None:
     """Show a patch store: schema version, settings, and per slide its status, patches per
-    class and whether it is complete."""
+    class and whether it is complete (marked complete and every array and chunk file there).
+
+    \b
+    Example:
+      lymph info store.zarr --verify
+    """
     import json
 
-    from lymph.data.errors import StoreError
-    from lymph.data.store import describe_store
+    from lymph.data.store import describe_store, verify_store
 
-    try:
-        info = describe_store(store)
-    except StoreError as exc:
-        raise click.ClickException(str(exc)) from exc
+    info = describe_store(store)
+    if verify:
+        checked, bad = verify_store(store)
+        info["verify"] = {"chunks_checked": checked, "bad": [
+            {"slide_id": b.slide_id, "array": b.array, "chunk": b.chunk, "error": b.error}
+            for b in bad]}
     if as_json:
         click.echo(json.dumps(info, indent=2))
-        return
+    else:
+        _print_info(info)
+    if verify and info["verify"]["bad"]:
+        raise SystemExit(1)
+
+
+def _print_info(info: dict) -> None:
     click.echo(f"store {info['path']}  schema version {info['schema_version']}")
     for key, value in info["settings"].items():
         click.echo(f"  {key}: {value}")
@@ -258,11 +272,18 @@ def info_cmd(store: str, as_json: bool) -> None:
     for s in info["slides"]:
         nt = "-" if s["n_tumor"] is None else s["n_tumor"]
         no = "-" if s["n_non_tumor"] is None else s["n_non_tumor"]
+        state = ("yes" if s["complete"] else f"NO, damaged: {s['damage']} (rerun lymph extract)"
+                 if s.get("damage") else "NO (rerun lymph extract)")
         click.echo(f"{s['slide_id']:<28} {s['status']:<10} {s['n_patches']:>8} {nt:>6} "
-                   f"{no:>6}  {'yes' if s['complete'] else 'NO (rerun lymph extract)'}")
+                   f"{no:>6}  {state}")
     t = info["totals"]
     click.echo(f"{t['complete_slides']}/{t['slides']} slides complete; {t['patches']} patches "
                f"({t['tumor']} tumor, {t['non_tumor']} non-tumor, {t['unlabeled']} unlabeled)")
+    if "verify" in info:
+        v = info["verify"]
+        for b in v["bad"]:
+            click.echo(f"bad: {b['error']}", err=True)
+        click.echo(f"verify: {v['chunks_checked']} chunks checked, {len(v['bad'])} bad")
 
 # --- train (model/train.py) --------------------------------------------------------------------
 

@@ -14,6 +14,9 @@
    25,000^2 and a 100,000^2 slide. These slides are tiled from 9 pre-encoded JPEG tiles
    (texture inside an ellipse, glass outside, one tumor polygon) in ~20 s, not by synth_slides,
    whose 100,000^2 slide was on course to take over an hour on this shared 2-core machine.
+4. Checksums (with the rate): the crc32c of every chunk file of the rate store (what the writer
+   appends and every read verifies), timed over bytes already in memory, against the
+   extraction's wall time and against reading the same store back through PatchStore.
 
 Everything is measured in the same run; the machine may be shared, so compare the ratios.
 """
@@ -94,10 +97,35 @@ def rate(root: Path, *, patches: int, size: tuple[int, int]) -> dict:
         cpu["extract_openslide"].append(c)
     best_wall = {k: min(v) for k, v in wall.items()}
     best_cpu = {k: min(v) for k, v in cpu.items()}
-    return {"patches": patches, "slide": f"{size[0]}x{size[1]}", "wall_seconds": best_wall,
+    run_extract(world, store, patches=patches)  # the store of the direct-tile extraction
+    checks = checksum_cost(store, extract_seconds=best_wall["extract"])
+    return {"checksums": checks, "patches": patches, "slide": f"{size[0]}x{size[1]}",
+            "wall_seconds": best_wall,
             "cpu_seconds": best_cpu,
             "ratio_wall": {k: best_wall["bare"] / v for k, v in best_wall.items()},
             "ratio_cpu": {k: best_cpu["bare"] / v for k, v in best_cpu.items()}}
+
+
+def checksum_cost(store: Path, *, extract_seconds: float) -> dict:
+    """crc32c time over every chunk file's bytes (read into memory first) as a fraction of the
+    extraction's wall time and of a full read of the store through PatchStore."""
+    import google_crc32c
+
+    from lymph.data.store import PatchStore
+
+    chunks = [p.read_bytes() for p in sorted(store.rglob("c/**/*")) if p.is_file()]
+    t0 = time.perf_counter()
+    for data in chunks:
+        google_crc32c.value(data[:-4])
+    crc = time.perf_counter() - t0
+    ps = PatchStore.open(store)
+    t0 = time.perf_counter()
+    for ref in ps.chunks():
+        ps.read(ref.slide_id, ref.start, ref.stop)
+    read = time.perf_counter() - t0
+    return {"chunk_files": len(chunks), "megabytes": sum(map(len, chunks)) / 1e6,
+            "crc_seconds": crc, "extract_seconds": extract_seconds, "read_seconds": read,
+            "fraction_of_extract": crc / extract_seconds, "fraction_of_read": crc / read}
 
 
 def _warm_cluster(n: int) -> tuple[object, object]:
@@ -325,6 +353,11 @@ def main() -> None:
             w, c = r["wall_seconds"][key], r["cpu_seconds"][key]
             print(f"   {label:<34} {w:>7.2f} {r['patches'] / w:>9.1f} "
                   f"{r['ratio_wall'][key]:>7.2f}x {c:>7.2f} {r['ratio_cpu'][key]:>7.2f}x")
+        k = r["checksums"]
+        print(f"\n4. crc32c over {k['chunk_files']} chunk files ({k['megabytes']:.1f} MB): "
+              f"{k['crc_seconds'] * 1e3:.1f} ms = {100 * k['fraction_of_extract']:.2f}% of the "
+              f"extraction ({k['extract_seconds']:.2f} s), {100 * k['fraction_of_read']:.2f}% of "
+              f"reading it back ({k['read_seconds']:.2f} s)")
     if not args.skip_scaling:
         s = scaling(args.out, patches=args.patches, size=args.size)
         report["scaling"] = s
@@ -354,7 +387,9 @@ def main() -> None:
             print(f"   {side:>7}^2 slide  {v['peak_rss_mb']:8.0f} MB  ({v['seconds']:.1f} s, "
                   f"{v['patches']} patches, {v['tumor']} tumor)")
         print(f"   100k / 25k: {m['ratio_100k_vs_25k']:.3f}")
-    (args.out / "report.json").write_text(json.dumps(report, indent=2, default=str))
+    from lymph.data.io import atomic_write_json
+
+    atomic_write_json(args.out / "report.json", json.loads(json.dumps(report, default=str)))
     print(f"\nreport: {args.out / 'report.json'}")
 
 

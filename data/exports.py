@@ -13,7 +13,6 @@ and ASAP XML. All coordinates are level-0 pixels of the slide (x to the right, y
 from __future__ import annotations
 
 import json
-import os
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -21,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from lymph.data.io import atomic_write_text
 
 TUMOR_CLASS = "Tumor"
 TUMOR_RGB = (200, 0, 0)
@@ -61,15 +62,6 @@ class Detection:
         return out
 
 
-def _atomic_write(path: Path, text: str) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
-
-
 def _sorted(detections: Sequence[Detection]) -> list[Detection]:
     return sorted(detections, key=lambda d: (-d.confidence, d.y_level0, d.x_level0))
 
@@ -81,7 +73,7 @@ def write_camelyon_csv(path: str | Path, detections: Sequence[Detection]) -> Pat
         f"{float(d.confidence):.6f},{int(d.x_level0)},{int(d.y_level0)}"
         for d in _sorted(detections)
     ]
-    return _atomic_write(Path(path), "".join(line + "\n" for line in lines))
+    return atomic_write_text(Path(path), "".join(line + "\n" for line in lines))
 
 
 def _closed_ring(outline: np.ndarray) -> list[list[float]]:
@@ -122,7 +114,7 @@ def detections_geojson(detections: Sequence[Detection], *, slide: str = "") -> d
 def write_geojson(path: str | Path, detections: Sequence[Detection], *, slide: str = "") -> Path:
     """Write ``detections_geojson`` to ``path`` (QuPath: File > Import objects)."""
     text = json.dumps(detections_geojson(detections, slide=slide), indent=1)
-    return _atomic_write(Path(path), text + "\n")
+    return atomic_write_text(Path(path), text + "\n")
 
 
 def detections_asap_xml(detections: Sequence[Detection]) -> str:
@@ -157,4 +149,4 @@ def detections_asap_xml(detections: Sequence[Detection]) -> str:
 
 def write_asap_xml(path: str | Path, detections: Sequence[Detection]) -> Path:
     """Write ``detections_asap_xml`` to ``path``."""
-    return _atomic_write(Path(path), detections_asap_xml(detections))
+    return atomic_write_text(Path(path), detections_asap_xml(detections))

@@ -27,6 +27,7 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_json",
     "atomic_write_text",
+    "explain_os_error",
     "remove_stale_temps",
     "temp_name",
 ]
@@ -42,7 +43,8 @@ def _fsync(path: Path) -> None:
         os.fsync(fh.fileno())
 
 
-def _explain(path: Path, exc: OSError) -> OutputError:
+def explain_os_error(path: Path, exc: OSError) -> OutputError:
+    """An OutputError for ``exc`` raised while writing ``path``: why, in words, and the fix."""
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         why = "the folder is not writable (read-only mount or permissions)"
         fix = "choose another --out or fix its permissions"
@@ -70,7 +72,7 @@ def atomic_path(path: str | os.PathLike[str], *, fsync: bool = True) -> Iterator
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise _explain(path, exc) from exc
+        raise explain_os_error(path, exc) from exc
     tmp = temp_name(path)
     try:
         yield tmp
@@ -78,7 +80,7 @@ def atomic_path(path: str | os.PathLike[str], *, fsync: bool = True) -> Iterator
             _fsync(tmp)
         os.replace(tmp, path)
     except OSError as exc:
-        raise _explain(path, exc) from exc
+        raise explain_os_error(path, exc) from exc
     finally:
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)

@@ -9,15 +9,19 @@ Frames: `*_level0` are level-0 pixel coordinates; `thumb` is the thumbnail frame
 from __future__ import annotations
 
 import math
+import os
+import re
 import threading
+import unicodedata
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from lymph.data.errors import MppError, SlideError
+from lymph.data.errors import SlideError
 
 MPP_RANGE = (0.05, 20.0)
 """Plausible microns per pixel; outside it (e.g. 352.8 from a 72-dpi TIFF) mpp is unknown."""
@@ -30,22 +34,59 @@ SLIDE_SUFFIXES = frozenset({
 unless OpenSlide itself recognises the file. Images such as .png are candidates so that a stray
 picture in a slide folder is reported, not silently ignored."""
 
+MULTI_SUFFIXES = (".ome.tiff", ".ome.tif")
+"""Suffixes of two parts: `x.ome.tif` is slide `x`, not `x.ome`."""
+
+NOT_SLIDE_ENDINGS = ("_mask", "_tumor_map")
+"""Stem endings (case-insensitive) of TIFFs that are never slides: annotation masks
+(`S_mask.tif`, `S_Mask.tif`) and lymph's own probability maps (`S_tumor_map.tif`)."""
+
+_NOT_SLIDE_SUFFIXES = frozenset({
+    ".xml", ".json", ".geojson", ".csv", ".txt", ".md", ".py", ".log", ".pt", ".html", ".yaml",
+    ".yml", ".toml", ".zip", ".gz",
+})
+"""Suffixes never handed to OpenSlide's format detection (annotations, tables, notes)."""
+
+_MAX_ID_BYTES = 200
+_UNSAFE_ID_CHARS = re.compile(r'[/\\:*?"<>|\s]')
+
 _THUMB_BAND_BYTES = 64 << 20
 
 
 @runtime_checkable
 class SlideReader(Protocol):
+    """What the stages read a slide through: `OpenSlideReader` (files) and `ArraySlide`
+    (in-memory, for tests) both implement all of it, so stage functions take either."""
+
     path: Path
     dimensions: tuple[int, int]
     level_count: int
     level_dimensions: tuple[tuple[int, int], ...]
     level_downsamples: tuple[float, ...]
     mpp: float | None
+    vendor: str | None
+    properties: dict[str, str]
+    warnings: list[str]
 
     def read_region(self, location_level0: tuple[int, int], level: int,
-                    size: tuple[int, int]) -> np.ndarray: ...
+                    size: tuple[int, int], *, out: np.ndarray | None = None) -> np.ndarray: ...
 
     def thumbnail(self, max_size: int) -> tuple[np.ndarray, float]: ...
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> SlideReader: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+
+def _check_out(out: np.ndarray | None, w: int, h: int) -> np.ndarray:
+    """`out` if it is a uint8 (h, w, 3) buffer, a new one when None; ValueError otherwise."""
+    if out is None:
+        return np.empty((h, w, 3), np.uint8)
+    if out.shape != (h, w, 3) or out.dtype != np.uint8:
+        raise ValueError(f"out must be uint8 {(h, w, 3)}, got {out.dtype} {out.shape}")
+    return out
 
 
 def plausible_mpp(value: object) -> float | None:
@@ -81,20 +122,6 @@ def mpp_from_properties(props: dict[str, str], *, source: str = "slide") -> floa
         warnings.warn(f"{source}: implausible microns-per-pixel {raw} (outside "
                       f"{MPP_RANGE[0]}-{MPP_RANGE[1]} um/px); mpp recorded as None", stacklevel=2)
     return mpp
-
-
-def require_mpp(slide: SlideReader, *, override: float | None = None) -> float:
-    """The slide's mpp, or `override`; MppError naming the file and the fix when neither exists."""
-    if override is not None:
-        mpp = plausible_mpp(override)
-        if mpp is None:
-            raise MppError(f"{slide.path}: --mpp {override} is outside the plausible range "
-                           f"{MPP_RANGE[0]}-{MPP_RANGE[1]} um/px; pass the scanner's value")
-        return mpp
-    if slide.mpp is None:
-        raise MppError(f"{slide.path}: microns per pixel missing or implausible in the slide "
-                       "metadata; pass it with --mpp (e.g. --mpp 0.243 for a 40x scan)")
-    return slide.mpp
 
 
 def _best_level(downsamples: Sequence[float], downsample: float) -> int:
@@ -289,10 +316,7 @@ class OpenSlideReader:
         w, h = int(size[0]), int(size[1])
         if not 0 <= level < self.level_count:
             raise SlideError(f"{self.path}: level {level} out of range 0..{self.level_count - 1}")
-        if out is None:
-            out = np.empty((h, w, 3), np.uint8)
-        elif out.shape != (h, w, 3) or out.dtype != np.uint8:
-            raise ValueError(f"out must be uint8 {(h, w, 3)}, got {out.dtype} {out.shape}")
+        out = _check_out(out, w, h)
         tiles = self._tiles
         if tiles is not None and tiles.usable(level):
             ds = self.level_downsamples[level]
@@ -361,8 +385,11 @@ class OpenSlideReader:
 
 
 class ArraySlide:
-    """An in-memory slide for tests: level 0 is `rgb`; lower levels are box-downsampled by the
-    given integer factors. Same interface as OpenSlideReader."""
+    """An in-memory slide, mainly for tests: level 0 is `rgb`; lower levels are box-downsampled
+    by the given integer factors. A complete `SlideReader` (regions outside are white, like
+    OpenSlide's background), so every stage function that takes a reader takes it."""
+
+    vendor: str | None = "array"
 
     def __init__(self, rgb: np.ndarray, *, downsamples: Sequence[int] = (1,),
                  mpp: float | None = 0.25, path: str | Path = "<array>") -> None:
@@ -372,13 +399,24 @@ class ArraySlide:
                              f"{rgb.shape}")
         if not downsamples or downsamples[0] != 1:
             raise SlideError(f"{path}: level downsamples must start with 1, got {downsamples}")
+        if any(int(d) != d or d < 1 for d in downsamples):
+            raise SlideError(f"{path}: level downsamples must be integers >= 1, got "
+                             f"{downsamples}")
+        if mpp is not None and plausible_mpp(mpp) is None:
+            raise SlideError(f"{path}: mpp {mpp} is outside the plausible range "
+                             f"{MPP_RANGE[0]}-{MPP_RANGE[1]} um/px; pass None when unknown")
         self.path = Path(path)
         self.mpp = mpp
         self.properties: dict[str, str] = {}
+        if mpp is not None:
+            self.properties["openslide.mpp-x"] = self.properties["openslide.mpp-y"] = str(mpp)
         self.warnings: list[str] = []
         self._levels = []
-        for d in downsamples:
+        for d in (int(d) for d in downsamples):
             h, w = rgb.shape[0] // d, rgb.shape[1] // d
+            if h < 1 or w < 1:
+                raise SlideError(f"{path}: downsample {d} leaves no pixel of a "
+                                 f"{rgb.shape[1]}x{rgb.shape[0]} image")
             lev = rgb[: h * d, : w * d].reshape(h, d, w, d, 3).mean(axis=(1, 3))
             self._levels.append(np.round(lev).astype(np.uint8) if d > 1 else rgb)
         self.level_count = len(self._levels)
@@ -394,8 +432,7 @@ class ArraySlide:
         d = self.level_downsamples[level]
         x, y = int(location_level0[0] // d), int(location_level0[1] // d)
         w, h = int(size[0]), int(size[1])
-        if out is None:
-            out = np.empty((h, w, 3), np.uint8)
+        out = _check_out(out, w, h)
         out[...] = 255
         x0, y0 = max(x, 0), max(y, 0)
         x1, y1 = min(x + w, arr.shape[1]), min(y + h, arr.shape[0])
@@ -408,6 +445,12 @@ class ArraySlide:
 
     def close(self) -> None:
         pass
+
+    def __enter__(self) -> ArraySlide:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def __repr__(self) -> str:
         return f"ArraySlide({str(self.path)!r}, {self.dimensions})"
@@ -425,56 +468,253 @@ def open_slide(path: str | Path, *, direct_tiles: bool = True) -> OpenSlideReade
     return OpenSlideReader(path, direct_tiles=direct_tiles)
 
 
-def is_slide_candidate(path: Path) -> bool:
-    """Whether a file in a slide folder should be opened as a slide (and reported if it fails)."""
-    if path.suffix.lower() in SLIDE_SUFFIXES:
-        return not is_mask_file(path)
-    import openslide
+# --- slide identity and discovery ----------------------------------------------------------
+#
+# The one home of "which files are slides, and what is each one called". A slide's id names its
+# zarr group in the store, its output files (`S.csv`, `S_tumor_map.tif`), its row in the labels
+# CSV and in scores.csv; everything matches ids made by `slide_id`.
 
+
+def safe_id(name: str) -> str:
+    """`name` made safe as one file name and one zarr group name, and nothing more: Unicode
+    letters are kept (NFC-normalized); path separators, whitespace, control and format
+    characters and the characters Windows forbids (`:*?"<>|`) become `_`; runs of dots become
+    `_`; leading and trailing dots and underscores go (no hidden files, no `..`, no zarr-reserved
+    `__` prefix). Idempotent. SlideError when nothing usable is left or the id is too long."""
+    text = unicodedata.normalize("NFC", str(name))
+    text = "".join("_" if unicodedata.category(c)[0] == "C" else c for c in text)
+    text = _UNSAFE_ID_CHARS.sub("_", text)
+    text = re.sub(r"\.{2,}", "_", text).strip("._")
+    if not text:
+        raise SlideError(f"slide name {name!r} leaves no usable id after removing unsafe "
+                         "characters (path separators, control characters, dots); rename the "
+                         "file")
+    if len(text.encode("utf-8")) > _MAX_ID_BYTES:
+        raise SlideError(f"slide name {name[:40]!r}... gives an id of "
+                         f"{len(text.encode('utf-8'))} bytes, over {_MAX_ID_BYTES} (file "
+                         "systems allow 255 with the output suffixes); rename the file shorter")
+    return text
+
+
+def strip_slide_suffix(name: str) -> str:
+    """`name` without its slide suffix: `x.ome.tif` -> `x`, `tumor_001.TIF` -> `tumor_001`;
+    a name without one (`Test_001`, `a.b`) is returned unchanged."""
+    low = name.lower()
+    for suffix in MULTI_SUFFIXES:
+        if low.endswith(suffix) and len(name) > len(suffix):
+            return name[: -len(suffix)]
+    dot = name.rfind(".")
+    if dot > 0 and low[dot:] in SLIDE_SUFFIXES:
+        return name[:dot]
+    return name
+
+
+def _dicom_series_name(folder: Path) -> str:
+    """The name of the DICOM series in `folder`: the common prefix of its `.dcm` file stems
+    (`boxes_0.dcm`, `boxes_1.dcm` -> `boxes`), else the folder's name."""
     try:
-        return openslide.OpenSlide.detect_format(str(path)) is not None
-    except Exception:
+        stems = sorted(e.name[:-4] for e in os.scandir(folder)
+                       if e.name.lower().endswith(".dcm") and not e.name.startswith("."))
+    except OSError:
+        stems = []
+    return _common_prefix(stems).rstrip("_-. ") or folder.resolve().name
+
+
+def slide_id(path: str | Path) -> str:
+    """The id of the slide at `path` (or of a slide named `path` in a CSV): its name without the
+    slide suffix, made safe by `safe_id`. `x.ome.tif` -> `x`; `CMU-1 small.svs` -> `CMU-1_small`;
+    `腫瘍.tif` -> `腫瘍`; a DICOM series, given as its folder or as any of its existing `.dcm`
+    files, is named by `_dicom_series_name`. Only directories and existing `.dcm` files are
+    looked at on disk; everything else is decided by the name alone."""
+    p = Path(path)
+    if p.suffix.lower() == ".dcm" and _on_disk(p, "file"):
+        return safe_id(_dicom_series_name(p.parent))
+    if p.name and not p.name.lower().endswith(".zarr") and _on_disk(p, "dir"):
+        return safe_id(_dicom_series_name(p))
+    return safe_id(strip_slide_suffix(p.name or str(path)))
+
+
+def _on_disk(path: Path, kind: str) -> bool:
+    """`path.is_file()` / `is_dir()`, False for names no file system takes (too long, NUL)."""
+    try:
+        return path.is_file() if kind == "file" else path.is_dir()
+    except (OSError, ValueError):
         return False
 
 
-def is_mask_file(path: Path) -> bool:
-    """`S_mask.tif` / `S_Mask.tif`: an annotation mask, never a slide."""
-    stem = path.name.lower()
-    return any(stem.endswith(f"_mask{s}") for s in (".tif", ".tiff"))
+def is_mask_path(path: str | Path) -> bool:
+    """`S_mask.tif`, `S_Mask.tiff` (an annotation mask) or `S_tumor_map.tif` (lymph's map)."""
+    stem = strip_slide_suffix(Path(path).name).lower()
+    return stem != Path(path).name.lower() and stem.endswith(NOT_SLIDE_ENDINGS)
 
 
-def discover_slides(folder: str | Path) -> list[tuple[str, Path]]:
-    """Slides under `folder` (recursively, sorted) as (name, path) pairs.
+def is_slide_path(path: str | Path) -> bool:
+    """Whether a file in a slide folder is a slide candidate (opened, and reported if it fails):
+    a slide suffix or a file OpenSlide detects; masks, maps, hidden files and tables never."""
+    p = Path(path)
+    if p.name.startswith(".") or is_mask_path(p):
+        return False
+    suffix = p.suffix.lower()
+    if suffix in SLIDE_SUFFIXES:
+        return True
+    if suffix in _NOT_SLIDE_SUFFIXES or not _on_disk(p, "file"):
+        return False
+    import openslide
 
-    Files with slide-like suffixes (or that OpenSlide detects) are candidates, mask TIFFs
-    excepted. The `.dcm` files of one folder are ONE DICOM slide, named after their common stem
-    (`boxes_0.dcm`, `boxes_1.dcm` -> `boxes.dcm`) and opened through their first file (OpenSlide
-    finds the rest of the series). Names are
-    file names (with suffix) relative to `folder`, `/` kept; callers sanitize them into ids.
+    try:
+        return openslide.OpenSlide.detect_format(str(p)) is not None
+    except Exception:  # unreadable: not a slide candidate (permissions are reported on open)
+        return False
+
+
+@dataclass(frozen=True)
+class FoundSlide:
+    """One slide found by `discover_slides`. `id`: unique within the discovery (see there);
+    `path`: what to open (a DICOM series: its first `.dcm` file; OpenSlide finds the rest);
+    `name`: the slide's name relative to the searched folder, `/`-separated (a DICOM series:
+    `sub/<series>.dcm`); `files`: every file of the slide."""
+
+    id: str
+    path: Path
+    name: str
+    files: tuple[Path, ...]
+
+
+@dataclass(frozen=True)
+class SlideProblem:
+    """A slide that cannot take part: `path` (the file, or the first of the colliding files)
+    and a one-line `message` naming the file(s) and the fix. Callers list these as failed."""
+
+    path: Path
+    message: str
+
+
+@dataclass(frozen=True)
+class Discovery:
+    """The result of `discover_slides`: the usable `slides` (sorted by name) and the `problems`
+    (dangling links, id collisions, unusable names), which the batch reports as failed slides
+    while the other slides go on."""
+
+    root: Path
+    slides: tuple[FoundSlide, ...]
+    problems: tuple[SlideProblem, ...] = ()
+
+    def __len__(self) -> int:
+        return len(self.slides)
+
+    def __iter__(self) -> Iterator[FoundSlide]:
+        return iter(self.slides)
+
+    @property
+    def paths(self) -> list[Path]:
+        return [s.path for s in self.slides]
+
+    def failed(self) -> list[tuple[str, str]]:
+        """The problems as (source, "file: cause") pairs, the form batch summaries list."""
+        return [(str(p.path), p.message) for p in self.problems]
+
+
+def discover_slides(path: str | Path) -> Discovery:
+    """The slides under `path`: a folder (searched recursively, hidden and `*.zarr` folders
+    skipped), or one slide file or DICOM series folder.
+
+    Candidates are decided by `is_slide_path`. The `.dcm` files of one folder are ONE DICOM
+    slide. Ids are `slide_id(path)`; where two slides' ids collide (case-insensitively, since
+    stores and outputs may live on case-insensitive disks), both take their name with the suffix
+    (`boxes.tiff`, `boxes.dcm` -> `boxes_tiff`, `boxes_dcm`), then their relative path
+    (`a/x.tif`, `b/x.tif` -> `a_x_tif`, `b_x_tif`); slides still colliding after that
+    (`tumor 001.tif` beside `tumor_001.tif`) are problems naming every file involved. Dangling
+    symlinks with a slide suffix are problems too. SlideError when `path` does not exist.
     """
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise SlideError(f"{folder}: not a folder; pass the folder that holds the slides")
-    found: list[tuple[str, Path]] = []
-    dicom_dirs: dict[Path, list[Path]] = {}
-    for path in sorted(folder.rglob("*")):
-        rel = path.relative_to(folder)
-        if any(part.startswith(".") or part.endswith(".zarr") for part in rel.parts):
-            continue
-        if not path.is_file():
-            continue
-        if path.suffix.lower() == ".dcm":
-            dicom_dirs.setdefault(path.parent, []).append(path)
-            continue
-        if is_slide_candidate(path):
-            found.append((rel.as_posix(), path))
-    for parent, files in dicom_dirs.items():
-        stems = [f.stem for f in files]
-        prefix = _common_prefix(stems).rstrip("_-. ") or parent.name
-        rel_parent = parent.relative_to(folder)
-        name = (rel_parent / f"{prefix}.dcm").as_posix() if rel_parent.parts else f"{prefix}.dcm"
-        found.append((name, sorted(files)[0]))
-    return sorted(found)
+    root = Path(path)
+    if not root.exists():
+        kind = "dangling symlink" if root.is_symlink() else "no such slide file or folder"
+        raise SlideError(f"{root}: {kind}; pass the folder that holds the slides (or one slide)")
+    if root.is_file() or (root.is_dir() and _is_dicom_folder(root)):
+        files = tuple(sorted(root.glob("*.dcm"))) if root.is_dir() else (root,)
+        found = [(root.name, files[0] if root.is_dir() else root, files)]
+        return _assign_ids(root.parent, found, [])
+    found, problems = _walk(root)
+    return _assign_ids(root, found, problems)
+
+
+def _is_dicom_folder(folder: Path) -> bool:
+    """A folder whose visible files are all `.dcm` (a DICOM series given on its own)."""
+    files = [e for e in os.scandir(folder) if not e.name.startswith(".")]
+    return bool(files) and all(e.is_file() and e.name.lower().endswith(".dcm") for e in files)
+
+
+_Found = tuple[str, Path, tuple[Path, ...]]  # (relative name, path to open, all files)
+
+
+def _walk(root: Path) -> tuple[list[_Found], list[SlideProblem]]:
+    """Candidate slides under `root` (sorted) and the dangling links among them."""
+    found: list[_Found] = []
+    problems: list[SlideProblem] = []
+    dicom: dict[Path, list[Path]] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames
+                             if not d.startswith(".") and not d.lower().endswith(".zarr"))
+        folder = Path(dirpath)
+        for fname in sorted(filenames):
+            p = folder / fname
+            rel = p.relative_to(root).as_posix()
+            if fname.startswith("."):
+                continue
+            if p.is_symlink() and not p.exists():
+                if Path(fname).suffix.lower() in SLIDE_SUFFIXES:
+                    problems.append(SlideProblem(p, f"{p}: dangling symlink to "
+                                                    f"{os.readlink(p)}; fix or remove the link"))
+                continue
+            if fname.lower().endswith(".dcm"):
+                dicom.setdefault(folder, []).append(p)
+            elif is_slide_path(p):
+                found.append((rel, p, (p,)))
+    for folder, files in dicom.items():
+        rel_folder = folder.relative_to(root).as_posix()
+        name = f"{_dicom_series_name(folder)}.dcm"
+        found.append((name if rel_folder == "." else f"{rel_folder}/{name}", files[0],
+                      tuple(files)))
+    return sorted(found), problems
+
+
+def _id_candidates(name: str, path: Path) -> list[str]:
+    """Ids of one slide, most preferred first: its `slide_id`, its name with the suffix, its
+    relative path."""
+    base = name.rsplit("/", 1)[-1]
+    return [slide_id(path), safe_id(base.replace(".", "_")),
+            safe_id(name.replace("/", "_").replace(".", "_"))]
+
+
+def _assign_ids(root: Path, found: list[_Found], problems: list[SlideProblem]) -> Discovery:
+    """Unique ids for `found` (see `discover_slides`); unusable names and collisions become
+    problems."""
+    cands: list[tuple[_Found, list[str]]] = []
+    for item in found:
+        try:
+            cands.append((item, _id_candidates(item[0], item[1])))
+        except SlideError as exc:
+            problems.append(SlideProblem(item[1], str(exc)))
+    ids = [c[0] for _, c in cands]
+    for level in (1, 2):
+        counts: dict[str, int] = {}
+        for i in ids:
+            counts[i.casefold()] = counts.get(i.casefold(), 0) + 1
+        ids = [c[level] if counts[i.casefold()] > 1 else i
+               for (_, c), i in zip(cands, ids, strict=True)]
+    groups: dict[str, list[int]] = {}
+    for k, i in enumerate(ids):
+        groups.setdefault(i.casefold(), []).append(k)
+    slides: list[FoundSlide] = []
+    for k, ((name, path, files), _) in enumerate(cands):
+        same = groups[ids[k].casefold()]
+        if len(same) > 1:
+            others = ", ".join(str(cands[j][0][1]) for j in same)
+            problems.append(SlideProblem(path, f"{path}: slide id {ids[k]!r} is also the id of "
+                                         f"another slide ({others}); rename one of them"))
+        else:
+            slides.append(FoundSlide(ids[k], path, name, files))
+    return Discovery(root, tuple(sorted(slides, key=lambda s: s.name)), tuple(problems))
 
 
 def _common_prefix(names: Sequence[str]) -> str:

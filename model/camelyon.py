@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,27 +40,15 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from lymph.data.annotations import read_labels_csv
 from lymph.data.errors import AnnotationError, ConfigError, SlideError
+from lymph.data.slides import discover_slides, slide_id
 
 EVAL_DOWNSAMPLE = 32.0  # level 5 of a CAMELYON16 slide
 CAMELYON16_MPP = 0.243  # um/px at level 0 of the CAMELYON16 scanners, assumed when unknown
 MERGE_DISTANCE_UM = 75.0  # lesions closer than this merge (each is grown by half of it)
 ITC_MAJOR_AXIS_UM = 275.0  # 200 um + the 75 um of growth
 FP_RATES = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
-SLIDE_SUFFIXES = (
-    ".tif",
-    ".tiff",
-    ".svs",
-    ".ndpi",
-    ".mrxs",
-    ".scn",
-    ".vms",
-    ".vmu",
-    ".bif",
-    ".svslide",
-    ".dcm",
-)
-MASK_SUFFIXES = ("_mask", "_Mask", "_tumor_map")
 
 
 # --- evaluation mask -----------------------------------------------------------------------------
@@ -336,16 +324,14 @@ RULES = ("official", "lymph")
 
 
 def official_mask_red(path: Path) -> np.ndarray:
-    """Q1: the red channel (uint8) of level index 5 of a mask TIFF, read whole with OpenSlide.
+    """Q1: the red channel (uint8) of level index 5 of a mask TIFF, read whole from (0, 0).
     AnnotationError when the file has no level 5, or one that is not a 1/32 downsample."""
-    import openslide
+    from lymph.data.annotations import open_mask
 
     try:
-        mask = openslide.OpenSlide(str(path))
-    except (openslide.OpenSlideError, OSError) as exc:
-        raise AnnotationError(
-            f"mask {path} cannot be opened by OpenSlide ({exc}); write it as a tiled TIFF"
-        ) from exc
+        mask = open_mask(path)  # tiled (OpenSlide) or strip TIFF (one level: refused below)
+    except SlideError as exc:
+        raise AnnotationError(f"mask {path} cannot be opened ({exc})") from exc
     try:
         if mask.level_count <= OFFICIAL_LEVEL:
             raise AnnotationError(
@@ -361,7 +347,7 @@ def official_mask_red(path: Path) -> np.ndarray:
                 "or use --rules lymph"
             )
         return _read_whole_level(mask, OFFICIAL_LEVEL, path=path)
-    except openslide.OpenSlideError as exc:
+    except SlideError as exc:
         raise AnnotationError(f"mask {path} cannot be read ({exc})") from exc
     finally:
         mask.close()
@@ -580,46 +566,8 @@ def read_scores_csv(path: str | Path) -> dict[str, float]:
                 f"{path}, line {i}: probability {row[1]!r} of {row[0]!r} is not finite; "
                 "write a number in [0, 1]"
             )
-        name = row[0].strip()
-        out[Path(name).stem if name.endswith(SLIDE_SUFFIXES) else name] = value
+        out[slide_id(row[0].strip())] = value
     return out
-
-
-def read_labels_csv(path: str | Path) -> dict[str, bool]:
-    """A reference CSV (CAMELYON16 ``reference.csv``: ``name,Tumor|Normal,...``; or
-    ``slide,label`` with 1/0, tumor/normal, true/false) -> {slide: is_tumor}. A header line is
-    skipped."""
-    path = Path(path)
-    out: dict[str, bool] = {}
-    with path.open(newline="") as fh:
-        for i, row in enumerate(csv.reader(fh), 1):
-            if not row or not "".join(row).strip():
-                continue
-            if len(row) < 2:
-                raise ConfigError(f"{path}, line {i}: expected 'slide,label', got {row!r}")
-            value = row[1].strip().lower()
-            if value in ("tumor", "tumour", "1", "true", "positive", "metastasis"):
-                flag = True
-            elif value in ("normal", "0", "false", "negative"):
-                flag = False
-            elif i == 1:
-                continue  # header
-            else:
-                raise ConfigError(
-                    f"{path}, line {i}: label {row[1]!r} is not tumor/normal, 1/0 or true/false"
-                )
-            name = row[0].strip()
-            out[Path(name).stem if name.lower().endswith(SLIDE_SUFFIXES) else name] = flag
-    return out
-
-
-def is_slide_file(path: Path) -> bool:
-    """A slide by its suffix, excluding tumor masks (``S_mask.tif``) and lymph's tumor maps."""
-    return (
-        path.is_file()
-        and path.suffix.lower() in SLIDE_SUFFIXES
-        and not path.stem.endswith(MASK_SUFFIXES)
-    )
 
 
 def truth_mask(
@@ -664,16 +612,14 @@ def _mask_tiff(path: Path, *, width: int, height: int, downsample: float) -> np.
     (``nominal_downsample``), so at level 5 of a 2x pyramid pixel j is the file's own pixel j
     whatever the slide size. Evaluation pixels beyond the level's extent are not tumor.
     """
-    import openslide
+    from lymph.data.annotations import open_mask
 
     try:
-        mask = openslide.OpenSlide(str(path))
-    except (openslide.OpenSlideError, OSError) as exc:
-        raise AnnotationError(
-            f"mask {path} cannot be opened by OpenSlide ({exc}); write it as a tiled TIFF"
-        ) from exc
+        mask = open_mask(path)  # tiled (OpenSlide) or strip TIFF
+    except SlideError as exc:
+        raise AnnotationError(f"mask {path} cannot be opened ({exc})") from exc
     try:
-        level = mask.get_best_level_for_downsample(downsample)
+        level = max(i for i, d in enumerate(mask.level_downsamples) if d <= downsample * 1.001)
         ds = float(mask.level_downsamples[level])
         step = nominal_downsample(ds)
         lw, lh = mask.level_dimensions[level]
@@ -692,7 +638,7 @@ def _mask_tiff(path: Path, *, width: int, height: int, downsample: float) -> np.
         out[~row_ok] = False
         out[:, ~col_ok] = False
         return out
-    except openslide.OpenSlideError as exc:
+    except SlideError as exc:
         raise AnnotationError(f"mask {path} cannot be read ({exc})") from exc
     finally:
         mask.close()
@@ -836,43 +782,31 @@ class SlideCase:
     is_tumor: bool
 
 
-def slide_name(path: Path) -> str:
-    """The id ``lymph predict`` names a slide's outputs by: the file stem, ``.ome`` dropped."""
-    stem = path.stem
-    return stem[: -len(".ome")] if stem.lower().endswith(".ome") else stem
-
-
 def _slide_files(slides: Path) -> dict[str, Path]:
-    """{id: path} of one slide, or of the slides under a folder (recursively)."""
-    if slides.is_file():
-        return {slide_name(slides): slides}
-    from lymph.data.slides import discover_slides
-
-    found: dict[str, Path] = {}
-    for _, path in discover_slides(slides):
-        if path.stem.endswith(MASK_SUFFIXES):
-            continue
-        name = slide_name(path)
-        if name in found:
-            raise SlideError(
-                f"two slides are both named {name!r}: {found[name]} and {path}; rename one "
-                "(predict writes one S.csv per name)"
-            )
-        found[name] = path
-    return found
+    """{id: path} of one slide, or of the slides under a folder (recursively), by the ids
+    ``lymph predict`` names its outputs by (``data.slides.slide_id``). SlideError naming the
+    files for slides that cannot take part (id collisions, dangling links)."""
+    found = discover_slides(slides)
+    if found.problems:
+        raise SlideError(
+            "; ".join(p.message for p in found.problems[:3])
+            + (f" (and {len(found.problems) - 3} more)" if len(found.problems) > 3 else "")
+        )
+    return {s.id: s.path for s in found}
 
 
 def plan_cases(config: SlideEvalConfig) -> tuple[list[SlideCase], list[str]]:
     """The slides to score and notes: each slide of ``config.slides`` not excluded, paired with
     its ``S.csv``. SlideError for a detection file without a slide; ConfigError for slides
     without a detection file unless ``missing == "missed"`` (then a note and a warning)."""
-    excluded = set(config.exclude)
+    excluded = {e.casefold() for e in config.exclude}  # Test_049 excludes test_049.tif
     detections = {
         p.stem: p
         for p in sorted(config.predictions.glob("*.csv"))
-        if p.name != "scores.csv" and p.stem not in excluded
+        if p.name != "scores.csv" and p.stem.casefold() not in excluded
     }
-    slides = {k: v for k, v in _slide_files(config.slides).items() if k not in excluded}
+    slides = {k: v for k, v in _slide_files(config.slides).items()
+              if k.casefold() not in excluded}  # fmt: skip
     if config.slides.is_file():
         detections = {k: v for k, v in detections.items() if k in slides}
     if not detections:
@@ -911,13 +845,12 @@ def plan_cases(config: SlideEvalConfig) -> tuple[list[SlideCase], list[str]]:
     return sorted(cases, key=lambda c: c.name), notes
 
 
-def _read_labels(path: Path) -> dict[str, bool]:
-    read_text_csv(path, what="labels CSV")  # a binary or UTF-16 file: one-line error
-    return read_labels_csv(path)
+def _read_labels(path: Path) -> Mapping[str, bool]:
+    return read_labels_csv(path)  # one-line LabelsError (a ConfigError) for any bad file
 
 
 def _case(
-    name: str, path: Path, det: Path | None, labels: dict[str, bool], config: SlideEvalConfig
+    name: str, path: Path, det: Path | None, labels: Mapping[str, bool], config: SlideEvalConfig
 ) -> SlideCase:
     annotation = _find_annotation(path, config.annotations)
     listed = labels.get(name)

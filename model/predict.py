@@ -41,6 +41,7 @@ import os
 import queue
 import threading
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import partial
@@ -534,9 +535,10 @@ class SlideResult:
 
 
 def slide_name(slide_path: Path) -> str:
-    """``S`` of the output files: the file name without its suffix (``.ome.tif`` included)."""
-    name = slide_path.name if slide_path.is_dir() else slide_path.stem
-    return name[:-4] if name.lower().endswith(".ome") else name
+    """``S`` of the output files: the slide's id (``lymph.data.slides.slide_id``)."""
+    from lymph.data.slides import slide_id
+
+    return slide_id(slide_path)
 
 
 def _checkpoint_geometry(ckpt: dict, path: Path, level: int | None) -> tuple[int, int]:
@@ -892,7 +894,10 @@ def list_slides(slides: str | Path) -> list[Path]:
         raise SlideError(f"{path}: no such slide file or folder; check the path")
     if path.is_file():
         return [path]
-    found = [p for _, p in discover_slides(path) if not p.stem.endswith("_tumor_map")]
+    discovery = discover_slides(path)
+    for problem in discovery.problems:  # the batch goes on without them
+        warnings.warn(f"skipped: {problem.message}", stacklevel=2)
+    found = discovery.paths
     if not found:
         raise SlideError(f"{path}: no slides in this folder (looked for .svs, .tif, .ndpi, ...)")
     return found

@@ -10,11 +10,11 @@ at the patch's own resolution, and stream 64-patch chunks into the slide's group
 from __future__ import annotations
 
 import contextlib
-import csv
 import functools
+import os
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,14 +24,17 @@ import numpy as np
 from lymph.data import store as store_mod
 from lymph.data.annotations import (
     Annotations,
+    check_inside,
     contains,
     coverage_thumb,
     find_annotations,
+    open_mask,
     rasterize,
     read_annotations,
+    read_labels_csv,
 )
 from lymph.data.errors import ConfigError, NoTissueError, SlideError
-from lymph.data.slides import OpenSlideReader, SlideReader, discover_slides, open_slide
+from lymph.data.slides import SlideReader, discover_slides, open_slide, slide_id
 from lymph.data.tissue import dilate, tissue_mask
 from lymph.pipeline.sampling import (
     PatchGeometry,
@@ -43,6 +46,11 @@ from lymph.pipeline.sampling import (
 
 SAMPLER_VERSION = 1
 """Bumped whenever the draw changes for the same settings; recorded so that stores mix never."""
+
+MAX_PATCHES_PER_SLIDE = 100_000
+"""Refused above this, up front: a 100,000 x 100,000 px slide holds about 111,000
+non-overlapping 300 px patches, so more are near-duplicates, and the draw's memory grows with
+the number asked (200,000,000 was OOM-killed after 108 s)."""
 
 
 @dataclass(frozen=True)
@@ -71,8 +79,10 @@ class ExtractConfig:
                               "uses --patch-size 300")
         if self.level < 0:
             raise ConfigError(f"level {self.level} must be >= 0 (0 is full resolution)")
-        if self.patches_per_slide < 1:
-            raise ConfigError(f"patches_per_slide {self.patches_per_slide} must be >= 1")
+        if not 1 <= self.patches_per_slide <= MAX_PATCHES_PER_SLIDE:
+            raise ConfigError(f"patches_per_slide {self.patches_per_slide} out of range "
+                              f"1..{MAX_PATCHES_PER_SLIDE:,} (a 100,000 px square slide holds "
+                              "about 111,000 non-overlapping 300 px patches); ask for fewer")
         if self.seed < 0:
             raise ConfigError(f"seed {self.seed} must be >= 0")
         if self.workers < 1:
@@ -82,6 +92,10 @@ class ExtractConfig:
                               "(an existing cluster), not both")
         if not 64 <= self.thumb_size <= 16384:
             raise ConfigError(f"thumb_size {self.thumb_size} out of range 64..16384")
+        if not self.slides.is_dir():
+            raise ConfigError(f"--slides {self.slides}: not a folder; pass the folder of slides")
+        if self.annotations is not None and not self.annotations.is_dir():
+            raise ConfigError(f"--annotations {self.annotations}: not a folder")
 
     def settings(self) -> dict[str, Any]:
         """Every setting that shapes the store's content, as recorded in attrs['lymph']."""
@@ -151,31 +165,12 @@ class ExtractSummary:
 # --- labels ---------------------------------------------------------------------------------
 
 
-def read_labels_csv(path: Path) -> dict[str, str]:
-    """CAMELYON16 `reference.csv` form: `name,Tumor|Normal[,...]` rows, optional header.
-    Returns {lower-case name without suffix: 'tumor'|'normal'}."""
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such labels CSV; pass a reference.csv with --labels")
-    out: dict[str, str] = {}
-    with path.open(newline="") as fh:
-        for row in csv.reader(fh):
-            if len(row) < 2 or not row[0].strip():
-                continue
-            name, label = row[0].strip(), row[1].strip().lower()
-            if label not in ("tumor", "normal"):
-                if not out:  # a header row
-                    continue
-                raise ConfigError(f"{path}: row {row!r}: label must be Tumor or Normal")
-            out[Path(name).stem.lower() if "." in name else name.lower()] = label
-    return out
-
-
-def slide_status(name: str, *, has_annotations: bool, labels: dict[str, str] | None
+def slide_status(name: str, *, has_annotations: bool, labels: Mapping[str, bool] | None
                  ) -> tuple[str, str | None]:
     """(status, reference label from the CSV or None)."""
-    key = Path(name).name
-    stem = key.rsplit(".", 1)[0].lower() if "." in key else key.lower()
-    ref = labels.get(stem) if labels else None
+    stem = slide_id(name).lower()
+    flag = labels.get(name) if labels else None
+    ref = None if flag is None else "tumor" if flag else "normal"
     if has_annotations:
         return "tumor", ref
     if ref == "normal" or stem.startswith("normal"):
@@ -191,7 +186,7 @@ class _MaskSource:
 
     def __init__(self, path: Path, slide: SlideReader) -> None:
         self.path = path
-        self.reader = open_slide(path)
+        self.reader = open_mask(path)  # tiled (OpenSlide) or strip TIFF
         if self.reader.dimensions != slide.dimensions:
             self.reader.close()
             raise SlideError(f"{path}: mask is {self.reader.dimensions}, slide "
@@ -234,35 +229,103 @@ class _MaskSource:
                 > 0).astype(np.uint8)
 
 
-def _unique_ids(names: list[str]) -> list[str]:
-    """Sanitized ids from slide names (relative paths): the file stem (`tumor_001`); where stems
-    collide, the file name with its suffix (`boxes_tiff`, `boxes_dcm`); where those collide too,
-    the whole relative path."""
-    sanitize = store_mod.sanitize_slide_id
-
-    def candidates(name: str) -> list[str]:
-        base = name.rsplit("/", 1)[-1]
-        return [sanitize(base), sanitize(base.replace(".", "_")),
-                sanitize(name.replace("/", "_").replace(".", "_"))]
-
-    ids = [candidates(n)[0] for n in names]
-    for level in (1, 2):
-        counts: dict[str, int] = {}
-        for i in ids:
-            counts[i] = counts.get(i, 0) + 1
-        ids = [candidates(n)[level] if counts[i] > 1 else i
-               for n, i in zip(names, ids, strict=True)]
-    if len(set(ids)) != len(ids):
-        dup = sorted({i for i in ids if ids.count(i) > 1})
-        raise ConfigError(f"slides {dup} map to the same id; rename them")
-    return ids
+# --- the plan: numpy in, numpy out -----------------------------------------------------------
 
 
-def extract_slide(path: Path, *, slide_id: str, config: ExtractConfig,
-                  labels: dict[str, str] | None = None, name: str | None = None,
+@dataclass(frozen=True)
+class TumorMaps:
+    """Where tumor may lie on the thumbnail and how to test a level-0 point exactly.
+
+    `candidates` (bool, thumbnail frame) is where tumor centres are drawn; `core` is what is
+    surely tumor (taken out of the non-tumor candidates); `accept(centres_level0)` is the exact
+    test at level 0 (polygons or the mask TIFF)."""
+
+    candidates: np.ndarray
+    core: np.ndarray
+    area_level0: float
+    accept: Callable[[np.ndarray], np.ndarray]
+
+    @classmethod
+    def empty(cls, shape: tuple[int, ...]) -> TumorMaps:
+        none = np.zeros(shape, bool)
+        return cls(none, none, 0.0, lambda c: np.zeros(len(c), bool))
+
+
+@dataclass(frozen=True)
+class PatchPlan:
+    """The patches of one slide in store order: level-0 top-left corners and drawn classes."""
+
+    top_left: np.ndarray  # int64 (n, 2)
+    classes: np.ndarray  # bool (n,), True = tumor
+    requested: int
+    tumor_capacity: int
+    notes: tuple[str, ...] = ()  # shortfalls, reported as warnings
+
+    def __len__(self) -> int:
+        return len(self.classes)
+
+
+def plan_patches(rng: np.random.Generator, *, n: int, tissue: np.ndarray, tumor: TumorMaps,
+                 thumb_downsample: float, geometry: PatchGeometry, status: str) -> PatchPlan:
+    """Draw the classes, then the centres of each class (see `sampling`); a class short of
+    usable area gives its draws to the other (tumor -> non-tumor) or drops them (non-tumor)."""
+    normal_cand = tissue & ~tumor.core
+    capacity = tumor_capacity(tumor.area_level0, geometry) if tumor.candidates.any() else 0
+    classes = plan_classes(rng, n, tumor_capacity=capacity,
+                           normal_available=bool(normal_cand.any()))
+    want_tumor = int(classes.sum())
+    tl_tumor = sample_top_left(rng, tumor.candidates, want_tumor,
+                               thumb_downsample=thumb_downsample, geometry=geometry,
+                               accept=tumor.accept)
+    if len(tl_tumor) < want_tumor:  # the last tumor draws become non-tumor
+        idx = np.flatnonzero(classes)
+        classes[idx[len(tl_tumor):]] = False
+    want_normal = int((~classes).sum())
+    tl_normal = sample_top_left(rng, normal_cand, want_normal, thumb_downsample=thumb_downsample,
+                                geometry=geometry, accept=lambda c: ~tumor.accept(c))
+    if len(tl_normal) < want_normal:  # drop the last non-tumor draws: take what exists
+        idx = np.flatnonzero(~classes)
+        keep = np.ones(n, bool)
+        keep[idx[len(tl_normal):]] = False
+        classes = classes[keep]
+    top_left = np.empty((len(classes), 2), np.int64)
+    top_left[classes] = tl_tumor
+    top_left[~classes] = tl_normal
+    notes = []
+    if status == "tumor" and capacity < n:
+        notes.append(f"tumor area {tumor.area_level0:.0f} px allows at most {capacity} tumor "
+                     "patches")
+    if len(classes) < n:
+        notes.append(f"only {len(classes)} of {n} patches fit in the tissue")
+    return PatchPlan(top_left, classes, n, capacity, tuple(notes))
+
+
+def _tumor_maps(ann: Annotations | None, mask_src: _MaskSource | None, *,
+                shape: tuple[int, ...], thumb_downsample: float, thumb_size: int) -> TumorMaps:
+    if mask_src is not None:
+        cand = mask_src.thumb(shape, thumb_size)
+        core = cand.copy()
+        area = float(cand.sum()) * thumb_downsample ** 2
+        return TumorMaps(dilate(cand, 1) if cand.any() else cand, core, area, mask_src.contains)
+    if ann:
+        cand = coverage_thumb(ann, shape=shape, downsample=thumb_downsample)
+        core = rasterize(ann, x_level0=0, y_level0=0, width=shape[1], height=shape[0],
+                         downsample=thumb_downsample).astype(bool)
+        area = max(0.0, sum(p.area_level0 for p in ann.tumor)
+                   - sum(p.area_level0 for p in ann.holes))
+        return TumorMaps(cand, core, area, functools.partial(contains, ann))
+    return TumorMaps.empty(shape)
+
+
+def extract_slide(slide: Path | SlideReader, *, slide_id: str, config: ExtractConfig,
+                  labels: Mapping[str, bool] | None = None, name: str | None = None,
+                  annotations: Annotations | None = None,
                   on_patches: Callable[[int], None] | None = None) -> SlideResult:
-    """Extract one slide into `config.out` (which must exist). Skips it if already complete."""
+    """Extract one slide (a path, or an open `SlideReader` such as an in-memory `ArraySlide`)
+    into `config.out` (which must exist). Skips it if already complete. `annotations` replaces
+    the lookup of annotation files beside the slide."""
     t0, c0 = time.perf_counter(), time.process_time()
+    path = Path(slide) if isinstance(slide, str | os.PathLike) else Path(slide.path)
     out = config.out
     if store_mod.slide_is_complete(out, slide_id):
         attrs = _slide_attrs(out, slide_id)
@@ -272,11 +335,12 @@ def extract_slide(path: Path, *, slide_id: str, config: ExtractConfig,
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         with contextlib.ExitStack() as stack:
-            slide = stack.enter_context(open_slide(path, direct_tiles=config.direct_tiles))
-            return _extract_open_slide(slide, path=path, slide_id=slide_id, config=config,
+            reader = (stack.enter_context(open_slide(path, direct_tiles=config.direct_tiles))
+                      if isinstance(slide, str | os.PathLike) else slide)
+            return _extract_open_slide(reader, path=path, slide_id=slide_id, config=config,
                                        labels=labels, name=name or path.name,
-                                       on_patches=on_patches, caught=caught, t0=t0,
-                                       c0=c0, stack=stack)
+                                       annotations=annotations, on_patches=on_patches,
+                                       caught=caught, t0=t0, c0=c0, stack=stack)
 
 
 def _slide_attrs(out: Path, slide_id: str) -> dict:
@@ -286,109 +350,75 @@ def _slide_attrs(out: Path, slide_id: str) -> dict:
     return g.attrs.asdict()
 
 
-def _extract_open_slide(slide: OpenSlideReader, *, path: Path, slide_id: str,
-                        config: ExtractConfig, labels: dict[str, str] | None, name: str,
-                        on_patches: Callable[[int], None] | None, caught: list,
-                        t0: float, c0: float, stack: contextlib.ExitStack) -> SlideResult:
+def _geometry(slide: SlideReader, *, path: Path, config: ExtractConfig) -> PatchGeometry:
     level, size = config.level, config.patch_size
     if level >= slide.level_count:
         raise SlideError(f"{path}: has {slide.level_count} level(s), --level {level} asked; "
                          f"use --level 0..{slide.level_count - 1}")
-    ds = slide.level_downsamples[level]
     w0, h0 = slide.dimensions
-    geometry = PatchGeometry(size=size, downsample=ds, width=w0, height=h0)
+    geometry = PatchGeometry(size=size, downsample=slide.level_downsamples[level], width=w0,
+                             height=h0)
     if geometry.footprint > min(w0, h0):
         raise SlideError(f"{path}: slide is {w0}x{h0} px, smaller than one {size} px patch at "
                          f"level {level} ({geometry.footprint:.0f} level-0 px); use a smaller "
                          "--patch-size or remove the slide")
+    return geometry
 
+
+def _tumor_source(slide: SlideReader, *, path: Path, name: str, config: ExtractConfig,
+                  stack: contextlib.ExitStack
+                  ) -> tuple[Path | None, Annotations | None, _MaskSource | None]:
+    """(annotation file, its polygons, or its mask TIFF opened) of the slide."""
     # named after the slide's name: a DICOM series `boxes_0.dcm, boxes_1.dcm` is `boxes`
     ann_path = find_annotations(path.parent / Path(name).name,
                                 annotations_dir=config.annotations)
-    ann: Annotations | None = None
-    mask_src: _MaskSource | None = None
     if ann_path is not None and ann_path.suffix.lower() in (".tif", ".tiff"):
-        mask_src = stack.enter_context(_MaskSource(ann_path, slide))
-    elif ann_path is not None:
-        ann = read_annotations(ann_path)
-        if not ann:
-            warnings.warn(f"{ann_path}: no tumor polygons; slide {name} treated as not "
-                          "annotated", stacklevel=2)
+        return ann_path, None, stack.enter_context(_MaskSource(ann_path, slide))
+    if ann_path is None:
+        return None, None, None
+    ann = read_annotations(ann_path)
+    w0, h0 = slide.dimensions
+    for message in check_inside(ann, width=w0, height=h0, path=ann_path) if ann else ():
+        warnings.warn(message, stacklevel=2)
+    if not ann:
+        warnings.warn(f"{ann_path}: no tumor polygons; slide {name} treated as not "
+                      "annotated", stacklevel=2)
+    return ann_path, ann, None
+
+
+def _extract_open_slide(slide: SlideReader, *, path: Path, slide_id: str,
+                        config: ExtractConfig, labels: Mapping[str, bool] | None, name: str,
+                        annotations: Annotations | None,
+                        on_patches: Callable[[int], None] | None, caught: list,
+                        t0: float, c0: float, stack: contextlib.ExitStack) -> SlideResult:
+    geometry = _geometry(slide, path=path, config=config)
+    if annotations is None:
+        ann_path, ann, mask_src = _tumor_source(slide, path=path, name=name, config=config,
+                                                stack=stack)
+    else:
+        ann_path, ann, mask_src = annotations.source, annotations, None
     has_ann = mask_src is not None or bool(ann)
     status, ref = slide_status(name, has_annotations=has_ann, labels=labels)
     if ref == "tumor" and not has_ann:
         warnings.warn(f"{path}: labels CSV says Tumor but no annotation was found (looked for "
                       f"{path.stem}.xml/.geojson/_mask.tif); extracted as unlabeled",
                       stacklevel=2)
-
     thumb, thumb_ds = slide.thumbnail(config.thumb_size)
     tissue = tissue_mask(thumb)
-    tissue_fraction = float(tissue.mean())
-
-    if mask_src is not None:
-        tumor_cand = mask_src.thumb(tissue.shape, config.thumb_size)
-        tumor_core = tumor_cand.copy()
-        tumor_area = float(tumor_cand.sum()) * thumb_ds ** 2
-        if tumor_cand.any():
-            tumor_cand = dilate(tumor_cand, 1)
-        accept_tumor = mask_src.contains
-    elif ann:
-        tumor_cand = coverage_thumb(ann, shape=tissue.shape, downsample=thumb_ds)
-        tumor_core = rasterize(ann, x_level0=0, y_level0=0, width=tissue.shape[1],
-                               height=tissue.shape[0], downsample=thumb_ds).astype(bool)
-        tumor_area = max(0.0, sum(p.area_level0 for p in ann.tumor)
-                         - sum(p.area_level0 for p in ann.holes))
-        accept_tumor = functools.partial(contains, ann)
-    else:
-        tumor_cand = tumor_core = np.zeros(tissue.shape, bool)
-        tumor_area = 0.0
-
-        def accept_tumor(c: np.ndarray) -> np.ndarray:
-            return np.zeros(len(c), bool)
-
-    normal_cand = tissue & ~tumor_core
-    if not tissue.any() and not tumor_cand.any():
+    tumor = _tumor_maps(ann, mask_src, shape=tissue.shape, thumb_downsample=thumb_ds,
+                        thumb_size=config.thumb_size)
+    if not tissue.any() and not tumor.candidates.any():
         raise NoTissueError(f"{path}: no tissue found (Otsu on saturation of a "
                             f"{thumb.shape[1]}x{thumb.shape[0]} thumbnail); the slide was not "
                             "written. Check it is not blank or out of focus")
-
-    def accept_normal(c: np.ndarray) -> np.ndarray:
-        return ~accept_tumor(c)
-
-    rng = slide_rng(config.seed, slide_id)
-    n = config.patches_per_slide
-    capacity = tumor_capacity(tumor_area, geometry) if tumor_cand.any() else 0
-    classes = plan_classes(rng, n, tumor_capacity=capacity,
-                           normal_available=bool(normal_cand.any()))
-    want_tumor = int(classes.sum())
-    tl_tumor = sample_top_left(rng, tumor_cand, want_tumor, thumb_downsample=thumb_ds,
-                               geometry=geometry, accept=accept_tumor)
-    if len(tl_tumor) < want_tumor:  # the last tumor draws become non-tumor
-        idx = np.flatnonzero(classes)
-        classes[idx[len(tl_tumor):]] = False
-    want_normal = int((~classes).sum())
-    tl_normal = sample_top_left(rng, normal_cand, want_normal, thumb_downsample=thumb_ds,
-                                geometry=geometry, accept=accept_normal)
-    if len(tl_normal) < want_normal:  # drop the last non-tumor draws: take what exists
-        idx = np.flatnonzero(~classes)
-        keep = np.ones(n, bool)
-        keep[idx[len(tl_normal):]] = False
-        classes = classes[keep]
-    n_total = len(classes)
-    if n_total == 0:
-        raise NoTissueError(f"{path}: no patch of {size} px fits inside the tissue; use a "
-                            "smaller --patch-size or a lower --level")
-    top_left = np.empty((n_total, 2), np.int64)
-    top_left[classes] = tl_tumor
-    top_left[~classes] = tl_normal
-    short = []
-    if status == "tumor" and capacity < n:
-        short.append(f"tumor area {tumor_area:.0f} px allows at most {capacity} tumor patches")
-    if n_total < n:
-        short.append(f"only {n_total} of {n} patches fit in the tissue")
-    for s in short:
-        warnings.warn(f"{path}: {s}", stacklevel=2)
-
+    plan = plan_patches(slide_rng(config.seed, slide_id), n=config.patches_per_slide,
+                        tissue=tissue, tumor=tumor, thumb_downsample=thumb_ds,
+                        geometry=geometry, status=status)
+    if not len(plan):
+        raise NoTissueError(f"{path}: no patch of {config.patch_size} px fits inside the "
+                            "tissue; use a smaller --patch-size or a lower --level")
+    for note in plan.notes:
+        warnings.warn(f"{path}: {note}", stacklevel=2)
     labeled = status in store_mod.LABELED_STATUSES
     attrs = {
         "source": str(path), "name": name, "status": status, "reference": ref,
@@ -397,14 +427,33 @@ def _extract_open_slide(slide: OpenSlideReader, *, path: Path, slide_id: str,
         "level_dimensions": [list(d) for d in slide.level_dimensions],
         "level_downsamples": list(slide.level_downsamples),
         "vendor": getattr(slide, "vendor", None),
-        "tissue_fraction": tissue_fraction, "thumb_downsample": thumb_ds,
-        "tumor_area_level0": tumor_area, "patches_requested": n,
+        "tissue_fraction": float(tissue.mean()), "thumb_downsample": thumb_ds,
+        "tumor_area_level0": tumor.area_level0, "patches_requested": plan.requested,
     }
-    writer = store_mod.SlideWriter(config.out, slide_id, capacity=n_total, patch_size=size,
-                                   labeled=labeled, attrs=attrs)
+    writer = store_mod.SlideWriter(config.out, slide_id, capacity=len(plan),
+                                   patch_size=config.patch_size, labeled=labeled, attrs=attrs)
+    _write_patches(slide, plan, writer, config=config, ann=ann, mask_src=mask_src,
+                   on_patches=on_patches)
+    seconds = time.perf_counter() - t0
+    messages = tuple(dict.fromkeys(str(w.message) for w in caught))
+    writer.finish(warnings=list(messages), seconds=round(seconds, 3))
+    n_tumor = int(plan.classes.sum()) if labeled else 0
+    return SlideResult(slide_id, str(path), status, len(plan), n_tumor, seconds,
+                       tissue_fraction=attrs["tissue_fraction"], warnings=messages,
+                       cpu_seconds=time.process_time() - c0)
+
+
+def _write_patches(slide: SlideReader, plan: PatchPlan, writer: store_mod.SlideWriter, *,
+                   config: ExtractConfig, ann: Annotations | None,
+                   mask_src: _MaskSource | None,
+                   on_patches: Callable[[int], None] | None) -> None:
+    """Read the planned patches in store order (and their masks) one chunk at a time."""
+    level, size = config.level, config.patch_size
+    ds = slide.level_downsamples[level]
+    labeled, top_left = writer.labeled, plan.top_left
     step = store_mod.CHUNK_PATCHES
-    for a in range(0, n_total, step):
-        b = min(n_total, a + step)
+    for a in range(0, len(plan), step):
+        b = min(len(plan), a + step)
         images = np.empty((b - a, size, size, 3), np.uint8)
         masks = np.zeros((b - a, size, size), np.uint8) if labeled else None
         for k in range(a, b):
@@ -417,22 +466,15 @@ def _extract_open_slide(slide: OpenSlideReader, *, path: Path, slide_id: str,
                 masks[k - a] = mask_src.patch(top_left[k], ds, size)
         if labeled:
             writer.append(images=images, coords=top_left[a:b],
-                          labels=classes[a:b].astype(np.uint8), masks=masks)
+                          labels=plan.classes[a:b].astype(np.uint8), masks=masks)
         else:
             writer.append(images=images, coords=top_left[a:b])
         if on_patches is not None:
             on_patches(b - a)
-    seconds = time.perf_counter() - t0
-    messages = tuple(dict.fromkeys(str(w.message) for w in caught))
-    writer.finish(warnings=list(messages), seconds=round(seconds, 3))
-    n_tumor = int(classes.sum()) if labeled else 0
-    return SlideResult(slide_id, str(path), status, n_total, n_tumor, seconds,
-                       tissue_fraction=tissue_fraction, warnings=messages,
-                       cpu_seconds=time.process_time() - c0)
 
 
 def _task(path: Path, *, config: ExtractConfig, ids: dict[str, tuple[str, str]],
-          labels: dict[str, str] | None,
+          labels: Mapping[str, bool] | None,
           on_patches: Callable[[int], None] | None = None) -> SlideResult:
     slide_id, name = ids[str(path)]
     return extract_slide(path, slide_id=slide_id, config=config, labels=labels, name=name,
@@ -442,27 +484,30 @@ def _task(path: Path, *, config: ExtractConfig, ids: dict[str, tuple[str, str]],
 # --- the batch ------------------------------------------------------------------------------
 
 
-def extract(config: ExtractConfig) -> ExtractSummary:
-    """Extract every slide under `config.slides` into `config.out` (see module doc)."""
+def run(config: ExtractConfig) -> ExtractSummary:
+    """The stage's entry: extract every slide under `config.slides` into `config.out` (see the
+    module doc), holding the store's writer lock for the whole batch (in process or on dask).
+    `extract` is the same function."""
+    store_mod.check_out(config.out)  # a folder lymph did not write stays untouched
+    with store_mod.writer_lock(config.out):
+        return _extract_locked(config)
+
+
+def _extract_locked(config: ExtractConfig) -> ExtractSummary:
+    """`run` under the writer lock."""
     from lymph.data.cluster import map_slides
 
     t0 = time.perf_counter()
-    if not config.slides.is_dir():
-        raise ConfigError(f"--slides {config.slides}: not a folder; pass the folder of slides")
-    if config.annotations is not None and not config.annotations.is_dir():
-        raise ConfigError(f"--annotations {config.annotations}: not a folder")
     labels = read_labels_csv(config.labels) if config.labels is not None else None
     found = discover_slides(config.slides)
-    if not found:
+    if not found and not found.problems:
         raise ConfigError(f"--slides {config.slides}: no slide files found (looked for .svs, "
                           ".tif, .ndpi, .mrxs, .dcm, ... and anything OpenSlide detects)")
-    names = [n for n, _ in found]
-    ids = _unique_ids(names)
     store_mod.create_store(config.out, config.settings())
-    by_path = {str(p): (i, n) for (n, p), i in zip(found, ids, strict=True)}
+    by_path = {str(f.path): (f.id, f.name) for f in found}
     skipped: list[SlideResult] = []
     todo: list[Path] = []
-    for (_, p), i in zip(found, ids, strict=True):
+    for p, i in ((f.path, f.id) for f in found):
         if store_mod.slide_is_complete(config.out, i):
             a = _slide_attrs(config.out, i)
             skipped.append(SlideResult(i, str(p), a.get("status", "?"),
@@ -486,6 +531,10 @@ def extract(config: ExtractConfig) -> ExtractSummary:
         if patch_bar is not None:
             patch_bar.close()
     done = tuple(r.value for r in results if r.ok and r.value is not None)
-    failed = tuple((str(r.item), r.error or "") for r in results if not r.ok)
+    failed = tuple(found.failed()) + tuple((str(r.item), r.error or "") for r in results
+                                           if not r.ok)
     return ExtractSummary(store=config.out, done=done, skipped=tuple(skipped), failed=failed,
                           seconds=time.perf_counter() - t0)
+
+
+extract = run

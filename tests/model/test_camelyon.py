@@ -346,7 +346,7 @@ def test_evaluate_predictions_labels_csv_and_bad_folders(
     root = camelyon_world
     labels = tmp_path / "ref.csv"
     labels.write_text("tumor_a,Normal\n")
-    with pytest.raises(ConfigError, match="says tumor_a is normal"):
+    with pytest.raises(ConfigError, match="tumor_a. is labelled normal but its name says tumor"):
         evaluate_predictions(
             slides_dir=root / "slides",
             annotations_dir=root / "ann",
@@ -458,8 +458,8 @@ def test_bad_prediction_files_are_one_line_errors(
 
 @pytest.mark.parametrize(
     ("content", "message"),
-    [(b"tumor_a,Tumor\x00\x01\x02", "labels CSV .* is binary"),
-     ("tumor_a,Tumor\n".encode("utf-16"), "labels CSV .* is UTF-16")],
+    [(b"tumor_a,Tumor\x00\x01\x02", r"ref.csv: the labels CSV holds NUL bytes"),
+     ("tumor_a,Tumor\n".encode("utf-16"), r"ref.csv: the labels CSV is UTF-16")],
 )  # fmt: skip
 def test_bad_labels_csv_is_a_one_line_error(
     camelyon_world: Path, tmp_path: Path, content: bytes, message: str
@@ -505,6 +505,10 @@ def test_exclusions_and_bad_settings(camelyon_world: Path, tmp_path: Path) -> No
     result = run(SlideEvalConfig(slides=root / "slides", predictions=root / "pred",
                                  annotations=root / "ann", exclude=("tumor_b",), rules="lymph"))
     assert sorted(result["slides"]) == ["normal_a", "tumor_a"] and result["excluded"] == ["tumor_b"]
+    # ids match ignoring case, as CAMELYON16 writes Test_049 for test_049.tif
+    upper = run(SlideEvalConfig(slides=root / "slides", predictions=root / "pred",
+                                annotations=root / "ann", exclude=("TUMOR_B",), rules="lymph"))
+    assert sorted(upper["slides"]) == ["normal_a", "tumor_a"]
     with pytest.raises(ConfigError, match="rules must be one of"):
         SlideEvalConfig(slides=root / "slides", predictions=root / "pred", rules="nice")
     with pytest.raises(ConfigError, match="missing must be one of"):
