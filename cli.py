@@ -401,6 +401,9 @@ def train_cmd(store: str, out: str, stage: str, init: str | None, from_scratch: 
 
 _EVAL_PATCH_OPTS = ("store", "checkpoint")
 _EVAL_SLIDE_OPTS = ("slides", "annotations", "predictions", "labels")
+_EVAL_HOW = ("patch mode: `lymph eval patches --store S --checkpoint C`; slide mode: `lymph eval "
+             "slides --slides DIR --predictions DIR` (the old `lymph eval --store ...` and "
+             "`lymph eval --slides ...` forms work too)")
 
 
 def _fmt_pct(value: float) -> str:
@@ -437,128 +440,196 @@ def _print_eval_patch(result: dict) -> None:
         click.echo(f"{name}: {path}")
 
 
-@main.command("eval")
-@click.option("--store", type=click.Path(exists=True, file_okay=False),
-              help="Patch mode: a store from `lymph extract` (its labeled slides are scored).")
-@click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False),
-              help="Patch mode: a checkpoint from `lymph train` (best.pt or last.pt).")
-@click.option("--threshold", default="0.5", show_default=True,
-              help="Patch mode: a probability in [0, 1], or 'auto' (F1-best and 0.9-recall "
-                   "thresholds chosen on validation slides, never on the scored ones).")
-@click.option("--slide-id", "slide_ids", multiple=True,
-              help="Patch mode: score only this slide id (repeatable); default every labeled one.")
-@click.option("--figures", is_flag=True,
-              help="Patch mode: also write Figure 4/5-style PNGs (reconstructions, outlines).")
-@click.option("--tta", is_flag=True, help="Patch mode: average the 8 dihedral transforms.")
-@click.option("--max-patches-per-slide", type=click.IntRange(min=1), default=None,
-              help="Patch mode: score a seeded sample of this many patches per slide "
-                   "[default: all].")
-@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto",
-              show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True,
-              help="Patch mode: seeds the validation split (auto) and the figure patches.")
-@click.option("--slides", type=click.Path(exists=True),
-              help="Slide mode: the slides folder (or one slide).")
-@click.option("--annotations", type=click.Path(exists=True, file_okay=False),
-              help="Slide mode: ground truth (ASAP XML or mask TIFFs); default beside the slides.")
-@click.option("--predictions", type=click.Path(exists=True, file_okay=False),
-              help="Slide mode: the --out folder of `lymph predict`.")
-@click.option("--labels", type=click.Path(exists=True, dir_okay=False),
-              help="Slide mode: CSV of slide,label (tumor/normal) for slides without annotations.")
-@click.option("--out", type=click.Path(file_okay=False),
-              help="Write metrics.json and the PNG plots here.")
-@click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON on stdout.")
-def eval_cmd(store: str | None, checkpoint: str | None, threshold: str,
-             slide_ids: tuple[str, ...], figures: bool, tta: bool,
-             max_patches_per_slide: int | None, batch_size: int, device: str,
-             seed: int, slides: str | None, annotations: str | None, predictions: str | None,
-             labels: str | None, out: str | None, as_json: bool) -> None:
-    """Score a model: pixel metrics on a store's patches, or CAMELYON16 FROC/AUC on slides.
-
-    \b
-    Patch mode (pixel precision, recall, F1, Dice, IoU, pooled and per slide):
-      lymph eval --store store.zarr --checkpoint runs/ft/best.pt [--threshold auto] [--out DIR]
-    Slide mode (lesion FROC and slide AUC by the CAMELYON16 rules):
-      lymph eval --slides slides/ --annotations ann/ --predictions maps/ [--out DIR]
-    """
-    import json
-    from pathlib import Path
-
-    given = {k for k, v in {"store": store, "checkpoint": checkpoint, "slides": slides,
-                            "annotations": annotations, "predictions": predictions,
-                            "labels": labels}.items() if v is not None}
-    patch, slide = given & set(_EVAL_PATCH_OPTS), given & set(_EVAL_SLIDE_OPTS)
-    how = ("patch mode needs --store and --checkpoint; slide mode needs --slides and "
-           "--predictions (plus --annotations and/or --labels)")
-    if patch and slide:
-        raise click.BadParameter(
-            f"options of both modes given ({', '.join('--' + o for o in sorted(given))}): {how}"
-        )
-    if not given:
-        raise click.BadParameter(f"choose a mode: {how}")
-    if patch:
-        missing = [f"--{o}" for o in _EVAL_PATCH_OPTS if o not in patch]
-        if missing:
-            raise click.BadParameter(f"patch mode also needs {', '.join(missing)}: {how}")
-        from lymph.data.errors import ConfigError
-        from lymph.model.evaluate import EvalConfig, evaluate, parse_threshold
-
-        try:
-            parsed = parse_threshold(threshold)
-        except ConfigError as exc:
-            raise click.BadParameter(str(exc), param_hint="--threshold") from None
-        if figures and out is None:
-            raise click.BadParameter("--figures needs --out DIR to write the PNGs into")
-        config = EvalConfig(
-            store=Path(store), checkpoint=Path(checkpoint), threshold=parsed,
-            out=None if out is None else Path(out), slides=slide_ids or None,
-            batch_size=batch_size, device=device, tta=tta, figures=figures, seed=seed,
-            max_patches_per_slide=max_patches_per_slide, progress=not as_json,
-        )
-        result = evaluate(config)
-        if as_json:
-            click.echo(json.dumps(result, indent=2))
-        else:
-            _print_eval_patch(result)
-        return
-    missing = [f"--{o}" for o in ("slides", "predictions") if o not in slide]
-    if missing:
-        raise click.BadParameter(f"slide mode also needs {', '.join(missing)}: {how}")
-    patch_only = [name for name, used in (("--figures", figures), ("--tta", tta),
-                                          ("--slide-id", bool(slide_ids)),
-                                          ("--max-patches-per-slide",
-                                           max_patches_per_slide is not None),
-                                          ("--threshold", threshold != "0.5")) if used]
-    if patch_only:
-        raise click.BadParameter(f"{', '.join(patch_only)} only apply in patch mode: {how}")
-    from lymph.model.camelyon import evaluate_predictions
-
-    result = evaluate_predictions(
-        slides_dir=Path(slides), annotations_dir=None if annotations is None else Path(annotations),
-        predictions_dir=Path(predictions), labels_csv=None if labels is None else Path(labels),
-        out_dir=None if out is None else Path(out),
-    )
-    if as_json:
-        click.echo(json.dumps(result, indent=2))
-        return
+def _print_eval_slides(result: dict) -> None:
     def num(value: object) -> str:
         return "undefined" if value is None else f"{value:.4f}"
 
-    click.echo(f"FROC {num(result.get('froc'))} (interpolated "
-               f"{num(result.get('froc_interpolated'))}, step-wise "
-               f"{num(result.get('froc_stepwise'))}); slide AUC {num(result.get('auc'))} "
-               f"over {result.get('n_slides', 0)} slide(s)")
+    click.echo(f"FROC {num(result['froc'])} ({result['rules']} rules, the headline); "
+               f"slide AUC {num(result['auc'])} over {result['n_slides']} slide(s)")
+    click.echo(f"  official rules: FROC {num(result['froc_official'])}")
+    click.echo(f"  lymph rules:    FROC {num(result['froc_lymph'])} (interpolated), "
+               f"{num(result['froc_stepwise'])} (step-wise)")
     for rate, sens in result.get("sensitivity_at", {}).items():
         if isinstance(sens, dict):
             sens = ", ".join(f"{k} {num(v)}" for k, v in sens.items())
         else:
             sens = num(sens)
-        click.echo(f"  sensitivity at {rate} FP/slide: {sens}")
+        click.echo(f"  sensitivity at {rate} FP/slide ({result['rules']}): {sens}")
     for note in result.get("notes", []):
         click.echo(f"note: {note}")
-    if out is not None:
-        click.echo(f"written into {out}: metrics.json, froc.png, roc.png (when defined)")
+    for name, path in result.get("files", {}).items():
+        click.echo(f"{name}: {path}")
+
+
+_PATCH_OPTIONS = [
+    click.option("--store", type=click.Path(exists=True, file_okay=False, path_type=Path),
+                 help="Patch mode: a store from `lymph extract` (its labeled slides are scored)."),
+    click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                 help="Patch mode: a fine-tuned checkpoint from `lymph train` (best.pt)."),
+    click.option("--threshold", default="0.5", show_default=True,
+                 help="Patch mode: a probability in [0, 1], or 'auto' (F1-best and 0.9-recall "
+                      "thresholds chosen on validation slides, never on the scored ones)."),
+    click.option("--slide-id", "slide_ids", multiple=True,
+                 help="Patch mode: score only this slide id (repeatable); default every "
+                      "labeled one."),
+    click.option("--figures", is_flag=True,
+                 help="Patch mode: also write Figure 4/5-style PNGs (reconstructions, outlines)."),
+    click.option("--tta", is_flag=True, help="Patch mode: average the 8 dihedral transforms."),
+    click.option("--max-patches-per-slide", type=click.IntRange(min=1), default=None,
+                 help="Patch mode: score a seeded sample of this many patches per slide "
+                      "[default: all]."),
+    click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True),
+    click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto",
+                 show_default=True),
+    click.option("--seed", type=int, default=0, show_default=True,
+                 help="Patch mode: seeds the validation split (auto) and the figure patches."),
+]
+_SLIDE_OPTIONS = [
+    click.option("--slides", type=click.Path(exists=True, path_type=Path),
+                 help="Slide mode: the slides folder (searched recursively) or one slide."),
+    click.option("--annotations", type=click.Path(exists=True, file_okay=False, path_type=Path),
+                 help="Slide mode: ground truth (ASAP XML or mask TIFFs); default beside the "
+                      "slides."),
+    click.option("--predictions", type=click.Path(exists=True, file_okay=False, path_type=Path),
+                 help="Slide mode: the --out folder of `lymph predict`."),
+    click.option("--labels", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                 help="Slide mode: tumor/normal from a reference CSV (CAMELYON16 reference.csv: "
+                      "slide,Tumor|Normal), never from slide names."),
+    click.option("--rules", type=click.Choice(["official", "lymph"]), default="official",
+                 show_default=True,
+                 help="Slide mode: the rule set of the headline FROC (both are reported). "
+                      "official: the CAMELYON16 Evaluation_FROC.py numbers, comparable with "
+                      "published ones; lymph: the corrected rules (see README)."),
+    click.option("--exclude", "exclude", multiple=True,
+                 help="Slide mode: leave this slide id out (repeatable)."),
+    click.option("--camelyon16-test", "camelyon16_test", is_flag=True,
+                 help="Slide mode: the CAMELYON16 test-set convention: leave out Test_049 and "
+                      "Test_114."),
+    click.option("--score-missing", is_flag=True,
+                 help="Slide mode: score a slide without a detection file as all-missed "
+                      "(probability 0, no detections) with a warning, instead of an error."),
+]
+_COMMON_OPTIONS = [
+    click.option("--out", type=click.Path(path_type=Path),
+                 help="Write metrics.json and the PNG plots into this folder."),
+    click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON on stdout."),
+]
+
+
+def _with(options: list) -> object:
+    def apply(f: object) -> object:
+        for option in reversed(options):
+            f = option(f)
+        return f
+    return apply
+
+
+def _option_names(options: list) -> set[str]:
+    probe = _with(options)(lambda: None)
+    return {p.name for p in probe.__click_params__}  # type: ignore[attr-defined]
+
+
+def _run_eval_patches(store: Path | None, checkpoint: Path | None, threshold: str,
+                      slide_ids: tuple[str, ...], figures: bool, tta: bool,
+                      max_patches_per_slide: int | None, batch_size: int, device: str, seed: int,
+                      out: Path | None, as_json: bool) -> None:
+    import json
+
+    from lymph.model.evaluate import EvalConfig, run
+
+    missing = [f"--{o}" for o, v in (("store", store), ("checkpoint", checkpoint)) if v is None]
+    if missing:
+        raise click.UsageError(f"patch mode also needs {', '.join(missing)}: {_EVAL_HOW}")
+    config = EvalConfig(
+        store=store, checkpoint=checkpoint, threshold=threshold, out=out,
+        slides=slide_ids or None, batch_size=batch_size, device=device, tta=tta,
+        figures=figures, seed=seed, max_patches_per_slide=max_patches_per_slide,
+        progress=not as_json,
+    )
+    result = run(config)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+    else:
+        _print_eval_patch(result)
+
+
+def _run_eval_slides(slides: Path | None, annotations: Path | None, predictions: Path | None,
+                     labels: Path | None, rules: str, exclude: tuple[str, ...],
+                     camelyon16_test: bool, score_missing: bool, out: Path | None,
+                     as_json: bool) -> None:
+    import json
+
+    from lymph.model.camelyon import CAMELYON16_TEST_EXCLUDED, SlideEvalConfig, run
+
+    missing = [f"--{o}" for o, v in (("slides", slides), ("predictions", predictions)) if v is None]
+    if missing:
+        raise click.UsageError(f"slide mode also needs {', '.join(missing)}: {_EVAL_HOW}")
+    config = SlideEvalConfig(
+        slides=slides, predictions=predictions, annotations=annotations, labels=labels, out=out,
+        rules=rules, missing="missed" if score_missing else "error",
+        exclude=tuple(exclude) + (CAMELYON16_TEST_EXCLUDED if camelyon16_test else ()),
+    )
+    result = run(config)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+    else:
+        _print_eval_slides(result)
+
+
+@main.group("eval", cls=_Group, invoke_without_command=True)
+@_with(_PATCH_OPTIONS + _SLIDE_OPTIONS + _COMMON_OPTIONS)
+@click.pass_context
+def eval_cmd(ctx: click.Context, **options: object) -> None:
+    """Score a model: pixel metrics on a store's patches, or CAMELYON16 FROC/AUC on slides.
+
+    \b
+    Patch mode (pixel precision, recall, F1, Dice, IoU, pooled and per slide):
+      lymph eval patches --store store.zarr --checkpoint runs/ft/best.pt [--threshold auto]
+    Slide mode (lesion FROC by the official CAMELYON16 rules and lymph's, slide AUC):
+      lymph eval slides --slides slides/ --predictions maps/ [--labels reference.csv]
+    The one-command forms `lymph eval --store ...` and `lymph eval --slides ...` work too.
+    """
+    defaults = {p.name: p.default for p in ctx.command.params}
+    given = {k for k, v in options.items() if v != defaults.get(k) and v not in (None, (), False)}
+    if ctx.invoked_subcommand is not None:
+        if given:
+            raise click.UsageError(
+                f"put the options after `{ctx.invoked_subcommand}`: "
+                f"lymph eval {ctx.invoked_subcommand} {' '.join('--' + g for g in sorted(given))}"
+            )
+        return
+    patch_names, slide_names = _option_names(_PATCH_OPTIONS), _option_names(_SLIDE_OPTIONS)
+    patch, slide = given & set(_EVAL_PATCH_OPTS), given & set(_EVAL_SLIDE_OPTS)
+    if patch and slide:
+        raise click.UsageError(f"options of both modes given: {_EVAL_HOW}")
+    if not patch and not slide:
+        raise click.UsageError(f"choose a mode: {_EVAL_HOW}")
+    mode_names, other = (patch_names, slide_names) if patch else (slide_names, patch_names)
+    stray = sorted(given & other)
+    if stray:
+        mode = "patch" if patch else "slide"
+        raise click.UsageError(
+            f"{', '.join('--' + s.replace('_', '-') for s in stray)} do not apply in {mode} "
+            f"mode: {_EVAL_HOW}"
+        )
+    keep = mode_names | {"out", "as_json"}
+    run = _run_eval_patches if patch else _run_eval_slides
+    run(**{k: v for k, v in options.items() if k in keep})
+
+
+@eval_cmd.command("patches")
+@_with(_PATCH_OPTIONS + _COMMON_OPTIONS)
+def eval_patches_cmd(**options: object) -> None:
+    """Pixel precision, recall, F1, Dice and IoU of a checkpoint on a store's labeled patches."""
+    _run_eval_patches(**options)  # type: ignore[arg-type]
+
+
+@eval_cmd.command("slides")
+@_with(_SLIDE_OPTIONS + _COMMON_OPTIONS)
+def eval_slides_cmd(**options: object) -> None:
+    """Lesion FROC (official CAMELYON16 rules and lymph's) and slide AUC of `lymph predict`
+    outputs, or of any CAMELYON16-style submission (S.csv detections, scores.csv)."""
+    _run_eval_slides(**options)  # type: ignore[arg-type]
 
 
 def _parse_sizes(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, ...]:

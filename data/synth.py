@@ -36,6 +36,7 @@ FORMATS = ("tiff", "svs")
 MIN_SIZE = TILE
 MAX_SIZE = 1_000_000
 SYNTH_VERSION = 1
+MASK_MIN_SIZE = 2  # mask pyramids halve down to 1 px: level 5 (1/32) exists at any size
 
 # Morphology, in microns (converted with mpp).
 LYMPHOCYTE_RADIUS_UM = (3.0, 3.8)  # ~7 um diameter
@@ -1013,6 +1014,7 @@ def synth_slides(
                     compression="deflate",
                     mpp=cfg.mpp,
                     downsample="majority",
+                    min_size=MASK_MIN_SIZE,  # levels to 1/32 and beyond, as CAMELYON16's
                     workers=cfg.workers,
                 )
             largest = ""

@@ -15,9 +15,7 @@ the store's labeled slides (recorded in the output). The scored data never choos
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import warnings
 import zlib
 from collections.abc import Iterable, Sequence
@@ -27,7 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from lymph.data.errors import ConfigError, StoreError
+from lymph.data.errors import CheckpointError, ConfigError, StoreError
+from lymph.data.io import atomic_write_json
 from lymph.model.metrics import PixelCounts, PRAccumulator, binarize, pixel_counts
 
 AUTO = "auto"
@@ -76,6 +75,8 @@ class EvalConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
+        if self.out is not None and Path(self.out).exists() and not Path(self.out).is_dir():
+            raise ConfigError(f"--out {self.out} is a file, not a folder; choose a folder")
         object.__setattr__(self, "store", Path(self.store))
         object.__setattr__(self, "checkpoint", Path(self.checkpoint))
         if self.out is not None:
@@ -332,85 +333,118 @@ def _check_store_matches(store: Any, ckpt: dict, warn: list[str]) -> None:
             )
 
 
-def evaluate(config: EvalConfig) -> dict[str, Any]:
-    """Score `config.checkpoint` on the labeled patches of `config.store`; see the module doc.
+def refuse_pretraining(ckpt: dict, path: Path) -> None:
+    """CheckpointError for a reconstruction-pretraining checkpoint: its segmentation head was
+    never trained, so its scores mean nothing."""
+    config = ckpt.get("config") if isinstance(ckpt.get("config"), dict) else {}
+    if config.get("stage") == "pretrain":
+        raise CheckpointError(
+            f"checkpoint {path} is a pretraining checkpoint (stage 'pretrain'): its "
+            "segmentation head is untrained; evaluate a fine-tuned one (`lymph train --stage "
+            "finetune --init ...`, its best.pt)"
+        )
 
-    Returns a JSON-ready dict: precision, recall, f1, dice, iou (pooled, 0-1), the counts, the
-    threshold, per-slide figures under "slides", the validation part under "validation" (auto),
-    written file paths under "files", and every setting under "config".
-    """
-    from lymph.data.store import PatchStore
-    from lymph.model.checkpoint import load_model
 
-    store = PatchStore.open(config.store)
-    model, ckpt = load_model(config.checkpoint, device="cpu")
-    rng = np.random.default_rng(config.seed)
-    scored, val, val_source = _choose_slides(config, store, ckpt, rng)
+def _leak_notes(config: EvalConfig, store: Any, ckpt: dict, scored: list[str]) -> list[str]:
     notes: list[str] = []
     _check_store_matches(store, ckpt, notes)
     recorded_train = _recorded_slides(ckpt, "train_slides") if same_store(store, ckpt) else None
-    trained_on = set(recorded_train or [])
-    leaked = sorted(trained_on & set(scored))
+    leaked = sorted(set(recorded_train or []) & set(scored))
     if leaked:
         notes.append(
             f"slides {leaked} were used to train this checkpoint: their scores are optimistic; "
             "score held-out slides (--slides) or a store of test slides"
         )
     for note in notes:
-        warnings.warn(note, stacklevel=2)
+        warnings.warn(note, stacklevel=3)
+    return notes
 
-    result: dict[str, Any] = {}
-    if config.threshold == AUTO:
-        val_acc = PRAccumulator(bins=config.bins)
-        for _, batch, probs in _stream(store, val, model, config, "eval: validation"):
-            val_acc.update(probs, batch.masks)
-        if val_acc.hist_pos.sum() == 0:
-            raise ConfigError(
-                f"the validation slides {val} hold no tumor pixels, so no threshold can be "
-                "chosen on them; pass --threshold 0.5, or a store with more tumor slides"
-            )
-        threshold = val_acc.best_f1_threshold()
-        recall_threshold = val_acc.threshold_at_recall(RECALL_TARGET)
-        result["validation"] = {
-            "slides": val,
-            "source": val_source,
-            "f1_best_threshold": threshold,
-            f"recall_{RECALL_TARGET:g}_threshold": recall_threshold,
-            "at_f1_best": val_acc.counts_at(threshold).to_dict(),
-            f"at_recall_{RECALL_TARGET:g}": val_acc.counts_at(recall_threshold).to_dict(),
-        }
-    else:
-        threshold = float(config.threshold)
-        recall_threshold = None
 
-    acc = PRAccumulator(bins=config.bins)
-    per_slide: dict[str, PixelCounts] = {sid: PixelCounts() for sid in scored}
-    n_patches: dict[str, int] = dict.fromkeys(scored, 0)
+def _choose_threshold(
+    config: EvalConfig, store: Any, model: Any, val: list[str], source: str
+) -> tuple[float, float | None, dict[str, Any]]:
+    """(threshold, 0.9-recall threshold or None, the "validation" block or {})."""
+    if config.threshold != AUTO:
+        return float(config.threshold), None, {}
+    val_acc = PRAccumulator(bins=config.bins)
+    for _, batch, probs in _stream(store, val, model, config, "eval: validation"):
+        val_acc.update(probs, batch.masks)
+    if val_acc.hist_pos.sum() == 0:
+        raise ConfigError(
+            f"the validation slides {val} hold no tumor pixels, so no threshold can be "
+            "chosen on them; pass --threshold 0.5, or a store with more tumor slides"
+        )
+    threshold = val_acc.best_f1_threshold()
+    recall_threshold = val_acc.threshold_at_recall(RECALL_TARGET)
+    block = {
+        "slides": val,
+        "source": source,
+        "f1_best_threshold": threshold,
+        f"recall_{RECALL_TARGET:g}_threshold": recall_threshold,
+        "at_f1_best": val_acc.counts_at(threshold).to_dict(),
+        f"at_recall_{RECALL_TARGET:g}": val_acc.counts_at(recall_threshold).to_dict(),
+    }
+    return threshold, recall_threshold, {"validation": block}
+
+
+@dataclass
+class _Tally:
+    """What scoring accumulates: pooled histograms, per-slide counts, figure picks."""
+
+    acc: PRAccumulator
+    per_slide: dict[str, PixelCounts]
+    n_patches: dict[str, int]
+    picks: dict[int, _Reservoir]
+
+
+def _score(config: EvalConfig, store: Any, model: Any, scored: list[str],
+           threshold: float) -> _Tally:  # fmt: skip
     sample_rng = np.random.default_rng([config.seed, 1])
     k = config.n_figure_patches
-    picks = {1: _Reservoir(k - k // 2, sample_rng), 0: _Reservoir(k // 2, sample_rng)}
+    tally = _Tally(
+        PRAccumulator(bins=config.bins),
+        {sid: PixelCounts() for sid in scored},
+        dict.fromkeys(scored, 0),
+        {1: _Reservoir(k - k // 2, sample_rng), 0: _Reservoir(k // 2, sample_rng)},
+    )
     for sid, batch, probs in _stream(store, scored, model, config, "eval: scoring"):
         pred = binarize(probs, threshold)
         masks = batch.masks
-        per_slide[sid] = per_slide[sid] + pixel_counts(pred, masks)  # a chunk is one slide's
-        acc.update(probs, masks)
-        n_patches[sid] += len(batch)
+        tally.per_slide[sid] = tally.per_slide[sid] + pixel_counts(pred, masks)
+        tally.acc.update(probs, masks)
+        tally.n_patches[sid] += len(batch)
         if config.figures:
             for i in range(len(batch)):
-                label = 1 if masks[i].any() else 0
-                picks[label].offer(
-                    (
-                        sid,
-                        int(batch.coords[i, 0]),
-                        int(batch.coords[i, 1]),
-                        batch.images[i].copy(),  # copies: a view would pin its chunk
-                        masks[i].copy(),
-                        pred[i].copy(),
-                    )
-                )
+                tally.picks[1 if masks[i].any() else 0].offer(
+                    (sid, int(batch.coords[i, 0]), int(batch.coords[i, 1]),
+                     batch.images[i].copy(), masks[i].copy(), pred[i].copy())
+                )  # copies: a view would pin its chunk  # fmt: skip
+    return tally
 
-    pooled = sum(per_slide.values(), PixelCounts())
-    curve = acc.curve()
+
+def run(config: EvalConfig) -> dict[str, Any]:
+    """Score `config.checkpoint` on the labeled patches of `config.store`; see the module doc.
+
+    Returns a JSON-ready dict: precision, recall, f1, dice, iou (pooled, 0-1), the counts, the
+    threshold, per-slide figures under "slides", the validation part under "validation" (auto),
+    written file paths under "files", and every setting under "config". CheckpointError for a
+    pretraining checkpoint.
+    """
+    from lymph.data.store import PatchStore
+    from lymph.model.checkpoint import load_model
+
+    store = PatchStore.open(config.store)
+    model, ckpt = load_model(config.checkpoint, device="cpu")
+    refuse_pretraining(ckpt, config.checkpoint)
+    rng = np.random.default_rng(config.seed)
+    scored, val, val_source = _choose_slides(config, store, ckpt, rng)
+    notes = _leak_notes(config, store, ckpt, scored)
+    threshold, recall_threshold, validation = _choose_threshold(
+        config, store, model, val, val_source
+    )
+    tally = _score(config, store, model, scored, threshold)
+    pooled = sum(tally.per_slide.values(), PixelCounts())
+    curve = tally.acc.curve()
     result = {
         **pooled.to_dict(),
         "threshold": threshold,
@@ -418,16 +452,13 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
         "threshold_rule": "tumor where probability >= threshold",
         "average_precision": curve.average_precision(),
         "n_slides": len(scored),
-        "n_patches": int(sum(n_patches.values())),
+        "n_patches": int(sum(tally.n_patches.values())),
         "slides": {
-            sid: {
-                **per_slide[sid].to_dict(),
-                "status": store.slide(sid).status,
-                "n_patches": n_patches[sid],
-            }
+            sid: {**tally.per_slide[sid].to_dict(), "status": store.slide(sid).status,
+                  "n_patches": tally.n_patches[sid]}
             for sid in scored
-        },
-        **result,
+        },  # fmt: skip
+        **validation,
         "store": str(config.store),
         "checkpoint": str(config.checkpoint),
         "checkpoint_stage": ckpt.get("config", {}).get("stage"),
@@ -435,11 +466,11 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
         "config": config.to_dict(),
     }
     if recall_threshold is not None:
-        result[f"at_recall_{RECALL_TARGET:g}_threshold"] = acc.counts_at(recall_threshold).to_dict()
-
+        key = f"at_recall_{RECALL_TARGET:g}_threshold"
+        result[key] = tally.acc.counts_at(recall_threshold).to_dict()
     if config.out is not None:
         result["files"] = _write_outputs(
-            config, result, curve, picks, model, threshold, recall_threshold
+            config, result, curve, tally.picks, model, threshold, recall_threshold
         )
     return result
 
@@ -460,7 +491,6 @@ def _write_outputs(
     )
 
     out = Path(config.out)  # type: ignore[arg-type]
-    out.mkdir(parents=True, exist_ok=True)
     files: dict[str, str] = {}
     marks = {"threshold" if recall_threshold is None else "F1-best (validation)": threshold}
     if recall_threshold is not None:
@@ -498,9 +528,7 @@ def _write_outputs(
             )
     files["metrics"] = str(out / "metrics.json")
     result["files"] = files
-    tmp = out / f".metrics.json.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    os.replace(tmp, out / "metrics.json")
+    atomic_write_json(out / "metrics.json", result, sort_keys=False)
     return files
 
 
@@ -515,8 +543,8 @@ def evaluate_store(
     device: str = "cpu",
     **options: Any,
 ) -> dict[str, Any]:
-    """Keyword form of `evaluate(EvalConfig(...))` (the contract other areas call)."""
-    return evaluate(
+    """Keyword form of `run(EvalConfig(...))`, kept for `lymph study` (model/study.py)."""
+    return run(
         EvalConfig(
             store=Path(store),
             checkpoint=Path(checkpoint),

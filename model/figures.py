@@ -1,9 +1,14 @@
-"""PNG figures for `lymph eval` and `lymph study`.
+"""Every PNG lymph draws: training loss, pixel PR, slide ROC, lesion FROC, patch overlays.
 
 Matplotlib's object API (`matplotlib.figure.Figure` + `savefig`) needs no pyplot and no GUI
-backend, so these work headless and never change the caller's backend.
+backend, so these work headless and never change the caller's backend: no module of lymph calls
+`matplotlib.use`. Every PNG is written atomically (`lymph.data.io.atomic_path`), so a read-only
+or full output folder is an `OutputError` naming the file, and no half PNG is left.
 
+- `read_metrics`, `plot_loss`: a run's metrics.jsonl and its loss curve (loss.png).
 - `plot_pr_curve`: precision-recall curve with chosen thresholds marked.
+- `plot_roc`: the slide-level ROC curve.
+- `plot_froc`: the lesion FROC curve, lymph's rules with the official rules' curve beside it.
 - `figure_reconstructions`: the seed paper's Figure 4 (inputs above their reconstructions).
 - `figure_segmentations`: the seed paper's Figure 5 (patches with ground-truth and predicted
   tumor outlines).
@@ -12,11 +17,15 @@ backend, so these work headless and never change the caller's backend.
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from lymph.data.io import atomic_path
 from lymph.model.metrics import PRCurve
 
 GT_COLOR = "#00c853"  # green: ground truth
@@ -32,9 +41,118 @@ def _figure(width: float, height: float):  # -> matplotlib.figure.Figure
 
 def _save(fig, path: str | Path) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
     return path
+
+
+# --- training ------------------------------------------------------------------------------------
+
+
+def read_metrics(path: str | Path) -> list[dict]:
+    """The records of a metrics.jsonl (skips a torn last line left by a killed run)."""
+    out = []
+    path = Path(path)
+    if not path.exists():
+        return out
+    for line in path.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return out
+
+
+def plot_loss(metrics_path: str | Path, out_png: str | Path, *, title: str = "") -> Path:
+    """Training loss (and its parts) against step; validation F1 or reconstruction error on a
+    second axis when the run has them."""
+    records = read_metrics(metrics_path)
+    train = [r for r in records if r.get("kind") == "train"]
+    val = [r for r in records if r.get("kind") == "val"]
+    fig = _figure(7, 4)
+    ax = fig.add_subplot()
+    parts = any("bce" in r for r in train)  # finetune: show the parts of the loss too
+    for key, style in (("loss", "-"), ("recon", ":"), ("bce", "--"), ("dice", "-.")):
+        pts = [(r["step"], r[key]) for r in train if key in r]
+        if pts and (key == "loss" or parts):
+            ax.plot(*zip(*pts, strict=True), style, label=f"train {key}")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    if val:
+        ax2 = ax.twinx()
+        key = "f1" if "f1" in val[0] else "recon_mse"
+        ax2.plot(
+            [r["step"] for r in val], [r[key] for r in val], "o-", color="C3", label=f"val {key}"
+        )
+        ax2.set_ylabel(f"validation {key}")
+        ax2.legend(loc="upper right")
+    ax.legend(loc="upper left" if val else "best")
+    ax.set_title(title or Path(metrics_path).parent.name)
+    return _save(fig, out_png)
+
+
+# --- slide mode: ROC and FROC --------------------------------------------------------------------
+
+
+def plot_roc(scores: Sequence[float], labels: Sequence[bool], path: str | Path, *,
+             auc: float) -> Path:
+    """The slide-level ROC curve; writes ``path`` (PNG)."""
+    from lymph.model.camelyon import roc_curve
+
+    fpr, tpr, _ = roc_curve(scores, labels)
+    fig = _figure(4.5, 4.2)
+    ax = fig.add_subplot()
+    ax.plot(fpr, tpr, "-", color="black", lw=1.2)
+    ax.plot([0, 1], [0, 1], ":", color="grey")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("false positive rate (normal slides)")
+    ax.set_ylabel("true positive rate (tumor slides)")
+    ax.set_title(f"slide ROC, AUC {auc:.3f} ({len(scores)} slides)")
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def plot_froc(curve: Any, path: str | Path, *, official: Mapping[str, Any] | None = None) -> Path:
+    """The FROC curve by lymph's rules (a ``camelyon.Froc``) with the six evaluation rates
+    marked, and the official rules' curve and score (``official``: the ``official`` block of
+    the slide-mode result) when defined; writes ``path`` (PNG)."""
+    fig = _figure(5.5, 4.2)
+    ax = fig.add_subplot()
+    floor = 1 / 16  # a log axis has no 0: points at 0 FP per slide are drawn at 1/16
+    fps = np.maximum(curve.fps_per_slide, floor)
+    ax.step(fps, curve.sensitivity, where="post", color="black", lw=1.0, alpha=0.5,
+            label="lymph operating points (step-wise)")  # fmt: skip
+    ax.plot(fps, curve.sensitivity, "-", color="black", lw=1.2, label="lymph FROC (interpolated)")
+    rates = list(curve.sensitivity_interpolated)
+    ax.plot(rates, [curve.sensitivity_interpolated[r] for r in rates], "o", color="tab:red",
+            label=f"lymph interpolated, mean {curve.interpolated:.3f}")  # fmt: skip
+    ax.plot(rates, [curve.sensitivity_stepwise[r] for r in rates], "x", color="tab:blue",
+            label=f"lymph stepwise, mean {curve.stepwise:.3f}")  # fmt: skip
+    if official and official.get("froc") is not None:
+        ofps = np.maximum(np.asarray(official["curve"]["fps_per_slide"], float), floor)
+        osens = np.asarray(official["curve"]["sensitivity"], float)
+        ax.plot(ofps, osens, "--", color="tab:green", lw=1.2,
+                label=f"official rules, mean {official['froc']:.3f}")  # fmt: skip
+    ax.set_xscale("log", base=2)
+    right = max(16.0, float(fps.max()) * 1.2)
+    ax.set_xlim(floor, right)
+    ticks = [2.0**k for k in range(-4, int(math.log2(right)) + 1)]
+    ax.set_xticks(
+        ticks, ["0" if t == floor else f"{t:g}" if t >= 1 else f"1/{1 / t:g}" for t in ticks]
+    )
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("mean false positives per slide")
+    ax.set_ylabel("lesion sensitivity")
+    ax.set_title(f"FROC ({curve.n_slides} slide(s), {curve.n_lesions} lesion(s))")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=7)
+    return _save(fig, path)
+
+
+# --- patch mode ----------------------------------------------------------------------------------
 
 
 def plot_pr_curve(

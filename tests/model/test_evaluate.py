@@ -12,9 +12,9 @@ from lymph.data.store import PatchStore, create_store, write_slide
 from lymph.model.checkpoint import save_checkpoint
 from lymph.model.evaluate import (
     EvalConfig,
-    evaluate,
     evaluate_store,
     parse_threshold,
+    run,
     split_validation,
 )
 from lymph.model.infer import predict_probs
@@ -124,7 +124,7 @@ def test_fixed_threshold_json_keys_and_counts(world: dict[str, Path]) -> None:
 
 def test_auto_threshold_never_scores_validation_slides(world: dict[str, Path]) -> None:
     out = world["root"] / "auto"
-    res = evaluate(
+    res = run(
         EvalConfig(
             store=world["store"],
             checkpoint=world["ckpt"],
@@ -195,7 +195,7 @@ def test_split_validation_needs_two_slides() -> None:
 
 def test_auto_rejects_scoring_the_validation_slides(world: dict[str, Path]) -> None:
     with pytest.raises(ConfigError, match="both choose the threshold and be scored"):
-        evaluate(
+        run(
             EvalConfig(
                 store=world["store"],
                 checkpoint=world["ckpt"],
@@ -295,35 +295,86 @@ def test_cli_eval_table(world: dict[str, Path]) -> None:
 
 
 @pytest.mark.parametrize(
-    ("args", "message"),
+    ("args", "message", "code"),
     [
-        ([], "choose a mode"),
-        (["--store", "{store}"], "patch mode also needs --checkpoint"),
+        ([], "choose a mode", 2),
+        (["--store", "{store}"], "patch mode also needs --checkpoint", 2),
         (
             ["--store", "{store}", "--checkpoint", "{ckpt}", "--predictions", "{root}"],
             "options of both modes",
+            2,
         ),
-        (["--predictions", "{root}"], "slide mode also needs --slides"),
+        (["--predictions", "{root}"], "slide mode also needs --slides", 2),
         (
             ["--slides", "{root}", "--predictions", "{root}", "--figures"],
-            "--figures only apply in patch mode",
+            "--figures do not apply in slide mode",
+            2,
         ),
         (
             ["--store", "{store}", "--checkpoint", "{ckpt}", "--threshold", "best"],
             "neither a number",
+            2,
         ),
-        (["--store", "{store}", "--checkpoint", "{ckpt}", "--figures"], "--figures needs --out"),
+        (["--store", "{store}", "--checkpoint", "{ckpt}", "--figures"], "--out DIR with", 2),
+        (["--store", "{store}", "slides"], "put the options after `slides`", 2),
+        (["slides", "--predictions", "{root}"], "slide mode also needs --slides", 2),
+        (["patches", "--slides", "{root}"], "No such option", 2),
     ],
 )
-def test_cli_eval_bad_modes(world: dict[str, Path], args: list[str], message: str) -> None:
+def test_cli_eval_bad_modes(
+    world: dict[str, Path], args: list[str], message: str, code: int
+) -> None:
     from click.testing import CliRunner
 
     from lymph.cli import main
 
     args = [a.format(**{k: str(v) for k, v in world.items()}) for a in args]
     result = CliRunner().invoke(main, ["eval", *args])
-    assert result.exit_code == 2, result.output
+    assert result.exit_code == code, result.output
     assert message in result.output
+
+
+def test_cli_eval_patches_subcommand_equals_the_old_form(world: dict[str, Path]) -> None:
+    from click.testing import CliRunner
+
+    from lymph.cli import main
+
+    common = ["--store", str(world["store"]), "--checkpoint", str(world["ckpt"]), "--json",
+              "--device", "cpu", "--threshold", "0.4"]  # fmt: skip
+    old = CliRunner().invoke(main, ["eval", *common])
+    new = CliRunner().invoke(main, ["eval", "patches", *common])
+    assert old.exit_code == 0 and new.exit_code == 0, old.output + new.output
+    a, b = json.loads(old.stdout), json.loads(new.stdout)
+    assert a["f1"] == b["f1"] and a["slides"] == b["slides"]
+
+
+def test_a_pretraining_checkpoint_is_refused(world: dict[str, Path], tmp_path: Path) -> None:
+    path = tmp_path / "pre.pt"
+    save_checkpoint(path, model=UNet(UNetConfig(base_width=4, depth=2)),
+                    config={"stage": "pretrain", "store": {"patch_size": P, "level": 0}})
+    with pytest.raises(CheckpointError, match=r"pre.pt is a pretraining checkpoint .* fine-tuned"):
+        run(EvalConfig(store=world["store"], checkpoint=path))
+
+
+def read_only_folder(tmp_path: Path) -> Path:
+    """A folder lymph cannot write into: chmod 500 for a user; for root (whom permissions do not
+    stop) a path under /sys, where the kernel refuses new files."""
+    import os
+
+    if os.geteuid() == 0:
+        return Path("/sys/lymph-eval-out")
+    out = tmp_path / "ro"
+    out.mkdir()
+    out.chmod(0o500)
+    return out
+
+
+def test_read_only_out_is_one_line_error(world: dict[str, Path], tmp_path: Path) -> None:
+    from lymph.data.errors import OutputError
+
+    out = read_only_folder(tmp_path)
+    with pytest.raises(OutputError, match=r"cannot write .* not writable"):
+        run(EvalConfig(store=world["store"], checkpoint=world["ckpt"], out=out))
 
 
 def test_max_patches_per_slide_scores_a_seeded_sample(world: dict[str, Path]) -> None:

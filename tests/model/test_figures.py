@@ -64,3 +64,40 @@ def test_f1_vs_size_png(tmp_path: Path) -> None:
         tmp_path / "f1.png",
     )
     assert _png_size(path)[0] > 200
+
+
+def test_loss_curve_and_the_old_plots_import(tmp_path: Path) -> None:
+    import json
+
+    from lymph.model import figures, plots
+
+    assert plots.plot_loss is figures.plot_loss and plots.read_metrics is figures.read_metrics
+    log = tmp_path / "metrics.jsonl"
+    rows = [{"kind": "train", "step": s, "loss": 1 / s, "bce": 0.5 / s, "dice": 0.5 / s}
+            for s in range(1, 20)] + [{"kind": "val", "step": 10, "f1": 0.4}]  # fmt: skip
+    log.write_text("\n".join(json.dumps(r) for r in rows) + '\n{"kind": "tr')  # torn last line
+    assert len(figures.read_metrics(log)) == 20
+    assert _png_size(figures.plot_loss(log, tmp_path / "loss.png"))[0] > 300
+
+
+def test_roc_and_froc_pngs(tmp_path: Path) -> None:
+    from lymph.model.camelyon import froc, score_slide
+    from lymph.model.figures import plot_froc, plot_roc
+
+    labels = np.zeros((40, 40), np.int32)
+    labels[5:30, 5:30] = 1
+    curve = froc([score_slide(np.array([[0.9, 320.0, 320.0], [0.4, 1200.0, 1200.0]]),
+                              labels=labels)])  # fmt: skip
+    official = {"froc": 0.5, "curve": {"fps_per_slide": [1.0, 0.0], "sensitivity": [1.0, 0.0]}}
+    assert _png_size(plot_froc(curve, tmp_path / "froc.png", official=official))[0] > 300
+    assert _png_size(plot_roc([0.1, 0.9], [False, True], tmp_path / "roc.png", auc=1.0))[0] > 300
+
+
+def test_a_png_into_an_unwritable_place_is_an_output_error(tmp_path: Path) -> None:
+    from lymph.data.errors import OutputError
+
+    blocker = tmp_path / "file"
+    blocker.write_text("x")  # a regular file where the folder should be
+    with pytest.raises(OutputError, match=r"cannot write .*pr.png"):
+        plot_f1_vs_size([2, 4], {"a": ([0.5, 0.6], [0.1, 0.1])}, blocker / "pr.png")
+    assert not list(tmp_path.glob(".*.tmp"))
