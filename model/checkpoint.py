@@ -350,7 +350,7 @@ def load_checkpoint(path: str | Path, *, map_location: Any = "cpu") -> dict:
             raise CheckpointError(f"checkpoint {path} lacks {key!r}: the file is incomplete")
     if not isinstance(ckpt["config"], dict) or "model" not in ckpt["config"]:
         raise CheckpointError(f"checkpoint {path} has no config['model'] (UNet settings)")
-
+    RunRecord.from_dict(ckpt["config"], path=path)  # CheckpointError naming a malformed key
     return ckpt
 
 
