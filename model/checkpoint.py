@@ -18,7 +18,6 @@ Layout::
 
 from __future__ import annotations
 
-import os
 import platform
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from torch import nn
 
 from lymph import __version__
 from lymph.data.errors import CheckpointError, ConfigError
+from lymph.data.io import atomic_path, remove_stale_temps
 from lymph.model.unet import UNet, UNetConfig, unwrap
 
 FORMAT = "lymph-checkpoint"
@@ -275,7 +275,8 @@ def save_checkpoint(
     scheduler: Any | None = None,
     extra: dict | None = None,
 ) -> None:
-    """Write a checkpoint atomically: a temporary file in the same folder, fsync, os.replace.
+    """Write a checkpoint atomically (``lymph.data.io.atomic_path``): a failed write (read-only
+    folder, full disk) raises OutputError and leaves the previous file as it was.
 
     ``config["model"]`` is filled from the model when missing and must match it when given.
     DDP / compiled wrappers are unwrapped so the keys are always the plain UNet's.
@@ -301,21 +302,11 @@ def save_checkpoint(
         "extra": plain(extra or {}, where="extra"),
         "versions": versions(),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_path(path) as tmp:  # OutputError (read-only, disk full); the old file stays
+        torch.save(payload, tmp)
     # A process killed mid-write (kill -9) leaves its temporary file behind: the next successful
     # save of the same checkpoint removes such leftovers.
-    for stale in path.parent.glob(f".{path.name}.*.tmp"):
-        stale.unlink(missing_ok=True)
+    remove_stale_temps(path)
 
 
 def load_checkpoint(path: str | Path, *, map_location: Any = "cpu") -> dict:

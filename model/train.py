@@ -38,7 +38,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from lymph.data.errors import CheckpointError, ConfigError, StoreError
+from lymph.data.errors import CheckpointError, ConfigError, OutputError, StoreError
+from lymph.data.io import atomic_write_json, atomic_write_text
 from lymph.data.store import PatchStore
 from lymph.model.augment import AugmentConfig
 from lymph.model.checkpoint import (
@@ -47,6 +48,7 @@ from lymph.model.checkpoint import (
     check_architecture,
     load_checkpoint,
     model_config,
+    plain,
     save_checkpoint,
     versions,
 )
@@ -57,6 +59,13 @@ from lymph.model.unet import UNet, UNetConfig, unwrap
 
 STAGES = ("pretrain", "finetune")
 ARCH_KEYS = ("base_width", "depth", "last_skip", "norm")
+# Settings --resume may change (recorded in the run record's "resumes"): how and where the run
+# executes, not what it computes. workers and batch_size change the data order (warned).
+RESUME_MAY_CHANGE = frozenset(
+    {"resume", "stop_at", "device", "workers", "batch_size", "log_every", "checkpoint_every",
+     "threads", "out", "store"}
+)  # fmt: skip
+STORE_IDENTITY = ("schema_version", "level", "patch_size")
 
 
 def parse_labeled(value: int | str | None) -> int | str | None:
@@ -160,7 +169,7 @@ class TrainConfig:
         set_("out", Path(self.out))
         if self.init is not None:
             set_("init", Path(self.init))
-        set_("labeled", parse_labeled(self.labeled))
+        set_("labeled", parse_labeled(self.labeled) if self.stage == "finetune" else None)
         set_("train_slide_ids", _slide_ids(self.train_slide_ids, "train_slide_ids"))
         set_("val_slide_ids", _slide_ids(self.val_slide_ids, "val_slide_ids"))
         set_("labeled_patches", _patch_list(self.labeled_patches))
@@ -464,8 +473,10 @@ def plan_run(config: TrainConfig, store: PatchStore, *, dist: Dist) -> Plan:
         )
     arch, init_ckpt = _resolve_architecture(config)
     last_path = config.out / "last.pt"
+    resumes: list = []
     if resumed is not None:
         check_architecture(model_config(resumed, path=last_path), arch, path=last_path)
+        resumes = check_resume(config, store, resumed, path=last_path)
         rec = resumed["config"]
         train_ids, val_ids = list(rec["splits"]["train"]), list(rec["splits"]["val"])
         picks = [(str(s), int(i)) for s, i in rec.get("labeled") or []]
@@ -498,6 +509,7 @@ def plan_run(config: TrainConfig, store: PatchStore, *, dist: Dist) -> Plan:
         val_slides=tuple(val_ids),
         labeled=tuple(picks),
         init=_init_info(config, init_ckpt),
+        other={"resumes": resumes} if resumes else {},
     )
     return Plan(arch, tuple(train_ids), tuple(val_ids), tuple(picks), layout, stream, start,
                 record, init_ckpt, resumed)  # fmt: skip
@@ -523,6 +535,46 @@ def _resumed(config: TrainConfig) -> dict | None:
             f"--stage {config.stage}"
         )
     return resumed
+
+
+def check_resume(
+    config: TrainConfig, store: PatchStore, resumed: dict, *, path: Path
+) -> list[dict]:
+    """Refuse (CheckpointError, by name) a resume on another store or with another setting than
+    ``path`` records, except ``RESUME_MAY_CHANGE``; returns the record's resumes plus this one
+    ({"step", "changed": {name: [old, new]}}) when one of those changed."""
+    record = RunRecord.from_dict(resumed["config"], path=path)
+    rec_store = record.store
+    if rec_store is not None:
+        here = {"path": str(Path(store.path).resolve()), **store.settings}
+        there = {**rec_store.settings}
+        if rec_store.path is not None:
+            there["path"] = str(Path(rec_store.path).resolve())
+        keys = ["path", *STORE_IDENTITY]
+        diff = [f"{k} {there[k]!r} -> {here.get(k)!r}" for k in keys
+                if k in there and there[k] != here.get(k)]  # fmt: skip
+        if diff:
+            raise CheckpointError(
+                f"--resume: {path} was trained on the store {rec_store.path} and --store "
+                f"{store.path} differs ({'; '.join(diff)}); resume with --store "
+                f"{rec_store.path}, or start a new run in another --out"
+            )
+    old, new = record.settings, plain(config.to_dict())
+    changed = {k: [old[k], new[k]] for k in sorted(old.keys() & new.keys()) if old[k] != new[k]}
+    ignored = RESUME_MAY_CHANGE | ({"labeled"} if config.stage == "pretrain" else set())
+    refused = {k: v for k, v in changed.items() if k not in ignored}
+    if refused:
+        text = "; ".join(f"{k}: checkpoint {a!r}, now {b!r}" for k, (a, b) in refused.items())
+        raise CheckpointError(
+            f"--resume: {path} was trained with other settings ({text}); resume with the "
+            f"recorded settings (only {', '.join(sorted(RESUME_MAY_CHANGE - {'out', 'store'}))} "
+            "may change), or start a new run in another --out"
+        )
+    resumes = list(record.other.get("resumes") or [])
+    shown = {k: v for k, v in changed.items() if k not in ("resume", "stop_at")}
+    if shown:
+        resumes.append({"step": int(resumed["step"]), "changed": shown})
+    return resumes
 
 
 def plan_splits(config: TrainConfig, store: PatchStore) -> tuple[list[str], list[str]]:
@@ -648,9 +700,18 @@ class Session:
         return self.config.out
 
     def log(self, record: dict) -> None:
-        if self.dist.main:
-            with open(self.run / "metrics.jsonl", "a") as f:
+        """Append one record to metrics.jsonl (a torn last line is skipped by its readers)."""
+        if not self.dist.main:
+            return
+        path = self.run / "metrics.jsonl"
+        try:
+            with open(path, "a") as f:
                 f.write(json.dumps(record) + "\n")
+        except OSError as exc:
+            raise OutputError(
+                f"cannot write {path}: {exc.strerror or exc}; free space or fix the folder, "
+                "then continue with --resume (last.pt is intact)"
+            ) from exc
 
     def checkpoint(self, path: Path, val: dict | None = None) -> None:
         start = self.plan.start
@@ -750,13 +811,12 @@ def prepare_run_folder(s: Session, lab_labels: np.ndarray | None) -> None:
     config, plan, run = s.config, s.plan, s.run
     if not s.dist.main:
         return
-    run.mkdir(parents=True, exist_ok=True)
     record = plan.record.to_dict()
-    _write_json(run / "config.json", {**record, "labeled": len(plan.picks),
+    atomic_write_json(run / "config.json", {**record, "labeled": len(plan.picks),
                                       "versions": versions(), "world_size": s.dist.world_size})
     if config.stage == "finetune" and plan.resumed is None:
         assert lab_labels is not None
-        _write_json(
+        atomic_write_json(
             run / "labeled.json",
             {
                 "patches": [[sid, i] for sid, i in plan.picks],
@@ -775,24 +835,12 @@ def prepare_run_folder(s: Session, lab_labels: np.ndarray | None) -> None:
         metrics_path.unlink()
 
 
-def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
-
-
 def _truncate_metrics(path: Path, step: int) -> None:
     """On resume drop the records a killed run wrote after its last checkpoint."""
     from lymph.model.plots import read_metrics
 
     keep = [r for r in read_metrics(path) if r.get("step", 0) <= step]
-    _write_json_lines(path, keep)
-
-
-def _write_json_lines(path: Path, records: list[dict]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
-    os.replace(tmp, path)
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in keep))
 
 
 def validate(
