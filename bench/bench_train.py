@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/bench_train.py            # CPU: (a) memory, (b) loader vs model
     .venv/bin/python bench/bench_train.py --quick    # smaller stores and fewer steps
+    .venv/bin/python bench/bench_train.py --arch     # (c) only: decoder variants, pretext cost
     .venv/bin/python bench/bench_train.py --gpu      # on a CUDA machine: steps/s, data wait,
                                                      # achieved TFLOP/s vs the card's bf16 peak
 
@@ -405,6 +406,53 @@ def gpu_bench(
         print(f"{k:<{width}}  {v}")
 
 
+# ---------------------------------------------------------------- architecture and pretext cost
+
+
+def arch_bench(*, steps: int, base_width: int = 8, crop: int = 96, batch: int = 16) -> None:
+    """(c) Training-step time (forward, backward, AdamW; 1 thread) of the old decoder (2x2
+    transposed conv, zero padding, GroupNorm gcd(8, C)) against today's defaults (1x1 conv +
+    bilinear, reflect padding, 8 channels per group), and the pretext corruptions' time per
+    batch; rounds interleave the variants so a loaded machine slows all of them alike."""
+    import torch
+
+    from lymph.model.augment import corrupt
+    from lymph.model.unet import UNet, UNetConfig
+
+    torch.set_num_threads(1)
+    variants = {
+        "transpose/zeros/gcd (old)": dict(upsample="transpose", padding_mode="zeros",
+                                          channels_per_group=None),
+        "bilinear/zeros/8": dict(padding_mode="zeros"),
+        "bilinear/reflect/8 (default)": {},
+    }  # fmt: skip
+    models = {k: UNet(UNetConfig(base_width=base_width, depth=4, **kw),
+                      generator=torch.Generator().manual_seed(0)) for k, kw in variants.items()}
+    opts = {k: torch.optim.AdamW(m.parameters(), lr=1e-3) for k, m in models.items()}
+    x = torch.rand(batch, 3, crop, crop, generator=torch.Generator().manual_seed(1))
+    times: dict[str, list[float]] = {k: [] for k in [*variants, "genesis", "inpaint"]}
+    gen = torch.Generator().manual_seed(2)
+    for _ in range(steps + 1):  # the first round warms up and is dropped
+        for k, m in models.items():
+            t0 = time.perf_counter()
+            out = m(x)
+            loss = (out.reconstruction - x).pow(2).mean() + out.mask_logits.mean()
+            opts[k].zero_grad()
+            loss.backward()
+            opts[k].step()
+            times[k].append(time.perf_counter() - t0)
+        for name in ("genesis", "inpaint"):
+            t0 = time.perf_counter()
+            corrupt(name, x, gen=gen)
+            times[name].append(time.perf_counter() - t0)
+    base = float(np.median(times[next(iter(variants))][1:]))
+    print(f"\n(c) step time, width {base_width}, depth 4, crop {crop}, batch {batch}, 1 thread "
+          f"(median of {steps})")  # fmt: skip
+    for k, t in times.items():
+        med = float(np.median(t[1:]))
+        print(f"  {k:<30} {1000 * med:8.1f} ms  {med / base:5.2f}x the old step")
+
+
 # ---------------------------------------------------------------- main
 
 
@@ -414,6 +462,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="200 vs 2,000 patches, 50 steps")
     ap.add_argument("--skip-memory", action="store_true")
     ap.add_argument("--gpu", action="store_true")
+    ap.add_argument("--arch", action="store_true", help="only (c): decoder and pretext cost")
     ap.add_argument("--gpu-steps", type=int, default=50)
     ap.add_argument("--gpu-batch", type=int, default=64)
     ap.add_argument("--gpu-workers", type=int, default=min(12, os.cpu_count() or 1))
@@ -447,6 +496,9 @@ def main() -> None:
             base_width=32,
             n_patches=args.gpu_patches,
         )
+        return
+    if args.arch:
+        arch_bench(steps=5 if args.quick else 20)
         return
     import torch
 
