@@ -30,6 +30,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -282,6 +283,50 @@ def model_rate(
 # ---------------------------------------------------------------- GPU
 
 
+def _gpu_device(dry_run_on_cpu: bool) -> tuple[Any, str]:
+    import torch
+
+    if dry_run_on_cpu:
+        return torch.device("cpu"), "cpu (dry run)"
+    if not torch.cuda.is_available():
+        raise SystemExit("--gpu needs CUDA")
+    dev = torch.device("cuda")
+    torch.backends.cudnn.benchmark = True
+    return dev, torch.cuda.get_device_name(dev)
+
+
+def _loader_steps(
+    store: Path, train_step: Any, sync: Any, *, dev: Any, steps: int, batch_size: int,
+    crop: int, workers: int,
+) -> tuple[float, float]:  # fmt: skip
+    """(seconds, seconds blocked on data) of ``steps`` training steps fed by the streaming
+    loader, after a warm-up of two batches per worker."""
+    from torch.utils.data import DataLoader
+
+    from lymph.data.store import PatchStore
+    from lymph.model.stream import Layout, StoreStream, StreamConfig, to_tensors
+
+    cfg = StreamConfig(batch_size=batch_size, crop=crop, seed=0)
+    ds = StoreStream(store, PatchStore.open(store).chunks(), cfg, layout=Layout(workers=workers))
+    it = iter(DataLoader(ds, batch_size=None, num_workers=workers, pin_memory=dev.type == "cuda",
+                         prefetch_factor=4, persistent_workers=False))  # fmt: skip
+    for _ in range(workers * 2):
+        x, _ = to_tensors(next(it), dev, channels_last=True)
+        train_step(x)
+    sync()
+    wait = 0.0
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        sync()
+        tw = time.perf_counter()
+        batch = next(it)
+        wait += time.perf_counter() - tw
+        x, _ = to_tensors(batch, dev, channels_last=True)
+        train_step(x)
+    sync()
+    return time.perf_counter() - t0, wait
+
+
 def gpu_bench(
     out: Path,
     *,
@@ -295,23 +340,12 @@ def gpu_bench(
 ) -> None:
     """``dry_run_on_cpu``: exercise this code path on a CPU with tiny settings (no figures)."""
     import torch
-    from torch.utils.data import DataLoader
     from torch.utils.flop_counter import FlopCounterMode
 
-    from lymph.data.store import PatchStore
     from lymph.model.losses import reconstruction_loss
-    from lymph.model.stream import Layout, StoreStream, StreamConfig, to_tensors
     from lymph.model.unet import UNet, UNetConfig
 
-    if dry_run_on_cpu:
-        dev = torch.device("cpu")
-        name = "cpu (dry run)"
-    elif not torch.cuda.is_available():
-        raise SystemExit("--gpu needs CUDA")
-    else:
-        dev = torch.device("cuda")
-        name = torch.cuda.get_device_name(dev)
-        torch.backends.cudnn.benchmark = True
+    dev, name = _gpu_device(dry_run_on_cpu)
     cuda = dev.type == "cuda"
 
     def sync() -> None:
@@ -353,35 +387,18 @@ def gpu_bench(
     synthetic = steps / (time.perf_counter() - t0)
 
     # the same with the streaming loader; GPU idle time = time blocked on data after a sync
-    cfg = StreamConfig(batch_size=batch_size, crop=crop, seed=0)
-    ds = StoreStream(store, PatchStore.open(store).chunks(), cfg, layout=Layout(workers=workers))
-    it = iter(
-        DataLoader(
-            ds,
-            batch_size=None,
-            num_workers=workers,
-            pin_memory=cuda,
-            prefetch_factor=4,
-            persistent_workers=False,
-        )
-    )
-    for _ in range(workers * 2):
-        x, _ = to_tensors(next(it), dev, channels_last=True)
-        train_step(x)
-    sync()
-    wait = 0.0
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        sync()
-        tw = time.perf_counter()
-        batch = next(it)
-        wait += time.perf_counter() - tw
-        x, _ = to_tensors(batch, dev, channels_last=True)
-        train_step(x)
-    sync()
-    real_s = time.perf_counter() - t0
+    real_s, wait = _loader_steps(store, train_step, sync, dev=dev, steps=steps,
+                                 batch_size=batch_size, crop=crop, workers=workers)  # fmt: skip
     real = steps / real_s
-    del it
+    _print_gpu(name=name, base_width=base_width, crop=crop, batch_size=batch_size,
+               workers=workers, synthetic=synthetic, real=real, wait_frac=wait / real_s,
+               flops=flops, peak=peak)  # fmt: skip
+
+
+def _print_gpu(
+    *, name: str, base_width: int, crop: int, batch_size: int, workers: int, synthetic: float,
+    real: float, wait_frac: float, flops: float, peak: float | None,
+) -> None:  # fmt: skip
     rows = [
         ("card", name),
         (
@@ -393,7 +410,7 @@ def gpu_bench(
         ("steps/s, model alone (batch on GPU)", f"{synthetic:.2f}"),
         ("steps/s, with the streaming loader", f"{real:.2f}"),
         ("patches/s, with the loader", f"{real * batch_size:.0f}"),
-        ("GPU waiting for data (sync'd, per step)", f"{100 * wait / real_s:.1f}%"),
+        ("GPU waiting for data (sync'd, per step)", f"{100 * wait_frac:.1f}%"),
         ("slowdown vs model alone", f"{100 * (1 - real / synthetic):.1f}%"),
         ("FLOPs per step (fwd+bwd)", f"{flops / 1e12:.3f} TFLOP"),
         ("achieved TFLOP/s, model alone", f"{flops * synthetic / 1e12:.1f}"),
@@ -500,6 +517,11 @@ def main() -> None:
     if args.arch:
         arch_bench(steps=5 if args.quick else 20)
         return
+    cpu_bench(args)
+
+
+def cpu_bench(args: argparse.Namespace) -> None:
+    """(a) memory against store size and (b) loader vs model throughput."""
     import torch
 
     torch.set_num_threads(2)
