@@ -549,6 +549,7 @@ def plan_run(config: TrainConfig, store: PatchStore, *, dist: Dist) -> Plan:
         val_slides=tuple(val_ids),
         labeled=tuple(picks),
         init=_init_info(config, init_ckpt),
+        versions=versions(),
         other={"resumes": resumes} if resumes else {},
     )
     return Plan(arch, tuple(train_ids), tuple(val_ids), tuple(picks), layout, stream, start,

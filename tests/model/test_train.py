@@ -18,7 +18,12 @@ from click.testing import CliRunner
 from lymph.cli import main
 from lymph.data.errors import CheckpointError, ConfigError, OutputError, StoreError
 from lymph.data.store import PatchStore, create_store, write_slide
-from lymph.model.checkpoint import load_checkpoint, load_model, save_checkpoint
+from lymph.model.checkpoint import (
+    load_checkpoint,
+    load_model,
+    load_run_record,
+    save_checkpoint,
+)
 from lymph.model.train import TrainConfig, choose_val_slides, parse_labeled, select_labeled, train
 from lymph.model.unet import UNet, UNetConfig
 
@@ -98,6 +103,11 @@ def test_pretrain_run_folder(pretrained: Path) -> None:
     assert model.config == UNetConfig(base_width=4, depth=2, last_skip=False)
     c = ckpt["config"]
     assert c["stage"] == "pretrain" and c["store"]["patch_size"] == P
+    record = load_run_record(pretrained)  # the typed view every reader uses
+    assert record.stage == "pretrain" and record.store is not None
+    assert (record.store.patch_size, record.store.level) == (P, 0)
+    assert record.seed == 0 and record.settings["steps"] == 4 and record.versions
+    assert record.val_slides == tuple(c["splits"]["val"]) and record.labeled == ()
     assert c["train"]["seed"] == 0 and c["stream"]["augment"]["hue"] == 0.04
     assert ckpt["step"] == 4 and ckpt["extra"]["data"]["batches"] == 4
     assert ckpt["optimizer"] is not None and ckpt["scheduler"] is not None
@@ -647,3 +657,14 @@ def test_pretrained_reconstruction_beats_a_4px_blur(tmp_path: Path) -> None:
     mse, blur_mse = float(np.mean((rec - x) ** 2)), float(np.mean((blur - x) ** 2))
     print(f"held-out reconstruction MSE {mse:.5f}, 4 px Gaussian blur {blur_mse:.5f}")
     assert mse < 0.8 * blur_mse
+
+
+def test_early_stopping_counter_survives_resume(store: Path, tmp_path: Path) -> None:
+    c = cfg(store, tmp_path / "full", stage="finetune", from_scratch=True, labeled=8, steps=40,
+            eval_every=2, checkpoint_every=100, patience=3, lr=1e-12)  # fmt: skip
+    full = train(c, progress=False)
+    assert full.early_stopped and full.stopped_step == 8
+    part = replace(c, out=tmp_path / "part", stop_at=5)
+    assert train(part, progress=False).stopped
+    resumed = train(replace(part, stop_at=None, resume=True), progress=False)
+    assert resumed.early_stopped and (resumed.stopped_step, resumed.best_step) == (8, 2)
