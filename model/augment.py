@@ -1,6 +1,7 @@
 """On-the-fly augmentation of uint8 patch batches (numpy, vectorised over the batch).
 
-- The 8 dihedral transforms (4 rotations x optional flip), the same on image and mask.
+- The 8 dihedral transforms (4 rotations x optional flip), the same on image and mask (applied
+  with the random crop, ``lymph.model.stream.random_crops``).
 - Brightness, contrast, saturation and hue jitter on the image only. All four are linear in RGB,
   so they compose into one 3x3 matrix plus an offset per image and cost one batched matmul:
   brightness scales by ``b``; contrast blends with the image's mean grey; saturation blends with
@@ -87,23 +88,6 @@ def dihedral_inverse(x: A, k: int, *, axes: tuple[int, int]) -> A:
     return np.rot90(y, -(k % 4), axes=axes)
 
 
-def random_dihedral(
-    images: np.ndarray, masks: np.ndarray | None, *, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """A random dihedral transform per patch; images (B,H,W,C) and masks (B,H,W), square H == W."""
-    if images.shape[1] != images.shape[2]:
-        raise ValueError(f"dihedral augmentation needs square patches, got {images.shape[1:3]}")
-    ks = rng.integers(0, 8, size=len(images))
-    out_img = np.empty_like(images)
-    out_mask = None if masks is None else np.empty_like(masks)
-    for k in np.unique(ks):
-        idx = np.flatnonzero(ks == k)
-        out_img[idx] = dihedral(images[idx], int(k), axes=(1, 2))
-        if masks is not None and out_mask is not None:
-            out_mask[idx] = dihedral(masks[idx], int(k), axes=(1, 2))
-    return out_img, out_mask
-
-
 def jitter_matrices(
     n: int, *, config: AugmentConfig, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -154,19 +138,3 @@ def color_jitter(
     np.clip(out, 0, 255.999, out=out)
     return out.astype(np.uint8).reshape(images.shape)
 
-
-def augment(
-    images: np.ndarray,
-    masks: np.ndarray | None,
-    *,
-    config: AugmentConfig,
-    rng: np.random.Generator,
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """Dihedral (image and mask) then colour jitter (image only); uint8 in, uint8 out."""
-    if images.dtype != np.uint8:
-        raise ValueError(f"augment needs uint8 images, got {images.dtype}")
-    if config.dihedral:
-        images, masks = random_dihedral(images, masks, rng=rng)
-    if config.jitter:
-        images = color_jitter(images, config=config, rng=rng)
-    return images, masks

@@ -1,6 +1,12 @@
 """Checkpoints: plain dicts of tensors and plain Python values, written atomically and read with
 ``torch.load(weights_only=True)`` (no pickled objects, so a checkpoint cannot run code).
 
+What a run records (``config``) is a :class:`RunRecord`: stage, architecture, the store it
+trained on (path, schema, level, patch size, mpp), training settings, seed, slide roles and
+versions. Every reader goes through it: ``load_run_record(path)`` (validated, so a checkpoint
+whose ``store.patch_size`` is "abc" is refused naming the file and the key) and
+``require_finetuned(record, path=)`` for tools that need a trained segmentation head.
+
 Layout::
 
     {"format": "lymph-checkpoint", "format_version": 1,
@@ -12,8 +18,9 @@ Layout::
 
 from __future__ import annotations
 
-import os
 import platform
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +30,206 @@ from torch import nn
 
 from lymph import __version__
 from lymph.data.errors import CheckpointError, ConfigError
+from lymph.data.io import atomic_path, remove_stale_temps
 from lymph.model.unet import UNet, UNetConfig, unwrap
 
 FORMAT = "lymph-checkpoint"
 FORMAT_VERSION = 1
+STAGES = ("pretrain", "finetune")
+
+
+def _bad(path: str | Path, key: str, value: Any, expected: str) -> CheckpointError:
+    return CheckpointError(
+        f"checkpoint {path}: config.{key} is {value!r}, expected {expected}; the record was "
+        "edited or written by another program: retrain with `lymph train`, or restore that "
+        "key"
+    )
+
+
+def _int(data: Mapping, key: str, where: str, path: str | Path, *, low: int) -> int | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise _bad(path, f"{where}.{key}", value, f"an integer >= {low}")
+    return int(value)
+
+
+@dataclass(frozen=True)
+class StoreRecord:
+    """The identity of the store a run trained on; ``settings`` keeps every store setting."""
+
+    path: str | None = None
+    schema_version: int | None = None
+    level: int | None = None
+    patch_size: int | None = None
+    mpp: float | None = None
+    settings: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, data: Any, *, path: str | Path = "checkpoint") -> StoreRecord:
+        if not isinstance(data, Mapping):
+            raise _bad(path, "store", type(data).__name__, "a dict of store settings")
+        where = "store"
+        spath = data.get("path")
+        if spath is not None and not isinstance(spath, str):
+            raise _bad(path, "store.path", spath, "a path string")
+        mpp = data.get("mpp")
+        if mpp is not None and (
+            isinstance(mpp, bool) or not isinstance(mpp, int | float) or not mpp > 0
+        ):
+            raise _bad(path, "store.mpp", mpp, "a number > 0 (microns per pixel) or null")
+        return cls(
+            path=spath,
+            schema_version=_int(data, "schema_version", where, path, low=1),
+            level=_int(data, "level", where, path, low=0),
+            patch_size=_int(data, "patch_size", where, path, low=1),
+            mpp=None if mpp is None else float(mpp),
+            settings=dict(data),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.settings)
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """What a checkpoint records about its run (``ckpt["config"]``), typed and validated.
+
+    ``to_dict`` gives the checkpoint's ``config`` layout (keys with no value are left out), so
+    ``RunRecord.from_dict(d).to_dict() == d`` for any valid record; unknown keys are kept in
+    ``other``.
+    """
+
+    model: UNetConfig
+    stage: str | None = None
+    store: StoreRecord | None = None
+    train: Mapping[str, Any] | None = None  # TrainConfig.to_dict(): every training setting
+    stream: Mapping[str, Any] | None = None
+    train_slides: tuple[str, ...] | None = None
+    val_slides: tuple[str, ...] | None = None
+    labeled: tuple[tuple[str, int], ...] | None = None
+    init: Mapping[str, Any] | None = None
+    versions: Mapping[str, str] | None = None
+    other: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def seed(self) -> int | None:
+        return None if self.train is None else self.train.get("seed")
+
+    @property
+    def settings(self) -> Mapping[str, Any]:
+        """The training settings (empty for a checkpoint not written by ``lymph train``)."""
+        return self.train or {}
+
+    @classmethod
+    def from_dict(cls, data: Any, *, path: str | Path = "checkpoint") -> RunRecord:
+        """CheckpointError naming the file, the key and the fix for any malformed part."""
+        if not isinstance(data, Mapping):
+            raise _bad(path, "", type(data).__name__, "a dict")
+        if "model" not in data:
+            raise CheckpointError(f"checkpoint {path} has no config['model'] (UNet settings)")
+        try:
+            model = UNetConfig.from_dict(data["model"])
+        except (ConfigError, TypeError) as exc:
+            raise CheckpointError(f"{path}: bad UNet settings in the checkpoint: {exc}") from exc
+        stage = data.get("stage")
+        if stage is not None and not isinstance(stage, str):
+            raise _bad(path, "stage", stage, f"one of {STAGES}")
+        for key in ("train", "stream", "init", "versions"):
+            if data.get(key) is not None and not isinstance(data[key], Mapping):
+                raise _bad(path, key, data[key], "a dict")
+        train = data.get("train")
+        if train is not None:
+            _int(train, "seed", "train", path, low=0)
+        splits = data.get("splits")
+        roles: dict[str, tuple[str, ...] | None] = {"train": None, "val": None}
+        if splits is not None:
+            if not isinstance(splits, Mapping):
+                raise _bad(path, "splits", splits, "a dict with 'train' and 'val' slide lists")
+            for role in roles:
+                ids = splits.get(role)
+                if ids is not None:
+                    if not isinstance(ids, list | tuple) or not all(
+                        isinstance(s, str) for s in ids
+                    ):
+                        raise _bad(path, f"splits.{role}", ids, "a list of slide ids")
+                    roles[role] = tuple(ids)
+        return cls(
+            model=model,
+            stage=stage,
+            store=None if data.get("store") is None else StoreRecord.from_dict(
+                data["store"], path=path
+            ),
+            train=None if train is None else dict(train),
+            stream=None if data.get("stream") is None else dict(data["stream"]),
+            train_slides=roles["train"],
+            val_slides=roles["val"],
+            labeled=_labeled(data.get("labeled"), path),
+            init=None if data.get("init") is None else dict(data["init"]),
+            versions=None if data.get("versions") is None else dict(data["versions"]),
+            other={k: v for k, v in data.items() if k not in _RECORD_KEYS},
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = dict(self.other)
+        out["model"] = self.model.to_dict()
+        parts: dict[str, Any] = {
+            "stage": self.stage,
+            "store": None if self.store is None else self.store.to_dict(),
+            "train": None if self.train is None else dict(self.train),
+            "stream": None if self.stream is None else dict(self.stream),
+            "labeled": None if self.labeled is None else [[s, i] for s, i in self.labeled],
+            "init": None if self.init is None else dict(self.init),
+            "versions": None if self.versions is None else dict(self.versions),
+        }
+        if self.train_slides is not None or self.val_slides is not None:
+            parts["splits"] = {
+                "train": list(self.train_slides or ()),
+                "val": list(self.val_slides or ()),
+            }
+        out.update({k: v for k, v in parts.items() if v is not None})
+        return out
+
+
+_RECORD_KEYS = frozenset(
+    {"model", "stage", "store", "train", "stream", "splits", "labeled", "init", "versions"}
+)
+
+
+def _labeled(value: Any, path: str | Path) -> tuple[tuple[str, int], ...] | None:
+    if value is None:
+        return None
+    ok = isinstance(value, list | tuple) and all(
+        isinstance(p, list | tuple)
+        and len(p) == 2
+        and isinstance(p[0], str)
+        and isinstance(p[1], int)
+        and not isinstance(p[1], bool)
+        for p in value
+    )
+    if not ok:
+        shown = value if not isinstance(value, list | tuple) else list(value)[:3]
+        raise _bad(path, "labeled", shown, "a list of [slide_id, patch index] pairs")
+    return tuple((str(s), int(i)) for s, i in value)
+
+
+def load_run_record(path: str | Path) -> RunRecord:
+    """The validated RunRecord of the checkpoint at ``path`` (CheckpointError otherwise)."""
+    return RunRecord.from_dict(load_checkpoint(path)["config"], path=path)
+
+
+def require_finetuned(record: RunRecord, *, path: str | Path) -> RunRecord:
+    """``record`` when it is a fine-tuned run (a trained segmentation head); CheckpointError for
+    a pretraining (reconstruction-only) checkpoint or one that records no stage."""
+    if record.stage != "finetune":
+        what = "a pretraining" if record.stage == "pretrain" else f"a {record.stage!r}"
+        raise CheckpointError(
+            f"checkpoint {path} is {what} checkpoint (stage {record.stage!r}): its segmentation "
+            "head is untrained; pass the last.pt or best.pt of a `lymph train --stage finetune` "
+            "run"
+        )
+    return record
 
 
 def plain(value: Any, *, where: str = "config") -> Any:
@@ -72,7 +275,8 @@ def save_checkpoint(
     scheduler: Any | None = None,
     extra: dict | None = None,
 ) -> None:
-    """Write a checkpoint atomically: a temporary file in the same folder, fsync, os.replace.
+    """Write a checkpoint atomically (``lymph.data.io.atomic_path``): a failed write (read-only
+    folder, full disk) raises OutputError and leaves the previous file as it was.
 
     ``config["model"]`` is filled from the model when missing and must match it when given.
     DDP / compiled wrappers are unwrapped so the keys are always the plain UNet's.
@@ -98,21 +302,11 @@ def save_checkpoint(
         "extra": plain(extra or {}, where="extra"),
         "versions": versions(),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_path(path) as tmp:  # OutputError (read-only, disk full); the old file stays
+        torch.save(payload, tmp)
     # A process killed mid-write (kill -9) leaves its temporary file behind: the next successful
     # save of the same checkpoint removes such leftovers.
-    for stale in path.parent.glob(f".{path.name}.*.tmp"):
-        stale.unlink(missing_ok=True)
+    remove_stale_temps(path)
 
 
 def load_checkpoint(path: str | Path, *, map_location: Any = "cpu") -> dict:
@@ -147,6 +341,7 @@ def load_checkpoint(path: str | Path, *, map_location: Any = "cpu") -> dict:
             raise CheckpointError(f"checkpoint {path} lacks {key!r}: the file is incomplete")
     if not isinstance(ckpt["config"], dict) or "model" not in ckpt["config"]:
         raise CheckpointError(f"checkpoint {path} has no config['model'] (UNet settings)")
+    RunRecord.from_dict(ckpt["config"], path=path)  # CheckpointError naming a malformed key
     return ckpt
 
 

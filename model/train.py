@@ -8,6 +8,11 @@
   precision / recall / F1 on whole patches of held-out slides every ``eval_every`` steps; the
   best checkpoint by F1 is kept as best.pt.
 
+``run(config)`` is the one entry: :func:`plan_run` decides everything before the first step (the
+slide split, the labeled subset, the architecture, the schedule and the data position) as a
+:class:`Plan`; :func:`build` makes the model, optimizer and data from it; :func:`train_loop` is
+the short loop. ``train(config, train_slides=, val_slides=, labeled=)`` is the older form.
+
 The run folder holds last.pt (and best.pt), metrics.jsonl, config.json, labeled.json (finetune)
 and loss.png. last.pt is rewritten atomically every ``checkpoint_every`` steps with the model,
 optimizer, scheduler, step and data position; ``resume=True`` continues from it and, with the same
@@ -24,8 +29,8 @@ import math
 import os
 import time
 import warnings
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -33,13 +38,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from lymph.data.errors import CheckpointError, ConfigError, StoreError
+from lymph.data.errors import CheckpointError, ConfigError, OutputError, StoreError
+from lymph.data.io import atomic_write_json, atomic_write_text
 from lymph.data.store import PatchStore
 from lymph.model.augment import AugmentConfig
 from lymph.model.checkpoint import (
+    RunRecord,
+    StoreRecord,
     check_architecture,
     load_checkpoint,
     model_config,
+    plain,
     save_checkpoint,
     versions,
 )
@@ -49,7 +58,14 @@ from lymph.model.stream import LabeledPatches, Layout, StoreStream, StreamConfig
 from lymph.model.unet import UNet, UNetConfig, unwrap
 
 STAGES = ("pretrain", "finetune")
-DEFAULT_ARCH = UNetConfig()
+ARCH_KEYS = ("base_width", "depth", "last_skip", "norm")
+# Settings --resume may change (recorded in the run record's "resumes"): how and where the run
+# executes, not what it computes. workers and batch_size change the data order (warned).
+RESUME_MAY_CHANGE = frozenset(
+    {"resume", "stop_at", "device", "workers", "batch_size", "log_every", "checkpoint_every",
+     "threads", "out", "store"}
+)  # fmt: skip
+STORE_IDENTITY = ("schema_version", "level", "patch_size")
 
 
 def parse_labeled(value: int | str | None) -> int | str | None:
@@ -76,6 +92,28 @@ def parse_labeled(value: int | str | None) -> int | str | None:
     return f"{number:g}%"
 
 
+def _slide_ids(value: Any, name: str) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if isinstance(value, str) or not all(isinstance(s, str) for s in value):
+        raise ConfigError(f"{name} must be a list of slide ids, got {value!r}")
+    return tuple(sorted(value))
+
+
+def _patch_list(value: Any) -> tuple[tuple[str, int], ...] | None:
+    if value is None:
+        return None
+    try:
+        picks = tuple(sorted((str(s), int(i)) for s, i in value))
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"labeled_patches must be (slide_id, patch index) pairs, got {value!r}"
+        ) from None
+    if not picks:
+        raise ConfigError("labeled= is an empty list")
+    return picks
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Every setting of a training run; all of it lands in config.json and the checkpoints.
@@ -83,6 +121,11 @@ class TrainConfig:
     Architecture (base_width, depth, last_skip, norm): None means the default (32, 4, False,
     "group") for pretrain and --from-scratch, and the --init checkpoint's for fine-tuning (a
     value that differs from it is refused).
+
+    Slide roles: ``val_slide_ids`` names the validation slides (else ``val_slides`` of them are
+    drawn, seeded); ``train_slide_ids`` restricts which slides' patches may be trained on (else
+    every other slide: labeled ones for finetune, all for pretrain); ``labeled_patches`` gives
+    the labeled set explicitly (else ``labeled`` draws it, class-balanced).
     """
 
     store: Path
@@ -116,6 +159,9 @@ class TrainConfig:
     window_chunks: int = 8
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     stop_at: int | None = None  # stop (checkpointed, resumable) at this step: job time slots
+    train_slide_ids: tuple[str, ...] | None = None
+    val_slide_ids: tuple[str, ...] | None = None
+    labeled_patches: tuple[tuple[str, int], ...] | None = None
 
     def __post_init__(self) -> None:
         set_ = partial(object.__setattr__, self)
@@ -123,7 +169,20 @@ class TrainConfig:
         set_("out", Path(self.out))
         if self.init is not None:
             set_("init", Path(self.init))
-        set_("labeled", parse_labeled(self.labeled))
+        set_("labeled", parse_labeled(self.labeled) if self.stage == "finetune" else None)
+        set_("train_slide_ids", _slide_ids(self.train_slide_ids, "train_slide_ids"))
+        set_("val_slide_ids", _slide_ids(self.val_slide_ids, "val_slide_ids"))
+        set_("labeled_patches", _patch_list(self.labeled_patches))
+        self._check_stage()
+        self._check_numbers()
+        if self.train_slide_ids is not None and self.val_slide_ids is not None:
+            overlap = sorted(set(self.train_slide_ids) & set(self.val_slide_ids))
+            if overlap:
+                raise ConfigError(f"slides {overlap} are both training and validation slides")
+        arch = {k: getattr(self, k) for k in ARCH_KEYS}
+        UNetConfig(**{k: v for k, v in arch.items() if v is not None})  # validates
+
+    def _check_stage(self) -> None:
         if self.stage not in STAGES:
             raise ConfigError(f"stage must be one of {STAGES}, got {self.stage!r}")
         if self.stage == "finetune":
@@ -132,13 +191,15 @@ class TrainConfig:
                     "finetune needs exactly one of --init CKPT (a pretrain checkpoint) or "
                     "--from-scratch (the baseline)"
                 )
-            if self.labeled is None:
+            if self.labeled is None and self.labeled_patches is None:
                 raise ConfigError("finetune needs --labeled N or P%")
         elif self.init is not None or self.from_scratch:
             raise ConfigError(
                 "--init / --from-scratch are for --stage finetune; continue a pretraining "
                 "with --resume"
             )
+
+    def _check_numbers(self) -> None:
         positive = {
             "steps": self.steps,
             "batch_size": self.batch_size,
@@ -170,12 +231,15 @@ class TrainConfig:
             raise ConfigError(f"device must be one of {DEVICES}, got {self.device!r}")
         if self.stop_at is not None and self.stop_at < 1:
             raise ConfigError(f"stop_at must be >= 1, got {self.stop_at}")
-        arch = {k: getattr(self, k) for k in ("base_width", "depth", "last_skip", "norm")}
-        UNetConfig(**{k: v for k, v in arch.items() if v is not None})  # validates
 
     @property
     def warmup(self) -> int:
         return min(100, self.steps // 10) if self.warmup_steps is None else self.warmup_steps
+
+    @property
+    def architecture(self) -> dict[str, Any]:
+        """The architecture options given (None ones left out)."""
+        return {k: getattr(self, k) for k in ARCH_KEYS if getattr(self, k) is not None}
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -244,45 +308,59 @@ def slide_labels(store: PatchStore, slide_id: str) -> np.ndarray:
     return store.labels(slide_id)
 
 
+def balanced_subset(
+    labels: Mapping[str, np.ndarray], size: int, *, rng: np.random.Generator
+) -> list[tuple[str, int]]:
+    """``size`` (slide_id, patch index) pairs, half tumor (label 1) and half not, without
+    replacement; when one class is short all of it is taken and the other fills the rest.
+
+    The one class-balanced draw of lymph (the trainer's labeled set, the study's subsets): pools
+    in (slide_id, index) order, tumor drawn first with ``rng.choice``, result sorted, so it
+    depends only on the labels, the size and ``rng``. ConfigError when the slides hold fewer than
+    ``size`` patches; a warning when the result is not balanced.
+    """
+    if isinstance(size, bool) or not isinstance(size, int | np.integer) or size < 1:
+        raise ConfigError(f"subset size must be an integer >= 1, got {size!r}")
+    pos = [(sid, int(i)) for sid in sorted(labels) for i in np.flatnonzero(labels[sid] == 1)]
+    neg = [(sid, int(i)) for sid in sorted(labels) for i in np.flatnonzero(labels[sid] != 1)]
+    if len(pos) + len(neg) < size:
+        raise ConfigError(
+            f"the training slides hold {len(pos) + len(neg)} labeled patches, fewer than the "
+            f"subset size {size}; use a smaller size or extract more patches per slide"
+        )
+    n_pos = min(len(pos), size // 2 + size % 2)
+    n_neg = min(len(neg), size - n_pos)
+    n_pos = size - n_neg  # fill from the other class when one is short
+    if n_pos < size // 2 or n_neg < size // 2:
+        warnings.warn(
+            f"labeled set not balanced: {n_pos} tumor and {n_neg} non-tumor patches "
+            f"(the training slides hold {len(pos)} tumor, {len(neg)} non-tumor)",
+            stacklevel=3,
+        )
+    picks = [pos[i] for i in rng.choice(len(pos), n_pos, replace=False)] if n_pos else []
+    picks += [neg[i] for i in rng.choice(len(neg), n_neg, replace=False)] if n_neg else []
+    return sorted(picks)
+
+
 def select_labeled(
     store: PatchStore, slide_ids: Sequence[str], amount: int | str, *, seed: int
 ) -> list[tuple[str, int]]:
-    """N (or P% of the) labeled patches of ``slide_ids``, half tumor and half non-tumor by the
-    patch's label when there are enough of each, drawn with ``Generator([seed, 1])``; sorted."""
-    pool_t: list[tuple[str, int]] = []
-    pool_n: list[tuple[str, int]] = []
-    for sid in slide_ids:
-        labels = slide_labels(store, sid)
-        pool_t += [(sid, int(i)) for i in np.flatnonzero(labels == 1)]
-        pool_n += [(sid, int(i)) for i in np.flatnonzero(labels != 1)]
-    total = len(pool_t) + len(pool_n)
+    """N (or P% of the) labeled patches of ``slide_ids``: ``balanced_subset`` of their labels
+    drawn with ``Generator([seed, 1])``; sorted."""
+    labels = {sid: slide_labels(store, sid) for sid in slide_ids}
+    total = sum(len(v) for v in labels.values())
     if total == 0:
         raise StoreError(
             f"{store.path}: the training slides {list(slide_ids)} hold no labeled patch; "
             "finetune needs tumor/normal slides extracted with annotations"
         )
-    if isinstance(amount, str):
-        n = max(1, round(float(amount[:-1]) / 100 * total))
-    else:
-        n = amount
+    n = max(1, round(float(amount[:-1]) / 100 * total)) if isinstance(amount, str) else amount
     if n > total:
         raise ConfigError(
             f"--labeled {amount}: the training slides hold only {total} labeled patches; "
             f"use --labeled {total} or less"
         )
-    n_t = min(len(pool_t), n // 2 + n % 2)
-    n_n = min(len(pool_n), n - n_t)
-    n_t = n - n_n  # fill from the other class when one is short
-    if n_t < n // 2 or n_n < n // 2:
-        warnings.warn(
-            f"labeled set not balanced: {n_t} tumor and {n_n} non-tumor patches "
-            f"(the training slides hold {len(pool_t)} tumor, {len(pool_n)} non-tumor)",
-            stacklevel=2,
-        )
-    rng = np.random.default_rng([seed, 1])
-    picks = [pool_t[i] for i in rng.choice(len(pool_t), n_t, replace=False)] if n_t else []
-    picks += [pool_n[i] for i in rng.choice(len(pool_n), n_n, replace=False)] if n_n else []
-    return sorted(picks)
+    return balanced_subset(labels, n, rng=np.random.default_rng([seed, 1]))
 
 
 def read_patches(
@@ -354,17 +432,229 @@ def init_distributed(device_kind: str) -> Dist:
     return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 
-# ----------------------------------------------------------------------------- the run
+# ----------------------------------------------------------------------------- the plan
 
 
-def _resolve_architecture(
-    config: TrainConfig,
-) -> tuple[UNetConfig, dict | None]:
-    given = {
-        k: getattr(config, k)
-        for k in ("base_width", "depth", "last_skip", "norm")
-        if getattr(config, k) is not None
+@dataclass(frozen=True)
+class Start:
+    """Where the loop starts: step, best validation so far and the data position."""
+
+    step: int = 0
+    best_f1: float | None = None
+    best_step: int | None = None
+    stream_seed: int = 0
+    batches: int = 0
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything a run decides before its first step; ``record`` is what its checkpoints
+    record. ``init`` / ``resumed``: the payloads of the --init checkpoint and of last.pt."""
+
+    arch: UNetConfig
+    train_ids: tuple[str, ...]
+    val_ids: tuple[str, ...]
+    picks: tuple[tuple[str, int], ...]
+    layout: Layout
+    stream: StreamConfig
+    start: Start
+    record: RunRecord
+    init: dict | None = None
+    resumed: dict | None = None
+
+
+def plan_run(config: TrainConfig, store: PatchStore, *, dist: Dist) -> Plan:
+    """The pure plan of a run (reads the store's labels and the checkpoints, writes nothing)."""
+    resumed = _resumed(config)
+    if config.stage == "finetune" and not store.labeled_slides:
+        raise StoreError(
+            f"{config.store}: no labeled (tumor or normal) slide; finetune needs patches with "
+            "masks: extract with annotations, or run --stage pretrain"
+        )
+    arch, init_ckpt = _resolve_architecture(config)
+    last_path = config.out / "last.pt"
+    resumes: list = []
+    if resumed is not None:
+        check_architecture(model_config(resumed, path=last_path), arch, path=last_path)
+        resumes = check_resume(config, store, resumed, path=last_path)
+        rec = resumed["config"]
+        train_ids, val_ids = list(rec["splits"]["train"]), list(rec["splits"]["val"])
+        picks = [(str(s), int(i)) for s, i in rec.get("labeled") or []]
+    else:
+        train_ids, val_ids = plan_splits(config, store)
+        picks = plan_labeled(config, store, train_ids)
+    if config.crop % arch.multiple or config.crop > store.patch_size:
+        raise ConfigError(
+            f"crop {config.crop} must be a multiple of {arch.multiple} (2**depth) and at most "
+            f"the store's patch size {store.patch_size}: e.g. "
+            f"{store.patch_size - store.patch_size % arch.multiple}"
+        )
+    layout = Layout(rank=dist.rank, world_size=dist.world_size, workers=config.workers)
+    start = _start(config, resumed, layout)
+    stream = StreamConfig(
+        batch_size=config.batch_size,
+        crop=config.crop,
+        seed=start.stream_seed,
+        augment=config.augment,
+        window_chunks=config.window_chunks,
+        masks=config.stage == "finetune",
+    )
+    record = RunRecord(
+        model=arch,
+        stage=config.stage,
+        store=StoreRecord.from_dict({**store.settings, "path": str(store.path)}),
+        train=config.to_dict(),
+        stream=stream.to_dict(),
+        train_slides=tuple(train_ids),
+        val_slides=tuple(val_ids),
+        labeled=tuple(picks),
+        init=_init_info(config, init_ckpt),
+        other={"resumes": resumes} if resumes else {},
+    )
+    return Plan(arch, tuple(train_ids), tuple(val_ids), tuple(picks), layout, stream, start,
+                record, init_ckpt, resumed)  # fmt: skip
+
+
+def _resumed(config: TrainConfig) -> dict | None:
+    """last.pt's payload for --resume (None otherwise); refuses a run folder in use."""
+    last_path = config.out / "last.pt"
+    if not config.resume:
+        if last_path.exists():
+            raise ConfigError(
+                f"{config.out} already holds a run (last.pt): pass --resume or a new --out"
+            )
+        return None
+    if not last_path.exists():
+        raise CheckpointError(
+            f"--resume: {last_path} does not exist; start the run without --resume"
+        )
+    resumed = load_checkpoint(last_path)
+    if resumed["config"].get("stage") != config.stage:
+        raise CheckpointError(
+            f"--resume: {last_path} is a {resumed['config'].get('stage')} run, this is "
+            f"--stage {config.stage}"
+        )
+    return resumed
+
+
+def check_resume(
+    config: TrainConfig, store: PatchStore, resumed: dict, *, path: Path
+) -> list[dict]:
+    """Refuse (CheckpointError, by name) a resume on another store or with another setting than
+    ``path`` records, except ``RESUME_MAY_CHANGE``; returns the record's resumes plus this one
+    ({"step", "changed": {name: [old, new]}}) when one of those changed."""
+    record = RunRecord.from_dict(resumed["config"], path=path)
+    rec_store = record.store
+    if rec_store is not None:
+        here = {"path": str(Path(store.path).resolve()), **store.settings}
+        there = {**rec_store.settings}
+        if rec_store.path is not None:
+            there["path"] = str(Path(rec_store.path).resolve())
+        keys = ["path", *STORE_IDENTITY]
+        diff = [f"{k} {there[k]!r} -> {here.get(k)!r}" for k in keys
+                if k in there and there[k] != here.get(k)]  # fmt: skip
+        if diff:
+            raise CheckpointError(
+                f"--resume: {path} was trained on the store {rec_store.path} and --store "
+                f"{store.path} differs ({'; '.join(diff)}); resume with --store "
+                f"{rec_store.path}, or start a new run in another --out"
+            )
+    old, new = record.settings, plain(config.to_dict())
+    changed = {k: [old[k], new[k]] for k in sorted(old.keys() & new.keys()) if old[k] != new[k]}
+    ignored = RESUME_MAY_CHANGE | ({"labeled"} if config.stage == "pretrain" else set())
+    refused = {k: v for k, v in changed.items() if k not in ignored}
+    if refused:
+        text = "; ".join(f"{k}: checkpoint {a!r}, now {b!r}" for k, (a, b) in refused.items())
+        raise CheckpointError(
+            f"--resume: {path} was trained with other settings ({text}); resume with the "
+            f"recorded settings (only {', '.join(sorted(RESUME_MAY_CHANGE - {'out', 'store'}))} "
+            "may change), or start a new run in another --out"
+        )
+    resumes = list(record.other.get("resumes") or [])
+    shown = {k: v for k, v in changed.items() if k not in ("resume", "stop_at")}
+    if shown:
+        resumes.append({"step": int(resumed["step"]), "changed": shown})
+    return resumes
+
+
+def plan_splits(config: TrainConfig, store: PatchStore) -> tuple[list[str], list[str]]:
+    """(training slide ids, validation slide ids) of a new run."""
+    if config.val_slide_ids is not None:
+        val_ids = list(config.val_slide_ids)
+    else:
+        val_ids = choose_val_slides(store, config.val_slides, seed=config.seed, stage=config.stage)
+    for sid in val_ids:
+        store.slide(sid)  # StoreError for an unknown slide
+    if config.train_slide_ids is not None:
+        train_ids = list(config.train_slide_ids)
+        overlap = sorted(set(train_ids) & set(val_ids))
+        if overlap:
+            raise ConfigError(f"slides {overlap} are both training and validation slides")
+    else:
+        pool = store.labeled_slides if config.stage == "finetune" else store.slides
+        train_ids = [s.slide_id for s in pool if s.slide_id not in set(val_ids)]
+    for sid in train_ids:
+        store.slide(sid)
+    if not train_ids:
+        raise ConfigError(
+            f"no training slide left after taking the validation slides {val_ids}: use "
+            "--val-slides 0 or extract more slides"
+        )
+    return train_ids, val_ids
+
+
+def plan_labeled(
+    config: TrainConfig, store: PatchStore, train_ids: Sequence[str]
+) -> list[tuple[str, int]]:
+    """The labeled set of a new fine-tuning run ([] for pretraining)."""
+    if config.stage != "finetune":
+        return []
+    if config.labeled_patches is not None:
+        picks = list(config.labeled_patches)
+        bad = sorted({s for s, _ in picks} - set(train_ids))
+        if bad:
+            raise ConfigError(f"labeled patches from non-training slides {bad}")
+        return picks
+    assert config.labeled is not None
+    return select_labeled(store, train_ids, config.labeled, seed=config.seed)
+
+
+def _start(config: TrainConfig, resumed: dict | None, layout: Layout) -> Start:
+    if resumed is None:
+        return Start(stream_seed=config.seed)
+    step = int(resumed["step"])
+    extra = resumed.get("extra", {})
+    data = extra.get("data", {})
+    stream_seed = int(data.get("stream_seed", config.seed))
+    same = all(
+        data.get(k) == v for k, v in {**layout.to_dict(), "batch_size": config.batch_size}.items()
+    )
+    if same:
+        batches = int(data.get("batches", step))
+    else:
+        warnings.warn(
+            f"resuming with another process layout or batch size than {config.out / 'last.pt'} "
+            f"(was {data}); the data order continues with a fresh seed, not the original "
+            "sequence",
+            stacklevel=3,
+        )
+        stream_seed = int(np.random.SeedSequence([stream_seed, step]).generate_state(1)[0])
+        batches = 0
+    return Start(step, extra.get("best_f1"), extra.get("best_step"), stream_seed, batches)
+
+
+def _init_info(config: TrainConfig, init_ckpt: dict | None) -> dict | None:
+    if config.init is None:
+        return None
+    return {
+        "path": str(config.init),
+        "step": init_ckpt["step"] if init_ckpt else None,
+        "stage": init_ckpt["config"].get("stage") if init_ckpt else None,
     }
+
+
+def _resolve_architecture(config: TrainConfig) -> tuple[UNetConfig, dict | None]:
+    given = config.architecture
     if config.stage == "finetune" and config.init is not None:
         init = load_checkpoint(config.init)
         arch = model_config(init, path=config.init)
@@ -381,10 +671,168 @@ def _resolve_architecture(
     return UNetConfig(**given), None
 
 
-def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+# ----------------------------------------------------------------------------- model and data
+
+
+@dataclass
+class Session:
+    """The live objects of a run and its counters; the loop mutates ``step`` and ``best_*``."""
+
+    config: TrainConfig
+    plan: Plan
+    device: torch.device
+    dist: Dist
+    model: torch.nn.Module
+    ddp_model: torch.nn.Module
+    opt: torch.optim.Optimizer
+    sched: Any
+    loader: Any
+    val_images: np.ndarray | None
+    val_masks: np.ndarray | None
+    n_train: int
+    step: int = 0
+    best_f1: float | None = None
+    best_step: int | None = None
+    last_val: dict | None = None
+
+    @property
+    def run(self) -> Path:
+        return self.config.out
+
+    def log(self, record: dict) -> None:
+        """Append one record to metrics.jsonl (a torn last line is skipped by its readers)."""
+        if not self.dist.main:
+            return
+        path = self.run / "metrics.jsonl"
+        try:
+            with open(path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+        except OSError as exc:
+            raise OutputError(
+                f"cannot write {path}: {exc.strerror or exc}; free space or fix the folder, "
+                "then continue with --resume (last.pt is intact)"
+            ) from exc
+
+    def checkpoint(self, path: Path, val: dict | None = None) -> None:
+        start = self.plan.start
+        data_pos = {
+            "batches": start.batches + (self.step - start.step),
+            "stream_seed": start.stream_seed,
+            "batch_size": self.config.batch_size,
+            **self.plan.layout.to_dict(),
+        }
+        save_checkpoint(
+            path,
+            model=self.model,
+            config=self.plan.record.to_dict(),
+            step=self.step,
+            optimizer=self.opt,
+            scheduler=self.sched,
+            extra={
+                "data": data_pos,
+                "best_f1": self.best_f1,
+                "best_step": self.best_step,
+                "val": val,
+            },
+        )
+
+
+def build(
+    config: TrainConfig, plan: Plan, store: PatchStore, *, device: torch.device, dist: Dist
+) -> tuple[Session, np.ndarray | None]:
+    """Model (seeded init, then --init or last.pt weights), AdamW + warmup-cosine schedule, the
+    training data loader and the validation patches; also the labeled set's labels."""
+    cuda = device.type == "cuda"
+    model = UNet(plan.arch, generator=torch.Generator().manual_seed(config.seed))
+    if plan.init is not None:
+        model.load_state_dict(plan.init["model"])
+    model.to(device)
+    if cuda:
+        model = model.to(memory_format=torch.channels_last)
+    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, partial(lr_factor, warmup=config.warmup, total=config.steps)
+    )
+    if plan.resumed is not None:
+        model.load_state_dict(plan.resumed["model"])
+        if plan.resumed.get("optimizer"):
+            opt.load_state_dict(plan.resumed["optimizer"])
+        if plan.resumed.get("scheduler"):
+            sched.load_state_dict(plan.resumed["scheduler"])
+    ddp_model: torch.nn.Module = model
+    if dist.world_size > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        ddp_model = DistributedDataParallel(
+            model,
+            device_ids=[device.index] if cuda else None,
+            # pretraining leaves the segmentation head out of the loss
+            find_unused_parameters=config.stage == "pretrain",
+        )
+    dataset, n_train, lab_labels = _training_data(plan, store)
+    val_images = val_masks = None
+    if dist.main and plan.val_ids:
+        val_picks = select_val_patches(store, plan.val_ids, config.val_patches, seed=config.seed)
+        use_masks = config.stage == "finetune" and all(store.slide(s).labeled for s in plan.val_ids)
+        val_images, val_masks, _ = read_patches(store, val_picks, masks=use_masks)
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=None,
+        num_workers=config.workers,
+        pin_memory=cuda,
+        prefetch_factor=4 if config.workers else None,
+        persistent_workers=False,
+    )
+    start = plan.start
+    session = Session(config, plan, device, dist, model, ddp_model, opt, sched, loader,
+                      val_images, val_masks, n_train, start.step, start.best_f1,
+                      start.best_step)  # fmt: skip
+    return session, lab_labels
+
+
+def _training_data(plan: Plan, store: PatchStore) -> tuple[Any, int, np.ndarray | None]:
+    """(dataset, patches it draws from, labels of the labeled set or None)."""
+    start = plan.start.batches
+    if plan.record.stage == "pretrain":
+        chunks = store.chunks(list(plan.train_ids))
+        dataset = StoreStream(
+            store.path, chunks, plan.stream, layout=plan.layout, start_batches=start
+        )
+        return dataset, sum(store.slide(s).n_patches for s in plan.train_ids), None
+    images, masks, labels = read_patches(store, plan.picks, masks=True)
+    assert masks is not None
+    dataset = LabeledPatches(images, masks, plan.stream, layout=plan.layout, start_batches=start)
+    return dataset, len(plan.picks), labels
+
+
+def prepare_run_folder(s: Session, lab_labels: np.ndarray | None) -> None:
+    """config.json, labeled.json (a new fine-tuning) and metrics.jsonl (truncated to the resumed
+    step, or removed for a new run); rank 0 only."""
+    config, plan, run = s.config, s.plan, s.run
+    if not s.dist.main:
+        return
+    record = plan.record.to_dict()
+    atomic_write_json(run / "config.json", {**record, "labeled": len(plan.picks),
+                                      "versions": versions(), "world_size": s.dist.world_size})
+    if config.stage == "finetune" and plan.resumed is None:
+        assert lab_labels is not None
+        atomic_write_json(
+            run / "labeled.json",
+            {
+                "patches": [[sid, i] for sid, i in plan.picks],
+                "n": len(plan.picks),
+                "n_tumor": int(np.count_nonzero(lab_labels)),
+                "train_slides": list(plan.train_ids),
+                "val_slides": list(plan.val_ids),
+                "seed": config.seed,
+                "requested": config.labeled if config.labeled_patches is None else "explicit",
+            },
+        )
+    metrics_path = run / "metrics.jsonl"
+    if plan.resumed is not None:
+        _truncate_metrics(metrics_path, s.step)
+    elif metrics_path.exists():
+        metrics_path.unlink()
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
@@ -392,13 +840,7 @@ def _truncate_metrics(path: Path, step: int) -> None:
     from lymph.model.plots import read_metrics
 
     keep = [r for r in read_metrics(path) if r.get("step", 0) <= step]
-    _write_json_lines(path, keep)
-
-
-def _write_json_lines(path: Path, records: list[dict]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
-    os.replace(tmp, path)
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in keep))
 
 
 def validate(
@@ -430,6 +872,142 @@ def validate(
     }
 
 
+# ----------------------------------------------------------------------------- the loop
+
+
+@dataclass
+class LoopStats:
+    seconds: float = 0.0
+    wait: float = 0.0
+    final_loss: float | None = None
+
+
+def train_step(s: Session, batch: dict) -> dict[str, torch.Tensor]:
+    """One optimizer step on one batch; returns the loss and its parts."""
+    cuda = s.device.type == "cuda"
+    images, masks = to_tensors(batch, s.device, channels_last=cuda)
+    with torch.autocast(s.device.type, dtype=torch.bfloat16, enabled=cuda):
+        out = s.ddp_model(images)
+    losses = stage_loss(s.config.stage, out, images, masks, recon_weight=s.config.recon_weight)
+    s.opt.zero_grad(set_to_none=True)
+    losses["loss"].backward()
+    if s.config.grad_clip:
+        torch.nn.utils.clip_grad_norm_(s.model.parameters(), s.config.grad_clip)
+    s.opt.step()
+    s.sched.step()
+    s.step += 1
+    return losses
+
+
+def evaluate_now(s: Session) -> None:
+    """Validate, log, and keep best.pt when the F1 improved (rank 0)."""
+    c = s.config
+    s.last_val = validate(s.model, s.val_images, s.val_masks, device=s.device,
+                          threshold=c.threshold, batch_size=c.batch_size)  # fmt: skip
+    s.log({"kind": "val", "step": s.step, **s.last_val})
+    if "f1" in s.last_val and (s.best_f1 is None or s.last_val["f1"] > s.best_f1):
+        s.best_f1, s.best_step = float(s.last_val["f1"]), s.step
+        s.checkpoint(s.run / "best.pt", s.last_val)
+
+
+def train_loop(s: Session, *, progress: bool) -> LoopStats:
+    """The loop: step, log every ``log_every``, validate every ``eval_every`` (and at the last
+    step), rewrite last.pt every ``checkpoint_every`` (and at the end)."""
+    from tqdm.auto import tqdm
+
+    c, main = s.config, s.dist.main
+    end = min(c.steps, c.stop_at) if c.stop_at else c.steps
+    bar = tqdm(total=c.steps, initial=s.step, desc=c.stage, unit="step",
+               disable=(not progress or not main) or None, dynamic_ncols=True)  # fmt: skip
+    s.model.train()
+    it = iter(s.loader)
+    stats = LoopStats()
+    t_loop = t_log = time.perf_counter()
+    n_log, sums = 0, {}
+    while s.step < end:
+        t0 = time.perf_counter()
+        batch = next(it)
+        stats.wait += time.perf_counter() - t0
+        losses = train_step(s, batch)
+        n_log += 1
+        for k, v in losses.items():
+            sums[k] = sums.get(k, 0) + v.detach()
+        if s.step % c.log_every == 0 or s.step == end:
+            now = time.perf_counter()
+            rec = {k: float(v) / n_log for k, v in sums.items()}
+            stats.final_loss = rec["loss"]
+            rate = n_log * c.batch_size * s.dist.world_size / max(now - t_log, 1e-9)
+            lr = s.sched.get_last_lr()[0]
+            s.log({"kind": "train", "step": s.step, **rec, "lr": lr, "patches_per_s": rate})
+            bar.set_postfix(loss=f"{rec['loss']:.4f}", patches_s=f"{rate:.1f}")
+            sums, n_log, t_log = {}, 0, now
+        # not at stop_at: a stopped-and-resumed run then validates exactly like an unbroken one
+        due = s.step % c.eval_every == 0 or s.step == c.steps
+        if main and s.val_images is not None and due:
+            evaluate_now(s)
+        if main and (s.step % c.checkpoint_every == 0 or s.step == end):
+            s.checkpoint(s.run / "last.pt", s.last_val)
+        bar.update(1)
+    bar.close()
+    stats.seconds = time.perf_counter() - t_loop
+    del it
+    return stats
+
+
+# ----------------------------------------------------------------------------- the entry
+
+
+def run(config: TrainConfig, *, progress: bool = True) -> TrainResult:
+    """Run (or resume) one training run; see the module docstring. Only rank 0 writes."""
+    t_start = time.perf_counter()
+    device = resolve_device(config.device)
+    dist = init_distributed(device.type)
+    if device.type == "cuda":
+        device = torch.device("cuda", dist.local_rank)
+        torch.cuda.set_device(device)
+    store = PatchStore.open(config.store)
+    plan = plan_run(config, store, dist=dist)
+    session, lab_labels = build(config, plan, store, device=device, dist=dist)
+    prepare_run_folder(session, lab_labels)
+    stats = train_loop(session, progress=progress)
+    _finish(session)
+    done = session.step - plan.start.step
+    best_path = config.out / "best.pt"
+    return TrainResult(
+        run_dir=config.out,
+        last=config.out / "last.pt",
+        best=best_path if best_path.exists() and session.best_f1 is not None else None,
+        steps=session.step,
+        best_f1=session.best_f1,
+        seconds=time.perf_counter() - t_start,
+        patches_per_s=done * config.batch_size * dist.world_size / max(stats.seconds, 1e-9),
+        data_wait=stats.wait / max(stats.seconds, 1e-9),
+        final_loss=stats.final_loss,
+        val=session.last_val,
+        stopped=session.step < config.steps,
+        train_patches=session.n_train,
+        train_slides=plan.train_ids,
+        val_slides=plan.val_ids,
+    )
+
+
+def _finish(s: Session) -> None:
+    """loss.png (rank 0; a failed plot never loses a finished run), then leave the group."""
+    if s.dist.main:
+        try:
+            from lymph.model.plots import plot_loss
+
+            plot_loss(s.run / "metrics.jsonl", s.run / "loss.png",
+                      title=f"{s.config.stage}: {s.run.name}")  # fmt: skip
+        except Exception as exc:
+            warnings.warn(f"loss.png not written: {exc}", stacklevel=3)
+    if s.dist.world_size > 1:
+        import torch.distributed as tdist
+
+        tdist.barrier()
+        tdist.destroy_process_group()
+
+
 def train(
     config: TrainConfig,
     *,
@@ -438,347 +1016,12 @@ def train(
     labeled: Sequence[tuple[str, int]] | None = None,
     progress: bool = True,
 ) -> TrainResult:
-    """Run (or resume) one training run; see the module docstring. Only rank 0 writes."""
-    t_start = time.perf_counter()
-    device = resolve_device(config.device)
-    dist = init_distributed(device.type)
-    if device.type == "cuda":
-        device = torch.device("cuda", dist.local_rank)
-        torch.cuda.set_device(device)
-    cuda = device.type == "cuda"
-    store = PatchStore.open(config.store)
-    run = config.out
-    last_path, best_path = run / "last.pt", run / "best.pt"
-
-    # --- resume or start: the splits, labeled picks and layout come from last.pt on resume
-    resumed: dict | None = None
-    if config.resume:
-        if not last_path.exists():
-            raise CheckpointError(
-                f"--resume: {last_path} does not exist; start the run without --resume"
-            )
-        resumed = load_checkpoint(last_path)
-        if resumed["config"].get("stage") != config.stage:
-            raise CheckpointError(
-                f"--resume: {last_path} is a {resumed['config'].get('stage')} run, this is "
-                f"--stage {config.stage}"
-            )
-    elif last_path.exists():
-        raise ConfigError(f"{run} already holds a run (last.pt): pass --resume or a new --out")
-
-    if config.stage == "finetune" and not store.labeled_slides:
-        raise StoreError(
-            f"{config.store}: no labeled (tumor or normal) slide; finetune needs patches with "
-            "masks: extract with annotations, or run --stage pretrain"
-        )
-    arch, init_ckpt = _resolve_architecture(config)
-    if resumed is not None:
-        check_architecture(model_config(resumed, path=last_path), arch, path=last_path)
-        splits = resumed["config"]["splits"]
-        train_ids, val_ids = list(splits["train"]), list(splits["val"])
-        picks = [(str(s), int(i)) for s, i in resumed["config"].get("labeled") or []]
-    else:
-        val_ids = (
-            sorted(val_slides)
-            if val_slides is not None
-            else choose_val_slides(store, config.val_slides, seed=config.seed, stage=config.stage)
-        )
-        for sid in val_ids:
-            store.slide(sid)  # StoreError for an unknown slide
-        if train_slides is not None:
-            train_ids = sorted(train_slides)
-            overlap = sorted(set(train_ids) & set(val_ids))
-            if overlap:
-                raise ConfigError(f"slides {overlap} are both training and validation slides")
-        else:
-            pool = store.labeled_slides if config.stage == "finetune" else store.slides
-            train_ids = [s.slide_id for s in pool if s.slide_id not in set(val_ids)]
-        for sid in train_ids:
-            store.slide(sid)
-        if not train_ids:
-            raise ConfigError(
-                f"no training slide left after taking the validation slides {val_ids}: use "
-                "--val-slides 0 or extract more slides"
-            )
-        picks = []
-        if config.stage == "finetune":
-            if labeled is not None:
-                picks = sorted((str(s), int(i)) for s, i in labeled)
-                bad = sorted({s for s, _ in picks} - set(train_ids))
-                if bad:
-                    raise ConfigError(f"labeled patches from non-training slides {bad}")
-                if not picks:
-                    raise ConfigError("labeled= is an empty list")
-            else:
-                assert config.labeled is not None
-                picks = select_labeled(store, train_ids, config.labeled, seed=config.seed)
-    if config.crop % arch.multiple or config.crop > store.patch_size:
-        raise ConfigError(
-            f"crop {config.crop} must be a multiple of {arch.multiple} (2**depth) and at most "
-            f"the store's patch size {store.patch_size}: e.g. "
-            f"{store.patch_size - store.patch_size % arch.multiple}"
-        )
-    layout = Layout(rank=dist.rank, world_size=dist.world_size, workers=config.workers)
-
-    # --- model, optimizer, schedule
-    model = UNet(arch, generator=torch.Generator().manual_seed(config.seed))
-    if init_ckpt is not None:
-        model.load_state_dict(init_ckpt["model"])
-    model.to(device)
-    if cuda:
-        model = model.to(memory_format=torch.channels_last)
-    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, partial(lr_factor, warmup=config.warmup, total=config.steps)
-    )
-    step, best_f1, best_step = 0, None, None
-    stream_seed, start_batches = config.seed, 0
-    if resumed is not None:
-        model.load_state_dict(resumed["model"])
-        if resumed.get("optimizer"):
-            opt.load_state_dict(resumed["optimizer"])
-        if resumed.get("scheduler"):
-            sched.load_state_dict(resumed["scheduler"])
-        step = int(resumed["step"])
-        extra = resumed.get("extra", {})
-        best_f1, best_step = extra.get("best_f1"), extra.get("best_step")
-        data = extra.get("data", {})
-        stream_seed = int(data.get("stream_seed", config.seed))
-        same = all(
-            data.get(k) == v
-            for k, v in {**layout.to_dict(), "batch_size": config.batch_size}.items()
-        )
-        if same:
-            start_batches = int(data.get("batches", step))
-        else:
-            warnings.warn(
-                f"resuming with another process layout or batch size than {last_path} "
-                f"(was {data}); the data order continues with a fresh seed, not the original "
-                "sequence",
-                stacklevel=2,
-            )
-            stream_seed = int(np.random.SeedSequence([stream_seed, step]).generate_state(1)[0])
-    ddp_model: torch.nn.Module = model
-    if dist.world_size > 1:
-        from torch.nn.parallel import DistributedDataParallel
-
-        ddp_model = DistributedDataParallel(
-            model,
-            device_ids=[device.index] if cuda else None,
-            # pretraining leaves the segmentation head out of the loss
-            find_unused_parameters=config.stage == "pretrain",
-        )
-
-    # --- data
-    stream_cfg = StreamConfig(
-        batch_size=config.batch_size,
-        crop=config.crop,
-        seed=stream_seed,
-        augment=config.augment,
-        window_chunks=config.window_chunks,
-        masks=config.stage == "finetune",
-    )
-    if config.stage == "pretrain":
-        dataset: Any = StoreStream(
-            store.path,
-            store.chunks(train_ids),
-            stream_cfg,
-            layout=layout,
-            start_batches=start_batches,
-        )
-        n_train = sum(store.slide(s).n_patches for s in train_ids)
-    else:
-        lab_images, lab_masks, lab_labels = read_patches(store, picks, masks=True)
-        assert lab_masks is not None
-        dataset = LabeledPatches(
-            lab_images, lab_masks, stream_cfg, layout=layout, start_batches=start_batches
-        )
-        n_train = len(picks)
-    val_images = val_masks = None
-    if dist.main and val_ids:
-        val_picks = select_val_patches(store, val_ids, config.val_patches, seed=config.seed)
-        use_masks = config.stage == "finetune" and all(store.slide(s).labeled for s in val_ids)
-        val_images, val_masks, _ = read_patches(store, val_picks, masks=use_masks)
-    loader = torch.utils.data.DataLoader(
-        dataset,
-        batch_size=None,
-        num_workers=config.workers,
-        pin_memory=cuda,
-        prefetch_factor=4 if config.workers else None,
-        persistent_workers=False,
-    )
-
-    # --- the run folder (rank 0)
-    settings: dict[str, Any] = {
-        "model": arch.to_dict(),
-        "store": {**store.settings, "path": str(store.path)},
-        "train": config.to_dict(),
-        "stage": config.stage,
-        "stream": stream_cfg.to_dict(),
-        "splits": {"train": train_ids, "val": val_ids},
-        "labeled": [[s, i] for s, i in picks],
-        "init": None
-        if config.init is None
-        else {
-            "path": str(config.init),
-            "step": init_ckpt["step"] if init_ckpt else None,
-            "stage": init_ckpt["config"].get("stage") if init_ckpt else None,
-        },
-    }
-    metrics_path = run / "metrics.jsonl"
-    if dist.main:
-        run.mkdir(parents=True, exist_ok=True)
-        _write_json(
-            run / "config.json",
-            {
-                **settings,
-                "labeled": len(picks),
-                "versions": versions(),
-                "world_size": dist.world_size,
-            },
-        )
-        if config.stage == "finetune" and resumed is None:
-            _write_json(
-                run / "labeled.json",
-                {
-                    "patches": [[s, i] for s, i in picks],
-                    "n": len(picks),
-                    "n_tumor": int(np.count_nonzero(lab_labels)),
-                    "train_slides": train_ids,
-                    "val_slides": val_ids,
-                    "seed": config.seed,
-                    "requested": config.labeled if labeled is None else "explicit",
-                },
-            )
-        if resumed is not None:
-            _truncate_metrics(metrics_path, step)
-        elif metrics_path.exists():
-            metrics_path.unlink()
-
-    def log(record: dict) -> None:
-        if dist.main:
-            with open(metrics_path, "a") as f:
-                f.write(json.dumps(record) + "\n")
-
-    def checkpoint(path: Path, val: dict | None = None) -> None:
-        data_pos = {
-            "batches": start_batches + (step - start_step),
-            "stream_seed": stream_seed,
-            "batch_size": config.batch_size,
-            **layout.to_dict(),
-        }
-        save_checkpoint(
-            path,
-            model=model,
-            config=settings,
-            step=step,
-            optimizer=opt,
-            scheduler=sched,
-            extra={"data": data_pos, "best_f1": best_f1, "best_step": best_step, "val": val},
-        )
-
-    # --- the loop
-    from tqdm.auto import tqdm
-
-    start_step = step
-    end = min(config.steps, config.stop_at) if config.stop_at else config.steps
-    bar = tqdm(
-        total=config.steps,
-        initial=step,
-        desc=f"{config.stage}",
-        unit="step",
-        disable=(not progress or not dist.main) or None,
-        dynamic_ncols=True,
-    )
-    model.train()
-    it = iter(loader)
-    wait = 0.0
-    t_loop = time.perf_counter()
-    t_log, n_log = t_loop, 0
-    sums: dict[str, torch.Tensor] = {}
-    last_val: dict | None = None
-    final_loss: float | None = None
-    while step < end:
-        t0 = time.perf_counter()
-        batch = next(it)
-        wait += time.perf_counter() - t0
-        images, masks = to_tensors(batch, device, channels_last=cuda)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
-            out = ddp_model(images)
-        losses = stage_loss(config.stage, out, images, masks, recon_weight=config.recon_weight)
-        opt.zero_grad(set_to_none=True)
-        losses["loss"].backward()
-        if config.grad_clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        opt.step()
-        sched.step()
-        step += 1
-        n_log += 1
-        for k, v in losses.items():
-            sums[k] = sums.get(k, 0) + v.detach()
-        if step % config.log_every == 0 or step == end:
-            now = time.perf_counter()
-            rec = {k: float(v) / n_log for k, v in sums.items()}
-            final_loss = rec["loss"]
-            rate = n_log * config.batch_size * dist.world_size / max(now - t_log, 1e-9)
-            log(
-                {
-                    "kind": "train",
-                    "step": step,
-                    **rec,
-                    "lr": sched.get_last_lr()[0],
-                    "patches_per_s": rate,
-                }
-            )
-            bar.set_postfix(loss=f"{rec['loss']:.4f}", patches_s=f"{rate:.1f}")
-            sums, n_log, t_log = {}, 0, now
-        # not at stop_at: a stopped-and-resumed run then validates exactly like an unbroken one
-        due = step % config.eval_every == 0 or step == config.steps
-        if dist.main and val_images is not None and due:
-            last_val = validate(
-                model,
-                val_images,
-                val_masks,
-                device=device,
-                threshold=config.threshold,
-                batch_size=config.batch_size,
-            )
-            log({"kind": "val", "step": step, **last_val})
-            if "f1" in last_val and (best_f1 is None or last_val["f1"] > best_f1):
-                best_f1, best_step = float(last_val["f1"]), step
-                checkpoint(best_path, last_val)
-        if dist.main and (step % config.checkpoint_every == 0 or step == end):
-            checkpoint(last_path, last_val)
-        bar.update(1)
-    bar.close()
-    seconds_loop = time.perf_counter() - t_loop
-    del it
-    if dist.main:
-        try:
-            from lymph.model.plots import plot_loss
-
-            plot_loss(metrics_path, run / "loss.png", title=f"{config.stage}: {run.name}")
-        except Exception as exc:  # a plot must never lose a finished run
-            warnings.warn(f"loss.png not written: {exc}", stacklevel=2)
-    if dist.world_size > 1:
-        import torch.distributed as tdist
-
-        tdist.barrier()
-        tdist.destroy_process_group()
-    done = step - start_step
-    return TrainResult(
-        run_dir=run,
-        last=last_path,
-        best=best_path if best_path.exists() and best_f1 is not None else None,
-        steps=step,
-        best_f1=best_f1,
-        seconds=time.perf_counter() - t_start,
-        patches_per_s=done * config.batch_size * dist.world_size / max(seconds_loop, 1e-9),
-        data_wait=wait / max(seconds_loop, 1e-9),
-        final_loss=final_loss,
-        val=last_val,
-        stopped=step < config.steps,
-        train_patches=n_train,
-        train_slides=tuple(train_ids),
-        val_slides=tuple(val_ids),
-    )
+    """``run`` with the slide roles and labeled set given as arguments (the older form)."""
+    changes: dict[str, Any] = {}
+    if train_slides is not None:
+        changes["train_slide_ids"] = tuple(train_slides)
+    if val_slides is not None:
+        changes["val_slide_ids"] = tuple(val_slides)
+    if labeled is not None:
+        changes["labeled_patches"] = tuple((str(s), int(i)) for s, i in labeled)
+    return run(replace(config, **changes) if changes else config, progress=progress)

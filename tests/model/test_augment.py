@@ -7,12 +7,11 @@ import torch
 from lymph.data.errors import ConfigError
 from lymph.model.augment import (
     AugmentConfig,
-    augment,
     color_jitter,
     dihedral,
     dihedral_inverse,
-    random_dihedral,
 )
+from lymph.model.stream import random_crops
 
 
 def _imgs(n: int = 6, size: int = 12, seed: int = 0) -> np.ndarray:
@@ -32,28 +31,25 @@ def test_eight_distinct_dihedral_transforms_and_inverses() -> None:
         dihedral(img, 8, axes=(0, 1))
 
 
-def test_random_dihedral_moves_mask_with_image() -> None:
+def test_random_crops_move_mask_with_image() -> None:
     imgs = _imgs(32)
     masks = (imgs[..., 0] > 127).astype(np.uint8)
-    out, out_m = random_dihedral(imgs, masks, rng=np.random.default_rng(1))
+    out, out_m = random_crops(imgs, masks, crop=12, rng=np.random.default_rng(1),
+                              dihedral_transforms=True)  # fmt: skip
     assert out_m is not None
     np.testing.assert_array_equal(out_m, (out[..., 0] > 127).astype(np.uint8))
     assert not np.array_equal(out, imgs)  # 32 patches: some were transformed
-    with pytest.raises(ValueError, match="square"):
-        random_dihedral(np.zeros((1, 4, 6, 3), np.uint8), None, rng=np.random.default_rng(0))
 
 
-def test_jitter_off_is_identity_and_image_only() -> None:
+def test_jitter_off_is_identity() -> None:
     imgs = _imgs()
-    masks = (imgs[..., 1] > 100).astype(np.uint8)
-    cfg = AugmentConfig(dihedral=False, brightness=0, contrast=0, saturation=0, hue=0)
-    out, out_m = augment(imgs, masks, config=cfg, rng=np.random.default_rng(0))
-    np.testing.assert_array_equal(out, imgs)
-    np.testing.assert_array_equal(out_m, masks)
     cfg = AugmentConfig(dihedral=False)
-    out, out_m = augment(imgs, masks, config=cfg, rng=np.random.default_rng(0))
+    assert not AugmentConfig.none().jitter and cfg.jitter
+    out = color_jitter(imgs, config=cfg, rng=np.random.default_rng(0))
     assert out.dtype == np.uint8 and not np.array_equal(out, imgs)
-    np.testing.assert_array_equal(out_m, masks)  # jitter never touches the mask
+    zero = AugmentConfig(dihedral=False, brightness=0, contrast=0, saturation=0, hue=0)
+    np.testing.assert_array_equal(color_jitter(imgs, config=zero, rng=np.random.default_rng(0)),
+                                  imgs)  # fmt: skip
 
 
 def test_brightness_scales_and_grey_stays_grey() -> None:
@@ -88,9 +84,9 @@ def test_hue_shift_changes_colour_not_luma() -> None:
 
 def test_seeded_and_reproducible() -> None:
     imgs = _imgs()
-    a = augment(imgs, None, config=AugmentConfig(), rng=np.random.default_rng(5))[0]
-    b = augment(imgs, None, config=AugmentConfig(), rng=np.random.default_rng(5))[0]
-    c = augment(imgs, None, config=AugmentConfig(), rng=np.random.default_rng(6))[0]
+    a = color_jitter(imgs, config=AugmentConfig(), rng=np.random.default_rng(5))
+    b = color_jitter(imgs, config=AugmentConfig(), rng=np.random.default_rng(5))
+    c = color_jitter(imgs, config=AugmentConfig(), rng=np.random.default_rng(6))
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, c)
 
@@ -111,13 +107,6 @@ def test_bad_settings(kw: dict, match: str) -> None:
 
 
 def test_bad_inputs() -> None:
-    with pytest.raises(ValueError, match="uint8"):
-        augment(
-            np.zeros((1, 4, 4, 3), np.float32),
-            None,
-            config=AugmentConfig(),
-            rng=np.random.default_rng(0),
-        )
     with pytest.raises(ValueError, match=r"\(B,H,W,3\)"):
         color_jitter(
             np.zeros((1, 4, 4), np.uint8), config=AugmentConfig(), rng=np.random.default_rng(0)

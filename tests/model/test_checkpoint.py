@@ -7,9 +7,12 @@ import torch
 
 from lymph.data.errors import CheckpointError
 from lymph.model.checkpoint import (
+    RunRecord,
     check_architecture,
     load_checkpoint,
     load_model,
+    load_run_record,
+    require_finetuned,
     save_checkpoint,
 )
 from lymph.model.unet import UNet, UNetConfig
@@ -125,3 +128,58 @@ def test_unplain_config_refused(tmp_path: Path) -> None:
     with pytest.raises(TypeError, match=r"config.train.fn: builtin_function"):
         save_checkpoint(tmp_path / "a.pt", model=UNet(CFG), config={"train": {"fn": print}})
     assert not list(tmp_path.iterdir())
+
+
+def _with_config(tmp_path: Path, config: dict, name: str = "c.pt") -> Path:
+    """A checkpoint whose recorded config is ``config`` as given (torch.save, bypassing the
+    writer's own checks), as an edited or foreign file would be."""
+    path, _ = _saved(tmp_path)
+    raw = torch.load(path, weights_only=True)
+    raw["config"] = {"model": CFG.to_dict(), **config}
+    out = tmp_path / name
+    torch.save(raw, out)
+    return out
+
+
+def test_run_record_round_trip_and_readers(tmp_path: Path) -> None:
+    path, _ = _saved(tmp_path)
+    record = load_run_record(path)
+    assert record.stage == "pretrain" and record.model == CFG
+    assert record.store is not None and record.store.patch_size == 300
+    assert RunRecord.from_dict(record.to_dict()) == record
+    full = {
+        "model": CFG.to_dict(), "stage": "finetune",
+        "store": {"path": "/s.zarr", "schema_version": 1, "level": 2, "patch_size": 128,
+                  "mpp": 0.97, "seed": 0},
+        "train": {"seed": 3, "lr": 0.001}, "stream": {"crop": 96},
+        "splits": {"train": ["a", "b"], "val": ["c"]}, "labeled": [["a", 1], ["b", 2]],
+        "init": {"path": "pre.pt", "step": 4, "stage": "pretrain"}, "extra_key": 1,
+    }  # fmt: skip
+    rec = RunRecord.from_dict(full)
+    assert rec.to_dict() == full
+    assert rec.seed == 3 and rec.train_slides == ("a", "b") and rec.val_slides == ("c",)
+    assert rec.store is not None and (rec.store.level, rec.store.mpp) == (2, 0.97)
+    assert require_finetuned(rec, path="x.pt") is rec
+    with pytest.raises(CheckpointError, match=r"x\.pt is a pretraining checkpoint.*finetune"):
+        require_finetuned(record, path="x.pt")
+
+
+@pytest.mark.parametrize(
+    "config,match",
+    [
+        ({"store": {"patch_size": "abc"}}, r"store\.patch_size is 'abc', expected an integer >= 1"),
+        ({"store": {"level": -3}}, r"config\.store\.level is -3, expected an integer >= 0"),
+        ({"store": {"mpp": 0}}, r"config\.store\.mpp is 0"),
+        ({"store": "s.zarr"}, r"config\.store is 'str'"),
+        ({"stage": 5}, r"config\.stage is 5"),
+        ({"splits": {"train": "ab"}}, r"config\.splits\.train is 'ab'"),
+        ({"labeled": [["a", "x"]]}, r"config\.labeled"),
+        ({"train": {"seed": -1}}, r"config\.train\.seed is -1"),
+    ],
+)
+def test_malformed_record_is_refused_by_name(tmp_path: Path, config: dict, match: str) -> None:
+    path = _with_config(tmp_path, config)
+    for read in (load_checkpoint, load_run_record, load_model):
+        with pytest.raises(CheckpointError, match=match) as err:
+            read(path)
+        assert str(path) in str(err.value) and "lymph train" in str(err.value)

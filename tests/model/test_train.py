@@ -16,7 +16,7 @@ import zarr
 from click.testing import CliRunner
 
 from lymph.cli import main
-from lymph.data.errors import CheckpointError, ConfigError, StoreError
+from lymph.data.errors import CheckpointError, ConfigError, OutputError, StoreError
 from lymph.data.store import PatchStore, create_store, write_slide
 from lymph.model.checkpoint import load_checkpoint, load_model, save_checkpoint
 from lymph.model.train import TrainConfig, choose_val_slides, parse_labeled, select_labeled, train
@@ -399,6 +399,9 @@ def test_kill_9_then_resume(store: Path, tmp_path: Path) -> None:
             val_slides=0,
             stop_at=step + 3,
             resume=True,
+            lr=1e-3,  # the CLI's defaults: a resume must repeat the run's settings
+            log_every=10,
+            val_patches=64,
         ),
         progress=False,
     )
@@ -410,3 +413,90 @@ def test_single_slide_store_needs_val_slides_0(tmp_path: Path) -> None:
     path = make_store(tmp_path / "one.zarr", {"u1": "unlabeled"}, n=8)
     with pytest.raises(ConfigError, match="--val-slides 0"):
         train(cfg(path, tmp_path / "run", val_slides=1), progress=False)
+
+
+def test_resume_refuses_another_store(store: Path, pretrained: Path, tmp_path: Path) -> None:
+    other = tmp_path / "other.zarr"
+    create_store(other, {"patch_size": P, "level": 2, "seed": 0})
+    rng = np.random.default_rng(1)
+    for sid in ("t1", "t2", "n1", "u1"):
+        write_slide(other, sid, attrs={"status": "unlabeled"}, **{
+            k: v for k, v in _slide(rng, 8, False).items() if k in ("images", "coords")})
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "last.pt").write_bytes(pretrained.read_bytes())
+    with pytest.raises(CheckpointError, match=r"trained on the store .*level 0 -> 2.*--store"):
+        train(cfg(other, out, resume=True), progress=False)
+    assert not (out / "config.json").exists()  # nothing rewritten to claim the other store
+
+
+def test_resume_refuses_another_setting_and_records_allowed_changes(
+    store: Path, tmp_path: Path
+) -> None:
+    c = cfg(store, tmp_path / "run", steps=6, checkpoint_every=3, stop_at=3)
+    train(c, progress=False)
+    before = (tmp_path / "run/config.json").read_text()
+    with pytest.raises(CheckpointError, match=r"other settings \(lr: checkpoint 0\.003, now 5"):
+        train(replace(c, stop_at=None, resume=True, lr=5.0), progress=False)
+    with pytest.raises(CheckpointError, match=r"steps: checkpoint 6, now 9.*may change"):
+        train(replace(c, stop_at=None, resume=True, steps=9), progress=False)
+    assert (tmp_path / "run/config.json").read_text() == before
+    with pytest.warns(UserWarning, match="another process layout or batch size"):
+        res = train(replace(c, stop_at=None, resume=True, batch_size=2), progress=False)
+    assert res.steps == 6
+    rec = load_checkpoint(res.last)["config"]
+    assert rec["resumes"] == [{"step": 3, "changed": {"batch_size": [4, 2]}}]
+    assert rec["train"]["batch_size"] == 2
+
+
+def test_read_only_out_is_one_line_error(
+    store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    ro = tmp_path / "ro"
+    real_mkdir = Path.mkdir
+
+    def mkdir(self: Path, *a: object, **kw: object) -> None:
+        if self == ro or ro in self.parents:
+            raise OSError(errno.EROFS, "Read-only file system", str(self))
+        real_mkdir(self, *a, **kw)
+
+    monkeypatch.setattr(Path, "mkdir", mkdir)
+    with pytest.raises(OutputError, match=r"cannot write .*ro/run.*not writable.*another --out"):
+        train(cfg(store, ro / "run"), progress=False)
+    res = CliRunner().invoke(main, ["train", "--store", str(store), "--out", str(ro / "run"),
+                                    "--steps", "2", "--crop", "32", "--base-width", "4",
+                                    "--depth", "2", "--workers", "0", "--quiet"])  # fmt: skip
+    assert res.exit_code == 1 and res.output.startswith("Error: cannot write"), res.output
+    assert len(res.output.strip().splitlines()) == 1
+
+
+def test_disk_full_during_training_keeps_what_was_written(
+    store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    import lymph.model.checkpoint as ck
+
+    saves: list[Path] = []
+    real_save = torch.save
+
+    def save(obj: object, f: object, *a: object, **kw: object) -> None:
+        saves.append(Path(str(f)))
+        if len(saves) == 2:  # the second last.pt (step 4): the disk is full
+            Path(str(f)).write_bytes(b"half a checkpoint")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_save(obj, f, *a, **kw)
+
+    monkeypatch.setattr(ck.torch, "save", save)
+    out = tmp_path / "full"
+    with pytest.raises(OutputError, match=r"cannot write .*last\.pt: the disk is full"):
+        train(cfg(store, out, steps=6, checkpoint_every=2, eval_every=100), progress=False)
+    monkeypatch.undo()
+    assert load_checkpoint(out / "last.pt")["step"] == 2  # the previous one, intact
+    assert json.loads((out / "config.json").read_text())["stage"] == "pretrain"
+    assert not list(out.glob(".*.tmp"))
+    res = train(cfg(store, out, steps=6, checkpoint_every=2, eval_every=100, resume=True),
+                progress=False)  # fmt: skip
+    assert res.steps == 6
