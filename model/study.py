@@ -57,6 +57,7 @@ import numpy as np
 
 from lymph.data.errors import CheckpointError, ConfigError, StoreError
 from lymph.data.io import atomic_write_json, atomic_write_text
+from lymph.model.train import balanced_subset  # the one class-balanced draw
 
 SCRATCH = "scratch"
 SEG_ONLY = "seg_only"
@@ -200,31 +201,6 @@ def inner_val_slides(
     picks = [tumor[i] for i in rng.permutation(len(tumor))[:n_t]]
     picks += [normal[i] for i in rng.permutation(len(normal))[:n_n]]
     return tuple(sorted(picks))
-
-
-def balanced_subset(
-    labels: Mapping[str, np.ndarray], size: int, *, rng: np.random.Generator
-) -> list[tuple[str, int]]:
-    """`size` (slide_id, patch index) pairs, half with label 1 (tumor) and half 0, without
-    replacement; when one class is short, all of it is taken and the other fills the rest.
-
-    Sorted by (slide_id, index), so the result depends only on the labels, the size and rng.
-    """
-    if size < 1:
-        raise ConfigError(f"subset size must be >= 1, got {size}")
-    pos = [(sid, int(i)) for sid in sorted(labels) for i in np.flatnonzero(labels[sid] == 1)]
-    neg = [(sid, int(i)) for sid in sorted(labels) for i in np.flatnonzero(labels[sid] == 0)]
-    if len(pos) + len(neg) < size:
-        raise ConfigError(
-            f"the training slides hold {len(pos) + len(neg)} labeled patches, fewer than the "
-            f"subset size {size}; use smaller --sizes or extract more patches per slide"
-        )
-    n_pos = min(len(pos), math.ceil(size / 2))
-    n_neg = min(len(neg), size - n_pos)
-    n_pos = size - n_neg  # a short non-tumor class is made up with tumor patches
-    take_pos = rng.choice(len(pos), size=n_pos, replace=False) if n_pos else []
-    take_neg = rng.choice(len(neg), size=n_neg, replace=False) if n_neg else []
-    return sorted([pos[i] for i in take_pos] + [neg[i] for i in take_neg])
 
 
 def subset_sha(subset: Sequence[tuple[str, int]]) -> str:
@@ -909,10 +885,9 @@ def _train_config(ctx: RunContext, spec: RunSpec, out: Path) -> Any:
             opts.pop(key, None)
     else:
         opts["from_scratch"] = True
-    if "val_slide_ids" in fields:
-        opts["val_slide_ids"] = tuple(spec.val_slides)
-    if "train_slide_ids" in fields:
-        opts["train_slide_ids"] = tuple(spec.train_slides)
+    opts["train_slide_ids"] = tuple(spec.train_slides)
+    opts["val_slide_ids"] = tuple(spec.val_slides)
+    opts["labeled_patches"] = tuple(spec.subset)
     return TrainConfig(
         store=ctx.config.store, out=out, stage="finetune", labeled=len(spec.subset),
         val_slides=len(spec.val_slides), seed=spec.train_seed, **opts,
@@ -924,17 +899,14 @@ def run_one(ctx: RunContext, spec: RunSpec) -> dict[str, Any]:
     slides) and return its results.csv row; its checkpoints go unless keep_checkpoints."""
     from lymph.model.checkpoint import load_checkpoint
     from lymph.model.evaluate import AUTO, EvalConfig, evaluate
-    from lymph.model.train import train
+    from lymph.model.train import run
 
     config = ctx.config
     train_dir = config.out / "runs" / spec.run_id / "train"
     if train_dir.exists():  # a run killed before done.json: start it over
         shutil.rmtree(train_dir)
     t0, c0 = time.perf_counter(), time.process_time()
-    result = train(
-        _train_config(ctx, spec, train_dir), train_slides=list(spec.train_slides),
-        val_slides=list(spec.val_slides), labeled=list(spec.subset), progress=False,
-    )  # fmt: skip
+    result = run(_train_config(ctx, spec, train_dir), progress=False)
     t1 = time.perf_counter()
     scored = result.best or result.last
     best_step = int(load_checkpoint(scored)["step"])

@@ -72,7 +72,8 @@ def test_balanced_subset_is_balanced_seeded_and_unique() -> None:
 
 def test_balanced_subset_fills_a_short_class() -> None:
     labels = {"t": np.array([1, 1, 0, 0, 0, 0, 0, 0], np.uint8)}
-    subset = balanced_subset(labels, 6, rng=np.random.default_rng(0))
+    with pytest.warns(UserWarning, match="not balanced: 2 tumor and 4 non-tumor"):
+        subset = balanced_subset(labels, 6, rng=np.random.default_rng(0))
     assert sum(int(labels["t"][i]) for _, i in subset) == 2  # all tumor patches, rest normal
     assert len(subset) == 6
 
