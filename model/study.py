@@ -1142,18 +1142,25 @@ def _protocol(config: StudyConfig, plan: Mapping[str, Any]) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def study_context(config: StudyConfig) -> tuple[dict[str, Any], RunContext]:
+    """(the plan: store, slides, checkpoints, runs, folds, notes; the context every run shares)
+    without running anything: `execute(ctx, plan["runs"][i])` runs one of them."""
+    plan = _prepare(config)
+    inits = {p.condition: p.path for p in plan["pres"]}
+    ctx = RunContext(
+        config=config, arch=plan["arch"], inits=inits, settings=_run_settings(config, inits),
+        pretrain={p.condition: (p.store, p.slides) for p in plan["pres"]},
+    )  # fmt: skip
+    return plan, ctx
+
+
 def run_study(config: StudyConfig) -> dict[str, Any]:
     """Run (or resume) the grid; returns {"rows", "summary", "files", "skipped", "ran", ...}."""
     from tqdm.auto import tqdm
 
-    plan = _prepare(config)
+    plan, ctx = study_context(config)
     protocol = _protocol(config, plan)
-    inits = {p.condition: p.path for p in plan["pres"]}
-    settings = _run_settings(config, inits)
-    ctx = RunContext(
-        config=config, arch=plan["arch"], inits=inits, settings=settings,
-        pretrain={p.condition: (p.store, p.slides) for p in plan["pres"]},
-    )  # fmt: skip
+    settings = ctx.settings
     config.out.mkdir(parents=True, exist_ok=True)
     record = {
         **config.to_dict(), "protocol": protocol, "folds_slides": [list(f) for f in plan["folds"]],

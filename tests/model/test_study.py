@@ -381,3 +381,20 @@ def test_study_command_runs_and_reports_bad_input(tmp_path) -> None:
     both = CliRunner().invoke(main, [*args, "--pretrained", str(pretrained), "--quick",
                                      "--profile", "standard"])  # fmt: skip
     assert both.exit_code == 1 and "disagree" in both.output
+
+
+@pytest.mark.slow
+def test_gpu_bench_dry_run_runs_the_same_path_on_cpu(tmp_path) -> None:
+    import importlib.util
+    import json
+
+    path = Path(__file__).resolve().parents[2] / "bench" / "bench_study_gpu.py"
+    spec = importlib.util.spec_from_file_location("bench_study_gpu", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    result = bench.main(["--out", str(tmp_path / "b"), "--dry-run"])
+    assert result["device"] == "cpu" and result["grid"]["runs"] == result["grid"]["grid_runs"]
+    assert result["baseline_cpu_1_thread"]["run_id"] == result["same_run_on_device"]["run_id"]
+    assert json.loads((tmp_path / "b" / "result.json").read_text())["jobs"] == 1
+    table = (tmp_path / "b" / "study" / "runs").iterdir()
+    assert len(list(table)) == result["grid"]["runs"]
