@@ -291,7 +291,15 @@ def _labeled_option(
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3,
               show_default=True, help="Peak AdamW learning rate (warmup, then cosine).")
 @click.option("--recon-weight", type=click.FloatRange(min=0), default=1.0, show_default=True,
-              help="finetune: weight W of the reconstruction loss.")
+              help="finetune: weight W of the reconstruction loss (0: segmentation only, the "
+              "paper's baseline).")
+@click.option("--pretext", type=click.Choice(["identity", "genesis", "inpaint"]),
+              default="identity", show_default=True,
+              help="Reconstruction task: identity (the paper: reconstruct the input), genesis "
+              "(restore a Models Genesis corruption), inpaint (restore hidden boxes).")
+@click.option("--patience", type=click.IntRange(min=1), default=None,
+              help="finetune: stop after K validations without a better F1 (--steps is the "
+              "cap; best.pt keeps the best).")
 @click.option("--base-width", type=click.IntRange(min=1), default=None,
               help="UNet width of the first level [default: 32, or the --init checkpoint's].")
 @click.option("--depth", type=click.IntRange(1, 7), default=None,
@@ -299,6 +307,16 @@ def _labeled_option(
 @click.option("--last-skip/--no-last-skip", default=None,
               help="Keep the highest-resolution skip connection [default: removed, as in the "
               "paper, or the --init checkpoint's].")
+@click.option("--norm", type=click.Choice(["group", "batch", "none"]), default=None,
+              help="UNet normalisation [default: group, or the --init checkpoint's].")
+@click.option("--channels-per-group", type=click.IntRange(min=4), default=None,
+              help="GroupNorm channels per group [default: 8, or the --init checkpoint's].")
+@click.option("--upsample", type=click.Choice(["bilinear", "transpose"]), default=None,
+              help="Decoder upsampling [default: bilinear (no checkerboard), or the --init "
+              "checkpoint's].")
+@click.option("--padding-mode", type=click.Choice(["reflect", "zeros"]), default=None,
+              help="3x3 conv padding [default: reflect (no fixed-position artefacts), or the "
+              "--init checkpoint's].")
 @click.option("--crop", type=click.IntRange(min=1), default=256, show_default=True,
               help="Random training crop in px; a multiple of 2**depth, at most the patch size.")
 @click.option("--val-slides", type=click.IntRange(min=0), default=1, show_default=True,
@@ -315,14 +333,20 @@ def _labeled_option(
               show_default=True, help="auto: CUDA, then MPS, then CPU.")
 @click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True,
               help="Data loader processes per training process (0: load in the main process).")
-@click.option("--resume", is_flag=True, help="Continue the run in --out from its last.pt.")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="torch threads for this run [default: torch's]; 1 when running several.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last.pt "
+              "(same store and settings; only --device, --workers, --batch-size, --threads "
+              "and the cadences may change, and the change is recorded).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def train_cmd(store: str, out: str, stage: str, init: str | None, from_scratch: bool,
               labeled: int | str | None, steps: int, batch_size: int, lr: float,
-              recon_weight: float, base_width: int | None, depth: int | None,
-              last_skip: bool | None, crop: int,
-              val_slides: int, val_patches: int, eval_every: int, checkpoint_every: int,
-              seed: int, device: str, workers: int, resume: bool, quiet: bool) -> None:
+              recon_weight: float, pretext: str, patience: int | None, base_width: int | None,
+              depth: int | None, last_skip: bool | None, norm: str | None,
+              channels_per_group: int | None, upsample: str | None, padding_mode: str | None,
+              crop: int, val_slides: int, val_patches: int, eval_every: int,
+              checkpoint_every: int, seed: int, device: str, workers: int, threads: int | None,
+              resume: bool, quiet: bool) -> None:
     """Pretrain the UNet on reconstruction, or fine-tune it on a few labeled patches.
 
     \b
@@ -339,7 +363,7 @@ def train_cmd(store: str, out: str, stage: str, init: str | None, from_scratch: 
     from pathlib import Path
 
     from lymph.data.errors import ConfigError
-    from lymph.model.train import TrainConfig, train
+    from lymph.model.train import TrainConfig, run
 
     if stage == "finetune" and (init is None) == (not from_scratch):
         raise click.UsageError("--stage finetune needs exactly one of --init CKPT or "
@@ -355,17 +379,21 @@ def train_cmd(store: str, out: str, stage: str, init: str | None, from_scratch: 
             batch_size=batch_size, lr=lr, recon_weight=recon_weight, base_width=base_width,
             depth=depth, last_skip=last_skip, crop=crop, val_slides=val_slides,
             val_patches=val_patches, eval_every=eval_every, checkpoint_every=checkpoint_every,
-            seed=seed, device=device, workers=workers, resume=resume,
+            seed=seed, device=device, workers=workers, resume=resume, pretext=pretext,
+            patience=patience, norm=norm, channels_per_group=channels_per_group,
+            upsample=upsample, padding_mode=padding_mode, threads=threads,
         )
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
-    result = train(config, progress=not quiet)
+    result = run(config, progress=not quiet)
     if int(os.environ.get("RANK", "0")) != 0:
         return
     click.echo(
         f"{stage}: {result.steps} steps in {result.seconds:.1f} s "
         f"({result.patches_per_s:.1f} patches/s, {100 * result.data_wait:.1f}% waiting for data)"
-        + (" [stopped early]" if result.stopped else "")
+        + (" [stopped before --steps]" if result.stopped else "")
+        + (f" [early stop: no better F1 for {patience} validations]"
+           if result.early_stopped else "")
     )
     click.echo(f"  training slides: {', '.join(result.train_slides)} "
                f"({result.train_patches} {'labeled ' if stage == 'finetune' else ''}patches)")
@@ -377,7 +405,7 @@ def train_cmd(store: str, out: str, stage: str, init: str | None, from_scratch: 
                  if k in result.val}
         click.echo("  last validation: " + ", ".join(f"{k} {v:.4f}" for k, v in shown.items()))
     if result.best is not None:
-        click.echo(f"  best: {result.best} (F1 {result.best_f1:.4f})")
+        click.echo(f"  best: {result.best} (F1 {result.best_f1:.4f} at step {result.best_step})")
     click.echo(f"  last: {result.last}")
 
 # --- eval, study (model/metrics.py, model/study.py) --------------------------------------------

@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/bench_train.py            # CPU: (a) memory, (b) loader vs model
     .venv/bin/python bench/bench_train.py --quick    # smaller stores and fewer steps
+    .venv/bin/python bench/bench_train.py --arch     # (c) only: decoder variants, pretext cost
     .venv/bin/python bench/bench_train.py --gpu      # on a CUDA machine: steps/s, data wait,
                                                      # achieved TFLOP/s vs the card's bf16 peak
 
@@ -29,6 +30,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -281,6 +283,50 @@ def model_rate(
 # ---------------------------------------------------------------- GPU
 
 
+def _gpu_device(dry_run_on_cpu: bool) -> tuple[Any, str]:
+    import torch
+
+    if dry_run_on_cpu:
+        return torch.device("cpu"), "cpu (dry run)"
+    if not torch.cuda.is_available():
+        raise SystemExit("--gpu needs CUDA")
+    dev = torch.device("cuda")
+    torch.backends.cudnn.benchmark = True
+    return dev, torch.cuda.get_device_name(dev)
+
+
+def _loader_steps(
+    store: Path, train_step: Any, sync: Any, *, dev: Any, steps: int, batch_size: int,
+    crop: int, workers: int,
+) -> tuple[float, float]:  # fmt: skip
+    """(seconds, seconds blocked on data) of ``steps`` training steps fed by the streaming
+    loader, after a warm-up of two batches per worker."""
+    from torch.utils.data import DataLoader
+
+    from lymph.data.store import PatchStore
+    from lymph.model.stream import Layout, StoreStream, StreamConfig, to_tensors
+
+    cfg = StreamConfig(batch_size=batch_size, crop=crop, seed=0)
+    ds = StoreStream(store, PatchStore.open(store).chunks(), cfg, layout=Layout(workers=workers))
+    it = iter(DataLoader(ds, batch_size=None, num_workers=workers, pin_memory=dev.type == "cuda",
+                         prefetch_factor=4, persistent_workers=False))  # fmt: skip
+    for _ in range(workers * 2):
+        x, _ = to_tensors(next(it), dev, channels_last=True)
+        train_step(x)
+    sync()
+    wait = 0.0
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        sync()
+        tw = time.perf_counter()
+        batch = next(it)
+        wait += time.perf_counter() - tw
+        x, _ = to_tensors(batch, dev, channels_last=True)
+        train_step(x)
+    sync()
+    return time.perf_counter() - t0, wait
+
+
 def gpu_bench(
     out: Path,
     *,
@@ -294,23 +340,12 @@ def gpu_bench(
 ) -> None:
     """``dry_run_on_cpu``: exercise this code path on a CPU with tiny settings (no figures)."""
     import torch
-    from torch.utils.data import DataLoader
     from torch.utils.flop_counter import FlopCounterMode
 
-    from lymph.data.store import PatchStore
     from lymph.model.losses import reconstruction_loss
-    from lymph.model.stream import Layout, StoreStream, StreamConfig, to_tensors
     from lymph.model.unet import UNet, UNetConfig
 
-    if dry_run_on_cpu:
-        dev = torch.device("cpu")
-        name = "cpu (dry run)"
-    elif not torch.cuda.is_available():
-        raise SystemExit("--gpu needs CUDA")
-    else:
-        dev = torch.device("cuda")
-        name = torch.cuda.get_device_name(dev)
-        torch.backends.cudnn.benchmark = True
+    dev, name = _gpu_device(dry_run_on_cpu)
     cuda = dev.type == "cuda"
 
     def sync() -> None:
@@ -352,35 +387,18 @@ def gpu_bench(
     synthetic = steps / (time.perf_counter() - t0)
 
     # the same with the streaming loader; GPU idle time = time blocked on data after a sync
-    cfg = StreamConfig(batch_size=batch_size, crop=crop, seed=0)
-    ds = StoreStream(store, PatchStore.open(store).chunks(), cfg, layout=Layout(workers=workers))
-    it = iter(
-        DataLoader(
-            ds,
-            batch_size=None,
-            num_workers=workers,
-            pin_memory=cuda,
-            prefetch_factor=4,
-            persistent_workers=False,
-        )
-    )
-    for _ in range(workers * 2):
-        x, _ = to_tensors(next(it), dev, channels_last=True)
-        train_step(x)
-    sync()
-    wait = 0.0
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        sync()
-        tw = time.perf_counter()
-        batch = next(it)
-        wait += time.perf_counter() - tw
-        x, _ = to_tensors(batch, dev, channels_last=True)
-        train_step(x)
-    sync()
-    real_s = time.perf_counter() - t0
+    real_s, wait = _loader_steps(store, train_step, sync, dev=dev, steps=steps,
+                                 batch_size=batch_size, crop=crop, workers=workers)  # fmt: skip
     real = steps / real_s
-    del it
+    _print_gpu(name=name, base_width=base_width, crop=crop, batch_size=batch_size,
+               workers=workers, synthetic=synthetic, real=real, wait_frac=wait / real_s,
+               flops=flops, peak=peak)  # fmt: skip
+
+
+def _print_gpu(
+    *, name: str, base_width: int, crop: int, batch_size: int, workers: int, synthetic: float,
+    real: float, wait_frac: float, flops: float, peak: float | None,
+) -> None:  # fmt: skip
     rows = [
         ("card", name),
         (
@@ -392,7 +410,7 @@ def gpu_bench(
         ("steps/s, model alone (batch on GPU)", f"{synthetic:.2f}"),
         ("steps/s, with the streaming loader", f"{real:.2f}"),
         ("patches/s, with the loader", f"{real * batch_size:.0f}"),
-        ("GPU waiting for data (sync'd, per step)", f"{100 * wait / real_s:.1f}%"),
+        ("GPU waiting for data (sync'd, per step)", f"{100 * wait_frac:.1f}%"),
         ("slowdown vs model alone", f"{100 * (1 - real / synthetic):.1f}%"),
         ("FLOPs per step (fwd+bwd)", f"{flops / 1e12:.3f} TFLOP"),
         ("achieved TFLOP/s, model alone", f"{flops * synthetic / 1e12:.1f}"),
@@ -405,6 +423,53 @@ def gpu_bench(
         print(f"{k:<{width}}  {v}")
 
 
+# ---------------------------------------------------------------- architecture and pretext cost
+
+
+def arch_bench(*, steps: int, base_width: int = 8, crop: int = 96, batch: int = 16) -> None:
+    """(c) Training-step time (forward, backward, AdamW; 1 thread) of the old decoder (2x2
+    transposed conv, zero padding, GroupNorm gcd(8, C)) against today's defaults (1x1 conv +
+    bilinear, reflect padding, 8 channels per group), and the pretext corruptions' time per
+    batch; rounds interleave the variants so a loaded machine slows all of them alike."""
+    import torch
+
+    from lymph.model.augment import corrupt
+    from lymph.model.unet import UNet, UNetConfig
+
+    torch.set_num_threads(1)
+    variants = {
+        "transpose/zeros/gcd (old)": dict(upsample="transpose", padding_mode="zeros",
+                                          channels_per_group=None),
+        "bilinear/zeros/8": dict(padding_mode="zeros"),
+        "bilinear/reflect/8 (default)": {},
+    }  # fmt: skip
+    models = {k: UNet(UNetConfig(base_width=base_width, depth=4, **kw),
+                      generator=torch.Generator().manual_seed(0)) for k, kw in variants.items()}
+    opts = {k: torch.optim.AdamW(m.parameters(), lr=1e-3) for k, m in models.items()}
+    x = torch.rand(batch, 3, crop, crop, generator=torch.Generator().manual_seed(1))
+    times: dict[str, list[float]] = {k: [] for k in [*variants, "genesis", "inpaint"]}
+    gen = torch.Generator().manual_seed(2)
+    for _ in range(steps + 1):  # the first round warms up and is dropped
+        for k, m in models.items():
+            t0 = time.perf_counter()
+            out = m(x)
+            loss = (out.reconstruction - x).pow(2).mean() + out.mask_logits.mean()
+            opts[k].zero_grad()
+            loss.backward()
+            opts[k].step()
+            times[k].append(time.perf_counter() - t0)
+        for name in ("genesis", "inpaint"):
+            t0 = time.perf_counter()
+            corrupt(name, x, gen=gen)
+            times[name].append(time.perf_counter() - t0)
+    base = float(np.median(times[next(iter(variants))][1:]))
+    print(f"\n(c) step time, width {base_width}, depth 4, crop {crop}, batch {batch}, 1 thread "
+          f"(median of {steps})")  # fmt: skip
+    for k, t in times.items():
+        med = float(np.median(t[1:]))
+        print(f"  {k:<30} {1000 * med:8.1f} ms  {med / base:5.2f}x the old step")
+
+
 # ---------------------------------------------------------------- main
 
 
@@ -414,6 +479,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="200 vs 2,000 patches, 50 steps")
     ap.add_argument("--skip-memory", action="store_true")
     ap.add_argument("--gpu", action="store_true")
+    ap.add_argument("--arch", action="store_true", help="only (c): decoder and pretext cost")
     ap.add_argument("--gpu-steps", type=int, default=50)
     ap.add_argument("--gpu-batch", type=int, default=64)
     ap.add_argument("--gpu-workers", type=int, default=min(12, os.cpu_count() or 1))
@@ -448,6 +514,14 @@ def main() -> None:
             n_patches=args.gpu_patches,
         )
         return
+    if args.arch:
+        arch_bench(steps=5 if args.quick else 20)
+        return
+    cpu_bench(args)
+
+
+def cpu_bench(args: argparse.Namespace) -> None:
+    """(a) memory against store size and (b) loader vs model throughput."""
     import torch
 
     torch.set_num_threads(2)

@@ -138,3 +138,135 @@ def color_jitter(
     np.clip(out, 0, 255.999, out=out)
     return out.astype(np.uint8).reshape(images.shape)
 
+
+
+# ----------------------------------------------------------------------------- pretext corruptions
+# Restoration pretexts corrupt the (already augmented) float batch (B, C, H, W) in [0, 1] on its
+# device; the target stays the original. Pure functions of the batch and an explicit
+# torch.Generator on the batch's device: a run resumed at step S draws what an unbroken run did.
+
+PRETEXTS = ("identity", "genesis", "inpaint")
+
+
+def _uniform(shape: tuple[int, ...], gen: torch.Generator, device: torch.device) -> torch.Tensor:
+    return torch.rand(shape, generator=gen, device=device)
+
+
+def _numpy_rng(gen: torch.Generator, device: torch.device) -> np.random.Generator:
+    """A numpy Generator seeded from ``gen`` (one draw, one device sync): the per-box geometry
+    is drawn on the host and applied to the batch in one indexing op."""
+    seed = int(torch.randint(0, 2**62, (1,), generator=gen, device=device).item())
+    return np.random.default_rng(seed)
+
+
+def bezier_intensity(x: torch.Tensor, *, gen: torch.Generator) -> torch.Tensor:
+    """Models Genesis' non-linear intensity transform: each image's values pass through a random
+    monotonic cubic Bezier curve from (0, 0) to (1, 1) (reversed with probability 1/2)."""
+    b, device = len(x), x.device
+    t = torch.linspace(0, 1, 256, device=device)
+    ctrl = _uniform((b, 2, 2), gen, device)  # the two inner control points (x, y)
+    basis = torch.stack([(1 - t) ** 3, 3 * (1 - t) ** 2 * t, 3 * (1 - t) * t**2, t**3])  # (4,T)
+    px = basis[1] * ctrl[:, 0, :1] + basis[2] * ctrl[:, 1, :1] + basis[3]  # (B, T)
+    py = basis[1] * ctrl[:, 0, 1:] + basis[2] * ctrl[:, 1, 1:] + basis[3]
+    px, order = torch.sort(px, dim=1)
+    py = torch.gather(py, 1, order)
+    flip = _uniform((b,), gen, device) < 0.5
+    py = torch.where(flip[:, None], 1 - py, py)
+    flat = x.reshape(b, -1).contiguous()
+    idx = torch.searchsorted(px.contiguous(), flat).clamp(1, px.shape[1] - 1)
+    x0, x1 = torch.gather(px, 1, idx - 1), torch.gather(px, 1, idx)
+    y0, y1 = torch.gather(py, 1, idx - 1), torch.gather(py, 1, idx)
+    w = ((flat - x0) / (x1 - x0).clamp_min(1e-6)).clamp(0, 1)
+    return (y0 + w * (y1 - y0)).reshape(x.shape)
+
+
+def local_pixel_shuffle(
+    x: torch.Tensor, *, gen: torch.Generator, blocks: int = 100, max_frac: float = 0.1
+) -> torch.Tensor:
+    """Models Genesis' local pixel shuffling: in ``blocks`` random windows per image (sides up to
+    ``max_frac`` of the image), the pixels are permuted (all channels together)."""
+    b, c, h, w = x.shape
+    rng = _numpy_rng(gen, x.device)
+    top = max(1, int(max_frac * min(h, w)))
+    index = np.tile(np.arange(h * w).reshape(h, w), (b, 1, 1))
+    for i in range(b):
+        sizes = rng.integers(1, top + 1, size=(blocks, 2))
+        for bh, bw in sizes:
+            y0, x0 = rng.integers(0, h - bh + 1), rng.integers(0, w - bw + 1)
+            win = index[i, y0 : y0 + bh, x0 : x0 + bw]
+            index[i, y0 : y0 + bh, x0 : x0 + bw] = rng.permutation(win.ravel()).reshape(bh, bw)
+    idx = torch.from_numpy(index.reshape(b, 1, -1)).to(x.device).expand(b, c, h * w)
+    return torch.gather(x.reshape(b, c, -1), 2, idx).reshape(x.shape)
+
+
+def random_boxes(
+    shape: tuple[int, ...], *, gen: torch.Generator, device: torch.device,
+    count: int, low: float, high: float,
+) -> torch.Tensor:  # fmt: skip
+    """(B, 1, H, W) float 0/1 masks: the union of ``count`` boxes per image, each side drawn in
+    [low, high] x the image side."""
+    b, _, h, w = shape
+    rng = _numpy_rng(gen, device)
+    mask = np.zeros((b, 1, h, w), np.float32)
+    for i in range(b):
+        for _ in range(count):
+            bh = rng.integers(max(1, int(low * h)), max(1, int(high * h)) + 1)
+            bw = rng.integers(max(1, int(low * w)), max(1, int(high * w)) + 1)
+            y0, x0 = rng.integers(0, h - bh + 1), rng.integers(0, w - bw + 1)
+            mask[i, :, y0 : y0 + bh, x0 : x0 + bw] = 1
+    return torch.from_numpy(mask).to(device)
+
+
+def paint(x: torch.Tensor, *, gen: torch.Generator, outpaint: float = 0.8) -> torch.Tensor:
+    """Models Genesis' in-/out-painting: per image, with probability ``outpaint`` everything
+    outside one central-ish box (sides 3/7 to 4/7) becomes uniform noise; otherwise up to 5
+    boxes (sides 1/6 to 1/3) do."""
+    inner = random_boxes(x.shape, gen=gen, device=x.device, count=1, low=3 / 7, high=4 / 7)
+    holes = random_boxes(x.shape, gen=gen, device=x.device, count=5, low=1 / 6, high=1 / 3)
+    out_p = (_uniform((len(x), 1, 1, 1), gen, x.device) < outpaint).float()
+    region = out_p * (1 - inner) + (1 - out_p) * holes
+    noise = _uniform(tuple(x.shape), gen, x.device)
+    return x * (1 - region) + noise * region
+
+
+def genesis_corrupt(
+    x: torch.Tensor, *, gen: torch.Generator, p_shuffle: float = 0.5, p_intensity: float = 0.9,
+    p_paint: float = 0.9,
+) -> torch.Tensor:  # fmt: skip
+    """Models Genesis (Zhou et al., MedIA 2021) corruption of a batch in [0, 1]: local pixel
+    shuffling, then the non-linear intensity transform, then in-/out-painting, each applied per
+    image with its probability (the paper's defaults). Returns a new tensor."""
+    b = len(x)
+
+    def pick(p: float) -> torch.Tensor:
+        return (_uniform((b, 1, 1, 1), gen, x.device) < p).to(x.dtype)
+
+    m = pick(p_shuffle)
+    x = m * local_pixel_shuffle(x, gen=gen) + (1 - m) * x
+    m = pick(p_intensity)
+    x = m * bezier_intensity(x, gen=gen) + (1 - m) * x
+    m = pick(p_paint)
+    return m * paint(x, gen=gen) + (1 - m) * x
+
+
+def inpaint_corrupt(
+    x: torch.Tensor, *, gen: torch.Generator, count: int = 3, low: float = 0.1, high: float = 0.3
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Masked-region inpainting: ``count`` random boxes per image are replaced by mid grey;
+    returns (corrupted batch, (B, 1, H, W) mask of the hidden pixels) so the loss can be taken
+    on the hidden area only."""
+    mask = random_boxes(x.shape, gen=gen, device=x.device, count=count, low=low, high=high)
+    return x * (1 - mask) + 0.5 * mask, mask
+
+
+def corrupt(
+    pretext: str, x: torch.Tensor, *, gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(model input, loss mask or None = every pixel) of a batch for ``pretext``."""
+    if pretext == "identity":
+        return x, None
+    if pretext == "genesis":
+        return genesis_corrupt(x, gen=gen), None
+    if pretext == "inpaint":
+        return inpaint_corrupt(x, gen=gen)
+    raise ConfigError(f"pretext must be one of {PRETEXTS}, got {pretext!r}")

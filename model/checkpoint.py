@@ -223,11 +223,12 @@ def require_finetuned(record: RunRecord, *, path: str | Path) -> RunRecord:
     """``record`` when it is a fine-tuned run (a trained segmentation head); CheckpointError for
     a pretraining (reconstruction-only) checkpoint or one that records no stage."""
     if record.stage != "finetune":
-        what = "a pretraining" if record.stage == "pretrain" else f"a {record.stage!r}"
+        what = {"pretrain": "is a pretraining checkpoint", None: "records no stage"}.get(
+            record.stage, f"is a {record.stage!r} checkpoint"
+        )
         raise CheckpointError(
-            f"checkpoint {path} is {what} checkpoint (stage {record.stage!r}): its segmentation "
-            "head is untrained; pass the last.pt or best.pt of a `lymph train --stage finetune` "
-            "run"
+            f"checkpoint {path} {what}, not a fine-tuned one: its segmentation head is "
+            "untrained; pass the last.pt or best.pt of a `lymph train --stage finetune` run"
         )
     return record
 

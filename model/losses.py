@@ -7,6 +7,11 @@ not destroyed (seed paper, Wiehman et al. 2016), a well-reconstructed image cont
 no gradient and the segmentation loss leads; L1's constant-magnitude gradient would keep pulling
 at the shared weights. It is also what Wiehman et al.'s pretraining used.
 
+Pretexts (``lymph.model.augment.corrupt``): ``identity`` reconstructs the input (the paper);
+``genesis`` restores the original from a Models Genesis corruption (MSE over every pixel);
+``inpaint`` restores hidden boxes, the MSE taken on the hidden pixels only (``masked_mse``), so
+copying the visible pixels through the remaining skips earns nothing.
+
 Segmentation: binary cross-entropy on the logits plus the soft Dice loss of the probabilities,
 pooled over the whole batch (a batch of only normal patches still has a defined Dice), so BCE
 gives well-calibrated per-pixel gradients and Dice counters the tumor/non-tumor pixel imbalance.
@@ -21,9 +26,21 @@ from torch import Tensor
 from lymph.model.unet import UNetOutput
 
 
-def reconstruction_loss(reconstruction: Tensor, target: Tensor) -> Tensor:
-    """MSE between the reconstruction and the input image, both in [0, 1]."""
-    return F.mse_loss(reconstruction.float(), target.float())
+def reconstruction_loss(
+    reconstruction: Tensor, target: Tensor, mask: Tensor | None = None
+) -> Tensor:
+    """MSE between the reconstruction and the target image, both in [0, 1]; over the pixels
+    where ``mask`` (B, 1, H, W) is 1 when given."""
+    if mask is None:
+        return F.mse_loss(reconstruction.float(), target.float())
+    return masked_mse(reconstruction, target, mask)
+
+
+def masked_mse(reconstruction: Tensor, target: Tensor, mask: Tensor) -> Tensor:
+    """Mean squared error over the masked pixels (all channels); 0 for an empty mask."""
+    m = mask.float().expand_as(target)
+    sq = (reconstruction.float() - target.float()) ** 2 * m
+    return sq.sum() / m.sum().clamp_min(1.0)
 
 
 def soft_dice_loss(logits: Tensor, target: Tensor, *, smooth: float = 1.0) -> Tensor:
@@ -46,11 +63,19 @@ def segmentation_loss(logits: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def stage_loss(
-    stage: str, out: UNetOutput, images: Tensor, masks: Tensor | None, *, recon_weight: float
+    stage: str,
+    out: UNetOutput,
+    images: Tensor,
+    masks: Tensor | None,
+    *,
+    recon_weight: float,
+    recon: Tensor | None = None,
 ) -> dict[str, Tensor]:
     """The loss of one batch and its parts: pretrain = reconstruction; finetune = BCE + Dice +
-    recon_weight x reconstruction."""
-    recon = reconstruction_loss(out.reconstruction, images)
+    recon_weight x reconstruction. ``recon``: the reconstruction term when the caller computed
+    it (a restoration pretext's, on a corrupted input); else the MSE of ``out`` to ``images``."""
+    if recon is None:
+        recon = reconstruction_loss(out.reconstruction, images)
     if stage == "pretrain":
         return {"loss": recon, "recon": recon}
     if masks is None:

@@ -4,9 +4,15 @@
   ``lymph.model.losses``), streamed chunk by chunk (``lymph.model.stream.StoreStream``).
 - ``finetune``: from a pretrain checkpoint (``init``) or from scratch, on a few labeled patches
   (N, or P% of the training slides' labeled patches, class-balanced and seeded; or an explicit
-  list) cached in memory; loss = BCE + soft Dice + ``recon_weight`` x reconstruction. Validation
-  precision / recall / F1 on whole patches of held-out slides every ``eval_every`` steps; the
-  best checkpoint by F1 is kept as best.pt.
+  list) cached in memory; loss = BCE + soft Dice + ``recon_weight`` x reconstruction
+  (``recon_weight=0``: the paper's segmentation-only baseline). Validation precision / recall /
+  F1 on whole patches of held-out slides every ``eval_every`` steps; the best checkpoint by F1 is
+  kept as best.pt; ``patience=K`` stops after K validations without a better F1 (``steps`` is
+  the cap).
+- ``pretext`` (``lymph.model.augment.corrupt``): ``identity`` reconstructs the input (the paper);
+  ``genesis`` restores it from a Models Genesis corruption; ``inpaint`` restores hidden boxes
+  (loss on them only). In fine-tuning the reconstruction term is the same pretext (the clean and
+  the corrupted batch go through the model as one batch); segmentation always sees the clean one.
 
 ``run(config)`` is the one entry: :func:`plan_run` decides everything before the first step (the
 slide split, the labeled subset, the architecture, the schedule and the data position) as a
@@ -41,7 +47,7 @@ import torch
 from lymph.data.errors import CheckpointError, ConfigError, OutputError, StoreError
 from lymph.data.io import atomic_write_json, atomic_write_text
 from lymph.data.store import PatchStore
-from lymph.model.augment import AugmentConfig
+from lymph.model.augment import PRETEXTS, AugmentConfig, corrupt
 from lymph.model.checkpoint import (
     RunRecord,
     StoreRecord,
@@ -53,12 +59,13 @@ from lymph.model.checkpoint import (
     versions,
 )
 from lymph.model.infer import DEVICES, predict_probs, reconstruct, resolve_device
-from lymph.model.losses import stage_loss
+from lymph.model.losses import reconstruction_loss, stage_loss
 from lymph.model.stream import LabeledPatches, Layout, StoreStream, StreamConfig, to_tensors
 from lymph.model.unet import UNet, UNetConfig, unwrap
 
 STAGES = ("pretrain", "finetune")
-ARCH_KEYS = ("base_width", "depth", "last_skip", "norm")
+ARCH_KEYS = ("base_width", "depth", "last_skip", "norm", "upsample", "padding_mode",
+             "channels_per_group")
 # Settings --resume may change (recorded in the run record's "resumes"): how and where the run
 # executes, not what it computes. workers and batch_size change the data order (warned).
 RESUME_MAY_CHANGE = frozenset(
@@ -118,9 +125,12 @@ def _patch_list(value: Any) -> tuple[tuple[str, int], ...] | None:
 class TrainConfig:
     """Every setting of a training run; all of it lands in config.json and the checkpoints.
 
-    Architecture (base_width, depth, last_skip, norm): None means the default (32, 4, False,
-    "group") for pretrain and --from-scratch, and the --init checkpoint's for fine-tuning (a
-    value that differs from it is refused).
+    Architecture (``ARCH_KEYS``: base_width, depth, last_skip, norm, upsample, padding_mode,
+    channels_per_group): None means UNetConfig's default for pretrain and --from-scratch, and
+    the --init checkpoint's for fine-tuning (a value that differs from it is refused).
+
+    ``patience``: early stopping after that many validations without a better F1 (finetune);
+    ``threads``: torch intra-op threads for the run (set, then restored).
 
     Slide roles: ``val_slide_ids`` names the validation slides (else ``val_slides`` of them are
     drawn, seeded); ``train_slide_ids`` restricts which slides' patches may be trained on (else
@@ -162,6 +172,12 @@ class TrainConfig:
     train_slide_ids: tuple[str, ...] | None = None
     val_slide_ids: tuple[str, ...] | None = None
     labeled_patches: tuple[tuple[str, int], ...] | None = None
+    upsample: str | None = None
+    padding_mode: str | None = None
+    channels_per_group: int | None = None
+    pretext: str = "identity"
+    patience: int | None = None
+    threads: int | None = None
 
     def __post_init__(self) -> None:
         set_ = partial(object.__setattr__, self)
@@ -231,6 +247,17 @@ class TrainConfig:
             raise ConfigError(f"device must be one of {DEVICES}, got {self.device!r}")
         if self.stop_at is not None and self.stop_at < 1:
             raise ConfigError(f"stop_at must be >= 1, got {self.stop_at}")
+        if self.pretext not in PRETEXTS:
+            raise ConfigError(f"pretext must be one of {PRETEXTS}, got {self.pretext!r}")
+        for name in ("patience", "threads"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+                raise ConfigError(f"{name} must be an integer >= 1 (or unset), got {v!r}")
+        if self.patience is not None and self.stage != "finetune":
+            raise ConfigError(
+                "patience (early stopping on validation F1) is for --stage finetune; pretraining "
+                "runs its --steps"
+            )
 
     @property
     def warmup(self) -> int:
@@ -263,6 +290,13 @@ class TrainResult:
     train_patches: int = 0  # patches the training slides hold (pretrain) / labeled set size
     train_slides: tuple[str, ...] = ()
     val_slides: tuple[str, ...] = ()
+    best_step: int | None = None  # the step of best.pt
+    stopped_step: int = 0  # the step the run ended at (early stop, stop_at or steps)
+    early_stopped: bool = False  # ended by patience
+
+    @property
+    def best_val_f1(self) -> float | None:
+        return self.best_f1
 
 
 def lr_factor(step: int, *, warmup: int, total: int, floor: float = 0.01) -> float:
@@ -444,6 +478,7 @@ class Start:
     best_step: int | None = None
     stream_seed: int = 0
     batches: int = 0
+    evals_since_best: int = 0
 
 
 @dataclass(frozen=True)
@@ -489,6 +524,11 @@ def plan_run(config: TrainConfig, store: PatchStore, *, dist: Dist) -> Plan:
             f"the store's patch size {store.patch_size}: e.g. "
             f"{store.patch_size - store.patch_size % arch.multiple}"
         )
+    if config.patience is not None and not val_ids:
+        raise ConfigError(
+            "patience needs validation slides to stop on: use --val-slides 1 or more (or "
+            "val_slide_ids), or drop --patience"
+        )
     layout = Layout(rank=dist.rank, world_size=dist.world_size, workers=config.workers)
     start = _start(config, resumed, layout)
     stream = StreamConfig(
@@ -509,6 +549,7 @@ def plan_run(config: TrainConfig, store: PatchStore, *, dist: Dist) -> Plan:
         val_slides=tuple(val_ids),
         labeled=tuple(picks),
         init=_init_info(config, init_ckpt),
+        versions=versions(),
         other={"resumes": resumes} if resumes else {},
     )
     return Plan(arch, tuple(train_ids), tuple(val_ids), tuple(picks), layout, stream, start,
@@ -640,7 +681,8 @@ def _start(config: TrainConfig, resumed: dict | None, layout: Layout) -> Start:
         )
         stream_seed = int(np.random.SeedSequence([stream_seed, step]).generate_state(1)[0])
         batches = 0
-    return Start(step, extra.get("best_f1"), extra.get("best_step"), stream_seed, batches)
+    since = int(extra.get("evals_since_best") or 0)
+    return Start(step, extra.get("best_f1"), extra.get("best_step"), stream_seed, batches, since)
 
 
 def _init_info(config: TrainConfig, init_ckpt: dict | None) -> dict | None:
@@ -694,6 +736,8 @@ class Session:
     best_f1: float | None = None
     best_step: int | None = None
     last_val: dict | None = None
+    evals_since_best: int = 0
+    early_stopped: bool = False
 
     @property
     def run(self) -> Path:
@@ -732,6 +776,7 @@ class Session:
                 "data": data_pos,
                 "best_f1": self.best_f1,
                 "best_step": self.best_step,
+                "evals_since_best": self.evals_since_best,
                 "val": val,
             },
         )
@@ -786,7 +831,7 @@ def build(
     start = plan.start
     session = Session(config, plan, device, dist, model, ddp_model, opt, sched, loader,
                       val_images, val_masks, n_train, start.step, start.best_f1,
-                      start.best_step)  # fmt: skip
+                      start.best_step, evals_since_best=start.evals_since_best)  # fmt: skip
     return session, lab_labels
 
 
@@ -882,13 +927,45 @@ class LoopStats:
     final_loss: float | None = None
 
 
+def pretext_generator(s: Session) -> torch.Generator:
+    """The generator of this step's pretext corruption: a function of (seed, rank, step)."""
+    key = np.random.SeedSequence([s.config.seed, 0x9E7E, s.dist.rank, s.step]).generate_state(2)
+    gen = torch.Generator(device=s.device)
+    gen.manual_seed(int(key[0]) << 32 | int(key[1]))
+    return gen
+
+
+def forward_losses(
+    s: Session, images: torch.Tensor, masks: torch.Tensor | None
+) -> dict[str, torch.Tensor]:
+    """The model on the batch (and, for a restoration pretext, on its corruption) and the
+    stage's loss."""
+    c, cuda = s.config, s.device.type == "cuda"
+    corrupting = c.pretext != "identity" and (c.stage == "pretrain" or c.recon_weight > 0)
+    loss_mask = None
+    if corrupting:
+        corrupted, loss_mask = corrupt(c.pretext, images, gen=pretext_generator(s))
+    with torch.autocast(s.device.type, dtype=torch.bfloat16, enabled=cuda):
+        if not corrupting:
+            out = s.ddp_model(images)
+        elif c.stage == "pretrain":
+            out = s.ddp_model(corrupted)
+        else:  # one forward: the clean batch for segmentation, the corrupted for the pretext
+            both = s.ddp_model(torch.cat([images, corrupted]))
+            n = len(images)
+            out = type(both)(both.mask_logits[:n], both.reconstruction[:n])
+            restored = both.reconstruction[n:]
+    recon = None
+    if corrupting:
+        rec = out.reconstruction if c.stage == "pretrain" else restored
+        recon = reconstruction_loss(rec, images, loss_mask)
+    return stage_loss(c.stage, out, images, masks, recon_weight=c.recon_weight, recon=recon)
+
+
 def train_step(s: Session, batch: dict) -> dict[str, torch.Tensor]:
     """One optimizer step on one batch; returns the loss and its parts."""
-    cuda = s.device.type == "cuda"
-    images, masks = to_tensors(batch, s.device, channels_last=cuda)
-    with torch.autocast(s.device.type, dtype=torch.bfloat16, enabled=cuda):
-        out = s.ddp_model(images)
-    losses = stage_loss(s.config.stage, out, images, masks, recon_weight=s.config.recon_weight)
+    images, masks = to_tensors(batch, s.device, channels_last=s.device.type == "cuda")
+    losses = forward_losses(s, images, masks)
     s.opt.zero_grad(set_to_none=True)
     losses["loss"].backward()
     if s.config.grad_clip:
@@ -905,9 +982,14 @@ def evaluate_now(s: Session) -> None:
     s.last_val = validate(s.model, s.val_images, s.val_masks, device=s.device,
                           threshold=c.threshold, batch_size=c.batch_size)  # fmt: skip
     s.log({"kind": "val", "step": s.step, **s.last_val})
-    if "f1" in s.last_val and (s.best_f1 is None or s.last_val["f1"] > s.best_f1):
-        s.best_f1, s.best_step = float(s.last_val["f1"]), s.step
+    if "f1" not in s.last_val:
+        return
+    if s.best_f1 is None or s.last_val["f1"] > s.best_f1:
+        s.best_f1, s.best_step, s.evals_since_best = float(s.last_val["f1"]), s.step, 0
         s.checkpoint(s.run / "best.pt", s.last_val)
+    else:
+        s.evals_since_best += 1
+        s.early_stopped = c.patience is not None and s.evals_since_best >= c.patience
 
 
 def train_loop(s: Session, *, progress: bool) -> LoopStats:
@@ -945,20 +1027,46 @@ def train_loop(s: Session, *, progress: bool) -> LoopStats:
         due = s.step % c.eval_every == 0 or s.step == c.steps
         if main and s.val_images is not None and due:
             evaluate_now(s)
-        if main and (s.step % c.checkpoint_every == 0 or s.step == end):
+        if s.dist.world_size > 1 and c.patience is not None and due:
+            s.early_stopped = _broadcast_flag(s.early_stopped, s.device)
+        if main and (s.step % c.checkpoint_every == 0 or s.step == end or s.early_stopped):
             s.checkpoint(s.run / "last.pt", s.last_val)
         bar.update(1)
+        if s.early_stopped:
+            s.log({"kind": "early_stop", "step": s.step, "best_step": s.best_step,
+                   "best_f1": s.best_f1})  # fmt: skip
+            break
     bar.close()
     stats.seconds = time.perf_counter() - t_loop
     del it
     return stats
 
 
+def _broadcast_flag(flag: bool, device: torch.device) -> bool:
+    """Rank 0's early-stop decision on every rank (they must stop at the same step)."""
+    import torch.distributed as tdist
+
+    t = torch.tensor([1 if flag else 0], device=device)
+    tdist.broadcast(t, src=0)
+    return bool(t.item())
+
+
 # ----------------------------------------------------------------------------- the entry
 
 
 def run(config: TrainConfig, *, progress: bool = True) -> TrainResult:
-    """Run (or resume) one training run; see the module docstring. Only rank 0 writes."""
+    """Run (or resume) one training run; see the module docstring. Only rank 0 writes.
+    ``config.threads`` sets torch's intra-op threads for the run and restores them after."""
+    threads = torch.get_num_threads()
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
+    try:
+        return _run(config, progress=progress)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(config: TrainConfig, *, progress: bool) -> TrainResult:
     t_start = time.perf_counter()
     device = resolve_device(config.device)
     dist = init_distributed(device.type)
@@ -984,10 +1092,13 @@ def run(config: TrainConfig, *, progress: bool = True) -> TrainResult:
         data_wait=stats.wait / max(stats.seconds, 1e-9),
         final_loss=stats.final_loss,
         val=session.last_val,
-        stopped=session.step < config.steps,
+        stopped=session.step < config.steps and not session.early_stopped,
         train_patches=session.n_train,
         train_slides=plan.train_ids,
         val_slides=plan.val_ids,
+        best_step=session.best_step,
+        stopped_step=session.step,
+        early_stopped=session.early_stopped,
     )
 
 

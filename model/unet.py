@@ -2,8 +2,14 @@
 
 Encoder block i (i = 0 .. depth-1) holds two 3x3 conv + norm + ReLU at width
 ``base_width * 2**i`` and is followed by a 2x2 max-pool; the bottleneck is the same block at
-``base_width * 2**depth``. Decoder block i upsamples (2x2 transposed conv), concatenates the skip
-from encoder block i and runs two convs. Two 1x1 heads read the last decoder block: one tumor logit
+``base_width * 2**depth``. Decoder block i upsamples (``upsample="bilinear"``: a 1x1 conv and a
+bilinear 2x resize, the default; ``"transpose"``: a 2x2 transposed conv, as older checkpoints
+have), concatenates the skip from encoder block i and runs two convs. A stride-2 transposed conv
+paints each output pixel of a 2x2 cell with a different kernel tap, which the decoder shows as a
+checkerboard; bilinear resizing has no such period-2 pattern. ``padding_mode="reflect"`` pads every
+3x3 conv by mirroring the image instead of with zeros, so the border carries no constant the
+network can use to locate itself (zero padding lets deep layers learn absolute position, the
+source of fixed-position artefacts). Two 1x1 heads read the last decoder block: one tumor logit
 per pixel and an RGB reconstruction squashed into [0, 1] by a sigmoid.
 
 ``last_skip=False`` (the default, as in the seed paper) drops the skip from encoder block 0 to the
@@ -19,11 +25,16 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any, NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lymph.data.errors import ConfigError
 
 NORMS = ("batch", "group", "none")
+UPSAMPLES = ("bilinear", "transpose")
+PADDINGS = ("zeros", "reflect")
+# what a checkpoint written before these settings existed was built with
+LEGACY = {"upsample": "transpose", "padding_mode": "zeros", "channels_per_group": None}
 
 
 @dataclass(frozen=True)
@@ -32,7 +43,14 @@ class UNetConfig:
 
     norm: "group" (default) normalises each image on its own, so predictions do not depend on
     the batch they are in and tiny fine-tuning batches or DDP need no synchronised statistics;
-    "batch" is Ronneberger's BatchNorm; "none" for ablations.
+    "batch" is Ronneberger's BatchNorm (in eval mode a per-channel affine map, so the output at
+    a pixel does not depend on the window size: the predict helper's choice for large tiles);
+    "none" for ablations.
+
+    channels_per_group: GroupNorm uses ``C // channels_per_group`` groups of a C-channel layer
+    (at least 4 channels per group, so a group never normalises one colour channel on its own:
+    at width 8 the old ``gcd(8, C)`` rule was InstanceNorm and stripped absolute colour). None is
+    that old rule, for checkpoints that predate the setting.
     """
 
     in_channels: int = 3
@@ -40,6 +58,9 @@ class UNetConfig:
     depth: int = 4
     last_skip: bool = False
     norm: str = "group"
+    upsample: str = "bilinear"
+    padding_mode: str = "reflect"
+    channels_per_group: int | None = 8
 
     def __post_init__(self) -> None:
         for name in ("in_channels", "base_width", "depth"):
@@ -58,6 +79,20 @@ class UNetConfig:
             raise ConfigError(f"UNetConfig.last_skip must be a bool, got {self.last_skip!r}")
         if self.norm not in NORMS:
             raise ConfigError(f"UNetConfig.norm must be one of {NORMS}, got {self.norm!r}")
+        if self.upsample not in UPSAMPLES:
+            raise ConfigError(
+                f"UNetConfig.upsample must be one of {UPSAMPLES}, got {self.upsample!r}"
+            )
+        if self.padding_mode not in PADDINGS:
+            raise ConfigError(
+                f"UNetConfig.padding_mode must be one of {PADDINGS}, got {self.padding_mode!r}"
+            )
+        cpg = self.channels_per_group
+        if cpg is not None and (isinstance(cpg, bool) or not isinstance(cpg, int) or cpg < 4):
+            raise ConfigError(
+                f"UNetConfig.channels_per_group must be an integer >= 4 (GroupNorm with fewer "
+                f"channels per group normalises colours away), got {cpg!r}; use e.g. 8"
+            )
 
     @property
     def multiple(self) -> int:
@@ -79,7 +114,7 @@ class UNetConfig:
                 f"unknown UNetConfig keys {unknown}; known keys are {sorted(known)} "
                 "(a checkpoint from another lymph version?)"
             )
-        return cls(**data)
+        return cls(**{**LEGACY, **data})  # a key a record lacks: what it was built with
 
 
 class UNetOutput(NamedTuple):
@@ -87,25 +122,50 @@ class UNetOutput(NamedTuple):
     reconstruction: Tensor  # (N, C, H, W) in [0, 1]
 
 
-def _norm(kind: str, channels: int) -> nn.Module:
-    if kind == "batch":
+def group_count(channels: int, channels_per_group: int | None) -> int:
+    """GroupNorm groups of a ``channels``-channel layer: the largest divisor of ``channels`` not
+    above ``channels // channels_per_group`` (at least 1); None: the legacy ``gcd(8, C)``."""
+    if channels_per_group is None:
+        return math.gcd(8, channels)
+    most = max(1, channels // channels_per_group)
+    return max(g for g in range(1, most + 1) if channels % g == 0)
+
+
+def _norm(cfg: UNetConfig, channels: int) -> nn.Module:
+    if cfg.norm == "batch":
         return nn.BatchNorm2d(channels)
-    if kind == "group":
-        return nn.GroupNorm(math.gcd(8, channels), channels)
+    if cfg.norm == "group":
+        return nn.GroupNorm(group_count(channels, cfg.channels_per_group), channels)
     return nn.Identity()
+
+
+class Conv3(nn.Conv2d):
+    """A 3x3 conv whose reflect padding falls back to replicate on a map under 2 px a side
+    (a 1-px bottleneck; mirroring one pixel is that pixel)."""
+
+    def _conv_forward(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        if self.padding_mode == "reflect" and min(x.shape[-2:]) < 2:
+            x = F.pad(x, self._reversed_padding_repeated_twice, mode="replicate")
+            return F.conv2d(x, weight, bias, self.stride, 0, self.dilation, self.groups)
+        return super()._conv_forward(x, weight, bias)
+
+
+def _conv3(cfg: UNetConfig, in_channels: int, out_channels: int, *, bias: bool) -> nn.Conv2d:
+    return Conv3(in_channels, out_channels, 3, padding=1, bias=bias,
+                 padding_mode=cfg.padding_mode)  # fmt: skip
 
 
 class ConvBlock(nn.Sequential):
     """Two (3x3 conv, norm, ReLU)."""
 
-    def __init__(self, in_channels: int, out_channels: int, *, norm: str) -> None:
-        bias = norm == "none"
+    def __init__(self, in_channels: int, out_channels: int, *, cfg: UNetConfig) -> None:
+        bias = cfg.norm == "none"
         super().__init__(
-            nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=bias),
-            _norm(norm, out_channels),
+            _conv3(cfg, in_channels, out_channels, bias=bias),
+            _norm(cfg, out_channels),
             nn.ReLU(inplace=True),
-            nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=bias),
-            _norm(norm, out_channels),
+            _conv3(cfg, out_channels, out_channels, bias=bias),
+            _norm(cfg, out_channels),
             nn.ReLU(inplace=True),
         )
 
@@ -113,11 +173,21 @@ class ConvBlock(nn.Sequential):
 class UpBlock(nn.Module):
     """Upsample 2x, concatenate the skip (when it has one), two convs."""
 
-    def __init__(self, in_channels: int, out_channels: int, *, skip: bool, norm: str) -> None:
+    def __init__(
+        self, in_channels: int, out_channels: int, *, skip: bool, cfg: UNetConfig
+    ) -> None:
         super().__init__()
         self.has_skip = skip
-        self.up = nn.ConvTranspose2d(in_channels, out_channels, 2, stride=2)
-        self.conv = ConvBlock(out_channels * (2 if skip else 1), out_channels, norm=norm)
+        if cfg.upsample == "transpose":
+            self.up: nn.Module = nn.ConvTranspose2d(in_channels, out_channels, 2, stride=2)
+        else:
+            # a 1x1 conv then bilinear 2x: the same map as resizing first (both are linear, the
+            # conv acts per pixel) at a quarter of the cost; the block's 3x3 convs mix space
+            self.up = nn.Sequential(
+                nn.Conv2d(in_channels, out_channels, 1),
+                nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
+            )
+        self.conv = ConvBlock(out_channels * (2 if skip else 1), out_channels, cfg=cfg)
 
     def forward(self, x: Tensor, skip: Tensor | None) -> Tensor:
         x = self.up(x)
@@ -141,17 +211,17 @@ class UNet(nn.Module):
         self.encoders = nn.ModuleList()
         in_ch = config.in_channels
         for w in widths[:-1]:
-            self.encoders.append(ConvBlock(in_ch, w, norm=config.norm))
+            self.encoders.append(ConvBlock(in_ch, w, cfg=config))
             in_ch = w
         self.pool = nn.MaxPool2d(2)
-        self.bottleneck = ConvBlock(widths[-2], widths[-1], norm=config.norm)
+        self.bottleneck = ConvBlock(widths[-2], widths[-1], cfg=config)
         # decoders[i] mirrors encoders[i]; decoders[0] is the last, highest-resolution block.
         self.decoders = nn.ModuleList(
             UpBlock(
                 widths[i + 1],
                 widths[i],
                 skip=(i > 0 or config.last_skip),
-                norm=config.norm,
+                cfg=config,
             )
             for i in range(config.depth)
         )

@@ -7,9 +7,13 @@ import torch
 from lymph.data.errors import ConfigError
 from lymph.model.augment import (
     AugmentConfig,
+    bezier_intensity,
     color_jitter,
+    corrupt,
     dihedral,
     dihedral_inverse,
+    local_pixel_shuffle,
+    paint,
 )
 from lymph.model.stream import random_crops
 
@@ -111,3 +115,61 @@ def test_bad_inputs() -> None:
         color_jitter(
             np.zeros((1, 4, 4), np.uint8), config=AugmentConfig(), rng=np.random.default_rng(0)
         )
+
+
+def _batch(seed: int = 0, n: int = 4, size: int = 32) -> torch.Tensor:
+    return torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+def _gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+@pytest.mark.parametrize("pretext", ["genesis", "inpaint"])
+def test_corruptions_are_seeded_pure_and_in_range(pretext: str) -> None:
+    x = _batch()
+    keep = x.clone()
+    a, ma = corrupt(pretext, x, gen=_gen(1))
+    b, mb = corrupt(pretext, x, gen=_gen(1))
+    c, _ = corrupt(pretext, x, gen=_gen(2))
+    assert torch.equal(x, keep)  # the input is not modified
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert a.shape == x.shape and 0 <= float(a.min()) and float(a.max()) <= 1
+    assert (ma is None) == (pretext == "genesis")
+    if ma is not None and mb is not None:
+        assert torch.equal(ma, mb) and 0.03 < float(ma.mean()) < 0.5
+        assert torch.equal(a[ma.expand_as(a) == 0], x[ma.expand_as(x) == 0])  # only boxes hidden
+        assert torch.all(a[ma.expand_as(a) == 1] == 0.5)
+    assert corrupt("identity", x, gen=_gen(1)) == (x, None)
+    with pytest.raises(ConfigError, match="pretext must be one of"):
+        corrupt("jigsaw", x, gen=_gen(1))
+
+
+def test_local_pixel_shuffle_only_permutes_pixels() -> None:
+    x = _batch(3)
+    y = local_pixel_shuffle(x, gen=_gen(0), blocks=50)
+    assert not torch.equal(x, y)
+    for i in range(len(x)):  # the same pixels (RGB triples) in another arrangement
+        a = x[i].reshape(3, -1).T.tolist()
+        b = y[i].reshape(3, -1).T.tolist()
+        assert sorted(map(tuple, a)) == sorted(map(tuple, b))
+    moved = (x != y).any(dim=1).float().mean()
+    assert 0 < float(moved) < 0.8  # local: most pixels stay
+
+
+def test_bezier_intensity_is_a_monotonic_map_per_image() -> None:
+    x = torch.linspace(0, 1, 64).repeat(4, 3, 64, 1)  # (4, 3, 64, 64), a ramp in every image
+    y = bezier_intensity(x, gen=_gen(7))
+    assert 0 <= float(y.min()) and float(y.max()) <= 1
+    for i in range(4):
+        row = y[i, 0, 0]
+        d = row[1:] - row[:-1]
+        assert bool((d >= -1e-5).all()) or bool((d <= 1e-5).all())  # monotonic (or reversed)
+    assert not torch.allclose(y, x, atol=0.02)
+
+
+def test_genesis_painting_hides_with_noise() -> None:
+    x = torch.full((8, 3, 32, 32), 0.5)
+    y = paint(x, gen=_gen(4))
+    changed = (y != x).any(dim=1).float().mean(dim=(1, 2))
+    assert bool((changed > 0.05).all())  # every image painted somewhere

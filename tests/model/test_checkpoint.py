@@ -162,6 +162,8 @@ def test_run_record_round_trip_and_readers(tmp_path: Path) -> None:
     assert require_finetuned(rec, path="x.pt") is rec
     with pytest.raises(CheckpointError, match=r"x\.pt is a pretraining checkpoint.*finetune"):
         require_finetuned(record, path="x.pt")
+    with pytest.raises(CheckpointError, match=r"x\.pt records no stage, not a fine-tuned one"):
+        require_finetuned(RunRecord(model=CFG), path="x.pt")
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from lymph.model.losses import (
+    masked_mse,
     reconstruction_loss,
     segmentation_loss,
     soft_dice_loss,
@@ -52,3 +53,27 @@ def test_stage_loss() -> None:
     assert float(ft0["loss"]) == pytest.approx(float(ft0["bce"] + ft0["dice"]))
     with pytest.raises(ValueError, match="needs masks"):
         stage_loss("finetune", out, img, None, recon_weight=1.0)
+
+
+def test_masked_mse_counts_only_the_hidden_pixels() -> None:
+    target = torch.zeros(2, 3, 4, 4)
+    rec = torch.zeros(2, 3, 4, 4)
+    rec[:, :, :2] = 1.0  # wrong in the top half only
+    mask = torch.zeros(2, 1, 4, 4)
+    mask[:, :, 2:] = 1  # the loss looks at the bottom half
+    assert float(masked_mse(rec, target, mask)) == 0.0
+    mask[:, :, 1:] = 1  # one wrong row of the three hidden ones
+    assert float(reconstruction_loss(rec, target, mask)) == pytest.approx(1 / 3)
+    assert float(masked_mse(rec, target, torch.zeros(2, 1, 4, 4))) == 0.0  # empty: defined
+
+
+def test_stage_loss_takes_a_given_reconstruction_term() -> None:
+    out = UNetOutput(torch.zeros(1, 1, 4, 4), torch.zeros(1, 3, 4, 4))
+    images, masks = torch.ones(1, 3, 4, 4), torch.zeros(1, 1, 4, 4)
+    given = torch.tensor(0.125)
+    pre = stage_loss("pretrain", out, images, None, recon_weight=1.0, recon=given)
+    assert float(pre["loss"]) == 0.125
+    ft = stage_loss("finetune", out, images, masks, recon_weight=2.0, recon=given)
+    assert float(ft["loss"]) == pytest.approx(float(ft["bce"] + ft["dice"]) + 0.25)
+    base = stage_loss("finetune", out, images, masks, recon_weight=0.0)
+    assert float(base["loss"]) == pytest.approx(float(base["bce"] + base["dice"]))

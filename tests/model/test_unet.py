@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from lymph.data.errors import ConfigError
-from lymph.model.unet import UNet, UNetConfig, UNetOutput
+from lymph.model.unet import UNet, UNetConfig, UNetOutput, group_count
 
 
 def tiny(**kw: object) -> UNet:
@@ -49,6 +49,10 @@ def test_wrong_channels_refused() -> None:
         ({"in_channels": 0}, "in_channels"),
         ({"norm": "layer"}, "norm"),
         ({"last_skip": "yes"}, "last_skip"),
+        ({"upsample": "nearest"}, "upsample"),
+        ({"padding_mode": "circular"}, "padding_mode"),
+        ({"channels_per_group": 2}, r"channels_per_group must be an integer >= 4"),
+        ({"channels_per_group": 4.0}, "channels_per_group"),
     ],
 )
 def test_bad_config_refused(kw: dict, match: str) -> None:
@@ -115,3 +119,82 @@ def test_last_skip_changes_decoder_width() -> None:
 def test_norms_run(norm: str) -> None:
     out = tiny(norm=norm)(torch.rand(2, 3, 16, 16))
     assert out.mask_logits.shape == (2, 1, 16, 16)
+
+
+def test_old_checkpoint_settings_load_as_they_were_built() -> None:
+    old = {"in_channels": 3, "base_width": 8, "depth": 3, "last_skip": False, "norm": "group"}
+    cfg = UNetConfig.from_dict(old)
+    assert (cfg.upsample, cfg.padding_mode, cfg.channels_per_group) == ("transpose", "zeros", None)
+    model = UNet(cfg)
+    assert isinstance(model.decoders[0].up, torch.nn.ConvTranspose2d)
+    assert model.encoders[0][1].num_groups == 8  # gcd(8, 8): the old rule (InstanceNorm here)
+    new = UNet(UNetConfig(base_width=8, depth=3))
+    assert new.encoders[0][1].num_groups == 1 and new.bottleneck[1].num_groups == 8
+    assert UNetConfig.from_dict(new.config.to_dict()) == new.config
+
+
+@pytest.mark.parametrize("c,cpg,groups", [(8, 8, 1), (16, 8, 2), (24, 8, 3), (20, 8, 2),
+                                          (4, 8, 1), (64, 4, 16), (12, None, 4)])
+def test_group_count(c: int, cpg: int | None, groups: int) -> None:
+    assert group_count(c, cpg) == groups
+    assert cpg is None or c // groups >= min(c, 4)
+
+
+def _checker(y: torch.Tensor) -> float:
+    """Energy of the 2x2-periodic part of y (N,C,H,W), relative to its variance."""
+    n, c, h, w = y.shape
+    cells = y.reshape(n, c, h // 2, 2, w // 2, 2).mean(dim=(2, 4))  # (N,C,2,2)
+    periodic = cells - cells.mean(dim=(2, 3), keepdim=True)
+    return float(periodic.pow(2).mean() / y.var().clamp_min(1e-12))
+
+
+def _smooth(n: int, g: torch.Generator) -> torch.Tensor:
+    return torch.nn.functional.interpolate(torch.rand(n, 3, 8, 8, generator=g), size=32,
+                                           mode="bicubic", align_corners=False).clamp(0, 1)
+
+
+def _fit(cfg: UNetConfig, steps: int = 25) -> UNet:
+    """A few reconstruction steps on smooth random images (brief training)."""
+    g = torch.Generator().manual_seed(0)
+    model = UNet(cfg, generator=g)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(steps):
+        x = _smooth(4, g)
+        loss = (model(x).reconstruction - x).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.eval()
+
+
+def test_no_checkerboard_and_no_fixed_position_bias_after_brief_training() -> None:
+    """The transposed-conv, zero-padded UNet paints a 2x2 checkerboard and a border pattern
+    (its output on a constant image varies with position); bilinear + reflect does neither."""
+    torch.set_num_threads(1)
+    legacy = _fit(UNetConfig(base_width=8, depth=2, upsample="transpose", padding_mode="zeros",
+                             channels_per_group=None))  # fmt: skip
+    new = _fit(UNetConfig(base_width=8, depth=2))
+    flat = torch.full((1, 3, 32, 32), 0.6)
+    with torch.no_grad():
+        old_out, new_out = legacy(flat).reconstruction, new(flat).reconstruction
+        x = _smooth(4, torch.Generator().manual_seed(5))  # held out: no period-2 content
+        old_rec, new_rec = legacy(x).reconstruction, new(x).reconstruction
+    # fixed position: a constant input gives a constant output, corners included
+    assert float(new_out.std(dim=(2, 3)).max()) < 1e-5
+    assert float(old_out.std(dim=(2, 3)).max()) > 1e-3
+    # checkerboard: the period-2 energy of the reconstruction of a smooth image
+    assert _checker(x) < 1e-3
+    assert _checker(new_rec) < 0.2 * _checker(old_rec), (_checker(new_rec), _checker(old_rec))
+
+
+def test_batch_norm_eval_output_does_not_depend_on_the_window() -> None:
+    """Eval-mode BatchNorm is a fixed per-channel map: a pixel's output depends only on its
+    receptive field, so a large tile predicts what its sub-windows do (GroupNorm does not)."""
+    x = torch.rand(1, 3, 128, 128, generator=torch.Generator().manual_seed(1))
+    for norm, same in (("batch", True), ("group", False)):
+        model = UNet(UNetConfig(base_width=4, depth=2, norm=norm),
+                     generator=torch.Generator().manual_seed(0)).eval()  # fmt: skip
+        with torch.no_grad():  # a 96 px window inside the 128 px tile; 40 px margins
+            big = model(x).reconstruction[..., 56:72, 56:72]
+            small = model(x[..., 16:112, 16:112]).reconstruction[..., 40:56, 40:56]
+        assert torch.allclose(big, small, atol=1e-6) is same, norm
