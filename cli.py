@@ -660,7 +660,10 @@ def eval_slides_cmd(**options: object) -> None:
     _run_eval_slides(**options)  # type: ignore[arg-type]
 
 
-def _parse_sizes(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, ...]:
+def _parse_sizes(ctx: click.Context, param: click.Parameter, value: str | None
+                 ) -> tuple[int, ...] | None:
+    if value is None:
+        return None
     try:
         sizes = tuple(int(v) for v in value.split(",") if v.strip())
     except ValueError:
@@ -676,68 +679,82 @@ def _parse_sizes(ctx: click.Context, param: click.Parameter, value: str) -> tupl
 
 @main.command("study")
 @click.option("--store", required=True, type=click.Path(exists=True, file_okay=False),
-              help="A store with labeled (tumor/normal) slides from `lymph extract`.")
-@click.option("--pretrained", required=True, type=click.Path(exists=True, dir_okay=False),
-              help="The reconstruction-pretrained checkpoint (`lymph train --stage pretrain`).")
+              help="The labeled store: tumor/normal slides with masks from `lymph extract`.")
+@click.option("--pretrained", required=True, multiple=True,
+              help="A pretraining checkpoint made on a SEPARATE store, as PATH or NAME=PATH "
+                   "(e.g. identity=runs/pre/last.pt); repeat to compare pretexts in one run.")
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Study folder: results.csv, table.md, f1_vs_size.png, runs/ (resumable).")
-@click.option("--sizes", default="200,120,80,40", show_default=True, callback=_parse_sizes,
-              help="Labeled-set sizes (patches), comma-separated.")
-@click.option("--folds", type=click.IntRange(min=2), default=5, show_default=True,
-              help="Cross-validation folds, grouped by slide (needs as many labeled slides).")
+@click.option("--profile", type=click.Choice(["quick", "standard"]), default=None,
+              help="quick: the demo (illustrates, does not test); standard: ~4 h on 2 cores. "
+                   "Options given override the profile's values.")
+@click.option("--quick", is_flag=True, help="Same as --profile quick.")
+@click.option("--sizes", default=None, callback=_parse_sizes,
+              help="Labeled-set sizes (patches), comma-separated [default: the profile's; "
+                   "200,120,80,40].")
+@click.option("--folds", type=click.IntRange(min=2), default=None,
+              help="Cross-validation folds grouped by slide [default: the profile's; 5].")
+@click.option("--repeats", type=click.IntRange(min=1), default=None,
+              help="Repeats per fold (subset, inner-validation slides and seed redrawn).")
 @click.option("--steps", type=click.IntRange(min=1), default=None,
-              help="Fine-tuning steps per run [default: the trainer's; --quick: 300].")
+              help="Cap on fine-tuning steps (early stopping on inner validation decides).")
+@click.option("--patience", type=click.IntRange(min=1), default=None,
+              help="Stop after this many validations without a better F1.")
+@click.option("--eval-every", type=click.IntRange(min=1), default=None,
+              help="Validate on the inner-validation slides every N steps.")
+@click.option("--val-slides", type=click.IntRange(min=1), default=None,
+              help="Inner-validation slides per fold and repeat (tumor first) [default 2].")
+@click.option("--val-patches", type=click.IntRange(min=1), default=None,
+              help="Patches of the inner-validation slides the trainer validates on.")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--quick", is_flag=True,
-              help="Demo profile for a small CPU: 300 steps, batch 8, 64 px crops, 0 workers, 64 "
-                   "scored patches per held-out slide (each unless given).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None,
-              help="Fine-tuning batch size [default: the trainer's; --quick: 8].")
+              help="Fine-tuning batch size [default: the profile's or the trainer's].")
 @click.option("--crop", type=click.IntRange(min=1), default=None,
-              help="Training crop in px [default: the trainer's; --quick: 64].")
+              help="Training crop in px [default: the profile's or the trainer's].")
 @click.option("--base-width", type=click.IntRange(min=1), default=None,
-              help="Must equal the pretrained checkpoint's (both conditions use its architecture).")
+              help="Must equal the pretrained checkpoint's (all conditions use its architecture).")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Learning rate [default: the trainer's].")
 @click.option("--recon-weight", type=click.FloatRange(min=0), default=None,
-              help="Weight of the reconstruction loss while fine-tuning [default: the trainer's].")
-@click.option("--threshold", type=click.FloatRange(0, 1), default=0.5, show_default=True,
-              help="Probability threshold for scoring held-out folds (never tuned on them).")
+              help="Reconstruction weight of scratch and pretrained (seg_only: always 0).")
+@click.option("--threshold", default="auto", show_default=True,
+              help="'auto': F1-best on the inner-validation slides; or a fixed number.")
+@click.option("--condition", "conditions", multiple=True,
+              type=click.Choice(["scratch", "seg_only"]),
+              help="Baselines to run (repeatable) [default: both].")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto",
               show_default=True)
+@click.option("--jobs", type=click.IntRange(min=1), default=None,
+              help="Runs in parallel processes, one torch thread each [default: the cores].")
 @click.option("--eval-batch-size", type=click.IntRange(min=1), default=None,
-              help="Batch size for scoring [default 16].")
+              help="Batch size for scoring.")
 @click.option("--workers", type=click.IntRange(min=0), default=None,
-              help="Trainer data-loader processes [default: the trainer's; --quick: 0].")
+              help="Trainer data-loader processes per run [default 0].")
 @click.option("--max-test-patches", type=click.IntRange(min=1), default=None,
-              help="Score a seeded sample of this many patches per held-out slide, the same "
-                   "for both conditions [default: all; --quick: 64].")
+              help="Score a seeded sample per test slide [default: every patch].")
+@click.option("--allow-test-in-pretraining", is_flag=True,
+              help="Run even when a labeled (test) slide pretrained a checkpoint, or when that "
+                   "cannot be checked; table.md says so.")
 @click.option("--keep-checkpoints", is_flag=True,
               help="Keep every run's checkpoints (deleted after scoring by default).")
-def study_cmd(store: str, pretrained: str, out: str, sizes: tuple[int, ...], folds: int,
-              steps: int | None, seed: int, quick: bool, batch_size: int | None,
-              crop: int | None, base_width: int | None, lr: float | None,
-              recon_weight: float | None, threshold: float, device: str,
-              eval_batch_size: int | None, workers: int | None, max_test_patches: int | None,
-              keep_checkpoints: bool) -> None:
-    """The paper's Figure 3: fine-tune from pretrained weights vs from scratch on N labels.
+def study_cmd(store: str, pretrained: tuple[str, ...], out: str, **options: object) -> None:
+    """Does reconstruction pretraining help at few labels? The paper's Figure 3, made to answer.
 
     \b
-    For every size and fold (folds grouped by slide), both conditions fine-tune on the same
-    class-balanced subset with the same steps and seed and are scored on the held-out slides.
-    A rerun with the same --out skips finished runs.
-      lymph study --store store.zarr --pretrained runs/pre/last.pt --out study/ --quick
+    Folds grouped by slide x repeats; per pair every condition (scratch, seg_only, one
+    pretrained_<pretext> per --pretrained) fine-tunes on the same labeled subset, stops and
+    picks its threshold on inner-validation slides and is scored on every test patch.
+    table.md gives the pre-declared primary endpoint (ΔF1 at 40 labels), the paired tests,
+    bootstrap CIs and a verdict per size. A rerun with the same --out resumes.
+      lymph study --store lab.zarr --pretrained identity=runs/pre/last.pt --out study/ --quick
     """
     from pathlib import Path
 
-    from lymph.model.study import StudyConfig, run_study
+    from lymph.model.study import StudyConfig, parse_pretrained, run_study
 
     config = StudyConfig(
-        store=Path(store), pretrained=Path(pretrained), out=Path(out), sizes=sizes, folds=folds,
-        steps=steps, seed=seed, quick=quick, batch_size=batch_size, crop=crop,
-        base_width=base_width, lr=lr, recon_weight=recon_weight, threshold=threshold,
-        device=device, eval_batch_size=eval_batch_size, workers=workers,
-        max_test_patches=max_test_patches, keep_checkpoints=keep_checkpoints,
+        store=Path(store), pretrained=parse_pretrained(pretrained), out=Path(out),
+        conditions=options.pop("conditions") or None, **options,  # type: ignore[arg-type]
     )
     result = run_study(config)
     click.echo(f"{result['ran']} run(s) done now, {result['skipped']} reused from {out}")

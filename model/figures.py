@@ -13,6 +13,8 @@ or full output folder is an `OutputError` naming the file, and no half PNG is le
 - `figure_segmentations`: the seed paper's Figure 5 (patches with ground-truth and predicted
   tumor outlines).
 - `plot_f1_vs_size`: F1 against labeled-set size, one line per condition, sd error bars.
+- `plot_study_pairs`: `lymph study`'s figure: every run's F1 per condition and size beside the
+  mean, and every pair's ΔF1 with its bootstrap 95% CI.
 """
 
 from __future__ import annotations
@@ -288,4 +290,48 @@ def plot_f1_vs_size(
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
+    return _save(fig, path)
+
+
+def plot_study_pairs(
+    sizes: Sequence[int],
+    points: Mapping[str, Sequence[Sequence[float]]],
+    deltas: Mapping[str, Sequence[tuple[Sequence[float], tuple[float, float]]]],
+    path: str | Path,
+    *,
+    primary: str = "",
+) -> Path:
+    """Left: each run's F1 (dots) and the mean (line) per condition, at each size. Right: each
+    pair's ΔF1 (dots), its mean and 95% CI (bar) per comparison, at each size; `primary` is
+    drawn bold. `points[c][i]` and `deltas[name][i] = (diffs, (low, high))` are for sizes[i]."""
+    fig = _figure(11, 4.2)
+    left, right = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    x = np.arange(len(sizes), dtype=float)
+    rng = np.random.default_rng(0)  # jitter only
+    for ax, groups in ((left, points), (right, deltas)):
+        offsets = np.linspace(-0.3, 0.3, max(len(groups), 1)) if len(groups) > 1 else [0.0]
+        for off, (name, per_size) in zip(offsets, groups.items(), strict=False):
+            means = []
+            for i, item in enumerate(per_size):
+                values = np.asarray(item[0] if ax is right else item, dtype=float)
+                jitter = rng.uniform(-0.04, 0.04, values.size)
+                ax.plot(x[i] + off + jitter, values, ".", alpha=0.45, ms=5,
+                        color=f"C{list(groups).index(name)}")  # fmt: skip
+                means.append(values.mean() if values.size else np.nan)
+                if ax is right and not np.isnan(item[1][0]):
+                    ax.plot([x[i] + off] * 2, item[1], "-", lw=2.5 if name == primary else 1.5,
+                            color=f"C{list(groups).index(name)}")  # fmt: skip
+            ax.plot(x + off, means, "o-" if ax is left else "_", ms=8 if ax is right else 5,
+                    lw=2.5 if name == primary else 1.2, color=f"C{list(groups).index(name)}",
+                    label=name + (" (primary)" if name == primary else ""))  # fmt: skip
+        ax.set_xticks(x, [str(s) for s in sizes])
+        ax.set_xlabel("labeled patches")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    left.set_ylim(0, 1)
+    left.set_ylabel("pixel F1 on test slides (dots: runs)")
+    left.set_title("F1 per run and mean")
+    right.axhline(0, color="black", lw=0.8)
+    right.set_ylabel("ΔF1 per (fold, repeat) pair")
+    right.set_title("paired ΔF1, mean and bootstrap 95% CI")
     return _save(fig, path)

@@ -1,33 +1,50 @@
-"""`lymph study`: the seed paper's Figure 3 experiment, grouped by slide, paired, resumable.
+"""`lymph study`: does reconstruction pretraining help a UNet segment metastases from few labels?
 
-For every labeled-set size N and every fold k of a K-fold split *grouped by slide*:
+The seed paper's Figure 3, run so that it can answer its question (issue 10):
 
-1. the held-out fold's slides are the test slides; the other folds are the training slides;
-2. a class-balanced subset of N labeled patches (N/2 tumor, N/2 non-tumor by the patch's drawn
-   class) is drawn from the training slides with `Generator([seed, fold, size])`;
-3. two fine-tunes run on that *same* subset with the *same* steps and training seed: one from
-   the pretrained checkpoint, one from scratch (same architecture), so the only difference is
-   the initialisation;
-4. each is scored on the held-out slides with `evaluate_store` at a fixed threshold (0.5 by
-   default; it is never tuned on the held-out slides).
+- **Two worlds.** A labeled store (tumor and normal slides with masks) is split into K folds of
+  whole slides; a *separate* pretraining store made the pretrained checkpoint(s). Every labeled
+  slide is a test slide in one fold, so a labeled slide that pretrained a checkpoint would leak
+  into a test fold: the study reads each checkpoint's recorded store and slide ids and refuses
+  such a study unless `allow_test_in_pretraining` is set.
+- **Inner validation.** In each (fold, repeat) a few training-fold slides (tumor first) are held
+  out as inner-validation slides. They, and never the test fold, choose the fine-tune's stopping
+  point (validation F1 every `eval_every` steps, best checkpoint kept, early stop after `patience`
+  evaluations without improvement where the trainer supports it, `steps` the cap: the same rule
+  for every condition) and its probability threshold (F1-best on every pixel of them, as
+  `lymph eval --threshold auto`; `lymph.model.evaluate.evaluate` does both). Every patch of
+  every test slide is then scored: P, R, F1 at that threshold and AP (threshold-free).
+- **Conditions** on the same labeled subset, steps rule and training seed:
+  `scratch` (random init, the same joint segmentation + reconstruction loss: the
+  initialisation-only ablation), `seg_only` (random init, reconstruction weight 0: the paper's
+  baseline, a UNet trained directly on segmentation) and one `pretrained_<pretext>` per
+  pretraining checkpoint (init from it, joint loss); several pretexts compare in one run.
+- **Repeats and statistics.** folds x repeats pairs; the labeled subset, inner-validation slides
+  and training seed are redrawn per repeat. Per size and comparison: mean and sd of the paired
+  ΔF1, a two-sided Wilcoxon signed-rank test (scipy.stats.wilcoxon) and a percentile bootstrap
+  95% CI of the mean ΔF1 (seeded Generator, 10,000 resamples of the pairs). The primary endpoint,
+  declared in table.md before any run, is ΔF1 = pretrained (first pretext) - scratch at 40 labels
+  (or the smallest size); the verdict per size is "helps" / "hurts" when the CI excludes 0, else
+  "no detectable effect".
+- **Speed.** Each run uses one torch thread; runs go to `jobs` spawned processes (default: the
+  cores); a tqdm bar over the grid shows the ETA. Each finished run writes
+  `runs/<run_id>/done.json` atomically and last, so a killed study resumes where it stopped.
 
-No patch, and no slide, is on both sides of a fold: the paper drew folds over patches, so
-neighbouring patches of one slide sat in training and test; lymph does not.
-
-Outputs in OUT: `runs/<run_id>/done.json` per finished run (written atomically, last: a rerun
-skips those runs and refuses them if their settings differ), `results.csv` (one row per run),
-`table.md` (Figure 3's shape: P, R, F1 mean +- sd per size and condition, and the paired F1
-difference pretrained - scratch with its sd) and `f1_vs_size.png`.
+Outputs in OUT: study.json (every setting, the folds, the slide provenance), results.csv (one row
+per run: which slides pretrained, trained, validated and tested it), table.md (protocol first,
+then results and verdicts), f1_vs_size.png (every pair's points, the means and ΔF1 with CIs).
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import io
 import json
 import math
 import os
+import re
 import shutil
 import time
 import warnings
@@ -39,53 +56,91 @@ from typing import Any
 import numpy as np
 
 from lymph.data.errors import CheckpointError, ConfigError, StoreError
-from lymph.model.metrics import PixelCounts
+from lymph.data.io import atomic_write_json, atomic_write_text
+from lymph.model.train import balanced_subset  # the one class-balanced draw
 
-CONDITIONS = ("scratch", "pretrained")
-CONDITION_LABELS = {"scratch": "Without pretraining", "pretrained": "With pretraining"}
+SCRATCH = "scratch"
+SEG_ONLY = "seg_only"
+PRETRAINED = "pretrained_"  # + pretext name
+BASELINES = (SCRATCH, SEG_ONLY)
 PAPER_SIZES = (200, 120, 80, 40)
+PRIMARY_SIZE = 40
+BOOTSTRAP_RESAMPLES = 10_000
+MIN_PAIRS = 5  # fewer pairs: no verdict (a two-sided Wilcoxon cannot reach p < 0.05 below 6)
+PRETRAIN_RATIO = 30  # the paper's unlabeled corpus: ~30x the largest labeled set
 
-# The quick profile: the whole grid on the demo's few synthetic slides on a 2-core CPU.
-QUICK = {
-    "steps": 300,
-    "batch_size": 8,
-    "crop": 64,
-    "eval_batch_size": 16,
-    "workers": 0,  # the few labeled patches sit in memory: no loader processes to start
-    "max_test_patches": 64,  # per held-out slide, a seeded sample shared by both conditions
+# Profiles. Every value is used unless the option is given. Costs measured on this idle 2-core
+# CPU (one torch thread per run, 2 runs in parallel), the synthetic world at level 2, 128 px
+# patches, width-8 UNet; see the README's study section for the measurement.
+PROFILES: dict[str, dict[str, Any]] = {
+    # the demo: illustrates the protocol on a small world; it does not test the hypothesis
+    "quick": {
+        "sizes": (80, 40),
+        "folds": 2,
+        "repeats": 2,
+        "steps": 600,
+        "patience": 3,
+        "eval_every": 100,
+        "batch_size": 8,
+        "crop": 64,
+        "val_slides": 2,
+        "val_patches": 96,
+        "eval_batch_size": 32,
+        "workers": 0,
+    },
+    # about 4 h wall on the 2-core CPU (measured per run, extrapolated: see STANDARD_COST)
+    "standard": {
+        "sizes": (200, 120, 80, 40, 20),
+        "folds": 4,
+        "repeats": 3,
+        "steps": 1500,
+        "patience": 4,
+        "eval_every": 100,
+        "batch_size": 8,
+        "crop": 64,
+        "val_slides": 2,
+        "val_patches": 128,
+        "eval_batch_size": 32,
+        "workers": 0,
+    },
 }
-# Measured on the idle 2-core CPU with the demo's data (7 slides at level 2, 128 px patches,
-# width-8 UNet): 150 steps take ~7 s per run including scoring, so the 40-run grid at 300 steps
-# takes ~10 minutes. Fewer steps leave fine-tunes in the early "everything is tumor" phase
-# (30 steps: recall ~99%, precision = the tumor share), which says nothing about pretraining.
-ARCH_KEYS = ("base_width", "depth", "last_skip", "norm")
+# Without a profile: the paper's sizes and the trainer's own batch, crop and cap.
+DEFAULTS: dict[str, Any] = {
+    "sizes": PAPER_SIZES,
+    "folds": 5,
+    "repeats": 3,
+    "steps": 3000,
+    "patience": 5,
+    "eval_every": 100,
+    "batch_size": None,
+    "crop": None,
+    "val_slides": 2,
+    "val_patches": 256,
+    "eval_batch_size": 16,
+    "workers": 0,
+}
+PROFILE_KEYS = tuple(DEFAULTS)
 
 CSV_FIELDS = (
-    "run_id",
-    "size",
-    "fold",
-    "condition",
-    "precision",
-    "recall",
-    "f1",
-    "dice",
-    "iou",
-    "tp",
-    "fp",
-    "fn",
-    "tn",
-    "threshold",
-    "n_tumor_patches",
-    "n_normal_patches",
-    "subset_sha",
-    "train_seed",
-    "steps",
-    "train_slides",
-    "test_slides",
-    "n_test_patches",
-    "train_seconds",
-    "eval_seconds",
-)
+    "run_id", "size", "fold", "repeat", "condition", "init", "recon_weight",
+    "precision", "recall", "f1", "ap", "dice", "iou", "tp", "fp", "fn", "tn", "threshold",
+    "best_step", "best_val_f1", "stopped_step", "steps_cap",
+    "n_tumor_patches", "n_normal_patches", "subset_sha", "train_seed",
+    "pretrain_store", "pretrain_slides", "train_slides", "val_slides", "test_slides",
+    "n_test_patches", "train_seconds", "eval_seconds", "cpu_seconds",
+)  # fmt: skip
+
+
+def condition_label(condition: str) -> str:
+    """What a condition is, in the table's words."""
+    if condition == SCRATCH:
+        return "scratch: random init, joint seg + recon loss (initialisation-only ablation)"
+    if condition == SEG_ONLY:
+        return "seg_only: random init, recon weight 0 (the paper's baseline: segmentation only)"
+    if condition.startswith(PRETRAINED):
+        pretext = condition[len(PRETRAINED) :]
+        return f"{condition}: init from the {pretext!r}-pretext checkpoint, joint loss"
+    raise ConfigError(f"unknown condition {condition!r}")
 
 
 # --- pure planning functions ------------------------------------------------------------------
@@ -122,40 +177,42 @@ def make_folds(
     return [tuple(sorted(f)) for f in folds]
 
 
-def balanced_subset(
-    labels: Mapping[str, np.ndarray], size: int, *, rng: np.random.Generator
-) -> list[tuple[str, int]]:
-    """`size` (slide_id, patch index) pairs, half with label 1 (tumor) and half 0, without
-    replacement; when one class is short, all of it is taken and the other fills the rest.
-
-    Sorted by (slide_id, index), so the result depends only on the labels, the size and rng.
-    """
-    if size < 1:
-        raise ConfigError(f"subset size must be >= 1, got {size}")
-    pos = [(sid, int(i)) for sid in sorted(labels) for i in np.flatnonzero(labels[sid] == 1)]
-    neg = [(sid, int(i)) for sid in sorted(labels) for i in np.flatnonzero(labels[sid] == 0)]
-    if len(pos) + len(neg) < size:
+def inner_val_slides(
+    train: Sequence[tuple[str, str]], n_val: int, *, rng: np.random.Generator
+) -> tuple[str, ...]:
+    """`n_val` inner-validation slides among the training folds' (slide_id, status) pairs:
+    half tumor (at least one, keeping one tumor slide to train on), the rest normal."""
+    tumor = sorted(s for s, st in train if st == "tumor")
+    normal = sorted(s for s, st in train if st != "tumor")
+    if len(tumor) < 2:
         raise ConfigError(
-            f"the training slides hold {len(pos) + len(neg)} labeled patches, fewer than the "
-            f"subset size {size}; use smaller --sizes or extract more patches per slide"
+            f"the training folds hold {len(tumor)} tumor slide(s) ({', '.join(tumor) or 'none'}):"
+            " inner validation needs one and training another; extract more tumor slides or "
+            "pass fewer --folds"
         )
-    n_pos = min(len(pos), math.ceil(size / 2))
-    n_neg = min(len(neg), size - n_pos)
-    n_pos = size - n_neg  # a short non-tumor class is made up with tumor patches
-    take_pos = rng.choice(len(pos), size=n_pos, replace=False) if n_pos else []
-    take_neg = rng.choice(len(neg), size=n_neg, replace=False) if n_neg else []
-    return sorted([pos[i] for i in take_pos] + [neg[i] for i in take_neg])
+    if n_val < 1 or n_val >= len(train):
+        raise ConfigError(
+            f"val_slides must be within [1, {len(train) - 1}] for {len(train)} training-fold "
+            f"slides, got {n_val}"
+        )
+    n_t = max(1, min(len(tumor) - 1, (n_val + 1) // 2))
+    n_n = min(len(normal), n_val - n_t)
+    n_t = min(len(tumor) - 1, n_val - n_n)
+    picks = [tumor[i] for i in rng.permutation(len(tumor))[:n_t]]
+    picks += [normal[i] for i in rng.permutation(len(normal))[:n_n]]
+    return tuple(sorted(picks))
 
 
 def subset_sha(subset: Sequence[tuple[str, int]]) -> str:
-    """A short fingerprint of a subset (results.csv shows both conditions used the same one)."""
+    """A short fingerprint of a subset (results.csv shows all conditions used the same one)."""
     text = "\n".join(f"{s}:{i}" for s, i in subset)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def train_seed(seed: int, fold: int, size: int) -> int:
-    """The training seed shared by both conditions of one (fold, size)."""
-    return int(np.random.SeedSequence([seed, fold, size]).generate_state(1)[0] & 0x7FFFFFFF)
+def train_seed(seed: int, fold: int, size: int, repeat: int = 0) -> int:
+    """The training seed shared by every condition of one (fold, repeat, size)."""
+    parts = [seed, fold, size] if repeat == 0 else [seed, fold, size, repeat]
+    return int(np.random.SeedSequence(parts).generate_state(1)[0] & 0x7FFFFFFF)
 
 
 @dataclass(frozen=True)
@@ -164,8 +221,10 @@ class RunSpec:
 
     size: int
     fold: int
+    repeat: int
     condition: str
     train_slides: tuple[str, ...]
+    val_slides: tuple[str, ...]
     test_slides: tuple[str, ...]
     subset: tuple[tuple[str, int], ...] = field(repr=False)
     train_seed: int
@@ -174,15 +233,21 @@ class RunSpec:
 
     @property
     def run_id(self) -> str:
-        return f"n{self.size:04d}_f{self.fold}_{self.condition}"
+        return f"n{self.size:04d}_f{self.fold}_r{self.repeat}_{self.condition}"
+
+    @property
+    def pair(self) -> tuple[int, int, int]:
+        return (self.size, self.fold, self.repeat)
 
     def fingerprint(self) -> dict[str, Any]:
         """What a finished run must match to be reused."""
         return {
             "size": self.size,
             "fold": self.fold,
+            "repeat": self.repeat,
             "condition": self.condition,
             "train_slides": list(self.train_slides),
+            "val_slides": list(self.val_slides),
             "test_slides": list(self.test_slides),
             "subset_sha": subset_sha(self.subset),
             "train_seed": self.train_seed,
@@ -196,37 +261,57 @@ def plan_runs(
     sizes: Sequence[int],
     n_folds: int,
     seed: int,
+    repeats: int = 1,
+    conditions: Sequence[str] = (SCRATCH, SEG_ONLY, PRETRAINED + "identity"),
+    n_val: int = 2,
 ) -> list[RunSpec]:
-    """Every run of the grid, size by size, fold by fold, scratch then pretrained.
+    """Every run of the grid: size, fold, repeat, then condition.
 
-    `slides`: labeled (slide_id, status); `labels`: each slide's per-patch labels (0/1).
+    `slides`: labeled (slide_id, status); `labels`: each slide's per-patch labels (0/1). Per
+    (fold, repeat) the inner-validation slides are drawn from the training folds with
+    `Generator([seed, fold, repeat, 0x7A1])`; per (fold, repeat, size) the labeled subset with
+    `Generator([seed, fold, size])` (repeat 0) or `Generator([seed, fold, size, repeat])`.
     """
+    if repeats < 1:
+        raise ConfigError(f"repeats must be >= 1, got {repeats}")
     folds = make_folds(slides, n_folds, seed=seed)
+    status = dict(slides)
+    for k, test in enumerate(folds):
+        if not any(status[s] == "tumor" for s in test):
+            raise ConfigError(
+                f"test fold {k} ({', '.join(test)}) holds no tumor slide: its F1 would be 0 or 1 "
+                f"by convention; pass --folds {sum(st == 'tumor' for st in status.values())} or "
+                "fewer, or extract more tumor slides"
+            )
+    split: dict[tuple[int, int], tuple[tuple[str, ...], tuple[str, ...]]] = {}
+    for k in range(n_folds):
+        rest = [(s, status[s]) for j, f in enumerate(folds) if j != k for s in f]
+        for r in range(repeats):
+            val = inner_val_slides(rest, n_val, rng=np.random.default_rng([seed, k, r, 0x7A1]))
+            split[k, r] = (tuple(s for s, _ in rest if s not in val), val)
     runs: list[RunSpec] = []
     for size in sizes:
         for k, test in enumerate(folds):
-            train = tuple(s for j, f in enumerate(folds) if j != k for s in f)
-            rng = np.random.default_rng([seed, k, size])
-            subset = balanced_subset({s: labels[s] for s in train}, size, rng=rng)
-            n_tumor = sum(int(labels[s][i] == 1) for s, i in subset)
-            for condition in CONDITIONS:
-                runs.append(
-                    RunSpec(
-                        size=int(size),
-                        fold=k,
-                        condition=condition,
-                        train_slides=tuple(train),
-                        test_slides=test,
-                        subset=tuple(subset),
-                        train_seed=train_seed(seed, k, size),
-                        n_tumor_patches=n_tumor,
-                        n_normal_patches=len(subset) - n_tumor,
-                    )
+            for r in range(repeats):
+                train, val = split[k, r]
+                parts = [seed, k, size] if r == 0 else [seed, k, size, r]
+                subset = balanced_subset(
+                    {s: labels[s] for s in train}, size, rng=np.random.default_rng(parts)
                 )
+                n_tumor = sum(int(labels[s][i] == 1) for s, i in subset)
+                for condition in conditions:
+                    runs.append(
+                        RunSpec(
+                            size=int(size), fold=k, repeat=r, condition=condition,
+                            train_slides=train, val_slides=val, test_slides=test,
+                            subset=tuple(subset), train_seed=train_seed(seed, k, size, r),
+                            n_tumor_patches=n_tumor, n_normal_patches=len(subset) - n_tumor,
+                        )  # fmt: skip
+                    )
     return runs
 
 
-# --- summary ----------------------------------------------------------------------------------
+# --- statistics -------------------------------------------------------------------------------
 
 
 def _mean_sd(values: Sequence[float]) -> tuple[float, float]:
@@ -236,280 +321,760 @@ def _mean_sd(values: Sequence[float]) -> tuple[float, float]:
     return float(arr.mean()), float(arr.std(ddof=1)) if arr.size > 1 else 0.0
 
 
-def summarize(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Per size (descending): mean and sd of P, R, F1 per condition over folds, and the paired
-    F1 difference (pretrained - scratch, per fold) with its sd and the folds it was positive."""
+def bootstrap_ci(
+    diffs: Sequence[float], *, rng: np.random.Generator, resamples: int = BOOTSTRAP_RESAMPLES
+) -> tuple[float, float]:
+    """Percentile bootstrap 95% CI of the mean of `diffs` (pairs resampled with replacement)."""
+    arr = np.asarray(diffs, dtype=float)
+    if arr.size < 2:
+        return math.nan, math.nan
+    means = arr[rng.integers(0, arr.size, size=(resamples, arr.size))].mean(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return float(low), float(high)
+
+
+def wilcoxon_p(diffs: Sequence[float]) -> float:
+    """Two-sided Wilcoxon signed-rank p of paired differences (1.0 when all are zero)."""
+    from scipy.stats import wilcoxon
+
+    arr = np.asarray(diffs, dtype=float)
+    if arr.size < 2:
+        return math.nan
+    if not np.any(arr != 0):
+        return 1.0
+    return float(wilcoxon(arr, zero_method="wilcox", alternative="two-sided").pvalue)
+
+
+def verdict(ci: tuple[float, float], size: int, *, n: int = MIN_PAIRS) -> str:
+    """The plain-language verdict: decided only by whether the 95% CI excludes 0 (and only
+    with at least MIN_PAIRS pairs)."""
+    low, high = ci
+    if n < MIN_PAIRS or math.isnan(low):
+        return f"too few pairs ({n}) to decide at {size} labels"
+    if low > 0:
+        return f"pretraining helps at {size} labels"
+    if high < 0:
+        return f"pretraining hurts at {size} labels"
+    return f"no detectable effect at {size} labels"
+
+
+def paired_stats(
+    diffs: Sequence[float], *, rng: np.random.Generator, resamples: int = BOOTSTRAP_RESAMPLES
+) -> dict[str, Any]:
+    mean, sd = _mean_sd(diffs)
+    ci = bootstrap_ci(diffs, rng=rng, resamples=resamples)
+    return {
+        "mean": mean, "sd": sd, "n": len(diffs), "positive": int(sum(d > 0 for d in diffs)),
+        "ci": ci, "p_wilcoxon": wilcoxon_p(diffs), "diffs": [float(d) for d in diffs],
+    }  # fmt: skip
+
+
+def comparisons_for(conditions: Sequence[str]) -> list[tuple[str, str]]:
+    """(a, b) pairs compared as ΔF1 = F1(a) - F1(b): every pretrained condition against scratch
+    (primary family) and against seg_only, then later pretexts against the first."""
+    pre = [c for c in conditions if c.startswith(PRETRAINED)]
+    out = [(p, b) for b in (SCRATCH, SEG_ONLY) if b in conditions for p in pre]
+    out += [(p, pre[0]) for p in pre[1:]]
+    return out
+
+
+def _by_pair(rows: Sequence[Mapping[str, Any]], size: int, condition: str) -> dict:
+    return {
+        (int(r["fold"]), int(r.get("repeat", 0) or 0)): r
+        for r in rows
+        if int(r["size"]) == size and r["condition"] == condition
+    }
+
+
+def summarize(
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    conditions: Sequence[str] | None = None,
+    seed: int = 0,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+) -> list[dict[str, Any]]:
+    """Per size (descending): per condition mean and sd of P, R, F1, AP and the stopping step;
+    per comparison the paired ΔF1 statistics over (fold, repeat) pairs (`paired_stats`)."""
+    conditions = list(conditions or dict.fromkeys(r["condition"] for r in rows))
     out = []
     for size in sorted({int(r["size"]) for r in rows}, reverse=True):
-        entry: dict[str, Any] = {"size": size}
-        by = {
-            c: {int(r["fold"]): r for r in rows if int(r["size"]) == size and r["condition"] == c}
-            for c in CONDITIONS
-        }
-        for c in CONDITIONS:
-            for metric in ("precision", "recall", "f1"):
-                entry[f"{c}_{metric}"] = _mean_sd([float(r[metric]) for r in by[c].values()])
-            entry[f"{c}_folds"] = len(by[c])
-            if all("tp" in r for r in by[c].values()):  # every slide scored once over the folds
-                pooled = sum(
-                    (PixelCounts(**{k: int(r[k]) for k in ("tp", "fp", "fn", "tn")})
-                     for r in by[c].values()),
-                    PixelCounts(),
-                )  # fmt: skip
-                entry[f"{c}_pooled"] = {m: getattr(pooled, m) for m in ("precision", "recall",
-                                                                        "f1")}  # fmt: skip
-        entry["folds_without_tumor"] = sum(
-            int(r["tp"]) + int(r["fn"]) == 0 for r in by["scratch"].values() if "tp" in r
-        )
-        paired = sorted(set(by["scratch"]) & set(by["pretrained"]))
-        diffs = [float(by["pretrained"][k]["f1"]) - float(by["scratch"][k]["f1"]) for k in paired]
-        entry["f1_diff"] = _mean_sd(diffs)
-        entry["f1_diff_folds"] = len(paired)
-        entry["f1_diff_positive"] = int(sum(d > 0 for d in diffs))
+        entry: dict[str, Any] = {"size": size, "conditions": {}, "comparisons": {}}
+        by = {c: _by_pair(rows, size, c) for c in conditions}
+        for c in conditions:
+            stats = {
+                m: _mean_sd([float(r[m]) for r in by[c].values() if r.get(m) not in (None, "")])
+                for m in ("precision", "recall", "f1", "ap", "best_step")
+            }
+            f1s = [float(by[c][k]["f1"]) for k in sorted(by[c])]
+            entry["conditions"][c] = {**stats, "runs": len(by[c]), "f1s": f1s}
+        for a, b in comparisons_for(conditions):
+            pairs = sorted(set(by[a]) & set(by[b]))
+            diffs = [float(by[a][p]["f1"]) - float(by[b][p]["f1"]) for p in pairs]
+            rng = np.random.default_rng([seed, size, zlib_key(a, b)])
+            entry["comparisons"][a, b] = paired_stats(diffs, rng=rng, resamples=resamples)
         out.append(entry)
     return out
 
 
-def _pct(pair: tuple[float, float], *, signed: bool = False) -> str:
+def zlib_key(*names: str) -> int:
+    import zlib
+
+    return zlib.crc32("|".join(names).encode())
+
+
+# --- table ------------------------------------------------------------------------------------
+
+
+def _pct(pair: tuple[float, float]) -> str:
     mean, sd = pair
     if math.isnan(mean):
         return "n/a"
-    value = 100 * mean if abs(100 * mean) >= 0.005 else 0.0  # no "-0.00"
-    sign = "+" if signed and value >= 0 else ""
-    return f"{sign}{value:.2f} ± {100 * sd:.2f}"
+    return f"{100 * mean:.1f} ± {100 * sd:.1f}"
 
 
-def table_markdown(summary: Sequence[Mapping[str, Any]], *, title: str = "") -> str:
-    """Figure 3 of the seed paper, as a Markdown table (percent, mean ± sd over folds)."""
-    lines = [title, ""] if title else []
-    lines += [
-        "| Labeled patches | Without pretraining: P (%) | R (%) | F1 (%) | "
-        "With pretraining: P (%) | R (%) | F1 (%) | ΔF1 pretrained − scratch (pp) | "
-        "folds ΔF1 > 0 |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+def _pp(value: float, *, signed: bool = True) -> str:
+    if math.isnan(value):
+        return "n/a"
+    v = 100 * value if abs(100 * value) >= 0.05 else 0.0  # no "-0.0"
+    return f"{v:+.1f}" if signed else f"{v:.1f}"
+
+
+def protocol_markdown(protocol: Mapping[str, Any]) -> str:
+    """The part of table.md written before any run: question, endpoint, conditions, rules."""
+    primary_a, primary_b = protocol["primary"]["comparison"]
+    lines = [
+        "# lymph study: does reconstruction pretraining help at few labels?",
+        "",
+        "## Protocol (written before any run)",
+        "",
+        f"- **Primary endpoint** (pre-declared): ΔF1 = F1({primary_a}) − F1({primary_b}) at "
+        f"{protocol['primary']['size']} labeled patches, paired over (fold, repeat); verdict "
+        "from its bootstrap 95% CI: \"helps\" if it lies above 0, \"hurts\" if below, else "
+        "\"no detectable effect\". Everything else is secondary.",
+        f"- Profile: {protocol['profile']}. {protocol['profile_note']}",
+        f"- World: {protocol['world']}",
+        "- Conditions (same labeled subset, stopping rule and training seed per pair):",
+        *[f"  - {condition_label(c)}" for c in protocol["conditions"]],
+        f"- Fine-tunes: at most {protocol['steps']} steps; validation F1 on the inner-validation "
+        f"slides every {protocol['eval_every']} steps, best checkpoint kept"
+        + (f", early stop after {protocol['patience']} evaluations without improvement"
+           if protocol.get("early_stopping") else " (the trainer here has no early stop: the "
+           "cap is run and the best checkpoint scored)") + ".",  # fmt: skip
+        "- Threshold: F1-best on every pixel of the inner-validation slides (never the test "
+        "fold); every patch of every test slide scored; AP is threshold-free.",
+        f"- Statistics: {protocol['folds']} folds grouped by slide x {protocol['repeats']} "
+        "repeats (subset, inner-validation slides and seed redrawn per repeat); per size the "
+        "mean and sd of paired ΔF1, a two-sided Wilcoxon signed-rank test (scipy) and a "
+        f"percentile bootstrap 95% CI ({protocol['resamples']:,} resamples, seeded); a "
+        f"verdict needs at least {MIN_PAIRS} pairs.",
+        "",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def results_markdown(
+    summary: Sequence[Mapping[str, Any]], *, primary: Mapping[str, Any], notes: Sequence[str]
+) -> str:
+    """The results part of table.md: per-condition metrics, paired ΔF1 table, verdict lines."""
+    lines = [
+        "## Results",
+        "",
+        "Percent, mean ± sd over (fold, repeat) pairs; each run pooled over the pixels of its "
+        "test slides. Stop = the step of the scored (best-validation) checkpoint.",
+        "",
+        "| Labeled | Condition | P (%) | R (%) | F1 (%) | AP (%) | stop step | runs |",
+        "|---:|:---|---:|---:|---:|---:|---:|---:|",
     ]
     for e in summary:
-        cells = [str(e["size"])]
-        for c in CONDITIONS:
-            cells += [_pct(e[f"{c}_precision"]), _pct(e[f"{c}_recall"]), _pct(e[f"{c}_f1"])]
-        cells += [_pct(e["f1_diff"], signed=True), f"{e['f1_diff_positive']}/{e['f1_diff_folds']}"]
-        lines.append("| " + " | ".join(cells) + " |")
+        for c, s in e["conditions"].items():
+            step = s["best_step"]
+            step_text = "n/a" if math.isnan(step[0]) else f"{step[0]:.0f} ± {step[1]:.0f}"
+            lines.append(
+                f"| {e['size']} | {c} | {_pct(s['precision'])} | {_pct(s['recall'])} | "
+                f"{_pct(s['f1'])} | {_pct(s['ap'])} | {step_text} | {s['runs']} |"
+            )
     lines += [
         "",
-        "Mean ± sample sd over folds grouped by slide; each fold scored pooled over the pixels of "
-        "its held-out slides. ΔF1 is paired: the same fold, labeled subset, steps and seed.",
+        "Paired ΔF1 (percentage points) over (fold, repeat) pairs:",
+        "",
+        "| Labeled | ΔF1 = F1(a) − F1(b) | mean | sd | 95% CI (bootstrap) | Wilcoxon p | "
+        "pairs > 0 | verdict |",
+        "|---:|:---|---:|---:|:---|---:|---:|:---|",
     ]
-    if any(f"{c}_pooled" in e for e in summary for c in CONDITIONS):
-        lines += [
-            "",
-            "Pooled over all folds (each labeled slide is held out exactly once; defined even when "
-            "a fold holds no tumor):",
-            "",
-            "| Labeled patches | Without pretraining: P (%) | R (%) | F1 (%) | "
-            "With pretraining: P (%) | R (%) | F1 (%) | folds without tumor |",
-            "|---:|---:|---:|---:|---:|---:|---:|---:|",
-        ]
-        for e in summary:
-            cells = [str(e["size"])]
-            for c in CONDITIONS:
-                pooled = e.get(f"{c}_pooled", {})
-                cells += [
-                    f"{100 * pooled[m]:.2f}" if m in pooled else "n/a"
-                    for m in ("precision", "recall", "f1")
-                ]
-            cells.append(str(e.get("folds_without_tumor", "n/a")))
-            lines.append("| " + " | ".join(cells) + " |")
-    if any(e.get("folds_without_tumor") for e in summary):
-        lines += [
-            "",
-            "Some held-out folds hold no tumor pixels: their precision and recall are 1.0 when "
-            "nothing is predicted and 0.0 otherwise (lymph.model.metrics), which widens the "
-            "spread; fewer folds or more tumor slides avoid it.",
-        ]
+    for e in summary:
+        for (a, b), st in e["comparisons"].items():
+            ci = f"[{_pp(st['ci'][0])}, {_pp(st['ci'][1])}]"
+            p = "n/a" if math.isnan(st["p_wilcoxon"]) else f"{st['p_wilcoxon']:.3f}"
+            word = verdict(st["ci"], e["size"], n=st["n"]).replace("pretraining", a)
+            lines.append(
+                f"| {e['size']} | {a} − {b} | {_pp(st['mean'])} | {_pp(st['sd'], signed=False)} "
+                f"| {ci} | {p} | {st['positive']}/{st['n']} | {word} |"
+            )
+    lines += ["", "## Verdicts", ""]
+    key = tuple(primary["comparison"])
+    for e in summary:
+        st = e["comparisons"].get(key)
+        if st is None:
+            continue
+        tag = " (**primary endpoint**)" if e["size"] == primary["size"] else ""
+        lines.append(
+            f"- {verdict(st['ci'], e['size'], n=st['n'])}{tag}: ΔF1 {key[0]} − {key[1]} "
+            f"{_pp(st['mean'])} pp, 95% CI [{_pp(st['ci'][0])}, {_pp(st['ci'][1])}], "
+            f"{st['n']} pairs"
+        )
+    if notes:
+        lines += ["", "## Notes", "", *[f"- {n}" for n in notes]]
     return "\n".join(lines) + "\n"
 
 
-# --- running ----------------------------------------------------------------------------------
+# --- settings ---------------------------------------------------------------------------------
+
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+
+
+def parse_pretrained(values: Sequence[str | Path]) -> tuple[tuple[str | None, Path], ...]:
+    """`["identity=a.pt", "genesis=b.pt"]` -> ((name, path), ...); a bare path gets name None
+    (the checkpoint's recorded pretext, else "identity", decides it)."""
+    out: list[tuple[str | None, Path]] = []
+    for value in values:
+        text = str(value)
+        name, sep, path = text.partition("=")
+        if sep and _NAME.match(name):
+            out.append((name, Path(path)))
+        elif sep and not Path(text).exists():
+            raise ConfigError(
+                f"--pretrained {text!r}: {name!r} is not a pretext name (lowercase letters, "
+                "digits, _ and -); write e.g. --pretrained identity=runs/pre/last.pt"
+            )
+        else:
+            out.append((None, Path(text)))
+    return tuple(out)
 
 
 @dataclass(frozen=True)
 class StudyConfig:
-    """Settings of a study; every one is recorded in OUT/study.json."""
+    """Settings of a study; every one is recorded in OUT/study.json. None: the profile's value,
+    else DEFAULTS."""
 
     store: Path
-    pretrained: Path
+    pretrained: Any  # a path, or a sequence of paths / "name=path" / (name, path)
     out: Path
-    sizes: tuple[int, ...] = PAPER_SIZES
-    folds: int = 5
-    steps: int | None = None  # None: the trainer's default (quick profile: QUICK["steps"])
+    profile: str | None = None
+    sizes: tuple[int, ...] | None = None
+    folds: int | None = None
+    repeats: int | None = None
+    steps: int | None = None  # the cap
+    patience: int | None = None
+    eval_every: int | None = None
+    val_slides: int | None = None
+    val_patches: int | None = None
     seed: int = 0
-    quick: bool = False
     batch_size: int | None = None
     crop: int | None = None
     base_width: int | None = None  # must match the pretrained checkpoint when given
     lr: float | None = None
-    recon_weight: float | None = None
-    threshold: float = 0.5
+    recon_weight: float | None = None  # scratch and pretrained (seg_only: always 0)
+    threshold: float | str = "auto"  # "auto": F1-best on the inner-validation slides
     device: str = "auto"
     eval_batch_size: int | None = None
-    workers: int | None = None  # trainer's data-loader processes (None: its default)
-    max_test_patches: int | None = None  # per held-out slide (None: all; quick: 64)
+    workers: int | None = None
+    max_test_patches: int | None = None  # per test slide; None: every patch
+    conditions: tuple[str, ...] | None = None  # baselines to run (None: scratch and seg_only)
+    jobs: int | None = None  # parallel runs (None: the CPU count)
+    threads: int = 1  # torch threads per run
+    resamples: int = BOOTSTRAP_RESAMPLES
+    allow_test_in_pretraining: bool = False
     keep_checkpoints: bool = False
     progress: bool = True
+    quick: bool = False  # the old flag: profile "quick"
 
     def __post_init__(self) -> None:
-        for name in ("store", "pretrained", "out"):
-            object.__setattr__(self, name, Path(getattr(self, name)))
-        sizes = tuple(int(s) for s in self.sizes)
-        if not sizes or any(s < 2 for s in sizes):
-            raise ConfigError(
-                f"sizes must be integers >= 2, got {self.sizes!r}; e.g. 200,120,80,40"
-            )
-        if len(set(sizes)) != len(sizes):
-            raise ConfigError(f"sizes repeat a value: {self.sizes!r}")
-        object.__setattr__(self, "sizes", sizes)
-        if self.folds < 2:
+        set_ = object.__setattr__
+        for name in ("store", "out"):
+            set_(self, name, Path(getattr(self, name)))
+        given = self.pretrained
+        items = [given] if isinstance(given, str | Path) else list(given)
+        parsed = [
+            (it[0], Path(it[1])) if isinstance(it, tuple) else parse_pretrained([it])[0]
+            for it in items
+        ]
+        if not parsed:
+            raise ConfigError("a study needs at least one --pretrained checkpoint")
+        names = [n for n, _ in parsed if n is not None]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"--pretrained names repeat: {names}")
+        set_(self, "pretrained", tuple(parsed))
+        if self.quick and self.profile not in (None, "quick"):
+            raise ConfigError(f"--quick and --profile {self.profile} disagree; pass one")
+        if self.quick:
+            set_(self, "profile", "quick")
+        if self.profile is not None and self.profile not in PROFILES:
+            raise ConfigError(f"profile must be one of {sorted(PROFILES)}, got {self.profile!r}")
+        self._check_numbers()
+
+    def _check_numbers(self) -> None:
+        if self.sizes is not None:
+            sizes = tuple(int(s) for s in self.sizes)
+            if not sizes or any(s < 2 for s in sizes):
+                raise ConfigError(
+                    f"sizes must be integers >= 2, got {self.sizes!r}; e.g. 200,120,80,40"
+                )
+            if len(set(sizes)) != len(sizes):
+                raise ConfigError(f"sizes repeat a value: {self.sizes!r}")
+            object.__setattr__(self, "sizes", sizes)
+        if self.folds is not None and self.folds < 2:
             raise ConfigError(f"folds must be >= 2 for cross-validation, got {self.folds}")
-        if self.workers is not None and self.workers < 0:
-            raise ConfigError(f"workers must be >= 0, got {self.workers}")
-        for name in (
-            "steps",
-            "batch_size",
-            "crop",
-            "base_width",
-            "eval_batch_size",
-            "max_test_patches",
-        ):
+        for name in ("workers",):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ConfigError(f"{name} must be >= 0, got {value}")
+        positive = ("repeats", "steps", "patience", "eval_every", "val_slides", "val_patches",
+                    "batch_size", "crop", "base_width", "eval_batch_size", "max_test_patches",
+                    "jobs", "threads", "resamples")  # fmt: skip
+        for name in positive:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ConfigError(f"{name} must be >= 1, got {value}")
-        if not 0.0 <= self.threshold <= 1.0:
-            raise ConfigError(f"threshold must be within [0, 1], got {self.threshold}")
+        if self.threshold != "auto":
+            from lymph.model.evaluate import parse_threshold
+
+            object.__setattr__(self, "threshold", parse_threshold(self.threshold))
+        if self.conditions is not None:
+            bad = sorted(set(self.conditions) - set(BASELINES))
+            if bad:
+                raise ConfigError(
+                    f"conditions {bad} unknown: the baselines are {list(BASELINES)} (pretrained "
+                    "conditions come from --pretrained)"
+                )
+            object.__setattr__(self, "conditions", tuple(self.conditions))
 
     def resolved(self, name: str) -> Any:
-        """The setting in effect: given, else the quick profile's, else None (trainer default)."""
+        """The setting in effect: given, else the profile's, else DEFAULTS."""
         value = getattr(self, name)
-        if value is None and self.quick:
-            return QUICK.get(name)
-        return value
+        if value is not None:
+            return value
+        if self.profile is not None and name in PROFILES[self.profile]:
+            return PROFILES[self.profile][name]
+        return DEFAULTS.get(name)
+
+    @property
+    def n_jobs(self) -> int:
+        return self.jobs or max(1, os.cpu_count() or 1)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        for key in ("store", "pretrained", "out"):
-            d[key] = str(d[key])
-        d["sizes"] = list(self.sizes)
-        d["resolved"] = {k: self.resolved(k) for k in QUICK}
+        d["store"], d["out"] = str(self.store), str(self.out)
+        d["pretrained"] = [[n, str(p)] for n, p in self.pretrained]
+        d["resolved"] = {k: self.resolved(k) for k in PROFILE_KEYS}
+        d["resolved"]["sizes"] = list(d["resolved"]["sizes"])
+        if d["sizes"] is not None:
+            d["sizes"] = list(d["sizes"])
         return d
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+PROFILE_NOTES = {
+    "quick": "The quick profile ILLUSTRATES the protocol on a small world in minutes; it is far "
+    "too small to TEST whether pretraining helps: do not read its verdicts as findings.",
+    "standard": "The standard profile is sized to about 4 h on a 2-core CPU.",
+    None: "No profile: the paper's sizes and the defaults.",
+}
+
+
+# --- pretraining provenance -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Pretraining:
+    """What a pretraining checkpoint records about its data, checked against the labeled store."""
+
+    name: str
+    path: Path
+    arch: dict[str, Any] = field(repr=False)
+    stage: str | None
+    store: str | None  # the pretraining store's path as recorded
+    slides: tuple[str, ...]  # the slide ids it pretrained on (train and validation)
+    n_patches: int | None  # patches of those slides, when the store is readable
+    leaked: tuple[str, ...]  # labeled (hence test) slides that pretrained it
+    unverifiable: str | None  # why the check could not be made, if it could not
+
+    @property
+    def condition(self) -> str:
+        return PRETRAINED + self.name
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["path"] = str(self.path)
+        return d
+
+
+def _resolved(path: str | os.PathLike | None) -> str | None:
+    if not path:
+        return None
+    try:
+        return str(Path(path).resolve())
+    except OSError:
+        return str(path)
+
+
+def _locate_store(recorded: str, checkpoint: Path) -> str:
+    """A recorded store path as it is found now: as written (relative to the working folder),
+    else relative to a folder above the checkpoint (a relative path recorded by a run started
+    elsewhere)."""
+    path = Path(recorded)
+    if path.is_absolute() or path.exists():
+        return recorded
+    for parent in Path(checkpoint).resolve().parents:
+        if (parent / path).exists():
+            return str(parent / path)
+    return recorded
+
+
+def read_pretraining(name: str | None, path: Path, labeled_store: Any) -> Pretraining:
+    """Read a checkpoint's recorded pretraining store and slides and find which labeled slides
+    of `labeled_store` it saw: by slide id when it is the same store, else by source file."""
+    from lymph.data.store import PatchStore
+    from lymph.model.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(path)
+    cfg = ckpt.get("config", {})
+    arch = dict(cfg.get("model") or {})
+    pretext = (cfg.get("train") or {}).get("pretext") or "identity"
+    store_rec = cfg.get("store") if isinstance(cfg.get("store"), dict) else {}
+    store_path = store_rec.get("path")
+    if store_path is not None:
+        store_path = _locate_store(str(store_path), path)
+    splits = cfg.get("splits") if isinstance(cfg.get("splits"), dict) else {}
+    slides = tuple(sorted({str(s) for k in ("train", "val") for s in splits.get(k) or []}))
+    leaked: list[str] = []
+    n_patches = None
+    why = None
+    labeled = {s.slide_id: s for s in labeled_store.slides if s.labeled}
+    if store_path is None or not slides:
+        why = f"{path} records no pretraining store or slide ids"
+    elif _resolved(store_path) == _resolved(labeled_store.path):
+        leaked = sorted(set(slides) & set(labeled))
+        n_patches = sum(labeled_store.slide(s).n_patches for s in slides)
+    else:
+        try:
+            pre = PatchStore.open(store_path)
+        except (StoreError, OSError) as exc:
+            why = f"its pretraining store {store_path} cannot be read ({exc})"
+        else:
+            known = {s.slide_id for s in pre.slides}
+            n_patches = sum(pre.slide(s).n_patches for s in slides if s in known)
+            sources = {_resolved(pre.slide(s).attrs.get("source")) for s in slides if s in known}
+            missing = [s for s in labeled.values() if not s.attrs.get("source")]
+            leaked = sorted(
+                s for s, info in labeled.items() if _resolved(info.attrs.get("source")) in sources
+            )
+            if None in sources or missing:
+                why = "some slides record no source file, so the same slide cannot be recognised"
+    return Pretraining(
+        name=name or str(pretext), path=path, arch=arch, stage=cfg.get("stage"),
+        store=store_path, slides=slides, n_patches=n_patches, leaked=tuple(leaked),
+        unverifiable=why,
+    )  # fmt: skip
+
+
+def check_pretraining(pre: Pretraining, *, allow: bool) -> list[str]:
+    """Refuse (CheckpointError) a checkpoint pretrained on labeled (test) slides, or one whose
+    data cannot be checked, unless `allow`; returns notes for table.md."""
+    notes = []
+    if pre.leaked:
+        text = (
+            f"{pre.path} was pretrained on {len(pre.leaked)} slide(s) of the labeled store "
+            f"({', '.join(pre.leaked[:6])}{', ...' if len(pre.leaked) > 6 else ''}), and every "
+            "labeled slide is a test slide in one fold"
+        )
+        if not allow:
+            raise CheckpointError(
+                f"{text}: pretrain on a separate unlabeled store, or pass "
+                "--allow-test-in-pretraining to run anyway (the table will say so)"
+            )
+        notes.append(f"{text} (allowed by --allow-test-in-pretraining: optimistic).")
+    if pre.unverifiable:
+        if not allow:
+            raise CheckpointError(
+                f"cannot check that no test slide pretrained {pre.path}: "
+                f"{pre.unverifiable}; pass --allow-test-in-pretraining to run anyway"
+            )
+        notes.append(f"{pre.path}: not checked for test slides ({pre.unverifiable}).")
+    if pre.stage != "pretrain":
+        warnings.warn(
+            f"{pre.path} is a {pre.stage!r} checkpoint, not a reconstruction pretraining "
+            "(`lymph train --stage pretrain`): the pretrained condition starts from it anyway",
+            stacklevel=3,
+        )
+        notes.append(f"{pre.path} is a {pre.stage!r} checkpoint, not a pretraining.")
+    return notes
+
+
+def corpus_note(pre: Pretraining, largest: int) -> str | None:
+    """A note when the pretraining corpus is under PRETRAIN_RATIO x the largest labeled set."""
+    if pre.n_patches is None or pre.n_patches >= PRETRAIN_RATIO * largest:
+        return None
+    return (
+        f"{pre.condition}: pretrained on {pre.n_patches} patches = "
+        f"{pre.n_patches / largest:.1f}x the largest labeled set ({largest}); the paper's was "
+        f"~{PRETRAIN_RATIO}x."
+    )
+
+
+def _check_architectures(pres: Sequence[Pretraining], base_width: int | None) -> dict[str, Any]:
+    arch = pres[0].arch
+    for p in pres[1:]:
+        if p.arch != arch:
+            raise CheckpointError(
+                f"{p.path} has architecture {p.arch}, {pres[0].path} has {arch}: the pretexts "
+                "compare only on one architecture; pretrain them with the same model settings"
+            )
+    if base_width is not None and base_width != arch.get("base_width"):
+        raise CheckpointError(
+            f"{pres[0].path} has base width {arch.get('base_width')}, --base-width "
+            f"{base_width} asks for another: every condition uses the pretrained "
+            "architecture; drop --base-width or pretrain at that width"
+        )
+    return arch
+
+
+# --- one run ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What every run of one study shares (picklable: it travels to the worker processes)."""
+
+    config: StudyConfig
+    arch: dict[str, Any]
+    inits: dict[str, Path]  # condition -> init checkpoint
+    pretrain: dict[str, tuple[str | None, tuple[str, ...]]]  # condition -> (store, slides)
+    settings: dict[str, Any]  # what a finished run must share to be reused
+
+
+def train_options(config: StudyConfig, arch: Mapping[str, Any], fields: set[str]) -> dict:
+    """TrainConfig keywords of a study run (those the trainer knows)."""
+    steps = config.resolved("steps")
+    opts: dict[str, Any] = {
+        "steps": steps, "batch_size": config.resolved("batch_size"),
+        "crop": config.resolved("crop"), "workers": config.resolved("workers"),
+        "lr": config.lr, "eval_every": min(config.resolved("eval_every"), steps),
+        "checkpoint_every": steps, "val_patches": config.resolved("val_patches"),
+        "patience": config.resolved("patience"), "threads": config.threads,
+        "device": config.device,
+    }  # fmt: skip
+    opts.update({k: v for k, v in arch.items() if k in fields and k != "kind"})
+    if config.crop is None and opts.get("crop") is not None:  # a profile's crop: fit the model
+        multiple = 2 ** int(arch.get("depth", 4))
+        opts["crop"] = max(multiple, round(opts["crop"] / multiple) * multiple)
+    return {k: v for k, v in opts.items() if v is not None and k in fields}
+
+
+def _train_config(ctx: RunContext, spec: RunSpec, out: Path) -> Any:
+    from lymph.model.train import TrainConfig
+
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    opts = train_options(ctx.config, ctx.arch, fields)
+    if spec.condition == SEG_ONLY:
+        opts["recon_weight"] = 0.0
+    elif ctx.config.recon_weight is not None:
+        opts["recon_weight"] = ctx.config.recon_weight
+    if spec.condition in ctx.inits:
+        opts["init"] = ctx.inits[spec.condition]
+        for key in ctx.arch:  # fine-tuning inherits the architecture from the checkpoint
+            opts.pop(key, None)
+    else:
+        opts["from_scratch"] = True
+    opts["train_slide_ids"] = tuple(spec.train_slides)
+    opts["val_slide_ids"] = tuple(spec.val_slides)
+    opts["labeled_patches"] = tuple(spec.subset)
+    return TrainConfig(
+        store=ctx.config.store, out=out, stage="finetune", labeled=len(spec.subset),
+        val_slides=len(spec.val_slides), seed=spec.train_seed, **opts,
+    )  # fmt: skip
+
+
+def run_one(ctx: RunContext, spec: RunSpec) -> dict[str, Any]:
+    """Fine-tune one run, score it on its test slides (threshold from its inner-validation
+    slides) and return its results.csv row; its checkpoints go unless keep_checkpoints."""
+    from lymph.model.checkpoint import load_checkpoint
+    from lymph.model.evaluate import AUTO, EvalConfig, evaluate
+    from lymph.model.train import run
+
+    config = ctx.config
+    train_dir = config.out / "runs" / spec.run_id / "train"
+    if train_dir.exists():  # a run killed before done.json: start it over
+        shutil.rmtree(train_dir)
+    t0, c0 = time.perf_counter(), time.process_time()
+    result = run(_train_config(ctx, spec, train_dir), progress=False)
+    t1 = time.perf_counter()
+    scored = result.best or result.last
+    best_step = int(load_checkpoint(scored)["step"])
+    auto = config.threshold == AUTO
+    scores = evaluate(
+        EvalConfig(
+            store=config.store, checkpoint=scored, threshold=config.threshold,
+            slides=spec.test_slides, val_slides=spec.val_slides if auto else None,
+            batch_size=config.resolved("eval_batch_size"), device=config.device,
+            max_patches_per_slide=config.max_test_patches, seed=config.seed, progress=False,
+        )  # fmt: skip
+    )
+    t2 = time.perf_counter()
+    if not config.keep_checkpoints:
+        for ckpt in train_dir.rglob("*.pt"):
+            ckpt.unlink()
+    pre_store, pre_slides = ctx.pretrain.get(spec.condition, (None, ()))
+    return {
+        "run_id": spec.run_id, "size": spec.size, "fold": spec.fold, "repeat": spec.repeat,
+        "condition": spec.condition, "init": str(ctx.inits.get(spec.condition, "")),
+        "recon_weight": 0.0 if spec.condition == SEG_ONLY else config.recon_weight,
+        **{k: scores[k] for k in ("precision", "recall", "f1", "dice", "iou",
+                                  "tp", "fp", "fn", "tn", "threshold")},
+        "ap": scores["average_precision"], "best_step": best_step,
+        "best_val_f1": result.best_f1, "stopped_step": result.steps,
+        "steps_cap": config.resolved("steps"),
+        "n_tumor_patches": spec.n_tumor_patches, "n_normal_patches": spec.n_normal_patches,
+        "subset_sha": subset_sha(spec.subset), "train_seed": spec.train_seed,
+        "pretrain_store": pre_store or "", "pretrain_slides": ";".join(pre_slides),
+        "train_slides": ";".join(spec.train_slides), "val_slides": ";".join(spec.val_slides),
+        "test_slides": ";".join(spec.test_slides), "n_test_patches": scores["n_patches"],
+        "train_seconds": round(t1 - t0, 2), "eval_seconds": round(t2 - t1, 2),
+        "cpu_seconds": round(time.process_time() - c0, 2),
+    }  # fmt: skip
+
+
+def _set_threads(n: int) -> int:
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    return before
+
+
+def _worker_init(threads: int) -> None:
+    """Spawned worker: `threads` torch threads (and OpenMP / BLAS told the same)."""
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(threads)
+    _set_threads(threads)
+    warnings.simplefilter("ignore")  # per-run warnings would interleave over the progress bar
+
+
+def execute(ctx: RunContext, spec: RunSpec) -> dict[str, Any]:
+    """Run one spec with ctx.config.threads torch threads and write its done.json (last)."""
+    before = _set_threads(ctx.config.threads)
+    try:
+        with warnings.catch_warnings():  # per-run notes (e.g. a short class) are in the row
+            warnings.simplefilter("ignore")
+            row = run_one(ctx, spec)
+    finally:
+        _set_threads(before)
+    record = {"spec": spec.fingerprint(), "settings": ctx.settings, "row": row}
+    atomic_write_json(done_path(ctx.config, spec), record)
+    return row
+
+
+def done_path(config: StudyConfig, spec: RunSpec) -> Path:
+    return config.out / "runs" / spec.run_id / "done.json"
+
+
+# --- the study --------------------------------------------------------------------------------
+
+RUN_SETTINGS = ("store", "folds", "seed", "lr", "recon_weight", "threshold", "max_test_patches")
+RESOLVED_SETTINGS = ("steps", "patience", "eval_every", "batch_size", "crop", "val_patches")
+
+
+def _run_settings(config: StudyConfig, inits: Mapping[str, Path]) -> dict[str, Any]:
+    """The settings a finished run must share to be reused: those that change its result.
+    (Sizes, repeats and conditions may be added to a study; device, jobs and scoring batch
+    size change no result.)"""
+    return {
+        **{k: str(v) if isinstance(v, Path) else v for k, v in
+           ((k, getattr(config, k)) for k in RUN_SETTINGS)},
+        **{k: config.resolved(k) for k in RESOLVED_SETTINGS},
+        "folds": config.resolved("folds"),
+        "val_slides": config.resolved("val_slides"),
+        "inits": {c: str(p) for c, p in sorted(inits.items())},
+    }  # fmt: skip
 
 
 def write_results_csv(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS, extrasaction="ignore")
     writer.writeheader()
-    for row in sorted(rows, key=lambda r: (-int(r["size"]), int(r["fold"]), r["condition"])):
+    key = lambda r: (-int(r["size"]), int(r["fold"]), int(r.get("repeat", 0)), r["condition"])  # noqa: E731
+    for row in sorted(rows, key=key):
         writer.writerow(row)
-    _atomic_write(path, buf.getvalue())
+    atomic_write_text(path, buf.getvalue())
 
 
-def _check_pretrained(config: StudyConfig) -> dict[str, Any]:
-    from lymph.model.checkpoint import load_checkpoint
-
-    ckpt = load_checkpoint(config.pretrained)
-    model_cfg = dict(ckpt["config"]["model"])
-    if config.base_width is not None and config.base_width != model_cfg.get("base_width"):
-        raise CheckpointError(
-            f"{config.pretrained} has base width {model_cfg.get('base_width')}, --base-width "
-            f"{config.base_width} asks for another: both conditions use the pretrained "
-            "architecture; drop --base-width or pretrain at that width"
-        )
-    stage = ckpt["config"].get("stage")
-    if stage != "pretrain":
-        warnings.warn(
-            f"{config.pretrained} is a {stage!r} checkpoint, not a reconstruction pretraining "
-            "(`lymph train --stage pretrain`): the 'pretrained' condition starts from it anyway",
-            stacklevel=3,
-        )
-    return model_cfg
+def _world_notes(slides: Sequence[tuple[str, str]], folds: Sequence[tuple[str, ...]]) -> list:
+    status = dict(slides)
+    thin = [k for k, f in enumerate(folds) if sum(status[s] == "tumor" for s in f) < 2]
+    if not thin:
+        return []
+    return [
+        f"test fold(s) {thin} hold fewer than 2 tumor slides: the world is small for the "
+        "question (issue 10 asks for >= 2 tumor slides per fold)."
+    ]
 
 
-def _run_one(config: StudyConfig, spec: RunSpec, model_cfg: dict[str, Any]) -> dict[str, Any]:
-    from dataclasses import replace
+def _resume(
+    config: StudyConfig, runs: Sequence[RunSpec], settings: Mapping[str, Any]
+) -> tuple[list[dict[str, Any]], list[RunSpec]]:
+    """(rows of finished runs, runs still to do); ConfigError when a finished run differs."""
+    rows: list[dict[str, Any]] = []
+    todo: list[RunSpec] = []
+    for spec in runs:
+        done = done_path(config, spec)
+        if not done.exists():
+            todo.append(spec)
+            continue
+        record = json.loads(done.read_text())
+        want = {"spec": spec.fingerprint(), "settings": dict(settings)}
+        got = {"spec": record.get("spec"), "settings": record.get("settings")}
+        if got != want:
+            raise ConfigError(
+                f"{done}: this finished run was made with other settings ({_diff(got, want)}); "
+                "rerun with the same settings to resume, or use a new --out"
+            )
+        rows.append(record["row"])
+    return rows, todo
 
-    from lymph.model.evaluate import evaluate_store
-    from lymph.model.train import TrainConfig, train
 
-    run_dir = config.out / "runs" / spec.run_id
-    train_dir = run_dir / "train"
-    if train_dir.exists():  # a run killed before done.json: start it over
-        shutil.rmtree(train_dir)
-    options: dict[str, Any] = {
-        "steps": config.resolved("steps"),
-        "batch_size": config.resolved("batch_size"),
-        "crop": config.resolved("crop"),
-        "workers": config.resolved("workers"),
-        "lr": config.lr,
-        "recon_weight": config.recon_weight,
-    }
-    options = {k: v for k, v in options.items() if v is not None}
-    if config.crop is None and "crop" in options:  # a profile's crop: fit the model's multiple
-        multiple = 2 ** int(model_cfg.get("depth", 4))
-        options["crop"] = max(multiple, round(options["crop"] / multiple) * multiple)
-    if spec.condition == "pretrained":
-        options["init"] = config.pretrained
-    else:
-        options["from_scratch"] = True
-    # both conditions: the pretrained checkpoint's architecture, the same seed and subset
-    arch = {k: model_cfg[k] for k in ARCH_KEYS if k in model_cfg}
-    train_config = TrainConfig(
-        store=config.store, out=train_dir, stage="finetune", labeled=len(spec.subset),
-        val_slides=0, seed=spec.train_seed, device=config.device, **arch, **options,
+def _execute_all(ctx: RunContext, todo: Sequence[RunSpec], bar: Any) -> list[dict[str, Any]]:
+    """Run `todo`: in this process when jobs is 1, else in `jobs` spawned processes."""
+    rows: list[dict[str, Any]] = []
+    jobs = min(ctx.config.n_jobs, max(1, len(todo)))
+    if jobs == 1:
+        for spec in todo:
+            bar.set_postfix_str(spec.run_id)
+            rows.append(execute(ctx, spec))
+            bar.update(1)
+        return rows
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    pool = ProcessPoolExecutor(
+        max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
+        initializer=_worker_init, initargs=(ctx.config.threads,),
     )  # fmt: skip
-    # no validation (the held-out fold must not pick a checkpoint): one checkpoint, at the end
-    train_config = replace(
-        train_config, checkpoint_every=train_config.steps, eval_every=train_config.steps
-    )
-    t0 = time.perf_counter()
-    result = train(
-        train_config, train_slides=list(spec.train_slides), val_slides=[],
-        labeled=list(spec.subset), progress=False,
-    )  # fmt: skip
-    t1 = time.perf_counter()
-    scores = evaluate_store(
-        config.store, result.last, threshold=config.threshold, slides=list(spec.test_slides),
-        batch_size=config.resolved("eval_batch_size") or 16, device=config.device,
-        max_patches_per_slide=config.resolved("max_test_patches"), seed=config.seed,
-        progress=False,
-    )  # fmt: skip
-    t2 = time.perf_counter()
-    if not config.keep_checkpoints:
-        for ckpt in train_dir.rglob("*.pt"):
-            ckpt.unlink()
-    return {
-        "run_id": spec.run_id, "size": spec.size, "fold": spec.fold,
-        "condition": spec.condition,
-        **{k: scores[k] for k in ("precision", "recall", "f1", "dice", "iou",
-                                  "tp", "fp", "fn", "tn", "threshold")},
-        "n_tumor_patches": spec.n_tumor_patches, "n_normal_patches": spec.n_normal_patches,
-        "subset_sha": subset_sha(spec.subset), "train_seed": spec.train_seed,
-        "steps": result.steps, "train_slides": ";".join(spec.train_slides),
-        "test_slides": ";".join(spec.test_slides), "n_test_patches": scores["n_patches"],
-        "train_seconds": round(t1 - t0, 2), "eval_seconds": round(t2 - t1, 2),
-    }  # fmt: skip
+    with pool:
+        futures = {pool.submit(execute, ctx, spec): spec for spec in todo}
+        try:
+            for fut in as_completed(futures):
+                rows.append(fut.result())
+                bar.set_postfix_str(futures[fut].run_id)
+                bar.update(1)
+        except BaseException:
+            for fut in futures:
+                fut.cancel()
+            raise
+    return rows
 
 
-def run_study(config: StudyConfig) -> dict[str, Any]:
-    """Run (or resume) the grid; returns {"rows", "summary", "files", "skipped", "ran"}."""
-    from tqdm.auto import tqdm
-
+def _prepare(config: StudyConfig) -> dict[str, Any]:
+    """Open the store, read the pretraining provenance, plan the grid (no training yet)."""
     from lymph.data.store import PatchStore
-    from lymph.model.figures import plot_f1_vs_size
 
     store = PatchStore.open(config.store)
     labeled = [(s.slide_id, s.status) for s in store.slides if s.labeled]
@@ -518,100 +1083,133 @@ def run_study(config: StudyConfig) -> dict[str, Any]:
             f"{config.store}: no labeled (tumor or normal) slide: a study needs masks; extract "
             "slides with annotations"
         )
-    model_cfg = _check_pretrained(config)
-    from lymph.model.train import slide_labels  # reads the labels array only, no images
-
-    labels = {sid: slide_labels(store, sid) for sid, _ in labeled}
-    runs = plan_runs(labeled, labels, sizes=config.sizes, n_folds=config.folds, seed=config.seed)
-    n_tumor_slides = sum(st == "tumor" for _, st in labeled)
-    if n_tumor_slides < config.folds:
-        warnings.warn(
-            f"{n_tumor_slides} tumor slide(s) for {config.folds} folds: some held-out folds hold "
-            "no tumor, so their recall is 0 or 1 by convention; prefer --folds "
-            f"{max(n_tumor_slides, 2)}",
-            stacklevel=2,
+    pres = [read_pretraining(n, p, store) for n, p in config.pretrained]
+    names = [p.name for p in pres]
+    if len(set(names)) != len(names):
+        raise ConfigError(
+            f"two checkpoints are both named {names}: name them, e.g. --pretrained "
+            "identity=a.pt --pretrained genesis=b.pt"
         )
+    notes: list[str] = []
+    for p in pres:
+        notes += check_pretraining(p, allow=config.allow_test_in_pretraining)
+    arch = _check_architectures(pres, config.base_width)
+    sizes = config.resolved("sizes")
+    notes += [n for p in pres if (n := corpus_note(p, max(sizes))) is not None]
+    conditions = [*(config.conditions or BASELINES), *(p.condition for p in pres)]
+    labels = {sid: store.labels(sid) for sid, _ in labeled}
+    runs = plan_runs(
+        labeled, labels, sizes=sizes, n_folds=config.resolved("folds"), seed=config.seed,
+        repeats=config.resolved("repeats"), conditions=conditions,
+        n_val=config.resolved("val_slides"),
+    )  # fmt: skip
+    folds = make_folds(labeled, config.resolved("folds"), seed=config.seed)
+    notes += _world_notes(labeled, folds)
+    return {
+        "store": store, "labeled": labeled, "pres": pres, "arch": arch, "runs": runs,
+        "conditions": conditions, "folds": folds, "notes": notes, "sizes": sizes,
+    }  # fmt: skip
 
+
+def _protocol(config: StudyConfig, plan: Mapping[str, Any]) -> dict[str, Any]:
+    from lymph.model.train import TrainConfig
+
+    sizes = plan["sizes"]
+    pre = [c for c in plan["conditions"] if c.startswith(PRETRAINED)]
+    base = SCRATCH if SCRATCH in plan["conditions"] else plan["conditions"][0]
+    labeled = plan["labeled"]
+    n_tumor = sum(st == "tumor" for _, st in labeled)
+    n_patches = sum(plan["store"].slide(s).n_patches for s, _ in labeled)
+    world = (
+        f"{len(labeled)} labeled slides ({n_tumor} tumor, {len(labeled) - n_tumor} normal, "
+        f"{n_patches} patches) in {config.store}; pretraining: "
+        + "; ".join(f"{p.condition} from {len(p.slides)} slides ({p.n_patches} patches) of "
+                    f"{p.store}" for p in plan["pres"])  # fmt: skip
+    )
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    return {
+        "primary": {
+            "comparison": [pre[0], base],
+            "size": PRIMARY_SIZE if PRIMARY_SIZE in sizes else min(sizes),
+        },
+        "profile": config.profile or "none",
+        "profile_note": PROFILE_NOTES[config.profile],
+        "world": world, "conditions": plan["conditions"],
+        "steps": config.resolved("steps"), "eval_every": config.resolved("eval_every"),
+        "patience": config.resolved("patience"), "early_stopping": "patience" in fields,
+        "folds": config.resolved("folds"), "repeats": config.resolved("repeats"),
+        "resamples": config.resamples,
+    }  # fmt: skip
+
+
+def study_context(config: StudyConfig) -> tuple[dict[str, Any], RunContext]:
+    """(the plan: store, slides, checkpoints, runs, folds, notes; the context every run shares)
+    without running anything: `execute(ctx, plan["runs"][i])` runs one of them."""
+    plan = _prepare(config)
+    inits = {p.condition: p.path for p in plan["pres"]}
+    ctx = RunContext(
+        config=config, arch=plan["arch"], inits=inits, settings=_run_settings(config, inits),
+        pretrain={p.condition: (p.store, p.slides) for p in plan["pres"]},
+    )  # fmt: skip
+    return plan, ctx
+
+
+def run_study(config: StudyConfig) -> dict[str, Any]:
+    """Run (or resume) the grid; returns {"rows", "summary", "files", "skipped", "ran", ...}."""
+    from tqdm.auto import tqdm
+
+    plan, ctx = study_context(config)
+    protocol = _protocol(config, plan)
+    settings = ctx.settings
     config.out.mkdir(parents=True, exist_ok=True)
-    _atomic_write(config.out / "study.json", json.dumps(config.to_dict(), indent=2) + "\n")
-    settings = {k: v for k, v in config.to_dict().items() if k not in ("progress", "out")}
-    rows: list[dict[str, Any]] = []
-    todo: list[RunSpec] = []
-    for spec in runs:
-        done = config.out / "runs" / spec.run_id / "done.json"
-        if done.exists():
-            record = json.loads(done.read_text())
-            want = {"spec": spec.fingerprint(), "settings": _run_settings(settings)}
-            got = {"spec": record.get("spec"), "settings": record.get("settings")}
-            if got != want:
-                diff = _diff(got, want)
-                raise ConfigError(
-                    f"{done}: this finished run was made with other settings ({diff}); rerun "
-                    "with the same settings to resume, or use a new --out"
-                )
-            rows.append(record["row"])
-        else:
-            todo.append(spec)
+    record = {
+        **config.to_dict(), "protocol": protocol, "folds_slides": [list(f) for f in plan["folds"]],
+        "pretraining": [p.to_dict() for p in plan["pres"]], "notes": plan["notes"],
+    }  # fmt: skip
+    atomic_write_json(config.out / "study.json", record)
+    protocol_md = protocol_markdown(protocol)
+    rows, todo = _resume(config, plan["runs"], settings)
+    if not rows:  # declared before any result exists
+        atomic_write_text(config.out / "table.md", protocol_md + "\n(results pending)\n")
     skipped = len(rows)
     bar = tqdm(
-        total=len(runs),
-        initial=skipped,
-        desc="study runs",
-        unit="run",
-        disable=None if config.progress else True,
-    )
+        total=len(plan["runs"]), initial=skipped, desc="study runs", unit="run",
+        disable=None if config.progress else True, dynamic_ncols=True,
+    )  # fmt: skip
     with bar:
-        for spec in todo:
-            bar.set_postfix_str(spec.run_id)
-            row = _run_one(config, spec, model_cfg)
-            record = {"spec": spec.fingerprint(), "settings": _run_settings(settings), "row": row}
-            _atomic_write(
-                config.out / "runs" / spec.run_id / "done.json", json.dumps(record, indent=2) + "\n"
-            )
-            rows.append(row)
-            write_results_csv(config.out / "results.csv", rows)
-            bar.update(1)
+        rows += _execute_all(ctx, todo, bar)
     write_results_csv(config.out / "results.csv", rows)
-    summary = summarize(rows)
-    title = (
-        f"Pixel metrics on held-out slides, {config.folds}-fold cross-validation grouped by slide "
-        f"({len(labeled)} labeled slides), threshold {config.threshold}"
+    summary = summarize(
+        rows, conditions=plan["conditions"], seed=config.seed, resamples=config.resamples
     )
-    _atomic_write(config.out / "table.md", table_markdown(summary, title=title))
-    sizes = [e["size"] for e in summary]
-    series = {
-        CONDITION_LABELS[c]: (
-            [e[f"{c}_f1"][0] for e in summary],
-            [e[f"{c}_f1"][1] for e in summary],
-        )
-        for c in CONDITIONS
-    }
-    plot_f1_vs_size(sizes, series, config.out / "f1_vs_size.png")
-    files = {
-        name: str(config.out / name)
-        for name in ("results.csv", "table.md", "f1_vs_size.png", "study.json")
-    }
+    table = protocol_md + results_markdown(summary, primary=protocol["primary"],
+                                           notes=plan["notes"])  # fmt: skip
+    atomic_write_text(config.out / "table.md", table)
+    _plot(summary, protocol, config.out / "f1_vs_size.png")
+    files = {n: str(config.out / n) for n in ("results.csv", "table.md", "f1_vs_size.png",
+                                               "study.json")}  # fmt: skip
     return {
-        "rows": rows,
-        "summary": summary,
-        "files": files,
-        "skipped": skipped,
-        "ran": len(todo),
-        "folds": make_folds(labeled, config.folds, seed=config.seed),
+        "rows": rows, "summary": summary, "files": files, "skipped": skipped, "ran": len(todo),
+        "folds": plan["folds"], "protocol": protocol, "notes": plan["notes"],
+    }  # fmt: skip
+
+
+def _plot(summary: Sequence[Mapping[str, Any]], protocol: Mapping[str, Any], path: Path) -> None:
+    from lymph.model.figures import plot_study_pairs
+
+    ordered = sorted(summary, key=lambda e: e["size"])
+    sizes = [e["size"] for e in ordered]
+    points = {
+        c: [e["conditions"].get(c, {}).get("f1s", []) for e in ordered]
+        for c in protocol["conditions"]
     }
-
-
-RUN_SETTINGS = ("store", "pretrained", "folds", "seed", "lr", "recon_weight", "threshold")
-
-
-def _run_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
-    """The settings a finished run must share to be reused: those that change its result.
-    (Sizes may be added to a study; device and batch sizes for scoring change no result.)"""
-    resolved = settings["resolved"]
-    return {
-        **{k: settings[k] for k in RUN_SETTINGS},
-        **{k: resolved[k] for k in ("steps", "batch_size", "crop", "max_test_patches")},
-    }
+    deltas: dict[str, list[tuple[list[float], tuple[float, float]]]] = {}
+    for (a, b) in ordered[0]["comparisons"] if ordered else []:
+        deltas[f"{a} − {b}"] = [
+            (e["comparisons"][a, b]["diffs"], e["comparisons"][a, b]["ci"]) for e in ordered
+        ]
+    a, b = protocol["primary"]["comparison"]
+    plot_study_pairs(sizes, points, deltas, path, primary=f"{a} − {b}")
 
 
 def _diff(a: Mapping[str, Any], b: Mapping[str, Any], prefix: str = "") -> str:

@@ -1,19 +1,30 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-from lymph.data.errors import ConfigError
-from lymph.model.metrics import PixelCounts
+from lymph.data.errors import CheckpointError, ConfigError
 from lymph.model.study import (
-    CONDITIONS,
+    MIN_PAIRS,
+    SCRATCH,
+    SEG_ONLY,
     StudyConfig,
     balanced_subset,
+    bootstrap_ci,
+    comparisons_for,
+    inner_val_slides,
     make_folds,
+    parse_pretrained,
     plan_runs,
+    results_markdown,
     summarize,
-    table_markdown,
+    verdict,
+    wilcoxon_p,
 )
+
+CONDITIONS = (SCRATCH, SEG_ONLY, "pretrained_identity")
 
 SLIDES = [(f"tumor_{i:03d}", "tumor") for i in range(7)] + [
     (f"normal_{i:03d}", "normal") for i in range(5)
@@ -61,7 +72,8 @@ def test_balanced_subset_is_balanced_seeded_and_unique() -> None:
 
 def test_balanced_subset_fills_a_short_class() -> None:
     labels = {"t": np.array([1, 1, 0, 0, 0, 0, 0, 0], np.uint8)}
-    subset = balanced_subset(labels, 6, rng=np.random.default_rng(0))
+    with pytest.warns(UserWarning, match="not balanced: 2 tumor and 4 non-tumor"):
+        subset = balanced_subset(labels, 6, rng=np.random.default_rng(0))
     assert sum(int(labels["t"][i]) for _, i in subset) == 2  # all tumor patches, rest normal
     assert len(subset) == 6
 
@@ -71,86 +83,140 @@ def test_balanced_subset_too_large() -> None:
         balanced_subset({"t": np.array([1, 0, 1], np.uint8)}, 9, rng=np.random.default_rng(0))
 
 
-def test_plan_pairs_conditions_on_identical_subsets() -> None:
+def test_inner_validation_takes_tumor_first_and_keeps_one_to_train() -> None:
+    train = [("tumor_a", "tumor"), ("tumor_b", "tumor"), ("normal_a", "normal")]
+    val = inner_val_slides(train, 2, rng=np.random.default_rng(0))
+    assert len(val) == 2 and "normal_a" in val
+    assert sum(v.startswith("tumor") for v in val) == 1  # one tumor slide is left to train on
+    only_tumor = [("t1", "tumor"), ("t2", "tumor"), ("t3", "tumor")]
+    assert len(inner_val_slides(only_tumor, 2, rng=np.random.default_rng(0))) == 2
+
+
+def test_inner_validation_needs_two_tumor_slides() -> None:
+    with pytest.raises(ConfigError, match="training folds hold 1 tumor slide.*fewer --folds"):
+        inner_val_slides([("t", "tumor"), ("n", "normal")], 1, rng=np.random.default_rng(0))
+
+
+def test_plan_pairs_conditions_and_redraws_per_repeat() -> None:
     labels = _labels()
-    runs = plan_runs(SLIDES, labels, sizes=(40, 20), n_folds=4, seed=7)
-    assert len(runs) == 2 * 4 * len(CONDITIONS)
-    by_key: dict[tuple[int, int], list] = {}
+    runs = plan_runs(SLIDES, labels, sizes=(40, 20), n_folds=3, seed=7, repeats=2,
+                     conditions=CONDITIONS)  # fmt: skip
+    assert len(runs) == 2 * 3 * 2 * len(CONDITIONS)
+    by_pair: dict[tuple, list] = {}
     for r in runs:
-        by_key.setdefault((r.size, r.fold), []).append(r)
-        # training subset only from training slides; test fold disjoint from training
+        by_pair.setdefault(r.pair, []).append(r)
+        # no slide on two sides: train, inner validation and test are disjoint
         assert not set(r.train_slides) & set(r.test_slides)
+        assert not set(r.val_slides) & (set(r.train_slides) | set(r.test_slides))
         assert {s for s, _ in r.subset} <= set(r.train_slides)
-    for pair in by_key.values():
-        scratch, pre = sorted(pair, key=lambda r: r.condition)[::-1]
-        assert (scratch.condition, pre.condition) == ("scratch", "pretrained")
-        assert scratch.subset == pre.subset
-        assert scratch.train_seed == pre.train_seed
-        assert scratch.fingerprint()["subset_sha"] == pre.fingerprint()["subset_sha"]
-        assert scratch.run_id != pre.run_id
-    # different folds or sizes draw different subsets
-    assert by_key[(40, 0)][0].subset != by_key[(40, 1)][0].subset
-    assert by_key[(40, 0)][0].train_seed != by_key[(20, 0)][0].train_seed
+        assert any(s.startswith("tumor") for s in r.val_slides)
+    for pair in by_pair.values():
+        assert sorted(r.condition for r in pair) == sorted(CONDITIONS)
+        assert len({r.subset for r in pair}) == 1  # identical labeled subsets
+        assert len({r.train_seed for r in pair}) == 1
+        assert len({r.val_slides for r in pair}) == 1
+        assert len({r.run_id for r in pair}) == len(CONDITIONS)
+    # the subset, seed and validation slides are redrawn per repeat
+    r0, r1 = by_pair[(40, 0, 0)][0], by_pair[(40, 0, 1)][0]
+    assert r0.subset != r1.subset and r0.train_seed != r1.train_seed
+    assert r0.test_slides == r1.test_slides
+    assert by_pair[(40, 0, 0)][0].train_seed != by_pair[(20, 0, 0)][0].train_seed
 
 
-def test_summary_and_table_hand_case() -> None:
+def test_plan_refuses_a_test_fold_without_tumor() -> None:
+    slides = [("tumor_001", "tumor"), ("tumor_002", "tumor"), ("normal_001", "normal")]
+    labels = {s: np.zeros(10, np.uint8) for s, _ in slides}
+    with pytest.raises(ConfigError, match="test fold 2 .* holds no tumor slide"):
+        plan_runs(slides, labels, sizes=(4,), n_folds=3, seed=0, conditions=CONDITIONS)
+
+
+def test_wilcoxon_and_bootstrap_hand_cases() -> None:
+    # six positive differences: the exact two-sided signed-rank p is 2 / 2**6
+    assert wilcoxon_p([0.01, 0.02, 0.03, 0.04, 0.05, 0.06]) == pytest.approx(2 / 64)
+    assert wilcoxon_p([0.0, 0.0, 0.0]) == 1.0
+    diffs = [0.01, 0.03, 0.02, 0.05, 0.04, 0.02]
+    ci = bootstrap_ci(diffs, rng=np.random.default_rng(1), resamples=2000)
+    assert ci == bootstrap_ci(diffs, rng=np.random.default_rng(1), resamples=2000)
+    assert 0.01 < ci[0] < np.mean(diffs) < ci[1] < 0.05
+    assert verdict(ci, 40, n=6) == "pretraining helps at 40 labels"
+    assert verdict((-0.05, -0.01), 40, n=6) == "pretraining hurts at 40 labels"
+    assert verdict((-0.01, 0.02), 80, n=6) == "no detectable effect at 80 labels"
+    assert verdict(ci, 40, n=MIN_PAIRS - 1).startswith("too few pairs")
+
+
+def _rows(f1s: dict[str, list[float]], size: int = 40) -> list[dict]:
     rows = []
-    for fold, (f_s, f_p) in enumerate([(0.5, 0.6), (0.4, 0.3)]):
-        for cond, f1 in (("scratch", f_s), ("pretrained", f_p)):
-            rows.append(
-                {
-                    "size": 40,
-                    "fold": fold,
-                    "condition": cond,
-                    "precision": f1,
-                    "recall": 1.0,
-                    "f1": f1,
-                }
-            )
-    (entry,) = summarize(rows)
-    assert entry["scratch_f1"] == pytest.approx((0.45, np.std([0.5, 0.4], ddof=1)))
-    assert entry["pretrained_f1"][0] == pytest.approx(0.45)
-    # paired differences: +0.1 and -0.1 -> mean 0, sd 0.1414
-    assert entry["f1_diff"] == pytest.approx((0.0, np.std([0.1, -0.1], ddof=1)), abs=1e-12)
-    assert entry["f1_diff_positive"] == 1 and entry["f1_diff_folds"] == 2
-    md = table_markdown([entry])
-    assert "| 40 | 45.00 ± 7.07 | 100.00 ± 0.00 | 45.00 ± 7.07 |" in md
-    assert "+0.00 ± 14.14 | 1/2 |" in md
+    for cond, values in f1s.items():
+        for i, f1 in enumerate(values):
+            rows.append({"size": size, "fold": i // 2, "repeat": i % 2, "condition": cond,
+                         "precision": f1, "recall": 1.0, "f1": f1, "ap": f1, "best_step": 100})
+    return rows  # fmt: skip
+
+
+def test_summary_pairs_by_fold_and_repeat_and_writes_verdicts() -> None:
+    scratch = [0.50, 0.40, 0.60, 0.55, 0.45, 0.52]
+    pre = [s + d for s, d in zip(scratch, [0.04, 0.02, 0.05, 0.03, 0.06, 0.02], strict=True)]
+    seg = [0.7] * 6
+    rows = _rows({SCRATCH: scratch, SEG_ONLY: seg, "pretrained_identity": pre})
+    (entry,) = summarize(rows, conditions=CONDITIONS, resamples=2000)
+    assert entry["conditions"][SCRATCH]["f1"][0] == pytest.approx(np.mean(scratch))
+    primary = entry["comparisons"]["pretrained_identity", SCRATCH]
+    assert primary["mean"] == pytest.approx(np.mean([0.04, 0.02, 0.05, 0.03, 0.06, 0.02]))
+    assert primary["n"] == 6 and primary["positive"] == 6
+    assert primary["ci"][0] > 0
+    against_seg = entry["comparisons"]["pretrained_identity", SEG_ONLY]
+    assert against_seg["ci"][1] < 0
+    md = results_markdown([entry], primary={"comparison": ["pretrained_identity", SCRATCH],
+                                            "size": 40}, notes=["a note"])  # fmt: skip
+    assert "- pretraining helps at 40 labels (**primary endpoint**)" in md
+    assert "pretrained_identity hurts at 40 labels" in md  # against seg_only, in the table
+    assert "| 40 | pretrained_identity − scratch | +3.7 | 1.6 |" in md
+    assert "- a note" in md
+
+
+def test_comparisons_order() -> None:
+    conds = [SCRATCH, SEG_ONLY, "pretrained_identity", "pretrained_genesis"]
+    assert comparisons_for(conds) == [
+        ("pretrained_identity", SCRATCH), ("pretrained_genesis", SCRATCH),
+        ("pretrained_identity", SEG_ONLY), ("pretrained_genesis", SEG_ONLY),
+        ("pretrained_genesis", "pretrained_identity"),
+    ]  # fmt: skip
 
 
 def test_study_config_validation(tmp_path) -> None:
+    base = dict(store=tmp_path, pretrained=tmp_path / "p.pt", out=tmp_path)
     with pytest.raises(ConfigError, match="sizes must be integers >= 2"):
-        StudyConfig(store=tmp_path, pretrained=tmp_path / "p.pt", out=tmp_path, sizes=(0,))
+        StudyConfig(**base, sizes=(0,))
     with pytest.raises(ConfigError, match="sizes repeat"):
-        StudyConfig(store=tmp_path, pretrained=tmp_path / "p.pt", out=tmp_path, sizes=(4, 4))
-    with pytest.raises(ConfigError, match="threshold must be within"):
-        StudyConfig(store=tmp_path, pretrained=tmp_path / "p.pt", out=tmp_path, threshold=2.0)
-    quick = StudyConfig(store=tmp_path, pretrained=tmp_path / "p.pt", out=tmp_path, quick=True)
-    assert quick.resolved("steps") is not None and quick.resolved("crop") is not None
-    paper = StudyConfig(store=tmp_path, pretrained=tmp_path / "p.pt", out=tmp_path, steps=7)
-    assert paper.resolved("steps") == 7 and paper.resolved("crop") is None
+        StudyConfig(**base, sizes=(4, 4))
+    with pytest.raises(ConfigError, match="outside"):
+        StudyConfig(**base, threshold=2.0)
+    with pytest.raises(ConfigError, match="--quick and --profile standard disagree"):
+        StudyConfig(**base, quick=True, profile="standard")
+    with pytest.raises(ConfigError, match="profile must be one of"):
+        StudyConfig(**base, profile="huge")
+    with pytest.raises(ConfigError, match="conditions .'nope'. unknown"):
+        StudyConfig(**base, conditions=("nope",))
+    with pytest.raises(ConfigError, match="names repeat"):
+        StudyConfig(**{**base, "pretrained": ["a=x.pt", "a=y.pt"]})
+    with pytest.raises(ConfigError, match="not a pretext name"):
+        parse_pretrained(["Bad Name=x.pt"])
+    quick = StudyConfig(**base, quick=True)
+    assert quick.profile == "quick" and quick.resolved("steps") is not None
+    assert StudyConfig(**base, profile="quick", steps=7).resolved("steps") == 7
+    assert parse_pretrained(["genesis=a.pt", "b.pt"]) == (("genesis", Path("a.pt")),
+                                                          (None, Path("b.pt")))  # fmt: skip
 
 
 P = 32
 
 
-def _tiny_world(root):
-    """4 labeled slides of 8 patches (32 px) and an untrained tiny 'pretrained' checkpoint."""
-    import torch
-
+def _write_world(store, slides, *, root, labeled: bool, seed: int) -> None:
     from lymph.data.store import create_store, write_slide
-    from lymph.model.checkpoint import save_checkpoint
-    from lymph.model.unet import UNet, UNetConfig
 
-    rng = np.random.default_rng(0)
-    store = root / "store.zarr"
-    create_store(store, {"patch_size": P, "level": 0, "seed": 0})
-    for sid, tumor in (
-        ("normal_001", False),
-        ("tumor_001", True),
-        ("tumor_002", True),
-        ("tumor_003", True),
-    ):
+    rng = np.random.default_rng(seed)
+    create_store(store, {"patch_size": P, "level": 0, "seed": seed})
+    for sid, tumor in slides:
         n = 8
         masks = np.zeros((n, P, P), np.uint8)
         labels = np.zeros(n, np.uint8)
@@ -159,126 +225,176 @@ def _tiny_world(root):
             labels[::2] = 1
         images = np.where(masks[..., None] == 1, (90, 40, 140), (230, 170, 210))
         images = np.clip(images + rng.integers(-10, 10, images.shape), 0, 255).astype(np.uint8)
+        status = ("tumor" if tumor else "normal") if labeled else "unlabeled"
         write_slide(
-            store,
-            sid,
-            images=images,
-            coords=np.zeros((n, 2), np.int64),
-            labels=labels,
-            masks=masks,
-            attrs={"status": "tumor" if tumor else "normal"},
-        )
-    torch.manual_seed(0)  # the throwaway checkpoint's weights only
-    pretrained = root / "pre.pt"
-    save_checkpoint(
-        pretrained, model=UNet(UNetConfig(base_width=4, depth=2)), config={"stage": "pretrain"}
-    )
-    return store, pretrained
+            store, sid, images=images, coords=np.zeros((n, 2), np.int64),
+            labels=labels if labeled else None, masks=masks if labeled else None,
+            attrs={"status": status, "source": str(root / f"{sid}.tif")},
+        )  # fmt: skip
 
 
-def test_study_runs_resumes_and_refuses_other_settings(tmp_path) -> None:
+def _pretrain(store, out, *, seed: int = 0):
+    from lymph.model.train import TrainConfig, train
+
+    cfg = TrainConfig(store=store, out=out, stage="pretrain", steps=2, batch_size=2, crop=16,
+                      base_width=4, depth=2, workers=0, val_slides=0, seed=seed, device="cpu",
+                      eval_every=2, checkpoint_every=2)  # fmt: skip
+    return train(cfg, progress=False).last
+
+
+LABELED = [(f"tumor_{i:03d}", True) for i in range(1, 7)] + [("normal_001", False),
+                                                            ("normal_002", False)]  # fmt: skip
+
+
+def _tiny_world(root):
+    """A labeled world (6 tumor, 2 normal slides of 8 patches of 32 px) from one slide folder,
+    and a separate unlabeled pretraining world from another, really pretrained for 2 steps."""
+    store = root / "labeled.zarr"
+    _write_world(store, LABELED, root=root / "lab_slides", labeled=True, seed=0)
+    pre_store = root / "pre.zarr"
+    _write_world(pre_store, [(f"tumor_{i:03d}", True) for i in range(1, 4)],
+                 root=root / "pre_slides", labeled=False, seed=1)  # fmt: skip
+    return store, _pretrain(pre_store, root / "pre_run")
+
+
+def _cfg(store, pretrained, out, **kw):
+    base = dict(store=store, pretrained=pretrained, out=out, sizes=(4,), folds=2, repeats=1,
+                steps=2, eval_every=1, patience=2, val_slides=2, val_patches=8, batch_size=2,
+                crop=16, workers=0, device="cpu", progress=False, jobs=1, resamples=200)
+    return StudyConfig(**{**base, **kw})  # fmt: skip
+
+
+def test_study_runs_records_provenance_resumes_and_refuses_other_settings(tmp_path) -> None:
+    import csv
+    import json
+
+    from lymph.model.study import run_study
+
+    store, pretrained = _tiny_world(tmp_path)
+    out = tmp_path / "study"
+    first = run_study(_cfg(store, [f"identity={pretrained}"], out))
+    assert (first["ran"], first["skipped"]) == (6, 0)
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert sorted({r["condition"] for r in rows}) == sorted(CONDITIONS)
+    for r in rows:
+        train, val, test = (set(r[k].split(";")) for k in ("train_slides", "val_slides",
+                                                            "test_slides"))  # fmt: skip
+        assert not (train & val or train & test or val & test)
+        assert int(r["n_test_patches"]) == 8 * len(test)  # every patch of every test slide
+        assert 0 <= float(r["ap"]) <= 1 and 0 <= float(r["threshold"]) <= 1
+        if r["condition"] == "pretrained_identity":
+            assert r["pretrain_slides"] == "tumor_001;tumor_002;tumor_003"
+            assert r["pretrain_store"].endswith("pre.zarr")
+        else:
+            assert r["pretrain_slides"] == ""
+        assert float(r["recon_weight"] or 1) == (0.0 if r["condition"] == SEG_ONLY else 1.0)
+    for fold in ("0", "1"):
+        pair = [r for r in rows if r["fold"] == fold]
+        assert len({r["subset_sha"] for r in pair}) == 1
+        assert len({r["train_seed"] for r in pair}) == 1
+    study = json.loads((out / "study.json").read_text())
+    assert study["pretraining"][0]["leaked"] == [] and study["protocol"]["primary"]["size"] == 4
+    table = (out / "table.md").read_text()
+    assert table.index("Primary endpoint") < table.index("## Results")
+    assert "too few pairs (2) to decide at 4 labels (**primary endpoint**)" in table
+    assert (out / "f1_vs_size.png").stat().st_size > 0
+    assert not list(out.rglob("*.pt"))  # checkpoints dropped after scoring
+
+    # a killed study: one run lost its done.json and left a half-written train folder
+    (out / "runs" / "n0004_f1_r0_scratch" / "done.json").unlink()
+    (out / "runs" / "n0004_f1_r0_scratch" / "train" / "last.pt").write_bytes(b"half")
+    second = run_study(_cfg(store, [f"identity={pretrained}"], out))
+    assert (second["ran"], second["skipped"]) == (1, 5)
+    assert (out / "table.md").read_text() == table  # the same result again
+    with pytest.raises(ConfigError, match="made with other settings.*steps: 2 then, 3 now"):
+        run_study(_cfg(store, [f"identity={pretrained}"], out, steps=3))
+
+
+def test_study_refuses_a_test_slide_in_pretraining(tmp_path) -> None:
+    from lymph.model.study import run_study
+
+    store, _ = _tiny_world(tmp_path)
+    leaky = _pretrain(store, tmp_path / "leaky")  # pretrained on the labeled store itself
+    with pytest.raises(CheckpointError, match="pretrained on 8 slide.*--allow-test-in-pretrain"):
+        run_study(_cfg(store, leaky, tmp_path / "s"))
+    done = run_study(_cfg(store, leaky, tmp_path / "s", allow_test_in_pretraining=True,
+                          conditions=(SCRATCH,)))  # fmt: skip
+    assert done["ran"] == 4
+    assert "allowed by --allow-test-in-pretraining" in (tmp_path / "s" / "table.md").read_text()
+
+
+def test_study_refuses_a_checkpoint_that_records_no_data(tmp_path) -> None:
+    from lymph.model.checkpoint import save_checkpoint
+    from lymph.model.study import run_study
+    from lymph.model.unet import UNet, UNetConfig
+
+    store, _ = _tiny_world(tmp_path)
+    bare = tmp_path / "bare.pt"
+    net = UNet(UNetConfig(base_width=4, depth=2))
+    save_checkpoint(bare, model=net, config={"stage": "pretrain"})
+    with pytest.raises(CheckpointError, match="records no pretraining store or slide ids"):
+        run_study(_cfg(store, bare, tmp_path / "s"))
+
+
+def test_study_compares_pretexts_in_parallel_processes(tmp_path) -> None:
     import csv
 
     from lymph.model.study import run_study
 
-    store, pretrained = _tiny_world(tmp_path)
-    cfg = dict(
-        store=store,
-        pretrained=pretrained,
-        out=tmp_path / "study",
-        sizes=(4,),
-        folds=2,
-        steps=2,
-        batch_size=2,
-        crop=16,
-        workers=0,
-        device="cpu",
-        progress=False,
-    )
-    first = run_study(StudyConfig(**cfg))
-    assert (first["ran"], first["skipped"]) == (4, 0)
-    rows = list(csv.DictReader((tmp_path / "study" / "results.csv").open()))
-    assert len(rows) == 4
-    for fold in ("0", "1"):
-        pair = [r for r in rows if r["fold"] == fold]
-        assert {r["condition"] for r in pair} == set(CONDITIONS)
-        assert len({r["subset_sha"] for r in pair}) == 1  # identical labeled subsets
-        assert len({r["train_seed"] for r in pair}) == 1
-        assert not set(pair[0]["train_slides"].split(";")) & set(pair[0]["test_slides"].split(";"))
-    assert {r["steps"] for r in rows} == {"2"}
-    for name in ("table.md", "f1_vs_size.png", "study.json"):
-        assert (tmp_path / "study" / name).stat().st_size > 0
-    assert "| 4 |" in (tmp_path / "study" / "table.md").read_text()
-    assert not list((tmp_path / "study").rglob("*.pt"))  # checkpoints dropped after scoring
-
-    # a rerun skips every finished run and reproduces the table
-    table = (tmp_path / "study" / "table.md").read_text()
-    (tmp_path / "study" / "runs" / "n0004_f1_pretrained" / "done.json").unlink()
-    second = run_study(StudyConfig(**cfg))
-    assert (second["ran"], second["skipped"]) == (1, 3)
-    third = run_study(StudyConfig(**cfg))
-    assert (third["ran"], third["skipped"]) == (0, 4)
-    assert (tmp_path / "study" / "table.md").read_text() == table  # deterministic rerun
-
-    with pytest.raises(ConfigError, match="made with other settings.*steps: 2 then, 3 now"):
-        run_study(StudyConfig(**{**cfg, "steps": 3}))
+    store, first = _tiny_world(tmp_path)
+    second = _pretrain(tmp_path / "pre.zarr", tmp_path / "pre_run2", seed=1)
+    out = tmp_path / "s"
+    result = run_study(_cfg(store, [f"a={first}", f"b={second}"], out, jobs=2,
+                            conditions=(SCRATCH,)))  # fmt: skip
+    assert result["ran"] == 6
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert sorted({r["condition"] for r in rows}) == ["pretrained_a", "pretrained_b", SCRATCH]
+    assert ("pretrained_b", "pretrained_a") in result["summary"][0]["comparisons"]
+    assert "pretrained_b − pretrained_a" in (out / "table.md").read_text()
 
 
-def test_study_refuses_other_base_width(tmp_path) -> None:
-    from lymph.data.errors import CheckpointError
+def test_study_refuses_other_base_width_and_too_few_slides(tmp_path) -> None:
     from lymph.model.study import run_study
 
     store, pretrained = _tiny_world(tmp_path)
     with pytest.raises(CheckpointError, match="has base width 4, --base-width 8"):
-        run_study(
-            StudyConfig(
-                store=store,
-                pretrained=pretrained,
-                out=tmp_path / "s",
-                sizes=(4,),
-                folds=2,
-                base_width=8,
-                progress=False,
-            )
-        )
+        run_study(_cfg(store, pretrained, tmp_path / "s", base_width=8))
+    with pytest.raises(ConfigError, match="8 labeled slide.*cannot make 9 folds"):
+        run_study(_cfg(store, pretrained, tmp_path / "s", folds=9))
 
 
-def test_study_too_few_slides_for_folds(tmp_path) -> None:
-    from lymph.model.study import run_study
+def test_study_command_runs_and_reports_bad_input(tmp_path) -> None:
+    from click.testing import CliRunner
+
+    from lymph.cli import main
 
     store, pretrained = _tiny_world(tmp_path)
-    with pytest.raises(ConfigError, match="4 labeled slide.*cannot make 5 folds"):
-        run_study(
-            StudyConfig(
-                store=store,
-                pretrained=pretrained,
-                out=tmp_path / "s",
-                sizes=(4,),
-                folds=5,
-                progress=False,
-            )
-        )
+    args = ["study", "--store", str(store), "--out", str(tmp_path / "s"), "--sizes", "4",
+            "--folds", "2", "--repeats", "1", "--steps", "2", "--eval-every", "1",
+            "--batch-size", "2", "--crop", "16", "--val-patches", "8", "--device", "cpu",
+            "--jobs", "1", "--condition", "scratch"]  # fmt: skip
+    result = CliRunner().invoke(main, [*args, "--pretrained", f"identity={pretrained}"])
+    assert result.exit_code == 0, result.output
+    assert "4 run(s) done now" in result.output and "Primary endpoint" in result.output
+    bad = CliRunner().invoke(main, [*args, "--pretrained", "Bad Name=x.pt"])
+    assert bad.exit_code == 1 and "is not a pretext name" in bad.output
+    both = CliRunner().invoke(main, [*args, "--pretrained", str(pretrained), "--quick",
+                                     "--profile", "standard"])  # fmt: skip
+    assert both.exit_code == 1 and "disagree" in both.output
 
 
-def test_pooled_over_folds_and_folds_without_tumor() -> None:
-    # fold 0 has tumor; fold 1 holds only a normal slide (tp + fn == 0)
-    counts = {
-        (0, "scratch"): (6, 4, 4, 86), (0, "pretrained"): (8, 2, 2, 88),
-        (1, "scratch"): (0, 5, 0, 95), (1, "pretrained"): (0, 0, 0, 100),
-    }  # fmt: skip
-    rows = []
-    for (fold, cond), (tp, fp, fn, tn) in counts.items():
-        c = PixelCounts(tp=tp, fp=fp, fn=fn, tn=tn)
-        rows.append({"size": 40, "fold": fold, "condition": cond, **c.to_dict()})
-    (entry,) = summarize(rows)
-    # pooled scratch: tp 6, fp 9, fn 4 -> P 6/15, R 6/10, F1 12/25
-    assert entry["scratch_pooled"]["precision"] == pytest.approx(6 / 15)
-    assert entry["scratch_pooled"]["f1"] == pytest.approx(12 / 25)
-    assert entry["pretrained_pooled"]["f1"] == pytest.approx(16 / 20)
-    assert entry["folds_without_tumor"] == 1
-    # per-fold convention: the normal fold scores 0 (false alarms) vs 1 (nothing predicted)
-    assert entry["scratch_f1"][0] == pytest.approx((0.6 + 0.0) / 2)
-    assert entry["pretrained_f1"][0] == pytest.approx((0.8 + 1.0) / 2)
-    md = table_markdown([entry])
-    assert "| 40 | 40.00 | 60.00 | 48.00 | 80.00 | 80.00 | 80.00 | 1 |" in md
-    assert "hold no tumor pixels" in md
+@pytest.mark.slow
+def test_gpu_bench_dry_run_runs_the_same_path_on_cpu(tmp_path) -> None:
+    import importlib.util
+    import json
+
+    path = Path(__file__).resolve().parents[2] / "bench" / "bench_study_gpu.py"
+    spec = importlib.util.spec_from_file_location("bench_study_gpu", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    result = bench.main(["--out", str(tmp_path / "b"), "--dry-run"])
+    assert result["device"] == "cpu" and result["grid"]["runs"] == result["grid"]["grid_runs"]
+    assert result["baseline_cpu_1_thread"]["run_id"] == result["same_run_on_device"]["run_id"]
+    assert json.loads((tmp_path / "b" / "result.json").read_text())["jobs"] == 1
+    table = (tmp_path / "b" / "study" / "runs").iterdir()
+    assert len(list(table)) == result["grid"]["runs"]
