@@ -687,23 +687,18 @@ def predict_cmd(slides: str, checkpoint: str, out: str, level: int | None, windo
     from pathlib import Path
 
     from lymph.data.errors import ConfigError
-    from lymph.model.predict import PredictConfig, list_slides, predict_slides
+    from lymph.model.predict import PredictConfig, run
 
-    if window is not None and stride is not None and stride > window:
-        raise click.BadParameter(
-            f"--stride {stride} > --window {window} would leave gaps: use at most the window "
-            "(half of it blends best)", param_hint="--stride")
     try:
         config = PredictConfig(
-            checkpoint=Path(checkpoint), out=Path(out), level=level, window=window,
-            stride=stride, tta=tta, batch_size=batch_size, device=device,
+            checkpoint=Path(checkpoint), out=Path(out), slides=Path(slides), level=level,
+            window=window, stride=stride, tta=tta, batch_size=batch_size, device=device,
             map_downsample=map_downsample, threshold=threshold, workers=workers,
-            scheduler=scheduler, threads=threads, read_threads=read_threads,
+            scheduler=scheduler, threads=threads, read_threads=read_threads, progress=not quiet,
         )
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
-    items = list_slides(slides)
-    results = predict_slides(items, config, progress=not quiet)
+    results = run(config)
     ok = [r.value for r in results if r.value is not None]
     failed = [r for r in results if r.error is not None]
     click.echo(f"{len(ok)} of {len(results)} slide(s) predicted into {out}")

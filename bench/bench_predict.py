@@ -160,14 +160,13 @@ def make_checkpoint(cache: Path, arch: str) -> Path:
 
 def child_predict(args: argparse.Namespace) -> dict:
     """Model alone (the baseline, warmed up) then the whole pipeline, in this one process."""
-    from lymph.model.predict import predict_slide
+    from lymph.model.predict import PredictConfig, predict_slide
 
     base = child_model_only(args)
     t0 = time.perf_counter()
-    res = predict_slide(
-        args.child_slide,
+    config = PredictConfig(
         checkpoint=args.child_ckpt,
-        out_dir=args.child_out,
+        out=args.child_out,
         device=args.device,
         batch_size=args.batch_size,
         read_threads=args.read_threads,
@@ -175,6 +174,7 @@ def child_predict(args: argparse.Namespace) -> dict:
         progress=False,
         threads=args.threads,
     )
+    res = predict_slide(args.child_slide, config)
     wall = time.perf_counter() - t0
     out = res.to_dict()
     out["wall_s"] = wall

