@@ -667,11 +667,15 @@ def study_cmd(store: str, pretrained: str, out: str, sizes: tuple[int, ...], fol
 @click.option("--read-threads", type=click.IntRange(min=1), default=None,
               help="Threads reading windows ahead of the model [default: 1 on CPU, up to 8 "
               "on a GPU].")
+@click.option("--force", is_flag=True,
+              help="Overwrite files in --out that lymph did not write (by default such a file, "
+              "e.g. an annotation S.xml, stops the run before any work).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def predict_cmd(slides: str, checkpoint: str, out: str, level: int | None, window: int | None,
                 stride: int | None, tta: bool, batch_size: int, device: str,
                 map_downsample: float, threshold: float, workers: int, scheduler: str | None,
-                threads: int | None, read_threads: int | None, quiet: bool) -> None:
+                threads: int | None, read_threads: int | None, force: bool,
+                quiet: bool) -> None:
     """Whole-slide tumor maps, lesion detections and slide scores.
 
     \b
@@ -695,6 +699,7 @@ def predict_cmd(slides: str, checkpoint: str, out: str, level: int | None, windo
             window=window, stride=stride, tta=tta, batch_size=batch_size, device=device,
             map_downsample=map_downsample, threshold=threshold, workers=workers,
             scheduler=scheduler, threads=threads, read_threads=read_threads, progress=not quiet,
+            force=force,
         )
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None

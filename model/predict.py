@@ -50,6 +50,7 @@ import numpy as np
 
 from lymph.data.errors import CheckpointError, ConfigError, SlideError
 from lymph.data.exports import Detection, write_asap_xml, write_camelyon_csv, write_geojson
+from lymph.data.io import OutputManifest
 
 MAP_DOWNSAMPLE = 16.0
 THRESHOLD = 0.5
@@ -85,7 +86,9 @@ class PredictConfig:
     with torch's; up to 8 on a GPU); max_windows: infer only that many tissue windows, a
     contiguous run from the middle of the tissue (a quick look, or a benchmark on a budget; the
     rest of the map is 0); progress: progress bars; write_score: merge each slide's row into
-    ``out/scores.csv`` as it finishes (``predict_slides`` writes all rows at the end instead).
+    ``out/scores.csv`` as it finishes (``predict_slides`` writes all rows at the end instead);
+    force: overwrite files in ``out`` that lymph did not write (see
+    ``lymph.data.io.OutputManifest``; without it such a file stops the run before any work).
     """
 
     checkpoint: Path
@@ -107,6 +110,7 @@ class PredictConfig:
     max_windows: int | None = None
     progress: bool = True
     write_score: bool = True
+    force: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "checkpoint", Path(self.checkpoint))
@@ -471,33 +475,20 @@ def _torch_threads(threads: int | None) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """An exclusive lock on ``path`` (POSIX flock; no lock elsewhere)."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows
-        yield
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def update_scores(out_dir: Path, scores: dict[str, float]) -> Path:
+def update_scores(
+    out_dir: Path, scores: dict[str, float], *, manifest: OutputManifest | None = None
+) -> Path:
     """Merge ``{slide: probability}`` into ``out_dir/scores.csv`` (header ``slide,probability``,
-    rows sorted by slide; other slides' rows kept), atomically and under a lock."""
+    rows sorted by slide; other slides' rows kept), atomically and under a lock; with a
+    ``manifest``, only a scores.csv lymph wrote is merged into (OutputError otherwise)."""
     import io
 
-    from lymph.data.io import atomic_write_text
+    from lymph.data.io import atomic_write_text, file_lock
 
     out_dir = Path(out_dir)
     path = out_dir / SCORES_CSV
-    with _locked(out_dir / f".{SCORES_CSV}.lock"):
+    writing = manifest.writing(path) if manifest is not None else contextlib.nullcontext(path)
+    with file_lock(out_dir / f".{SCORES_CSV}.lock"), writing:
         rows: dict[str, str] = {}
         if path.is_file():
             with path.open(newline="") as fh:
@@ -557,7 +548,16 @@ def slide_name(slide_path: Path) -> str:
 
 
 def _checkpoint_geometry(ckpt: dict, path: Path, level: int | None) -> tuple[int, int]:
-    store = (ckpt.get("config") or {}).get("store") or {}
+    """The level and patch size the checkpoint was trained at (``level`` overrides the level);
+    CheckpointError for a pretraining checkpoint or one that records neither."""
+    config = ckpt.get("config") or {}
+    if config.get("stage") == "pretrain":
+        raise CheckpointError(
+            f"checkpoint {path} is a pretraining checkpoint (stage 'pretrain'): its segmentation "
+            "head is untrained, so its maps would mean nothing; use a fine-tuned checkpoint "
+            f"(lymph train --stage finetune --init {path}, then its best.pt or last.pt)"
+        )
+    store = config.get("store") or {}
     lvl = level if level is not None else store.get("level")
     patch = store.get("patch_size")
     if lvl is None:
@@ -854,17 +854,22 @@ def export_slide(plan: SlidePlan, maps: SlideMaps, config: PredictConfig,
     slide's row in scores.csv; every file written atomically. Returns the paths by kind."""
     out_dir, name = config.out, plan.name
     paths = output_paths(out_dir, name)
+    manifest = OutputManifest(out_dir, force=config.force)
     t0 = time.perf_counter()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    _write_map(paths["map"], maps.prob_map, plan.grid, plan.mpp)
+    with manifest.writing(paths["map"]):
+        _write_map(paths["map"], maps.prob_map, plan.grid, plan.mpp)
     timings["write_map"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    write_camelyon_csv(paths["csv"], maps.detections)
-    write_geojson(paths["geojson"], maps.detections, slide=name)
-    write_asap_xml(paths["xml"], maps.detections)
-    _overlay(plan.thumb, maps.prob_map, paths["overlay"])
+    with manifest.writing(paths["csv"]):
+        write_camelyon_csv(paths["csv"], maps.detections)
+    with manifest.writing(paths["geojson"]):
+        write_geojson(paths["geojson"], maps.detections, slide=name)
+    with manifest.writing(paths["xml"]):
+        write_asap_xml(paths["xml"], maps.detections)
+    with manifest.writing(paths["overlay"]):
+        _overlay(plan.thumb, maps.prob_map, paths["overlay"])
     if config.write_score:
-        update_scores(out_dir, {name: maps.probability})
+        update_scores(out_dir, {name: maps.probability}, manifest=manifest)
     timings["write_outputs"] = time.perf_counter() - t0
     return paths
 
@@ -872,6 +877,8 @@ def export_slide(plan: SlidePlan, maps: SlideMaps, config: PredictConfig,
 def _write_meta(path: Path, *, reader_path: Path, plan: SlidePlan, loaded: LoadedModel,
                 config: PredictConfig, result: SlideResult) -> None:
     from lymph.data.io import atomic_write_json
+
+    manifest = OutputManifest(config.out, force=config.force)
 
     grid = plan.grid
     meta = {
@@ -894,7 +901,8 @@ def _write_meta(path: Path, *, reader_path: Path, plan: SlidePlan, loaded: Loade
         "mpp": plan.mpp,
         "result": result.to_dict(),
     }
-    atomic_write_json(path, meta, indent=2, sort_keys=False)
+    with manifest.writing(path):
+        atomic_write_json(path, meta, indent=2, sort_keys=False)
 
 
 def _result(plan: SlidePlan, maps: SlideMaps, paths: dict[str, Path], *, reader_path: Path,
@@ -964,6 +972,7 @@ def predict_slide(slide: str | Path | Any, config: PredictConfig) -> SlideResult
     loaded = load_for_predict(config)
     timings: dict[str, float] = {}
     with _reader(slide) as reader:
+        check_outputs(config, [slide_name(Path(reader.path))])
         t0 = time.perf_counter()
         plan = plan_slide(reader, config, loaded)
         timings["tissue"] = time.perf_counter() - t0
@@ -1002,6 +1011,17 @@ def list_slides(slides: str | Path) -> list[Path]:
     return found
 
 
+def check_outputs(config: PredictConfig, names: Sequence[str]) -> OutputManifest:
+    """The manifest of ``config.out``, after checking that ``--out`` is writable and that
+    nothing the slides ``names`` would write there (and scores.csv) is a file lymph did not
+    write (OutputError naming it, unless ``config.force``)."""
+    manifest = OutputManifest(config.out, force=config.force)
+    manifest.ensure_writable()
+    paths = [p for n in names for p in output_paths(config.out, n).values()]
+    manifest.check(*paths, config.out / SCORES_CSV)
+    return manifest
+
+
 def _per_slide_config(config: PredictConfig, *, progress: bool) -> PredictConfig:
     """The config each slide of a batch runs with: torch threads divided among the workers,
     progress bars only in process, scores.csv written once at the end."""
@@ -1033,8 +1053,8 @@ def predict_slides(
             f"slides {dupes} share a name: their outputs would overwrite each other; "
             "predict them into separate --out folders"
         )
+    manifest = check_outputs(config, names)
     fn = partial(predict_slide, config=_per_slide_config(config, progress=progress))
-    config.out.mkdir(parents=True, exist_ok=True)
     results = map_slides(
         fn,
         items,
@@ -1045,7 +1065,7 @@ def predict_slides(
     )
     scores = {r.value.slide: r.value.probability for r in results if r.value is not None}
     if scores:
-        update_scores(config.out, scores)
+        update_scores(config.out, scores, manifest=manifest)
     return results
 
 

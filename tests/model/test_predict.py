@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from lymph.data.errors import CheckpointError, ConfigError, SlideError
+from lymph.data.errors import CheckpointError, ConfigError, OutputError, SlideError
 from lymph.model.camelyon import evaluate_predictions, read_detections_csv
 from lymph.model.checkpoint import save_checkpoint
 from lymph.model.predict import (
@@ -680,3 +680,82 @@ def test_mask_to_tissue_zeroes_glass_and_keeps_tissue():
     prob = np.full((32, 32), 200, np.uint8)
     mask_to_tissue(prob, tissue, thumb_downsample=64.0, map_downsample=16.0, margin_thumb=1)
     assert (prob[:, :20] == 200).all() and (prob[:, 20:] == 0).all()  # one thumb px of margin
+
+
+# --- safe outputs (issue 11) ---------------------------------------------------------------------
+
+
+def test_predict_never_overwrites_an_annotation_in_out(
+    world: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--out` holding the ground truth tumor_t.xml: refused before any work, naming the file;
+    --force overwrites it; a rerun into lymph's own outputs is allowed."""
+    from click.testing import CliRunner
+
+    import lymph.model.infer
+    from lymph.cli import main
+
+    monkeypatch.setattr(lymph.model.infer, "predict_probs", fake_probs)
+    out = tmp_path / "maps"
+    out.mkdir()
+    truth = (world / "ann_xml" / "tumor_t.xml").read_text()
+    (out / "tumor_t.xml").write_text(truth)
+    args = ["predict", "--slides", str(world / "slides" / "tumor_t.tif"), "--checkpoint",
+            str(world / "tiny.pt"), "--out", str(out), "--device", "cpu", "--threads", "1",
+            "--quiet"]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 1
+    assert "tumor_t.xml exists and lymph did not write it" in res.output and "--force" in res.output
+    assert (out / "tumor_t.xml").read_text() == truth
+    assert not (out / "tumor_t_tumor_map.tif").exists()  # refused before any work
+    config = PredictConfig(checkpoint=world / "tiny.pt", out=out, device="cpu", thumb_size=512,
+                           threads=1, progress=False)
+    with pytest.raises(OutputError, match="tumor_t.xml exists and lymph did not write it"):
+        predict_slide(world / "slides" / "tumor_t.tif", config)
+    res = CliRunner().invoke(main, [*args, "--force"])
+    assert res.exit_code == 0, res.output
+    assert (out / "tumor_t.xml").read_text() != truth
+    res = CliRunner().invoke(main, args)  # lymph's own outputs: a rerun may replace them
+    assert res.exit_code == 0, res.output
+    (out / "scores.csv").write_text("slide,probability\nhand,1\n")  # edited by a user
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 1 and "scores.csv exists and lymph did not write it" in res.output
+
+
+def test_predict_into_a_read_only_out_is_a_one_line_error(
+    world: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    from click.testing import CliRunner
+
+    from lymph.cli import main
+
+    real_mkdir = Path.mkdir
+
+    def mkdir(self: Path, *a: object, **k: object) -> None:
+        if "ro" in self.parts:
+            raise OSError(errno.EROFS, "Read-only file system", str(self))
+        real_mkdir(self, *a, **k)
+
+    monkeypatch.setattr(Path, "mkdir", mkdir)
+    res = CliRunner().invoke(main, ["predict", "--slides", str(world / "slides"),
+                                    "--checkpoint", str(world / "tiny.pt"), "--out",
+                                    str(tmp_path / "ro" / "maps"), "--quiet"])
+    assert res.exit_code == 1
+    assert "Error: cannot write" in res.output and "read-only mount" in res.output
+    assert "Traceback" not in res.output
+
+
+def test_a_pretraining_checkpoint_is_refused(world: Path, tmp_path: Path) -> None:
+    model = UNet(UNetConfig(base_width=4, depth=2))
+    pre = tmp_path / "pre.pt"
+    save_checkpoint(pre, model=model,
+                    config={"store": {"patch_size": 60, "level": 2}, "stage": "pretrain"})
+    config = PredictConfig(checkpoint=pre, out=tmp_path / "out", device="cpu", progress=False)
+    with pytest.raises(CheckpointError, match=r"pre.pt is a pretraining checkpoint.*"
+                                              r"use a fine-tuned checkpoint"):
+        predict_slides([world / "slides" / "normal_n.tif"], config, progress=False)
+    with pytest.raises(CheckpointError, match="pretraining checkpoint"):
+        predict_slide(world / "slides" / "normal_n.tif", config)
+    assert not (tmp_path / "out").exists()
