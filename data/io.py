@@ -244,11 +244,11 @@ class OutputManifest:
     def ensure_writable(self) -> None:
         """Make the folder and take the manifest's lock once: OutputError now, before any work,
         when the folder is read-only."""
-        with file_lock(self.folder / f".{MANIFEST_NAME}.lock"):
+        with file_lock(self.folder / f"{MANIFEST_NAME}.lock"):
             pass
 
     def _update(self, changes: dict[str, dict[str, Any]]) -> None:
-        with file_lock(self.folder / f".{MANIFEST_NAME}.lock"):
+        with file_lock(self.folder / f"{MANIFEST_NAME}.lock"):
             files = self.entries()
             files.update(changes)
             atomic_write_json(self.path, {"format": "lymph-outputs", "version": 1,

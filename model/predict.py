@@ -1,28 +1,46 @@
-"""Whole-slide tumor maps: tissue-only sliding-window inference, blended without seams, with
-memory flat in the slide's size; lesion detections and a slide score from the map.
+"""Whole-slide tumor maps: tissue-only tiled inference without seams, with memory flat in the
+slide's size; lesion detections and a slide score from the map.
 
 Frames. ``level`` is the slide level the model runs at (the checkpoint's, ``store.level``);
 ``*_lvl`` are pixels of that level. The map is a grid of ``cell`` x ``cell`` level pixels: its
 downsample vs level 0 is ``map_downsample = cell * level_downsample`` (16 by default), so map
 pixel (i, j) covers level-0 ``[j * map_downsample, (j + 1) * map_downsample)``.
 
-Blending. Windows of ``window`` level pixels (the training patch size rounded up to a multiple
-of both the model's multiple and ``2 * cell``) start every ``stride`` pixels (half a window by
-default). Each window's probabilities are weighted by a separable Hann window
-``sin^2(pi (i + 1/2) / window)`` (which sums to one at half-window overlap: no seams) and summed,
-cell by cell, into the map; the map is the weighted sum over the summed weights. Windows whose
-footprint holds no tissue (thumbnail tissue mask) are skipped, and the finished map is zeroed
-outside the tissue mask (grown by two thumbnail pixels): border windows are partly glass, which
-training never shows the model.
+Tiling (``overlap``). ``"margin"`` (the default): tiles of ``window`` level pixels whose
+``margin`` (4.5% of the window, at least one map cell) is cut off each side; each tile's centre
+(``stride = window - 2 * margin``) is averaged over map cells and written as it is, so every map
+cell comes from exactly one tile and each pixel is computed about 1.2 times ((320 / 288)^2 at
+the default 320 px window). Tiles at the slide's edges shift inwards to hold real tissue rather
+than glass. For a GroupNorm model (the default; each window is normalised by its own
+statistics, so a window's size changes its output) the window stays the training patch size
+rounded up to a multiple of both the model's multiple and ``2 * cell``; for a model whose output
+is window-independent (``model.config.norm`` "batch" in eval mode, or "none") tiles grow to
+``BIG_TILE`` (1,024 px), fewer borders and less overhead. ``"half"``: the tiling before issue 12,
+kept for comparison (bench/bench_predict.py): windows every ``stride`` pixels (half a window),
+weighted by a separable Hann window ``sin^2(pi (i + 1/2) / window)`` (which sums to one at
+half-window overlap: no seams), summed cell by cell into the map and divided by the summed
+weights; every pixel computed 4 times. Windows whose footprint holds no tissue (thumbnail tissue
+mask) are skipped, and the finished map is zeroed outside the tissue mask (grown by two
+thumbnail pixels): border windows are partly glass, which training never shows the model.
 
-Memory. Windows are processed in rows; only the map rows a pending window can still touch are
-held in float (a band of ``(window + stride) / cell`` map rows); finished rows go straight into
-the uint8 map, which is ``1 / map_downsample^2`` of the slide (39 MB at 100,000 x 100,000 px and
-downsample 16) and is needed whole for lesion detection, which labels only the bounding box
-of the pixels above the threshold; the slide score's blur runs in bands. A reader thread
-prefetches the next batch of windows while the model runs. Measured (bench/bench_predict.py):
-peak RSS 1,184 MB on a 100,000 x 100,000 slide vs 1,091 MB on a 25,000 x 25,000 one, most of
-it torch and the model's activations for a batch of 8 windows of 320 px.
+Coarse to fine (``screen``): the same tiles first run at ``screen`` times the level's
+downsample (read from the nearest pyramid level, box-resized); full resolution runs only on the
+tiles whose centre meets a cell where the screen's probability reaches ``screen_threshold``,
+grown by ``screen_margin`` map cells; the other cells keep the screen's (low) values.
+
+Speed. torch runs with every core this process may use on CPU (``threads``; divided among
+``workers``), in ``torch.inference_mode`` and channels_last memory format (measured faster on
+CPU with oneDNN convolutions); batches hold ``batch_size`` training-size windows' worth of
+pixels. ``torch.compile`` was measured (CPU, torch 2.13): 56 s to compile and no faster per
+window, so it is not used; ONNX Runtime is not a dependency.
+
+Memory. ``"half"`` windows are processed in rows; only the map rows a pending window can still
+touch are held in float (a band of ``(window + stride) / cell`` map rows); finished rows go
+straight into the uint8 map; ``"margin"`` tiles write the uint8 map directly. The map is
+``1 / map_downsample^2`` of the slide (39 MB at 100,000 x 100,000 px and downsample 16) and is
+needed whole for lesion detection, which labels only the bounding box of the pixels above the
+threshold; the slide score's blur runs in bands. A reader thread prefetches the next batch of
+windows while the model runs. Peak RSS on a 100,000 x 100,000 slide: see bench/bench_predict.py.
 
 Outputs for slide ``S`` in ``out``: ``S_tumor_map.tif`` (pyramidal uint8 0-255, mpp = slide mpp
 x map_downsample), ``S_overlay.png``, ``S.csv`` / ``S.geojson`` / ``S.xml`` (detections: 8-
@@ -56,7 +74,12 @@ MAP_DOWNSAMPLE = 16.0
 THRESHOLD = 0.5
 SMOOTH_SIGMA_PX = 1.0
 THUMB_SIZE = 2048
+TISSUE_MARGIN_THUMB = 2  # thumbnail px the tissue mask grows by before it masks the map
 SCORES_CSV = "scores.csv"
+OVERLAPS = ("margin", "half")
+MARGIN_FRACTION = 0.045  # default margin per side: redundancy (T / (T - 2m))^2 near 1.2
+BIG_TILE = 1024  # default tile (level px) for models whose output is window-independent
+WINDOW_FREE_NORMS = ("batch", "none")  # eval-mode BatchNorm or no norm: no window statistics
 
 
 # --- settings ------------------------------------------------------------------------------------
@@ -111,13 +134,20 @@ class PredictConfig:
     progress: bool = True
     write_score: bool = True
     force: bool = False
+    overlap: str = "margin"
+    margin: int | None = None
+    channels_last: bool = True
+    screen: int | None = None
+    screen_threshold: float = 0.1
+    screen_margin: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "checkpoint", Path(self.checkpoint))
         object.__setattr__(self, "out", Path(self.out))
         if self.slides is not None:
             object.__setattr__(self, "slides", Path(self.slides))
-        for name in ("level", "window", "stride", "threads", "max_windows"):
+        for name in ("level", "window", "stride", "threads", "max_windows", "margin", "screen",
+                     "screen_margin"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
                 raise ConfigError(f"{name} must be an integer or None, got {value!r}")
@@ -147,6 +177,29 @@ class PredictConfig:
             raise ConfigError(f"thumb_size must be >= 64, got {self.thumb_size}")
         if self.max_windows is not None and self.max_windows < 1:
             raise ConfigError(f"max_windows must be >= 1 or None, got {self.max_windows}")
+        self._check_tiling()
+
+    def _check_tiling(self) -> None:
+        if self.overlap not in OVERLAPS:
+            raise ConfigError(f"overlap must be one of {OVERLAPS}, got {self.overlap!r}")
+        if self.overlap == "margin" and self.stride is not None:
+            raise ConfigError(
+                f"stride {self.stride} sets the step of --overlap half; with --overlap margin the "
+                "step is the window minus twice --margin: pass --margin, or --overlap half"
+            )
+        if self.overlap == "half" and (self.margin is not None or self.screen is not None):
+            raise ConfigError("--margin and --screen apply to --overlap margin, not half")
+        if self.margin is not None and self.margin < 0:
+            raise ConfigError(f"margin must be >= 0 px, got {self.margin}")
+        if self.screen is not None and self.screen < 2:
+            raise ConfigError(f"screen must be a downsample factor >= 2, got {self.screen}; "
+                              "e.g. --screen 4")
+        if not 0.0 < float(self.screen_threshold) < 1.0:
+            raise ConfigError(
+                f"screen_threshold must be within (0, 1), got {self.screen_threshold}"
+            )
+        if self.screen_margin is not None and self.screen_margin < 0:
+            raise ConfigError(f"screen_margin must be >= 0 map px, got {self.screen_margin}")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -166,8 +219,27 @@ class Grid:
     window: int
     stride: int
     cell: int
-    xs_lvl: tuple[int, ...]  # window origins, multiples of stride
+    xs_lvl: tuple[int, ...]  # window origins (blend) or kept-region origins (crop), k * stride
     ys_lvl: tuple[int, ...]
+    mode: str = "blend"  # "blend": Hann-weighted windows; "crop": tiles whose margin is cut off
+    margin: int = 0  # crop: level px cut off each side of a tile; stride = window - 2 * margin
+
+    @property
+    def footprint(self) -> int:
+        """Level px of map a window writes: the whole window (blend), its centre (crop)."""
+        return self.stride if self.mode == "crop" else self.window
+
+    def tile_origin(self, x_lvl: int, y_lvl: int) -> tuple[int, int]:
+        """Where the window whose map footprint starts at (x_lvl, y_lvl) is read. Crop tiles
+        start ``margin`` before their centre, shifted inwards at the slide's edges (more real
+        context than glass) while still holding their whole centre."""
+        if self.mode != "crop":
+            return x_lvl, y_lvl
+
+        def one(o: int, length: int) -> int:
+            return max(0, o - 2 * self.margin, min(o - self.margin, length - self.window))
+
+        return one(x_lvl, self.width_lvl), one(y_lvl, self.height_lvl)
 
     @property
     def map_downsample(self) -> float:
@@ -202,14 +274,23 @@ def plan_grid(
     window: int | None = None,
     stride: int | None = None,
     map_downsample: float = MAP_DOWNSAMPLE,
+    overlap: str = "half",
+    margin: int | None = None,
 ) -> Grid:
     """Window size, stride and map cell for one slide level.
 
     ``cell = round(map_downsample / level_downsample)`` (at least 1). The window defaults to
     ``patch_size`` rounded up to a multiple of ``lcm(multiple, 2 * cell)``; a given window is
-    rounded up to a multiple of ``lcm(multiple, cell)``. The stride (default half the window) is
-    rounded to a multiple of ``cell``. ConfigError when the stride exceeds the window.
+    rounded up to a multiple of ``lcm(multiple, cell)``. ``overlap="half"``: Hann-blended
+    windows, the stride (default half the window) rounded to a multiple of ``cell``; ConfigError
+    when it exceeds the window. ``overlap="margin"``: tiles whose ``margin`` (default
+    ``MARGIN_FRACTION`` of the window, at least a cell; rounded to cells) is cut off each side,
+    the rest written as it is: stride = window - 2 * margin.
     """
+    if overlap == "margin":
+        return _plan_crop_grid(level_dims, level_downsample, level=level, patch_size=patch_size,
+                               multiple=multiple, window=window, map_downsample=map_downsample,
+                               margin=margin)
     cell = max(1, round(map_downsample / level_downsample))
     if window is None:
         unit = math.lcm(multiple, 2 * cell)
@@ -235,6 +316,33 @@ def plan_grid(
     )
 
 
+def _plan_crop_grid(
+    level_dims: tuple[int, int], level_downsample: float, *, level: int, patch_size: int,
+    multiple: int, window: int | None, map_downsample: float, margin: int | None,
+) -> Grid:
+    cell = max(1, round(map_downsample / level_downsample))
+    unit = math.lcm(multiple, cell) if window is not None else math.lcm(multiple, 2 * cell)
+    window = -(-(window or patch_size) // unit) * unit
+    widest = (window - cell) // 2 // cell * cell  # keeps a centre of at least one cell
+    if margin is None:
+        margin = min(widest, max(cell, round(MARGIN_FRACTION * window / cell) * cell))
+    else:
+        margin = round(margin / cell) * cell
+        if margin > widest:
+            raise ConfigError(
+                f"margin {margin} px leaves no centre of the {window} px tiles; use at most "
+                f"{max(0, widest)} px (or a larger --window)"
+            )
+    stride = window - 2 * margin
+    w, h = int(level_dims[0]), int(level_dims[1])
+    return Grid(
+        level=level, level_downsample=float(level_downsample), width_lvl=w, height_lvl=h,
+        window=window, stride=stride, cell=cell,
+        xs_lvl=tuple(range(0, max(w, 1), stride)), ys_lvl=tuple(range(0, max(h, 1), stride)),
+        mode="crop", margin=margin,
+    )
+
+
 def hann_weights(window: int) -> np.ndarray:
     """Separable (window, window) float32 weights ``sin^2(pi (i + 1/2) / window)``: positive
     everywhere, and at half-window overlap the shifted copies sum to one."""
@@ -252,8 +360,9 @@ def block_sum(values: np.ndarray, cell: int) -> np.ndarray:
 def tissue_windows(
     grid: Grid, tissue_thumb: np.ndarray, thumb_downsample: float
 ) -> list[tuple[int, int]]:
-    """Window origins (x_lvl, y_lvl), row by row, whose footprint holds tissue in the
-    thumbnail mask (a window counts when any thumbnail pixel it overlaps is tissue)."""
+    """Window origins (x_lvl, y_lvl), row by row, whose footprint (``grid.footprint``) holds
+    tissue in the thumbnail mask (a window counts when any thumbnail pixel it overlaps is
+    tissue)."""
     mask = np.asarray(tissue_thumb, bool)
     integral = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), np.int64)
     integral[1:, 1:] = mask.cumsum(0).cumsum(1)
@@ -262,7 +371,7 @@ def tissue_windows(
     def spans(origins: tuple[int, ...], limit: int) -> tuple[np.ndarray, np.ndarray]:
         o = np.asarray(origins, np.float64)
         lo = np.clip(np.floor(o * scale), 0, limit).astype(np.int64)
-        hi = np.clip(np.ceil((o + grid.window) * scale), 0, limit).astype(np.int64)
+        hi = np.clip(np.ceil((o + grid.footprint) * scale), 0, limit).astype(np.int64)
         return lo, np.minimum(np.maximum(hi, lo + 1), limit)
 
     r0, r1 = spans(grid.ys_lvl, mask.shape[0])
@@ -333,6 +442,48 @@ class BandAccumulator:
         self.den = self.den[held:].copy()
         self.row0 += n
         return first, out
+
+
+class CropSink:
+    """Writes crop-mode tiles straight into the uint8 map: each tile's centre (its margin cut
+    off), averaged over map cells. Every map cell has one tile's centre: nothing to blend, no
+    band to hold. ``covered`` (optional bool map) records the cells written."""
+
+    def __init__(self, grid: Grid, prob_map: np.ndarray, covered: np.ndarray | None = None):
+        self.grid = grid
+        self.map = prob_map
+        self.covered = covered
+
+    def add(self, probs: np.ndarray, x_lvl: int, y_lvl: int) -> None:
+        g = self.grid
+        tx, ty = g.tile_origin(x_lvl, y_lvl)
+        ox, oy = x_lvl - tx, y_lvl - ty
+        centre = probs[oy : oy + g.stride, ox : ox + g.stride].astype(np.float64)
+        cells = block_sum(centre, g.cell) / (g.cell * g.cell)
+        r, c = y_lvl // g.cell, x_lvl // g.cell
+        h, w = min(cells.shape[0], g.map_height - r), min(cells.shape[1], g.map_width - c)
+        self.map[r : r + h, c : c + w] = np.clip(np.rint(cells[:h, :w] * 255), 0, 255)
+        if self.covered is not None:
+            self.covered[r : r + h, c : c + w] = True
+
+    def emit(self, upto_row: int) -> None:
+        """Nothing to close: cells are final when written."""
+
+
+class BlendSink:
+    """Hann-blended windows (``overlap="half"``) through a BandAccumulator into the map."""
+
+    def __init__(self, grid: Grid, prob_map: np.ndarray):
+        self.acc = BandAccumulator(grid, hann_weights(grid.window))
+        self.map = prob_map
+
+    def add(self, probs: np.ndarray, x_lvl: int, y_lvl: int) -> None:
+        self.acc.add(probs, x_lvl, y_lvl)
+
+    def emit(self, upto_row: int) -> None:
+        first, rows = self.acc.finish(upto_row)
+        if rows.shape[0]:
+            self.map[first : first + rows.shape[0]] = rows
 
 
 # --- detections and scores -----------------------------------------------------------------------
@@ -526,12 +677,15 @@ class SlideResult:
     level: int
     window: int
     stride: int
-    n_windows: int  # windows inferred
+    n_windows: int  # windows inferred (at full resolution)
     n_tissue_windows: int  # windows holding tissue (more than n_windows only with max_windows)
     n_windows_total: int  # windows of the whole level
     tissue_mpx: float  # level-0 megapixels under the processed windows' central strides
     seconds: float
     timings: dict[str, float] = field(default_factory=dict)
+    overlap: str = "half"  # "half": Hann-blended windows; "margin": centre-cropped tiles
+    margin: int = 0  # level px cut off each side of a tile (overlap "margin")
+    n_screen_windows: int = 0  # coarse-to-fine: windows of the screening pass
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -588,7 +742,7 @@ def _batches(
     size = (grid.window, grid.window)
 
     def read(origin: tuple[int, int]) -> np.ndarray:
-        x, y = origin
+        x, y = grid.tile_origin(*origin)
         return reader.read_region((int(round(x * ds)), int(round(y * ds))), grid.level, size)
 
     pool = ThreadPoolExecutor(read_threads) if read_threads > 1 else None
@@ -652,9 +806,12 @@ def infer_map(
     progress: bool = True,
     read_threads: int = 1,
     timings: dict[str, float] | None = None,
+    channels_last: bool = False,
+    covered: np.ndarray | None = None,
 ) -> np.ndarray:
     """The uint8 (map_height, map_width) probability map of ``reader`` from the windows at
-    ``origins`` (row-major, as ``tissue_windows`` returns them)."""
+    ``origins`` (row-major, as ``tissue_windows`` returns them): Hann-blended (grid mode
+    "blend") or centre-cropped ("crop"; ``covered`` then marks the cells written)."""
     from tqdm.auto import tqdm
 
     from lymph.model.infer import predict_probs
@@ -663,22 +820,9 @@ def infer_map(
     for key in ("read", "read_wait", "model", "blend"):
         timings.setdefault(key, 0.0)
     prob_map = np.zeros((grid.map_height, grid.map_width), np.uint8)
-    acc = BandAccumulator(grid, hann_weights(grid.window))
-
-    def emit(upto_row: int) -> None:
-        t0 = time.perf_counter()
-        first, rows = acc.finish(upto_row)
-        if rows.shape[0]:
-            prob_map[first : first + rows.shape[0]] = rows
-        timings["blend"] += time.perf_counter() - t0
-
-    bar = tqdm(
-        total=len(origins),
-        desc=f"{reader.path.name}",
-        unit="win",
-        disable=None if progress else True,
-        leave=False,
-    )
+    sink = CropSink(grid, prob_map, covered) if grid.mode == "crop" else BlendSink(grid, prob_map)
+    bar = tqdm(total=len(origins), desc=f"{Path(reader.path).name}", unit="win",
+               disable=None if progress else True, leave=False)
     done = 0
     try:
         stream = _prefetch(_batches(reader, grid, origins, batch_size, read_threads=read_threads))
@@ -691,20 +835,23 @@ def infer_map(
             timings["read_wait"] += time.perf_counter() - t0
             timings["read"] += read_s
             t0 = time.perf_counter()
-            probs = predict_probs(model, images, device=device, batch_size=batch_size, tta=tta)
+            probs = predict_probs(model, images, device=device, batch_size=batch_size, tta=tta,
+                                  channels_last=channels_last)
             timings["model"] += time.perf_counter() - t0
             t0 = time.perf_counter()
             for (x, y), p in zip(chunk, probs, strict=True):
-                acc.add(p, x, y)
-            timings["blend"] += time.perf_counter() - t0
+                sink.add(p, x, y)
             done += len(chunk)
             bar.update(len(chunk))
             # map rows above the next pending window's top are final
             if done < len(origins):
-                emit(origins[done][1] // grid.cell)
+                sink.emit(origins[done][1] // grid.cell)
+            timings["blend"] += time.perf_counter() - t0
     finally:
         bar.close()
-    emit(grid.map_height)
+    t0 = time.perf_counter()
+    sink.emit(grid.map_height)
+    timings["blend"] += time.perf_counter() - t0
     return prob_map
 
 
@@ -778,10 +925,32 @@ def load_for_predict(config: PredictConfig) -> LoadedModel:
     return LoadedModel(model=model, ckpt=ckpt, device=dev, level=lvl, patch_size=patch)
 
 
+def window_independent(model: Any) -> bool:
+    """Whether the model's output at a pixel is independent of the window it is computed in:
+    eval-mode BatchNorm or no norm (``model.config.norm``); GroupNorm (the default, and the
+    assumption when a model does not say) normalises each window by its own statistics."""
+    from lymph.model.unet import unwrap
+
+    norm = getattr(getattr(unwrap(model), "config", None), "norm", "group")
+    return norm in WINDOW_FREE_NORMS
+
+
+def fitted_tile(level_dims: tuple[int, int], patch_size: int, *, big: int = BIG_TILE) -> int:
+    """The large tile for a window-independent model: at most ``big`` px, shrunk so that the
+    fewest tiles cover the level's longer side without running far past it (a 1,536 px level
+    takes two ~850 px tiles, not two of 1,024); never below the training patch."""
+    centre = 1.0 - 2.0 * MARGIN_FRACTION
+    longest = max(int(level_dims[0]), int(level_dims[1]), 1)
+    n = math.ceil(longest / (big * centre))
+    return max(patch_size, min(big, math.ceil(longest / n / centre)))
+
+
 def plan_slide(reader: Any, config: PredictConfig, loaded: LoadedModel) -> SlidePlan:
     """Grid, thumbnail, tissue mask and the tissue windows to infer (``max_windows`` of them
-    from the middle when set). ConfigError when the slide lacks the level."""
-    from lymph.data.tissue import tissue_mask
+    from the middle when set). Crop tiles keep the training window for GroupNorm models and
+    grow to ``BIG_TILE`` for window-independent ones. ConfigError when the slide lacks the
+    level."""
+    from lymph.data.tissue import dilate, tissue_mask
 
     lvl = loaded.level
     if lvl >= reader.level_count:
@@ -789,19 +958,27 @@ def plan_slide(reader: Any, config: PredictConfig, loaded: LoadedModel) -> Slide
             f"{reader.path}: level {lvl} does not exist (the slide has levels "
             f"0..{reader.level_count - 1}); pass --level with an existing level"
         )
+    window = config.window
+    if config.overlap == "margin" and window is None and window_independent(loaded.model):
+        window = fitted_tile(reader.level_dimensions[lvl], loaded.patch_size)
     grid = plan_grid(
         reader.level_dimensions[lvl],
         reader.level_downsamples[lvl],
         level=lvl,
-        patch_size=config.window or loaded.patch_size,
+        patch_size=window or loaded.patch_size,
         multiple=loaded.model.multiple,
-        window=config.window,
+        window=window,
         stride=config.stride,
         map_downsample=config.map_downsample,
+        overlap=config.overlap,
+        margin=config.margin,
     )
     thumb, thumb_ds = reader.thumbnail(config.thumb_size)
     tissue = tissue_mask(thumb)
-    origins = tissue_windows(grid, tissue, thumb_ds)
+    # crop tiles write only their centre: select those whose centre meets the cells the final
+    # tissue mask (grown by mask_to_tissue's margin) keeps
+    select = dilate(tissue, TISSUE_MARGIN_THUMB) if grid.mode == "crop" else tissue
+    origins = tissue_windows(grid, select, thumb_ds)
     n_tissue = len(origins)
     cap = config.max_windows
     if cap is not None and cap < len(origins):
@@ -812,11 +989,101 @@ def plan_slide(reader: Any, config: PredictConfig, loaded: LoadedModel) -> Slide
                      n_tissue_windows=n_tissue, mpp=reader.mpp)
 
 
+# --- coarse-to-fine ------------------------------------------------------------------------------
+
+
+class DownsampledView:
+    """A one-level SlideReader view of ``reader`` at level-0 downsample ``downsample``: regions
+    are read at the finest pyramid level at most that coarse and box-resized when the pyramid
+    lacks that exact downsample."""
+
+    def __init__(self, reader: Any, downsample: float) -> None:
+        from lymph.data.slides import _best_level
+
+        self.reader = reader
+        self.path = Path(reader.path)
+        self.mpp = reader.mpp
+        self.base = _best_level(reader.level_downsamples, downsample)
+        w0, h0 = reader.dimensions
+        self.dimensions = (max(1, int(w0 // downsample)), max(1, int(h0 // downsample)))
+        self.level_count = 1
+        self.level_dimensions = (self.dimensions,)
+        self.level_downsamples = (float(downsample),)
+
+    def read_region(self, location_level0: tuple[int, int], level: int,
+                    size: tuple[int, int]) -> np.ndarray:
+        from PIL import Image
+
+        ds, base_ds = self.level_downsamples[0], self.reader.level_downsamples[self.base]
+        if abs(base_ds - ds) <= 1e-3 * ds:
+            return self.reader.read_region(location_level0, self.base, size)
+        f = ds / base_ds
+        big = self.reader.read_region(location_level0, self.base,
+                                      (math.ceil(size[0] * f), math.ceil(size[1] * f)))
+        return np.asarray(Image.fromarray(big).resize(tuple(size), Image.Resampling.BOX))
+
+
+def screen_map(reader: Any, loaded: LoadedModel, plan: SlidePlan, config: PredictConfig,
+               timings: dict[str, float]) -> tuple[np.ndarray, int]:
+    """The coarse pass: the same tiles (window, margin) at ``config.screen`` times the model
+    level's downsample, on a map of the fine map's shape; returns it and its window count.
+    ConfigError when the factor is too coarse for the map's downsample."""
+    fine = plan.grid
+    ds = fine.level_downsample * config.screen
+    cell = fine.map_downsample / ds
+    if cell < 1 or abs(cell - round(cell)) > 1e-6:
+        raise ConfigError(
+            f"--screen {config.screen}: the map's downsample {fine.map_downsample:g} is not a "
+            f"whole multiple of the screen's ({ds:g}); use a smaller --screen or a larger "
+            "--map-downsample"
+        )
+    from lymph.data.tissue import dilate
+
+    view = DownsampledView(reader, ds)
+    grid = plan_grid(view.level_dimensions[0], ds, level=0, patch_size=fine.window,
+                     multiple=loaded.model.multiple, window=fine.window,
+                     map_downsample=fine.map_downsample, overlap="margin", margin=fine.margin)
+    origins = tissue_windows(grid, dilate(plan.tissue, TISSUE_MARGIN_THUMB),
+                             plan.thumb_downsample)
+    inner: dict[str, float] = {}
+    coarse = infer_map(view, loaded.model, grid, origins, device=loaded.device,
+                       batch_size=config.batch_size, progress=config.progress, timings=inner,
+                       read_threads=_read_threads(config, loaded.device),
+                       channels_last=config.channels_last)
+    timings["screen"] = sum(inner.get(k, 0.0) for k in ("read_wait", "model", "blend"))
+    out = np.zeros((fine.map_height, fine.map_width), np.uint8)
+    h, w = min(out.shape[0], coarse.shape[0]), min(out.shape[1], coarse.shape[1])
+    out[:h, :w] = coarse[:h, :w]
+    return out, len(origins)
+
+
+def refine_plan(plan: SlidePlan, screen: np.ndarray, config: PredictConfig) -> SlidePlan:
+    """The fine pass's windows: those whose map footprint meets a cell where the screen's
+    probability reaches ``screen_threshold``, grown by ``screen_margin`` map cells (default
+    half a window)."""
+    from lymph.data.tissue import dilate
+
+    g = plan.grid
+    grow = config.screen_margin if config.screen_margin is not None else g.window // g.cell // 2
+    hot = screen >= max(1, math.ceil(config.screen_threshold * 255 - 1e-9))
+    hot = dilate(hot, grow) if grow else hot
+    integral = np.zeros((hot.shape[0] + 1, hot.shape[1] + 1), np.int64)
+    integral[1:, 1:] = hot.cumsum(0).cumsum(1)
+    k = g.footprint // g.cell
+    kept = []
+    for x, y in plan.origins:
+        r0, c0 = min(y // g.cell, hot.shape[0]), min(x // g.cell, hot.shape[1])
+        r1, c1 = min(r0 + k, hot.shape[0]), min(c0 + k, hot.shape[1])
+        if integral[r1, c1] - integral[r0, c1] - integral[r1, c0] + integral[r0, c0] > 0:
+            kept.append((x, y))
+    return replace(plan, origins=kept)
+
+
 def postprocess(prob_map: np.ndarray, plan: SlidePlan, *, threshold: float) -> SlideMaps:
     """Zero the map outside tissue, then detections and the slide score from it."""
     map_ds = plan.grid.map_downsample
     mask_to_tissue(prob_map, plan.tissue, thumb_downsample=plan.thumb_downsample,
-                   map_downsample=map_ds)
+                   map_downsample=map_ds, margin_thumb=TISSUE_MARGIN_THUMB)
     detections = detect_lesions(prob_map, map_downsample=map_ds, threshold=threshold,
                                 mpp=plan.mpp)
     return SlideMaps(prob_map=prob_map, detections=detections,
@@ -896,6 +1163,13 @@ def _write_meta(path: Path, *, reader_path: Path, plan: SlidePlan, loaded: Loade
             "batch_size": config.batch_size,
             "device": str(loaded.device),
             "thumb_size": config.thumb_size,
+            "overlap": config.overlap,
+            "margin": grid.margin,
+            "channels_last": config.channels_last,
+            "threads": resolve_threads(config, loaded.device),
+            "screen": config.screen,
+            "screen_threshold": config.screen_threshold if config.screen else None,
+            "screen_margin": config.screen_margin,
             "slide_score": f"max of the map after a Gaussian blur of sigma {SMOOTH_SIGMA_PX} px",
         },
         "mpp": plan.mpp,
@@ -906,7 +1180,8 @@ def _write_meta(path: Path, *, reader_path: Path, plan: SlidePlan, loaded: Loade
 
 
 def _result(plan: SlidePlan, maps: SlideMaps, paths: dict[str, Path], *, reader_path: Path,
-            level: int, seconds: float, timings: dict[str, float]) -> SlideResult:
+            level: int, seconds: float, timings: dict[str, float],
+            n_screen_windows: int = 0) -> SlideResult:
     grid = plan.grid
     step_area = (grid.stride * grid.level_downsample) ** 2
     return SlideResult(
@@ -930,6 +1205,9 @@ def _result(plan: SlidePlan, maps: SlideMaps, paths: dict[str, Path], *, reader_
         tissue_mpx=len(plan.origins) * step_area / 1e6,
         seconds=seconds,
         timings={k: round(v, 4) for k, v in timings.items()},
+        overlap="half" if grid.mode == "blend" else "margin",
+        margin=grid.margin,
+        n_screen_windows=n_screen_windows,
     )
 
 
@@ -949,6 +1227,51 @@ def _read_threads(config: PredictConfig, device: Any) -> int:
     if config.read_threads is not None:
         return config.read_threads
     return 1 if device.type == "cpu" else min(8, os.cpu_count() or 1)
+
+
+def resolve_threads(config: PredictConfig, device: Any) -> int | None:
+    """torch CPU threads for one slide: ``config.threads``, else every core this process may
+    use on CPU (one slide at a time has the machine; ``predict_slides`` divides the cores among
+    ``--workers``); None (torch's own) on an accelerator."""
+    if config.threads is not None:
+        return config.threads
+    if getattr(device, "type", str(device)) != "cpu":
+        return None
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _batch_size(config: PredictConfig, grid: Grid, loaded: LoadedModel) -> int:
+    """``config.batch_size`` windows of the training size; fewer of large tiles (same pixels)."""
+    if grid.window <= 2 * loaded.patch_size:
+        return config.batch_size
+    return max(1, round(config.batch_size * (loaded.patch_size / grid.window) ** 2))
+
+
+def infer_slide(reader: Any, loaded: LoadedModel, plan: SlidePlan, config: PredictConfig,
+                timings: dict[str, float]) -> tuple[SlidePlan, np.ndarray, int]:
+    """The raw map of one slide (before tissue masking). With ``config.screen``, coarse to
+    fine: a screening pass at ``screen`` times the downsample, then full resolution only where
+    the screen sees tumor (``refine_plan``); the other cells keep the screen's values (all
+    below ``screen_threshold``). Returns the plan the fine pass ran, the map and the number of
+    screening windows."""
+    covered, coarse, n_screen = None, None, 0
+    if config.screen is not None:
+        coarse, n_screen = screen_map(reader, loaded, plan, config, timings)
+        plan = refine_plan(plan, coarse, config)
+        covered = np.zeros(coarse.shape, bool)
+    prob_map = infer_map(
+        reader, loaded.model, plan.grid, plan.origins, device=loaded.device,
+        batch_size=_batch_size(config, plan.grid, loaded), tta=config.tta,
+        progress=config.progress, timings=timings,
+        read_threads=_read_threads(config, loaded.device),
+        channels_last=config.channels_last, covered=covered,
+    )
+    if coarse is not None and covered is not None:
+        prob_map[~covered] = coarse[~covered]
+    return plan, prob_map, n_screen
 
 
 def predict_slide(slide: str | Path | Any, config: PredictConfig) -> SlideResult:
@@ -976,17 +1299,14 @@ def predict_slide(slide: str | Path | Any, config: PredictConfig) -> SlideResult
         t0 = time.perf_counter()
         plan = plan_slide(reader, config, loaded)
         timings["tissue"] = time.perf_counter() - t0
-        with torch.inference_mode(), _torch_threads(config.threads):
-            prob_map = infer_map(
-                reader, loaded.model, plan.grid, plan.origins, device=loaded.device,
-                batch_size=config.batch_size, tta=config.tta, progress=config.progress,
-                timings=timings, read_threads=_read_threads(config, loaded.device),
-            )
+        with torch.inference_mode(), _torch_threads(resolve_threads(config, loaded.device)):
+            plan, prob_map, n_screen = infer_slide(reader, loaded, plan, config, timings)
         maps = postprocess(prob_map, plan, threshold=config.threshold)
         reader_path = Path(reader.path)
     paths = export_slide(plan, maps, config, timings)
     result = _result(plan, maps, paths, reader_path=reader_path, level=loaded.level,
-                     seconds=time.perf_counter() - t_start, timings=timings)
+                     seconds=time.perf_counter() - t_start, timings=timings,
+                     n_screen_windows=n_screen)
     _write_meta(paths["meta"], reader_path=reader_path, plan=plan, loaded=loaded,
                 config=config, result=result)
     return result

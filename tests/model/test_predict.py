@@ -759,3 +759,143 @@ def test_a_pretraining_checkpoint_is_refused(world: Path, tmp_path: Path) -> Non
     with pytest.raises(CheckpointError, match="pretraining checkpoint"):
         predict_slide(world / "slides" / "normal_n.tif", config)
     assert not (tmp_path / "out").exists()
+
+
+# --- faster tiling (issue 12) --------------------------------------------------------------------
+
+
+def test_margin_tiles_keep_the_training_window_at_redundancy_near_1_2() -> None:
+    g = plan_grid((25000, 20000), 1.0, level=0, patch_size=300, multiple=16, overlap="margin")
+    assert g.mode == "crop" and g.window == 320 and g.margin == 16 and g.stride == 288
+    assert (g.window / g.stride) ** 2 == pytest.approx(1.23, abs=0.01)
+    assert g.xs_lvl[0] == 0 and g.xs_lvl[-1] < 25000 <= g.xs_lvl[-1] + g.stride
+    assert g.tile_origin(0, 0) == (0, 0)  # at the edge: shifted inwards, centre still inside
+    assert g.tile_origin(288, 576) == (272, 560)
+    x = g.xs_lvl[-1]
+    tx, _ = g.tile_origin(x, 0)
+    assert tx <= x and tx + g.window == max(x + g.stride, 25000)  # no more glass than needed
+    with pytest.raises(ConfigError, match="margin 160 px leaves no centre"):
+        plan_grid((1000, 1000), 1.0, level=0, patch_size=300, multiple=16, overlap="margin",
+                  margin=160)
+
+
+def test_crop_tiles_write_every_cell_once_without_offset() -> None:
+    """Tiles that see a global ramp write back that ramp's cell means, edges included."""
+    from lymph.model.predict import CropSink
+
+    grid = plan_grid((300, 200), 1.0, level=0, patch_size=64, multiple=4, map_downsample=8,
+                     overlap="margin")
+    assert grid.margin == 8 and grid.stride == 48
+    yy, xx = np.mgrid[0:400, 0:400].astype(np.float32)
+    ramp = 0.2 + 0.6 * (xx + 2 * yy) / 1200
+    out = np.zeros((grid.map_height, grid.map_width), np.uint8)
+    covered = np.zeros(out.shape, bool)
+    sink = CropSink(grid, out, covered)
+    for y in grid.ys_lvl:
+        for x in grid.xs_lvl:
+            tx, ty = grid.tile_origin(x, y)
+            sink.add(ramp[ty : ty + grid.window, tx : tx + grid.window], x, y)
+    assert covered.all()
+    cells = ramp[: grid.map_height * 8, : grid.map_width * 8]
+    expected = cells.reshape(grid.map_height, 8, grid.map_width, 8).mean(axis=(1, 3))
+    np.testing.assert_allclose(out / 255.0, expected, atol=0.5 / 255 + 1e-6)
+
+
+def test_tiling_settings_are_checked_in_the_config(tmp_path: Path) -> None:
+    ok = {"checkpoint": tmp_path / "c.pt", "out": tmp_path}
+    with pytest.raises(ConfigError, match="stride 100 sets the step of --overlap half"):
+        PredictConfig(**ok, stride=100)
+    assert PredictConfig(**ok, stride=100, overlap="half").stride == 100
+    with pytest.raises(ConfigError, match="overlap must be one of"):
+        PredictConfig(**ok, overlap="quarter")
+    with pytest.raises(ConfigError, match="apply to --overlap margin"):
+        PredictConfig(**ok, overlap="half", screen=4)
+    with pytest.raises(ConfigError, match="screen must be a downsample factor >= 2"):
+        PredictConfig(**ok, screen=1)
+    with pytest.raises(ConfigError, match="screen_threshold must be within"):
+        PredictConfig(**ok, screen=2, screen_threshold=0.0)
+
+
+def test_window_independent_norms_get_large_tiles(world: Path, tmp_path: Path) -> None:
+    from lymph.data.slides import ArraySlide
+    from lymph.model.predict import (
+        BIG_TILE,
+        fitted_tile,
+        load_for_predict,
+        plan_slide,
+        window_independent,
+    )
+
+    assert window_independent(UNet(UNetConfig(base_width=4, depth=2, norm="batch")))
+    assert not window_independent(UNet(UNetConfig(base_width=4, depth=2)))
+    assert not window_independent(torch.nn.Conv2d(3, 1, 1))  # says nothing: GroupNorm assumed
+    bn = tmp_path / "bn.pt"
+    save_checkpoint(bn, model=UNet(UNetConfig(base_width=4, depth=2, norm="batch")),
+                    config={"store": {"patch_size": 60, "level": 0}, "stage": "finetune"})
+    slide = ArraySlide(np.full((2048, 2048, 3), 200, np.uint8), path="s")
+    config = PredictConfig(checkpoint=bn, out=tmp_path, device="cpu", progress=False)
+    plan = plan_slide(slide, config, load_for_predict(config))
+    assert plan.grid.mode == "crop" and 700 < plan.grid.window < BIG_TILE  # 3 tiles a side
+    assert len(plan.grid.xs_lvl) == 3 and plan.grid.xs_lvl[-1] + plan.grid.stride >= 2048
+    assert 0.95 * BIG_TILE < fitted_tile((100_000, 80_000), 60) <= BIG_TILE  # a real slide
+    assert fitted_tile((40, 30), 60) == 60  # never below the training patch
+    gn = plan_slide(slide, replace(config, checkpoint=world / "tiny.pt", level=0),
+                    load_for_predict(replace(config, checkpoint=world / "tiny.pt", level=0)))
+    assert gn.grid.window == 64  # GroupNorm: the training window (60 rounded up)
+
+
+def test_new_tiling_agrees_with_the_old_and_is_cheaper(world: Path, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a perfect 'model' old (half, Hann) and new (margin) maps are the same map, from
+    about a third of the windows."""
+    import tifffile
+
+    import lymph.model.infer
+
+    monkeypatch.setattr(lymph.model.infer, "predict_probs", fake_probs)
+    slide = world / "slides" / "tumor_t.tif"
+    kw = {"checkpoint": world / "tiny.pt", "device": "cpu", "thumb_size": 512, "threads": 1,
+          "progress": False}
+    old = predict_slide(slide, PredictConfig(out=tmp_path / "old", overlap="half", **kw))
+    new = predict_slide(slide, PredictConfig(out=tmp_path / "new", **kw))
+    assert new.overlap == "margin" and old.overlap == "half"
+    assert new.n_windows < 0.45 * old.n_windows
+    a = tifffile.imread(old.map_path).astype(float)
+    b = tifffile.imread(new.map_path).astype(float)
+    assert np.abs(a - b).mean() / 255 < 0.005
+    assert new.n_detections == old.n_detections == 1
+
+
+def test_coarse_to_fine_infers_full_resolution_only_near_tumor(
+    world: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tifffile
+
+    import lymph.model.infer
+
+    monkeypatch.setattr(lymph.model.infer, "predict_probs", fake_probs)
+    slide = world / "slides" / "tumor_t.tif"
+    kw = {"checkpoint": world / "tiny.pt", "device": "cpu", "thumb_size": 512, "threads": 1,
+          "progress": False, "level": 1}
+    full = predict_slide(slide, PredictConfig(out=tmp_path / "full", **kw))
+    c2f = predict_slide(slide, PredictConfig(out=tmp_path / "c2f", screen=2, **kw))
+    assert 0 < c2f.n_windows < 0.7 * full.n_windows and c2f.n_screen_windows > 0
+    assert c2f.timings["screen"] > 0
+    a, b = tifffile.imread(full.map_path), tifffile.imread(c2f.map_path)
+    t0, t1, u0, u1 = (v // 16 for v in TUMOR_BOX)
+    np.testing.assert_array_equal(a[t0 - 2 : t1 + 2, u0 - 2 : u1 + 2],
+                                  b[t0 - 2 : t1 + 2, u0 - 2 : u1 + 2])
+    assert c2f.n_detections == full.n_detections == 1
+    with pytest.raises(ConfigError, match="--screen 64: the map's downsample 16 is not a whole"):
+        predict_slide(slide, PredictConfig(out=tmp_path / "x", screen=64, **kw))
+
+
+def test_threads_default_to_every_core_on_cpu(tmp_path: Path) -> None:
+    import os
+
+    from lymph.model.predict import resolve_threads
+
+    config = PredictConfig(checkpoint=tmp_path / "c.pt", out=tmp_path)
+    assert resolve_threads(config, torch.device("cpu")) == len(os.sched_getaffinity(0))
+    assert resolve_threads(replace(config, threads=3), torch.device("cpu")) == 3
+    assert resolve_threads(config, torch.device("cuda")) is None
