@@ -776,11 +776,28 @@ def study_cmd(store: str, pretrained: tuple[str, ...], out: str, **options: obje
 @click.option("--level", type=click.IntRange(min=0), default=None,
               help="Slide level to run at [default: the checkpoint's extraction level].")
 @click.option("--window", type=click.IntRange(min=16), default=None,
-              help="Window in px of that level [default: the patch size, rounded up to a "
-              "multiple of the model's and the map's grid].")
+              help="Window (tile) in px of that level [default: the patch size, rounded up to "
+              "a multiple of the model's and the map's grid; up to 1024 px for a BatchNorm "
+              "model, whose output does not depend on the window].")
+@click.option("--overlap", type=click.Choice(["margin", "half"]), default="margin",
+              show_default=True, help="margin: tiles overlap by --margin, which is cut off "
+              "(each pixel computed ~1.2 times); half: the old tiling, windows every half "
+              "window blended with a Hann window (4 times; slower, for comparison).")
+@click.option("--margin", type=click.IntRange(min=0), default=None,
+              help="--overlap margin: px of that level cut off each side of a tile "
+              "[default: 4.5% of the window, at least one map cell].")
 @click.option("--stride", type=click.IntRange(min=1), default=None,
-              help="Step between windows in px of that level [default: half the window]; "
-              "smaller overlaps more (slower, smoother), at most the window.")
+              help="--overlap half: step between windows in px of that level [default: half "
+              "the window], at most the window.")
+@click.option("--screen", type=click.IntRange(min=2), default=None,
+              help="Coarse to fine: screen at this many times the level's downsample, then "
+              "infer full resolution only where the screen's probability reaches "
+              "--screen-threshold (grown by --screen-margin).")
+@click.option("--screen-threshold", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              default=0.1, show_default=True, help="Screen probability that sends a region "
+              "to full resolution.")
+@click.option("--screen-margin", type=click.IntRange(min=0), default=None,
+              help="Map px the screened regions grow by [default: half a window].")
 @click.option("--tta", is_flag=True, help="Average the 8 dihedral transforms (8x slower).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto",
@@ -795,16 +812,22 @@ def study_cmd(store: str, pretrained: tuple[str, ...], out: str, **options: obje
 @click.option("--scheduler", default=None,
               help="Address of a running dask scheduler (tcp://host:8786) to spread slides over.")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="torch CPU threads per slide [default: torch's, or the cores divided among "
-              "--workers].")
+              help="torch CPU threads per slide [default: every core this process may use, "
+              "divided among --workers].")
 @click.option("--read-threads", type=click.IntRange(min=1), default=None,
               help="Threads reading windows ahead of the model [default: 1 on CPU, up to 8 "
               "on a GPU].")
+@click.option("--force", is_flag=True,
+              help="Overwrite files in --out that lymph did not write (by default such a file, "
+              "e.g. an annotation S.xml, stops the run before any work).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def predict_cmd(slides: str, checkpoint: str, out: str, level: int | None, window: int | None,
-                stride: int | None, tta: bool, batch_size: int, device: str,
+                overlap: str, margin: int | None, stride: int | None, screen: int | None,
+                screen_threshold: float, screen_margin: int | None, tta: bool,
+                batch_size: int, device: str,
                 map_downsample: float, threshold: float, workers: int, scheduler: str | None,
-                threads: int | None, read_threads: int | None, quiet: bool) -> None:
+                threads: int | None, read_threads: int | None, force: bool,
+                quiet: bool) -> None:
     """Whole-slide tumor maps, lesion detections and slide scores.
 
     \b
@@ -820,23 +843,21 @@ def predict_cmd(slides: str, checkpoint: str, out: str, level: int | None, windo
     from pathlib import Path
 
     from lymph.data.errors import ConfigError
-    from lymph.model.predict import PredictConfig, list_slides, predict_slides
+    from lymph.model.predict import PredictConfig, run
 
-    if window is not None and stride is not None and stride > window:
-        raise click.BadParameter(
-            f"--stride {stride} > --window {window} would leave gaps: use at most the window "
-            "(half of it blends best)", param_hint="--stride")
     try:
         config = PredictConfig(
-            checkpoint=Path(checkpoint), out=Path(out), level=level, window=window,
-            stride=stride, tta=tta, batch_size=batch_size, device=device,
+            checkpoint=Path(checkpoint), out=Path(out), slides=Path(slides), level=level,
+            window=window, stride=stride, overlap=overlap, margin=margin, screen=screen,
+            screen_threshold=screen_threshold, screen_margin=screen_margin, tta=tta,
+            batch_size=batch_size, device=device,
             map_downsample=map_downsample, threshold=threshold, workers=workers,
-            scheduler=scheduler, threads=threads, read_threads=read_threads,
+            scheduler=scheduler, threads=threads, read_threads=read_threads, progress=not quiet,
+            force=force,
         )
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
-    items = list_slides(slides)
-    results = predict_slides(items, config, progress=not quiet)
+    results = run(config)
     ok = [r.value for r in results if r.value is not None]
     failed = [r for r in results if r.error is not None]
     click.echo(f"{len(ok)} of {len(results)} slide(s) predicted into {out}")

@@ -1,29 +1,37 @@
-"""Benchmark `lymph predict`: tissue megapixels per second and peak RSS on a 100,000 x 100,000
-synthetic slide, against a 25,000 x 25,000 one (memory flatness) and against the model alone on
-windows already in memory (pipeline overhead), all measured in the same run.
+"""Benchmark `lymph predict`: the old tiling against the new, side by side in one run.
 
-    .venv/bin/python bench/bench_predict.py                      # CPU, budget of windows
-    .venv/bin/python bench/bench_predict.py --gpu                # on a CUDA machine
-    .venv/bin/python bench/bench_predict.py --size 20000 --small 10000 --windows 40  # quick
+    .venv/bin/python bench/bench_predict.py                 # CPU, budgets of windows
+    .venv/bin/python bench/bench_predict.py --gpu           # on a CUDA machine
+    .venv/bin/python bench/bench_predict.py --skip-quality  # speed and memory only
 
-The small slide is made once with `lymph.data.synth.synth_slides` (1 tumor slide, seed 0) into
-``--cache`` and reused; the big one repeats its JPEG tiles (see ``make_tiled_slide``), or is
-synthesised too with ``--synth-big``. Every prediction runs in its own child process, so that
-each peak RSS (``ru_maxrss``) belongs to one slide alone. On a budget (``--windows N``) the
-child infers N tissue windows, a contiguous run from the middle of the tissue, but does
-everything else for the whole slide (thumbnail, tissue mask, the full-size map and its pyramidal
-TIFF, detections, overlay); the full-slide time is extrapolated from the measured rate and
-printed as such.
+**Old** is today's tiling before issue 12 (``overlap="half"``: windows of the training patch
+size every half window, Hann-blended: every pixel computed 4 times; contiguous tensors).
+**New** is the default (``overlap="margin"``: tiles of the training window whose margin is cut
+off, redundancy about 1.2; channels_last; large tiles for window-independent BatchNorm models).
+Both run with the same torch thread count (``--threads``).
 
-Tissue megapixels: each inferred window is credited with the level-0 area of one stride x stride
-cell (the area it newly covers), so the rate is independent of the overlap setting's
-double-counting; windows are those whose footprint touches tissue.
+1. Speed, same checkpoint and slide: an untrained default UNet (speed does not depend on the
+   weights; GroupNorm, and the BatchNorm variant) on the cached 25,000 px synthetic slide at
+   level 0, claiming 300 px patches as the paper's. Each run is a child process inferring a
+   contiguous run of tissue windows from the middle of the tissue (``--windows`` for the old
+   path, the same tissue area for the new) and doing everything else for the whole slide.
+   Tissue Mpx/s credits each window with the level-0 area of its stride x stride cell (the
+   area it newly covers), over read wait + model + blend (+ screen) seconds.
+2. Memory: peak RSS (``ru_maxrss`` of the child) of both on a 100,000 x 100,000 slide that
+   repeats the 25,000 px one's JPEG tiles (``make_tiled_slide``).
+3. Maps and scores, small synthetic worlds: a width-8 UNet of each norm trained here for
+   ``--train-steps`` steps on 64 px crops of a training world at level 2 (cached), then full
+   maps of a separate test world by old, new and coarse-to-fine (``--screen`` factors):
+   mean abs difference of the probability maps vs old (all map pixels, and pixels where
+   either map is non-zero), FROC and AUC by ``lymph.model.camelyon.evaluate_predictions``,
+   and inference seconds over the whole world (speed-ups vs old and vs new).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import resource
 import subprocess
@@ -37,6 +45,11 @@ ARCHS = {
     "default": {"base_width": 32, "depth": 4},  # the UNet lymph trains by default
     "tiny": {"base_width": 8, "depth": 3},
 }
+MODES = {
+    "old": {"overlap": "half", "channels_last": False},
+    "new": {"overlap": "margin", "channels_last": True},
+}
+WORLD_LEVEL, WORLD_PATCH = 2, 64
 
 
 def make_slide(cache: Path, size: int) -> tuple[Path, float]:
@@ -48,15 +61,8 @@ def make_slide(cache: Path, size: int) -> tuple[Path, float]:
     if path.is_file():
         return path, 0.0
     t0 = time.perf_counter()
-    synth_slides(
-        folder,
-        n_tumor=1,
-        n_normal=0,
-        size=(size, size),
-        seed=0,
-        progress=True,
-        workers=max(1, (os.cpu_count() or 1)),
-    )
+    synth_slides(folder, n_tumor=1, n_normal=0, size=(size, size), seed=0, progress=True,
+                 workers=max(1, (os.cpu_count() or 1)))
     return path, time.perf_counter() - t0
 
 
@@ -140,220 +146,300 @@ def make_tiled_slide(cache: Path, src: Path, size: int) -> tuple[Path, float]:
     return path, time.perf_counter() - t0
 
 
-def make_checkpoint(cache: Path, arch: str) -> Path:
-    """An untrained UNet of ``arch`` (speed does not depend on the weights), claiming 300 px
-    patches at level 0 like the paper's."""
+def make_checkpoint(cache: Path, arch: str, norm: str) -> Path:
+    """An untrained UNet of ``arch`` and ``norm``, claiming 300 px patches at level 0."""
     import torch
 
     from lymph.model.checkpoint import save_checkpoint
     from lymph.model.unet import UNet, UNetConfig
 
-    path = cache / f"model_{arch}.pt"
+    path = cache / f"model_{arch}_{norm}.pt"
     if not path.is_file():
-        torch.manual_seed(0)
-        model = UNet(UNetConfig(**ARCHS[arch]))
-        save_checkpoint(
-            path, model=model, config={"store": {"patch_size": 300, "level": 0}, "stage": "bench"}
-        )
+        model = UNet(UNetConfig(**ARCHS[arch], norm=norm),
+                     generator=torch.Generator().manual_seed(0))
+        save_checkpoint(path, model=model,
+                        config={"store": {"patch_size": 300, "level": 0}, "stage": "bench"})
     return path
 
 
-def child_predict(args: argparse.Namespace) -> dict:
-    """Model alone (the baseline, warmed up) then the whole pipeline, in this one process."""
-    from lymph.model.predict import predict_slide
+def infer_seconds(r: dict) -> float:
+    t = r["timings"]
+    return sum(t.get(k, 0.0) for k in ("read_wait", "model", "blend", "screen"))
 
-    base = child_model_only(args)
+
+def child_predict(args: argparse.Namespace) -> dict:
+    """One predict_slide in this (child) process: its result, wall time and peak RSS."""
+    from lymph.model.predict import PredictConfig, predict_slide
+
+    config = PredictConfig(checkpoint=args.child_ckpt, out=args.child_out, device=args.device,
+                           batch_size=args.batch_size, read_threads=args.read_threads,
+                           max_windows=args.child_windows or None, progress=False,
+                           threads=args.threads, force=True, **MODES[args.child_mode])
     t0 = time.perf_counter()
-    res = predict_slide(
-        args.child_slide,
-        checkpoint=args.child_ckpt,
-        out_dir=args.child_out,
-        device=args.device,
-        batch_size=args.batch_size,
-        read_threads=args.read_threads,
-        max_windows=args.windows or None,
-        progress=False,
-        threads=args.threads,
-    )
-    wall = time.perf_counter() - t0
-    out = res.to_dict()
-    out["wall_s"] = wall
+    out = predict_slide(args.child_slide, config).to_dict()
+    out["wall_s"] = time.perf_counter() - t0
     out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    out["model_only"] = base
     return out
 
 
-def child_model_only(args: argparse.Namespace) -> dict:
-    """The model alone on windows already in memory: the rate the pipeline aims at."""
-    import torch
-
-    from lymph.model.checkpoint import load_model
-    from lymph.model.infer import predict_probs, resolve_device
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    from lymph.model.predict import plan_grid
-
-    dev = resolve_device(args.device)
-    model, ckpt = load_model(args.child_ckpt, device=dev)
-    patch = ckpt["config"]["store"]["patch_size"]
-    grid = plan_grid((10**5, 10**5), 1.0, level=0, patch_size=patch, multiple=model.multiple)
-    window, stride = grid.window, grid.stride
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, (args.batch_size, window, window, 3), dtype=np.uint8)
-    with torch.inference_mode():
-        predict_probs(model, images, device=dev, batch_size=args.batch_size)  # warm-up
-        n, t0 = 0, time.perf_counter()
-        while n < max(args.batch_size, args.model_windows):
-            predict_probs(model, images, device=dev, batch_size=args.batch_size)
-            n += len(images)
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
-        seconds = time.perf_counter() - t0
-    return {
-        "windows": n,
-        "seconds": seconds,
-        "window": window,
-        "tissue_mpx_per_s": n * stride * stride / 1e6 / seconds,
-    }
-
-
-def run_child(argv: list[str]) -> dict:
+def run_child(args: argparse.Namespace, *, slide: Path, ckpt: Path, mode: str, windows: int,
+              out: Path) -> dict:
+    argv = ["--child", "--child-slide", str(slide), "--child-ckpt", str(ckpt), "--child-mode",
+            mode, "--child-windows", str(windows), "--child-out", str(out), "--device",
+            args.device, "--batch-size", str(args.batch_size), "--read-threads",
+            str(args.read_threads), "--threads", str(args.threads)]
     proc = subprocess.run([sys.executable, __file__, *argv], capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"child {argv} failed:\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    r = json.loads(proc.stdout.strip().splitlines()[-1])
+    r["rate"] = r["tissue_mpx"] / max(infer_seconds(r), 1e-9)
+    return r
 
 
-def main() -> None:
+def new_stride(ckpt: Path) -> int:
+    """The new path's stride for ``ckpt`` at level 0 (what plan_slide will choose)."""
+    from lymph.model.checkpoint import load_model
+    from lymph.model.predict import fitted_tile, plan_grid, window_independent
+
+    model, c = load_model(ckpt)
+    patch = c["config"]["store"]["patch_size"]
+    window = fitted_tile((10**5, 10**5), patch) if window_independent(model) else None
+    return plan_grid((10**5, 10**5), 1.0, level=0, patch_size=window or patch,
+                     multiple=model.multiple, window=window, overlap="margin").stride
+
+
+def same_area_windows(windows: int, old_stride: int, new_stride: int) -> int:
+    return max(1, math.ceil(windows * old_stride**2 / new_stride**2))
+
+
+def speed_and_memory(args: argparse.Namespace) -> None:
+    """Parts 1 and 2 (see the module doc)."""
+    small, made = make_slide(args.cache, args.small)
+    if made:
+        print(f"made {small} in {made:.0f} s (synth_slides)")
+    big, made = make_tiled_slide(args.cache, small, args.size)
+    print(f"big slide {big}{f', made in {made:.0f} s' if made else ''}")
+    print("\n| norm | slide | path | window | stride | margin | windows | tissue Mpx | "
+          "infer s | tissue Mpx/s | new / old | peak RSS MB |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for norm in args.norms:
+        ckpt = make_checkpoint(args.cache, args.arch, norm)
+        slides = [(args.small, small)] + ([(args.size, big)] if norm == args.norms[0] else [])
+        for size, slide in slides:
+            old = run_child(args, slide=slide, ckpt=ckpt, mode="old", windows=args.windows,
+                            out=args.cache / f"out_{size}_{norm}_old")
+            new_windows = same_area_windows(args.windows, old["stride"], new_stride(ckpt))
+            new = run_child(args, slide=slide, ckpt=ckpt, mode="new", windows=new_windows,
+                            out=args.cache / f"out_{size}_{norm}_new")
+            for name, r in (("old", old), ("new", new)):
+                ratio = f"{r['rate'] / old['rate']:.2f}" if name == "new" else "1"
+                print(f"| {norm} | {size:,} | {name} | {r['window']} | {r['stride']} | "
+                      f"{r['margin']} | {r['n_windows']} | {r['tissue_mpx']:.2f} | "
+                      f"{infer_seconds(r):.1f} | {r['rate']:.4f} | {ratio} | "
+                      f"{r['peak_rss_mb']:.0f} |")
+
+
+# --- part 3: maps and scores on small synthetic worlds ---------------------------------------
+
+
+def make_world(cache: Path, name: str, *, n_tumor: int, n_normal: int, seed: int,
+               size: tuple[int, int]) -> Path:
+    from lymph.data.synth import synth_slides
+
+    folder = cache / f"world_{name}_{size[0]}x{size[1]}_s{seed}"
+    if not (folder / "reference.csv").is_file():
+        synth_slides(folder, n_tumor=n_tumor, n_normal=n_normal, size=size, seed=seed,
+                     workers=max(1, os.cpu_count() or 1))
+    return folder
+
+
+def _level_image(path: Path, level: int) -> tuple[np.ndarray, float]:
+    from lymph.data.slides import open_slide
+
+    with open_slide(path) as r:
+        return r.read_region((0, 0), level, r.level_dimensions[level]), r.level_downsamples[level]
+
+
+def _training_pairs(world: Path) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(level-2 RGB, tumor mask at that level) of each tumor slide of the world."""
+    from lymph.data.slides import open_slide
+
+    pairs = []
+    for slide in sorted(world.glob("tumor_*.tif")):
+        if slide.stem.endswith("_mask"):
+            continue
+        rgb, ds = _level_image(slide, WORLD_LEVEL)
+        with open_slide(slide.with_name(f"{slide.stem}_mask.tif")) as m:
+            full = m.read_region((0, 0), 0, m.dimensions)[..., 0] > 127
+        d = int(round(ds))
+        h, w = rgb.shape[0], rgb.shape[1]
+        mask = full[: h * d, : w * d].reshape(h, d, w, d).mean(axis=(1, 3)) > 0.5
+        pairs.append((rgb, mask))
+    return pairs
+
+
+def train_tiny(cache: Path, world: Path, *, norm: str, steps: int, seed: int = 0) -> Path:
+    """A width-8 depth-3 UNet trained for ``steps`` steps (batch 16, 64 px crops at level 2,
+    half of them centred on tumor, flips; BCE, Adam 3e-3), cached."""
+    import torch
+
+    from lymph.model.checkpoint import save_checkpoint
+    from lymph.model.unet import UNet, UNetConfig
+
+    path = cache / f"tiny_{norm}_{steps}_{world.name}.pt"
+    if path.is_file():
+        return path
+    rng = np.random.default_rng(seed)
+    model = UNet(UNetConfig(base_width=8, depth=3, norm=norm),
+                 generator=torch.Generator().manual_seed(seed))
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    pairs, p = _training_pairs(world), WORLD_PATCH
+    model.train()
+    for _ in range(steps):
+        xs, ys = [], []
+        for i in range(16):
+            rgb, mask = pairs[rng.integers(len(pairs))]
+            hot = np.argwhere(mask)
+            if i % 2 == 0 and len(hot):
+                cy, cx = hot[rng.integers(len(hot))]
+            else:
+                cy, cx = rng.integers(mask.shape[0]), rng.integers(mask.shape[1])
+            y0 = int(np.clip(cy - p // 2, 0, rgb.shape[0] - p))
+            x0 = int(np.clip(cx - p // 2, 0, rgb.shape[1] - p))
+            flip = rng.integers(2, size=2)
+            img, lab = rgb[y0 : y0 + p, x0 : x0 + p], mask[y0 : y0 + p, x0 : x0 + p]
+            if flip[0]:
+                img, lab = img[::-1], lab[::-1]
+            if flip[1]:
+                img, lab = img[:, ::-1], lab[:, ::-1]
+            xs.append(np.ascontiguousarray(img))
+            ys.append(np.ascontiguousarray(lab))
+        x = torch.from_numpy(np.stack(xs)).permute(0, 3, 1, 2).float() / 255
+        y = torch.from_numpy(np.stack(ys)).float()[:, None]
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(model(x).mask_logits, y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    save_checkpoint(path, model=model, step=steps, config={
+        "store": {"patch_size": WORLD_PATCH, "level": WORLD_LEVEL}, "stage": "finetune",
+        "bench": {"steps": steps, "seed": seed, "world": world.name}})
+    return path
+
+
+def predict_world(world: Path, ckpt: Path, out: Path, args: argparse.Namespace,
+                  **mode: object) -> dict:
+    """Full maps of every slide of ``world``; inference seconds, FROC and AUC."""
+    from lymph.model.camelyon import evaluate_predictions
+    from lymph.model.predict import PredictConfig, list_slides, predict_slides
+
+    config = PredictConfig(checkpoint=ckpt, out=out, device=args.device, threads=args.threads,
+                           thumb_size=1024, progress=False, force=True, **mode)  # type: ignore
+    results = predict_slides(list_slides(world), config, progress=False)
+    errors = [r.error for r in results if r.error]
+    if errors:
+        raise RuntimeError(errors)
+    values = [r.value for r in results]
+    scores = evaluate_predictions(slides_dir=world, annotations_dir=None, predictions_dir=out,
+                                  labels_csv=world / "reference.csv")
+    return {"seconds": sum(infer_seconds(v.to_dict()) for v in values),
+            "windows": sum(v.n_windows for v in values),
+            "screen_windows": sum(v.n_screen_windows for v in values),
+            "froc": scores["froc"], "auc": scores["auc"], "out": out,
+            "names": [v.slide for v in values]}
+
+
+def map_diff(a: Path, b: Path, names: list[str]) -> tuple[float, float]:
+    """Mean abs difference of two folders' maps (probabilities): all pixels, and pixels where
+    either map is non-zero (tissue the model saw)."""
+    import tifffile
+
+    total = tissue = 0.0
+    n_all = n_tissue = 0
+    for name in names:
+        x = tifffile.imread(a / f"{name}_tumor_map.tif").astype(np.float64) / 255
+        y = tifffile.imread(b / f"{name}_tumor_map.tif").astype(np.float64) / 255
+        d, seen = np.abs(x - y), (x > 0) | (y > 0)
+        total, n_all = total + d.sum(), n_all + d.size
+        tissue, n_tissue = tissue + d[seen].sum(), n_tissue + int(seen.sum())
+    return total / max(n_all, 1), tissue / max(n_tissue, 1)
+
+
+def maps_and_scores(args: argparse.Namespace) -> None:
+    """Part 3 (see the module doc)."""
+    size = tuple(int(v) for v in args.world_size.lower().split("x"))
+    train = make_world(args.cache, "train", n_tumor=2, n_normal=0, seed=0, size=size)
+    test = make_world(args.cache, "test", n_tumor=2, n_normal=1, seed=1, size=size)
+    print(f"\nworlds {train.name} (training), {test.name} (test), level {WORLD_LEVEL}, "
+          f"{WORLD_PATCH} px patches, {args.train_steps} training steps")
+    print("| norm | path | windows (+screen) | infer s | speed-up vs old | vs new | "
+          "mean abs diff vs old (all / tissue) | FROC | AUC |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for norm in args.norms:
+        ckpt = train_tiny(args.cache, train, norm=norm, steps=args.train_steps)
+        runs = {name: predict_world(test, ckpt, args.cache / f"q_{norm}_{name}", args, **m)
+                for name, m in MODES.items()}
+        for f in args.screen:
+            runs[f"coarse-to-fine x{f}"] = predict_world(
+                test, ckpt, args.cache / f"q_{norm}_c2f{f}", args, **MODES["new"], screen=f)
+        old, new = runs["old"], runs["new"]
+        for name, r in runs.items():
+            diff = map_diff(old["out"], r["out"], old["names"])
+            print(f"| {norm} | {name} | {r['windows']} (+{r['screen_windows']}) | "
+                  f"{r['seconds']:.2f} | {old['seconds'] / r['seconds']:.2f} | "
+                  f"{new['seconds'] / r['seconds']:.2f} | {diff[0]:.4f} / {diff[1]:.4f} | "
+                  f"{r['froc']:.3f} | {r['auc']:.3f} |")
+
+
+def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--size", type=int, default=100_000, help="big slide side, px")
-    p.add_argument("--small", type=int, default=25_000, help="small slide side, px (flatness)")
-    p.add_argument(
-        "--windows",
-        type=int,
-        default=None,
-        help="windows inferred per slide (0: all) [default: 48 on CPU, 30000 on GPU]",
-    )
+    p.add_argument("--size", type=int, default=100_000, help="big slide side, px (memory)")
+    p.add_argument("--small", type=int, default=25_000, help="slide side, px (speed)")
+    p.add_argument("--windows", type=int, default=None,
+                   help="old-path windows per speed run [default: 24 CPU, 3000 GPU]")
     p.add_argument("--arch", choices=sorted(ARCHS), default="default")
-    p.add_argument("--gpu", action="store_true", help="device cuda, batch 64, 12 reader threads")
+    p.add_argument("--norms", default="group,batch", help="UNet norms to measure")
+    p.add_argument("--gpu", action="store_true", help="device cuda, batch 64, 12 readers")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--read-threads", type=int, default=None)
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.add_argument(
-        "--model-windows",
-        type=int,
-        default=None,
-        help="windows for the model-only baseline [default: 16 CPU, 2048 GPU]",
-    )
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads, both paths")
+    p.add_argument("--world-size", default="6144x4608", help="synthetic worlds' level-0 size")
+    p.add_argument("--train-steps", type=int, default=300)
+    p.add_argument("--screen", default="2,4", help="coarse-to-fine factors to measure")
+    p.add_argument("--skip-quality", action="store_true")
+    p.add_argument("--skip-speed", action="store_true")
     p.add_argument("--cache", type=Path, default=Path("/tmp/lymph-bench"))
-    p.add_argument(
-        "--synth-big",
-        action="store_true",
-        help="synthesise the big slide with synth_slides (about 25 CPU-minutes at "
-        "100k) instead of repeating the small one",
-    )
-    # child mode (internal)
-    p.add_argument("--child", choices=["predict"], help=argparse.SUPPRESS)
-    p.add_argument("--child-slide", type=Path, help=argparse.SUPPRESS)
-    p.add_argument("--child-ckpt", type=Path, help=argparse.SUPPRESS)
-    p.add_argument("--child-out", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--device", default="cpu", help=argparse.SUPPRESS)
+    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    for name in ("slide", "ckpt", "out"):
+        p.add_argument(f"--child-{name}", type=Path, help=argparse.SUPPRESS)
+    p.add_argument("--child-mode", choices=sorted(MODES), help=argparse.SUPPRESS)
+    p.add_argument("--child-windows", type=int, default=0, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.gpu:
         args.device = "cuda"
     gpu = args.device == "cuda"
     args.batch_size = args.batch_size or (64 if gpu else 8)
     args.read_threads = args.read_threads or (min(12, os.cpu_count() or 1) if gpu else 1)
-    args.windows = (30000 if gpu else 48) if args.windows is None else args.windows
-    args.model_windows = args.model_windows or (2048 if gpu else 16)
+    args.windows = (3000 if gpu else 24) if args.windows is None else args.windows
+    args.norms = [n for n in args.norms.split(",") if n]
+    args.screen = [int(f) for f in args.screen.split(",") if f]
+    return args
 
-    if args.child == "predict":
+
+def main() -> None:
+    args = parse_args()
+    if args.child:
         print(json.dumps(child_predict(args)))
         return
-
     args.cache.mkdir(parents=True, exist_ok=True)
-    ckpt = make_checkpoint(args.cache, args.arch)
-    common = [
-        "--child-ckpt",
-        str(ckpt),
-        "--device",
-        args.device,
-        "--batch-size",
-        str(args.batch_size),
-        "--read-threads",
-        str(args.read_threads),
-        "--windows",
-        str(args.windows),
-        "--model-windows",
-        str(args.model_windows),
-    ]
-    if args.threads:
-        common += ["--threads", str(args.threads)]
-    print(
-        f"device {args.device}, model {args.arch} {ARCHS[args.arch]}, batch {args.batch_size}, "
-        f"{args.read_threads} reader thread(s), "
-        f"{'all' if not args.windows else args.windows} window(s) per slide, "
-        f"{os.cpu_count()} CPU(s)"
-    )
-    rows = {}
-    small_slide, made_s = make_slide(args.cache, args.small)
-    if made_s:
-        print(f"made {small_slide} in {made_s:.0f} s (synth_slides)")
-    if args.synth_big:
-        big_slide, made_s = make_slide(args.cache, args.size)
-        how = "synth_slides"
-    else:
-        big_slide, made_s = make_tiled_slide(args.cache, small_slide, args.size)
-        how = f"the {args.small:,} px synthetic slide repeated"
-    print(f"big slide: {big_slide} ({how}){f', made in {made_s:.0f} s' if made_s else ''}")
-    for size, slide in ((args.small, small_slide), (args.size, big_slide)):
-        out = args.cache / f"out_{size}"
-        r = run_child(
-            ["--child", "predict", "--child-slide", str(slide), "--child-out", str(out), *common]
-        )
-        rows[size] = r
-
-    print()
-    print(
-        "| slide | tissue windows | inferred | thumb+tissue s | read s | read wait s | model s | "
-        "blend s | map TIFF s | outputs s | tissue Mpx/s | model alone Mpx/s | pipeline / "
-        "model | peak RSS MB | full-slide est. s |"
-    )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for size, r in rows.items():
-        t = r["timings"]
-        infer_s = t["read_wait"] + t["model"] + t["blend"]
-        rate = r["tissue_mpx"] / infer_s if infer_s else float("nan")
-        fixed = t["tissue"] + t["write_map"] + t["write_outputs"]
-        est = r["n_tissue_windows"] / max(r["n_windows"], 1) * infer_s + fixed
-        r["rate"] = rate
-        print(
-            f"| {size:,} x {size:,} | {r['n_tissue_windows']:,} | {r['n_windows']:,} | "
-            f"{t['tissue']:.1f} | "
-            f"{t['read']:.1f} | {t['read_wait']:.1f} | {t['model']:.1f} | {t['blend']:.2f} | "
-            f"{t['write_map']:.1f} | {t['write_outputs']:.1f} | {rate:.4f} | "
-            f"{r['model_only']['tissue_mpx_per_s']:.4f} | "
-            f"{rate / r['model_only']['tissue_mpx_per_s']:.2f} | "
-            f"{r['peak_rss_mb']:.0f} | {est:,.0f} |"
-        )
-    big, small = rows[args.size], rows[args.small]
-    print()
-    base = big["model_only"]
-    print(
-        f"model alone (same process, warmed up, before the big slide): {base['windows']} "
-        f"{base['window']} px windows in {base['seconds']:.1f} s"
-    )
-    print(
-        f"peak RSS big / small ({(args.size / args.small) ** 2:.0f}x the pixels): "
-        f"{big['peak_rss_mb'] / small['peak_rss_mb']:.2f} "
-        f"({big['peak_rss_mb']:.0f} MB vs {small['peak_rss_mb']:.0f} MB)"
-    )
-    print(f"rate big / small: {big['rate'] / small['rate']:.2f}")
-    print(
-        f"map: {big['map_size'][0]:,} x {big['map_size'][1]:,} px at downsample "
-        f"{big['map_downsample']:g}, window {big['window']}, stride {big['stride']}"
-    )
+    print(f"device {args.device}, model {args.arch} {ARCHS[args.arch]}, norms {args.norms}, "
+          f"batch {args.batch_size}, {args.threads} torch thread(s), {args.read_threads} "
+          f"reader(s), {args.windows} old-path window(s) per speed run, {os.cpu_count()} CPU(s)")
+    if not args.skip_speed:
+        speed_and_memory(args)
+    if not args.skip_quality:
+        maps_and_scores(args)
 
 
 if __name__ == "__main__":

@@ -8,12 +8,17 @@ any, is left as it was.
 
 Temporary names are ``.<name>.<pid>.tmp``; :func:`remove_stale_temps` clears those a killed
 writer left behind.
+
+:class:`OutputManifest` keeps ``.lymph-outputs.json`` in an output folder: what lymph wrote there
+(size, sha256), so that a command never overwrites a file it did not write (an annotation, a
+user's edit) unless told to (``--force``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import os
 from collections.abc import Iterator
@@ -23,11 +28,15 @@ from typing import Any
 from lymph.data.errors import OutputError
 
 __all__ = [
+    "MANIFEST_NAME",
+    "OutputManifest",
     "atomic_path",
     "atomic_write_bytes",
     "atomic_write_json",
     "atomic_write_text",
+    "ensure_dir",
     "explain_os_error",
+    "file_lock",
     "remove_stale_temps",
     "temp_name",
 ]
@@ -119,3 +128,147 @@ def remove_stale_temps(path: str | os.PathLike[str]) -> list[Path]:
                 p.unlink()
                 removed.append(p)
     return removed
+
+
+def ensure_dir(path: str | os.PathLike[str]) -> Path:
+    """``path`` as an existing folder (made if missing); OutputError naming it when it cannot be
+    made (read-only mount, permissions, a regular file in the way)."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"cannot write into {path}: it is a regular file, not a folder; "
+                          "choose another --out")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise explain_os_error(path, exc) from exc
+    return path
+
+
+@contextlib.contextmanager
+def file_lock(path: str | os.PathLike[str]) -> Iterator[None]:
+    """An exclusive lock on the lock file ``path`` for the block (POSIX flock; no lock where
+    fcntl is missing). OutputError when the lock file cannot be created (read-only folder)."""
+    path = Path(path)
+    ensure_dir(path.parent)
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    try:
+        fh = open(path, "a")  # noqa: SIM115 - held for the block
+    except OSError as exc:
+        raise explain_os_error(path, exc) from exc
+    with fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+# --- the output manifest ------------------------------------------------------------------------
+
+MANIFEST_NAME = ".lymph-outputs.json"
+
+
+def _digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+class OutputManifest:
+    """What lymph wrote into one output folder, so that it never overwrites anything else.
+
+    ``folder/.lymph-outputs.json`` maps each file's path relative to the folder to its
+    ``size`` and ``sha256`` as lymph wrote it (``{"pending": true}`` while it is being written,
+    so a writer killed mid-way still owns the file on the rerun). Before writing a file,
+    :meth:`check` refuses (OutputError naming it) a file that exists and is not in the manifest,
+    or whose content changed since lymph wrote it (an annotation, a file the user edited);
+    ``force=True`` overwrites anyway. :meth:`writing` wraps one write: check, mark pending,
+    write, record. Updates are merged under a lock, so several processes may share a folder.
+    """
+
+    def __init__(self, folder: str | os.PathLike[str], *, force: bool = False) -> None:
+        self.folder = Path(folder)
+        self.path = self.folder / MANIFEST_NAME
+        self.force = force
+
+    def _key(self, path: Path) -> str:
+        try:
+            return Path(path).resolve().relative_to(self.folder.resolve()).as_posix()
+        except ValueError:
+            raise OutputError(f"{path} is outside the output folder {self.folder}") from None
+
+    def entries(self) -> dict[str, dict[str, Any]]:
+        """The manifest's entries ({} when there is none yet or it is unreadable)."""
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        files = data.get("files") if isinstance(data, dict) else None
+        return files if isinstance(files, dict) else {}
+
+    def owns(self, path: Path, entries: dict[str, dict[str, Any]] | None = None) -> bool:
+        """Whether lymph may overwrite ``path``: missing, pending, or unchanged since written."""
+        path = Path(path)
+        if not path.exists():
+            return True
+        entry = (self.entries() if entries is None else entries).get(self._key(path))
+        if not isinstance(entry, dict):
+            return False
+        if entry.get("pending"):
+            return True
+        try:
+            return entry.get("size") == path.stat().st_size and entry.get("sha256") == _digest(
+                path
+            )
+        except OSError:
+            return False
+
+    def check(self, *paths: str | os.PathLike[str]) -> None:
+        """OutputError naming the first of ``paths`` lymph did not write (or that changed since
+        it did), unless ``force``."""
+        if self.force:
+            return
+        entries = self.entries()
+        for path in map(Path, paths):
+            if not self.owns(path, entries):
+                raise OutputError(
+                    f"{path} exists and lymph did not write it (or it changed since; it is not "
+                    f"in {MANIFEST_NAME}): refusing to overwrite it; choose another --out, or "
+                    "pass --force to overwrite"
+                )
+
+    def ensure_writable(self) -> None:
+        """Make the folder and take the manifest's lock once: OutputError now, before any work,
+        when the folder is read-only."""
+        with file_lock(self.folder / f"{MANIFEST_NAME}.lock"):
+            pass
+
+    def _update(self, changes: dict[str, dict[str, Any]]) -> None:
+        with file_lock(self.folder / f"{MANIFEST_NAME}.lock"):
+            files = self.entries()
+            files.update(changes)
+            atomic_write_json(self.path, {"format": "lymph-outputs", "version": 1,
+                                          "files": dict(sorted(files.items()))})
+
+    def mark_pending(self, *paths: str | os.PathLike[str]) -> None:
+        self._update({self._key(Path(p)): {"pending": True} for p in paths})
+
+    def record(self, *paths: str | os.PathLike[str]) -> None:
+        """Record ``paths`` as lymph wrote them now (size and sha256)."""
+        self._update({self._key(Path(p)): {"size": Path(p).stat().st_size,
+                                           "sha256": _digest(Path(p))} for p in paths})
+
+    @contextlib.contextmanager
+    def writing(self, path: str | os.PathLike[str]) -> Iterator[Path]:
+        """Check ``path``, mark it pending, let the block write it, record what it wrote."""
+        path = Path(path)
+        self.check(path)
+        self.mark_pending(path)
+        yield path
+        self.record(path)

@@ -21,7 +21,6 @@ Tiles are 8-bit, RGB (JPEG as YCbCr 4:2:0, or deflate) or single channel (deflat
 
 from __future__ import annotations
 
-import os
 import tempfile
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -234,6 +233,180 @@ def _resize_nearest(image: np.ndarray, max_size: int) -> np.ndarray:
     return image[ys][:, xs]
 
 
+@dataclass(frozen=True)
+class _Spec:
+    """The validated settings of one pyramid (see ``write_pyramidal_tiff``)."""
+
+    width: int
+    height: int
+    channels: int
+    tile: int
+    compression: str
+    quality: int
+    mpp: float | None
+    layout: str
+    factor: int
+    dims: tuple[tuple[int, int], ...]
+    bigtiff: bool
+
+    def shape(self, width: int, height: int) -> tuple[int, ...]:
+        return (height, width, self.channels) if self.channels == 3 else (height, width)
+
+    def resolution(self, level: int) -> dict:
+        """Resolution tags of ``level`` (none without an mpp)."""
+        if self.mpp is None:
+            return {}
+        px_per_cm = 1e4 / (self.mpp * self.factor**level)
+        return {"resolution": (px_per_cm, px_per_cm), "resolutionunit": "CENTIMETER"}
+
+    def aperio_level_description(self, width: int, height: int) -> str:
+        return f"{APERIO_SOFTWARE} \r\n{self.width}x{self.height} -> {width}x{height} - |"
+
+
+def _check_settings(
+    *, channels: int, compression: str, layout: str, downsample: str, tile: int, quality: int,
+    mpp: float | None,
+) -> None:
+    """ConfigError for any setting ``write_pyramidal_tiff`` cannot write."""
+    if channels not in (1, 3):
+        raise ConfigError(f"channels must be 1 or 3, got {channels}")
+    if compression not in COMPRESSIONS:
+        raise ConfigError(f"compression must be one of {COMPRESSIONS}, got {compression!r}")
+    if layout not in LAYOUTS:
+        raise ConfigError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    if layout == "aperio" and channels != 3:
+        raise ConfigError("the aperio layout needs RGB (channels=3)")
+    if downsample not in DOWNSAMPLE_MODES:
+        raise ConfigError(f"downsample must be one of {DOWNSAMPLE_MODES}, got {downsample!r}")
+    if tile < 16 or tile % 16:
+        raise ConfigError(f"tile must be a positive multiple of 16, got {tile}")
+    if not 1 <= quality <= 100:
+        raise ConfigError(f"quality must be in 1..100, got {quality}")
+    if mpp is not None and not mpp > 0:
+        raise ConfigError(f"mpp must be positive, got {mpp}")
+
+
+class _Builder:
+    """Streams level 0 and builds the lower levels from it, spooling their encoded tiles."""
+
+    def __init__(self, spec: _Spec, rows: RowSource, *, downsample: str, workers: int,
+                 spool: BinaryIO, progress: Callable[[int], None] | None) -> None:
+        self.spec = spec
+        self.rows = rows
+        self.spool = spool
+        self.progress = progress
+        self.encoder = _Encoder(spec.compression, spec.quality, spec.channels)
+        self.levels = [
+            _Level(i, w, h, factor=spec.factor, tile=spec.tile, channels=spec.channels,
+                   mode=downsample)
+            for i, (w, h) in enumerate(spec.dims)
+            if i > 0
+        ]
+        self.last_raw: list[np.ndarray] = []  # the smallest level, kept whole
+        self.pool = ThreadPoolExecutor(max_workers=workers) if workers > 1 else None
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown()
+
+    def encode_all(self, tiles: list[np.ndarray]) -> list[bytes]:
+        if self.pool is None:
+            return [self.encoder(t) for t in tiles]
+        return list(self.pool.map(self.encoder, tiles))
+
+    def push_down(self, rows_parent: np.ndarray, depth: int, *, last: bool) -> None:
+        """Feed rows of level depth-1 into level depth (index into ``levels``)."""
+        if depth > len(self.levels):
+            return
+        lvl = self.levels[depth - 1]
+        out = lvl.feed(rows_parent, last=last)
+        if out.shape[0]:
+            lvl.rows_out = np.concatenate([lvl.rows_out, out], axis=0)
+        if depth == len(self.levels) and out.shape[0]:
+            self.last_raw.append(out)
+        tile = self.spec.tile
+        while lvl.rows_out.shape[0] >= tile or (last and lvl.rows_out.shape[0]):
+            strip, lvl.rows_out = lvl.rows_out[:tile], lvl.rows_out[tile:]
+            for data in self.encode_all(_tiles_of_row(strip, tile)):
+                offset = self.spool.tell()
+                self.spool.write(data)
+                lvl.tiles.append((offset, len(data)))
+        self.push_down(out, depth + 1, last=last)
+
+    def level0_tiles(self) -> Iterator[bytes]:
+        spec, tile = self.spec, self.spec.tile
+        n_rows0 = -(-spec.height // tile)
+        for i in range(n_rows0):
+            h = min(tile, spec.height - i * tile)
+            strip = _as_strip(self.rows(i), spec.channels)
+            if strip.shape[:2] != (h, spec.width):
+                raise ConfigError(
+                    f"rows({i}) returned {strip.shape[:2]}, expected ({h}, {spec.width})"
+                )
+            if not self.levels:
+                self.last_raw.append(strip)
+            encoded = self.encode_all(_tiles_of_row(strip, tile))
+            # tifffile stops pulling after the last tile: finish this row's work first
+            self.push_down(strip, 1, last=i == n_rows0 - 1)
+            if self.progress is not None:
+                self.progress(h)
+            yield from encoded
+
+    def spooled_tiles(self, lvl: _Level) -> Iterator[bytes]:
+        for offset, length in lvl.tiles:
+            self.spool.seek(offset)
+            yield self.spool.read(length)
+
+
+def _write_pages(tif: tifffile.TiffWriter, b: _Builder, *, thumbnail_size: int,
+                 label: np.ndarray | None, macro: np.ndarray | None,
+                 aperio_fields: dict | None) -> None:
+    """Level 0, the Aperio thumbnail, the lower levels and the Aperio associated images."""
+    spec = b.spec
+    aperio = spec.layout == "aperio"
+    common = {"dtype": np.uint8, "tile": (spec.tile, spec.tile), "metadata": None,
+              **b.encoder.write_args()}
+    description0 = None
+    if aperio:
+        description0 = _aperio_description(
+            spec.width, spec.height, tile=spec.tile, quality=spec.quality, mpp=spec.mpp,
+            extra=dict(aperio_fields or {}),
+        )
+    tif.write(b.level0_tiles(), shape=spec.shape(spec.width, spec.height),
+              description=description0, subfiletype=0, **spec.resolution(0), **common)
+    smallest = np.concatenate(b.last_raw, axis=0)
+    if aperio:
+        thumb = _resize_nearest(smallest, thumbnail_size)
+        tif.write(thumb, photometric="rgb", compression="jpeg", compressionargs={"level": 90},
+                  rowsperstrip=16, metadata=None,
+                  description=spec.aperio_level_description(thumb.shape[1], thumb.shape[0]))
+    for lvl in b.levels:
+        desc = spec.aperio_level_description(lvl.width, lvl.height) if aperio else None
+        tif.write(b.spooled_tiles(lvl), shape=spec.shape(lvl.width, lvl.height),
+                  description=desc, subfiletype=0 if aperio else 1,
+                  **spec.resolution(lvl.index), **common)
+    if aperio:
+        _write_aperio_associated(tif, smallest, label=label, macro=macro)
+
+
+def _write_aperio_associated(tif: tifffile.TiffWriter, smallest: np.ndarray, *,
+                             label: np.ndarray | None, macro: np.ndarray | None) -> None:
+    """The Aperio ``label`` and ``macro`` stripped pages (made up from the image if None)."""
+    if label is None:
+        label = np.full((300, 300, 3), 235, np.uint8)
+    if macro is None:
+        macro = np.full((300, 900, 3), 200, np.uint8)
+        m = _resize_nearest(smallest, 280)
+        macro[10 : 10 + m.shape[0], 600 - m.shape[1] : 600] = m[:280, :590]
+    tif.write(np.ascontiguousarray(label, dtype=np.uint8), photometric="rgb",
+              compression="lzw", rowsperstrip=16, subfiletype=1, metadata=None,
+              description=f"{APERIO_SOFTWARE}\nlabel {label.shape[1]}x{label.shape[0]}")
+    tif.write(np.ascontiguousarray(macro, dtype=np.uint8), photometric="rgb",
+              compression="jpeg", compressionargs={"level": 90}, rowsperstrip=16,
+              subfiletype=9, metadata=None,
+              description=f"{APERIO_SOFTWARE}\nmacro {macro.shape[1]}x{macro.shape[0]}")
+
+
 def write_pyramidal_tiff(
     path: str | Path,
     rows: RowSource,
@@ -260,7 +433,8 @@ def write_pyramidal_tiff(
     """Write a tiled pyramidal TIFF from level-0 tile rows; memory stays flat in the size.
 
     Args:
-        path: output file (written to ``path + '.part'`` and renamed when complete).
+        path: output file, written atomically (``lymph.data.io.atomic_path``): a reader never
+            sees half a pyramid, and a failed write leaves the old file, if any, as it was.
         rows: ``rows(i)`` returns tile row i of level 0, uint8 (h, width[, channels]), h =
             min(tile, height - i * tile). Called once per i, in order.
         width, height: level-0 size in pixels.
@@ -278,190 +452,28 @@ def write_pyramidal_tiff(
         workers: threads encoding tiles.
         progress: called with the number of level-0 rows finished after each tile row.
     """
+    from lymph.data.io import atomic_path
+
     path = Path(path)
-    if channels not in (1, 3):
-        raise ConfigError(f"channels must be 1 or 3, got {channels}")
-    if compression not in COMPRESSIONS:
-        raise ConfigError(f"compression must be one of {COMPRESSIONS}, got {compression!r}")
-    if layout not in LAYOUTS:
-        raise ConfigError(f"layout must be one of {LAYOUTS}, got {layout!r}")
-    if layout == "aperio" and channels != 3:
-        raise ConfigError("the aperio layout needs RGB (channels=3)")
-    if downsample not in DOWNSAMPLE_MODES:
-        raise ConfigError(f"downsample must be one of {DOWNSAMPLE_MODES}, got {downsample!r}")
-    if tile < 16 or tile % 16:
-        raise ConfigError(f"tile must be a positive multiple of 16, got {tile}")
-    if not 1 <= quality <= 100:
-        raise ConfigError(f"quality must be in 1..100, got {quality}")
-    if mpp is not None and not mpp > 0:
-        raise ConfigError(f"mpp must be positive, got {mpp}")
+    _check_settings(channels=channels, compression=compression, layout=layout,
+                    downsample=downsample, tile=tile, quality=quality, mpp=mpp)
     dims = pyramid_dimensions(width, height, factor=factor, min_size=min_size)
     if bigtiff is None:
-        total = sum(w * h for w, h in dims) * channels
-        bigtiff = total > _BIGTIFF_THRESHOLD
-    encoder = _Encoder(compression, quality, channels)
-    levels = [
-        _Level(i, w, h, factor=factor, tile=tile, channels=channels, mode=downsample)
-        for i, (w, h) in enumerate(dims)
-        if i > 0
-    ]
-    n_rows0 = -(-height // tile)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    part = path.with_name(path.name + ".part")
-    last_raw: list[np.ndarray] = []  # the smallest level, kept whole (< min_size on a side)
-
-    def res(level: int) -> dict:
-        if mpp is None:
-            return {}
-        ds = factor**level
-        px_per_cm = 1e4 / (mpp * ds)
-        return {"resolution": (px_per_cm, px_per_cm), "resolutionunit": "CENTIMETER"}
-
-    pool = ThreadPoolExecutor(max_workers=max(1, workers)) if workers > 1 else None
-
-    def encode_all(tiles: list[np.ndarray]) -> list[bytes]:
-        if pool is None:
-            return [encoder(t) for t in tiles]
-        return list(pool.map(encoder, tiles))
-
-    spool_fh: BinaryIO
-    with tempfile.TemporaryFile(dir=path.parent, prefix=".pyramid-spool-") as spool_fh:
-
-        def push_down(rows_parent: np.ndarray, depth: int, *, last: bool) -> None:
-            """Feed rows of level depth-1 into level depth (index into `levels`)."""
-            if depth > len(levels):
-                return
-            lvl = levels[depth - 1]
-            out = lvl.feed(rows_parent, last=last)
-            if out.shape[0]:
-                lvl.rows_out = np.concatenate([lvl.rows_out, out], axis=0)
-            if depth == len(levels) and out.shape[0]:
-                last_raw.append(out)
-            while lvl.rows_out.shape[0] >= tile or (last and lvl.rows_out.shape[0]):
-                strip, lvl.rows_out = lvl.rows_out[:tile], lvl.rows_out[tile:]
-                for data in encode_all(_tiles_of_row(strip, tile)):
-                    offset = spool_fh.tell()
-                    spool_fh.write(data)
-                    lvl.tiles.append((offset, len(data)))
-            push_down(out, depth + 1, last=last)
-
-        def level0_tiles() -> Iterator[bytes]:
-            for i in range(n_rows0):
-                h = min(tile, height - i * tile)
-                strip = _as_strip(rows(i), channels)
-                if strip.shape[:2] != (h, width):
-                    raise ConfigError(
-                        f"rows({i}) returned {strip.shape[:2]}, expected ({h}, {width})"
-                    )
-                if not levels:
-                    last_raw.append(strip)
-                encoded = encode_all(_tiles_of_row(strip, tile))
-                # tifffile stops pulling after the last tile: finish this row's work first
-                push_down(strip, 1, last=i == n_rows0 - 1)
-                if progress is not None:
-                    progress(h)
-                yield from encoded
-
-        def spooled_tiles(lvl: _Level) -> Iterator[bytes]:
-            for offset, length in lvl.tiles:
-                spool_fh.seek(offset)
-                yield spool_fh.read(length)
-
+        bigtiff = sum(w * h for w, h in dims) * channels > _BIGTIFF_THRESHOLD
+    spec = _Spec(width=width, height=height, channels=channels, tile=tile,
+                 compression=compression, quality=quality, mpp=mpp, layout=layout,
+                 factor=factor, dims=tuple(dims), bigtiff=bool(bigtiff))
+    with atomic_path(path) as part, tempfile.TemporaryFile(
+        dir=path.parent, prefix=".pyramid-spool-"
+    ) as spool:
+        builder = _Builder(spec, rows, downsample=downsample, workers=max(1, workers),
+                           spool=spool, progress=progress)
         try:
-            with tifffile.TiffWriter(part, bigtiff=bigtiff) as tif:
-                common = {
-                    "dtype": np.uint8,
-                    "tile": (tile, tile),
-                    "metadata": None,
-                    **encoder.write_args(),
-                }
-                shape0 = (height, width, channels) if channels == 3 else (height, width)
-                description0 = None
-                if layout == "aperio":
-                    description0 = _aperio_description(
-                        width, height, tile=tile, quality=quality, mpp=mpp,
-                        extra=dict(aperio_fields or {}),
-                    )
-                tif.write(
-                    level0_tiles(),
-                    shape=shape0,
-                    description=description0,
-                    subfiletype=0,
-                    **res(0),
-                    **common,
-                )
-                smallest = np.concatenate(last_raw, axis=0)
-                if layout == "aperio":
-                    thumb = _resize_nearest(smallest, thumbnail_size)
-                    tif.write(
-                        thumb,
-                        photometric="rgb",
-                        compression="jpeg",
-                        compressionargs={"level": 90},
-                        rowsperstrip=16,
-                        metadata=None,
-                        description=(
-                            f"{APERIO_SOFTWARE} \r\n{width}x{height} -> "
-                            f"{thumb.shape[1]}x{thumb.shape[0]} - |"
-                        ),
-                    )
-                for lvl in levels:
-                    shape = (
-                        (lvl.height, lvl.width, channels)
-                        if channels == 3
-                        else (lvl.height, lvl.width)
-                    )
-                    desc = None
-                    if layout == "aperio":
-                        desc = (
-                            f"{APERIO_SOFTWARE} \r\n{width}x{height} -> "
-                            f"{lvl.width}x{lvl.height} - |"
-                        )
-                    tif.write(
-                        spooled_tiles(lvl),
-                        shape=shape,
-                        description=desc,
-                        subfiletype=1 if layout == "generic" else 0,
-                        **res(lvl.index),
-                        **common,
-                    )
-                if layout == "aperio":
-                    if label is None:
-                        label = np.full((300, 300, 3), 235, np.uint8)
-                    if macro is None:
-                        macro = np.full((300, 900, 3), 200, np.uint8)
-                        m = _resize_nearest(smallest, 280)
-                        macro[10 : 10 + m.shape[0], 600 - m.shape[1] : 600] = m[:280, :590]
-                    tif.write(
-                        np.ascontiguousarray(label, dtype=np.uint8),
-                        photometric="rgb",
-                        compression="lzw",
-                        rowsperstrip=16,
-                        subfiletype=1,
-                        metadata=None,
-                        description=(
-                            f"{APERIO_SOFTWARE}\nlabel {label.shape[1]}x{label.shape[0]}"
-                        ),
-                    )
-                    tif.write(
-                        np.ascontiguousarray(macro, dtype=np.uint8),
-                        photometric="rgb",
-                        compression="jpeg",
-                        compressionargs={"level": 90},
-                        rowsperstrip=16,
-                        subfiletype=9,
-                        metadata=None,
-                        description=(
-                            f"{APERIO_SOFTWARE}\nmacro {macro.shape[1]}x{macro.shape[0]}"
-                        ),
-                    )
-            os.replace(part, path)
-        except BaseException:
-            part.unlink(missing_ok=True)
-            raise
+            with tifffile.TiffWriter(part, bigtiff=spec.bigtiff) as tif:
+                _write_pages(tif, builder, thumbnail_size=thumbnail_size, label=label,
+                             macro=macro, aperio_fields=aperio_fields)
         finally:
-            if pool is not None:
-                pool.shutdown()
+            builder.close()
     return PyramidInfo(
         path=path,
         level_dimensions=tuple(dims),

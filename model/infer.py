@@ -1,6 +1,8 @@
 """Inference on uint8 patches of any size: reflect-pad to the model's multiple, run, crop back.
 
-Never resizes. On CUDA the model runs under bf16 autocast in channels_last memory format.
+Never resizes. On CUDA the model runs under bf16 autocast in channels_last memory format;
+``channels_last=True`` asks for that memory format on the CPU too (measured by
+bench/bench_predict.py: faster with oneDNN convolutions; whole-slide predict uses it).
 """
 
 from __future__ import annotations
@@ -69,6 +71,7 @@ def _run(
     batch_size: int,
     head: Callable[[UNet, torch.Tensor], torch.Tensor],
     out_channels: int,
+    channels_last: bool | None = None,
 ) -> np.ndarray:
     _check_images(images)
     if batch_size < 1:
@@ -81,7 +84,10 @@ def _run(
     n, h, w = images.shape[:3]
     out = np.empty((n, out_channels, h, w), dtype=np.float32)
     cuda = dev.type == "cuda"
-    fmt = torch.channels_last if cuda else torch.contiguous_format
+    last = cuda if channels_last is None else channels_last
+    fmt = torch.channels_last if last else torch.contiguous_format
+    if last:
+        net.to(memory_format=torch.channels_last)
     try:
         with torch.inference_mode(), torch.autocast(dev.type, torch.bfloat16, enabled=cuda):
             for start in range(0, n, batch_size):
@@ -102,11 +108,13 @@ def predict_probs(
     device: str | torch.device = "cpu",
     batch_size: int = 16,
     tta: bool = False,
+    channels_last: bool | None = None,
 ) -> np.ndarray:
     """Tumor probabilities float32 (N,H,W) for uint8 (N,H,W,3) images of any H, W.
 
     ``tta``: the mean probability over the 8 dihedral transforms (8x the compute). The model is
-    moved to ``device`` and left there.
+    moved to ``device`` and left there (in channels_last format when ``channels_last``; None:
+    on CUDA only).
     """
 
     def head(net: UNet, x: torch.Tensor) -> torch.Tensor:
@@ -118,9 +126,8 @@ def predict_probs(
             acc += dihedral_inverse(y, k, axes=(2, 3))
         return acc / 8
 
-    return _run(model, images, device=device, batch_size=batch_size, head=head, out_channels=1)[
-        :, 0
-    ]
+    return _run(model, images, device=device, batch_size=batch_size, head=head, out_channels=1,
+                channels_last=channels_last)[:, 0]
 
 
 def reconstruct(

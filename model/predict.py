@@ -1,28 +1,46 @@
-"""Whole-slide tumor maps: tissue-only sliding-window inference, blended without seams, with
-memory flat in the slide's size; lesion detections and a slide score from the map.
+"""Whole-slide tumor maps: tissue-only tiled inference without seams, with memory flat in the
+slide's size; lesion detections and a slide score from the map.
 
 Frames. ``level`` is the slide level the model runs at (the checkpoint's, ``store.level``);
 ``*_lvl`` are pixels of that level. The map is a grid of ``cell`` x ``cell`` level pixels: its
 downsample vs level 0 is ``map_downsample = cell * level_downsample`` (16 by default), so map
 pixel (i, j) covers level-0 ``[j * map_downsample, (j + 1) * map_downsample)``.
 
-Blending. Windows of ``window`` level pixels (the training patch size rounded up to a multiple
-of both the model's multiple and ``2 * cell``) start every ``stride`` pixels (half a window by
-default). Each window's probabilities are weighted by a separable Hann window
-``sin^2(pi (i + 1/2) / window)`` (which sums to one at half-window overlap: no seams) and summed,
-cell by cell, into the map; the map is the weighted sum over the summed weights. Windows whose
-footprint holds no tissue (thumbnail tissue mask) are skipped, and the finished map is zeroed
-outside the tissue mask (grown by two thumbnail pixels): border windows are partly glass, which
-training never shows the model.
+Tiling (``overlap``). ``"margin"`` (the default): tiles of ``window`` level pixels whose
+``margin`` (4.5% of the window, at least one map cell) is cut off each side; each tile's centre
+(``stride = window - 2 * margin``) is averaged over map cells and written as it is, so every map
+cell comes from exactly one tile and each pixel is computed about 1.2 times ((320 / 288)^2 at
+the default 320 px window). Tiles at the slide's edges shift inwards to hold real tissue rather
+than glass. For a GroupNorm model (the default; each window is normalised by its own
+statistics, so a window's size changes its output) the window stays the training patch size
+rounded up to a multiple of both the model's multiple and ``2 * cell``; for a model whose output
+is window-independent (``model.config.norm`` "batch" in eval mode, or "none") tiles grow to
+``BIG_TILE`` (1,024 px), fewer borders and less overhead. ``"half"``: the tiling before issue 12,
+kept for comparison (bench/bench_predict.py): windows every ``stride`` pixels (half a window),
+weighted by a separable Hann window ``sin^2(pi (i + 1/2) / window)`` (which sums to one at
+half-window overlap: no seams), summed cell by cell into the map and divided by the summed
+weights; every pixel computed 4 times. Windows whose footprint holds no tissue (thumbnail tissue
+mask) are skipped, and the finished map is zeroed outside the tissue mask (grown by two
+thumbnail pixels): border windows are partly glass, which training never shows the model.
 
-Memory. Windows are processed in rows; only the map rows a pending window can still touch are
-held in float (a band of ``(window + stride) / cell`` map rows); finished rows go straight into
-the uint8 map, which is ``1 / map_downsample^2`` of the slide (39 MB at 100,000 x 100,000 px and
-downsample 16) and is needed whole for lesion detection, which labels only the bounding box
-of the pixels above the threshold; the slide score's blur runs in bands. A reader thread
-prefetches the next batch of windows while the model runs. Measured (bench/bench_predict.py):
-peak RSS 1,184 MB on a 100,000 x 100,000 slide vs 1,091 MB on a 25,000 x 25,000 one, most of
-it torch and the model's activations for a batch of 8 windows of 320 px.
+Coarse to fine (``screen``): the same tiles first run at ``screen`` times the level's
+downsample (read from the nearest pyramid level, box-resized); full resolution runs only on the
+tiles whose centre meets a cell where the screen's probability reaches ``screen_threshold``,
+grown by ``screen_margin`` map cells; the other cells keep the screen's (low) values.
+
+Speed. torch runs with every core this process may use on CPU (``threads``; divided among
+``workers``), in ``torch.inference_mode`` and channels_last memory format (measured faster on
+CPU with oneDNN convolutions); batches hold ``batch_size`` training-size windows' worth of
+pixels. ``torch.compile`` was measured (CPU, torch 2.13): 56 s to compile and no faster per
+window, so it is not used; ONNX Runtime is not a dependency.
+
+Memory. ``"half"`` windows are processed in rows; only the map rows a pending window can still
+touch are held in float (a band of ``(window + stride) / cell`` map rows); finished rows go
+straight into the uint8 map; ``"margin"`` tiles write the uint8 map directly. The map is
+``1 / map_downsample^2`` of the slide (39 MB at 100,000 x 100,000 px and downsample 16) and is
+needed whole for lesion detection, which labels only the bounding box of the pixels above the
+threshold; the slide score's blur runs in bands. A reader thread prefetches the next batch of
+windows while the model runs. Peak RSS on a 100,000 x 100,000 slide: see bench/bench_predict.py.
 
 Outputs for slide ``S`` in ``out``: ``S_tumor_map.tif`` (pyramidal uint8 0-255, mpp = slide mpp
 x map_downsample), ``S_overlay.png``, ``S.csv`` / ``S.geojson`` / ``S.xml`` (detections: 8-
@@ -35,7 +53,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import json
 import math
 import os
 import queue
@@ -43,7 +60,7 @@ import threading
 import time
 import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -52,32 +69,55 @@ import numpy as np
 
 from lymph.data.errors import CheckpointError, ConfigError, SlideError
 from lymph.data.exports import Detection, write_asap_xml, write_camelyon_csv, write_geojson
+from lymph.data.io import OutputManifest
 
 MAP_DOWNSAMPLE = 16.0
 THRESHOLD = 0.5
 SMOOTH_SIGMA_PX = 1.0
 THUMB_SIZE = 2048
+TISSUE_MARGIN_THUMB = 2  # thumbnail px the tissue mask grows by before it masks the map
 SCORES_CSV = "scores.csv"
+OVERLAPS = ("margin", "half")
+MARGIN_FRACTION = 0.045  # default margin per side: redundancy (T / (T - 2m))^2 near 1.2
+BIG_TILE = 1024  # default tile (level px) for models whose output is window-independent
+WINDOW_FREE_NORMS = ("batch", "none")  # eval-mode BatchNorm or no norm: no window statistics
 
 
 # --- settings ------------------------------------------------------------------------------------
 
 
+def check_stride(stride: int | None, window: int | None) -> None:
+    """ConfigError when windows ``stride`` apart would leave gaps between windows of ``window``
+    px (the one place this rule lives; None: not known yet)."""
+    if window is not None and stride is not None and stride > window:
+        raise ConfigError(
+            f"stride {stride} > window {window} would leave gaps between windows; "
+            "use a stride of at most the window (half of it blends best)"
+        )
+
+
 @dataclass(frozen=True)
 class PredictConfig:
-    """Everything ``lymph predict`` needs besides the slides.
+    """Everything ``lymph predict`` needs; every setting is validated here and only here.
 
-    level: slide level (default: the checkpoint's ``store.level``); window, stride: in pixels of
-    that level (defaults: the training patch size rounded up, half of it); map_downsample: the
-    map's target downsample vs level 0; threshold: detection threshold on probabilities;
-    workers/scheduler: slides in parallel (dask) as in extraction; threads: torch CPU threads per
-    slide (default: the cores divided among the workers); read_threads: threads reading windows
-    ahead of the model, per slide (default: 1 on CPU, where the model is the bottleneck and
-    more threads only contend with torch's; up to 8 on a GPU).
+    slides: a slide file or folder (only ``run`` needs it); level: slide level (default: the
+    checkpoint's ``store.level``); window, stride: in pixels of that level (defaults: the
+    training patch size rounded up, half of it); map_downsample: the map's target downsample vs
+    level 0; threshold: detection threshold on probabilities; workers/scheduler: slides in
+    parallel (dask) as in extraction; threads: torch CPU threads per slide (default: the cores
+    divided among the workers); read_threads: threads reading windows ahead of the model, per
+    slide (default: 1 on CPU, where the model is the bottleneck and more threads only contend
+    with torch's; up to 8 on a GPU); max_windows: infer only that many tissue windows, a
+    contiguous run from the middle of the tissue (a quick look, or a benchmark on a budget; the
+    rest of the map is 0); progress: progress bars; write_score: merge each slide's row into
+    ``out/scores.csv`` as it finishes (``predict_slides`` writes all rows at the end instead);
+    force: overwrite files in ``out`` that lymph did not write (see
+    ``lymph.data.io.OutputManifest``; without it such a file stops the run before any work).
     """
 
     checkpoint: Path
     out: Path
+    slides: Path | None = None
     level: int | None = None
     window: int | None = None
     stride: int | None = None
@@ -91,11 +131,24 @@ class PredictConfig:
     threads: int | None = None
     read_threads: int | None = None
     thumb_size: int = THUMB_SIZE
+    max_windows: int | None = None
+    progress: bool = True
+    write_score: bool = True
+    force: bool = False
+    overlap: str = "margin"
+    margin: int | None = None
+    channels_last: bool = True
+    screen: int | None = None
+    screen_threshold: float = 0.1
+    screen_margin: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "checkpoint", Path(self.checkpoint))
         object.__setattr__(self, "out", Path(self.out))
-        for name in ("level", "window", "stride", "threads"):
+        if self.slides is not None:
+            object.__setattr__(self, "slides", Path(self.slides))
+        for name in ("level", "window", "stride", "threads", "max_windows", "margin", "screen",
+                     "screen_margin"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
                 raise ConfigError(f"{name} must be an integer or None, got {value!r}")
@@ -105,11 +158,7 @@ class PredictConfig:
             raise ConfigError(f"window must be >= 16 px, got {self.window}; e.g. --window 320")
         if self.stride is not None and self.stride < 1:
             raise ConfigError(f"stride must be >= 1 px, got {self.stride}; e.g. half the window")
-        if self.window is not None and self.stride is not None and self.stride > self.window:
-            raise ConfigError(
-                f"stride {self.stride} > window {self.window} would leave gaps between windows; "
-                "use a stride of at most the window (half of it blends best)"
-            )
+        check_stride(self.stride, self.window)
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
         if not 1.0 <= float(self.map_downsample) <= 1024.0:
@@ -127,11 +176,36 @@ class PredictConfig:
             raise ConfigError(f"read_threads must be an integer >= 1, got {self.read_threads!r}")
         if self.thumb_size < 64:
             raise ConfigError(f"thumb_size must be >= 64, got {self.thumb_size}")
+        if self.max_windows is not None and self.max_windows < 1:
+            raise ConfigError(f"max_windows must be >= 1 or None, got {self.max_windows}")
+        self._check_tiling()
+
+    def _check_tiling(self) -> None:
+        if self.overlap not in OVERLAPS:
+            raise ConfigError(f"overlap must be one of {OVERLAPS}, got {self.overlap!r}")
+        if self.overlap == "margin" and self.stride is not None:
+            raise ConfigError(
+                f"stride {self.stride} sets the step of --overlap half; with --overlap margin the "
+                "step is the window minus twice --margin: pass --margin, or --overlap half"
+            )
+        if self.overlap == "half" and (self.margin is not None or self.screen is not None):
+            raise ConfigError("--margin and --screen apply to --overlap margin, not half")
+        if self.margin is not None and self.margin < 0:
+            raise ConfigError(f"margin must be >= 0 px, got {self.margin}")
+        if self.screen is not None and self.screen < 2:
+            raise ConfigError(f"screen must be a downsample factor >= 2, got {self.screen}; "
+                              "e.g. --screen 4")
+        if not 0.0 < float(self.screen_threshold) < 1.0:
+            raise ConfigError(
+                f"screen_threshold must be within (0, 1), got {self.screen_threshold}"
+            )
+        if self.screen_margin is not None and self.screen_margin < 0:
+            raise ConfigError(f"screen_margin must be >= 0 map px, got {self.screen_margin}")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        d["checkpoint"] = str(self.checkpoint)
-        d["out"] = str(self.out)
+        for key in ("checkpoint", "out", "slides"):
+            d[key] = None if d[key] is None else str(d[key])
         return d
 
 
@@ -146,8 +220,27 @@ class Grid:
     window: int
     stride: int
     cell: int
-    xs_lvl: tuple[int, ...]  # window origins, multiples of stride
+    xs_lvl: tuple[int, ...]  # window origins (blend) or kept-region origins (crop), k * stride
     ys_lvl: tuple[int, ...]
+    mode: str = "blend"  # "blend": Hann-weighted windows; "crop": tiles whose margin is cut off
+    margin: int = 0  # crop: level px cut off each side of a tile; stride = window - 2 * margin
+
+    @property
+    def footprint(self) -> int:
+        """Level px of map a window writes: the whole window (blend), its centre (crop)."""
+        return self.stride if self.mode == "crop" else self.window
+
+    def tile_origin(self, x_lvl: int, y_lvl: int) -> tuple[int, int]:
+        """Where the window whose map footprint starts at (x_lvl, y_lvl) is read. Crop tiles
+        start ``margin`` before their centre, shifted inwards at the slide's edges (more real
+        context than glass) while still holding their whole centre."""
+        if self.mode != "crop":
+            return x_lvl, y_lvl
+
+        def one(o: int, length: int) -> int:
+            return max(0, o - 2 * self.margin, min(o - self.margin, length - self.window))
+
+        return one(x_lvl, self.width_lvl), one(y_lvl, self.height_lvl)
 
     @property
     def map_downsample(self) -> float:
@@ -182,14 +275,23 @@ def plan_grid(
     window: int | None = None,
     stride: int | None = None,
     map_downsample: float = MAP_DOWNSAMPLE,
+    overlap: str = "half",
+    margin: int | None = None,
 ) -> Grid:
     """Window size, stride and map cell for one slide level.
 
     ``cell = round(map_downsample / level_downsample)`` (at least 1). The window defaults to
     ``patch_size`` rounded up to a multiple of ``lcm(multiple, 2 * cell)``; a given window is
-    rounded up to a multiple of ``lcm(multiple, cell)``. The stride (default half the window) is
-    rounded to a multiple of ``cell``. ConfigError when the stride exceeds the window.
+    rounded up to a multiple of ``lcm(multiple, cell)``. ``overlap="half"``: Hann-blended
+    windows, the stride (default half the window) rounded to a multiple of ``cell``; ConfigError
+    when it exceeds the window. ``overlap="margin"``: tiles whose ``margin`` (default
+    ``MARGIN_FRACTION`` of the window, at least a cell; rounded to cells) is cut off each side,
+    the rest written as it is: stride = window - 2 * margin.
     """
+    if overlap == "margin":
+        return _plan_crop_grid(level_dims, level_downsample, level=level, patch_size=patch_size,
+                               multiple=multiple, window=window, map_downsample=map_downsample,
+                               margin=margin)
     cell = max(1, round(map_downsample / level_downsample))
     if window is None:
         unit = math.lcm(multiple, 2 * cell)
@@ -199,10 +301,7 @@ def plan_grid(
         window = -(-window // unit) * unit
     if stride is None:
         stride = window // 2
-    if stride > window:
-        raise ConfigError(
-            f"stride {stride} > window {window} would leave gaps; use at most the window"
-        )
+    check_stride(stride, window)
     stride = max(cell, round(stride / cell) * cell)
     w, h = int(level_dims[0]), int(level_dims[1])
     return Grid(
@@ -215,6 +314,33 @@ def plan_grid(
         cell=cell,
         xs_lvl=_origins(w, window, stride),
         ys_lvl=_origins(h, window, stride),
+    )
+
+
+def _plan_crop_grid(
+    level_dims: tuple[int, int], level_downsample: float, *, level: int, patch_size: int,
+    multiple: int, window: int | None, map_downsample: float, margin: int | None,
+) -> Grid:
+    cell = max(1, round(map_downsample / level_downsample))
+    unit = math.lcm(multiple, cell) if window is not None else math.lcm(multiple, 2 * cell)
+    window = -(-(window or patch_size) // unit) * unit
+    widest = (window - cell) // 2 // cell * cell  # keeps a centre of at least one cell
+    if margin is None:
+        margin = min(widest, max(cell, round(MARGIN_FRACTION * window / cell) * cell))
+    else:
+        margin = round(margin / cell) * cell
+        if margin > widest:
+            raise ConfigError(
+                f"margin {margin} px leaves no centre of the {window} px tiles; use at most "
+                f"{max(0, widest)} px (or a larger --window)"
+            )
+    stride = window - 2 * margin
+    w, h = int(level_dims[0]), int(level_dims[1])
+    return Grid(
+        level=level, level_downsample=float(level_downsample), width_lvl=w, height_lvl=h,
+        window=window, stride=stride, cell=cell,
+        xs_lvl=tuple(range(0, max(w, 1), stride)), ys_lvl=tuple(range(0, max(h, 1), stride)),
+        mode="crop", margin=margin,
     )
 
 
@@ -235,8 +361,9 @@ def block_sum(values: np.ndarray, cell: int) -> np.ndarray:
 def tissue_windows(
     grid: Grid, tissue_thumb: np.ndarray, thumb_downsample: float
 ) -> list[tuple[int, int]]:
-    """Window origins (x_lvl, y_lvl), row by row, whose footprint holds tissue in the
-    thumbnail mask (a window counts when any thumbnail pixel it overlaps is tissue)."""
+    """Window origins (x_lvl, y_lvl), row by row, whose footprint (``grid.footprint``) holds
+    tissue in the thumbnail mask (a window counts when any thumbnail pixel it overlaps is
+    tissue)."""
     mask = np.asarray(tissue_thumb, bool)
     integral = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), np.int64)
     integral[1:, 1:] = mask.cumsum(0).cumsum(1)
@@ -245,7 +372,7 @@ def tissue_windows(
     def spans(origins: tuple[int, ...], limit: int) -> tuple[np.ndarray, np.ndarray]:
         o = np.asarray(origins, np.float64)
         lo = np.clip(np.floor(o * scale), 0, limit).astype(np.int64)
-        hi = np.clip(np.ceil((o + grid.window) * scale), 0, limit).astype(np.int64)
+        hi = np.clip(np.ceil((o + grid.footprint) * scale), 0, limit).astype(np.int64)
         return lo, np.minimum(np.maximum(hi, lo + 1), limit)
 
     r0, r1 = spans(grid.ys_lvl, mask.shape[0])
@@ -316,6 +443,48 @@ class BandAccumulator:
         self.den = self.den[held:].copy()
         self.row0 += n
         return first, out
+
+
+class CropSink:
+    """Writes crop-mode tiles straight into the uint8 map: each tile's centre (its margin cut
+    off), averaged over map cells. Every map cell has one tile's centre: nothing to blend, no
+    band to hold. ``covered`` (optional bool map) records the cells written."""
+
+    def __init__(self, grid: Grid, prob_map: np.ndarray, covered: np.ndarray | None = None):
+        self.grid = grid
+        self.map = prob_map
+        self.covered = covered
+
+    def add(self, probs: np.ndarray, x_lvl: int, y_lvl: int) -> None:
+        g = self.grid
+        tx, ty = g.tile_origin(x_lvl, y_lvl)
+        ox, oy = x_lvl - tx, y_lvl - ty
+        centre = probs[oy : oy + g.stride, ox : ox + g.stride].astype(np.float64)
+        cells = block_sum(centre, g.cell) / (g.cell * g.cell)
+        r, c = y_lvl // g.cell, x_lvl // g.cell
+        h, w = min(cells.shape[0], g.map_height - r), min(cells.shape[1], g.map_width - c)
+        self.map[r : r + h, c : c + w] = np.clip(np.rint(cells[:h, :w] * 255), 0, 255)
+        if self.covered is not None:
+            self.covered[r : r + h, c : c + w] = True
+
+    def emit(self, upto_row: int) -> None:
+        """Nothing to close: cells are final when written."""
+
+
+class BlendSink:
+    """Hann-blended windows (``overlap="half"``) through a BandAccumulator into the map."""
+
+    def __init__(self, grid: Grid, prob_map: np.ndarray):
+        self.acc = BandAccumulator(grid, hann_weights(grid.window))
+        self.map = prob_map
+
+    def add(self, probs: np.ndarray, x_lvl: int, y_lvl: int) -> None:
+        self.acc.add(probs, x_lvl, y_lvl)
+
+    def emit(self, upto_row: int) -> None:
+        first, rows = self.acc.finish(upto_row)
+        if rows.shape[0]:
+            self.map[first : first + rows.shape[0]] = rows
 
 
 # --- detections and scores -----------------------------------------------------------------------
@@ -458,29 +627,20 @@ def _torch_threads(threads: int | None) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """An exclusive lock on ``path`` (POSIX flock; no lock elsewhere)."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows
-        yield
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def update_scores(out_dir: Path, scores: dict[str, float]) -> Path:
+def update_scores(
+    out_dir: Path, scores: dict[str, float], *, manifest: OutputManifest | None = None
+) -> Path:
     """Merge ``{slide: probability}`` into ``out_dir/scores.csv`` (header ``slide,probability``,
-    rows sorted by slide; other slides' rows kept), atomically and under a lock."""
+    rows sorted by slide; other slides' rows kept), atomically and under a lock; with a
+    ``manifest``, only a scores.csv lymph wrote is merged into (OutputError otherwise)."""
+    import io
+
+    from lymph.data.io import atomic_write_text, file_lock
+
     out_dir = Path(out_dir)
     path = out_dir / SCORES_CSV
-    with _locked(out_dir / f".{SCORES_CSV}.lock"):
+    writing = manifest.writing(path) if manifest is not None else contextlib.nullcontext(path)
+    with file_lock(out_dir / f".{SCORES_CSV}.lock"), writing:
         rows: dict[str, str] = {}
         if path.is_file():
             with path.open(newline="") as fh:
@@ -488,13 +648,12 @@ def update_scores(out_dir: Path, scores: dict[str, float]) -> Path:
                     if len(row) >= 2 and row[0] != "slide":
                         rows[row[0]] = row[1]
         rows.update({k: f"{v:.6f}" for k, v in scores.items()})
-        tmp = path.with_name(f".{SCORES_CSV}.{os.getpid()}.tmp")
-        with tmp.open("w", newline="") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(["slide", "probability"])
-            for name in sorted(rows):
-                writer.writerow([name, rows[name]])
-        os.replace(tmp, path)
+        buf = io.StringIO(newline="")
+        writer = csv.writer(buf)
+        writer.writerow(["slide", "probability"])
+        for name in sorted(rows):
+            writer.writerow([name, rows[name]])
+        atomic_write_text(path, buf.getvalue())
     return path
 
 
@@ -519,12 +678,15 @@ class SlideResult:
     level: int
     window: int
     stride: int
-    n_windows: int  # windows inferred
+    n_windows: int  # windows inferred (at full resolution)
     n_tissue_windows: int  # windows holding tissue (more than n_windows only with max_windows)
     n_windows_total: int  # windows of the whole level
     tissue_mpx: float  # level-0 megapixels under the processed windows' central strides
     seconds: float
     timings: dict[str, float] = field(default_factory=dict)
+    overlap: str = "half"  # "half": Hann-blended windows; "margin": centre-cropped tiles
+    margin: int = 0  # level px cut off each side of a tile (overlap "margin")
+    n_screen_windows: int = 0  # coarse-to-fine: windows of the screening pass
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -542,7 +704,16 @@ def slide_name(slide_path: Path) -> str:
 
 
 def _checkpoint_geometry(ckpt: dict, path: Path, level: int | None) -> tuple[int, int]:
-    store = (ckpt.get("config") or {}).get("store") or {}
+    """The level and patch size the checkpoint was trained at (``level`` overrides the level);
+    CheckpointError for a pretraining checkpoint or one that records neither."""
+    config = ckpt.get("config") or {}
+    if config.get("stage") == "pretrain":
+        raise CheckpointError(
+            f"checkpoint {path} is a pretraining checkpoint (stage 'pretrain'): its segmentation "
+            "head is untrained, so its maps would mean nothing; use a fine-tuned checkpoint "
+            f"(lymph train --stage finetune --init {path}, then its best.pt or last.pt)"
+        )
+    store = config.get("store") or {}
     lvl = level if level is not None else store.get("level")
     patch = store.get("patch_size")
     if lvl is None:
@@ -573,7 +744,7 @@ def _batches(
     size = (grid.window, grid.window)
 
     def read(origin: tuple[int, int]) -> np.ndarray:
-        x, y = origin
+        x, y = grid.tile_origin(*origin)
         return reader.read_region((int(round(x * ds)), int(round(y * ds))), grid.level, size)
 
     pool = ThreadPoolExecutor(read_threads) if read_threads > 1 else None
@@ -637,9 +808,12 @@ def infer_map(
     progress: bool = True,
     read_threads: int = 1,
     timings: dict[str, float] | None = None,
+    channels_last: bool = False,
+    covered: np.ndarray | None = None,
 ) -> np.ndarray:
     """The uint8 (map_height, map_width) probability map of ``reader`` from the windows at
-    ``origins`` (row-major, as ``tissue_windows`` returns them)."""
+    ``origins`` (row-major, as ``tissue_windows`` returns them): Hann-blended (grid mode
+    "blend") or centre-cropped ("crop"; ``covered`` then marks the cells written)."""
     from tqdm.auto import tqdm
 
     from lymph.model.infer import predict_probs
@@ -648,22 +822,9 @@ def infer_map(
     for key in ("read", "read_wait", "model", "blend"):
         timings.setdefault(key, 0.0)
     prob_map = np.zeros((grid.map_height, grid.map_width), np.uint8)
-    acc = BandAccumulator(grid, hann_weights(grid.window))
-
-    def emit(upto_row: int) -> None:
-        t0 = time.perf_counter()
-        first, rows = acc.finish(upto_row)
-        if rows.shape[0]:
-            prob_map[first : first + rows.shape[0]] = rows
-        timings["blend"] += time.perf_counter() - t0
-
-    bar = tqdm(
-        total=len(origins),
-        desc=f"{reader.path.name}",
-        unit="win",
-        disable=None if progress else True,
-        leave=False,
-    )
+    sink = CropSink(grid, prob_map, covered) if grid.mode == "crop" else BlendSink(grid, prob_map)
+    bar = tqdm(total=len(origins), desc=f"{Path(reader.path).name}", unit="win",
+               disable=None if progress else True, leave=False)
     done = 0
     try:
         stream = _prefetch(_batches(reader, grid, origins, batch_size, read_threads=read_threads))
@@ -676,28 +837,33 @@ def infer_map(
             timings["read_wait"] += time.perf_counter() - t0
             timings["read"] += read_s
             t0 = time.perf_counter()
-            probs = predict_probs(model, images, device=device, batch_size=batch_size, tta=tta)
+            probs = predict_probs(model, images, device=device, batch_size=batch_size, tta=tta,
+                                  channels_last=channels_last)
             timings["model"] += time.perf_counter() - t0
             t0 = time.perf_counter()
             for (x, y), p in zip(chunk, probs, strict=True):
-                acc.add(p, x, y)
-            timings["blend"] += time.perf_counter() - t0
+                sink.add(p, x, y)
             done += len(chunk)
             bar.update(len(chunk))
             # map rows above the next pending window's top are final
             if done < len(origins):
-                emit(origins[done][1] // grid.cell)
+                sink.emit(origins[done][1] // grid.cell)
+            timings["blend"] += time.perf_counter() - t0
     finally:
         bar.close()
-    emit(grid.map_height)
+    t0 = time.perf_counter()
+    sink.emit(grid.map_height)
+    timings["blend"] += time.perf_counter() - t0
     return prob_map
 
 
 def _overlay(thumb: np.ndarray, prob_map: np.ndarray, path: Path) -> Path:
     """The map (colormap 'inferno', opacity rising with probability up to 0.75) over the
-    thumbnail, as PNG."""
+    thumbnail, as PNG, written atomically."""
     import matplotlib
     from PIL import Image
+
+    from lymph.data.io import atomic_path
 
     h, w = thumb.shape[:2]
     small = np.asarray(Image.fromarray(prob_map).resize((w, h), Image.Resampling.BILINEAR))
@@ -706,178 +872,445 @@ def _overlay(thumb: np.ndarray, prob_map: np.ndarray, path: Path) -> Path:
     alpha_lut = np.clip(levels * 1.5, 0.0, 0.75)
     alpha = alpha_lut[small][..., None]
     out = thumb.astype(np.float32) * (1 - alpha) + color_lut[small] * alpha
-    Image.fromarray(np.clip(out + 0.5, 0, 255).astype(np.uint8)).save(path, compress_level=6)
+    with atomic_path(path) as tmp:
+        Image.fromarray(np.clip(out + 0.5, 0, 255).astype(np.uint8)).save(
+            tmp, format="PNG", compress_level=6
+        )
     return path
 
 
-def predict_slide(
-    slide_path: str | Path,
-    *,
-    checkpoint: str | Path,
-    out_dir: str | Path,
-    level: int | None = None,
-    stride: int | None = None,
-    tta: bool = False,
-    batch_size: int = 8,
-    device: str = "auto",
-    window: int | None = None,
-    map_downsample: float = MAP_DOWNSAMPLE,
-    threshold: float = THRESHOLD,
-    thumb_size: int = THUMB_SIZE,
-    threads: int | None = None,
-    read_threads: int | None = None,
-    max_windows: int | None = None,
-    progress: bool = True,
-    write_score: bool = True,
-) -> SlideResult:
-    """Tumor map, overlay, detections (CSV, GeoJSON, XML) and slide score of one slide.
+# --- one slide: plan tiles -> infer -> post-process -> export ------------------------------------
 
-    ``threads``: torch CPU threads while inferring (restored after; default: torch's own).
-    ``write_score``: merge the slide's row into ``out_dir/scores.csv`` (the batch function
-    writes all rows at the end instead). ``read_threads``: threads reading windows ahead of the
-    model (default: 1 on CPU, min(8, cores) on an accelerator). ``max_windows``: infer only
-    that many tissue windows, a contiguous run from the middle of the tissue (a quick look, or
-    a benchmark on a budget); the rest of the map is 0.
-    SlideError when the slide cannot be opened or read; CheckpointError for a bad checkpoint;
-    ConfigError for bad settings (see PredictConfig).
-    """
-    import torch
 
-    from lymph.data.pyramid import write_pyramidal_tiff
-    from lymph.data.slides import open_slide
-    from lymph.data.tissue import tissue_mask
+@dataclass(frozen=True)
+class LoadedModel:
+    """The checkpoint's model on its device, with the geometry it was trained at."""
+
+    model: Any
+    ckpt: dict
+    device: Any
+    level: int
+    patch_size: int
+
+
+@dataclass(frozen=True)
+class SlidePlan:
+    """Where one slide's windows go: the pure plan ``infer_map`` executes."""
+
+    name: str
+    grid: Grid
+    thumb: np.ndarray
+    thumb_downsample: float
+    tissue: np.ndarray
+    origins: list[tuple[int, int]]
+    n_tissue_windows: int
+    mpp: float | None
+
+
+@dataclass(frozen=True)
+class SlideMaps:
+    """What post-processing makes of the raw map: the masked map, detections and the score."""
+
+    prob_map: np.ndarray
+    detections: list[Detection]
+    probability: float
+
+
+def load_for_predict(config: PredictConfig) -> LoadedModel:
+    """The checkpoint's model on the configured device (CheckpointError for a bad one)."""
     from lymph.model.checkpoint import load_model
     from lymph.model.infer import resolve_device
 
-    t_start = time.perf_counter()
-    slide_path, out_dir, checkpoint = Path(slide_path), Path(out_dir), Path(checkpoint)
-    if out_dir.resolve() == slide_path.resolve().parent:
+    dev = resolve_device(config.device)
+    model, ckpt = load_model(config.checkpoint, device=dev)
+    lvl, patch = _checkpoint_geometry(ckpt, config.checkpoint, config.level)
+    return LoadedModel(model=model, ckpt=ckpt, device=dev, level=lvl, patch_size=patch)
+
+
+def window_independent(model: Any) -> bool:
+    """Whether the model's output at a pixel is independent of the window it is computed in:
+    eval-mode BatchNorm or no norm (``model.config.norm``); GroupNorm (the default, and the
+    assumption when a model does not say) normalises each window by its own statistics."""
+    from lymph.model.unet import unwrap
+
+    norm = getattr(getattr(unwrap(model), "config", None), "norm", "group")
+    return norm in WINDOW_FREE_NORMS
+
+
+def fitted_tile(level_dims: tuple[int, int], patch_size: int, *, big: int = BIG_TILE) -> int:
+    """The large tile for a window-independent model: at most ``big`` px, shrunk so that the
+    fewest tiles cover the level's longer side without running far past it (a 1,536 px level
+    takes two ~850 px tiles, not two of 1,024); never below the training patch."""
+    centre = 1.0 - 2.0 * MARGIN_FRACTION
+    longest = max(int(level_dims[0]), int(level_dims[1]), 1)
+    n = math.ceil(longest / (big * centre))
+    return max(patch_size, min(big, math.ceil(longest / n / centre)))
+
+
+def plan_slide(reader: Any, config: PredictConfig, loaded: LoadedModel) -> SlidePlan:
+    """Grid, thumbnail, tissue mask and the tissue windows to infer (``max_windows`` of them
+    from the middle when set). Crop tiles keep the training window for GroupNorm models and
+    grow to ``BIG_TILE`` for window-independent ones. ConfigError when the slide lacks the
+    level."""
+    from lymph.data.tissue import dilate, tissue_mask
+
+    lvl = loaded.level
+    if lvl >= reader.level_count:
         raise ConfigError(
-            f"--out {out_dir} is the folder of {slide_path.name}: S.xml there would overwrite "
-            "the slide's annotations; write predictions to another folder"
+            f"{reader.path}: level {lvl} does not exist (the slide has levels "
+            f"0..{reader.level_count - 1}); pass --level with an existing level"
         )
-    dev = resolve_device(device)
-    if read_threads is None:
-        read_threads = 1 if dev.type == "cpu" else min(8, os.cpu_count() or 1)
-    model, ckpt = load_model(checkpoint, device=dev)
-    lvl, patch = _checkpoint_geometry(ckpt, checkpoint, level)
-    name = slide_name(slide_path)
-    timings: dict[str, float] = {}
-    with open_slide(slide_path) as reader:
-        if lvl >= reader.level_count:
-            raise ConfigError(
-                f"{slide_path}: level {lvl} does not exist (the slide has levels "
-                f"0..{reader.level_count - 1}); pass --level with an existing level"
-            )
-        grid = plan_grid(
-            reader.level_dimensions[lvl],
-            reader.level_downsamples[lvl],
-            level=lvl,
-            patch_size=window or patch,
-            multiple=model.multiple,
-            window=window,
-            stride=stride,
-            map_downsample=map_downsample,
+    window = config.window
+    if config.overlap == "margin" and window is None and window_independent(loaded.model):
+        window = fitted_tile(reader.level_dimensions[lvl], loaded.patch_size)
+    grid = plan_grid(
+        reader.level_dimensions[lvl],
+        reader.level_downsamples[lvl],
+        level=lvl,
+        patch_size=window or loaded.patch_size,
+        multiple=loaded.model.multiple,
+        window=window,
+        stride=config.stride,
+        map_downsample=config.map_downsample,
+        overlap=config.overlap,
+        margin=config.margin,
+    )
+    thumb, thumb_ds = reader.thumbnail(config.thumb_size)
+    tissue = tissue_mask(thumb)
+    # crop tiles write only their centre: select those whose centre meets the cells the final
+    # tissue mask (grown by mask_to_tissue's margin) keeps
+    select = dilate(tissue, TISSUE_MARGIN_THUMB) if grid.mode == "crop" else tissue
+    origins = tissue_windows(grid, select, thumb_ds)
+    n_tissue = len(origins)
+    cap = config.max_windows
+    if cap is not None and cap < len(origins):
+        start = max(0, len(origins) // 2 - cap // 2)
+        origins = origins[start : start + cap]
+    return SlidePlan(name=slide_name(Path(reader.path)), grid=grid, thumb=thumb,
+                     thumb_downsample=thumb_ds, tissue=tissue, origins=origins,
+                     n_tissue_windows=n_tissue, mpp=reader.mpp)
+
+
+# --- coarse-to-fine ------------------------------------------------------------------------------
+
+
+class DownsampledView:
+    """A one-level SlideReader view of ``reader`` at level-0 downsample ``downsample``: regions
+    are read at the finest pyramid level at most that coarse and box-resized when the pyramid
+    lacks that exact downsample."""
+
+    def __init__(self, reader: Any, downsample: float) -> None:
+        from lymph.data.slides import _best_level
+
+        self.reader = reader
+        self.path = Path(reader.path)
+        self.mpp = reader.mpp
+        self.base = _best_level(reader.level_downsamples, downsample)
+        w0, h0 = reader.dimensions
+        self.dimensions = (max(1, int(w0 // downsample)), max(1, int(h0 // downsample)))
+        self.level_count = 1
+        self.level_dimensions = (self.dimensions,)
+        self.level_downsamples = (float(downsample),)
+
+    def read_region(self, location_level0: tuple[int, int], level: int,
+                    size: tuple[int, int]) -> np.ndarray:
+        from PIL import Image
+
+        ds, base_ds = self.level_downsamples[0], self.reader.level_downsamples[self.base]
+        if abs(base_ds - ds) <= 1e-3 * ds:
+            return self.reader.read_region(location_level0, self.base, size)
+        f = ds / base_ds
+        big = self.reader.read_region(location_level0, self.base,
+                                      (math.ceil(size[0] * f), math.ceil(size[1] * f)))
+        return np.asarray(Image.fromarray(big).resize(tuple(size), Image.Resampling.BOX))
+
+
+def screen_map(reader: Any, loaded: LoadedModel, plan: SlidePlan, config: PredictConfig,
+               timings: dict[str, float]) -> tuple[np.ndarray, int]:
+    """The coarse pass: the same tiles (window, margin) at ``config.screen`` times the model
+    level's downsample, on a map of the fine map's shape; returns it and its window count.
+    ConfigError when the factor is too coarse for the map's downsample."""
+    fine = plan.grid
+    ds = fine.level_downsample * config.screen
+    cell = fine.map_downsample / ds
+    if cell < 1 or abs(cell - round(cell)) > 1e-6:
+        raise ConfigError(
+            f"--screen {config.screen}: the map's downsample {fine.map_downsample:g} is not a "
+            f"whole multiple of the screen's ({ds:g}); use a smaller --screen or a larger "
+            "--map-downsample"
         )
-        t0 = time.perf_counter()
-        thumb, thumb_ds = reader.thumbnail(thumb_size)
-        tissue = tissue_mask(thumb)
-        origins = tissue_windows(grid, tissue, thumb_ds)
-        n_tissue_windows = len(origins)
-        if max_windows is not None and max_windows < len(origins):
-            start = max(0, len(origins) // 2 - max_windows // 2)
-            origins = origins[start : start + max_windows]
-        timings["tissue"] = time.perf_counter() - t0
-        with torch.inference_mode(), _torch_threads(threads):
-            prob_map = infer_map(
-                reader,
-                model,
-                grid,
-                origins,
-                device=dev,
-                batch_size=batch_size,
-                tta=tta,
-                progress=progress,
-                timings=timings,
-            )
-        mask_to_tissue(prob_map, tissue, thumb_downsample=thumb_ds,
-                       map_downsample=grid.map_downsample)
-        mpp = reader.mpp
-    t0 = time.perf_counter()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    map_ds = grid.map_downsample
-    map_path = out_dir / f"{name}_tumor_map.tif"
+    from lymph.data.tissue import dilate
+
+    view = DownsampledView(reader, ds)
+    grid = plan_grid(view.level_dimensions[0], ds, level=0, patch_size=fine.window,
+                     multiple=loaded.model.multiple, window=fine.window,
+                     map_downsample=fine.map_downsample, overlap="margin", margin=fine.margin)
+    origins = tissue_windows(grid, dilate(plan.tissue, TISSUE_MARGIN_THUMB),
+                             plan.thumb_downsample)
+    inner: dict[str, float] = {}
+    coarse = infer_map(view, loaded.model, grid, origins, device=loaded.device,
+                       batch_size=config.batch_size, progress=config.progress, timings=inner,
+                       read_threads=_read_threads(config, loaded.device),
+                       channels_last=config.channels_last)
+    timings["screen"] = sum(inner.get(k, 0.0) for k in ("read_wait", "model", "blend"))
+    out = np.zeros((fine.map_height, fine.map_width), np.uint8)
+    h, w = min(out.shape[0], coarse.shape[0]), min(out.shape[1], coarse.shape[1])
+    out[:h, :w] = coarse[:h, :w]
+    return out, len(origins)
+
+
+def refine_plan(plan: SlidePlan, screen: np.ndarray, config: PredictConfig) -> SlidePlan:
+    """The fine pass's windows: those whose map footprint meets a cell where the screen's
+    probability reaches ``screen_threshold``, grown by ``screen_margin`` map cells (default
+    half a window)."""
+    from lymph.data.tissue import dilate
+
+    g = plan.grid
+    grow = config.screen_margin if config.screen_margin is not None else g.window // g.cell // 2
+    hot = screen >= max(1, math.ceil(config.screen_threshold * 255 - 1e-9))
+    hot = dilate(hot, grow) if grow else hot
+    integral = np.zeros((hot.shape[0] + 1, hot.shape[1] + 1), np.int64)
+    integral[1:, 1:] = hot.cumsum(0).cumsum(1)
+    k = g.footprint // g.cell
+    kept = []
+    for x, y in plan.origins:
+        r0, c0 = min(y // g.cell, hot.shape[0]), min(x // g.cell, hot.shape[1])
+        r1, c1 = min(r0 + k, hot.shape[0]), min(c0 + k, hot.shape[1])
+        if integral[r1, c1] - integral[r0, c1] - integral[r1, c0] + integral[r0, c0] > 0:
+            kept.append((x, y))
+    return replace(plan, origins=kept)
+
+
+def postprocess(prob_map: np.ndarray, plan: SlidePlan, *, threshold: float) -> SlideMaps:
+    """Zero the map outside tissue, then detections and the slide score from it."""
+    map_ds = plan.grid.map_downsample
+    mask_to_tissue(prob_map, plan.tissue, thumb_downsample=plan.thumb_downsample,
+                   map_downsample=map_ds, margin_thumb=TISSUE_MARGIN_THUMB)
+    detections = detect_lesions(prob_map, map_downsample=map_ds, threshold=threshold,
+                                mpp=plan.mpp)
+    return SlideMaps(prob_map=prob_map, detections=detections,
+                     probability=slide_probability(prob_map))
+
+
+def output_paths(out_dir: Path, name: str) -> dict[str, Path]:
+    """Every file ``predict_slide`` writes for slide ``name`` (scores.csv aside)."""
+    return {
+        "map": out_dir / f"{name}_tumor_map.tif",
+        "overlay": out_dir / f"{name}_overlay.png",
+        "csv": out_dir / f"{name}.csv",
+        "geojson": out_dir / f"{name}.geojson",
+        "xml": out_dir / f"{name}.xml",
+        "meta": out_dir / f"{name}_predict.json",
+    }
+
+
+def _write_map(path: Path, prob_map: np.ndarray, grid: Grid, mpp: float | None) -> None:
+    from lymph.data.pyramid import write_pyramidal_tiff
+
     tile = 256
 
     def rows(i: int) -> np.ndarray:
         return prob_map[i * tile : (i + 1) * tile]
 
-    write_pyramidal_tiff(
-        map_path,
-        rows,
-        width=grid.map_width,
-        height=grid.map_height,
-        channels=1,
-        tile=tile,
-        compression="deflate",
-        mpp=mpp * map_ds if mpp else None,
-        min_size=512,
-    )
+    write_pyramidal_tiff(path, rows, width=grid.map_width, height=grid.map_height, channels=1,
+                         tile=tile, compression="deflate",
+                         mpp=mpp * grid.map_downsample if mpp else None, min_size=512)
+
+
+def export_slide(plan: SlidePlan, maps: SlideMaps, config: PredictConfig,
+                 timings: dict[str, float]) -> dict[str, Path]:
+    """The map TIFF, detections (CSV, GeoJSON, XML), overlay and, with ``write_score``, the
+    slide's row in scores.csv; every file written atomically. Returns the paths by kind."""
+    out_dir, name = config.out, plan.name
+    paths = output_paths(out_dir, name)
+    manifest = OutputManifest(out_dir, force=config.force)
+    t0 = time.perf_counter()
+    with manifest.writing(paths["map"]):
+        _write_map(paths["map"], maps.prob_map, plan.grid, plan.mpp)
     timings["write_map"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    detections = detect_lesions(prob_map, map_downsample=map_ds, threshold=threshold, mpp=mpp)
-    probability = slide_probability(prob_map)
-    csv_path = write_camelyon_csv(out_dir / f"{name}.csv", detections)
-    geojson_path = write_geojson(out_dir / f"{name}.geojson", detections, slide=name)
-    xml_path = write_asap_xml(out_dir / f"{name}.xml", detections)
-    overlay_path = _overlay(thumb, prob_map, out_dir / f"{name}_overlay.png")
-    if write_score:
-        update_scores(out_dir, {name: probability})
+    with manifest.writing(paths["csv"]):
+        write_camelyon_csv(paths["csv"], maps.detections)
+    with manifest.writing(paths["geojson"]):
+        write_geojson(paths["geojson"], maps.detections, slide=name)
+    with manifest.writing(paths["xml"]):
+        write_asap_xml(paths["xml"], maps.detections)
+    with manifest.writing(paths["overlay"]):
+        _overlay(plan.thumb, maps.prob_map, paths["overlay"])
+    if config.write_score:
+        update_scores(out_dir, {name: maps.probability}, manifest=manifest)
     timings["write_outputs"] = time.perf_counter() - t0
-    step_area = (grid.stride * grid.level_downsample) ** 2
-    result = SlideResult(
-        slide=name,
-        path=slide_path,
-        probability=probability,
-        n_detections=len(detections),
-        map_path=map_path,
-        overlay_path=overlay_path,
-        csv_path=csv_path,
-        geojson_path=geojson_path,
-        xml_path=xml_path,
-        map_downsample=map_ds,
-        map_size=(grid.map_width, grid.map_height),
-        level=lvl,
-        window=grid.window,
-        stride=grid.stride,
-        n_windows=len(origins),
-        n_tissue_windows=n_tissue_windows,
-        n_windows_total=len(grid.xs_lvl) * len(grid.ys_lvl),
-        tissue_mpx=len(origins) * step_area / 1e6,
-        seconds=time.perf_counter() - t_start,
-        timings={k: round(v, 4) for k, v in timings.items()},
-    )
+    return paths
+
+
+def _write_meta(path: Path, *, reader_path: Path, plan: SlidePlan, loaded: LoadedModel,
+                config: PredictConfig, result: SlideResult) -> None:
+    from lymph.data.io import atomic_write_json
+
+    manifest = OutputManifest(config.out, force=config.force)
+
+    grid = plan.grid
     meta = {
-        "slide": str(slide_path),
-        "checkpoint": str(checkpoint),
-        "checkpoint_step": ckpt.get("step"),
+        "slide": str(reader_path),
+        "checkpoint": str(config.checkpoint),
+        "checkpoint_step": loaded.ckpt.get("step"),
         "settings": {
-            "level": lvl,
+            "level": loaded.level,
             "window": grid.window,
             "stride": grid.stride,
             "cell": grid.cell,
-            "map_downsample": map_ds,
-            "threshold": threshold,
-            "tta": tta,
-            "batch_size": batch_size,
-            "device": str(dev),
-            "thumb_size": thumb_size,
+            "map_downsample": grid.map_downsample,
+            "threshold": config.threshold,
+            "tta": config.tta,
+            "batch_size": config.batch_size,
+            "device": str(loaded.device),
+            "thumb_size": config.thumb_size,
+            "overlap": config.overlap,
+            "margin": grid.margin,
+            "channels_last": config.channels_last,
+            "threads": resolve_threads(config, loaded.device),
+            "screen": config.screen,
+            "screen_threshold": config.screen_threshold if config.screen else None,
+            "screen_margin": config.screen_margin,
             "slide_score": f"max of the map after a Gaussian blur of sigma {SMOOTH_SIGMA_PX} px",
         },
-        "mpp": mpp,
+        "mpp": plan.mpp,
         "result": result.to_dict(),
     }
-    (out_dir / f"{name}_predict.json").write_text(json.dumps(meta, indent=2) + "\n")
+    with manifest.writing(path):
+        atomic_write_json(path, meta, indent=2, sort_keys=False)
+
+
+def _result(plan: SlidePlan, maps: SlideMaps, paths: dict[str, Path], *, reader_path: Path,
+            level: int, seconds: float, timings: dict[str, float],
+            n_screen_windows: int = 0) -> SlideResult:
+    grid = plan.grid
+    step_area = (grid.stride * grid.level_downsample) ** 2
+    return SlideResult(
+        slide=plan.name,
+        path=reader_path,
+        probability=maps.probability,
+        n_detections=len(maps.detections),
+        map_path=paths["map"],
+        overlay_path=paths["overlay"],
+        csv_path=paths["csv"],
+        geojson_path=paths["geojson"],
+        xml_path=paths["xml"],
+        map_downsample=grid.map_downsample,
+        map_size=(grid.map_width, grid.map_height),
+        level=level,
+        window=grid.window,
+        stride=grid.stride,
+        n_windows=len(plan.origins),
+        n_tissue_windows=plan.n_tissue_windows,
+        n_windows_total=len(grid.xs_lvl) * len(grid.ys_lvl),
+        tissue_mpx=len(plan.origins) * step_area / 1e6,
+        seconds=seconds,
+        timings={k: round(v, 4) for k, v in timings.items()},
+        overlap="half" if grid.mode == "blend" else "margin",
+        margin=grid.margin,
+        n_screen_windows=n_screen_windows,
+    )
+
+
+@contextlib.contextmanager
+def _reader(slide: str | Path | Any) -> Iterator[Any]:
+    """An open reader for a path (closed after), or the given SlideReader as it is."""
+    from lymph.data.slides import open_slide
+
+    if isinstance(slide, str | os.PathLike):
+        with open_slide(slide) as reader:
+            yield reader
+    else:
+        yield slide
+
+
+def _read_threads(config: PredictConfig, device: Any) -> int:
+    if config.read_threads is not None:
+        return config.read_threads
+    return 1 if device.type == "cpu" else min(8, os.cpu_count() or 1)
+
+
+def resolve_threads(config: PredictConfig, device: Any) -> int | None:
+    """torch CPU threads for one slide: ``config.threads``, else every core this process may
+    use on CPU (one slide at a time has the machine; ``predict_slides`` divides the cores among
+    ``--workers``); None (torch's own) on an accelerator."""
+    if config.threads is not None:
+        return config.threads
+    if getattr(device, "type", str(device)) != "cpu":
+        return None
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _batch_size(config: PredictConfig, grid: Grid, loaded: LoadedModel) -> int:
+    """``config.batch_size`` windows of the training size; fewer of large tiles (same pixels)."""
+    if grid.window <= 2 * loaded.patch_size:
+        return config.batch_size
+    return max(1, round(config.batch_size * (loaded.patch_size / grid.window) ** 2))
+
+
+def infer_slide(reader: Any, loaded: LoadedModel, plan: SlidePlan, config: PredictConfig,
+                timings: dict[str, float]) -> tuple[SlidePlan, np.ndarray, int]:
+    """The raw map of one slide (before tissue masking). With ``config.screen``, coarse to
+    fine: a screening pass at ``screen`` times the downsample, then full resolution only where
+    the screen sees tumor (``refine_plan``); the other cells keep the screen's values (all
+    below ``screen_threshold``). Returns the plan the fine pass ran, the map and the number of
+    screening windows."""
+    covered, coarse, n_screen = None, None, 0
+    if config.screen is not None:
+        coarse, n_screen = screen_map(reader, loaded, plan, config, timings)
+        plan = refine_plan(plan, coarse, config)
+        covered = np.zeros(coarse.shape, bool)
+    prob_map = infer_map(
+        reader, loaded.model, plan.grid, plan.origins, device=loaded.device,
+        batch_size=_batch_size(config, plan.grid, loaded), tta=config.tta,
+        progress=config.progress, timings=timings,
+        read_threads=_read_threads(config, loaded.device),
+        channels_last=config.channels_last, covered=covered,
+    )
+    if coarse is not None and covered is not None:
+        prob_map[~covered] = coarse[~covered]
+    return plan, prob_map, n_screen
+
+
+def predict_slide(slide: str | Path | Any, config: PredictConfig) -> SlideResult:
+    """Tumor map, overlay, detections (CSV, GeoJSON, XML) and slide score of one slide.
+
+    ``slide``: a slide path (opened with OpenSlide) or any ``lymph.data.slides.SlideReader``
+    (e.g. an in-memory ``ArraySlide``). Plan tiles -> infer -> post-process -> export; torch
+    runs with ``config.threads`` CPU threads (restored after). SlideError when the slide cannot
+    be opened or read; CheckpointError for a bad checkpoint; ConfigError for a slide level the
+    slide lacks or an ``--out`` that is the slide's own folder.
+    """
+    import torch
+
+    t_start = time.perf_counter()
+    out_dir = config.out
+    if isinstance(slide, str | os.PathLike) and out_dir.resolve() == Path(slide).resolve().parent:
+        raise ConfigError(
+            f"--out {out_dir} is the folder of {Path(slide).name}: S.xml there would overwrite "
+            "the slide's annotations; write predictions to another folder"
+        )
+    loaded = load_for_predict(config)
+    timings: dict[str, float] = {}
+    with _reader(slide) as reader:
+        check_outputs(config, [slide_name(Path(reader.path))])
+        t0 = time.perf_counter()
+        plan = plan_slide(reader, config, loaded)
+        timings["tissue"] = time.perf_counter() - t0
+        with torch.inference_mode(), _torch_threads(resolve_threads(config, loaded.device)):
+            plan, prob_map, n_screen = infer_slide(reader, loaded, plan, config, timings)
+        maps = postprocess(prob_map, plan, threshold=config.threshold)
+        reader_path = Path(reader.path)
+    paths = export_slide(plan, maps, config, timings)
+    result = _result(plan, maps, paths, reader_path=reader_path, level=loaded.level,
+                     seconds=time.perf_counter() - t_start, timings=timings,
+                     n_screen_windows=n_screen)
+    _write_meta(paths["meta"], reader_path=reader_path, plan=plan, loaded=loaded,
+                config=config, result=result)
     return result
 
 
@@ -903,6 +1336,27 @@ def list_slides(slides: str | Path) -> list[Path]:
     return found
 
 
+def check_outputs(config: PredictConfig, names: Sequence[str]) -> OutputManifest:
+    """The manifest of ``config.out``, after checking that ``--out`` is writable and that
+    nothing the slides ``names`` would write there (and scores.csv) is a file lymph did not
+    write (OutputError naming it, unless ``config.force``)."""
+    manifest = OutputManifest(config.out, force=config.force)
+    manifest.ensure_writable()
+    paths = [p for n in names for p in output_paths(config.out, n).values()]
+    manifest.check(*paths, config.out / SCORES_CSV)
+    return manifest
+
+
+def _per_slide_config(config: PredictConfig, *, progress: bool) -> PredictConfig:
+    """The config each slide of a batch runs with: torch threads divided among the workers,
+    progress bars only in process, scores.csv written once at the end."""
+    threads = config.threads
+    if threads is None and (config.workers > 1 or config.scheduler):
+        threads = max(1, (os.cpu_count() or 1) // config.workers)
+    single = config.workers == 1 and config.scheduler is None
+    return replace(config, threads=threads, progress=progress and single, write_score=False)
+
+
 def predict_slides(
     slides: Sequence[str | Path], config: PredictConfig, *, progress: bool = True
 ) -> list:
@@ -924,28 +1378,8 @@ def predict_slides(
             f"slides {dupes} share a name: their outputs would overwrite each other; "
             "predict them into separate --out folders"
         )
-    threads = config.threads
-    if threads is None and (config.workers > 1 or config.scheduler):
-        threads = max(1, (os.cpu_count() or 1) // config.workers)
-    fn = partial(
-        predict_slide,
-        checkpoint=config.checkpoint,
-        out_dir=config.out,
-        level=config.level,
-        stride=config.stride,
-        tta=config.tta,
-        batch_size=config.batch_size,
-        device=config.device,
-        window=config.window,
-        map_downsample=config.map_downsample,
-        threshold=config.threshold,
-        thumb_size=config.thumb_size,
-        threads=threads,
-        read_threads=config.read_threads,
-        progress=progress and config.workers == 1 and config.scheduler is None,
-        write_score=False,
-    )
-    config.out.mkdir(parents=True, exist_ok=True)
+    manifest = check_outputs(config, names)
+    fn = partial(predict_slide, config=_per_slide_config(config, progress=progress))
     results = map_slides(
         fn,
         items,
@@ -956,5 +1390,13 @@ def predict_slides(
     )
     scores = {r.value.slide: r.value.probability for r in results if r.value is not None}
     if scores:
-        update_scores(config.out, scores)
+        update_scores(config.out, scores, manifest=manifest)
     return results
+
+
+def run(config: PredictConfig) -> list:
+    """``lymph predict``: every slide of ``config.slides`` (a file or a folder) into
+    ``config.out``; returns one TaskResult per slide (see ``predict_slides``)."""
+    if config.slides is None:
+        raise ConfigError("PredictConfig.slides is not set: pass --slides (a slide or a folder)")
+    return predict_slides(list_slides(config.slides), config, progress=config.progress)

