@@ -122,7 +122,7 @@ DEFAULTS: dict[str, Any] = {
 PROFILE_KEYS = tuple(DEFAULTS)
 
 CSV_FIELDS = (
-    "run_id", "size", "fold", "repeat", "condition", "init", "recon_weight",
+    "run_id", "size", "fold", "repeat", "condition", "init", "pretext", "recon_weight",
     "precision", "recall", "f1", "ap", "dice", "iou", "tp", "fp", "fn", "tn", "threshold",
     "best_step", "best_val_f1", "stopped_step", "steps_cap",
     "n_tumor_patches", "n_normal_patches", "subset_sha", "train_seed",
@@ -134,7 +134,10 @@ CSV_FIELDS = (
 def condition_label(condition: str) -> str:
     """What a condition is, in the table's words."""
     if condition == SCRATCH:
-        return "scratch: random init, joint seg + recon loss (initialisation-only ablation)"
+        return (
+            "scratch: random init, the joint seg + recon loss of the first pretrained condition "
+            "(initialisation-only ablation)"
+        )
     if condition == SEG_ONLY:
         return "seg_only: random init, recon weight 0 (the paper's baseline: segmentation only)"
     if condition.startswith(PRETRAINED):
@@ -692,6 +695,7 @@ class Pretraining:
     path: Path
     arch: dict[str, Any] = field(repr=False)
     stage: str | None
+    pretext: str  # the pretext it was pretrained with (its fine-tunes keep it)
     store: str | None  # the pretraining store's path as recorded
     slides: tuple[str, ...]  # the slide ids it pretrained on (train and validation)
     n_patches: int | None  # patches of those slides, when the store is readable
@@ -772,6 +776,7 @@ def read_pretraining(name: str | None, path: Path, labeled_store: Any) -> Pretra
                 why = "some slides record no source file, so the same slide cannot be recognised"
     return Pretraining(
         name=name or str(pretext), path=path, arch=arch, stage=cfg.get("stage"),
+        pretext=str(pretext),
         store=store_path, slides=slides, n_patches=n_patches, leaked=tuple(leaked),
         unverifiable=why,
     )  # fmt: skip
@@ -848,6 +853,7 @@ class RunContext:
     config: StudyConfig
     arch: dict[str, Any]
     inits: dict[str, Path]  # condition -> init checkpoint
+    pretexts: dict[str, str]  # condition -> reconstruction pretext of its fine-tune
     pretrain: dict[str, tuple[str | None, tuple[str, ...]]]  # condition -> (store, slides)
     settings: dict[str, Any]  # what a finished run must share to be reused
 
@@ -885,6 +891,8 @@ def _train_config(ctx: RunContext, spec: RunSpec, out: Path) -> Any:
             opts.pop(key, None)
     else:
         opts["from_scratch"] = True
+    if "pretext" in fields:
+        opts["pretext"] = ctx.pretexts.get(spec.condition, "identity")
     opts["train_slide_ids"] = tuple(spec.train_slides)
     opts["val_slide_ids"] = tuple(spec.val_slides)
     opts["labeled_patches"] = tuple(spec.subset)
@@ -909,7 +917,7 @@ def run_one(ctx: RunContext, spec: RunSpec) -> dict[str, Any]:
     result = run(_train_config(ctx, spec, train_dir), progress=False)
     t1 = time.perf_counter()
     scored = result.best or result.last
-    best_step = int(load_checkpoint(scored)["step"])
+    best_step = getattr(result, "best_step", None) or int(load_checkpoint(scored)["step"])
     auto = config.threshold == AUTO
     scores = evaluate(
         EvalConfig(
@@ -931,7 +939,8 @@ def run_one(ctx: RunContext, spec: RunSpec) -> dict[str, Any]:
         **{k: scores[k] for k in ("precision", "recall", "f1", "dice", "iou",
                                   "tp", "fp", "fn", "tn", "threshold")},
         "ap": scores["average_precision"], "best_step": best_step,
-        "best_val_f1": result.best_f1, "stopped_step": result.steps,
+        "best_val_f1": result.best_f1, "pretext": ctx.pretexts.get(spec.condition, ""),
+        "stopped_step": getattr(result, "stopped_step", None) or result.steps,
         "steps_cap": config.resolved("steps"),
         "n_tumor_patches": spec.n_tumor_patches, "n_normal_patches": spec.n_normal_patches,
         "subset_sha": subset_sha(spec.subset), "train_seed": spec.train_seed,
@@ -1147,8 +1156,12 @@ def study_context(config: StudyConfig) -> tuple[dict[str, Any], RunContext]:
     without running anything: `execute(ctx, plan["runs"][i])` runs one of them."""
     plan = _prepare(config)
     inits = {p.condition: p.path for p in plan["pres"]}
+    # each pretrained fine-tune keeps its pretext; scratch shares the first one's loss
+    pretexts = {p.condition: p.pretext for p in plan["pres"]}
+    pretexts |= {c: plan["pres"][0].pretext for c in BASELINES}
     ctx = RunContext(
-        config=config, arch=plan["arch"], inits=inits, settings=_run_settings(config, inits),
+        config=config, arch=plan["arch"], inits=inits, pretexts=pretexts,
+        settings={**_run_settings(config, inits), "pretexts": dict(sorted(pretexts.items()))},
         pretrain={p.condition: (p.store, p.slides) for p in plan["pres"]},
     )  # fmt: skip
     return plan, ctx
