@@ -906,7 +906,8 @@ def run_one(ctx: RunContext, spec: RunSpec) -> dict[str, Any]:
     """Fine-tune one run, score it on its test slides (threshold from its inner-validation
     slides) and return its results.csv row; its checkpoints go unless keep_checkpoints."""
     from lymph.model.checkpoint import load_checkpoint
-    from lymph.model.evaluate import AUTO, EvalConfig, evaluate
+    from lymph.model.evaluate import AUTO, EvalConfig
+    from lymph.model.evaluate import run as evaluate
     from lymph.model.train import run
 
     config = ctx.config

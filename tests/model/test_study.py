@@ -377,10 +377,10 @@ def test_study_command_runs_and_reports_bad_input(tmp_path) -> None:
     assert result.exit_code == 0, result.output
     assert "4 run(s) done now" in result.output and "Primary endpoint" in result.output
     bad = CliRunner().invoke(main, [*args, "--pretrained", "Bad Name=x.pt"])
-    assert bad.exit_code == 1 and "is not a pretext name" in bad.output
+    assert bad.exit_code == 2 and "is not a pretext name" in bad.output
     both = CliRunner().invoke(main, [*args, "--pretrained", str(pretrained), "--quick",
                                      "--profile", "standard"])  # fmt: skip
-    assert both.exit_code == 1 and "disagree" in both.output
+    assert both.exit_code == 2 and "disagree" in both.output
 
 
 @pytest.mark.slow
