@@ -8,7 +8,7 @@ BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.lymph-installed
 DEMO   ?= demo_out
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo study test lint bench clean
 
 install: $(STAMP)
 
@@ -68,5 +68,40 @@ demo: $(STAMP)
 	@echo "== done. Look at: $(DEMO)/runs/*/loss.png, $(DEMO)/eval/*.png, $(DEMO)/maps/*_overlay.png,"
 	@echo "   $(DEMO)/maps/eval/froc.png, $(DEMO)/study/table.md and $(DEMO)/study/f1_vs_size.png"
 
+# The study's standard profile on a world that can carry its question (about 2 h on an idle
+# 2-core CPU; the figures in the README's study section come from this target). A labeled world
+# of 20 tumor + 8 normal slides (>= 2 tumor slides per test fold at 4 folds) and a SEPARATE
+# unlabeled pretraining world of 25 slides x 240 patches = 6,000 = 30x the largest labeled set.
+# Two pretexts pretrain on it: identity (the paper) and genesis (restoration). The GPU version of
+# the same run is bench/bench_study_gpu.py.
+STUDY     ?= study_out
+PRE_MODEL  = --stage pretrain --steps 2000 --eval-every 250 --batch-size 16 --base-width 8 \
+             --crop 96 --workers 0 --threads 1
+
+study: $(STAMP)
+	@echo "== 1/4 synthetic worlds: labeled (20 tumor + 8 normal), unlabeled pretraining (25)"
+	test -f $(STUDY)/slides/reference.csv || $(BIN)/lymph synth --out $(STUDY)/slides \
+	    --tumor 20 --normal 8 --seed 0 $(SYNTH_ARGS)
+	test -f $(STUDY)/pretrain_slides/reference.csv || $(BIN)/lymph synth \
+	    --out $(STUDY)/pretrain_slides --tumor 25 --normal 0 --seed 2 $(SYNTH_ARGS)
+	@echo "== 2/4 extract (resumes): the labeled store and the label-free pretraining store"
+	$(BIN)/lymph extract --slides $(STUDY)/slides --out $(STUDY)/store.zarr \
+	    --labels $(STUDY)/slides/reference.csv --level 2 --patch-size 128 --patches-per-slide 128
+	mkdir -p $(STUDY)/no_annotations
+	$(BIN)/lymph extract --slides $(STUDY)/pretrain_slides --out $(STUDY)/pretrain_store.zarr \
+	    --annotations $(STUDY)/no_annotations --level 2 --patch-size 128 --patches-per-slide 240
+	@echo "== 3/4 pretrain both pretexts on the pretraining store only (in parallel, 1 thread each)"
+	test -f $(STUDY)/runs/identity/last.pt || $(BIN)/lymph train --pretext identity \
+	    --store $(STUDY)/pretrain_store.zarr --out $(STUDY)/runs/identity $(PRE_MODEL) & \
+	test -f $(STUDY)/runs/genesis/last.pt || $(BIN)/lymph train --pretext genesis \
+	    --store $(STUDY)/pretrain_store.zarr --out $(STUDY)/runs/genesis $(PRE_MODEL) & \
+	wait
+	test -f $(STUDY)/runs/identity/last.pt && test -f $(STUDY)/runs/genesis/last.pt
+	@echo "== 4/4 the study, standard profile (resumable: rerun make study to continue)"
+	$(BIN)/lymph study --store $(STUDY)/store.zarr --profile standard --out $(STUDY)/study \
+	    --pretrained identity=$(STUDY)/runs/identity/last.pt \
+	    --pretrained genesis=$(STUDY)/runs/genesis/last.pt
+	@echo "== done: $(STUDY)/study/table.md, $(STUDY)/study/f1_vs_size.png"
+
 clean:
-	rm -rf $(VENV) $(DEMO) bench_out .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) $(DEMO) $(STUDY) bench_out .pytest_cache .ruff_cache *.egg-info

@@ -317,6 +317,9 @@ def _labeled_option(
 @click.option("--patience", type=click.IntRange(min=1), default=None,
               help="finetune: stop after K validations without a better F1 (--steps is the "
               "cap; best.pt keeps the best).")
+@click.option("--select", type=click.Choice(["f1", "best_f1"]), default="f1", show_default=True,
+              help="finetune: what best.pt and --patience follow: f1 at --threshold, or "
+              "best_f1, the F1 at the validation's F1-best threshold (calibration-free).")
 @click.option("--base-width", type=click.IntRange(min=1), default=None,
               help="UNet width of the first level [default: 32, or the --init checkpoint's].")
 @click.option("--depth", type=click.IntRange(1, 7), default=None,
@@ -358,8 +361,8 @@ def _labeled_option(
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def train_cmd(store: str, out: str, stage: str, init: str | None, from_scratch: bool,
               labeled: int | str | None, steps: int, batch_size: int, lr: float,
-              recon_weight: float, pretext: str, patience: int | None, base_width: int | None,
-              depth: int | None, last_skip: bool | None, norm: str | None,
+              recon_weight: float, pretext: str, patience: int | None, select: str,
+              base_width: int | None, depth: int | None, last_skip: bool | None, norm: str | None,
               channels_per_group: int | None, upsample: str | None, padding_mode: str | None,
               crop: int, val_slides: int, val_patches: int, eval_every: int,
               checkpoint_every: int, seed: int, device: str, workers: int, threads: int | None,
@@ -398,7 +401,7 @@ def train_cmd(store: str, out: str, stage: str, init: str | None, from_scratch: 
             val_patches=val_patches, eval_every=eval_every, checkpoint_every=checkpoint_every,
             seed=seed, device=device, workers=workers, resume=resume, pretext=pretext,
             patience=patience, norm=norm, channels_per_group=channels_per_group,
-            upsample=upsample, padding_mode=padding_mode, threads=threads,
+            upsample=upsample, padding_mode=padding_mode, threads=threads, select=select,
         )
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None

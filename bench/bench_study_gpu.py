@@ -39,7 +39,7 @@ FULL = {
     "labeled": {"tumor": 20, "normal": 8, "size": "8000x6000", "per_slide": 128, "level": 2,
                 "patch": 128},
     "pretrain": {"tumor": 25, "size": "8000x6000", "per_slide": 240, "level": 2, "patch": 128},
-    "pretrain_steps": 2000, "pretrain_batch": 32, "pretrain_crop": 96, "base_width": 8,
+    "pretrain_steps": 2000, "pretrain_batch": 16, "pretrain_crop": 96, "base_width": 8,
     "study": {},  # the standard profile as it is
 }  # fmt: skip
 DRY = {

@@ -66,6 +66,11 @@ from lymph.model.unet import UNet, UNetConfig, unwrap
 STAGES = ("pretrain", "finetune")
 ARCH_KEYS = ("base_width", "depth", "last_skip", "norm", "upsample", "padding_mode",
              "channels_per_group")
+# What best.pt and --patience follow: "f1" at --threshold, or "best_f1", the F1 at the
+# F1-best threshold of a 101-step grid on the validation pixels (calibration-free: early in a
+# fine-tune the probabilities sit near 0.5, and F1 at a fixed 0.5 scores that, not the features).
+SELECT = ("f1", "best_f1")
+VAL_BINS = 101
 # Settings --resume may change (recorded in the run record's "resumes"): how and where the run
 # executes, not what it computes. workers and batch_size change the data order (warned).
 RESUME_MAY_CHANGE = frozenset(
@@ -178,6 +183,7 @@ class TrainConfig:
     pretext: str = "identity"
     patience: int | None = None
     threads: int | None = None
+    select: str = "f1"
 
     def __post_init__(self) -> None:
         set_ = partial(object.__setattr__, self)
@@ -249,6 +255,8 @@ class TrainConfig:
             raise ConfigError(f"stop_at must be >= 1, got {self.stop_at}")
         if self.pretext not in PRETEXTS:
             raise ConfigError(f"pretext must be one of {PRETEXTS}, got {self.pretext!r}")
+        if self.select not in SELECT:
+            raise ConfigError(f"select must be one of {SELECT}, got {self.select!r}")
         for name in ("patience", "threads"):
             v = getattr(self, name)
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
@@ -904,15 +912,22 @@ def validate(
         rec = reconstruct(net, images, device=device, batch_size=batch_size)
         diff = rec.astype(np.float32) / 255 - images.astype(np.float32) / 255
         return {"recon_mse": float(np.mean(diff**2)), "n": len(images)}
-    from lymph.model.metrics import pixel_counts
+    from lymph.model.metrics import PRAccumulator, pixel_counts
 
     probs = predict_probs(net, images, device=device, batch_size=batch_size)
     counts = pixel_counts(probs >= threshold, masks > 0)
+    acc = PRAccumulator(bins=VAL_BINS)
+    acc.update(probs, masks > 0)
+    curve = acc.curve()
+    best = int(np.argmax(curve.f1))
     return {
         "precision": counts.precision,
         "recall": counts.recall,
         "f1": counts.f1,
         **counts.to_dict(),
+        "best_f1": float(curve.f1[best]),
+        "best_threshold": float(acc.thresholds[best]),
+        "ap": curve.average_precision(),
         "n": len(images),
     }
 
@@ -982,10 +997,10 @@ def evaluate_now(s: Session) -> None:
     s.last_val = validate(s.model, s.val_images, s.val_masks, device=s.device,
                           threshold=c.threshold, batch_size=c.batch_size)  # fmt: skip
     s.log({"kind": "val", "step": s.step, **s.last_val})
-    if "f1" not in s.last_val:
+    if c.select not in s.last_val:
         return
-    if s.best_f1 is None or s.last_val["f1"] > s.best_f1:
-        s.best_f1, s.best_step, s.evals_since_best = float(s.last_val["f1"]), s.step, 0
+    if s.best_f1 is None or s.last_val[c.select] > s.best_f1:
+        s.best_f1, s.best_step, s.evals_since_best = float(s.last_val[c.select]), s.step, 0
         s.checkpoint(s.run / "best.pt", s.last_val)
     else:
         s.evals_since_best += 1

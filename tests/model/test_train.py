@@ -566,6 +566,21 @@ def test_early_stopping_on_validation_f1(store: Path, tmp_path: Path) -> None:
         cfg(store, tmp_path / "y", patience=3)
 
 
+def test_select_best_f1_follows_the_calibration_free_f1(store: Path, tmp_path: Path) -> None:
+    c = cfg(store, tmp_path / "sel", stage="finetune", from_scratch=True, labeled=8, steps=6,
+            eval_every=2, checkpoint_every=100, select="best_f1")  # fmt: skip
+    res = train(c, progress=False)
+    recs = [json.loads(x) for x in (tmp_path / "sel/metrics.jsonl").read_text().splitlines()]
+    vals = [r for r in recs if r["kind"] == "val"]
+    assert len(vals) == 3
+    for v in vals:  # the grid's best F1 is at least the F1 at the fixed threshold's grid point
+        assert 0 <= v["best_f1"] <= 1 and 0 <= v["ap"] <= 1 and 0 <= v["best_threshold"] <= 1
+    best = max(vals, key=lambda v: v["best_f1"])  # first of the ties, as the loop keeps it
+    assert res.best_f1 == best["best_f1"] and res.best_step == best["step"]
+    with pytest.raises(ConfigError, match="select must be one of"):
+        cfg(store, tmp_path / "bad", select="loss")
+
+
 def test_threads_are_set_for_the_run_and_restored(
     store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
