@@ -91,12 +91,12 @@ study: $(STAMP)
 	$(BIN)/lymph extract --slides $(STUDY)/pretrain_slides --out $(STUDY)/pretrain_store.zarr \
 	    --annotations $(STUDY)/no_annotations --level 2 --patch-size 128 --patches-per-slide 240
 	@echo "== 3/4 pretrain both pretexts on the pretraining store only (in parallel, 1 thread each)"
-	test -f $(STUDY)/runs/identity/last.pt || $(BIN)/lymph train --pretext identity \
-	    --store $(STUDY)/pretrain_store.zarr --out $(STUDY)/runs/identity $(PRE_MODEL) & \
-	test -f $(STUDY)/runs/genesis/last.pt || $(BIN)/lymph train --pretext genesis \
-	    --store $(STUDY)/pretrain_store.zarr --out $(STUDY)/runs/genesis $(PRE_MODEL) & \
-	wait
-	test -f $(STUDY)/runs/identity/last.pt && test -f $(STUDY)/runs/genesis/last.pt
+	for p in identity genesis; do \
+	    r=$(STUDY)/runs/$$p; resume=; test -f $$r/last.pt && resume=--resume; \
+	    $(BIN)/lymph train --pretext $$p --store $(STUDY)/pretrain_store.zarr --out $$r \
+	        $(PRE_MODEL) $$resume --quiet & \
+	done; wait
+	test -f $(STUDY)/runs/identity/loss.png && test -f $(STUDY)/runs/genesis/loss.png
 	@echo "== 4/4 the study, standard profile (resumable: rerun make study to continue)"
 	$(BIN)/lymph study --store $(STUDY)/store.zarr --profile standard --out $(STUDY)/study \
 	    --pretrained identity=$(STUDY)/runs/identity/last.pt \

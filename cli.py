@@ -328,7 +328,8 @@ def _labeled_option(
               help="Keep the highest-resolution skip connection [default: removed, as in the "
               "paper, or the --init checkpoint's].")
 @click.option("--norm", type=click.Choice(["group", "batch", "none"]), default=None,
-              help="UNet normalisation [default: group, or the --init checkpoint's].")
+              help="UNet normalisation [default: batch (window-independent: fast whole-slide "
+              "prediction), or the --init checkpoint's].")
 @click.option("--channels-per-group", type=click.IntRange(min=4), default=None,
               help="GroupNorm channels per group [default: 8, or the --init checkpoint's].")
 @click.option("--upsample", type=click.Choice(["bilinear", "transpose"]), default=None,
@@ -782,10 +783,11 @@ def study_cmd(store: str, pretrained: tuple[str, ...], out: str, **options: obje
               help="Window (tile) in px of that level [default: the patch size, rounded up to "
               "a multiple of the model's and the map's grid; up to 1024 px for a BatchNorm "
               "model, whose output does not depend on the window].")
-@click.option("--overlap", type=click.Choice(["margin", "half"]), default="margin",
+@click.option("--overlap", type=click.Choice(["auto", "margin", "half"]), default="auto",
               show_default=True, help="margin: tiles overlap by --margin, which is cut off "
-              "(each pixel computed ~1.2 times); half: the old tiling, windows every half "
-              "window blended with a Hann window (4 times; slower, for comparison).")
+              "(each pixel computed ~1.2 times); half: windows every half window blended with "
+              "a Hann window (4 times; the old tiling); auto: margin for a BatchNorm model, "
+              "half for a GroupNorm one (its output depends on the window).")
 @click.option("--margin", type=click.IntRange(min=0), default=None,
               help="--overlap margin: px of that level cut off each side of a tile "
               "[default: 4.5% of the window, at least one map cell].")

@@ -6,8 +6,9 @@
 
 **Old** is today's tiling before issue 12 (``overlap="half"``: windows of the training patch
 size every half window, Hann-blended: every pixel computed 4 times; contiguous tensors).
-**New** is the default (``overlap="margin"``: tiles of the training window whose margin is cut
-off, redundancy about 1.2; channels_last; large tiles for window-independent BatchNorm models).
+**New** is the default (``overlap="auto"``, channels_last): for a BatchNorm model (lymph's default
+since issue 12) 1,024 px tiles whose margin is cut off, redundancy about 1.2; for a GroupNorm
+model the half-window tiling, whose maps margin tiles would move (``margin`` forces them).
 Both run with the same torch thread count (``--threads``).
 
 1. Speed, same checkpoint and slide: an untrained default UNet (speed does not depend on the
@@ -47,7 +48,8 @@ ARCHS = {
 }
 MODES = {
     "old": {"overlap": "half", "channels_last": False},
-    "new": {"overlap": "margin", "channels_last": True},
+    "new": {"overlap": "auto", "channels_last": True},  # the default: margin for BatchNorm
+    "margin": {"overlap": "margin", "channels_last": True},  # forced, for a GroupNorm model too
 }
 WORLD_LEVEL, WORLD_PATCH = 2, 64
 
@@ -203,9 +205,12 @@ def new_stride(ckpt: Path) -> int:
 
     model, c = load_model(ckpt)
     patch = c["config"]["store"]["patch_size"]
-    window = fitted_tile((10**5, 10**5), patch) if window_independent(model) else None
-    return plan_grid((10**5, 10**5), 1.0, level=0, patch_size=window or patch,
-                     multiple=model.multiple, window=window, overlap="margin").stride
+    if not window_independent(model):  # the default (auto) keeps the half-window tiling
+        return plan_grid((10**5, 10**5), 1.0, level=0, patch_size=patch,
+                         multiple=model.multiple, overlap="half").stride
+    window = fitted_tile((10**5, 10**5), patch)
+    return plan_grid((10**5, 10**5), 1.0, level=0, patch_size=window, multiple=model.multiple,
+                     window=window, overlap="margin").stride
 
 
 def same_area_windows(windows: int, old_stride: int, new_stride: int) -> int:

@@ -6,19 +6,20 @@ Frames. ``level`` is the slide level the model runs at (the checkpoint's, ``stor
 downsample vs level 0 is ``map_downsample = cell * level_downsample`` (16 by default), so map
 pixel (i, j) covers level-0 ``[j * map_downsample, (j + 1) * map_downsample)``.
 
-Tiling (``overlap``). ``"margin"`` (the default): tiles of ``window`` level pixels whose
-``margin`` (4.5% of the window, at least one map cell) is cut off each side; each tile's centre
-(``stride = window - 2 * margin``) is averaged over map cells and written as it is, so every map
-cell comes from exactly one tile and each pixel is computed about 1.2 times ((320 / 288)^2 at
-the default 320 px window). Tiles at the slide's edges shift inwards to hold real tissue rather
-than glass. For a GroupNorm model (the default; each window is normalised by its own
-statistics, so a window's size changes its output) the window stays the training patch size
-rounded up to a multiple of both the model's multiple and ``2 * cell``; for a model whose output
-is window-independent (``model.config.norm`` "batch" in eval mode, or "none") tiles grow to
-``BIG_TILE`` (1,024 px), fewer borders and less overhead. ``"half"``: the tiling before issue 12,
-kept for comparison (bench/bench_predict.py): windows every ``stride`` pixels (half a window),
-weighted by a separable Hann window ``sin^2(pi (i + 1/2) / window)`` (which sums to one at
-half-window overlap: no seams), summed cell by cell into the map and divided by the summed
+Tiling (``overlap``). ``"auto"`` (the default) is ``"margin"`` for a model whose output is
+window-independent (``model.config.norm`` "batch", the default since issue 12, in eval mode, or
+"none") and ``"half"`` for a GroupNorm model, whose maps margin tiles would move (each window is
+normalised by its own statistics: 0.032 mean abs difference measured). ``"margin"``: tiles of
+``window`` level pixels whose ``margin`` (4.5% of the window, at least one map cell) is cut off
+each side; each tile's centre (``stride = window - 2 * margin``) is averaged over map cells and
+written as it is, so every map cell comes from exactly one tile and each pixel is computed about
+1.2 times. Tiles at the slide's edges shift inwards to hold real tissue rather than glass. For a
+window-independent model tiles grow to ``BIG_TILE`` (1,024 px), fewer borders and less overhead;
+for a GroupNorm model (``--overlap margin`` asked for) the window stays the training patch size
+rounded up to a multiple of both the model's multiple and ``2 * cell``. ``"half"``: the tiling
+before issue 12 (bench/bench_predict.py's baseline): windows every ``stride`` pixels (half a
+window), weighted by a separable Hann window ``sin^2(pi (i + 1/2) / window)`` (which sums to one
+at half-window overlap: no seams), summed cell by cell into the map and divided by the summed
 weights; every pixel computed 4 times. Windows whose footprint holds no tissue (thumbnail tissue
 mask) are skipped, and the finished map is zeroed outside the tissue mask (grown by two
 thumbnail pixels): border windows are partly glass, which training never shows the model.
@@ -77,7 +78,7 @@ SMOOTH_SIGMA_PX = 1.0
 THUMB_SIZE = 2048
 TISSUE_MARGIN_THUMB = 2  # thumbnail px the tissue mask grows by before it masks the map
 SCORES_CSV = "scores.csv"
-OVERLAPS = ("margin", "half")
+OVERLAPS = ("auto", "margin", "half")
 MARGIN_FRACTION = 0.045  # default margin per side: redundancy (T / (T - 2m))^2 near 1.2
 BIG_TILE = 1024  # default tile (level px) for models whose output is window-independent
 WINDOW_FREE_NORMS = ("batch", "none")  # eval-mode BatchNorm or no norm: no window statistics
@@ -135,7 +136,7 @@ class PredictConfig:
     progress: bool = True
     write_score: bool = True
     force: bool = False
-    overlap: str = "margin"
+    overlap: str = "auto"
     margin: int | None = None
     channels_last: bool = True
     screen: int | None = None
@@ -183,10 +184,10 @@ class PredictConfig:
     def _check_tiling(self) -> None:
         if self.overlap not in OVERLAPS:
             raise ConfigError(f"overlap must be one of {OVERLAPS}, got {self.overlap!r}")
-        if self.overlap == "margin" and self.stride is not None:
+        if self.overlap in ("auto", "margin") and self.stride is not None:
             raise ConfigError(
-                f"stride {self.stride} sets the step of --overlap half; with --overlap margin the "
-                "step is the window minus twice --margin: pass --margin, or --overlap half"
+                f"stride {self.stride} sets the step of --overlap half: pass --overlap half with "
+                f"it (with --overlap {self.overlap} the step is the window minus twice --margin)"
             )
         if self.overlap == "half" and (self.margin is not None or self.screen is not None):
             raise ConfigError("--margin and --screen apply to --overlap margin, not half")
@@ -937,6 +938,17 @@ def window_independent(model: Any) -> bool:
     return norm in WINDOW_FREE_NORMS
 
 
+def resolve_overlap(config: PredictConfig, model: Any) -> str:
+    """The tiling of ``overlap="auto"``: margin tiles for a window-independent model (or when
+    --margin or --screen asks for them), else the half-window blend, which keeps a GroupNorm
+    model's maps what they were (margin tiles moved them by 0.032 mean abs; issue 12)."""
+    if config.overlap != "auto":
+        return config.overlap
+    if window_independent(model) or config.margin is not None or config.screen is not None:
+        return "margin"
+    return "half"
+
+
 def fitted_tile(level_dims: tuple[int, int], patch_size: int, *, big: int = BIG_TILE) -> int:
     """The large tile for a window-independent model: at most ``big`` px, shrunk so that the
     fewest tiles cover the level's longer side without running far past it (a 1,536 px level
@@ -961,7 +973,8 @@ def plan_slide(reader: Any, config: PredictConfig, loaded: LoadedModel) -> Slide
             f"0..{reader.level_count - 1}); pass --level with an existing level"
         )
     window = config.window
-    if config.overlap == "margin" and window is None and window_independent(loaded.model):
+    overlap = resolve_overlap(config, loaded.model)
+    if overlap == "margin" and window is None and window_independent(loaded.model):
         window = fitted_tile(reader.level_dimensions[lvl], loaded.patch_size)
     grid = plan_grid(
         reader.level_dimensions[lvl],
@@ -972,7 +985,7 @@ def plan_slide(reader: Any, config: PredictConfig, loaded: LoadedModel) -> Slide
         window=window,
         stride=config.stride,
         map_downsample=config.map_downsample,
-        overlap=config.overlap,
+        overlap=overlap,
         margin=config.margin,
     )
     thumb, thumb_ds = reader.thumbnail(config.thumb_size)
@@ -1165,7 +1178,7 @@ def _write_meta(path: Path, *, reader_path: Path, plan: SlidePlan, loaded: Loade
             "batch_size": config.batch_size,
             "device": str(loaded.device),
             "thumb_size": config.thumb_size,
-            "overlap": config.overlap,
+            "overlap": "half" if grid.mode == "blend" else "margin",
             "margin": grid.margin,
             "channels_last": config.channels_last,
             "threads": resolve_threads(config, loaded.device),
@@ -1317,22 +1330,30 @@ def predict_slide(slide: str | Path | Any, config: PredictConfig) -> SlideResult
 # --- many slides ---------------------------------------------------------------------------------
 
 
-def list_slides(slides: str | Path) -> list[Path]:
-    """A slide file (or DICOM folder) as a one-item list, or the slides of a folder (masks and
-    lymph's own maps excluded). SlideError when nothing is found."""
+def find_slides(slides: str | Path) -> tuple[list[Path], list[tuple[str, str]]]:
+    """(slides, problems): a slide file (or DICOM folder) as a one-item list, or the slides of a
+    folder (masks and lymph's own maps excluded), and the (source, "file: cause") of what
+    discovery could not use (a dangling link, an id collision). SlideError when nothing is
+    found."""
     from lymph.data.slides import discover_slides
 
     path = Path(slides)
     if not path.exists():
         raise SlideError(f"{path}: no such slide file or folder; check the path")
     if path.is_file():
-        return [path]
+        return [path], []
     discovery = discover_slides(path)
-    for problem in discovery.problems:  # the batch goes on without them
-        warnings.warn(f"skipped: {problem.message}", stacklevel=2)
     found = discovery.paths
     if not found:
         raise SlideError(f"{path}: no slides in this folder (looked for .svs, .tif, .ndpi, ...)")
+    return found, discovery.failed()
+
+
+def list_slides(slides: str | Path) -> list[Path]:
+    """The slides of ``find_slides``; what discovery could not use is warned about."""
+    found, problems = find_slides(slides)
+    for _, message in problems:  # the batch goes on without them
+        warnings.warn(f"skipped: {message}", stacklevel=2)
     return found
 
 
@@ -1396,7 +1417,13 @@ def predict_slides(
 
 def run(config: PredictConfig) -> list:
     """``lymph predict``: every slide of ``config.slides`` (a file or a folder) into
-    ``config.out``; returns one TaskResult per slide (see ``predict_slides``)."""
+    ``config.out``; returns one TaskResult per slide (see ``predict_slides``), then one failed
+    TaskResult per file discovery could not use."""
+    from lymph.data.cluster import TaskResult
+
     if config.slides is None:
         raise ConfigError("PredictConfig.slides is not set: pass --slides (a slide or a folder)")
-    return predict_slides(list_slides(config.slides), config, progress=config.progress)
+    found, problems = find_slides(config.slides)
+    results = predict_slides(found, config, progress=config.progress)
+    # what discovery could not use is a failed slide of the batch, listed with the others
+    return [*results, *(TaskResult(item=src, value=None, error=msg) for src, msg in problems)]

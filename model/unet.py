@@ -34,18 +34,22 @@ NORMS = ("batch", "group", "none")
 UPSAMPLES = ("bilinear", "transpose")
 PADDINGS = ("zeros", "reflect")
 # what a checkpoint written before these settings existed was built with
-LEGACY = {"upsample": "transpose", "padding_mode": "zeros", "channels_per_group": None}
+LEGACY = {"norm": "group", "upsample": "transpose", "padding_mode": "zeros",
+          "channels_per_group": None}
 
 
 @dataclass(frozen=True)
 class UNetConfig:
     """Architecture settings; saved in every checkpoint and compared on load.
 
-    norm: "group" (default) normalises each image on its own, so predictions do not depend on
-    the batch they are in and tiny fine-tuning batches or DDP need no synchronised statistics;
-    "batch" is Ronneberger's BatchNorm (in eval mode a per-channel affine map, so the output at
-    a pixel does not depend on the window size: the predict helper's choice for large tiles);
-    "none" for ablations.
+    norm: "batch" (default) is Ronneberger's BatchNorm: in eval mode a per-channel affine map,
+    so the output at a pixel does not depend on the window it is computed in, and whole-slide
+    prediction runs large tiles with a small margin (issue 12: 4.7x the half-window tiling with
+    maps that agree to 0.0014). On the demo world it also segmented better than GroupNorm
+    (F1 98.0% vs 79.1%, AP 0.995 vs 0.807, same schedule and seed). "group" normalises each
+    image by its own statistics (no batch dependence, so tiny batches or DDP need no
+    synchronised statistics), but then a window's size changes its output and predict must
+    keep training-size windows at half-window overlap for the same maps; "none" for ablations.
 
     channels_per_group: GroupNorm uses ``C // channels_per_group`` groups of a C-channel layer
     (at least 4 channels per group, so a group never normalises one colour channel on its own:
@@ -57,7 +61,7 @@ class UNetConfig:
     base_width: int = 32
     depth: int = 4
     last_skip: bool = False
-    norm: str = "group"
+    norm: str = "batch"
     upsample: str = "bilinear"
     padding_mode: str = "reflect"
     channels_per_group: int | None = 8

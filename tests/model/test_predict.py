@@ -90,7 +90,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
         'Color="#ff0000"><Attributes/></Group></AnnotationGroups></ASAP_Annotations>'
     )
     torch.manual_seed(0)
-    model = UNet(UNetConfig(base_width=4, depth=2))
+    model = UNet(UNetConfig(base_width=4, depth=2, norm="group"))
     save_checkpoint(
         root / "tiny.pt",
         model=model,
@@ -538,6 +538,28 @@ def test_cli_predict_writes_outputs_and_reports_a_failed_slide(
     assert "0 of 1 slide(s)" in res.output and "FAILED" in res.output
 
 
+def test_cli_predict_lists_what_discovery_could_not_use_as_failed(
+    world: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    import lymph.model.infer
+    from lymph.cli import main
+
+    monkeypatch.setattr(lymph.model.infer, "predict_probs", fake_probs)
+    folder = tmp_path / "slides"
+    folder.mkdir()
+    (folder / "tumor_t.tif").symlink_to(world / "slides" / "tumor_t.tif")
+    (folder / "gone.tif").symlink_to(tmp_path / "nowhere.tif")  # a dangling link
+    res = CliRunner().invoke(main, ["predict", "--slides", str(folder), "--checkpoint",
+                                    str(world / "tiny.pt"), "--out", str(tmp_path / "maps"),
+                                    "--device", "cpu", "--threads", "1", "--quiet"])  # fmt: skip
+    assert res.exit_code == 1, res.output
+    assert "1 of 2 slide(s) predicted" in res.output
+    assert "FAILED" in res.output and "gone.tif" in res.output
+    assert (tmp_path / "maps" / "tumor_t_tumor_map.tif").is_file()  # the batch went on
+
+
 def test_cli_predict_refuses_a_stride_over_the_window(world: Path, tmp_path: Path) -> None:
     from click.testing import CliRunner
 
@@ -827,7 +849,7 @@ def test_window_independent_norms_get_large_tiles(world: Path, tmp_path: Path) -
     )
 
     assert window_independent(UNet(UNetConfig(base_width=4, depth=2, norm="batch")))
-    assert not window_independent(UNet(UNetConfig(base_width=4, depth=2)))
+    assert not window_independent(UNet(UNetConfig(base_width=4, depth=2, norm="group")))
     assert not window_independent(torch.nn.Conv2d(3, 1, 1))  # says nothing: GroupNorm assumed
     bn = tmp_path / "bn.pt"
     save_checkpoint(bn, model=UNet(UNetConfig(base_width=4, depth=2, norm="batch")),
@@ -857,8 +879,10 @@ def test_new_tiling_agrees_with_the_old_and_is_cheaper(world: Path, tmp_path: Pa
     kw = {"checkpoint": world / "tiny.pt", "device": "cpu", "thumb_size": 512, "threads": 1,
           "progress": False}
     old = predict_slide(slide, PredictConfig(out=tmp_path / "old", overlap="half", **kw))
-    new = predict_slide(slide, PredictConfig(out=tmp_path / "new", **kw))
+    new = predict_slide(slide, PredictConfig(out=tmp_path / "new", overlap="margin", **kw))
+    auto = predict_slide(slide, PredictConfig(out=tmp_path / "auto", **kw))
     assert new.overlap == "margin" and old.overlap == "half"
+    assert auto.overlap == "half"  # a GroupNorm model: margin tiles would move its maps
     assert new.n_windows < 0.45 * old.n_windows
     a = tifffile.imread(old.map_path).astype(float)
     b = tifffile.imread(new.map_path).astype(float)

@@ -128,9 +128,13 @@ def test_old_checkpoint_settings_load_as_they_were_built() -> None:
     model = UNet(cfg)
     assert isinstance(model.decoders[0].up, torch.nn.ConvTranspose2d)
     assert model.encoders[0][1].num_groups == 8  # gcd(8, 8): the old rule (InstanceNorm here)
-    new = UNet(UNetConfig(base_width=8, depth=3))
+    new = UNet(UNetConfig(base_width=8, depth=3, norm="group"))
     assert new.encoders[0][1].num_groups == 1 and new.bottleneck[1].num_groups == 8
     assert UNetConfig.from_dict(new.config.to_dict()) == new.config
+    # a record from before the norm setting existed: GroupNorm, what it was built with
+    legacy = {"in_channels": 3, "base_width": 8, "depth": 3, "last_skip": False}
+    assert UNetConfig.from_dict(legacy).norm == "group"
+    assert UNetConfig().norm == "batch"  # new models: window-independent (issue 12)
 
 
 @pytest.mark.parametrize("c,cpg,groups", [(8, 8, 1), (16, 8, 2), (24, 8, 3), (20, 8, 2),
