@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from lymph.data.errors import AnnotationError, ConfigError, SlideError
+from lymph.data.io import decode_text
 from lymph.data.slides import slide_id, strip_slide_suffix
 
 TUMOR_GROUPS = frozenset({"_0", "_1", "tumor", "metastases"})
@@ -850,20 +851,7 @@ def _labels_text(path: Path) -> str:
     except OSError as exc:
         raise LabelsError(f"{path}: cannot read the labels CSV ({exc.strerror or exc}); "
                           "check the path and its permissions") from exc
-    head = data[:4096]
-    utf16 = data[:2] in (b"\xff\xfe", b"\xfe\xff") or (
-        len(head) >= 2 and (head[1::2].count(0) > len(head) // 4
-                            or head[0::2].count(0) > len(head) // 4))
-    if utf16:
-        raise LabelsError(f"{path}: the labels CSV is UTF-16 text; {fix}")
-    if b"\x00" in data:
-        raise LabelsError(f"{path}: the labels CSV holds NUL bytes (a binary file, not text); "
-                          f"{fix}")
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise LabelsError(f"{path}: the labels CSV is not UTF-8 (byte 0x{data[exc.start]:02x} "
-                          f"at offset {exc.start}); {fix}") from None
+    return decode_text(data, path, what="labels CSV", fix=fix, error=LabelsError)
 
 
 def _label_flag(value: str) -> bool | None:

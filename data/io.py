@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from lymph.data.errors import OutputError
+from lymph.data.errors import ConfigError, OutputError
 
 __all__ = [
     "MANIFEST_NAME",
@@ -272,3 +272,28 @@ class OutputManifest:
         self.mark_pending(path)
         yield path
         self.record(path)
+
+
+def decode_text(
+    data: bytes, path: str | os.PathLike[str], *, what: str, fix: str,
+    error: type[Exception] = ConfigError,
+) -> str:
+    """``data`` (the bytes of ``path``) as UTF-8 text (a BOM is dropped): ``error``, one line
+    naming the file, the problem and ``fix``, for UTF-16 text (BOM, or every other byte NUL in
+    the first 4 KiB), NUL bytes (a binary file) or bytes that are not UTF-8. The one text check
+    of every CSV lymph reads (labels, detections, scores)."""
+    head = data[:4096]
+    utf16 = data[:2] in (b"\xff\xfe", b"\xfe\xff") or (
+        len(head) >= 2 and (head[1::2].count(0) > len(head) // 4
+                            or head[0::2].count(0) > len(head) // 4))  # fmt: skip
+    if utf16:
+        raise error(f"{path}: the {what} is UTF-16 text; {fix}")
+    nul = data.find(b"\x00")
+    if nul >= 0:
+        raise error(f"{path}: the {what} holds NUL bytes (at offset {nul}: a binary file, not "
+                    f"text); {fix}")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise error(f"{path}: the {what} is not UTF-8 (byte 0x{data[exc.start]:02x} at offset "
+                    f"{exc.start}); {fix}") from None

@@ -499,20 +499,10 @@ def roc_curve(scores: Sequence[float], labels: Sequence[int | bool]) -> tuple[np
 def read_text_csv(path: str | Path, *, what: str = "CSV") -> list[list[str]]:
     """The rows of a UTF-8 text CSV. ConfigError, one line naming the file, for a binary file
     (NUL bytes), a UTF-16 one or bytes that are not UTF-8; OSError when it cannot be read."""
+    from lymph.data.io import decode_text
+
     path = Path(path)
-    data = path.read_bytes()
-    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
-        raise ConfigError(f"{what} {path} is UTF-16 text; save it as UTF-8 (plain CSV)")
-    nul = data.find(b"\x00")
-    if nul >= 0:
-        raise ConfigError(f"{what} {path} is binary (NUL byte at offset {nul}), not a text CSV")
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(
-            f"{what} {path} is not UTF-8 text (byte {data[exc.start]:#04x} at offset "
-            f"{exc.start}); save it as UTF-8 CSV"
-        ) from None
+    text = decode_text(path.read_bytes(), path, what=what, fix="save it as UTF-8 CSV")
     return list(csv.reader(text.splitlines()))
 
 

@@ -323,7 +323,7 @@ def test_labels_csv_utf16_is_refused_in_one_line(tmp_path):
 def test_labels_csv_binary_is_refused_in_one_line(tmp_path):
     path = _csv(tmp_path, bytes(range(256)) * 4)
     with pytest.raises(AnnotationError, match=r"labels.csv: the labels CSV holds NUL bytes "
-                                              r"\(a binary file, not text\); save it"):
+                                              r"\(at offset 0: a binary file, not text\); save"):
         read_labels_csv(path)
 
 
