@@ -42,7 +42,6 @@ import shutil
 import socket
 import struct
 import sys
-import unicodedata
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -145,17 +144,20 @@ def sanitize_slide_id(name: str) -> str:
 
 
 def check_slide_id(slide_id: str) -> None:
-    """Refuse an id that is unsafe as one zarr group and folder name: empty, a path separator,
-    a control character, a leading `.` or zarr's reserved `__`, `..`, over 200 UTF-8 bytes.
-    Unicode letters are fine (`腫瘍_001`): ids are made by discovery, this only guards."""
-    bad = (not slide_id or "/" in slide_id or "\\" in slide_id or ".." in slide_id
-           or slide_id.startswith((".", "__"))
-           or any(unicodedata.category(c)[0] == "C" for c in slide_id)
-           or len(slide_id.encode("utf-8")) > 200)
-    if bad:
+    """Refuse an id that is unsafe as one zarr group and folder name: one that
+    ``lymph.data.slides.safe_id`` (the one rule, which slide discovery makes ids with) would
+    change or reject. Unicode letters are fine (`腫瘍_001`)."""
+    from lymph.data.errors import SlideError
+    from lymph.data.slides import safe_id
+
+    try:
+        ok = isinstance(slide_id, str) and safe_id(slide_id) == slide_id
+    except SlideError:
+        ok = False
+    if not ok:
         raise StoreError(f"slide id {slide_id!r} is not safe as a store group name; make ids "
-                         "with the slide discovery (no '/', '..', control characters, leading "
-                         "'.' or '__')")
+                         "with the slide discovery (lymph.data.slides.safe_id: no '/', '..', "
+                         "whitespace, control characters, leading '.' or '__')")
 
 
 @dataclass(frozen=True)
