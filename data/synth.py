@@ -20,7 +20,7 @@ import json
 import math
 import os
 import xml.etree.ElementTree as ET
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import cached_property, lru_cache
 from pathlib import Path
@@ -936,8 +936,6 @@ def synth_slides(
     """
     from tqdm import tqdm
 
-    from lymph.data.pyramid import write_pyramidal_tiff
-
     cfg = SynthConfig(
         n_tumor=n_tumor,
         n_normal=n_normal,
@@ -966,89 +964,77 @@ def synth_slides(
     plans = []
     try:
         for status, i in jobs:
-            name = f"{status}_{i:03d}"
-            plan = SlidePlan(
-                name=name,
-                status=status,
-                width=width,
-                height=height,
-                mpp=cfg.mpp,
-                seed=cfg.seed,
-                index=i,
-            )
+            plan = SlidePlan(name=f"{status}_{i:03d}", status=status, width=width, height=height,
+                             mpp=cfg.mpp, seed=cfg.seed, index=i)  # fmt: skip
             plans.append(plan)
-            bar.set_postfix_str(name)
+            bar.set_postfix_str(plan.name)
 
             def tick(n: int) -> None:
                 bar.update(n)
                 if on_row is not None:
                     on_row(n)
 
-            path = out / f"{name}{ext}"
-            write_pyramidal_tiff(
-                path,
-                plan.image_row,
-                width=width,
-                height=height,
-                compression="jpeg",
-                quality=cfg.quality,
-                mpp=cfg.mpp,
-                layout="aperio" if cfg.fmt == "svs" else "generic",
-                factor=4 if cfg.fmt == "svs" else 2,
-                aperio_fields={"AppMag": _objective_power(cfg.mpp), "Filename": name},
-                label=_label_image(name) if cfg.fmt == "svs" else None,
-                workers=cfg.workers,
-                progress=tick,
-            )
-            xml = mask = None
-            if status == "tumor":
-                xml = out / f"{name}.xml"
-                write_asap_xml(xml, plan.lesions)
-                mask = out / f"{name}_mask.tif"
-                write_pyramidal_tiff(
-                    mask,
-                    plan.mask_row,
-                    width=width,
-                    height=height,
-                    channels=1,
-                    compression="deflate",
-                    mpp=cfg.mpp,
-                    downsample="majority",
-                    min_size=MASK_MIN_SIZE,  # levels to 1/32 and beyond, as CAMELYON16's
-                    workers=cfg.workers,
-                )
-            largest = ""
-            if plan.lesions:
-                order = {"ITC": 0, "Micro": 1, "Macro": 2}
-                largest = max((les.kind for les in plan.lesions), key=order.__getitem__)
-            slides.append(
-                SynthSlide(
-                    name=name,
-                    path=path,
-                    status=status,
-                    xml=xml,
-                    mask=mask,
-                    lesions=plan.lesions,
-                    dimensions=(width, height),
-                    largest=largest,
-                )
-            )
+            slides.append(_write_slide(plan, out / f"{plan.name}{ext}", cfg, tick))
     finally:
         bar.close()
-    with open(out / "reference.csv", "w", newline="") as fh:
-        writer = csv.writer(fh)
-        for s in slides:
-            writer.writerow([s.name, "Tumor" if s.status == "tumor" else "Normal", s.largest])
-    from lymph import __version__
+    _write_manifests(out, cfg, slides, plans)
+    return slides
 
+
+def _write_slide(plan: SlidePlan, path: Path, cfg: SynthConfig,
+                 tick: Callable[[int], None]) -> SynthSlide:
+    """One slide (and for a tumor slide its ASAP XML and mask TIFF) from its plan."""
+    from lymph.data.pyramid import write_pyramidal_tiff
+
+    name, width, height = plan.name, plan.width, plan.height
+    write_pyramidal_tiff(
+        path, plan.image_row, width=width, height=height, compression="jpeg",
+        quality=cfg.quality, mpp=cfg.mpp, layout="aperio" if cfg.fmt == "svs" else "generic",
+        factor=4 if cfg.fmt == "svs" else 2,
+        aperio_fields={"AppMag": _objective_power(cfg.mpp), "Filename": name},
+        label=_label_image(name) if cfg.fmt == "svs" else None, workers=cfg.workers,
+        progress=tick,
+    )  # fmt: skip
+    xml = mask = None
+    if plan.status == "tumor":
+        xml = path.parent / f"{name}.xml"
+        write_asap_xml(xml, plan.lesions)
+        mask = path.parent / f"{name}_mask.tif"
+        write_pyramidal_tiff(
+            mask, plan.mask_row, width=width, height=height, channels=1,
+            compression="deflate", mpp=cfg.mpp, downsample="majority",
+            min_size=MASK_MIN_SIZE,  # levels to 1/32 and beyond, as CAMELYON16's
+            workers=cfg.workers,
+        )  # fmt: skip
+    largest = ""
+    if plan.lesions:
+        order = {"ITC": 0, "Micro": 1, "Macro": 2}
+        largest = max((les.kind for les in plan.lesions), key=order.__getitem__)
+    return SynthSlide(name=name, path=path, status=plan.status, xml=xml, mask=mask,
+                      lesions=plan.lesions, dimensions=(width, height), largest=largest)
+
+
+def _write_manifests(out: Path, cfg: SynthConfig, slides: Sequence[SynthSlide],
+                     plans: Sequence[SlidePlan]) -> None:
+    """reference.csv (CAMELYON16's `name,Tumor|Normal,largest lesion`) and synth.json (every
+    setting, the seed and what each slide holds), each written atomically."""
+    import io
+
+    from lymph import __version__
+    from lymph.data.io import atomic_write_text
+
+    buf = io.StringIO(newline="")
+    writer = csv.writer(buf)
+    for s in slides:
+        writer.writerow([s.name, "Tumor" if s.status == "tumor" else "Normal", s.largest])
+    atomic_write_text(out / "reference.csv", buf.getvalue())
     manifest = {
         "synth_version": SYNTH_VERSION,
         "lymph_version": __version__,
         "settings": {**asdict(cfg), "size": list(cfg.size), "tile": TILE},
         "slides": [p.describe() for p in plans],
     }
-    (out / "synth.json").write_text(json.dumps(manifest, indent=1))
-    return slides
+    atomic_write_text(out / "synth.json", json.dumps(manifest, indent=1))
 
 
 # --------------------------------------------------------------------------- colour check
