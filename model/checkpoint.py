@@ -321,8 +321,12 @@ def load_checkpoint(path: str | Path, *, map_location: Any = "cpu") -> dict:
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # zipfile, pickle and EOF errors all mean "corrupt"
+        # torch's weights-only refusal is a page of advice about torch.load, not the cause
+        why = str(exc).split("\n", 1)[0]
+        if why.startswith("Weights only load failed"):
+            why = "not a torch zip archive of plain tensors"
         raise CheckpointError(
-            f"checkpoint {path} cannot be read ({type(exc).__name__}: {str(exc)[:200]}); "
+            f"checkpoint {path} cannot be read ({type(exc).__name__}: {why[:160]}); "
             "the file is truncated, corrupt or not a torch checkpoint: use another one "
             "(a run's last.pt is rewritten atomically, so it is intact after a crash)"
         ) from exc

@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from lymph.data.errors import CheckpointError, ConfigError, OutputError, StoreError
+from lymph.data.errors import CheckpointError, ConfigError, LymphError, OutputError, StoreError
 from lymph.data.io import atomic_write_json, atomic_write_text
 from lymph.data.store import PatchStore
 from lymph.model.augment import PRETEXTS, AugmentConfig, corrupt
@@ -1007,6 +1007,22 @@ def evaluate_now(s: Session) -> None:
         s.early_stopped = c.patience is not None and s.evals_since_best >= c.patience
 
 
+def next_batch(it: Any) -> dict:
+    """The loader's next batch. A lymph error raised in a DataLoader worker (a damaged chunk)
+    reaches here re-raised by torch with the worker's whole traceback as its message: it is
+    raised again with the original one-line message (the file, the chunk and the fix)."""
+    try:
+        return next(it)
+    except LymphError as exc:
+        text = str(exc)
+        if "DataLoader worker" not in text:
+            raise
+        import re
+
+        lines = re.findall(rf"^(?:[\w.]+\.)?{type(exc).__name__}: (.+)$", text, flags=re.M)
+        raise type(exc)(lines[-1].strip() if lines else text) from None
+
+
 def train_loop(s: Session, *, progress: bool) -> LoopStats:
     """The loop: step, log every ``log_every``, validate every ``eval_every`` (and at the last
     step), rewrite last.pt every ``checkpoint_every`` (and at the end)."""
@@ -1023,7 +1039,7 @@ def train_loop(s: Session, *, progress: bool) -> LoopStats:
     n_log, sums = 0, {}
     while s.step < end:
         t0 = time.perf_counter()
-        batch = next(it)
+        batch = next_batch(it)
         stats.wait += time.perf_counter() - t0
         losses = train_step(s, batch)
         n_log += 1

@@ -582,6 +582,23 @@ def test_select_best_f1_follows_the_calibration_free_f1(store: Path, tmp_path: P
         cfg(store, tmp_path / "bad", select="loss")
 
 
+def test_a_damaged_chunk_read_by_a_loader_worker_is_a_one_line_store_error(
+    store: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    bad = tmp_path / "bad.zarr"
+    shutil.copytree(store, bad)
+    chunk = next(p for p in sorted((bad / "slides").rglob("*"))
+                 if p.is_file() and "images" in p.parts and p.name != "zarr.json")  # fmt: skip
+    data = bytearray(chunk.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    chunk.write_bytes(bytes(data))
+    with pytest.raises(StoreError, match="checksum mismatch") as info:
+        train(cfg(bad, tmp_path / "run", workers=1, val_slides=0), progress=False)
+    assert "\n" not in str(info.value) and "Traceback" not in str(info.value)
+
+
 def test_threads_are_set_for_the_run_and_restored(
     store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
