@@ -31,6 +31,13 @@ class _Group(click.Group):
             raise click.ClickException(str(exc)) from exc
 
 
+# The one --device option of train, eval, study and predict.
+device_option = click.option(
+    "--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto",
+    show_default=True, help="auto: CUDA, then MPS, then CPU.",
+)
+
+
 @click.group(cls=_Group,
              context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="lymph")
@@ -350,8 +357,7 @@ def _labeled_option(
               help="Rewrite last.pt (atomically) every N steps.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Seeds weights, slide split, labeled subset, data order and augmentation.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto",
-              show_default=True, help="auto: CUDA, then MPS, then CPU.")
+@device_option
 @click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True,
               help="Data loader processes per training process (0: load in the main process).")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
@@ -511,8 +517,7 @@ _PATCH_OPTIONS = [
                  help="Patch mode: score a seeded sample of this many patches per slide "
                       "[default: all]."),
     click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True),
-    click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto",
-                 show_default=True),
+    device_option,
     click.option("--seed", type=int, default=0, show_default=True,
                  help="Patch mode: seeds the validation split (auto) and the figure patches."),
 ]
@@ -726,8 +731,7 @@ def _parse_sizes(ctx: click.Context, param: click.Parameter, value: str | None
 @click.option("--condition", "conditions", multiple=True,
               type=click.Choice(["scratch", "seg_only"]),
               help="Baselines to run (repeatable) [default: both].")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto",
-              show_default=True)
+@device_option
 @click.option("--jobs", type=click.IntRange(min=1), default=None,
               help="Runs in parallel processes, one torch thread each [default: the cores].")
 @click.option("--eval-batch-size", type=click.IntRange(min=1), default=None,
@@ -805,8 +809,7 @@ def study_cmd(store: str, pretrained: tuple[str, ...], out: str, **options: obje
               help="Map px the screened regions grow by [default: half a window].")
 @click.option("--tta", is_flag=True, help="Average the 8 dihedral transforms (8x slower).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto",
-              show_default=True, help="auto: CUDA, then MPS, then CPU.")
+@device_option
 @click.option("--map-downsample", type=click.FloatRange(1, 1024), default=16.0,
               show_default=True, help="Downsample of the tumor map vs level 0.")
 @click.option("--threshold", type=click.FloatRange(0, 1, min_open=True, max_open=True),
