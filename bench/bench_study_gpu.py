@@ -40,6 +40,7 @@ FULL = {
                 "patch": 128},
     "pretrain": {"tumor": 25, "size": "8000x6000", "per_slide": 240, "level": 2, "patch": 128},
     "pretrain_steps": 2000, "pretrain_batch": 16, "pretrain_crop": 96, "base_width": 8,
+    "norm": "group",  # as `make study`, whose recorded table used GroupNorm
     "study": {},  # the standard profile as it is
 }  # fmt: skip
 DRY = {
@@ -47,6 +48,7 @@ DRY = {
                 "patch": 32},
     "pretrain": {"tumor": 2, "size": "1024x768", "per_slide": 8, "level": 0, "patch": 32},
     "pretrain_steps": 2, "pretrain_batch": 4, "pretrain_crop": 16, "base_width": 4,
+    "norm": "group",
     "study": {"sizes": (4,), "folds": 2, "repeats": 1, "steps": 2, "eval_every": 1,
               "val_patches": 8, "crop": 16, "batch_size": 4, "resamples": 200,
               "conditions": ("scratch",)},
@@ -97,7 +99,7 @@ def pretrain(pre_store: Path, out: Path, plan: dict[str, Any], device: str) -> d
                 batch_size=plan["pretrain_batch"], crop=plan["pretrain_crop"],
                 base_width=plan["base_width"], workers=0, val_slides=1, device=device,
                 eval_every=max(1, plan["pretrain_steps"] // 4),
-                checkpoint_every=max(1, plan["pretrain_steps"] // 4), **extra,
+                checkpoint_every=max(1, plan["pretrain_steps"] // 4), norm=plan["norm"], **extra,
             )  # fmt: skip
             run(cfg, progress=False)
         done[pretext] = run_dir / "last.pt"
