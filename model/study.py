@@ -90,7 +90,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "workers": 0,
     },
     # `make study`: 8 pairs (4 folds x 2 repeats) x 4 sizes x 4 conditions = 128 fine-tunes,
-    # about 2 h wall on the 2-core CPU (measured: README, study section). The primary
+    # about 2.5 h wall on the 2-core CPU (measured: README, study section). The primary
     # endpoint's size runs first, so a stopped study already holds it. --sizes 20,10 adds sizes.
     "standard": {
         "sizes": (40, 200, 120, 80),
@@ -683,7 +683,7 @@ class StudyConfig:
 PROFILE_NOTES = {
     "quick": "The quick profile ILLUSTRATES the protocol on a small world in minutes; it is far "
     "too small to TEST whether pretraining helps: do not read its verdicts as findings.",
-    "standard": "The standard profile (`make study`): 4 folds x 2 repeats, about 2 h on an idle "
+    "standard": "The standard profile (`make study`): 4 folds x 2 repeats, about 2.5 h on a "
     "2-core CPU.",
     None: "No profile: the paper's sizes and the defaults.",
 }
