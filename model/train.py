@@ -918,16 +918,15 @@ def validate(
     counts = pixel_counts(probs >= threshold, masks > 0)
     acc = PRAccumulator(bins=VAL_BINS)
     acc.update(probs, masks > 0)
-    curve = acc.curve()
-    best = int(np.argmax(curve.f1))
+    best = acc.best_f1_threshold()  # the rule `--threshold auto` then uses
     return {
         "precision": counts.precision,
         "recall": counts.recall,
         "f1": counts.f1,
         **counts.to_dict(),
-        "best_f1": float(curve.f1[best]),
-        "best_threshold": float(acc.thresholds[best]),
-        "ap": curve.average_precision(),
+        "best_f1": acc.counts_at(best).f1,
+        "best_threshold": best,
+        "ap": acc.curve().average_precision(),
         "n": len(images),
     }
 
