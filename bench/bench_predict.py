@@ -21,11 +21,13 @@ Both run with the same torch thread count (``--threads``).
 2. Memory: peak RSS (``ru_maxrss`` of the child) of both on a 100,000 x 100,000 slide that
    repeats the 25,000 px one's JPEG tiles (``make_tiled_slide``).
 3. Maps and scores, small synthetic worlds: a width-8 UNet of each norm trained here for
-   ``--train-steps`` steps on 64 px crops of a training world at level 2 (cached), then full
-   maps of a separate test world by old, new and coarse-to-fine (``--screen`` factors):
-   mean abs difference of the probability maps vs old (all map pixels, and pixels where
-   either map is non-zero), FROC and AUC by ``lymph.model.camelyon.evaluate_predictions``,
-   and inference seconds over the whole world (speed-ups vs old and vs new).
+   ``--train-steps`` steps on 64 px crops of a 4-tumor-slide training world at level 2
+   (cached), then full maps of a separate test world (``--test-world``, default 8 tumor + 4
+   normal slides) by old, new and coarse-to-fine (``--screen`` factors): mean abs difference of
+   the probability maps vs old (all map pixels, and pixels where either map is non-zero), the
+   number of detections, FROC (lymph and official rules, with the lesion count) and AUC by
+   ``lymph.model.camelyon.evaluate_predictions``, and inference seconds over the whole world
+   (speed-ups vs old and vs new).
 """
 
 from __future__ import annotations
@@ -251,7 +253,7 @@ def make_world(cache: Path, name: str, *, n_tumor: int, n_normal: int, seed: int
                size: tuple[int, int]) -> Path:
     from lymph.data.synth import synth_slides
 
-    folder = cache / f"world_{name}_{size[0]}x{size[1]}_s{seed}"
+    folder = cache / f"world_{name}_{n_tumor}t{n_normal}n_{size[0]}x{size[1]}_s{seed}"
     if not (folder / "reference.csv").is_file():
         synth_slides(folder, n_tumor=n_tumor, n_normal=n_normal, size=size, seed=seed,
                      workers=max(1, os.cpu_count() or 1))
@@ -350,7 +352,9 @@ def predict_world(world: Path, ckpt: Path, out: Path, args: argparse.Namespace,
     return {"seconds": sum(infer_seconds(v.to_dict()) for v in values),
             "windows": sum(v.n_windows for v in values),
             "screen_windows": sum(v.n_screen_windows for v in values),
-            "froc": scores["froc"], "auc": scores["auc"], "out": out,
+            "froc": scores["froc"], "froc_official": scores["froc_official"],
+            "auc": scores["auc"], "out": out, "n_lesions": scores["n_lesions"],
+            "detections": sum(v.n_detections for v in values),
             "names": [v.slide for v in values]}
 
 
@@ -373,13 +377,15 @@ def map_diff(a: Path, b: Path, names: list[str]) -> tuple[float, float]:
 def maps_and_scores(args: argparse.Namespace) -> None:
     """Part 3 (see the module doc)."""
     size = tuple(int(v) for v in args.world_size.lower().split("x"))
-    train = make_world(args.cache, "train", n_tumor=2, n_normal=0, seed=0, size=size)
-    test = make_world(args.cache, "test", n_tumor=2, n_normal=1, seed=1, size=size)
+    n_tumor, n_normal = (int(v) for v in args.test_world.lower().split("x"))
+    train = make_world(args.cache, "train", n_tumor=4, n_normal=0, seed=0, size=size)
+    test = make_world(args.cache, "test", n_tumor=n_tumor, n_normal=n_normal, seed=1, size=size)
     print(f"\nworlds {train.name} (training), {test.name} (test), level {WORLD_LEVEL}, "
           f"{WORLD_PATCH} px patches, {args.train_steps} training steps")
     print("| norm | path | windows (+screen) | infer s | speed-up vs old | vs new | "
-          "mean abs diff vs old (all / tissue) | FROC | AUC |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "mean abs diff vs old (all / tissue) | detections | FROC lymph / official "
+          "(lesions) | AUC |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for norm in args.norms:
         ckpt = train_tiny(args.cache, train, norm=norm, steps=args.train_steps)
         runs = {name: predict_world(test, ckpt, args.cache / f"q_{norm}_{name}", args, **m)
@@ -393,7 +399,8 @@ def maps_and_scores(args: argparse.Namespace) -> None:
             print(f"| {norm} | {name} | {r['windows']} (+{r['screen_windows']}) | "
                   f"{r['seconds']:.2f} | {old['seconds'] / r['seconds']:.2f} | "
                   f"{new['seconds'] / r['seconds']:.2f} | {diff[0]:.4f} / {diff[1]:.4f} | "
-                  f"{r['froc']:.3f} | {r['auc']:.3f} |")
+                  f"{r['detections']} | {r['froc']:.3f} / {r['froc_official']:.3f} "
+                  f"({r['n_lesions']}) | {r['auc']:.3f} |")
 
 
 def parse_args() -> argparse.Namespace:
@@ -409,6 +416,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--read-threads", type=int, default=None)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads, both paths")
     p.add_argument("--world-size", default="6144x4608", help="synthetic worlds' level-0 size")
+    p.add_argument("--test-world", default="8x4",
+                   help="tumor x normal slides of the test world (enough lesions that one "
+                        "detection is not a whole FROC step)")
     p.add_argument("--train-steps", type=int, default=300)
     p.add_argument("--screen", default="2,4", help="coarse-to-fine factors to measure")
     p.add_argument("--skip-quality", action="store_true")
