@@ -26,7 +26,6 @@ from lymph.model.predict import (
     predict_slide,
     predict_slides,
     slide_probability,
-    tissue_area_mpx,
     tissue_windows,
     update_scores,
 )
@@ -196,32 +195,6 @@ def test_tissue_windows_skip_background() -> None:
     origins = tissue_windows(grid, thumb, 10.0)
     assert origins == [(x, y) for y in (0, 32, 64, 96) for x in (0, 32, 64, 96)]
     assert tissue_windows(grid, np.zeros((100, 100), bool), 10.0) == []
-
-
-def test_tissue_area_counts_tissue_under_stride_cells_once() -> None:
-    # half-overlap windows of 64 px every 32 on a 1,000 px level-0 slide; thumbnail at ds 10
-    grid = plan_grid((1000, 1000), 1.0, level=0, patch_size=64, multiple=4, map_downsample=8)
-    full = np.ones((100, 100), bool)
-    every = [(x, y) for y in grid.ys_lvl for x in grid.xs_lvl]
-    covered = tissue_area_mpx(grid, every, full, 10.0)
-    # the cells tile the slide but for a 16 px border strip (a quarter window each side)
-    assert 0.9 < covered <= 1.0
-    left = full.copy()
-    left[:, 50:] = False  # tissue only in the left half
-    assert tissue_area_mpx(grid, every, left, 10.0) == pytest.approx(covered / 2, rel=0.05)
-    assert tissue_area_mpx(grid, every, np.zeros((100, 100), bool), 10.0) == 0.0
-    assert tissue_area_mpx(grid, [], full, 10.0) == 0.0
-
-
-def test_tissue_area_does_not_credit_glass_in_big_tiles() -> None:
-    # one 1,024 px crop tile over a slide whose tissue is a 100 x 100 px square
-    grid = plan_grid((1000, 1000), 1.0, level=0, patch_size=64, multiple=4, map_downsample=8,
-                     window=1024, overlap="margin")
-    thumb = np.zeros((100, 100), bool)
-    thumb[40:50, 40:50] = True
-    origins = tissue_windows(grid, thumb, 10.0)
-    assert len(origins) == 1
-    assert tissue_area_mpx(grid, origins, thumb, 10.0) == pytest.approx(0.01)
 
 
 # --- detections and scores -----------------------------------------------------------------------
