@@ -376,8 +376,7 @@ def map_diff(a: Path, b: Path, names: list[str]) -> tuple[float, float]:
 
 def maps_and_scores(args: argparse.Namespace) -> None:
     """Part 3 (see the module doc)."""
-    size = tuple(int(v) for v in args.world_size.lower().split("x"))
-    n_tumor, n_normal = (int(v) for v in args.test_world.lower().split("x"))
+    size, (n_tumor, n_normal) = args.world_size, args.test_world
     train = make_world(args.cache, "train", n_tumor=4, n_normal=0, seed=0, size=size)
     test = make_world(args.cache, "test", n_tumor=n_tumor, n_normal=n_normal, seed=1, size=size)
     print(f"\nworlds {train.name} (training), {test.name} (test), level {WORLD_LEVEL}, "
@@ -403,6 +402,14 @@ def maps_and_scores(args: argparse.Namespace) -> None:
                   f"({r['n_lesions']}) | {r['auc']:.3f} |")
 
 
+def pair(text: str) -> tuple[int, int]:
+    """``AxB`` (e.g. ``6144x4608``, ``8x4``) as two integers, for argparse."""
+    parts = text.lower().split("x")
+    if len(parts) != 2 or not all(v.strip().isdigit() for v in parts):
+        raise argparse.ArgumentTypeError(f"expected two integers as AxB (e.g. 8x4), got {text!r}")
+    return int(parts[0]), int(parts[1])
+
+
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--size", type=int, default=100_000, help="big slide side, px (memory)")
@@ -415,8 +422,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--read-threads", type=int, default=None)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads, both paths")
-    p.add_argument("--world-size", default="6144x4608", help="synthetic worlds' level-0 size")
-    p.add_argument("--test-world", default="8x4",
+    p.add_argument("--world-size", type=pair, default="6144x4608",
+                   help="synthetic worlds' level-0 size")
+    p.add_argument("--test-world", type=pair, default="8x4",
                    help="tumor x normal slides of the test world (enough lesions that one "
                         "detection is not a whole FROC step)")
     p.add_argument("--train-steps", type=int, default=300)
