@@ -873,7 +873,8 @@ def predict_cmd(slides: str, checkpoint: str, out: str, level: int | None, windo
         t = r.timings
         click.echo(
             f"  {r.slide:<24} p={r.probability:.3f}  {r.n_detections:>4} detection(s)  "
-            f"{r.n_windows}/{r.n_windows_total} windows  {r.tissue_mpx:.1f} Mpx tissue  "
+            f"{r.n_windows}/{r.n_windows_total} windows  "
+            f"{r.tissue_mpx:.1f}/{r.slide_tissue_mpx:.1f} Mpx tissue inferred  "
             f"{r.seconds:.1f} s (model {t.get('model', 0):.1f}, read {t.get('read', 0):.1f})"
         )
     for r in failed:

@@ -388,6 +388,36 @@ def tissue_windows(
     return [(grid.xs_lvl[c], grid.ys_lvl[r]) for r, c in zip(rows, cols, strict=True)]
 
 
+def tissue_area_mpx(
+    grid: Grid, origins: Sequence[tuple[int, int]], tissue_thumb: np.ndarray,
+    thumb_downsample: float,
+) -> float:
+    """Level-0 megapixels of thumbnail tissue under the stride cells of ``origins``: each
+    window is credited with the tissue of the cell it newly covers (its central ``stride``
+    square: the kept centre of a crop tile, the middle half of a half-overlap window), counted
+    as the thumbnail pixels whose centres fall inside it. Cells do not overlap, so glass and
+    repeated pixels are never counted, whatever the tile size."""
+    if not origins:
+        return 0.0
+    mask = np.asarray(tissue_thumb, bool)
+    integral = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), np.int64)
+    integral[1:, 1:] = mask.cumsum(0).cumsum(1)
+    scale = grid.level_downsample / thumb_downsample  # thumb px per level px
+    offset = (grid.footprint - grid.stride) / 2
+    o = np.asarray(origins, np.float64) + offset  # cell origins (x, y), level px
+
+    def bounds(start: np.ndarray, end: np.ndarray, limit: int) -> tuple[np.ndarray, np.ndarray]:
+        # thumbnail pixel i is inside when its centre (i + 0.5) lies in [start, end)
+        lo = np.clip(np.ceil(start * scale - 0.5), 0, limit).astype(np.int64)
+        hi = np.clip(np.ceil(end * scale - 0.5), 0, limit).astype(np.int64)
+        return lo, np.maximum(hi, lo)
+
+    x0, x1 = bounds(o[:, 0], np.minimum(o[:, 0] + grid.stride, grid.width_lvl), mask.shape[1])
+    y0, y1 = bounds(o[:, 1], np.minimum(o[:, 1] + grid.stride, grid.height_lvl), mask.shape[0])
+    counts = integral[y1, x1] - integral[y0, x1] - integral[y1, x0] + integral[y0, x0]
+    return float(counts.sum()) * thumb_downsample**2 / 1e6
+
+
 # --- blending in bands ---------------------------------------------------------------------------
 
 
@@ -682,12 +712,13 @@ class SlideResult:
     n_windows: int  # windows inferred (at full resolution)
     n_tissue_windows: int  # windows holding tissue (more than n_windows only with max_windows)
     n_windows_total: int  # windows of the whole level
-    tissue_mpx: float  # level-0 megapixels under the processed windows' central strides
+    tissue_mpx: float  # level-0 Mpx of tissue under the inferred windows' stride cells
     seconds: float
     timings: dict[str, float] = field(default_factory=dict)
     overlap: str = "half"  # "half": Hann-blended windows; "margin": centre-cropped tiles
     margin: int = 0  # level px cut off each side of a tile (overlap "margin")
     n_screen_windows: int = 0  # coarse-to-fine: windows of the screening pass
+    slide_tissue_mpx: float = 0.0  # level-0 Mpx of the slide's whole thumbnail tissue mask
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -1198,7 +1229,6 @@ def _result(plan: SlidePlan, maps: SlideMaps, paths: dict[str, Path], *, reader_
             level: int, seconds: float, timings: dict[str, float],
             n_screen_windows: int = 0) -> SlideResult:
     grid = plan.grid
-    step_area = (grid.stride * grid.level_downsample) ** 2
     return SlideResult(
         slide=plan.name,
         path=reader_path,
@@ -1217,12 +1247,13 @@ def _result(plan: SlidePlan, maps: SlideMaps, paths: dict[str, Path], *, reader_
         n_windows=len(plan.origins),
         n_tissue_windows=plan.n_tissue_windows,
         n_windows_total=len(grid.xs_lvl) * len(grid.ys_lvl),
-        tissue_mpx=len(plan.origins) * step_area / 1e6,
+        tissue_mpx=tissue_area_mpx(grid, plan.origins, plan.tissue, plan.thumb_downsample),
         seconds=seconds,
         timings={k: round(v, 4) for k, v in timings.items()},
         overlap="half" if grid.mode == "blend" else "margin",
         margin=grid.margin,
         n_screen_windows=n_screen_windows,
+        slide_tissue_mpx=float(np.count_nonzero(plan.tissue)) * plan.thumb_downsample**2 / 1e6,
     )
 
 

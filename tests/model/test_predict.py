@@ -26,6 +26,7 @@ from lymph.model.predict import (
     predict_slide,
     predict_slides,
     slide_probability,
+    tissue_area_mpx,
     tissue_windows,
     update_scores,
 )
@@ -195,6 +196,32 @@ def test_tissue_windows_skip_background() -> None:
     origins = tissue_windows(grid, thumb, 10.0)
     assert origins == [(x, y) for y in (0, 32, 64, 96) for x in (0, 32, 64, 96)]
     assert tissue_windows(grid, np.zeros((100, 100), bool), 10.0) == []
+
+
+def test_tissue_area_counts_tissue_under_stride_cells_once() -> None:
+    # half-overlap windows of 64 px every 32 on a 1,000 px level-0 slide; thumbnail at ds 10
+    grid = plan_grid((1000, 1000), 1.0, level=0, patch_size=64, multiple=4, map_downsample=8)
+    full = np.ones((100, 100), bool)
+    every = [(x, y) for y in grid.ys_lvl for x in grid.xs_lvl]
+    covered = tissue_area_mpx(grid, every, full, 10.0)
+    # the cells tile the slide but for a 16 px border strip (a quarter window each side)
+    assert 0.9 < covered <= 1.0
+    left = full.copy()
+    left[:, 50:] = False  # tissue only in the left half
+    assert tissue_area_mpx(grid, every, left, 10.0) == pytest.approx(covered / 2, rel=0.05)
+    assert tissue_area_mpx(grid, every, np.zeros((100, 100), bool), 10.0) == 0.0
+    assert tissue_area_mpx(grid, [], full, 10.0) == 0.0
+
+
+def test_tissue_area_does_not_credit_glass_in_big_tiles() -> None:
+    # one 1,024 px crop tile over a slide whose tissue is a 100 x 100 px square
+    grid = plan_grid((1000, 1000), 1.0, level=0, patch_size=64, multiple=4, map_downsample=8,
+                     window=1024, overlap="margin")
+    thumb = np.zeros((100, 100), bool)
+    thumb[40:50, 40:50] = True
+    origins = tissue_windows(grid, thumb, 10.0)
+    assert len(origins) == 1
+    assert tissue_area_mpx(grid, origins, thumb, 10.0) == pytest.approx(0.01)
 
 
 # --- detections and scores -----------------------------------------------------------------------
@@ -392,6 +419,11 @@ def test_predict_slide_with_a_real_tiny_unet_and_tta(world: Path, tmp_path: Path
         ),
     )
     assert part.n_windows == 5 and part.n_tissue_windows == res.n_windows
+    # every tissue window inferred: the tissue under their cells is the slide's tissue mask;
+    # 5 of them cover only part of it, and both runs know the whole slide's tissue
+    assert res.tissue_mpx == pytest.approx(res.slide_tissue_mpx, rel=0.02)
+    assert 0 < part.tissue_mpx < res.tissue_mpx
+    assert part.slide_tissue_mpx == res.slide_tissue_mpx > 0
     assert torch.get_num_threads() == threads_before  # threads=1 held for inference only
 
 
@@ -888,6 +920,9 @@ def test_new_tiling_agrees_with_the_old_and_is_cheaper(world: Path, tmp_path: Pa
     b = tifffile.imread(new.map_path).astype(float)
     assert np.abs(a - b).mean() / 255 < 0.005
     assert new.n_detections == old.n_detections == 1
+    # both tilings cover the same tissue, counted once whatever the tile size
+    assert new.tissue_mpx == pytest.approx(old.tissue_mpx, rel=0.02)
+    assert new.slide_tissue_mpx == old.slide_tissue_mpx
 
 
 def test_coarse_to_fine_infers_full_resolution_only_near_tumor(
