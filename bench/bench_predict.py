@@ -237,9 +237,9 @@ def speed_and_memory(args: argparse.Namespace) -> None:
         print(f"made {small} in {made:.0f} s (synth_slides)")
     big, made = make_tiled_slide(args.cache, small, args.size)
     print(f"big slide {big}{f', made in {made:.0f} s' if made else ''}")
-    print("\n| norm | slide | path | window | stride | margin | windows inferred | their tissue Mpx | "
-          "infer s | tissue windows | slide tissue Mpx | whole-slide s | tissue Mpx/s | "
-          "new / old | peak RSS MB |")
+    print("\n| norm | slide | path | window | stride | margin | windows inferred | "
+          "their tissue Mpx | infer s | tissue windows | slide tissue Mpx | whole-slide s | "
+          "tissue Mpx/s | new / old | peak RSS MB |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for norm in args.norms:
         ckpt = make_checkpoint(args.cache, args.arch, norm)
