@@ -359,6 +359,13 @@ def block_sum(values: np.ndarray, cell: int) -> np.ndarray:
     return values.reshape(*lead, h // cell, cell, w // cell, cell).sum(axis=(-3, -1))
 
 
+def summed_area(mask: np.ndarray) -> np.ndarray:
+    """The zero-padded summed-area table of a boolean mask: any box's count in four lookups."""
+    integral = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), np.int64)
+    integral[1:, 1:] = mask.cumsum(0).cumsum(1)
+    return integral
+
+
 def tissue_windows(
     grid: Grid, tissue_thumb: np.ndarray, thumb_downsample: float
 ) -> list[tuple[int, int]]:
@@ -366,8 +373,7 @@ def tissue_windows(
     tissue in the thumbnail mask (a window counts when any thumbnail pixel it overlaps is
     tissue)."""
     mask = np.asarray(tissue_thumb, bool)
-    integral = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), np.int64)
-    integral[1:, 1:] = mask.cumsum(0).cumsum(1)
+    integral = summed_area(mask)
     scale = grid.level_downsample / thumb_downsample  # thumb px per level px
 
     def spans(origins: tuple[int, ...], limit: int) -> tuple[np.ndarray, np.ndarray]:
@@ -400,8 +406,7 @@ def tissue_area_mpx(
     if not origins:
         return 0.0
     mask = np.asarray(tissue_thumb, bool)
-    integral = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), np.int64)
-    integral[1:, 1:] = mask.cumsum(0).cumsum(1)
+    integral = summed_area(mask)
     scale = grid.level_downsample / thumb_downsample  # thumb px per level px
     offset = (grid.footprint - grid.stride) / 2
     o = np.asarray(origins, np.float64) + offset  # cell origins (x, y), level px
