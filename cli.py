@@ -695,7 +695,7 @@ def _parse_sizes(ctx: click.Context, param: click.Parameter, value: str | None
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Study folder: results.csv, table.md, f1_vs_size.png, runs/ (resumable).")
 @click.option("--profile", type=click.Choice(["quick", "standard"]), default=None,
-              help="quick: the demo (illustrates, does not test); standard: ~2.5 h on 2 "
+              help="quick: the demo (illustrates, does not test); standard: ~3.3 h on 2 "
                    "cores (`make study`). Options given override the profile's values.")
 @click.option("--quick", is_flag=True, help="Same as --profile quick.")
 @click.option("--sizes", default=None, callback=_parse_sizes,
