@@ -415,9 +415,19 @@ def train_cmd(store: str, out: str, stage: str, init: str | None, from_scratch: 
     result = run(config, progress=not quiet)
     if int(os.environ.get("RANK", "0")) != 0:
         return
+    done = result.steps - result.start_step
+    if result.start_step and not done:  # a --resume of a finished run: say so, no fake rate
+        headline = (f"{stage}: nothing to train: {result.last} is already at step "
+                    f"{result.steps} (--steps {steps})")
+    else:
+        resumed = f", resumed at step {result.start_step}" if result.start_step else ""
+        headline = (
+            f"{stage}: {done} steps in {result.seconds:.1f} s{resumed} "
+            f"({result.patches_per_s:.1f} patches/s, {100 * result.data_wait:.1f}% waiting "
+            "for data)"
+        )
     click.echo(
-        f"{stage}: {result.steps} steps in {result.seconds:.1f} s "
-        f"({result.patches_per_s:.1f} patches/s, {100 * result.data_wait:.1f}% waiting for data)"
+        headline
         + (" [stopped before --steps]" if result.stopped else "")
         + (f" [early stop: no better F1 for {patience} validations]"
            if result.early_stopped else "")

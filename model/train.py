@@ -301,6 +301,7 @@ class TrainResult:
     best_step: int | None = None  # the step of best.pt
     stopped_step: int = 0  # the step the run ended at (early stop, stop_at or steps)
     early_stopped: bool = False  # ended by patience
+    start_step: int = 0  # the step a --resume started from (0 for a new run)
 
     @property
     def best_val_f1(self) -> float | None:
@@ -1129,6 +1130,7 @@ def _run(config: TrainConfig, *, progress: bool) -> TrainResult:
         best_step=session.best_step,
         stopped_step=session.step,
         early_stopped=session.early_stopped,
+        start_step=plan.start.step,
     )
 
 

@@ -350,6 +350,11 @@ def test_cli_train(store: Path, tmp_path: Path) -> None:
     res = CliRunner().invoke(main, args)
     assert res.exit_code == 0, res.output
     assert "pretrain: 2 steps" in res.output and (out / "last.pt").exists()
+    before = (out / "last.pt").read_bytes()
+    res = CliRunner().invoke(main, [*args, "--resume"])  # finished: say so, no fake rate
+    assert res.exit_code == 0, res.output
+    assert "nothing to train" in res.output and "already at step 2" in res.output
+    assert "patches/s" not in res.output and (out / "last.pt").read_bytes() == before
     bad = CliRunner().invoke(
         main, [*args[:5], "--stage", "finetune", "--from-scratch", "--labeled", "x%"]
     )
