@@ -11,6 +11,7 @@ from lymph.model.study import (
     SCRATCH,
     SEG_ONLY,
     StudyConfig,
+    _pp,
     balanced_subset,
     bootstrap_ci,
     comparisons_for,
@@ -398,3 +399,10 @@ def test_gpu_bench_dry_run_runs_the_same_path_on_cpu(tmp_path) -> None:
     assert json.loads((tmp_path / "b" / "result.json").read_text())["jobs"] == 1
     table = (tmp_path / "b" / "study" / "runs").iterdir()
     assert len(list(table)) == result["grid"]["runs"]
+
+
+def test_pp_keeps_the_sign_of_a_ci_bound_that_rounds_to_zero() -> None:
+    # [-0.04, +1.33] pp with "no detectable effect" must not read as [+0.0, +1.3]
+    assert _pp(-0.0004) == "-0.04" and _pp(0.0004, signed=False) == "0.04"
+    assert _pp(0.0) == _pp(-0.0) == "+0.0" and _pp(0.0133) == "+1.3" and _pp(-0.02) == "-2.0"
+    assert _pp(float("nan")) == "n/a"
