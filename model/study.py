@@ -443,9 +443,8 @@ def _pp(value: float, *, signed: bool = True) -> str:
     if math.isnan(value):
         return "n/a"
     v = 100 * value + 0.0  # + 0.0: no "-0.0"
-    if v != 0 and abs(v) < 0.05:  # a CI bound of -0.04 is not "+0.0": keep its sign, 2 digits
-        return f"{v:+.2f}" if signed else f"{v:.2f}"
-    return f"{v:+.1f}" if signed else f"{v:.1f}"
+    digits = 2 if 0 < abs(v) < 0.05 else 1  # a CI bound of -0.04 is not "+0.0": keep its sign
+    return f"{v:{'+' if signed else ''}.{digits}f}"
 
 
 def protocol_markdown(protocol: Mapping[str, Any]) -> str:
