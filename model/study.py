@@ -1046,7 +1046,14 @@ def _resume(
         if not done.exists():
             todo.append(spec)
             continue
-        record = json.loads(done.read_text())
+        try:
+            record = json.loads(done.read_text())
+            record["row"]
+        except (ValueError, TypeError, KeyError) as exc:  # written atomically: not by lymph
+            raise ConfigError(
+                f"{done}: not a finished run's record ({exc}); delete {done.parent} to rerun "
+                "this run, then rerun the study"
+            ) from None
         want = {"spec": spec.fingerprint(), "settings": dict(settings)}
         got = {"spec": record.get("spec"), "settings": record.get("settings")}
         if got != want:

@@ -309,6 +309,12 @@ def test_study_runs_records_provenance_resumes_and_refuses_other_settings(tmp_pa
     assert (out / "table.md").read_text() == table  # the same result again
     with pytest.raises(ConfigError, match="made with other settings.*steps: 2 then, 3 now"):
         run_study(_cfg(store, [f"identity={pretrained}"], out, steps=3))
+    # a flipped or foreign done.json: named, with the fix, no traceback, nothing deleted
+    done = out / "runs" / "n0004_f1_r0_scratch" / "done.json"
+    done.write_text("garbage{")
+    with pytest.raises(ConfigError, match="done.json: not a finished run's record.*delete"):
+        run_study(_cfg(store, [f"identity={pretrained}"], out))
+    assert done.read_text() == "garbage{" and (out / "table.md").read_text() == table
 
 
 def test_study_refuses_a_test_slide_in_pretraining(tmp_path) -> None:
