@@ -7,23 +7,17 @@ import pytest
 
 from lymph.data.errors import CheckpointError, ConfigError
 from lymph.model.study import (
-    MIN_PAIRS,
     SCRATCH,
     SEG_ONLY,
     StudyConfig,
-    _pp,
     balanced_subset,
-    bootstrap_ci,
     comparisons_for,
     inner_val_slides,
     make_folds,
     parse_pretrained,
     plan_runs,
-    results_markdown,
-    summarize,
-    verdict,
-    wilcoxon_p,
 )
+from lymph.model.study_report import _pp
 
 CONDITIONS = (SCRATCH, SEG_ONLY, "pretrained_identity")
 
@@ -131,54 +125,11 @@ def test_plan_refuses_a_test_fold_without_tumor() -> None:
         plan_runs(slides, labels, sizes=(4,), n_folds=3, seed=0, conditions=CONDITIONS)
 
 
-def test_wilcoxon_and_bootstrap_hand_cases() -> None:
-    # six positive differences: the exact two-sided signed-rank p is 2 / 2**6
-    assert wilcoxon_p([0.01, 0.02, 0.03, 0.04, 0.05, 0.06]) == pytest.approx(2 / 64)
-    assert wilcoxon_p([0.0, 0.0, 0.0]) == 1.0
-    diffs = [0.01, 0.03, 0.02, 0.05, 0.04, 0.02]
-    ci = bootstrap_ci(diffs, rng=np.random.default_rng(1), resamples=2000)
-    assert ci == bootstrap_ci(diffs, rng=np.random.default_rng(1), resamples=2000)
-    assert 0.01 < ci[0] < np.mean(diffs) < ci[1] < 0.05
-    assert verdict(ci, 40, n=6) == "pretraining helps at 40 labels"
-    assert verdict((-0.05, -0.01), 40, n=6) == "pretraining hurts at 40 labels"
-    assert verdict((-0.01, 0.02), 80, n=6) == "no detectable effect at 80 labels"
-    assert verdict(ci, 40, n=MIN_PAIRS - 1).startswith("too few pairs")
-
-
-def _rows(f1s: dict[str, list[float]], size: int = 40) -> list[dict]:
-    rows = []
-    for cond, values in f1s.items():
-        for i, f1 in enumerate(values):
-            rows.append({"size": size, "fold": i // 2, "repeat": i % 2, "condition": cond,
-                         "precision": f1, "recall": 1.0, "f1": f1, "ap": f1, "best_step": 100})
-    return rows  # fmt: skip
-
-
-def test_summary_pairs_by_fold_and_repeat_and_writes_verdicts() -> None:
-    scratch = [0.50, 0.40, 0.60, 0.55, 0.45, 0.52]
-    pre = [s + d for s, d in zip(scratch, [0.04, 0.02, 0.05, 0.03, 0.06, 0.02], strict=True)]
-    seg = [0.7] * 6
-    rows = _rows({SCRATCH: scratch, SEG_ONLY: seg, "pretrained_identity": pre})
-    (entry,) = summarize(rows, conditions=CONDITIONS, resamples=2000)
-    assert entry["conditions"][SCRATCH]["f1"][0] == pytest.approx(np.mean(scratch))
-    primary = entry["comparisons"]["pretrained_identity", SCRATCH]
-    assert primary["mean"] == pytest.approx(np.mean([0.04, 0.02, 0.05, 0.03, 0.06, 0.02]))
-    assert primary["n"] == 6 and primary["positive"] == 6
-    assert primary["ci"][0] > 0
-    against_seg = entry["comparisons"]["pretrained_identity", SEG_ONLY]
-    assert against_seg["ci"][1] < 0
-    md = results_markdown([entry], primary={"comparison": ["pretrained_identity", SCRATCH],
-                                            "size": 40}, notes=["a note"])  # fmt: skip
-    assert "- pretraining helps at 40 labels (**primary endpoint**)" in md
-    assert "pretrained_identity hurts at 40 labels" in md  # against seg_only, in the table
-    assert "| 40 | pretrained_identity − scratch | +3.7 | 1.6 |" in md
-    assert "- a note" in md
-
-
-def test_comparisons_order() -> None:
-    conds = [SCRATCH, SEG_ONLY, "pretrained_identity", "pretrained_genesis"]
-    assert comparisons_for(conds) == [
-        ("pretrained_identity", SCRATCH), ("pretrained_genesis", SCRATCH),
+def test_comparisons_pair_each_pretext_with_the_scratch_run_of_its_loss() -> None:
+    conds = [SCRATCH, "scratch_genesis", SEG_ONLY, "pretrained_identity", "pretrained_genesis"]
+    pretexts = {"pretrained_identity": "identity", "pretrained_genesis": "genesis"}
+    assert comparisons_for(conds, pretexts) == [
+        ("pretrained_identity", SCRATCH), ("pretrained_genesis", "scratch_genesis"),
         ("pretrained_identity", SEG_ONLY), ("pretrained_genesis", SEG_ONLY),
         ("pretrained_genesis", "pretrained_identity"),
     ]  # fmt: skip
@@ -198,8 +149,13 @@ def test_study_config_validation(tmp_path) -> None:
         StudyConfig(**base, profile="huge")
     with pytest.raises(ConfigError, match="conditions .'nope'. unknown"):
         StudyConfig(**base, conditions=("nope",))
-    with pytest.raises(ConfigError, match="names repeat"):
-        StudyConfig(**{**base, "pretrained": ["a=x.pt", "a=y.pt"]})
+    with pytest.raises(ConfigError, match="one checkpoint twice"):
+        StudyConfig(**{**base, "pretrained": ["a=x.pt", "a=x.pt"]})
+    assert len(StudyConfig(**{**base, "pretrained": ["a=x.pt", "a=y.pt"]}).pretrained) == 2
+    with pytest.raises(ConfigError, match=r"margin must be within \(0, 1\).*0.02 = 2 pp"):
+        StudyConfig(**base, margin=2.0)
+    with pytest.raises(ConfigError, match="pilot_sd must be within"):
+        StudyConfig(**base, pilot_sd=0.0)
     with pytest.raises(ConfigError, match="not a pretext name"):
         parse_pretrained(["Bad Name=x.pt"])
     quick = StudyConfig(**base, quick=True)
