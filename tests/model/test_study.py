@@ -190,12 +190,12 @@ def _write_world(store, slides, *, root, labeled: bool, seed: int) -> None:
         )  # fmt: skip
 
 
-def _pretrain(store, out, *, seed: int = 0):
+def _pretrain(store, out, *, seed: int = 0, pretext: str = "identity"):
     from lymph.model.train import TrainConfig, train
 
     cfg = TrainConfig(store=store, out=out, stage="pretrain", steps=2, batch_size=2, crop=16,
                       base_width=4, depth=2, workers=0, val_slides=0, seed=seed, device="cpu",
-                      eval_every=2, checkpoint_every=2)  # fmt: skip
+                      eval_every=2, checkpoint_every=2, pretext=pretext)  # fmt: skip
     return train(cfg, progress=False).last
 
 
@@ -253,7 +253,12 @@ def test_study_runs_records_provenance_resumes_and_refuses_other_settings(tmp_pa
     assert study["pretraining"][0]["leaked"] == [] and study["protocol"]["primary"]["size"] == 4
     table = (out / "table.md").read_text()
     assert table.index("Primary endpoint") < table.index("## Results")
-    assert "too few pairs (2) to decide at 4 labels (**primary endpoint**)" in table
+    assert "**Primary endpoint**: no verdict: 2 pairs < 10" in table
+    assert "Step cap 2: 100% of 6 runs never early-stopped" in table
+    assert study["results"]["step_cap"]["at_cap"] == 1.0
+    record = json.loads((out / "protocol.json").read_text())
+    assert record["sha256"] == study["protocol_sha256"] and record["amendments"] == []
+    assert f"Protocol sha256 `{record['sha256']}`" in table and "Deviations" in table
     assert (out / "f1_vs_size.png").stat().st_size > 0
     assert not list(out.rglob("*.pt"))  # checkpoints dropped after scoring
 
@@ -263,14 +268,24 @@ def test_study_runs_records_provenance_resumes_and_refuses_other_settings(tmp_pa
     second = run_study(_cfg(store, [f"identity={pretrained}"], out))
     assert (second["ran"], second["skipped"]) == (1, 5)
     assert (out / "table.md").read_text() == table  # the same result again
+    # a size added after results were seen: run, and listed as a deviation (not silent)
+    third = run_study(_cfg(store, [f"identity={pretrained}"], out, sizes=(4, 6)))
+    assert (third["ran"], third["skipped"]) == (6, 6)
+    assert "after 6 finished run(s), protocol " in (out / "table.md").read_text()
+    assert "sizes: [4] → [4, 6]" in (out / "table.md").read_text()
+    table = (out / "table.md").read_text()
     with pytest.raises(ConfigError, match="made with other settings.*steps: 2 then, 3 now"):
         run_study(_cfg(store, [f"identity={pretrained}"], out, steps=3))
     # a flipped or foreign done.json: named, with the fix, no traceback, nothing deleted
     done = out / "runs" / "n0004_f1_r0_scratch" / "done.json"
     done.write_text("garbage{")
     with pytest.raises(ConfigError, match="done.json: not a finished run's record.*delete"):
-        run_study(_cfg(store, [f"identity={pretrained}"], out))
+        run_study(_cfg(store, [f"identity={pretrained}"], out, sizes=(4, 6)))
     assert done.read_text() == "garbage{" and (out / "table.md").read_text() == table
+    (out / "protocol.json").write_text("[1]")
+    done.unlink()
+    with pytest.raises(ConfigError, match="protocol.json: not a protocol record.*new --out"):
+        run_study(_cfg(store, [f"identity={pretrained}"], out, sizes=(4, 6)))
 
 
 def test_study_refuses_a_test_slide_in_pretraining(tmp_path) -> None:
@@ -314,6 +329,47 @@ def test_study_compares_pretexts_in_parallel_processes(tmp_path) -> None:
     assert sorted({r["condition"] for r in rows}) == ["pretrained_a", "pretrained_b", SCRATCH]
     assert ("pretrained_b", "pretrained_a") in result["summary"][0]["comparisons"]
     assert "pretrained_b − pretrained_a" in (out / "table.md").read_text()
+
+
+def test_repeat_r_starts_from_checkpoint_r_mod_n() -> None:
+    from types import SimpleNamespace
+
+    from lymph.model.study import init_for
+
+    ctx = SimpleNamespace(inits={"pretrained_a": (Path("s0.pt"), Path("s1.pt"))})
+    spec = SimpleNamespace(condition="pretrained_a", repeat=0)
+    picks = [init_for(ctx, SimpleNamespace(condition="pretrained_a", repeat=r)) for r in range(4)]
+    assert picks == [Path("s0.pt"), Path("s1.pt"), Path("s0.pt"), Path("s1.pt")]
+    assert init_for(ctx, SimpleNamespace(condition=SCRATCH, repeat=0)) is None
+    assert init_for(ctx, spec) == Path("s0.pt")
+
+
+@pytest.mark.slow
+def test_study_spans_pretraining_seeds_and_matches_each_pretexts_loss(tmp_path) -> None:
+    import csv
+
+    from lymph.model.study import run_study
+
+    store, first = _tiny_world(tmp_path)
+    second = _pretrain(tmp_path / "pre.zarr", tmp_path / "pre_run2", seed=1)
+    genesis = _pretrain(tmp_path / "pre.zarr", tmp_path / "pre_gen", pretext="genesis")
+    out = tmp_path / "s"
+    pre = [f"identity={first}", f"identity={second}", f"genesis={genesis}"]
+    result = run_study(_cfg(store, pre, out, repeats=2, folds=2, conditions=(SCRATCH,)))
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    conds = {r["condition"] for r in rows}
+    assert conds == {SCRATCH, "scratch_genesis", "pretrained_identity", "pretrained_genesis"}
+    assert {r["pretext"] for r in rows if r["condition"] == "scratch_genesis"} == {"genesis"}
+    ident = [r for r in rows if r["condition"] == "pretrained_identity"]
+    # repeat r uses checkpoint r mod 2: each fold's two repeats span both pretraining seeds
+    assert {(r["repeat"], r["pretrain_seed"]) for r in ident} == {("0", "0"), ("1", "1")}
+    assert {r["init"] for r in ident} == {str(first), str(second)}
+    comparisons = result["summary"][0]["comparisons"]
+    assert ("pretrained_genesis", "scratch_genesis") in comparisons
+    assert ("pretrained_genesis", SCRATCH) not in comparisons
+    assert "pretrained_genesis: one pretraining checkpoint" in result["notes"][0]
+    with pytest.raises(ConfigError, match="pretrained with different pretexts"):
+        run_study(_cfg(store, [f"x={first}", f"x={genesis}"], tmp_path / "t"))
 
 
 def test_study_refuses_other_base_width_and_too_few_slides(tmp_path) -> None:
