@@ -1060,7 +1060,7 @@ def _protocol(config: StudyConfig, plan: Mapping[str, Any]) -> dict[str, Any]:
         "power": {
             "n": n_pairs, "sd": config.pilot_sd, "ratio": ratio,
             "sd_source": "the recorded standard study's paired sd at 40 labels, identity − "
-                         "scratch" if config.pilot_sd == PILOT_SD else "--pilot-sd",
+                         "scratch" if abs(config.pilot_sd - PILOT_SD) < 1e-12 else "--pilot-sd",
             "mde": min_detectable_effect(config.pilot_sd, n_pairs, ratio=ratio),
             "mde_independent": min_detectable_effect(config.pilot_sd, n_pairs),
         },

@@ -400,6 +400,8 @@ def test_study_command_runs_and_reports_bad_input(tmp_path) -> None:
     both = CliRunner().invoke(main, [*args, "--pretrained", str(pretrained), "--quick",
                                      "--profile", "standard"])  # fmt: skip
     assert both.exit_code == 2 and "disagree" in both.output
+    wide = CliRunner().invoke(main, [*args, "--pretrained", str(pretrained), "--margin", "0"])
+    assert wide.exit_code == 2 and "--margin" in wide.output
 
 
 @pytest.mark.slow

@@ -206,3 +206,19 @@ def test_protocol_record_lists_changes_after_the_first_result(tmp_path) -> None:
     assert amendment["changes"] == ["sizes: [40] → [40, 20]"]
     assert record_protocol(path, {"sizes": [40, 20], "steps": 100}, n_results=9) == changed
     assert protocol_sha256({"a": 1, "b": 2}) == protocol_sha256({"b": 2, "a": 1})
+
+
+def test_recorded_study_reanalysis_reaches_no_verdict(tmp_path) -> None:
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "bench" / "reanalyse_study.py"
+    spec = importlib.util.spec_from_file_location("reanalyse_study", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    result = bench.main(["--out", str(tmp_path / "re")])
+    assert result["pairs"] == 8 and result["primary"]["verdict"] == TOO_FEW
+    assert result["primary"]["p_wilcoxon"] == pytest.approx(0.546875)
+    assert result["step_cap"]["at_cap"] == pytest.approx(99 / 160)
+    assert all(s["p_holm"] >= s["p_wilcoxon"] for s in result["secondary"])
+    assert "size 20 was added after" in (tmp_path / "re.md").read_text()
