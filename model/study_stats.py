@@ -274,13 +274,15 @@ def simulate_null(
     pair_sd: float = 0.014,
     seed_sd: float = 0.0,
     n_seeds: int = 2,
+    effect: float = 0.0,
 ) -> dict[str, Any]:
     """`studies` null studies of identical conditions: pair (k, r)'s ΔF1 = a fold effect shared
     by the repeats of fold k + a pretraining-seed effect shared by the pairs using seed
-    r mod n_seeds + pair noise. Returns the verdict counts and the rate of helps/hurts."""
+    r mod n_seeds + pair noise (+ a true `effect`: 0 is the null). Returns the verdict counts
+    and the rate of helps/hurts."""
     fold = rng.normal(0.0, fold_sd, (studies, folds, 1))
     seed = rng.normal(0.0, seed_sd, (studies, 1, n_seeds))[:, :, np.arange(repeats) % n_seeds]
-    diffs = (fold + seed + rng.normal(0.0, pair_sd, (studies, folds, repeats))).reshape(
+    diffs = (effect + fold + seed + rng.normal(0.0, pair_sd, (studies, folds, repeats))).reshape(
         studies, folds * repeats
     )
     codes = verdict_codes(diffs, ratio=1.0 / (folds - 1))

@@ -134,6 +134,11 @@ def test_null_studies_rarely_get_a_helps_or_hurts(fold_sd, pair_sd, seed_sd) -> 
     assert out["false_verdicts"] <= 0.05
 
 
+def test_a_true_effect_at_the_margin_is_rarely_called_equivalent() -> None:
+    out = simulate_null(rng=np.random.default_rng(7), studies=1000, effect=0.02)
+    assert out["counts"][EQUIVALENT] <= 50
+
+
 def test_the_plain_paired_rule_fails_the_same_null_simulation() -> None:
     # the reason the corrected interval decides too: Wilcoxon + plain t alone, same studies
     rng = np.random.default_rng(2026)
