@@ -50,6 +50,7 @@ DRY = {
     "pretrain_steps": 2, "pretrain_batch": 4, "pretrain_crop": 16, "base_width": 4,
     "norm": "group",
     "study": {"sizes": (4,), "folds": 2, "repeats": 1, "steps": 2, "eval_every": 1,
+              "val_slides": 2,  # the profile's 4 would leave no slide to train on
               "val_patches": 8, "crop": 16, "batch_size": 4, "resamples": 200,
               "conditions": ("scratch",)},
 }  # fmt: skip
