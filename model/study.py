@@ -1061,10 +1061,15 @@ def _protocol(config: StudyConfig, plan: Mapping[str, Any]) -> dict[str, Any]:
             "n": n_pairs, "sd": config.pilot_sd, "ratio": ratio,
             "sd_source": "the recorded standard study's paired sd at 40 labels, identity − "
                          "scratch" if abs(config.pilot_sd - PILOT_SD) < 1e-12 else "--pilot-sd",
-            "mde": min_detectable_effect(config.pilot_sd, n_pairs, ratio=ratio),
-            "mde_independent": min_detectable_effect(config.pilot_sd, n_pairs),
+            "mde": _finite(min_detectable_effect(config.pilot_sd, n_pairs, ratio=ratio)),
+            "mde_independent": _finite(min_detectable_effect(config.pilot_sd, n_pairs)),
         },
     }  # fmt: skip
+
+
+def _finite(value: float) -> float | None:
+    """None for NaN: the protocol compares equal to itself when read back."""
+    return None if value != value else value
 
 
 def _pretexts(plan: Mapping[str, Any]) -> dict[str, str]:

@@ -33,8 +33,8 @@ def _pct(pair: tuple[float, float]) -> str:
     return f"{100 * mean:.1f} ± {100 * sd:.1f}"
 
 
-def _pp(value: float, *, signed: bool = True) -> str:
-    if math.isnan(value):
+def _pp(value: float | None, *, signed: bool = True) -> str:
+    if value is None or math.isnan(value):
         return "n/a"
     v = 100 * value + 0.0  # + 0.0: no "-0.0"
     digits = 2 if 0 < abs(v) < 0.05 else 1  # a CI bound of -0.04 is not "+0.0": keep its sign

@@ -211,6 +211,8 @@ def test_protocol_record_lists_changes_after_the_first_result(tmp_path) -> None:
     assert amendment["changes"] == ["sizes: [40] → [40, 20]"]
     assert record_protocol(path, {"sizes": [40, 20], "steps": 100}, n_results=9) == changed
     assert protocol_sha256({"a": 1, "b": 2}) == protocol_sha256({"b": 2, "a": 1})
+    late = record_protocol(tmp_path / "late.json", first, n_results=3)  # an older study folder
+    assert late["amendments"][0]["changes"] == ["protocol first recorded after 3 finished run(s)"]
 
 
 def test_recorded_study_reanalysis_reaches_no_verdict(tmp_path) -> None:
