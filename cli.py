@@ -701,7 +701,9 @@ def _parse_sizes(ctx: click.Context, param: click.Parameter, value: str | None
               help="The labeled store: tumor/normal slides with masks from `lymph extract`.")
 @click.option("--pretrained", required=True, multiple=True,
               help="A pretraining checkpoint made on a SEPARATE store, as PATH or NAME=PATH "
-                   "(e.g. identity=runs/pre/last.pt); repeat to compare pretexts in one run.")
+                   "(e.g. identity=runs/pre/last.pt); repeat to compare pretexts in one run, "
+                   "or give one NAME several checkpoints (pretraining seeds: repeat r uses "
+                   "checkpoint r mod n).")
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Study folder: results.csv, table.md, f1_vs_size.png, runs/ (resumable).")
 @click.option("--profile", type=click.Choice(["quick", "standard"]), default=None,
@@ -761,8 +763,8 @@ def _parse_sizes(ctx: click.Context, param: click.Parameter, value: str | None
                    "needs the TOST to reject |ΔF1| >= m (declared in the protocol).")
 @click.option("--pilot-sd", type=click.FloatRange(min=0, max=100, min_open=True, max_open=True),
               default=1.6, show_default=True,
-              help="Paired ΔF1 sd in pp for the protocol's power line [default: the recorded "
-                   "standard study's, 40 labels].")
+              help="Paired ΔF1 sd in pp for the protocol's power line (the default is the "
+                   "recorded standard study's, 40 labels).")
 def study_cmd(store: str, pretrained: tuple[str, ...], out: str, **options: object) -> None:
     """Does reconstruction pretraining help at few labels? The paper's Figure 3, made to answer.
 
