@@ -5,8 +5,8 @@
 
 Steps (each reuses what an earlier call left in --out):
 1. worlds: `lymph synth` + `lymph extract` of a labeled world (20 tumor + 8 normal slides,
-   8000x6000, seed 0, 128 patches of 128 px per slide at level 2: >= 2 tumor slides per test
-   fold at 4 folds) and a SEPARATE unlabeled pretraining world (25 slides, seed 2, 240 patches
+   8000x6000, seed 0, 128 patches of 128 px per slide at level 2: 4 tumor slides per test
+   fold at 5 folds) and a SEPARATE unlabeled pretraining world (25 slides, seed 2, 240 patches
    per slide = 6,000 patches = 30x the largest labeled set of 200);
 2. pretraining on the pretraining store only, on the device: the identity pretext, and a
    restoration pretext (genesis) when the trainer knows `pretext`;
@@ -50,6 +50,7 @@ DRY = {
     "pretrain_steps": 2, "pretrain_batch": 4, "pretrain_crop": 16, "base_width": 4,
     "norm": "group",
     "study": {"sizes": (4,), "folds": 2, "repeats": 1, "steps": 2, "eval_every": 1,
+              "val_slides": 2,  # the profile's 4 would leave no slide to train on
               "val_patches": 8, "crop": 16, "batch_size": 4, "resamples": 200,
               "conditions": ("scratch",)},
 }  # fmt: skip

@@ -14,7 +14,7 @@ or full output folder is an `OutputError` naming the file, and no half PNG is le
   tumor outlines).
 - `plot_f1_vs_size`: F1 against labeled-set size, one line per condition, sd error bars.
 - `plot_study_pairs`: `lymph study`'s figure: every run's F1 per condition and size beside the
-  mean, and every pair's ΔF1 with its bootstrap 95% CI.
+  mean, and every pair's ΔF1 with its dependence-aware (corrected t) 95% CI.
 """
 
 from __future__ import annotations
@@ -333,5 +333,5 @@ def plot_study_pairs(
     left.set_title("F1 per run and mean")
     right.axhline(0, color="black", lw=0.8)
     right.set_ylabel("ΔF1 per (fold, repeat) pair")
-    right.set_title("paired ΔF1, mean and bootstrap 95% CI")
+    right.set_title("paired ΔF1, mean and corrected t 95% CI")
     return _save(fig, path)

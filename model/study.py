@@ -15,18 +15,21 @@ The seed paper's Figure 3, run so that it can answer its question (issue 10):
   condition) and its probability threshold (F1-best on every pixel of them, as
   `lymph eval --threshold auto`; `lymph.model.evaluate.evaluate` does both). Every patch of
   every test slide is then scored: P, R, F1 at that threshold and AP (threshold-free).
-- **Conditions** on the same labeled subset, steps rule and training seed:
-  `scratch` (random init, the same joint segmentation + reconstruction loss: the
-  initialisation-only ablation), `seg_only` (random init, reconstruction weight 0: the paper's
-  baseline, a UNet trained directly on segmentation) and one `pretrained_<pretext>` per
-  pretraining checkpoint (init from it, joint loss); several pretexts compare in one run.
-- **Repeats and statistics.** folds x repeats pairs; the labeled subset, inner-validation slides
-  and training seed are redrawn per repeat. Per size and comparison: mean and sd of the paired
-  ΔF1, a two-sided Wilcoxon signed-rank test (scipy.stats.wilcoxon) and a percentile bootstrap
-  95% CI of the mean ΔF1 (seeded Generator, 10,000 resamples of the pairs). The primary endpoint,
-  declared in table.md before any run, is ΔF1 = pretrained (first pretext) - scratch at 40 labels
-  (or the smallest size); the verdict per size is "helps" / "hurts" when the CI excludes 0, else
-  "no detectable effect".
+- **Conditions** on the same labeled subset, steps rule and training seed: one
+  `pretrained_<name>` per pretext name (init from its checkpoint, joint segmentation +
+  reconstruction loss with its pretext; several checkpoints of one name, e.g. two pretraining
+  seeds, are used in turn: repeat r fine-tunes from checkpoint r mod n), a scratch run per
+  pretext with the same fine-tuning loss (`scratch` for identity, `scratch_<pretext>` for the
+  others: the initialisation-only ablation) and `seg_only` (random init, reconstruction weight
+  0: the paper's baseline, a UNet trained directly on segmentation).
+- **Repeats and statistics** (`lymph.model.study_stats`). folds x repeats pairs; the labeled
+  subset, inner-validation slides and training seed are redrawn per repeat. The primary
+  endpoint, declared before any run (table.md, protocol.json with its sha256), is ΔF1 =
+  pretrained (first name) - its scratch at 40 labels (or the smallest size); only it gets a
+  verdict: helps / hurts (exact Wilcoxon + t interval + Nadeau-Bengio corrected interval, at
+  least 10 pairs), equivalent within the margin (TOST) or inconclusive. Every other comparison
+  is an estimate with a Holm-adjusted p. A protocol changed after the first result is listed
+  as a deviation.
 - **Speed.** Each run uses one torch thread; runs go to `jobs` spawned processes (default: the
   cores); a tqdm bar over the grid shows the ETA. Each finished run writes
   `runs/<run_id>/done.json` atomically and last, so a killed study resumes where it stopped.
@@ -43,7 +46,6 @@ import dataclasses
 import hashlib
 import io
 import json
-import math
 import os
 import re
 import shutil
@@ -58,6 +60,25 @@ import numpy as np
 
 from lymph.data.errors import CheckpointError, ConfigError, StoreError
 from lymph.data.io import atomic_write_json, atomic_write_text
+from lymph.model.study_report import (
+    cap_line,
+    deviation_lines,
+    primary_stats,
+    protocol_markdown,
+    protocol_sha256,
+    record_protocol,
+    results_markdown,
+)
+from lymph.model.study_stats import (
+    ALPHA,
+    BOOTSTRAP_RESAMPLES,
+    MARGIN,
+    MIN_PAIRS,
+    PILOT_SD,
+    cap_fractions,
+    min_detectable_effect,
+    summarize,
+)
 from lymph.model.train import balanced_subset  # the one class-balanced draw
 
 SCRATCH = "scratch"
@@ -66,8 +87,6 @@ PRETRAINED = "pretrained_"  # + pretext name
 BASELINES = (SCRATCH, SEG_ONLY)
 PAPER_SIZES = (200, 120, 80, 40)
 PRIMARY_SIZE = 40
-BOOTSTRAP_RESAMPLES = 10_000
-MIN_PAIRS = 5  # fewer pairs: no verdict (a two-sided Wilcoxon cannot reach p < 0.05 below 6)
 PRETRAIN_RATIO = 30  # the paper's unlabeled corpus: ~30x the largest labeled set
 
 # Profiles. Every value is used unless the option is given. Costs measured on this idle 2-core
@@ -89,15 +108,19 @@ PROFILES: dict[str, dict[str, Any]] = {
         "eval_batch_size": 32,
         "workers": 0,
     },
-    # `make study`: 8 pairs (4 folds x 2 repeats) x 5 sizes x 4 conditions = 160 fine-tunes,
-    # about 3.3 h wall on the 2-core CPU (measured: README, study section). The primary
-    # endpoint's size runs first, so a stopped study already holds it. 20 is below the paper's
-    # sizes: at 40 every condition is near the F1 ceiling (issue 10: "20/10 if below it").
+    # `make study`: 10 pairs (5 folds x 2 repeats: MIN_PAIRS; the `make study` world's 20 tumor
+    # slides give 4 per test fold) x 5 sizes x 5 conditions (two pretexts, their two scratch
+    # runs, seg_only) = 250 fine-tunes. The primary endpoint's size runs first, so a stopped
+    # study already holds it. The cap: at 1,200 steps 62% of the recorded study's 160 runs never
+    # early-stopped (bench/results/study_standard.csv); its stopping hazard over the last 400
+    # steps (47 of the 146 runs still going at 800 stopped by 1,200: x0.907 per 100 steps),
+    # held constant, leaves 9% running at 3,200 (11% at 3,000). An extrapolation: table.md
+    # reports the measured fraction and says when the cap bound.
     "standard": {
         "sizes": (40, 200, 120, 80, 20),
-        "folds": 4,
+        "folds": 5,
         "repeats": 2,
-        "steps": 1200,
+        "steps": 3200,
         "patience": 3,
         "eval_every": 100,
         "batch_size": 8,
@@ -126,7 +149,8 @@ DEFAULTS: dict[str, Any] = {
 PROFILE_KEYS = tuple(DEFAULTS)
 
 CSV_FIELDS = (
-    "run_id", "size", "fold", "repeat", "condition", "init", "pretext", "recon_weight",
+    "run_id", "size", "fold", "repeat", "condition", "init", "pretrain_seed", "pretext",
+    "recon_weight",
     "precision", "recall", "f1", "ap", "dice", "iou", "tp", "fp", "fn", "tn", "threshold",
     "best_step", "best_val_f1", "stopped_step", "steps_cap",
     "n_tumor_patches", "n_normal_patches", "subset_sha", "train_seed",
@@ -135,19 +159,45 @@ CSV_FIELDS = (
 )  # fmt: skip
 
 
-def condition_label(condition: str) -> str:
-    """What a condition is, in the table's words."""
-    if condition == SCRATCH:
+def scratch_for(pretext: str) -> str:
+    """The scratch condition whose fine-tuning loss is the `pretext` one's."""
+    return SCRATCH if pretext == "identity" else f"{SCRATCH}_{pretext}"
+
+
+def condition_label(condition: str, pretexts: Mapping[str, str] | None = None) -> str:
+    """What a condition is, in the table's words (`pretexts`: condition -> its fine-tuning
+    pretext)."""
+    pretext = (pretexts or {}).get(condition, "identity")
+    if condition == SCRATCH or condition.startswith(SCRATCH + "_"):
         return (
-            "scratch: random init, the joint seg + recon loss of the first pretrained condition "
-            "(initialisation-only ablation)"
+            f"{condition}: random init, the joint seg + recon loss with the {pretext!r} pretext "
+            "(the initialisation-only ablation of the pretrained conditions with that pretext)"
         )
     if condition == SEG_ONLY:
         return "seg_only: random init, recon weight 0 (the paper's baseline: segmentation only)"
     if condition.startswith(PRETRAINED):
-        pretext = condition[len(PRETRAINED) :]
-        return f"{condition}: init from the {pretext!r}-pretext checkpoint, joint loss"
+        name = condition[len(PRETRAINED) :]
+        return (
+            f"{condition}: init from the {name!r} checkpoint(s) (pretext {pretext!r}), joint loss "
+            "with that pretext"
+        )
     raise ConfigError(f"unknown condition {condition!r}")
+
+
+def comparisons_for(
+    conditions: Sequence[str], pretexts: Mapping[str, str] | None = None
+) -> list[tuple[str, str]]:
+    """(a, b) pairs compared as ΔF1 = F1(a) - F1(b): every pretrained condition against the
+    scratch run with its fine-tuning loss (the primary family), then against seg_only, then
+    later pretexts against the first."""
+    pretexts = pretexts or {}
+    pre = [c for c in conditions if c.startswith(PRETRAINED)]
+    out = [
+        (p, s) for p in pre if (s := scratch_for(pretexts.get(p, "identity"))) in conditions
+    ]
+    out += [(p, SEG_ONLY) for p in pre if SEG_ONLY in conditions]
+    out += [(p, pre[0]) for p in pre[1:]]
+    return out
 
 
 # --- pure planning functions ------------------------------------------------------------------
@@ -318,225 +368,6 @@ def plan_runs(
     return runs
 
 
-# --- statistics -------------------------------------------------------------------------------
-
-
-def _mean_sd(values: Sequence[float]) -> tuple[float, float]:
-    arr = np.asarray(values, dtype=float)
-    if arr.size == 0:
-        return math.nan, math.nan
-    return float(arr.mean()), float(arr.std(ddof=1)) if arr.size > 1 else 0.0
-
-
-def bootstrap_ci(
-    diffs: Sequence[float], *, rng: np.random.Generator, resamples: int = BOOTSTRAP_RESAMPLES
-) -> tuple[float, float]:
-    """Percentile bootstrap 95% CI of the mean of `diffs` (pairs resampled with replacement)."""
-    arr = np.asarray(diffs, dtype=float)
-    if arr.size < 2:
-        return math.nan, math.nan
-    means = arr[rng.integers(0, arr.size, size=(resamples, arr.size))].mean(axis=1)
-    low, high = np.percentile(means, [2.5, 97.5])
-    return float(low), float(high)
-
-
-def wilcoxon_p(diffs: Sequence[float]) -> float:
-    """Two-sided Wilcoxon signed-rank p of paired differences (1.0 when all are zero)."""
-    from scipy.stats import wilcoxon
-
-    arr = np.asarray(diffs, dtype=float)
-    if arr.size < 2:
-        return math.nan
-    if not np.any(arr != 0):
-        return 1.0
-    return float(wilcoxon(arr, zero_method="wilcox", alternative="two-sided").pvalue)
-
-
-def verdict(ci: tuple[float, float], size: int, *, n: int = MIN_PAIRS) -> str:
-    """The plain-language verdict: decided only by whether the 95% CI excludes 0 (and only
-    with at least MIN_PAIRS pairs)."""
-    low, high = ci
-    if n < MIN_PAIRS or math.isnan(low):
-        return f"too few pairs ({n}) to decide at {size} labels"
-    if low > 0:
-        return f"pretraining helps at {size} labels"
-    if high < 0:
-        return f"pretraining hurts at {size} labels"
-    return f"no detectable effect at {size} labels"
-
-
-def paired_stats(
-    diffs: Sequence[float], *, rng: np.random.Generator, resamples: int = BOOTSTRAP_RESAMPLES
-) -> dict[str, Any]:
-    mean, sd = _mean_sd(diffs)
-    ci = bootstrap_ci(diffs, rng=rng, resamples=resamples)
-    return {
-        "mean": mean, "sd": sd, "n": len(diffs), "positive": int(sum(d > 0 for d in diffs)),
-        "ci": ci, "p_wilcoxon": wilcoxon_p(diffs), "diffs": [float(d) for d in diffs],
-    }  # fmt: skip
-
-
-def comparisons_for(conditions: Sequence[str]) -> list[tuple[str, str]]:
-    """(a, b) pairs compared as ΔF1 = F1(a) - F1(b): every pretrained condition against scratch
-    (primary family) and against seg_only, then later pretexts against the first."""
-    pre = [c for c in conditions if c.startswith(PRETRAINED)]
-    out = [(p, b) for b in (SCRATCH, SEG_ONLY) if b in conditions for p in pre]
-    out += [(p, pre[0]) for p in pre[1:]]
-    return out
-
-
-def _by_pair(rows: Sequence[Mapping[str, Any]], size: int, condition: str) -> dict:
-    return {
-        (int(r["fold"]), int(r.get("repeat", 0) or 0)): r
-        for r in rows
-        if int(r["size"]) == size and r["condition"] == condition
-    }
-
-
-def summarize(
-    rows: Sequence[Mapping[str, Any]],
-    *,
-    conditions: Sequence[str] | None = None,
-    seed: int = 0,
-    resamples: int = BOOTSTRAP_RESAMPLES,
-) -> list[dict[str, Any]]:
-    """Per size (descending): per condition mean and sd of P, R, F1, AP and the stopping step;
-    per comparison the paired ΔF1 statistics over (fold, repeat) pairs (`paired_stats`)."""
-    conditions = list(conditions or dict.fromkeys(r["condition"] for r in rows))
-    out = []
-    for size in sorted({int(r["size"]) for r in rows}, reverse=True):
-        entry: dict[str, Any] = {"size": size, "conditions": {}, "comparisons": {}}
-        by = {c: _by_pair(rows, size, c) for c in conditions}
-        for c in conditions:
-            stats = {
-                m: _mean_sd([float(r[m]) for r in by[c].values() if r.get(m) not in (None, "")])
-                for m in ("precision", "recall", "f1", "ap", "best_step")
-            }
-            f1s = [float(by[c][k]["f1"]) for k in sorted(by[c])]
-            entry["conditions"][c] = {**stats, "runs": len(by[c]), "f1s": f1s}
-        for a, b in comparisons_for(conditions):
-            pairs = sorted(set(by[a]) & set(by[b]))
-            diffs = [float(by[a][p]["f1"]) - float(by[b][p]["f1"]) for p in pairs]
-            rng = np.random.default_rng([seed, size, zlib_key(a, b)])
-            entry["comparisons"][a, b] = paired_stats(diffs, rng=rng, resamples=resamples)
-        out.append(entry)
-    return out
-
-
-def zlib_key(*names: str) -> int:
-    import zlib
-
-    return zlib.crc32("|".join(names).encode())
-
-
-# --- table ------------------------------------------------------------------------------------
-
-
-def _pct(pair: tuple[float, float]) -> str:
-    mean, sd = pair
-    if math.isnan(mean):
-        return "n/a"
-    return f"{100 * mean:.1f} ± {100 * sd:.1f}"
-
-
-def _pp(value: float, *, signed: bool = True) -> str:
-    if math.isnan(value):
-        return "n/a"
-    v = 100 * value + 0.0  # + 0.0: no "-0.0"
-    digits = 2 if 0 < abs(v) < 0.05 else 1  # a CI bound of -0.04 is not "+0.0": keep its sign
-    return f"{v:{'+' if signed else ''}.{digits}f}"
-
-
-def protocol_markdown(protocol: Mapping[str, Any]) -> str:
-    """The part of table.md written before any run: question, endpoint, conditions, rules."""
-    primary_a, primary_b = protocol["primary"]["comparison"]
-    lines = [
-        "# lymph study: does reconstruction pretraining help at few labels?",
-        "",
-        "## Protocol (written before any run)",
-        "",
-        f"- **Primary endpoint** (pre-declared): ΔF1 = F1({primary_a}) − F1({primary_b}) at "
-        f"{protocol['primary']['size']} labeled patches, paired over (fold, repeat); verdict "
-        "from its bootstrap 95% CI: \"helps\" if it lies above 0, \"hurts\" if below, else "
-        "\"no detectable effect\". Everything else is secondary.",
-        f"- Profile: {protocol['profile']}. {protocol['profile_note']}",
-        f"- World: {protocol['world']}",
-        "- Conditions (same labeled subset, stopping rule and training seed per pair):",
-        *[f"  - {condition_label(c)}" for c in protocol["conditions"]],
-        f"- Fine-tunes: at most {protocol['steps']} steps; every {protocol['eval_every']} steps "
-        "the F1 at the F1-best threshold on the inner-validation slides (calibration-free), "
-        "best checkpoint kept"
-        + (f", early stop after {protocol['patience']} evaluations without improvement"
-           if protocol.get("early_stopping") else " (the trainer here has no early stop: the "
-           "cap is run and the best checkpoint scored)") + ".",  # fmt: skip
-        "- Threshold: F1-best on every pixel of the inner-validation slides (never the test "
-        "fold); every patch of every test slide scored; AP is threshold-free.",
-        f"- Statistics: {protocol['folds']} folds grouped by slide x {protocol['repeats']} "
-        "repeats (subset, inner-validation slides and seed redrawn per repeat); per size the "
-        "mean and sd of paired ΔF1, a two-sided Wilcoxon signed-rank test (scipy) and a "
-        f"percentile bootstrap 95% CI ({protocol['resamples']:,} resamples, seeded); a "
-        f"verdict needs at least {MIN_PAIRS} pairs.",
-        "",
-        "",
-    ]
-    return "\n".join(lines)
-
-
-def results_markdown(
-    summary: Sequence[Mapping[str, Any]], *, primary: Mapping[str, Any], notes: Sequence[str]
-) -> str:
-    """The results part of table.md: per-condition metrics, paired ΔF1 table, verdict lines."""
-    lines = [
-        "## Results",
-        "",
-        "Percent, mean ± sd over (fold, repeat) pairs; each run pooled over the pixels of its "
-        "test slides. Stop = the step of the scored (best-validation) checkpoint.",
-        "",
-        "| Labeled | Condition | P (%) | R (%) | F1 (%) | AP (%) | stop step | runs |",
-        "|---:|:---|---:|---:|---:|---:|---:|---:|",
-    ]
-    for e in summary:
-        for c, s in e["conditions"].items():
-            step = s["best_step"]
-            step_text = "n/a" if math.isnan(step[0]) else f"{step[0]:.0f} ± {step[1]:.0f}"
-            lines.append(
-                f"| {e['size']} | {c} | {_pct(s['precision'])} | {_pct(s['recall'])} | "
-                f"{_pct(s['f1'])} | {_pct(s['ap'])} | {step_text} | {s['runs']} |"
-            )
-    lines += [
-        "",
-        "Paired ΔF1 (percentage points) over (fold, repeat) pairs:",
-        "",
-        "| Labeled | ΔF1 = F1(a) − F1(b) | mean | sd | 95% CI (bootstrap) | Wilcoxon p | "
-        "pairs > 0 | verdict |",
-        "|---:|:---|---:|---:|:---|---:|---:|:---|",
-    ]
-    for e in summary:
-        for (a, b), st in e["comparisons"].items():
-            ci = f"[{_pp(st['ci'][0])}, {_pp(st['ci'][1])}]"
-            p = "n/a" if math.isnan(st["p_wilcoxon"]) else f"{st['p_wilcoxon']:.3f}"
-            word = verdict(st["ci"], e["size"], n=st["n"]).replace("pretraining", a)
-            lines.append(
-                f"| {e['size']} | {a} − {b} | {_pp(st['mean'])} | {_pp(st['sd'], signed=False)} "
-                f"| {ci} | {p} | {st['positive']}/{st['n']} | {word} |"
-            )
-    lines += ["", "## Verdicts", ""]
-    key = tuple(primary["comparison"])
-    for e in summary:
-        st = e["comparisons"].get(key)
-        if st is None:
-            continue
-        tag = " (**primary endpoint**)" if e["size"] == primary["size"] else ""
-        lines.append(
-            f"- {verdict(st['ci'], e['size'], n=st['n'])}{tag}: ΔF1 {key[0]} − {key[1]} "
-            f"{_pp(st['mean'])} pp, 95% CI [{_pp(st['ci'][0])}, {_pp(st['ci'][1])}], "
-            f"{st['n']} pairs"
-        )
-    if notes:
-        lines += ["", "## Notes", "", *[f"- {n}" for n in notes]]
-    return "\n".join(lines) + "\n"
-
-
 # --- settings ---------------------------------------------------------------------------------
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
@@ -593,6 +424,8 @@ class StudyConfig:
     jobs: int | None = None  # parallel runs (None: the CPU count)
     threads: int = 1  # torch threads per run
     resamples: int = BOOTSTRAP_RESAMPLES
+    margin: float = MARGIN  # equivalence margin (F1 fraction), declared in the protocol
+    pilot_sd: float = PILOT_SD  # paired ΔF1 sd (F1 fraction) for the protocol's power line
     allow_test_in_pretraining: bool = False
     keep_checkpoints: bool = False
     progress: bool = True
@@ -610,9 +443,12 @@ class StudyConfig:
         ]
         if not parsed:
             raise ConfigError("a study needs at least one --pretrained checkpoint")
-        names = [n for n, _ in parsed if n is not None]
-        if len(set(names)) != len(names):
-            raise ConfigError(f"--pretrained names repeat: {names}")
+        paths = [str(p) for _, p in parsed]
+        if len(set(paths)) != len(paths):
+            raise ConfigError(
+                f"--pretrained gives one checkpoint twice: {paths}; several checkpoints of one "
+                "pretext are distinct files, e.g. identity=seed0.pt identity=seed1.pt"
+            )
         set_(self, "pretrained", tuple(parsed))
         if self.quick and self.profile not in (None, "quick"):
             raise ConfigError(f"--quick and --profile {self.profile} disagree; pass one")
@@ -645,6 +481,12 @@ class StudyConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ConfigError(f"{name} must be >= 1, got {value}")
+        for name in ("margin", "pilot_sd"):
+            value = getattr(self, name)
+            if not 0 < value < 1:
+                raise ConfigError(
+                    f"{name} must be within (0, 1) as an F1 fraction, got {value} (0.02 = 2 pp)"
+                )
         if self.threshold != "auto":
             from lymph.model.evaluate import parse_threshold
 
@@ -685,8 +527,8 @@ class StudyConfig:
 PROFILE_NOTES = {
     "quick": "The quick profile ILLUSTRATES the protocol on a small world in minutes; it is far "
     "too small to TEST whether pretraining helps: do not read its verdicts as findings.",
-    "standard": "The standard profile (`make study`): 4 folds x 2 repeats, about 3.3 h on a "
-    "2-core CPU.",
+    "standard": "The standard profile (`make study`): 5 folds x 2 repeats = 10 pairs, 2 "
+    "pretraining seeds per pretext, a 3,200-step cap (README: study section for its time).",
     None: "No profile: the paper's sizes and the defaults.",
 }
 
@@ -708,6 +550,7 @@ class Pretraining:
     n_patches: int | None  # patches of those slides, when the store is readable
     leaked: tuple[str, ...]  # labeled (hence test) slides that pretrained it
     unverifiable: str | None  # why the check could not be made, if it could not
+    seed: int | None = None  # the pretraining run's recorded seed
 
     @property
     def condition(self) -> str:
@@ -751,6 +594,7 @@ def read_pretraining(name: str | None, path: Path, labeled_store: Any) -> Pretra
     cfg = ckpt.get("config", {})
     arch = dict(cfg.get("model") or {})
     pretext = (cfg.get("train") or {}).get("pretext") or "identity"
+    seed = (cfg.get("train") or {}).get("seed")
     store_rec = cfg.get("store") if isinstance(cfg.get("store"), dict) else {}
     store_path = store_rec.get("path")
     if store_path is not None:
@@ -785,7 +629,7 @@ def read_pretraining(name: str | None, path: Path, labeled_store: Any) -> Pretra
         name=name or str(pretext), path=path, arch=arch, stage=cfg.get("stage"),
         pretext=str(pretext),
         store=store_path, slides=slides, n_patches=n_patches, leaked=tuple(leaked),
-        unverifiable=why,
+        unverifiable=why, seed=int(seed) if isinstance(seed, int) else None,
     )  # fmt: skip
 
 
@@ -859,10 +703,18 @@ class RunContext:
 
     config: StudyConfig
     arch: dict[str, Any]
-    inits: dict[str, Path]  # condition -> init checkpoint
+    inits: dict[str, tuple[Path, ...]]  # condition -> its init checkpoints (repeat r: r mod n)
     pretexts: dict[str, str]  # condition -> reconstruction pretext of its fine-tune
-    pretrain: dict[str, tuple[str | None, tuple[str, ...]]]  # condition -> (store, slides)
+    pretrain: dict[str, tuple[str | None, tuple[str, ...]]]  # checkpoint -> (store, slides)
     settings: dict[str, Any]  # what a finished run must share to be reused
+    pretrain_seeds: dict[str, int | None] = field(default_factory=dict)  # checkpoint -> seed
+
+
+def init_for(ctx: RunContext, spec: RunSpec) -> Path | None:
+    """The checkpoint a run starts from: repeat r uses its condition's checkpoint r mod n, so
+    the pairs span every pretraining seed."""
+    paths = ctx.inits.get(spec.condition)
+    return paths[spec.repeat % len(paths)] if paths else None
 
 
 def train_options(config: StudyConfig, arch: Mapping[str, Any], fields: set[str]) -> dict:
@@ -893,7 +745,7 @@ def _train_config(ctx: RunContext, spec: RunSpec, out: Path) -> Any:
     elif ctx.config.recon_weight is not None:
         opts["recon_weight"] = ctx.config.recon_weight
     if spec.condition in ctx.inits:
-        opts["init"] = ctx.inits[spec.condition]
+        opts["init"] = init_for(ctx, spec)
         for key in ctx.arch:  # fine-tuning inherits the architecture from the checkpoint
             opts.pop(key, None)
     else:
@@ -939,10 +791,13 @@ def run_one(ctx: RunContext, spec: RunSpec) -> dict[str, Any]:
     if not config.keep_checkpoints:
         for ckpt in train_dir.rglob("*.pt"):
             ckpt.unlink()
-    pre_store, pre_slides = ctx.pretrain.get(spec.condition, (None, ()))
+    init = init_for(ctx, spec)
+    pre_store, pre_slides = ctx.pretrain.get(str(init), (None, ()))
+    seed = ctx.pretrain_seeds.get(str(init))
     return {
         "run_id": spec.run_id, "size": spec.size, "fold": spec.fold, "repeat": spec.repeat,
-        "condition": spec.condition, "init": str(ctx.inits.get(spec.condition, "")),
+        "condition": spec.condition, "init": str(init or ""),
+        "pretrain_seed": "" if seed is None else seed,
         "recon_weight": 0.0 if spec.condition == SEG_ONLY else config.recon_weight,
         **{k: scores[k] for k in ("precision", "recall", "f1", "dice", "iou",
                                   "tp", "fp", "fn", "tn", "threshold")},
@@ -1000,7 +855,7 @@ RUN_SETTINGS = ("store", "folds", "seed", "lr", "recon_weight", "threshold", "ma
 RESOLVED_SETTINGS = ("steps", "patience", "eval_every", "batch_size", "crop", "val_patches")
 
 
-def _run_settings(config: StudyConfig, inits: Mapping[str, Path]) -> dict[str, Any]:
+def _run_settings(config: StudyConfig, inits: Mapping[str, Sequence[Path]]) -> dict[str, Any]:
     """The settings a finished run must share to be reused: those that change its result.
     (Sizes, repeats and conditions may be added to a study; device, jobs and scoring batch
     size change no result.)"""
@@ -1010,7 +865,8 @@ def _run_settings(config: StudyConfig, inits: Mapping[str, Path]) -> dict[str, A
         **{k: config.resolved(k) for k in RESOLVED_SETTINGS},
         "folds": config.resolved("folds"),
         "val_slides": config.resolved("val_slides"),
-        "inits": {c: str(p) for c, p in sorted(inits.items())},
+        "inits": {c: str(p[0]) if len(p) == 1 else [str(x) for x in p]
+                  for c, p in sorted(inits.items())},
     }  # fmt: skip
 
 
@@ -1108,19 +964,18 @@ def _prepare(config: StudyConfig) -> dict[str, Any]:
             "slides with annotations"
         )
     pres = [read_pretraining(n, p, store) for n, p in config.pretrained]
-    names = [p.name for p in pres]
-    if len(set(names)) != len(names):
-        raise ConfigError(
-            f"two checkpoints are both named {names}: name them, e.g. --pretrained "
-            "identity=a.pt --pretrained genesis=b.pt"
-        )
-    notes: list[str] = []
+    groups, notes = _group_pretrainings(pres)
     for p in pres:
         notes += check_pretraining(p, allow=config.allow_test_in_pretraining)
     arch = _check_architectures(pres, config.base_width)
     sizes = config.resolved("sizes")
     notes += [n for p in pres if (n := corpus_note(p, max(sizes))) is not None]
-    conditions = [*(config.conditions or BASELINES), *(p.condition for p in pres)]
+    pretexts = {c: g[0].pretext for c, g in groups.items()}
+    baselines: list[str] = []
+    for b in config.conditions or BASELINES:
+        baselines += [scratch_for(t) for t in dict.fromkeys(pretexts.values())] if b == SCRATCH \
+            else [b]  # fmt: skip
+    conditions = [*baselines, *groups]
     labels = {sid: store.labels(sid) for sid, _ in labeled}
     runs = plan_runs(
         labeled, labels, sizes=sizes, n_folds=config.resolved("folds"), seed=config.seed,
@@ -1132,52 +987,114 @@ def _prepare(config: StudyConfig) -> dict[str, Any]:
     return {
         "store": store, "labeled": labeled, "pres": pres, "arch": arch, "runs": runs,
         "conditions": conditions, "folds": folds, "notes": notes, "sizes": sizes,
+        "groups": groups, "pretexts": pretexts,
     }  # fmt: skip
 
 
+def _group_pretrainings(pres: Sequence[Pretraining]) -> tuple[dict, list[str]]:
+    """{pretrained condition: its checkpoints} in the order given, and notes; ConfigError when
+    checkpoints of one name were pretrained with different pretexts."""
+    groups: dict[str, list[Pretraining]] = {}
+    for p in pres:
+        groups.setdefault(p.condition, []).append(p)
+    notes = []
+    for cond, group in groups.items():
+        kinds = sorted({p.pretext for p in group})
+        if len(kinds) > 1:
+            paths = ", ".join(str(p.path) for p in group)
+            raise ConfigError(
+                f"the checkpoints named {cond[len(PRETRAINED) :]!r} ({paths})"
+                " were pretrained with different pretexts {kinds}: give each pretext its own "
+                "name, e.g. --pretrained identity=a.pt --pretrained genesis=b.pt"
+            )
+        seeds = [p.seed for p in group]
+        if len(group) < 2:
+            notes.append(
+                f"{cond}: one pretraining checkpoint, so pretraining randomness is not "
+                "replicated (give >= 2 seeds: --pretrained NAME=a.pt --pretrained NAME=b.pt)."
+            )
+        elif None not in seeds and len(set(seeds)) < len(seeds):
+            notes.append(f"{cond}: its checkpoints record the same pretraining seed {seeds}.")
+    return groups, notes
+
+
 def _protocol(config: StudyConfig, plan: Mapping[str, Any]) -> dict[str, Any]:
+    """What table.md declares before any run; its sha256 is recorded (protocol.json)."""
     from lymph.model.train import TrainConfig
 
     sizes = plan["sizes"]
-    pre = [c for c in plan["conditions"] if c.startswith(PRETRAINED)]
-    base = SCRATCH if SCRATCH in plan["conditions"] else plan["conditions"][0]
+    comparisons = comparisons_for(plan["conditions"], plan["pretexts"])
     labeled = plan["labeled"]
     n_tumor = sum(st == "tumor" for _, st in labeled)
     n_patches = sum(plan["store"].slide(s).n_patches for s, _ in labeled)
     world = (
         f"{len(labeled)} labeled slides ({n_tumor} tumor, {len(labeled) - n_tumor} normal, "
         f"{n_patches} patches) in {config.store}; pretraining: "
-        + "; ".join(f"{p.condition} from {len(p.slides)} slides ({p.n_patches} patches) of "
-                    f"{p.store}" for p in plan["pres"])  # fmt: skip
+        + "; ".join(f"{c} from {len(g)} checkpoint(s) (seeds "
+                    f"{', '.join(str(p.seed) for p in g)}) on {len(g[0].slides)} slides "
+                    f"({g[0].n_patches} patches) of {g[0].store}"
+                    for c, g in plan["groups"].items())  # fmt: skip
     )
+    runs = plan["runs"]
+    ratio = float(np.mean([len(r.test_slides) / (len(r.train_slides) + len(r.val_slides))
+                           for r in runs])) if runs else 0.0  # fmt: skip
+    n_pairs = config.resolved("folds") * config.resolved("repeats")
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     return {
         "primary": {
-            "comparison": [pre[0], base],
+            "comparison": list(comparisons[0]),
             "size": PRIMARY_SIZE if PRIMARY_SIZE in sizes else min(sizes),
         },
+        "secondary": [list(c) for c in comparisons],
         "profile": config.profile or "none",
         "profile_note": PROFILE_NOTES[config.profile],
         "world": world, "conditions": plan["conditions"],
+        "condition_labels": [condition_label(c, _pretexts(plan)) for c in plan["conditions"]],
+        "pretrained": {c: [str(p.path) for p in g] for c, g in plan["groups"].items()},
+        "sizes": list(sizes), "seed": config.seed,
         "steps": config.resolved("steps"), "eval_every": config.resolved("eval_every"),
         "patience": config.resolved("patience"), "early_stopping": "patience" in fields,
         "folds": config.resolved("folds"), "repeats": config.resolved("repeats"),
-        "resamples": config.resamples,
+        "resamples": config.resamples, "alpha": ALPHA, "margin": config.margin,
+        "min_pairs": MIN_PAIRS,
+        "power": {
+            "n": n_pairs, "sd": config.pilot_sd, "ratio": ratio,
+            "sd_source": "the recorded standard study's paired sd at 40 labels, identity − "
+                         "scratch" if abs(config.pilot_sd - PILOT_SD) < 1e-12 else "--pilot-sd",
+            "mde": _finite(min_detectable_effect(config.pilot_sd, n_pairs, ratio=ratio)),
+            "mde_independent": _finite(min_detectable_effect(config.pilot_sd, n_pairs)),
+        },
     }  # fmt: skip
+
+
+def _finite(value: float) -> float | None:
+    """None for NaN: the protocol compares equal to itself when read back."""
+    return None if value != value else value
+
+
+def _pretexts(plan: Mapping[str, Any]) -> dict[str, str]:
+    """condition -> the pretext of its fine-tuning loss: each pretrained condition keeps its
+    checkpoints' pretext, each scratch condition has its own, seg_only (recon weight 0) the
+    first one's."""
+    pretexts = dict(plan["pretexts"])
+    for c in plan["conditions"]:
+        if c == SCRATCH or c.startswith(SCRATCH + "_"):
+            pretexts[c] = c[len(SCRATCH) + 1 :] or "identity"
+    pretexts[SEG_ONLY] = next(iter(plan["pretexts"].values()))
+    return pretexts
 
 
 def study_context(config: StudyConfig) -> tuple[dict[str, Any], RunContext]:
     """(the plan: store, slides, checkpoints, runs, folds, notes; the context every run shares)
     without running anything: `execute(ctx, plan["runs"][i])` runs one of them."""
     plan = _prepare(config)
-    inits = {p.condition: p.path for p in plan["pres"]}
-    # each pretrained fine-tune keeps its pretext; scratch shares the first one's loss
-    pretexts = {p.condition: p.pretext for p in plan["pres"]}
-    pretexts |= {c: plan["pres"][0].pretext for c in BASELINES}
+    inits = {c: tuple(p.path for p in g) for c, g in plan["groups"].items()}
+    pretexts = _pretexts(plan)
     ctx = RunContext(
         config=config, arch=plan["arch"], inits=inits, pretexts=pretexts,
         settings={**_run_settings(config, inits), "pretexts": dict(sorted(pretexts.items()))},
-        pretrain={p.condition: (p.store, p.slides) for p in plan["pres"]},
+        pretrain={str(p.path): (p.store, p.slides) for p in plan["pres"]},
+        pretrain_seeds={str(p.path): p.seed for p in plan["pres"]},
     )  # fmt: skip
     return plan, ctx
 
@@ -1188,17 +1105,9 @@ def run_study(config: StudyConfig) -> dict[str, Any]:
 
     plan, ctx = study_context(config)
     protocol = _protocol(config, plan)
-    settings = ctx.settings
     config.out.mkdir(parents=True, exist_ok=True)
-    record = {
-        **config.to_dict(), "protocol": protocol, "folds_slides": [list(f) for f in plan["folds"]],
-        "pretraining": [p.to_dict() for p in plan["pres"]], "notes": plan["notes"],
-    }  # fmt: skip
-    atomic_write_json(config.out / "study.json", record)
-    protocol_md = protocol_markdown(protocol)
-    rows, todo = _resume(config, plan["runs"], settings)
-    if not rows:  # declared before any result exists
-        atomic_write_text(config.out / "table.md", protocol_md + "\n(results pending)\n")
+    rows, todo = _resume(config, plan["runs"], ctx.settings)
+    declared = _declare(config, plan, protocol)
     skipped = len(rows)
     bar = tqdm(
         total=len(plan["runs"]), initial=skipped, desc="study runs", unit="run",
@@ -1208,18 +1117,47 @@ def run_study(config: StudyConfig) -> dict[str, Any]:
         rows += _execute_all(ctx, todo, bar)
     write_results_csv(config.out / "results.csv", rows)
     summary = summarize(
-        rows, conditions=plan["conditions"], seed=config.seed, resamples=config.resamples
-    )
-    table = protocol_md + results_markdown(summary, primary=protocol["primary"],
-                                           notes=plan["notes"])  # fmt: skip
+        rows, conditions=plan["conditions"], seed=config.seed, resamples=config.resamples,
+        comparisons=[tuple(c) for c in protocol["secondary"]], primary=protocol["primary"],
+        margin=config.margin,
+    )  # fmt: skip
+    cap = cap_fractions(rows)
+    table = protocol_markdown(protocol) + results_markdown(
+        summary, protocol=protocol, notes=plan["notes"], cap=cap,
+        deviations=deviation_lines(declared["protocol_record"]),
+    )  # fmt: skip
     atomic_write_text(config.out / "table.md", table)
+    st = primary_stats(summary, protocol["primary"])
+    declared["results"] = {
+        "step_cap": {**cap, "text": cap_line(cap, protocol["steps"])},
+        "primary": None if st is None else {k: v for k, v in st.items() if k != "diffs"},
+    }  # fmt: skip
+    atomic_write_json(config.out / "study.json", declared)
     _plot(summary, protocol, config.out / "f1_vs_size.png")
     files = {n: str(config.out / n) for n in ("results.csv", "table.md", "f1_vs_size.png",
-                                               "study.json")}  # fmt: skip
+                                               "study.json", "protocol.json")}  # fmt: skip
     return {
         "rows": rows, "summary": summary, "files": files, "skipped": skipped, "ran": len(todo),
-        "folds": plan["folds"], "protocol": protocol, "notes": plan["notes"],
+        "folds": plan["folds"], "protocol": protocol, "notes": plan["notes"], "step_cap": cap,
     }  # fmt: skip
+
+
+def _declare(config: StudyConfig, plan: Mapping[str, Any], protocol: Mapping[str, Any]) -> dict:
+    """Before any new run: record the protocol (protocol.json: hash, amendments after the first
+    result), write study.json, and table.md's protocol when no result exists yet."""
+    finished = len(list((config.out / "runs").glob("*/done.json")))
+    protocol_record = record_protocol(config.out / "protocol.json", protocol, n_results=finished)
+    record = {
+        **config.to_dict(), "protocol": protocol, "protocol_sha256": protocol_sha256(protocol),
+        "protocol_record": protocol_record, "folds_slides": [list(f) for f in plan["folds"]],
+        "pretraining": [p.to_dict() for p in plan["pres"]], "notes": plan["notes"],
+    }  # fmt: skip
+    atomic_write_json(config.out / "study.json", record)
+    if not finished:  # declared before any result exists
+        atomic_write_text(
+            config.out / "table.md", protocol_markdown(protocol) + "\n(results pending)\n"
+        )
+    return record
 
 
 def _plot(summary: Sequence[Mapping[str, Any]], protocol: Mapping[str, Any], path: Path) -> None:

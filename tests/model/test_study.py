@@ -7,23 +7,17 @@ import pytest
 
 from lymph.data.errors import CheckpointError, ConfigError
 from lymph.model.study import (
-    MIN_PAIRS,
     SCRATCH,
     SEG_ONLY,
     StudyConfig,
-    _pp,
     balanced_subset,
-    bootstrap_ci,
     comparisons_for,
     inner_val_slides,
     make_folds,
     parse_pretrained,
     plan_runs,
-    results_markdown,
-    summarize,
-    verdict,
-    wilcoxon_p,
 )
+from lymph.model.study_report import _pp
 
 CONDITIONS = (SCRATCH, SEG_ONLY, "pretrained_identity")
 
@@ -131,54 +125,11 @@ def test_plan_refuses_a_test_fold_without_tumor() -> None:
         plan_runs(slides, labels, sizes=(4,), n_folds=3, seed=0, conditions=CONDITIONS)
 
 
-def test_wilcoxon_and_bootstrap_hand_cases() -> None:
-    # six positive differences: the exact two-sided signed-rank p is 2 / 2**6
-    assert wilcoxon_p([0.01, 0.02, 0.03, 0.04, 0.05, 0.06]) == pytest.approx(2 / 64)
-    assert wilcoxon_p([0.0, 0.0, 0.0]) == 1.0
-    diffs = [0.01, 0.03, 0.02, 0.05, 0.04, 0.02]
-    ci = bootstrap_ci(diffs, rng=np.random.default_rng(1), resamples=2000)
-    assert ci == bootstrap_ci(diffs, rng=np.random.default_rng(1), resamples=2000)
-    assert 0.01 < ci[0] < np.mean(diffs) < ci[1] < 0.05
-    assert verdict(ci, 40, n=6) == "pretraining helps at 40 labels"
-    assert verdict((-0.05, -0.01), 40, n=6) == "pretraining hurts at 40 labels"
-    assert verdict((-0.01, 0.02), 80, n=6) == "no detectable effect at 80 labels"
-    assert verdict(ci, 40, n=MIN_PAIRS - 1).startswith("too few pairs")
-
-
-def _rows(f1s: dict[str, list[float]], size: int = 40) -> list[dict]:
-    rows = []
-    for cond, values in f1s.items():
-        for i, f1 in enumerate(values):
-            rows.append({"size": size, "fold": i // 2, "repeat": i % 2, "condition": cond,
-                         "precision": f1, "recall": 1.0, "f1": f1, "ap": f1, "best_step": 100})
-    return rows  # fmt: skip
-
-
-def test_summary_pairs_by_fold_and_repeat_and_writes_verdicts() -> None:
-    scratch = [0.50, 0.40, 0.60, 0.55, 0.45, 0.52]
-    pre = [s + d for s, d in zip(scratch, [0.04, 0.02, 0.05, 0.03, 0.06, 0.02], strict=True)]
-    seg = [0.7] * 6
-    rows = _rows({SCRATCH: scratch, SEG_ONLY: seg, "pretrained_identity": pre})
-    (entry,) = summarize(rows, conditions=CONDITIONS, resamples=2000)
-    assert entry["conditions"][SCRATCH]["f1"][0] == pytest.approx(np.mean(scratch))
-    primary = entry["comparisons"]["pretrained_identity", SCRATCH]
-    assert primary["mean"] == pytest.approx(np.mean([0.04, 0.02, 0.05, 0.03, 0.06, 0.02]))
-    assert primary["n"] == 6 and primary["positive"] == 6
-    assert primary["ci"][0] > 0
-    against_seg = entry["comparisons"]["pretrained_identity", SEG_ONLY]
-    assert against_seg["ci"][1] < 0
-    md = results_markdown([entry], primary={"comparison": ["pretrained_identity", SCRATCH],
-                                            "size": 40}, notes=["a note"])  # fmt: skip
-    assert "- pretraining helps at 40 labels (**primary endpoint**)" in md
-    assert "pretrained_identity hurts at 40 labels" in md  # against seg_only, in the table
-    assert "| 40 | pretrained_identity − scratch | +3.7 | 1.6 |" in md
-    assert "- a note" in md
-
-
-def test_comparisons_order() -> None:
-    conds = [SCRATCH, SEG_ONLY, "pretrained_identity", "pretrained_genesis"]
-    assert comparisons_for(conds) == [
-        ("pretrained_identity", SCRATCH), ("pretrained_genesis", SCRATCH),
+def test_comparisons_pair_each_pretext_with_the_scratch_run_of_its_loss() -> None:
+    conds = [SCRATCH, "scratch_genesis", SEG_ONLY, "pretrained_identity", "pretrained_genesis"]
+    pretexts = {"pretrained_identity": "identity", "pretrained_genesis": "genesis"}
+    assert comparisons_for(conds, pretexts) == [
+        ("pretrained_identity", SCRATCH), ("pretrained_genesis", "scratch_genesis"),
         ("pretrained_identity", SEG_ONLY), ("pretrained_genesis", SEG_ONLY),
         ("pretrained_genesis", "pretrained_identity"),
     ]  # fmt: skip
@@ -198,8 +149,13 @@ def test_study_config_validation(tmp_path) -> None:
         StudyConfig(**base, profile="huge")
     with pytest.raises(ConfigError, match="conditions .'nope'. unknown"):
         StudyConfig(**base, conditions=("nope",))
-    with pytest.raises(ConfigError, match="names repeat"):
-        StudyConfig(**{**base, "pretrained": ["a=x.pt", "a=y.pt"]})
+    with pytest.raises(ConfigError, match="one checkpoint twice"):
+        StudyConfig(**{**base, "pretrained": ["a=x.pt", "a=x.pt"]})
+    assert len(StudyConfig(**{**base, "pretrained": ["a=x.pt", "a=y.pt"]}).pretrained) == 2
+    with pytest.raises(ConfigError, match=r"margin must be within \(0, 1\).*0.02 = 2 pp"):
+        StudyConfig(**base, margin=2.0)
+    with pytest.raises(ConfigError, match="pilot_sd must be within"):
+        StudyConfig(**base, pilot_sd=0.0)
     with pytest.raises(ConfigError, match="not a pretext name"):
         parse_pretrained(["Bad Name=x.pt"])
     quick = StudyConfig(**base, quick=True)
@@ -234,12 +190,12 @@ def _write_world(store, slides, *, root, labeled: bool, seed: int) -> None:
         )  # fmt: skip
 
 
-def _pretrain(store, out, *, seed: int = 0):
+def _pretrain(store, out, *, seed: int = 0, pretext: str = "identity"):
     from lymph.model.train import TrainConfig, train
 
     cfg = TrainConfig(store=store, out=out, stage="pretrain", steps=2, batch_size=2, crop=16,
                       base_width=4, depth=2, workers=0, val_slides=0, seed=seed, device="cpu",
-                      eval_every=2, checkpoint_every=2)  # fmt: skip
+                      eval_every=2, checkpoint_every=2, pretext=pretext)  # fmt: skip
     return train(cfg, progress=False).last
 
 
@@ -297,7 +253,12 @@ def test_study_runs_records_provenance_resumes_and_refuses_other_settings(tmp_pa
     assert study["pretraining"][0]["leaked"] == [] and study["protocol"]["primary"]["size"] == 4
     table = (out / "table.md").read_text()
     assert table.index("Primary endpoint") < table.index("## Results")
-    assert "too few pairs (2) to decide at 4 labels (**primary endpoint**)" in table
+    assert "**Primary endpoint**: no verdict: 2 pairs < 10" in table
+    assert "Step cap 2: 100% of 6 runs never early-stopped" in table
+    assert study["results"]["step_cap"]["at_cap"] == 1.0
+    record = json.loads((out / "protocol.json").read_text())
+    assert record["sha256"] == study["protocol_sha256"] and record["amendments"] == []
+    assert f"Protocol sha256 `{record['sha256']}`" in table and "Deviations" in table
     assert (out / "f1_vs_size.png").stat().st_size > 0
     assert not list(out.rglob("*.pt"))  # checkpoints dropped after scoring
 
@@ -307,14 +268,24 @@ def test_study_runs_records_provenance_resumes_and_refuses_other_settings(tmp_pa
     second = run_study(_cfg(store, [f"identity={pretrained}"], out))
     assert (second["ran"], second["skipped"]) == (1, 5)
     assert (out / "table.md").read_text() == table  # the same result again
+    # a size added after results were seen: run, and listed as a deviation (not silent)
+    third = run_study(_cfg(store, [f"identity={pretrained}"], out, sizes=(4, 6)))
+    assert (third["ran"], third["skipped"]) == (6, 6)
+    assert "after 6 finished run(s), protocol " in (out / "table.md").read_text()
+    assert "sizes: [4] → [4, 6]" in (out / "table.md").read_text()
+    table = (out / "table.md").read_text()
     with pytest.raises(ConfigError, match="made with other settings.*steps: 2 then, 3 now"):
         run_study(_cfg(store, [f"identity={pretrained}"], out, steps=3))
     # a flipped or foreign done.json: named, with the fix, no traceback, nothing deleted
     done = out / "runs" / "n0004_f1_r0_scratch" / "done.json"
     done.write_text("garbage{")
     with pytest.raises(ConfigError, match="done.json: not a finished run's record.*delete"):
-        run_study(_cfg(store, [f"identity={pretrained}"], out))
+        run_study(_cfg(store, [f"identity={pretrained}"], out, sizes=(4, 6)))
     assert done.read_text() == "garbage{" and (out / "table.md").read_text() == table
+    (out / "protocol.json").write_text("[1]")
+    done.unlink()
+    with pytest.raises(ConfigError, match="protocol.json: not a protocol record.*new --out"):
+        run_study(_cfg(store, [f"identity={pretrained}"], out, sizes=(4, 6)))
 
 
 def test_study_refuses_a_test_slide_in_pretraining(tmp_path) -> None:
@@ -360,6 +331,47 @@ def test_study_compares_pretexts_in_parallel_processes(tmp_path) -> None:
     assert "pretrained_b − pretrained_a" in (out / "table.md").read_text()
 
 
+def test_repeat_r_starts_from_checkpoint_r_mod_n() -> None:
+    from types import SimpleNamespace
+
+    from lymph.model.study import init_for
+
+    ctx = SimpleNamespace(inits={"pretrained_a": (Path("s0.pt"), Path("s1.pt"))})
+    spec = SimpleNamespace(condition="pretrained_a", repeat=0)
+    picks = [init_for(ctx, SimpleNamespace(condition="pretrained_a", repeat=r)) for r in range(4)]
+    assert picks == [Path("s0.pt"), Path("s1.pt"), Path("s0.pt"), Path("s1.pt")]
+    assert init_for(ctx, SimpleNamespace(condition=SCRATCH, repeat=0)) is None
+    assert init_for(ctx, spec) == Path("s0.pt")
+
+
+@pytest.mark.slow
+def test_study_spans_pretraining_seeds_and_matches_each_pretexts_loss(tmp_path) -> None:
+    import csv
+
+    from lymph.model.study import run_study
+
+    store, first = _tiny_world(tmp_path)
+    second = _pretrain(tmp_path / "pre.zarr", tmp_path / "pre_run2", seed=1)
+    genesis = _pretrain(tmp_path / "pre.zarr", tmp_path / "pre_gen", pretext="genesis")
+    out = tmp_path / "s"
+    pre = [f"identity={first}", f"identity={second}", f"genesis={genesis}"]
+    result = run_study(_cfg(store, pre, out, repeats=2, folds=2, conditions=(SCRATCH,)))
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    conds = {r["condition"] for r in rows}
+    assert conds == {SCRATCH, "scratch_genesis", "pretrained_identity", "pretrained_genesis"}
+    assert {r["pretext"] for r in rows if r["condition"] == "scratch_genesis"} == {"genesis"}
+    ident = [r for r in rows if r["condition"] == "pretrained_identity"]
+    # repeat r uses checkpoint r mod 2: each fold's two repeats span both pretraining seeds
+    assert {(r["repeat"], r["pretrain_seed"]) for r in ident} == {("0", "0"), ("1", "1")}
+    assert {r["init"] for r in ident} == {str(first), str(second)}
+    comparisons = result["summary"][0]["comparisons"]
+    assert ("pretrained_genesis", "scratch_genesis") in comparisons
+    assert ("pretrained_genesis", SCRATCH) not in comparisons
+    assert "pretrained_genesis: one pretraining checkpoint" in result["notes"][0]
+    with pytest.raises(ConfigError, match="pretrained with different pretexts"):
+        run_study(_cfg(store, [f"x={first}", f"x={genesis}"], tmp_path / "t"))
+
+
 def test_study_refuses_other_base_width_and_too_few_slides(tmp_path) -> None:
     from lymph.model.study import run_study
 
@@ -388,6 +400,8 @@ def test_study_command_runs_and_reports_bad_input(tmp_path) -> None:
     both = CliRunner().invoke(main, [*args, "--pretrained", str(pretrained), "--quick",
                                      "--profile", "standard"])  # fmt: skip
     assert both.exit_code == 2 and "disagree" in both.output
+    wide = CliRunner().invoke(main, [*args, "--pretrained", str(pretrained), "--margin", "0"])
+    assert wide.exit_code == 2 and "--margin" in wide.output
 
 
 @pytest.mark.slow

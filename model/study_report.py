@@ -1,0 +1,294 @@
+"""`lymph study`'s table.md and its protocol record (issue 20).
+
+- `protocol_markdown`: the part of table.md written before any run (question, primary
+  endpoint and its decision rule, power line, conditions, rules).
+- `results_markdown`: per-condition metrics, the step cap's fractions, the primary endpoint with
+  every statistic and its verdict, the secondary estimates with Holm-adjusted p (no verdict
+  words), the deviations from the protocol and the notes.
+- `record_protocol`: OUT/protocol.json holds the protocol as first declared and its sha256
+  (canonical JSON); a protocol that changes after the first finished run is appended there as
+  an amendment, and table.md lists every amendment as a deviation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from lymph.data.errors import ConfigError
+from lymph.data.io import atomic_write_json
+from lymph.model.study_stats import MIN_PAIRS, verdict_text
+
+CAP_TARGET = 0.10  # at most this fraction of runs may stop at the step cap
+
+
+def _pct(pair: tuple[float, float]) -> str:
+    mean, sd = pair
+    if math.isnan(mean):
+        return "n/a"
+    return f"{100 * mean:.1f} ± {100 * sd:.1f}"
+
+
+def _pp(value: float | None, *, signed: bool = True) -> str:
+    if value is None or math.isnan(value):
+        return "n/a"
+    v = 100 * value + 0.0  # + 0.0: no "-0.0"
+    digits = 2 if 0 < abs(v) < 0.05 else 1  # a CI bound of -0.04 is not "+0.0": keep its sign
+    return f"{v:{'+' if signed else ''}.{digits}f}"
+
+
+def _ci(pair: Sequence[float]) -> str:
+    return f"[{_pp(pair[0])}, {_pp(pair[1])}]"
+
+
+def _p(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{value:.3f}"
+
+
+# --- the protocol -----------------------------------------------------------------------------
+
+
+def protocol_sha256(protocol: Mapping[str, Any]) -> str:
+    """sha256 of the protocol's canonical JSON (sorted keys, no spaces)."""
+    text = json.dumps(protocol, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _changes(old: Any, new: Any, prefix: str = "") -> list[str]:
+    if isinstance(old, Mapping) and isinstance(new, Mapping):
+        out: list[str] = []
+        for key in sorted(set(old) | set(new), key=str):
+            out += _changes(old.get(key), new.get(key), f"{prefix}{key}.")
+        return out
+    return [] if old == new else [f"{prefix.rstrip('.')}: {old!r} → {new!r}"]
+
+
+def record_protocol(path: Path, protocol: Mapping[str, Any], *, n_results: int) -> dict:
+    """Write or extend the protocol record at `path` (OUT/protocol.json) and return it.
+
+    Before any finished run the protocol is (re)declared; after one, a different protocol is
+    appended as an amendment {"sha256", "after_results", "changes"} (never silently accepted).
+    A record missing beside finished runs (a study begun before protocols were hashed) is
+    written now, with that fact as its first amendment."""
+    sha = protocol_sha256(protocol)
+    record: dict[str, Any] | None = None
+    if path.exists():
+        try:
+            record = json.loads(path.read_text())
+            record["protocol"], record["sha256"], record["amendments"]
+        except (ValueError, TypeError, KeyError) as exc:
+            raise ConfigError(
+                f"{path}: not a protocol record ({exc}); restore it, or use a new --out (its "
+                "deviations from the declared protocol cannot be listed without it)"
+            ) from None
+    if record is None or n_results == 0:
+        record = {"protocol": dict(protocol), "sha256": sha, "amendments": []}
+        if n_results:
+            record["amendments"].append({
+                "sha256": sha, "after_results": n_results,
+                "changes": [f"protocol first recorded after {n_results} finished run(s)"],
+            })  # fmt: skip
+        atomic_write_json(path, record)
+        return record
+    latest = record["amendments"][-1] if record["amendments"] else record
+    if latest["sha256"] != sha:
+        current = latest.get("protocol", record["protocol"])
+        record["amendments"].append({
+            "sha256": sha, "after_results": n_results, "protocol": dict(protocol),
+            "changes": _changes(current, protocol) or ["(order or types only)"],
+        })  # fmt: skip
+        atomic_write_json(path, record)
+    return record
+
+
+def deviation_lines(record: Mapping[str, Any]) -> list[str]:
+    """table.md's lines for a protocol record's amendments."""
+    return [
+        f"after {a['after_results']} finished run(s), protocol {a['sha256'][:12]}: "
+        + "; ".join(a["changes"])
+        for a in record.get("amendments", [])
+    ]
+
+
+def protocol_markdown(protocol: Mapping[str, Any]) -> str:
+    """The part of table.md written before any run: question, endpoint, rules, power."""
+    a, b = protocol["primary"]["comparison"]
+    margin, alpha = 100 * protocol["margin"], protocol["alpha"]
+    power = protocol["power"]
+    lines = [
+        "# lymph study: does reconstruction pretraining help at few labels?",
+        "",
+        "## Protocol (written before any run)",
+        "",
+        f"- Protocol sha256 `{protocol_sha256(protocol)}` (canonical JSON in protocol.json; "
+        "changes after the first finished run are listed under Deviations).",
+        f"- **Primary endpoint** (pre-declared): ΔF1 = F1({a}) − F1({b}) at "
+        f"{protocol['primary']['size']} labeled patches, paired over (fold, repeat). Verdict "
+        f"(at least {MIN_PAIRS} pairs, alpha {alpha}): \"helps\" / \"hurts\" when the exact "
+        f"two-sided Wilcoxon signed-rank p < {alpha} and both the paired t {1 - alpha:.0%} CI "
+        f"and the Nadeau-Bengio corrected resampled t {1 - alpha:.0%} CI (test/train ratio "
+        f"{power['ratio']:.2f} from the folds) exclude 0 on that side; \"equivalent within "
+        f"±{margin:.1f} pp\" when the two one-sided corrected t tests (TOST, alpha {alpha}) "
+        "put the mean inside that margin; else \"inconclusive\". The percentile bootstrap CI is "
+        "shown, never decides.",
+        "- Secondary (every other comparison and size): estimates with Wilcoxon p "
+        "Holm-adjusted over that whole family; no verdict.",
+        f"- Power: {power['n']} pairs and a pilot sd of {100 * power['sd']:.1f} pp "
+        f"({power['sd_source']}): the smallest ΔF1 detected with 80% power is "
+        f"{_pp(power['mde'], signed=False)} pp under the corrected variance "
+        f"({_pp(power['mde_independent'], signed=False)} pp if the pairs were independent). "
+        "Smaller true effects will mostly read \"inconclusive\".",
+        f"- Profile: {protocol['profile']}. {protocol['profile_note']}",
+        f"- World: {protocol['world']}",
+        "- Conditions (same labeled subset, stopping rule and training seed per pair):",
+        *[f"  - {label}" for label in protocol["condition_labels"]],
+        f"- Fine-tunes: at most {protocol['steps']} steps; every {protocol['eval_every']} steps "
+        "the F1 at the F1-best threshold on the inner-validation slides (calibration-free), "
+        "best checkpoint kept"
+        + (f", early stop after {protocol['patience']} evaluations without improvement"
+           if protocol.get("early_stopping") else " (the trainer here has no early stop: the "
+           "cap is run and the best checkpoint scored)")
+        + f". The cap must not bind: at most {CAP_TARGET:.0%} of runs may stop at it "
+        "(reported under Results).",  # fmt: skip
+        "- Threshold: F1-best on every pixel of the inner-validation slides (never the test "
+        "fold); every patch of every test slide scored; AP is threshold-free.",
+        f"- Design: sizes {', '.join(map(str, protocol['sizes']))}; {protocol['folds']} folds "
+        f"grouped by slide x {protocol['repeats']} repeats (subset, inner-validation slides "
+        "and seed redrawn per repeat; repeat r fine-tunes from pretraining checkpoint "
+        "r mod (checkpoints per pretext)); bootstrap "
+        f"{protocol['resamples']:,} seeded resamples.",
+        "",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+# --- the results ------------------------------------------------------------------------------
+
+
+def _condition_rows(summary: Sequence[Mapping[str, Any]]) -> list[str]:
+    lines = [
+        "| Labeled | Condition | P (%) | R (%) | F1 (%) | AP (%) | stop step | runs |",
+        "|---:|:---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for e in summary:
+        for c, s in e["conditions"].items():
+            step = s["best_step"]
+            step_text = "n/a" if math.isnan(step[0]) else f"{step[0]:.0f} ± {step[1]:.0f}"
+            lines.append(
+                f"| {e['size']} | {c} | {_pct(s['precision'])} | {_pct(s['recall'])} | "
+                f"{_pct(s['f1'])} | {_pct(s['ap'])} | {step_text} | {s['runs']} |"
+            )
+    return lines
+
+
+def cap_line(cap: Mapping[str, Any], steps: Any) -> str:
+    if not cap.get("runs"):
+        return f"Step cap {steps}: no run recorded its stopping step."
+    text = (
+        f"Step cap {steps}: {cap['at_cap']:.0%} of {cap['runs']} runs never early-stopped "
+        f"(stopped at the cap); {cap['best_at_cap']:.0%} scored their checkpoint at the cap."
+    )
+    if cap["at_cap"] > CAP_TARGET:
+        text += (
+            f" **The cap bound** (more than {CAP_TARGET:.0%}): conditions that converge more "
+            "slowly are cut short; raise --steps."
+        )
+    return text
+
+
+def _primary_rows(st: Mapping[str, Any], size: int, a: str, b: str, margin: float) -> list[str]:
+    return [
+        "| Labeled | ΔF1 = F1(a) − F1(b) | mean | sd | corrected 95% CI | t 95% CI | "
+        "bootstrap 95% CI (shown only) | Wilcoxon exact p | TOST p | pairs > 0 | verdict |",
+        "|---:|:---|---:|---:|:---|:---|:---|---:|---:|---:|:---|",
+        f"| {size} | {a} − {b} | {_pp(st['mean'])} | {_pp(st['sd'], signed=False)} | "
+        f"{_ci(st['ci'])} | {_ci(st['ci_t'])} | {_ci(st['ci_bootstrap'])} | "
+        f"{_p(st['p_wilcoxon'])} | {_p(st['p_tost'])} | {st['positive']}/{st['n']} | "
+        f"{verdict_text(st['verdict'], n=st['n'], margin=margin)} |",
+    ]
+
+
+def _secondary_rows(summary: Sequence[Mapping[str, Any]]) -> list[str]:
+    lines = [
+        "| Labeled | ΔF1 = F1(a) − F1(b) | mean | sd | corrected 95% CI | t 95% CI | "
+        "Wilcoxon exact p | Holm p | pairs > 0 |",
+        "|---:|:---|---:|---:|:---|:---|---:|---:|---:|",
+    ]
+    for e in summary:
+        for (a, b), st in e["comparisons"].items():
+            if st.get("primary"):
+                continue
+            lines.append(
+                f"| {e['size']} | {a} − {b} | {_pp(st['mean'])} | "
+                f"{_pp(st['sd'], signed=False)} | {_ci(st['ci'])} | {_ci(st['ci_t'])} | "
+                f"{_p(st['p_wilcoxon'])} | {_p(st['p_holm'])} | {st['positive']}/{st['n']} |"
+            )
+    return lines
+
+
+def primary_stats(summary: Sequence[Mapping[str, Any]], primary: Mapping[str, Any]) -> Any:
+    key = tuple(primary["comparison"])
+    for e in summary:
+        if e["size"] == primary["size"] and key in e["comparisons"]:
+            return e["comparisons"][key]
+    return None
+
+
+def results_markdown(
+    summary: Sequence[Mapping[str, Any]],
+    *,
+    protocol: Mapping[str, Any],
+    notes: Sequence[str] = (),
+    deviations: Sequence[str] = (),
+    cap: Mapping[str, Any] | None = None,
+) -> str:
+    """The results part of table.md."""
+    primary, margin = protocol["primary"], protocol["margin"]
+    a, b = primary["comparison"]
+    lines = [
+        "## Results",
+        "",
+        "Percent, mean ± sd over (fold, repeat) pairs; each run pooled over the pixels of its "
+        "test slides. Stop = the step of the scored (best-validation) checkpoint.",
+        "",
+        *_condition_rows(summary),
+        "",
+        cap_line(cap or {}, protocol["steps"]),
+        "",
+        "### Primary endpoint (ΔF1, percentage points)",
+        "",
+    ]
+    st = primary_stats(summary, primary)
+    if st is None:
+        lines.append(f"No result yet for {a} − {b} at {primary['size']} labels.")
+    else:
+        lines += _primary_rows(st, primary["size"], a, b, margin)
+    lines += [
+        "",
+        "### Secondary comparisons (estimates; no verdict)",
+        "",
+        "Holm p: the exact Wilcoxon p adjusted over every secondary comparison and size.",
+        "",
+        *_secondary_rows(summary),
+        "",
+        "## Verdict",
+        "",
+    ]
+    if st is not None:
+        lines.append(
+            f"- **Primary endpoint**: {verdict_text(st['verdict'], n=st['n'], margin=margin)}"
+            f" — ΔF1 {a} − {b} {_pp(st['mean'])} pp at {primary['size']} labels, corrected 95% "
+            f"CI {_ci(st['ci'])}, t 95% CI {_ci(st['ci_t'])}, Wilcoxon exact p "
+            f"{_p(st['p_wilcoxon'])}, TOST (±{100 * margin:.1f} pp) p {_p(st['p_tost'])}, "
+            f"{st['n']} pairs."
+        )
+    lines += ["", "## Deviations from the protocol", ""]
+    lines += [f"- {d}" for d in deviations] or ["- none"]
+    if notes:
+        lines += ["", "## Notes", "", *[f"- {n}" for n in notes]]
+    return "\n".join(lines) + "\n"
