@@ -475,16 +475,18 @@ def parse_geojson(data: bytes | str, *, source: Path | None = None) -> Annotatio
 
 def find_annotations(slide_path: str | Path, *, annotations_dir: str | Path | None = None
                      ) -> Path | None:
-    """The annotation file of slide `S`: `S.xml`, `S.geojson`, `S_mask.tif`, `S_Mask.tif` (in
-    that order) in `annotations_dir`, default beside the slide. Names match case-insensitively
-    when no exact match exists (CAMELYON16 ships `tumor_001.tif` with `Tumor_001.xml`)."""
+    """The annotation file of slide `S`: `S.xml`, `S.geojson`, `S_mask.tif`, `S_Mask.tif`, then
+    the files `lymph suggest` writes, `S_suggestions.geojson`, `S_suggestions.xml` (reviewed in
+    place), in that order, in `annotations_dir`, default beside the slide. Names match
+    case-insensitively when no exact match exists (CAMELYON16 ships `tumor_001.tif` with
+    `Tumor_001.xml`)."""
     slide_path = Path(slide_path)
     folder = Path(annotations_dir) if annotations_dir is not None else slide_path.parent
     stem = strip_slide_suffix(slide_path.name)  # `x.ome.tif` -> `x`
     if slide_path.is_dir() or (stem == slide_path.name and "." in stem):
         stem = slide_path.name if slide_path.is_dir() else slide_path.stem
     names = [f"{stem}.xml", f"{stem}.geojson", f"{stem}_mask.tif", f"{stem}_Mask.tif",
-             f"{stem}_mask.tiff"]
+             f"{stem}_mask.tiff", f"{stem}_suggestions.geojson", f"{stem}_suggestions.xml"]
     lower: dict[str, Path] | None = None
     for n in names:
         if (folder / n).is_file():

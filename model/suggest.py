@@ -360,12 +360,20 @@ def _size_level0(m: SlideMap, config: SuggestConfig) -> float:
     return float(config.size_um) / m.mpp  # type: ignore[operator]
 
 
+def _open_map(path: Path) -> Any:
+    """The map TIFF as a `SlideReader` (its mpp is the slide's times the downsample, never
+    needed here, so OpenSlide's warning about a missing one is dropped)."""
+    from lymph.data.slides import open_slide
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*microns-per-pixel")
+        return open_slide(path)
+
+
 def suggest_slide(m: SlideMap, *, config: SuggestConfig, cap: int, normal: bool,
                   ann: Annotations | None, rng: np.random.Generator) -> list[Suggestion]:
     """Up to `cap` non-overlapping boxes of one map (see the module doc), unranked."""
-    from lymph.data.slides import open_slide
-
-    with open_slide(m.path) as reader:
+    with _open_map(m.path) as reader:
         w, h = reader.dimensions
         grid = make_grid(_size_level0(m, config), m.downsample, (h, w))
         near, seen = _annotation_blocks(ann, grid)
@@ -489,7 +497,7 @@ def _thumbnail(m: SlideMap, size: int) -> tuple[np.ndarray, float]:
                 return slide.thumbnail(size)
         except SlideError as exc:
             warnings.warn(f"{exc}; the overview shows the map instead", stacklevel=2)
-    with open_slide(m.path) as reader:
+    with _open_map(m.path) as reader:
         thumb, ds = reader.thumbnail(size)
     return 255 - thumb, ds * m.downsample  # dark = likely tumor
 
