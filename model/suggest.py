@@ -6,14 +6,16 @@ Input: the tumor maps `lymph predict` wrote (`S_tumor_map.tif`, uint8 probabilit
 
 Scores. Each map cell gets an uncertainty from its tumor probability p: `entropy` (binary
 entropy in bits, 1 at p = 0.5, 0 at 0 and 1) or `margin` (1 - |2p - 1|). A candidate is a square
-of `size` level-0 px (`size_um` microns) whose corner sits on a grid of a quarter of its side;
-its score is the mean over its cells of:
-- `false_positive` on a slide labelled normal (labels CSV, or a `normal_*` name): p itself (any
-  tumor the model sees there is wrong);
-- `miss` on a slide with tumor outlines (`--annotations`): p on the unannotated cells within one
-  box side of an outline (a lesion the annotation may have missed), when that beats the
-  uncertainty; boxes mostly (> 50%) inside reviewed regions are not proposed again;
-- `uncertain` everywhere else: the uncertainty.
+of `size` level-0 px (`size_um` microns) whose corner sits on a grid of blocks of a quarter of
+its side. Its score, in [0, 1], is:
+- `false_positive` on a slide labelled normal (labels CSV, or a `normal_*` name): the highest
+  mean p of a block in the box (any tumor the model sees there is wrong; a small spot is not
+  diluted by the rest of the box);
+- `miss` on a slide with tumor outlines (`--annotations`): the highest mean p of a block in the
+  box among the unannotated blocks within one box side of an outline (a lesion the annotation
+  may have missed), when that beats the uncertainty;
+- `uncertain` everywhere else: the mean uncertainty of the box's cells.
+Boxes mostly (> 50%) inside reviewed regions are not proposed again.
 Glass scores 0 (predict zeroes the map outside tissue), so boxes land on tissue.
 
 Selection: per slide, greedily the best-scoring box that overlaps no box already taken, up to
@@ -247,6 +249,12 @@ def window_sum(a: np.ndarray, n: int) -> np.ndarray:
     return s[n:, n:] - s[:-n, n:] - s[n:, :-n] + s[:-n, :-n]
 
 
+def window_max(a: np.ndarray, n: int) -> np.ndarray:
+    """Maxima over every n x n window (top-left at each index): (rows - n + 1, cols - n + 1)."""
+    rows = np.maximum.reduce([a[i:a.shape[0] - n + 1 + i] for i in range(n)])
+    return np.maximum.reduce([rows[:, j:a.shape[1] - n + 1 + j] for j in range(n)])
+
+
 def _annotation_blocks(ann: Annotations | None, grid: Grid) -> tuple[np.ndarray | None,
                                                                      np.ndarray | None]:
     """(near-outline blocks, reviewed blocks) as float 0/1 block grids, or None."""
@@ -279,9 +287,10 @@ def score_boxes(sums: BlockSums, grid: Grid, *, normal: bool, seen: np.ndarray |
     unc = window_sum(sums.unc, n) / cells
     prob = window_sum(sums.prob, n) / cells
     if normal:
-        score, kind = prob.copy(), np.full(prob.shape, 1, np.int64)
+        score = window_max(sums.prob / grid.block ** 2, n)
+        kind = np.full(prob.shape, 1, np.int64)
     else:
-        miss = window_sum(sums.near_prob, n) / cells
+        miss = window_max(sums.near_prob / grid.block ** 2, n)
         kind = np.where(miss > unc, 2, 0)
         score = np.maximum(unc, miss)
     if seen is not None:
