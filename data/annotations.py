@@ -475,18 +475,18 @@ def parse_geojson(data: bytes | str, *, source: Path | None = None) -> Annotatio
 
 def find_annotations(slide_path: str | Path, *, annotations_dir: str | Path | None = None
                      ) -> Path | None:
-    """The annotation file of slide `S`: `S.xml`, `S.geojson`, `S_mask.tif`, `S_Mask.tif`, then
-    the files `lymph suggest` writes, `S_suggestions.geojson`, `S_suggestions.xml` (reviewed in
-    place), in that order, in `annotations_dir`, default beside the slide. Names match
-    case-insensitively when no exact match exists (CAMELYON16 ships `tumor_001.tif` with
-    `Tumor_001.xml`)."""
+    """The annotation file of slide `S`: `S.xml`, `S.geojson`, `S_mask.tif`, `S_Mask.tif` (in
+    that order) in `annotations_dir`, default beside the slide; failing those, the newer of
+    `S_suggestions.geojson` and `S_suggestions.xml` (`lymph suggest`'s files, reviewed in place:
+    the one the pathologist saved last). Names match case-insensitively when no exact match
+    exists (CAMELYON16 ships `tumor_001.tif` with `Tumor_001.xml`)."""
     slide_path = Path(slide_path)
     folder = Path(annotations_dir) if annotations_dir is not None else slide_path.parent
     stem = strip_slide_suffix(slide_path.name)  # `x.ome.tif` -> `x`
     if slide_path.is_dir() or (stem == slide_path.name and "." in stem):
         stem = slide_path.name if slide_path.is_dir() else slide_path.stem
     names = [f"{stem}.xml", f"{stem}.geojson", f"{stem}_mask.tif", f"{stem}_Mask.tif",
-             f"{stem}_mask.tiff", f"{stem}_suggestions.geojson", f"{stem}_suggestions.xml"]
+             f"{stem}_mask.tiff"]
     lower: dict[str, Path] | None = None
     for n in names:
         if (folder / n).is_file():
@@ -496,7 +496,9 @@ def find_annotations(slide_path: str | Path, *, annotations_dir: str | Path | No
                      if folder.is_dir() else {})
         if n.lower() in lower:
             return lower[n.lower()]
-    return None
+    from lymph.data.partial import suggestions_file  # partial builds on this module
+
+    return suggestions_file(stem, lower or {})
 
 
 def check_inside(ann: Annotations, *, width: int, height: int,

@@ -22,6 +22,8 @@ as before. Reviewed regions are unions: overlapping regions count once.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from lymph.data.annotations import Annotations, Polygon, contains, rasterize
@@ -116,3 +118,15 @@ def box_polygon(x0: float, y0: float, x1: float, y1: float, *, name: str = "",
     """An axis-aligned box as a 4-point Polygon (level-0 px), clockwise from the top left."""
     return Polygon(np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], np.float64), name=name,
                    group=group)
+
+
+SUGGESTION_SUFFIXES = ("_suggestions.geojson", "_suggestions.xml")
+
+
+def suggestions_file(stem: str, files: dict[str, Path]) -> Path | None:
+    """The newer (by modification time) of `stem_suggestions.geojson` / `.xml` among `files`
+    ({lower-case name: path} of a folder), or None: the one a pathologist saved last."""
+    found = [files[n] for n in (f"{stem}{s}".lower() for s in SUGGESTION_SUFFIXES) if n in files]
+    if not found:
+        return None
+    return max(found, key=lambda p: (p.stat().st_mtime_ns, p.suffix == ".xml"))

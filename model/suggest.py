@@ -423,6 +423,13 @@ def rank(per_slide: Mapping[str, list[Suggestion]], *, k: int, strategy: str,
     return [replace(s, rank=i) for i, s in enumerate(pool[:k], 1)]
 
 
+def labelled_normal(name: str, labels: Mapping[str, bool] | None) -> bool:
+    """Normal by the labels CSV or by a `normal_*` name: extract's rule
+    (`lymph.pipeline.extract.slide_status`; model/ does not import pipeline/)."""
+    flag = labels.get(name) if labels else None
+    return flag is False or name.lower().startswith("normal")
+
+
 def default_cap(k: int, n_slides: int) -> int:
     """Per-slide cap when none is given: twice an even share, so boxes spread over slides."""
     return max(1, math.ceil(2 * k / max(1, n_slides)))
@@ -470,7 +477,6 @@ def run(config: SuggestConfig) -> SuggestSummary:
     """`lymph suggest` (see the module doc): score every map, rank, write the files."""
     from lymph.data.annotations import read_labels_csv
     from lymph.data.errors import LymphError
-    from lymph.pipeline.extract import slide_status
 
     maps_dir = _predict_first(config) if config.checkpoint is not None else config.maps
     assert maps_dir is not None
@@ -484,9 +490,9 @@ def run(config: SuggestConfig) -> SuggestSummary:
     for m in maps:
         try:
             ann = _existing(m.name, config)
-            status, _ = slide_status(m.name, has_annotations=bool(ann), labels=labels)
-            per_slide[m.name] = suggest_slide(m, config=config, cap=cap,
-                                              normal=status == "normal", ann=ann, rng=rng)
+            normal = not ann and labelled_normal(m.name, labels)
+            per_slide[m.name] = suggest_slide(m, config=config, cap=cap, normal=normal,
+                                              ann=ann, rng=rng)
             existing[m.name] = ann
         except LymphError as exc:  # one bad map never stops the others
             failed.append((str(m.path), str(exc)))

@@ -264,3 +264,26 @@ def test_box_polygon_and_annotations_roundtrip():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert not Annotations(reviewed=(p,))  # reviewed only: no tumor
+
+
+def test_labels_csv_makes_false_positives_and_extract_reads_reviewed_suggestions(tmp_path):
+    """A slide labelled normal in the CSV (not by name) gets false-positive boxes; the boxes,
+    marked reviewed in place, are what `find_annotations` then returns for the slide."""
+    from lymph.data.annotations import find_annotations
+
+    maps = tmp_path / "maps"
+    _write_map(maps, "case_7", _prob_map("spot"))
+    labels = tmp_path / "labels.csv"
+    labels.write_text("slide,label\ncase_7,normal\n")
+    out = tmp_path / "next"
+    s = run(SuggestConfig(out=out, maps=maps, k=2, labels=labels))
+    assert {x.kind for x in s.suggestions} == {"false_positive"}
+    s2 = run(SuggestConfig(out=tmp_path / "n2", maps=maps, k=2))
+    assert {x.kind for x in s2.suggestions} == {"uncertain"}
+    f = out / "case_7_suggestions.xml"
+    f.write_text(f.read_text().replace('PartOfGroup="Suggested"', 'PartOfGroup="Reviewed"', 1))
+    found = find_annotations(tmp_path / "slides" / "case_7.tif", annotations_dir=out)
+    assert found == f
+    with pytest.warns(UserWarning, match="1 `Suggested` box"):
+        ann = read_annotations(found)
+    assert len(ann.reviewed) == 1 and not ann.tumor
