@@ -924,6 +924,8 @@ def predict_cmd(slides: str, checkpoint: str, out: str, level: int | None, windo
               "--size; needs the slide's mpp).")
 @click.option("--per-slide", type=click.IntRange(min=1), default=None,
               help="At most this many boxes per slide [default: ceil(2 K / slides)].")
+@click.option("--spacing", type=click.FloatRange(0, 10), default=1.0, show_default=True,
+              help="Least distance between two boxes, in box sides (0: only no overlap).")
 @click.option("--score", type=click.Choice(["entropy", "margin"]), default="entropy",
               show_default=True, help="Uncertainty of a map cell's probability.")
 @click.option("--strategy", type=click.Choice(["uncertainty", "random"]),
@@ -934,8 +936,8 @@ def predict_cmd(slides: str, checkpoint: str, out: str, level: int | None, windo
               "or that were edited since (by default such a file stops the run).")
 def suggest_cmd(maps: str | None, checkpoint: str | None, slides: str | None, out: str,
                 annotations: str | None, labels: str | None, k: int, size: float,
-                size_um: float | None, per_slide: int | None, score: str, strategy: str,
-                seed: int, force: bool) -> None:
+                size_um: float | None, per_slide: int | None, spacing: float, score: str,
+                strategy: str, seed: int, force: bool) -> None:
     """Propose the K regions to annotate next, ranked by the model's uncertainty.
 
     \b
@@ -957,8 +959,8 @@ def suggest_cmd(maps: str | None, checkpoint: str | None, slides: str | None, ou
     config = SuggestConfig(
         out=Path(out), maps=maps, checkpoint=checkpoint, slides=slides,
         annotations=annotations, labels=labels, k=k, size=None if size_um else size,
-        size_um=size_um, per_slide=per_slide, score=score, strategy=strategy, seed=seed,
-        force=force)
+        size_um=size_um, per_slide=per_slide, spacing=spacing, score=score,
+        strategy=strategy, seed=seed, force=force)
     summary = run(config)
     click.echo(summary.table())
     click.echo(f"{len(summary.suggestions)} region(s) from {summary.n_maps} map(s) (at most "

@@ -18,8 +18,9 @@ its side. Its score, in [0, 1], is:
 Boxes mostly (> 50%) inside reviewed regions are not proposed again.
 Glass scores 0 (predict zeroes the map outside tissue), so boxes land on tissue.
 
-Selection: per slide, greedily the best-scoring box that overlaps no box already taken, up to
-`per_slide` (default: ceil(2 K / slides)); then the K best over all slides, ranked 1..K. With
+Selection: per slide, greedily the best-scoring box that keeps `spacing` box sides (default 1)
+from every box already taken, up to `per_slide` (default: ceil(2 K / slides)), so boxes spread
+over several lesions instead of ringing one; then the K best over all slides, ranked 1..K. With
 `strategy="random"` the boxes are drawn uniformly among non-overlapping boxes at least half
 tissue (the slide's tissue mask when the slide is found, else map > 0), with the same cap and
 total: the baseline of equal annotated area.
@@ -65,6 +66,7 @@ class SuggestConfig:
     size: float | None = 1200.0
     size_um: float | None = None
     per_slide: int | None = None
+    spacing: float = 1.0
     score: str = "entropy"
     strategy: str = "uncertainty"
     seed: int = 0
@@ -92,6 +94,8 @@ class SuggestConfig:
                               "--size 1200 (4 patches of 300 px)")
         if self.per_slide is not None and self.per_slide < 1:
             raise ConfigError(f"per_slide {self.per_slide} must be >= 1")
+        if not 0.0 <= self.spacing <= 10.0:
+            raise ConfigError(f"spacing {self.spacing} out of range 0..10 box sides")
         if self.score not in SCORES:
             raise ConfigError(f"score {self.score!r} is not one of {SCORES}")
         if self.strategy not in STRATEGIES:
@@ -299,12 +303,13 @@ def score_boxes(sums: BlockSums, grid: Grid, *, normal: bool, seen: np.ndarray |
 
 
 
-def pick_boxes(score: np.ndarray, *, nb: int, cap: int, order: np.ndarray | None = None,
-               eligible: np.ndarray | None = None, min_score: float = 1e-6
-               ) -> list[tuple[int, int]]:
-    """Greedy non-overlapping boxes (block row, block col), up to `cap`: best score first (or
-    in `order`, e.g. a random permutation, among `eligible` positions), each box that
-    overlaps no box already taken; with the best-first order only boxes above `min_score`."""
+def pick_boxes(score: np.ndarray, *, nb: int, cap: int, gap: int = 0,
+               order: np.ndarray | None = None, eligible: np.ndarray | None = None,
+               min_score: float = 1e-6) -> list[tuple[int, int]]:
+    """Greedy boxes (block row, block col), up to `cap`: best score first (or in `order`, e.g.
+    a random permutation, among `eligible` positions), each box that overlaps no box already
+    taken grown by `gap` blocks on every side; with the best-first order only boxes above
+    `min_score`."""
     if score.size == 0 or cap < 1:
         return []
     ranked = order is None
@@ -312,7 +317,8 @@ def pick_boxes(score: np.ndarray, *, nb: int, cap: int, order: np.ndarray | None
         order = np.argsort(-score, axis=None, kind="stable")
     ok = (score > min_score) if ranked else (
         np.ones(score.shape, bool) if eligible is None else eligible)
-    taken = np.zeros((score.shape[0] + nb, score.shape[1] + nb), bool)
+    g = max(0, int(gap))
+    taken = np.zeros((score.shape[0] + nb + 2 * g, score.shape[1] + nb + 2 * g), bool)
     out: list[tuple[int, int]] = []
     flat_ok = ok.ravel()
     for idx in order:
@@ -321,9 +327,9 @@ def pick_boxes(score: np.ndarray, *, nb: int, cap: int, order: np.ndarray | None
                 break  # sorted: the rest score lower
             continue
         r, c = divmod(int(idx), score.shape[1])
-        if taken[r:r + nb, c:c + nb].any():
+        if taken[r:r + nb + 2 * g, c:c + nb + 2 * g].any():
             continue
-        taken[r:r + nb, c:c + nb] = True
+        taken[r + g:r + g + nb, c + g:c + g + nb] = True
         out.append((r, c))
         if len(out) >= cap:
             break
@@ -388,15 +394,16 @@ def suggest_slide(m: SlideMap, *, config: SuggestConfig, cap: int, normal: bool,
         near, seen = _annotation_blocks(ann, grid)
         sums = block_sums(reader, grid, uncertainty_lut(config.score), near)
     score, kind, prob, unc = score_boxes(sums, grid, normal=normal, seen=seen)
+    gap = int(round(config.spacing * grid.nb))
     if config.strategy == "random" and score.size:
         n = grid.nb
         eligible = window_sum(_tissue_blocks(m, grid, sums), n) / (n * n) >= 0.5
         if seen is not None:
             eligible &= window_sum(seen, n) / (n * n) <= 0.5
-        picks = pick_boxes(score, nb=n, cap=cap, order=rng.permutation(score.size),
+        picks = pick_boxes(score, nb=n, cap=cap, gap=gap, order=rng.permutation(score.size),
                            eligible=eligible)
     else:
-        picks = pick_boxes(score, nb=grid.nb, cap=cap)
+        picks = pick_boxes(score, nb=grid.nb, cap=cap, gap=gap)
     step, side = grid.block * grid.downsample, grid.box_level0
     wmax, hmax = int(round(w * m.downsample)), int(round(h * m.downsample))
     out = []
