@@ -130,3 +130,46 @@ def suggestions_file(stem: str, files: dict[str, Path]) -> Path | None:
     if not found:
         return None
     return max(found, key=lambda p: (p.stat().st_mtime_ns, p.suffix == ".xml"))
+
+
+def clip_to_box(points: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray | None:
+    """The part of a polygon inside the axis-aligned box (x0, y0, x1, y1), by Sutherland-Hodgman
+    (exact for a convex clip region; a concave outline may come back with zero-width seams along
+    the box's edges, which cover no pixel centre); None when under 3 points remain."""
+    x0, y0, x1, y1 = box
+    pts = np.asarray(points, np.float64)
+    for axis, bound, keep_ge in ((0, x0, True), (0, x1, False), (1, y0, True), (1, y1, False)):
+        if len(pts) == 0:
+            return None
+        nxt = np.roll(pts, -1, axis=0)
+        a, b = pts[:, axis], nxt[:, axis]
+        ina = a >= bound if keep_ge else a <= bound
+        inb = b >= bound if keep_ge else b <= bound
+        out = []
+        for p, q, pin, qin, pa, qa in zip(pts, nxt, ina, inb, a, b, strict=True):
+            if pin:
+                out.append(p)
+            if pin != qin:
+                t = (bound - pa) / (qa - pa)
+                out.append(p + t * (q - p))
+        pts = np.array(out, np.float64).reshape(-1, 2)
+    return pts if len(pts) >= 3 else None
+
+
+def oracle_annotations(truth: Annotations, boxes: list[tuple[float, float, float, float]]
+                       ) -> Annotations:
+    """What an exact annotator returns for `boxes` of a slide whose complete outlines are
+    `truth`: every tumor outline and hole clipped to each box, and the boxes as reviewed
+    regions (the simulated loop's oracle)."""
+    tumor, holes = [], []
+    for i, box in enumerate(boxes):
+        for src, dst in ((truth.tumor, tumor), (truth.holes, holes)):
+            for poly in src:
+                x_min, y_min, x_max, y_max = poly.bbox_level0
+                if x_max < box[0] or x_min > box[2] or y_max < box[1] or y_min > box[3]:
+                    continue
+                part = clip_to_box(poly.points_level0, box)
+                if part is not None:
+                    dst.append(Polygon(part, name=f"{poly.name} in box {i + 1}"))
+    reviewed = tuple(box_polygon(*b, name=f"box {i + 1}") for i, b in enumerate(boxes))
+    return Annotations(tumor=tuple(tumor), holes=tuple(holes), reviewed=reviewed)

@@ -119,3 +119,25 @@ def test_fixture_files_have_no_reviewed_regions(fixtures_dir: Path):
             warnings.simplefilter("ignore")
             ann = read_annotations(path)
         assert ann.tumor and ann.reviewed == (), path
+
+
+def test_oracle_clips_concave_outlines_exactly():
+    from lymph.data.partial import clip_to_box, oracle_annotations
+
+    # a U shape (concave) whose two arms cross the box's bottom edge, with a hole
+    u = Polygon(np.array([[0, 0], [300, 0], [300, 400], [200, 400], [200, 100], [100, 100],
+                          [100, 400], [0, 400]], float), name="u")
+    hole = Polygon(np.array([[20, 20], [60, 20], [60, 60], [20, 60]], float), name="h")
+    truth = Annotations(tumor=(u,), holes=(hole,))
+    boxes = [(50.0, 40.0, 250.0, 250.0), (1000.0, 1000.0, 1100.0, 1100.0)]
+    ann = oracle_annotations(truth, boxes)
+    assert len(ann.reviewed) == 2 and len(ann.tumor) == 1 and len(ann.holes) == 1
+    full = rasterize(truth, x_level0=0, y_level0=0, width=400, height=450, downsample=1.0)
+    got = rasterize(ann, x_level0=0, y_level0=0, width=400, height=450, downsample=1.0)
+    inside = np.zeros_like(full, bool)
+    inside[40:250, 50:250] = True
+    np.testing.assert_array_equal(got[inside], full[inside])
+    assert not got[~inside].any()
+    assert clip_to_box(u.points_level0, (500, 500, 600, 600)) is None
+    sq = clip_to_box(np.array([[0, 0], [10, 0], [10, 10], [0, 10]], float), (5, 5, 20, 20))
+    assert Polygon(sq).area_level0 == pytest.approx(25.0)
