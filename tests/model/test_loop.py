@@ -105,3 +105,46 @@ def test_tiny_loop_end_to_end(loop, tmp_path):
     again = loop.run_loop(cfg)
     assert [r["f1"] for r in again["rows"]] == [r["f1"] for r in rows]
     assert np.isfinite([r["f1"] for r in rows]).all()
+
+
+@pytest.fixture(scope="module")
+def partial(loop):
+    spec = importlib.util.spec_from_file_location(
+        "bench_partial", PATH.with_name("bench_partial.py"))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["bench_partial"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_reviewed_cells_avoid_dropped_lesions(partial):
+    cells = partial.reviewed_cells(4000, 3000, [(1500.0, 1200.0, 1900.0, 1500.0)], 500.0)
+    grid = np.zeros((6, 8), bool)
+    for x0, y0, x1, y1 in cells:
+        assert x1 <= 4000 and y1 <= 3000 and y1 - y0 == 500
+        grid[int(y0 // 500), int(x0 // 500):int(np.ceil(x1 / 500))] = True
+    # the lesion's box grown by a cell (1000..2400 x 700..2000) is left out, the rest is in
+    assert not grid[1:4, 2:5].any() and grid.sum() == 48 - 9
+
+
+def test_drop_half_the_lesions(partial):
+    class T:
+        tumor = list(range(5))
+
+    kept, dropped = partial.drop_lesions(T(), np.random.default_rng(0))
+    assert len(dropped) == 2 and sorted(kept + dropped) == list(range(5))
+    T.tumor = [0]
+    assert partial.drop_lesions(T(), np.random.default_rng(0)) == ([0], [])
+
+
+@pytest.mark.slow
+def test_tiny_partial_experiment(loop, partial, tmp_path):
+    lc = loop.LoopConfig(out=tmp_path / "partial", seeds=(0,), tumor=4, normal=1, test_tumor=1,
+                         test_normal=1, val=1, slide=(4096, 3072), steps=10, eval_every=10,
+                         patches_per_slide=16)
+    result = partial.run_partial(partial.PartialConfig(loop=lc, cell=512.0))
+    ex, rv = result["rows"]
+    assert (ex["condition"], rv["condition"]) == ("exhaustive", "reviewed")
+    assert ex["dropped"] == rv["dropped"] >= 1 and ex["kept"] == rv["kept"]
+    assert rv["normal_patches_on_tumor"] == 0 and rv["wrong_mask_pixels"] == 0
+    assert "Δf1" in partial.report(result)
