@@ -154,7 +154,9 @@ def uncertainty_lut(score: str) -> np.ndarray:
 
 def find_maps(folder: Path, *, slides: Path | None = None) -> list[SlideMap]:
     """Every `S_tumor_map.tif` in `folder` with its downsample and mpp from `S_predict.json`
-    (16 and the TIFF's own mpp / 16, warned, when the JSON is missing)."""
+    (downsample 16 and no mpp, warned, when the JSON is missing, unreadable or implausible)."""
+    from lymph.data.slides import plausible_mpp
+
     if not folder.is_dir():
         raise ConfigError(f"--maps {folder}: not a folder; pass the --out folder of "
                           "`lymph predict`")
@@ -166,13 +168,17 @@ def find_maps(folder: Path, *, slides: Path | None = None) -> list[SlideMap]:
         try:
             meta = json.loads(meta_path.read_text(encoding="utf-8"))
             ds = float(meta["settings"]["map_downsample"])
-            mpp = meta.get("mpp")
+            if not 1.0 <= ds <= 1024.0:  # also NaN
+                raise ValueError(f"map_downsample {ds}")
+            mpp = plausible_mpp(meta.get("mpp"))
             slide_path = Path(meta["slide"]) if meta.get("slide") else None
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            warnings.warn(f"{meta_path}: unreadable or missing ({type(exc).__name__}); map "
-                          f"{path.name} taken at downsample 16 with no slide", stacklevel=2)
-        out.append(SlideMap(name, path, ds, None if mpp is None else float(mpp),
-                            _slide_file(name, slide_path, slides)))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            ds, mpp, slide_path = 16.0, None, None
+            why = ("missing" if isinstance(exc, FileNotFoundError) else
+                   f"unreadable or implausible ({type(exc).__name__}: {str(exc)[:60]})")
+            warnings.warn(f"{meta_path}: {why}; map {path.name} taken at downsample 16 with "
+                          "no mpp and no slide", stacklevel=2)
+        out.append(SlideMap(name, path, ds, mpp, _slide_file(name, slide_path, slides)))
     if not out:
         raise ConfigError(f"--maps {folder}: no *{MAP_SUFFIX} files; run `lymph predict "
                           f"--out {folder}` first")

@@ -246,7 +246,7 @@ def test_folder_without_maps_and_a_damaged_map(tmp_path, maps):
     with pytest.raises(ConfigError, match="no \\*_tumor_map.tif files; run `lymph predict"):
         run(SuggestConfig(out=tmp_path / "o", maps=tmp_path))
     (maps / "broken_tumor_map.tif").write_bytes(b"II*\x00garbage")
-    with pytest.warns(UserWarning, match="broken_predict.json: unreadable or missing"):
+    with pytest.warns(UserWarning, match="broken_predict.json: missing; map broken"):
         s = run(SuggestConfig(out=tmp_path / "o", maps=maps, k=2))
     assert len(s.suggestions) == 2
     (source, error), = s.failed
@@ -342,3 +342,25 @@ def test_from_a_checkpoint_and_slides(tmp_path):
         ix = max(0, min(x.x1, 1400) - max(x.x0, 128))
         iy = max(0, min(x.y1, 900) - max(x.y0, 128))
         assert ix * iy >= 0.4 * (x.x1 - x.x0) * (x.y1 - x.y0)
+
+
+def test_hostile_maps_and_metadata(tmp_path):
+    maps = tmp_path / "maps"
+    _write_map(maps, "blank", np.zeros((H, W), np.uint8))  # glass, or a model sure of nothing
+    _write_map(maps, "tiny", _prob_map("lesion")[:40, :40])  # smaller than one box
+    _write_map(maps, "odd", _prob_map("lesion"))
+    (maps / "odd_predict.json").write_text(json.dumps(
+        {"slide": 3, "mpp": -1, "settings": {"map_downsample": 0}}))
+    with pytest.warns(UserWarning, match="odd_predict.json: unreadable or implausible "
+                      r"\(ValueError: map_downsample 0"):
+        s = run(SuggestConfig(out=tmp_path / "o", maps=maps, k=5, size=1200))
+    assert {x.slide for x in s.suggestions} == {"odd"} and not s.failed
+    assert not (tmp_path / "o" / "blank_suggestions.xml").exists()
+    assert len((tmp_path / "o" / "suggestions.csv").read_text().splitlines()) == 1 + len(
+        s.suggestions)
+    (maps / "odd_predict.json").write_text("[1, 2]")
+    with pytest.warns(UserWarning, match="odd_predict.json"):
+        s2 = run(SuggestConfig(out=tmp_path / "p", maps=maps, k=2, size_um=300))
+    assert not s2.suggestions  # blank: nothing uncertain; tiny: no box fits
+    (source, error), = s2.failed  # odd: no mpp, so no size in microns
+    assert source.endswith("odd_tumor_map.tif") and "pixels with --size" in error
