@@ -134,14 +134,16 @@ def write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> Path:
 def overview_png(path: Path, thumb: np.ndarray, downsample: float, suggestions: Sequence[Any],
                  *, existing: Annotations | None = None) -> Path:
     """The thumbnail (uint8 RGB, `downsample` level-0 px per pixel) with every box outlined in
-    its kind's colour and numbered by rank; existing tumor outlines in dark red."""
+    its kind's colour and numbered by rank; existing tumor outlines in dark red, reviewed
+    regions in green."""
     from PIL import Image, ImageDraw
 
     img = Image.fromarray(np.ascontiguousarray(thumb[..., :3]))
     draw = ImageDraw.Draw(img)
-    for _, p in [(c, p) for c, p in _existing(existing) if c == "Tumor"]:
-        pts = [(float(x) / downsample, float(y) / downsample) for x, y in p.points_level0]
-        draw.line(pts + pts[:1], fill=COLORS["Tumor"], width=1)
+    for cls, p in _existing(existing):
+        if cls in ("Tumor", "Reviewed"):
+            pts = [(float(x) / downsample, float(y) / downsample) for x, y in p.points_level0]
+            draw.line(pts + pts[:1], fill=COLORS[cls], width=1 if cls == "Tumor" else 2)
     width = max(2, round(min(img.size) / 300))
     for s in suggestions:
         box = [s.x0 / downsample, s.y0 / downsample, s.x1 / downsample, s.y1 / downsample]
