@@ -81,6 +81,10 @@ class SuggestConfig:
         if (self.maps is None) == (self.checkpoint is None):
             raise ConfigError("give either --maps DIR (the maps `lymph predict` wrote) or "
                               "--checkpoint C with --slides DIR, not both and not neither")
+        if self.maps is not None and self.maps.absolute() == self.out.absolute():
+            raise ConfigError(f"--out {self.out} is the --maps folder: pick another --out "
+                              "(there, predict's S.geojson/S.xml detections would be read as "
+                              "annotations by `lymph extract --annotations`)")
         if self.checkpoint is not None and self.slides is None:
             raise ConfigError("--checkpoint needs --slides DIR (the slides to predict first)")
         if not 1 <= self.k <= 10_000:

@@ -229,6 +229,7 @@ def test_random_strategy_same_area_seeded(maps, tmp_path):
     ({}, "either --maps"),
     ({"maps": "m", "checkpoint": "c.pt"}, "either --maps"),
     ({"checkpoint": "c.pt"}, "needs --slides"),
+    ({"maps": "o"}, "is the --maps folder: pick another --out"),
     ({"maps": "m", "k": 0}, "k 0 out of range"),
     ({"maps": "m", "size": 4}, "size 4 out of range"),
     ({"maps": "m", "size_um": 0.1}, "size_um 0.1 out of range"),
