@@ -534,6 +534,21 @@ def _thumbnail(m: SlideMap, size: int) -> tuple[np.ndarray, float]:
     return 255 - thumb, ds * m.downsample  # dark = likely tumor
 
 
+def _keep_exhaustive(ann: Annotations | None, m: SlideMap) -> Annotations | None:
+    """An exhaustive annotation (outlines, no reviewed region) exported with one reviewed
+    region over the whole slide: the same labels for `lymph extract`, so that marking a box
+    `Reviewed` later adds to the slide instead of shrinking it to the box."""
+    from lymph.data.partial import box_polygon, with_reviewed
+
+    if ann is None or not ann or ann.reviewed:
+        return ann
+    with _open_map(m.path) as reader:
+        w, h = reader.dimensions
+    whole = box_polygon(0, 0, w * m.downsample, h * m.downsample,
+                        name="whole slide (the annotation was exhaustive)")
+    return with_reviewed(ann, (whole,))
+
+
 def write_outputs(config: SuggestConfig, maps: list[SlideMap], ranked: list[Suggestion],
                   existing: Mapping[str, Annotations | None]) -> list[Path]:
     """Per slide with a suggestion: S_suggestions.geojson/.xml/.png; then suggestions.csv and
@@ -550,7 +565,7 @@ def write_outputs(config: SuggestConfig, maps: list[SlideMap], ranked: list[Sugg
     manifest.check(*paths, out / "suggestions.csv", out / "suggest.json")
     written = []
     for m in todo:
-        sugg, ann = by_slide[m.name], existing.get(m.name)
+        sugg, ann = by_slide[m.name], _keep_exhaustive(existing.get(m.name), m)
         with manifest.writing(out / f"{m.name}_suggestions.geojson") as p:
             written.append(ex.write_geojson(p, sugg, existing=ann, slide=m.name))
         with manifest.writing(out / f"{m.name}_suggestions.xml") as p:

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from lymph.cli import main
-from lymph.data.annotations import Annotations, Polygon, read_annotations
+from lymph.data.annotations import Annotations, read_annotations
 from lymph.data.errors import ConfigError, OutputError
 from lymph.data.partial import box_polygon
 from lymph.data.pyramid import write_pyramidal_tiff
@@ -116,24 +116,28 @@ def test_suggest_ranks_spreads_and_labels_kinds(maps, tmp_path):
     assert "rank  slide" in s.table()
 
 
+def _tumor_feature(ring: list[list[float]], cls: str = "Tumor") -> dict:
+    return {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [
+        ring + ring[:1]]}, "properties": {"classification": {"name": cls}}}
+
+
 def test_exports_open_back_and_reviewed_boxes_become_regions(maps, tmp_path):
     out = tmp_path / "next"
-    tumor = Polygon(np.array([[2800, 1900], [3600, 1900], [3600, 2900], [2800, 2900]], float),
-                    name="lesion")
+    ring = [[2800, 1900], [3600, 1900], [3600, 2900], [2800, 2900]]
+    region = [[2000, 1000], [4000, 1000], [4000, 3000], [2000, 3000]]
     ann_dir = tmp_path / "ann"
     ann_dir.mkdir()
-    (ann_dir / "tumor_009.geojson").write_text(json.dumps({"type": "FeatureCollection",
-        "features": [{"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [
-            [[2800, 1900], [3600, 1900], [3600, 2900], [2800, 2900], [2800, 1900]]]},
-            "properties": {"classification": {"name": "Tumor"}}}]}))
+    (ann_dir / "tumor_009.geojson").write_text(json.dumps(
+        [_tumor_feature(ring), _tumor_feature(region, "Reviewed")]))  # partially annotated
     s = run(SuggestConfig(out=out, maps=maps, k=4, size=1200, annotations=ann_dir))
     mine = [x for x in s.suggestions if x.slide == "tumor_009"]
     for ext in ("geojson", "xml"):
         path = out / f"tumor_009_suggestions.{ext}"
         with pytest.warns(UserWarning, match=f"{len(mine)} `Suggested` box"):
             back = read_annotations(path)
-        assert len(back.tumor) == 1 and not back.reviewed  # the outline came along
-        np.testing.assert_allclose(back.tumor[0].points_level0, tumor.points_level0)
+        assert len(back.tumor) == 1 and len(back.reviewed) == 1  # the outlines came along
+        np.testing.assert_allclose(back.tumor[0].points_level0, ring)
+        assert back.reviewed[0].bbox_level0 == (2000, 1000, 4000, 3000)
         text = path.read_text()
         reviewed = text.replace('"name": "Suggested"', '"name": "Reviewed"').replace(
             'PartOfGroup="Suggested"', 'PartOfGroup="Reviewed"')
@@ -141,9 +145,24 @@ def test_exports_open_back_and_reviewed_boxes_become_regions(maps, tmp_path):
         edited.write_text(reviewed)
         ann = read_annotations(edited)
         boxes = sorted(p.bbox_level0 for p in ann.reviewed)
-        assert boxes == sorted((x.x0, x.y0, x.x1, x.y1) for x in mine)
+        assert boxes == sorted([(x.x0, x.y0, x.x1, x.y1) for x in mine]
+                               + [(2000, 1000, 4000, 3000)])
     png = out / "tumor_009_suggestions.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_an_exhaustive_annotation_stays_exhaustive_once_boxes_are_reviewed(maps, tmp_path):
+    """Outlines without reviewed regions are exhaustive; the export adds a whole-slide
+    reviewed region so that marking a box reviewed later adds to the slide, never shrinks
+    its labels to the box."""
+    ann_dir = tmp_path / "ann"
+    ann_dir.mkdir()
+    ring = [[2800, 1900], [3600, 1900], [3600, 2900], [2800, 2900]]
+    (ann_dir / "tumor_009.geojson").write_text(json.dumps([_tumor_feature(ring)]))
+    run(SuggestConfig(out=tmp_path / "next", maps=maps, k=4, size=1200, annotations=ann_dir))
+    with pytest.warns(UserWarning, match="`Suggested` box"):
+        back = read_annotations(tmp_path / "next" / "tumor_009_suggestions.xml")
+    assert [p.bbox_level0 for p in back.reviewed] == [(0, 0, W * DS, H * DS)]
 
 
 def test_exports_follow_the_fixture_conventions(maps, tmp_path, fixtures_dir):
