@@ -139,3 +139,18 @@ def test_reviewed_region_without_tissue_fails_that_slide_only(synth_world, tmp_p
     create_store(cfg.out, cfg.settings())
     with pytest.raises(NoTissueError, match="hold no tissue or tumor"):
         extract_slide(src / "tumor_001.tif", slide_id="tumor_001", config=cfg)
+
+
+def test_whole_slide_region_extracts_as_the_exhaustive_annotation(synth_world, synth_store,
+                                                                  tmp_path):
+    """What `lymph suggest` exports for an exhaustive annotation (a whole-slide Reviewed region
+    added) extracts the same patches, labels and masks as the annotation alone."""
+    xml = _with_region((synth_world / "tumor_001.xml").read_text(), (0, 0, 4096, 3072))
+    src = _world(synth_world, tmp_path, xml)
+    out = tmp_path / "w.zarr"
+    extract(ExtractConfig(slides=src, out=out, labels=src / "reference.csv", patch_size=300,
+                          patches_per_slide=32, seed=0, progress=False))
+    got = PatchStore.open(out).read("tumor_001", 0, 32)
+    ref = PatchStore.open(synth_store).read("tumor_001", 0, 32)
+    for name in ("coords", "labels", "masks", "images"):
+        np.testing.assert_array_equal(getattr(got, name), getattr(ref, name))
