@@ -5,13 +5,15 @@ Group rules (case-insensitive):
 - ASAP XML: groups `_0`, `_1`, `Tumor`, `metastases` are tumor; `_2`, `Exclusion` are holes
   (normal tissue inside a tumor outline). Polygons in any other group (wsidicom's `None`, a
   user's own names) are taken as tumor, with a warning naming the group, since an annotated
-  outline on a CAMELYON-style slide is a lesion unless marked otherwise. `Dot`, `PointSet` and
+  outline on a CAMELYON-style slide is a lesion unless marked otherwise; `Reviewed`/`ROI` are
+  reviewed regions and `Suggested` boxes are skipped (`lymph.data.partial`). `Dot`, `PointSet` and
   other non-area types are ignored with a warning. `Rectangle` and `Spline` outlines are polygons
   through their points.
 - QuPath GeoJSON (FeatureCollection, bare Feature or list of Features): Polygon and MultiPolygon
   geometries; interior rings are holes. A classification name containing "tumor" (or
   "metasta") is tumor, one containing "exclusion" is a hole; unclassified annotations are tumor
-  with a warning (QuPath exports outlines drawn without a class); other classes (cells, nuclei,
+  with a warning (QuPath exports outlines drawn without a class); `Reviewed`/`ROI` are reviewed
+  regions, `Suggested` boxes are skipped (`lymph.data.partial`); other classes (cells, nuclei,
   "Stroma", ...) are ignored with a warning. Points and lines are ignored with a warning.
 - XML with a DOCTYPE or ENTITY declaration is refused (AnnotationError): annotation files never
   need them, and they are the vector of external-entity and entity-expansion attacks.
@@ -158,6 +160,7 @@ class Annotations:
     tumor: tuple[Polygon, ...] = ()
     holes: tuple[Polygon, ...] = ()
     source: Path | None = None
+    reviewed: tuple[Polygon, ...] = ()  # reviewed regions (partial annotations), else ()
 
     def __bool__(self) -> bool:
         return bool(self.tumor)
@@ -256,8 +259,12 @@ def parse_asap_xml(data: bytes | str, *, source: Path | None = None) -> Annotati
                               "<ASAP_Annotations>; is it an ASAP/CAMELYON annotation file?")
     tumor: list[Polygon] = []
     holes: list[Polygon] = []
+    reviewed: list[Polygon] = []
+    suggested = 0
     ignored_types: dict[str, int] = {}
     unknown_groups: set[str] = set()
+    from lymph.data.partial import region_role  # partial builds on this module
+
     for i, ann in enumerate(root.iter("Annotation")):
         kind = (ann.get("Type") or "").strip()
         group = (ann.get("PartOfGroup") or "None").strip()
@@ -272,7 +279,12 @@ def parse_asap_xml(data: bytes | str, *, source: Path | None = None) -> Annotati
             continue
         poly = Polygon(pts, name=name, group=group)
         g = group.lower()
-        if g in HOLE_GROUPS:
+        role = region_role(group)
+        if role is not None:
+            suggested += role == "suggested"
+            if role == "reviewed":
+                reviewed.append(poly)
+        elif g in HOLE_GROUPS:
             holes.append(poly)
         else:
             if g not in TUMOR_GROUPS:
@@ -283,9 +295,18 @@ def parse_asap_xml(data: bytes | str, *, source: Path | None = None) -> Annotati
         warnings.warn(f"{source}: ignored annotations that are not areas: {what}", stacklevel=2)
     if unknown_groups:
         warnings.warn(f"{source}: polygons in groups {sorted(unknown_groups)} taken as tumor "
-                      "(tumor groups: _0, _1, Tumor, metastases; holes: _2, Exclusion)",
-                      stacklevel=2)
-    return Annotations(tumor=tuple(tumor), holes=tuple(holes), source=source)
+                      "(tumor groups: _0, _1, Tumor, metastases; holes: _2, Exclusion; "
+                      "reviewed regions: Reviewed, ROI)", stacklevel=2)
+    _warn_suggested(suggested, source)
+    return Annotations(tumor=tuple(tumor), holes=tuple(holes), source=source,
+                       reviewed=tuple(reviewed))
+
+
+def _warn_suggested(n: int, source: Path | None) -> None:
+    if n:
+        warnings.warn(f"{source}: {n} `Suggested` box(es) skipped (not yet reviewed); once a box "
+                      "is annotated, change its class (QuPath) or group (ASAP) to `Reviewed`",
+                      stacklevel=3)
 
 
 def _classification(props: dict) -> str | None:
@@ -380,8 +401,13 @@ def _feature_parts(feat: dict, i: int, source: Path | None
 
 
 def _role(cls: str | None) -> str | None:
-    """'tumor', 'hole' or None (ignored) for a QuPath classification name."""
+    """'tumor', 'hole', 'reviewed', 'suggested' or None (ignored) for a QuPath class name."""
+    from lymph.data.partial import region_role  # partial builds on this module
+
     low = (cls or "").lower()
+    region = region_role(cls)
+    if region is not None:
+        return region
     if cls is None or "tumor" in low or "tumour" in low or "metasta" in low:
         return "tumor"
     return "hole" if "exclusion" in low else None
@@ -404,6 +430,8 @@ def parse_geojson(data: bytes | str, *, source: Path | None = None) -> Annotatio
                               "not GeoJSON; convert it to ASAP XML or QuPath GeoJSON")
     tumor: list[Polygon] = []
     holes: list[Polygon] = []
+    reviewed: list[Polygon] = []
+    suggested = 0
     ignored: dict[str, int] = {}
     unclassified = 0
     for i, feat in enumerate(_features(obj, source)):
@@ -413,6 +441,9 @@ def parse_geojson(data: bytes | str, *, source: Path | None = None) -> Annotatio
             continue
         name, cls, gtype, polys = parts
         role = _role(cls)
+        if role == "suggested":
+            suggested += 1
+            continue
         if gtype not in ("Polygon", "MultiPolygon") or role is None:
             key = gtype if gtype not in ("Polygon", "MultiPolygon") else f"class {cls!r}"
             ignored[key] = ignored.get(key, 0) + 1
@@ -425,8 +456,8 @@ def parse_geojson(data: bytes | str, *, source: Path | None = None) -> Annotatio
             if outer is None:
                 ignored["degenerate polygon"] = ignored.get("degenerate polygon", 0) + 1
                 continue
-            (tumor if role == "tumor" else holes).append(Polygon(outer, name=name,
-                                                                 group=cls or ""))
+            target = {"tumor": tumor, "hole": holes, "reviewed": reviewed}[role]
+            target.append(Polygon(outer, name=name, group=cls or ""))
             for inner in rings[1:]:
                 pts = _ring(inner, name, source)
                 if pts is not None and role == "tumor":
@@ -437,14 +468,18 @@ def parse_geojson(data: bytes | str, *, source: Path | None = None) -> Annotatio
     if unclassified:
         warnings.warn(f"{source}: {unclassified} unclassified polygon feature(s) taken as tumor",
                       stacklevel=2)
-    return Annotations(tumor=tuple(tumor), holes=tuple(holes), source=source)
+    _warn_suggested(suggested, source)
+    return Annotations(tumor=tuple(tumor), holes=tuple(holes), source=source,
+                       reviewed=tuple(reviewed))
 
 
 def find_annotations(slide_path: str | Path, *, annotations_dir: str | Path | None = None
                      ) -> Path | None:
     """The annotation file of slide `S`: `S.xml`, `S.geojson`, `S_mask.tif`, `S_Mask.tif` (in
-    that order) in `annotations_dir`, default beside the slide. Names match case-insensitively
-    when no exact match exists (CAMELYON16 ships `tumor_001.tif` with `Tumor_001.xml`)."""
+    that order) in `annotations_dir`, default beside the slide; failing those, the newer of
+    `S_suggestions.geojson` and `S_suggestions.xml` (`lymph suggest`'s files, reviewed in place:
+    the one the pathologist saved last). Names match case-insensitively when no exact match
+    exists (CAMELYON16 ships `tumor_001.tif` with `Tumor_001.xml`)."""
     slide_path = Path(slide_path)
     folder = Path(annotations_dir) if annotations_dir is not None else slide_path.parent
     stem = strip_slide_suffix(slide_path.name)  # `x.ome.tif` -> `x`
@@ -461,7 +496,9 @@ def find_annotations(slide_path: str | Path, *, annotations_dir: str | Path | No
                      if folder.is_dir() else {})
         if n.lower() in lower:
             return lower[n.lower()]
-    return None
+    from lymph.data.partial import suggestions_file  # partial builds on this module
+
+    return suggestions_file(stem, lower or {})
 
 
 def check_inside(ann: Annotations, *, width: int, height: int,

@@ -13,6 +13,13 @@ STORE/                 zarr v3 group; attrs["lymph"] = {"schema_version", "patch
   .lymph-writer.lock     the writers' lock (holder pid, host, command, start time)
 ```
 
+Partial annotations (a compatible extension of schema version 2, no version bump): a slide
+extracted from an annotation file with reviewed regions (`lymph.data.partial`) has the attrs
+`reviewed` (true), `reviewed_regions`, `reviewed_area_level0`, `reviewed_tumor_area_level0` and
+`mask_ignore_value` (255), and its masks hold 255 at pixels outside every reviewed region (their
+label is unknown; losses and metrics skip them). A slide without `reviewed` (every slide of an
+older store) is exhaustively annotated: its masks hold only 0/1.
+
 Nothing is silently wrong (schema version 2): every chunk of every array is written (also
 all-zero ones) and ends with a crc32c checksum (codecs bytes -> blosc -> crc32c). A read checks
 that each chunk it touches exists and that its checksum matches, and raises StoreError naming the

@@ -415,9 +415,9 @@ def _score(config: EvalConfig, store: Any, model: Any, scored: list[str],
         tally.n_patches[sid] += len(batch)
         if config.figures:
             for i in range(len(batch)):
-                tally.picks[1 if masks[i].any() else 0].offer(
+                tally.picks[1 if (masks[i] == 1).any() else 0].offer(
                     (sid, int(batch.coords[i, 0]), int(batch.coords[i, 1]),
-                     batch.images[i].copy(), masks[i].copy(), pred[i].copy())
+                     batch.images[i].copy(), (masks[i] == 1).astype(np.uint8), pred[i].copy())
                 )  # copies: a view would pin its chunk  # fmt: skip
     return tally
 

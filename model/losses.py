@@ -15,6 +15,8 @@ copying the visible pixels through the remaining skips earns nothing.
 Segmentation: binary cross-entropy on the logits plus the soft Dice loss of the probabilities,
 pooled over the whole batch (a batch of only normal patches still has a defined Dice), so BCE
 gives well-calibrated per-pixel gradients and Dice counters the tumor/non-tumor pixel imbalance.
+Mask pixels holding IGNORE (255: outside every reviewed region of a partially annotated slide,
+``lymph.data.partial``) count in neither term; a batch without them is computed exactly as before.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from lymph.data.partial import IGNORE
 from lymph.model.unet import UNetOutput
 
 
@@ -55,11 +58,29 @@ def soft_dice_loss(logits: Tensor, target: Tensor, *, smooth: float = 1.0) -> Te
 
 
 def segmentation_loss(logits: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
-    """(BCE, soft Dice) of mask logits (N,1,H,W) against 0/1 masks (N,1,H,W)."""
+    """(BCE, soft Dice) of mask logits (N,1,H,W) against 0/1 masks (N,1,H,W); pixels holding
+    IGNORE are skipped by both (``masked_segmentation_loss``)."""
     if logits.shape != target.shape:
         raise ValueError(f"logits {tuple(logits.shape)} and masks {tuple(target.shape)} differ")
+    ignore = target == IGNORE
+    if bool(ignore.any()):
+        return masked_segmentation_loss(logits, target, ~ignore)
     bce = F.binary_cross_entropy_with_logits(logits.float(), target.float())
     return bce, soft_dice_loss(logits, target)
+
+
+def masked_segmentation_loss(logits: Tensor, target: Tensor, valid: Tensor
+                             ) -> tuple[Tensor, Tensor]:
+    """(BCE, soft Dice) over the ``valid`` pixels only: BCE is their mean (0 when none is
+    valid, so a batch of unreviewed pixels adds no gradient), Dice pools their probabilities and
+    targets over the batch."""
+    v = valid.float()
+    t = target.float() * v
+    bce = F.binary_cross_entropy_with_logits(logits.float(), t, reduction="none")
+    bce = (bce * v).sum() / v.sum().clamp_min(1.0)
+    probs = torch.sigmoid(logits.float()) * v
+    dice = 1 - (2 * (probs * t).sum() + 1.0) / (probs.sum() + t.sum() + 1.0)
+    return bce, dice
 
 
 def stage_loss(

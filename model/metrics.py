@@ -10,6 +10,8 @@ Conventions (tests pin each one):
   (fp == fn == 0: e.g. a normal patch predicted all-negative) and **0.0 otherwise** (e.g. an
   empty prediction on a tumor patch has precision 0.0 and recall 0.0).
 * Dice equals F1 for binary masks; both are reported because both names are in use.
+* A target pixel holding IGNORE (255, `lymph.data.partial`: outside every reviewed region of a
+  partially annotated slide) is skipped: it counts in no confusion cell and no histogram.
 
 `PRAccumulator` keeps one histogram of probabilities per class (tumor / non-tumor pixels) over a
 fixed grid of thresholds, so the whole PR curve, the F1-best threshold and the threshold reaching
@@ -22,6 +24,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from lymph.data.partial import IGNORE
 
 __all__ = [
     "PixelCounts",
@@ -137,6 +141,15 @@ def _as_binary(array: np.ndarray, what: str) -> np.ndarray:
     return array.astype(np.bool_, copy=False)
 
 
+def _known(target: np.ndarray) -> np.ndarray | None:
+    """bool mask of the target pixels that are not IGNORE, or None when all are known."""
+    target = np.asarray(target)
+    if target.dtype == np.bool_ or not np.issubdtype(target.dtype, np.integer):
+        return None
+    ignore = target == IGNORE
+    return ~ignore if ignore.any() else None
+
+
 def pixel_counts(pred: np.ndarray, target: np.ndarray) -> PixelCounts:
     """Confusion counts of a binary prediction against a binary target of the same shape.
 
@@ -144,9 +157,13 @@ def pixel_counts(pred: np.ndarray, target: np.ndarray) -> PixelCounts:
     ValueError, because probabilities must be thresholded first (`binarize`).
     """
     pred_b = _as_binary(pred, "pred")
+    known = _known(target)
+    target = np.asarray(target)
+    if pred_b.shape != target.shape:
+        raise ValueError(f"pred shape {pred_b.shape} differs from target shape {target.shape}")
+    if known is not None:
+        pred_b, target = pred_b[known], target[known]
     target_b = _as_binary(target, "target")
-    if pred_b.shape != target_b.shape:
-        raise ValueError(f"pred shape {pred_b.shape} differs from target shape {target_b.shape}")
     n_pred = int(np.count_nonzero(pred_b))
     n_target = int(np.count_nonzero(target_b))
     tp = int(np.count_nonzero(pred_b & target_b))
@@ -237,11 +254,15 @@ class PRAccumulator:
     def update(self, probs: np.ndarray, target: np.ndarray) -> None:
         """Add pixels: `probs` float in [0, 1], `target` a bool or 0/1 mask of the same shape."""
         probs = np.asarray(probs)
-        target_b = _as_binary(target, "target")
-        if probs.shape != target_b.shape:
+        known = _known(target)
+        target = np.asarray(target)
+        if probs.shape != target.shape:
             raise ValueError(
-                f"probs shape {probs.shape} differs from target shape {target_b.shape}"
+                f"probs shape {probs.shape} differs from target shape {target.shape}"
             )
+        if known is not None:
+            probs, target = probs[known], target[known]
+        target_b = _as_binary(target, "target")
         if not np.issubdtype(probs.dtype, np.floating):
             raise ValueError(f"probs must be floating point in [0, 1], got dtype {probs.dtype}")
         if probs.size == 0:

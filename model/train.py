@@ -916,9 +916,9 @@ def validate(
     from lymph.model.metrics import PRAccumulator, pixel_counts
 
     probs = predict_probs(net, images, device=device, batch_size=batch_size)
-    counts = pixel_counts(probs >= threshold, masks > 0)
+    counts = pixel_counts(probs >= threshold, masks)  # 0/1, IGNORE (255) skipped
     acc = PRAccumulator(bins=VAL_BINS)
-    acc.update(probs, masks > 0)
+    acc.update(probs, masks)
     best = acc.best_f1_threshold()  # the rule `--threshold auto` then uses
     return {
         "precision": counts.precision,

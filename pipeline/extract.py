@@ -34,8 +34,11 @@ from lymph.data.annotations import (
     read_labels_csv,
 )
 from lymph.data.errors import ConfigError, NoTissueError, SlideError
+from lymph.data.partial import is_partial
+from lymph.data.partial import patch_mask as partial_mask
 from lymph.data.slides import SlideReader, discover_slides, open_slide, slide_id
 from lymph.data.tissue import dilate, tissue_mask
+from lymph.pipeline import partial as partial_mod
 from lymph.pipeline.sampling import (
     PatchGeometry,
     plan_classes,
@@ -244,6 +247,9 @@ class TumorMaps:
     core: np.ndarray
     area_level0: float
     accept: Callable[[np.ndarray], np.ndarray]
+    # partial annotations (`lymph.pipeline.partial`): non-tumor only inside the reviewed regions
+    normal_region: np.ndarray | None = None
+    normal_accept: Callable[[np.ndarray], np.ndarray] | None = None
 
     @classmethod
     def empty(cls, shape: tuple[int, ...]) -> TumorMaps:
@@ -270,6 +276,8 @@ def plan_patches(rng: np.random.Generator, *, n: int, tissue: np.ndarray, tumor:
     """Draw the classes, then the centres of each class (see `sampling`); a class short of
     usable area gives its draws to the other (tumor -> non-tumor) or drops them (non-tumor)."""
     normal_cand = tissue & ~tumor.core
+    if tumor.normal_region is not None:
+        normal_cand &= tumor.normal_region
     capacity = tumor_capacity(tumor.area_level0, geometry) if tumor.candidates.any() else 0
     classes = plan_classes(rng, n, tumor_capacity=capacity,
                            normal_available=bool(normal_cand.any()))
@@ -282,7 +290,8 @@ def plan_patches(rng: np.random.Generator, *, n: int, tissue: np.ndarray, tumor:
         classes[idx[len(tl_tumor):]] = False
     want_normal = int((~classes).sum())
     tl_normal = sample_top_left(rng, normal_cand, want_normal, thumb_downsample=thumb_downsample,
-                                geometry=geometry, accept=lambda c: ~tumor.accept(c))
+                                geometry=geometry,
+                                accept=tumor.normal_accept or (lambda c: ~tumor.accept(c)))
     if len(tl_normal) < want_normal:  # drop the last non-tumor draws: take what exists
         idx = np.flatnonzero(~classes)
         keep = np.ones(n, bool)
@@ -380,7 +389,7 @@ def _tumor_source(slide: SlideReader, *, path: Path, name: str, config: ExtractC
     w0, h0 = slide.dimensions
     for message in check_inside(ann, width=w0, height=h0, path=ann_path) if ann else ():
         warnings.warn(message, stacklevel=2)
-    if not ann:
+    if not ann and not is_partial(ann):
         warnings.warn(f"{ann_path}: no tumor polygons; slide {name} treated as not "
                       "annotated", stacklevel=2)
     return ann_path, ann, None
@@ -397,7 +406,8 @@ def _extract_open_slide(slide: SlideReader, *, path: Path, slide_id: str,
                                                 stack=stack)
     else:
         ann_path, ann, mask_src = annotations.source, annotations, None
-    has_ann = mask_src is not None or bool(ann)
+    ann, partial = partial_mod.resolve(ann, name=name, labels=labels)
+    has_ann = mask_src is not None or bool(ann) or partial
     status, ref = slide_status(name, has_annotations=has_ann, labels=labels)
     if ref == "tumor" and not has_ann:
         warnings.warn(f"{path}: labels CSV says Tumor but no annotation was found (looked for "
@@ -405,8 +415,10 @@ def _extract_open_slide(slide: SlideReader, *, path: Path, slide_id: str,
                       stacklevel=2)
     thumb, thumb_ds = slide.thumbnail(config.thumb_size)
     tissue = tissue_mask(thumb)
-    tumor = _tumor_maps(ann, mask_src, shape=tissue.shape, thumb_downsample=thumb_ds,
-                        thumb_size=config.thumb_size)
+    tumor = (partial_mod.tumor_maps(ann, tissue=tissue, thumb_downsample=thumb_ds,
+                                    maps_cls=TumorMaps) if partial and ann is not None else
+             _tumor_maps(ann, mask_src, shape=tissue.shape, thumb_downsample=thumb_ds,
+                         thumb_size=config.thumb_size))
     if not tissue.any() and not tumor.candidates.any():
         raise NoTissueError(f"{path}: no tissue found (Otsu on saturation of a "
                             f"{thumb.shape[1]}x{thumb.shape[0]} thumbnail); the slide was not "
@@ -430,6 +442,8 @@ def _extract_open_slide(slide: SlideReader, *, path: Path, slide_id: str,
         "tissue_fraction": float(tissue.mean()), "thumb_downsample": thumb_ds,
         "tumor_area_level0": tumor.area_level0, "patches_requested": plan.requested,
     }
+    if partial and ann is not None:
+        attrs.update(partial_mod.slide_attrs(ann))
     writer = store_mod.SlideWriter(config.out, slide_id, capacity=len(plan),
                                    patch_size=config.patch_size, labeled=labeled, attrs=attrs)
     _write_patches(slide, plan, writer, config=config, ann=ann, mask_src=mask_src,
@@ -459,7 +473,10 @@ def _write_patches(slide: SlideReader, plan: PatchPlan, writer: store_mod.SlideW
         for k in range(a, b):
             tl = (int(top_left[k, 0]), int(top_left[k, 1]))
             slide.read_region(tl, level, (size, size), out=images[k - a])
-            if masks is not None and ann:
+            if masks is not None and is_partial(ann):
+                masks[k - a] = partial_mask(ann, x_level0=tl[0], y_level0=tl[1], width=size,
+                                            height=size, downsample=ds)
+            elif masks is not None and ann:
                 masks[k - a] = rasterize(ann, x_level0=tl[0], y_level0=tl[1], width=size,
                                          height=size, downsample=ds)
             elif masks is not None and mask_src is not None:

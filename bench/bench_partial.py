@@ -1,0 +1,224 @@
+"""Partial annotations (issue 24): what the exhaustive assumption costs when half the lesions
+of every tumor slide are left unannotated, and what exact reviewed regions win back.
+
+    .venv/bin/python bench/bench_partial.py --out bench_out/partial [--seeds 0 1 2 3 4 5]
+        [--tumor 20 --normal 8 --test-tumor 6 --test-normal 2 --slide 20000x15000]
+        [--steps 1200] [--cell 1024]
+
+Worlds as in bench/bench_loop.py (the study's training world, a separate test world; the first
+`--val` tumor slides are exhaustive inner-validation slides). Per seed, on every other tumor
+slide half of the lesions (rounded down, at least one when it has two or more) are dropped from
+its annotation, drawn with the seed. Two conditions on the same slides, seed and settings:
+- `exhaustive`: the kept outlines alone, read as complete (today's behaviour): tissue of the
+  dropped lesions is sampled as non-tumor;
+- `reviewed`: the kept outlines plus exact reviewed regions: the slide tiled in `--cell` px
+  squares, every square that touches no dropped lesion (box grown by one cell) is reviewed
+  (merged into row runs).
+Each is extracted, fine-tuned and scored on every test-world patch (threshold 0.5). Reported,
+paired over seeds with `lymph study`'s statistics: ΔF1 and Δrecall (reviewed - exhaustive); and
+the mechanism, from the exhaustive store: the fraction of its training patches labelled
+non-tumor whose centre lies in ground-truth tumor, and of its non-tumor mask pixels that are
+tumor (label noise; 0 in the reviewed store by construction, which the run checks).
+
+Not run at scale on the shared 2-core CPU (hours); `tests/model/test_loop.py` runs it on a tiny
+world to check the machinery.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import shutil
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_loop  # noqa: E402  (the loop's world, training and scoring)
+
+CONDITIONS = ("exhaustive", "reviewed")
+
+
+@dataclass(frozen=True)
+class PartialConfig:
+    loop: bench_loop.LoopConfig  # world, training and scoring settings (rounds etc. unused)
+    cell: float = 1024.0
+
+
+def drop_lesions(truth: Any, rng: np.random.Generator) -> tuple[list[int], list[int]]:
+    """(kept, dropped) indices of the tumor outlines: half dropped (rounded down), at least
+    one when there are two or more."""
+    n = len(truth.tumor)
+    order = [int(i) for i in rng.permutation(n)]
+    n_drop = max(1, n // 2) if n >= 2 else 0
+    return sorted(order[n_drop:]), sorted(order[:n_drop])
+
+
+def reviewed_cells(width: int, height: int, avoid: list[tuple[float, float, float, float]],
+                   cell: float) -> list[tuple[float, float, float, float]]:
+    """Row runs of `cell` squares over the slide that touch no box of `avoid` grown by a cell."""
+    grown = [(x0 - cell, y0 - cell, x1 + cell, y1 + cell) for x0, y0, x1, y1 in avoid]
+    out = []
+    ny, nx = int(np.ceil(height / cell)), int(np.ceil(width / cell))
+    for j in range(ny):
+        y0, y1 = j * cell, min(height, (j + 1) * cell)
+        run_start = None
+        for i in range(nx + 1):
+            x0 = i * cell
+            ok = i < nx and not any(x0 < g[2] and g[0] < x0 + cell and y0 < g[3] and g[1] < y1
+                                    for g in grown)
+            if ok and run_start is None:
+                run_start = x0
+            elif not ok and run_start is not None:
+                out.append((run_start, y0, min(width, x0), y1))
+                run_start = None
+    return out
+
+
+def write_condition(world: Any, seed: int, folder: Path, condition: str, cell: float
+                    ) -> dict[str, int]:
+    """Each pool slide's S.xml for `condition`; the validation slides' ground truth."""
+    from lymph.data.annotations import Annotations, read_annotations
+    from lymph.data.slides import open_slide
+    from lymph.data.suggestions import write_asap_xml
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in world.val:
+        shutil.copy(world.slides / f"{name}.xml", folder / f"{name}.xml")
+    rng = np.random.default_rng(seed)
+    counts = {"kept": 0, "dropped": 0}
+    for name in world.pool:
+        truth = read_annotations(world.slides / f"{name}.xml")
+        kept, dropped = drop_lesions(truth, rng)
+        counts["kept"] += len(kept)
+        counts["dropped"] += len(dropped)
+        regions = ()
+        if condition == "reviewed":
+            from lymph.data.partial import box_polygon
+
+            with open_slide(world.slides / f"{name}.tif") as slide:
+                w, h = slide.dimensions
+            avoid = [truth.tumor[i].bbox_level0 for i in dropped]
+            regions = tuple(box_polygon(*b) for b in reviewed_cells(w, h, avoid, cell))
+        ann = Annotations(tumor=tuple(truth.tumor[i] for i in kept), holes=truth.holes,
+                          reviewed=regions)
+        write_asap_xml(folder / f"{name}.xml", [], existing=ann)
+    return counts
+
+
+def label_noise(world: Any, store: Path) -> dict[str, float]:
+    """Of the pool slides' patches in `store`: the fraction labelled non-tumor whose centre is
+    ground-truth tumor, and the fraction of known (0/1) mask pixels that are wrong."""
+    from lymph.data.annotations import contains, rasterize, read_annotations
+    from lymph.data.partial import IGNORE
+    from lymph.data.store import PatchStore
+
+    ps = PatchStore.open(store)
+    wrong_patches = normal_patches = wrong_px = known_px = 0
+    for info in ps.labeled_slides:
+        if info.slide_id not in world.pool:
+            continue
+        truth = read_annotations(world.slides / f"{info.slide_id}.xml")
+        batch = ps.read(info.slide_id, 0, info.n_patches)
+        p = ps.patch_size
+        ds = float(info.attrs["level_downsamples"][ps.settings["level"]])
+        centres = batch.coords + (p // 2 + 0.5) * ds
+        gt_centre = contains(truth, centres)
+        normal = batch.labels == 0
+        normal_patches += int(normal.sum())
+        wrong_patches += int((normal & gt_centre).sum())
+        for k in range(info.n_patches):
+            gt = rasterize(truth, x_level0=batch.coords[k, 0], y_level0=batch.coords[k, 1],
+                           width=p, height=p, downsample=ds)
+            known = batch.masks[k] != IGNORE
+            known_px += int(known.sum())
+            wrong_px += int((known & (batch.masks[k] != gt)).sum())
+    return {"normal_patches_on_tumor": wrong_patches / max(1, normal_patches),
+            "wrong_mask_pixels": wrong_px / max(1, known_px)}
+
+
+def run_partial(config: PartialConfig) -> dict[str, Any]:
+    from lymph.model.study import paired_stats
+
+    lc = config.loop
+    lc.out.mkdir(parents=True, exist_ok=True)
+    world = bench_loop.make_world(lc)
+    rows = []
+    for seed in lc.seeds:
+        for condition in CONDITIONS:
+            work = lc.out / f"seed{seed}" / condition
+            done = work / "row.json"
+            if done.is_file():
+                rows.append(json.loads(done.read_text()))
+                continue
+            if work.exists():
+                shutil.rmtree(work)
+            counts = write_condition(world, seed, work / "ann", condition, config.cell)
+            row, _ = bench_loop.train_and_score(lc, world, work / "ann", work, seed)
+            row = {"seed": seed, "condition": condition, **counts, **row,
+                   **label_noise(world, work / "store.zarr")}
+            done.write_text(json.dumps(row))
+            rows.append(row)
+    with open(lc.out / "partial.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    by = {(r["seed"], r["condition"]): r for r in rows}
+    rng = np.random.default_rng(0)
+    summary = {}
+    for metric in ("f1", "recall", "precision"):
+        diffs = [by[(s, "reviewed")][metric] - by[(s, "exhaustive")][metric] for s in lc.seeds]
+        summary[metric] = paired_stats(diffs, rng=rng)
+    for cond in CONDITIONS:
+        summary[f"noise_{cond}"] = float(np.mean(
+            [by[(s, cond)]["normal_patches_on_tumor"] for s in lc.seeds]))
+    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(lc).items()}
+    (lc.out / "partial.json").write_text(json.dumps(
+        {"settings": settings, "cell": config.cell, "summary": summary}, indent=1,
+        default=str))
+    return {"rows": rows, "summary": summary}
+
+
+def report(result: dict[str, Any]) -> str:
+    s = result["summary"]
+    lines = ["reviewed - exhaustive, paired over seeds (test-world pixels, threshold 0.5):"]
+    for metric in ("f1", "recall", "precision"):
+        d = s[metric]
+        lo, hi = d["ci"]
+        lines.append(f"  Δ{metric:<9} {d['mean']:+.3f}  95% CI [{lo:+.3f}, {hi:+.3f}]  "
+                     f"Wilcoxon p {d['p_wilcoxon']:.3f}  n {d['n']}")
+    lines.append(f"non-tumor training patches centred on (unannotated) tumor: exhaustive "
+                 f"{s['noise_exhaustive']:.1%}, reviewed {s['noise_reviewed']:.1%}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=Path("bench_out/partial"))
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4, 5])
+    ap.add_argument("--slide", default="20000x15000")
+    ap.add_argument("--cell", type=float, default=1024.0)
+    for name, default in (("tumor", 20), ("normal", 8), ("test-tumor", 6), ("test-normal", 2),
+                          ("val", 2), ("level", 2), ("patch-size", 128),
+                          ("patches-per-slide", 128), ("steps", 1200), ("eval-every", 100),
+                          ("batch-size", 8), ("crop", 64), ("base-width", 8), ("threads", 1)):
+        ap.add_argument(f"--{name}", type=int, default=default)
+    a = ap.parse_args()
+    w, h = (int(v) for v in a.slide.lower().split("x"))
+    lc = bench_loop.LoopConfig(out=a.out, seeds=tuple(a.seeds), tumor=a.tumor, normal=a.normal,
+                               test_tumor=a.test_tumor, test_normal=a.test_normal,
+                               slide=(w, h), val=a.val, level=a.level,
+                               patch_size=a.patch_size, patches_per_slide=a.patches_per_slide,
+                               steps=a.steps, eval_every=a.eval_every,
+                               batch_size=a.batch_size, crop=a.crop, base_width=a.base_width,
+                               threads=a.threads)
+    print(report(run_partial(PartialConfig(loop=lc, cell=a.cell))))
+    print(f"rows: {lc.out / 'partial.csv'}")
+
+
+if __name__ == "__main__":
+    main()
