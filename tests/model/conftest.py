@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+
+@pytest.fixture(scope="session")
+def view_world(synth_world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """What `lymph view` looks at, made from `synth_world` (read-only, session-scoped):
+
+    - ``slides/``: links to tumor_001.tif (+ .xml), normal_001.tif, and ``broken.tif`` (a
+      truncated copy of tumor_001.tif's first 4 KiB: a corrupt slide);
+    - ``maps/``: what `lymph predict` writes, made from the ground-truth mask instead of a model
+      (the viewer is under test, not the model): ``tumor_001_tumor_map.tif`` (uint8, 255 inside
+      the tumor, written as predict writes maps: 1/16, deflate, 256 px tiles), ``S.csv`` with
+      one detection at the map's tumor and one false positive, ``normal_001.csv`` with one false
+      positive, ``scores.csv``, and ``tumor_001_suggestions.geojson`` (one square);
+    - ``truth.json``: a level-0 point deep inside the tumor and one in normal tissue.
+    """
+    import json
+
+    from scipy import ndimage
+
+    from lymph.data.annotations import open_mask
+    from lymph.data.pyramid import write_pyramidal_tiff
+
+    root = tmp_path_factory.mktemp("view_world")
+    slides, maps = root / "slides", root / "maps"
+    slides.mkdir()
+    maps.mkdir()
+    for name in ("tumor_001.tif", "tumor_001.xml", "normal_001.tif", "reference.csv"):
+        (slides / name).symlink_to(synth_world / name)
+    (slides / "broken.tif").write_bytes((synth_world / "tumor_001.tif").read_bytes()[:4096])
+    ds = 16
+    with open_mask(synth_world / "tumor_001_mask.tif") as mask:
+        w, h = mask.dimensions
+        full = mask.read_region((0, 0), 0, (w, h))[..., 0] > 0
+    mw, mh = -(-w // ds), -(-h // ds)
+    padded = np.zeros((mh * ds, mw * ds), bool)
+    padded[:h, :w] = full
+    tumor = padded.reshape(mh, ds, mw, ds).mean(axis=(1, 3)) > 0.5
+    prob = np.where(tumor, 255, 0).astype(np.uint8)
+    write_pyramidal_tiff(maps / "tumor_001_tumor_map.tif", lambda i: prob[i * 256:(i + 1) * 256],
+                         width=mw, height=mh, channels=1, tile=256, compression="deflate",
+                         mpp=0.25 * ds, min_size=512)
+    depth = ndimage.distance_transform_edt(tumor)
+    ti, tj = np.unravel_index(int(np.argmax(depth)), depth.shape)
+    outside = ndimage.distance_transform_edt(~padded.reshape(mh, ds, mw, ds).any(axis=(1, 3)))
+    outside[:4] = outside[-4:] = 0  # not at the slide's edge
+    outside[:, :4] = outside[:, -4:] = 0
+    ni, nj = np.unravel_index(int(np.argmax(outside)), outside.shape)
+    tx, ty = int((tj + 0.5) * ds), int((ti + 0.5) * ds)
+    nx, ny = int((nj + 0.5) * ds), int((ni + 0.5) * ds)
+    (maps / "tumor_001.csv").write_text(f"0.950000,{tx},{ty}\n0.600000,{nx},{ny}\n")
+    (maps / "normal_001.csv").write_text("0.550000,100,100\n")
+    (maps / "scores.csv").write_text("slide,probability\ntumor_001,0.97\nnormal_001,0.12\n")
+    square = [[nx - 200, ny - 200], [nx + 200, ny - 200], [nx + 200, ny + 200],
+              [nx - 200, ny + 200], [nx - 200, ny - 200]]
+    (maps / "tumor_001_suggestions.geojson").write_text(json.dumps({
+        "type": "FeatureCollection", "features": [{
+            "type": "Feature", "geometry": {"type": "Polygon", "coordinates": [square]},
+            "properties": {"objectType": "annotation", "name": "label me", "score": 0.42}}]}))
+    (root / "truth.json").write_text(json.dumps({"tumor": [tx, ty], "normal": [nx, ny],
+                                                 "depth_px": float(depth.max() * ds)}))
+    return root
