@@ -51,6 +51,7 @@ def _tiles(dz: DeepZoom) -> list[tuple[int, int, int]]:
 def _write_layer(site: Site, out: Path, sid: str, layer: str, dz: DeepZoom, ext: str,
                  pool: ThreadPoolExecutor, progress: Any) -> tuple[int, list[str]]:
     base = _inside(out, "tiles", sid)
+    base.mkdir(parents=True, exist_ok=True)
     (base / f"{layer}.dzi").write_text(dz.dzi(ext), encoding="utf-8")
     for level in range(dz.max_level + 1):
         (base / f"{layer}_files" / str(level)).mkdir(parents=True, exist_ok=True)

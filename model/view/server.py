@@ -60,7 +60,6 @@ class Handler(BaseHTTPRequestHandler):
     sys_version = ""
     protocol_version = "HTTP/1.1"
     site: Site
-    quiet: bool = True
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
         self._respond(head=False)
@@ -127,8 +126,7 @@ class Handler(BaseHTTPRequestHandler):
         raise NotFound(path[:100])
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-        if not self.quiet:
-            super().log_message(format, *args)
+        pass  # no per-request log (a slide view asks for hundreds of tiles); bugs print above
 
 
 def _text(message: str) -> tuple[str, bytes, str]:
@@ -146,9 +144,8 @@ def _file(path: Any, *, cache: str = "no-cache") -> tuple[str, bytes, str]:
 class ViewServer:
     """A running (or ready) server over one site; ``url`` is where it listens."""
 
-    def __init__(self, site: Site, *, host: str = "127.0.0.1", port: int = 8000,
-                 quiet: bool = True) -> None:
-        handler = type("BoundHandler", (Handler,), {"site": site, "quiet": quiet})
+    def __init__(self, site: Site, *, host: str = "127.0.0.1", port: int = 8000) -> None:
+        handler = type("BoundHandler", (Handler,), {"site": site})
         try:
             self.httpd = ThreadingHTTPServer((host, port), handler)
         except OSError as exc:
@@ -188,7 +185,7 @@ def make_server(config: ViewConfig) -> ViewServer:
     """A server over `config`'s slides, FROC counts computed in a background thread."""
     catalog = Catalog(config)
     site = Site(catalog, cache_bytes=config.cache_mb << 20)
-    server = ViewServer(site, host=config.host, port=config.port, quiet=config.quiet)
+    server = ViewServer(site, host=config.host, port=config.port)
     threading.Thread(target=catalog.compute_froc, daemon=True).start()
     return server
 

@@ -44,7 +44,7 @@ def view_world(synth_world: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     prob = np.where(tumor, 255, 0).astype(np.uint8)
     write_pyramidal_tiff(maps / "tumor_001_tumor_map.tif", lambda i: prob[i * 256:(i + 1) * 256],
                          width=mw, height=mh, channels=1, tile=256, compression="deflate",
-                         mpp=0.25 * ds, min_size=512)
+                         mpp=0.243 * ds, min_size=512)
     depth = ndimage.distance_transform_edt(tumor)
     ti, tj = np.unravel_index(int(np.argmax(depth)), depth.shape)
     outside = ndimage.distance_transform_edt(~padded.reshape(mh, ds, mw, ds).any(axis=(1, 3)))
