@@ -17,7 +17,8 @@ def view_world(synth_world: Path, tmp_path_factory: pytest.TempPathFactory) -> P
       the tumor, written as predict writes maps: 1/16, deflate, 256 px tiles), ``S.csv`` with
       one detection at the map's tumor and one false positive, ``normal_001.csv`` with one false
       positive, ``scores.csv``, and ``tumor_001_suggestions.geojson`` (one square);
-    - ``truth.json``: a level-0 point deep inside the tumor and one in normal tissue.
+    - ``truth.json``: level-0 points deep inside the tumor (``tumor``), far from it (``normal``)
+      and in normal tissue 64-128 px outside it (``near``).
     """
     import json
 
@@ -50,7 +51,12 @@ def view_world(synth_world: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     outside = ndimage.distance_transform_edt(~padded.reshape(mh, ds, mw, ds).any(axis=(1, 3)))
     outside[:4] = outside[-4:] = 0  # not at the slide's edge
     outside[:, :4] = outside[:, -4:] = 0
-    ni, nj = np.unravel_index(int(np.argmax(outside)), outside.shape)
+    ni, nj = np.unravel_index(int(np.argmax(outside)), outside.shape)  # far from any tumor
+    # normal tissue near the tumor: 4-8 map px outside it, the closest such pixel to (ti, tj)
+    ring = (outside >= 4) & (outside <= 8)
+    ri, rj = np.nonzero(ring)
+    k = int(np.argmin((ri - ti) ** 2 + (rj - tj) ** 2))
+    near = [int((rj[k] + 0.5) * ds), int((ri[k] + 0.5) * ds)]
     tx, ty = int((tj + 0.5) * ds), int((ti + 0.5) * ds)
     nx, ny = int((nj + 0.5) * ds), int((ni + 0.5) * ds)
     (maps / "tumor_001.csv").write_text(f"0.950000,{tx},{ty}\n0.600000,{nx},{ny}\n")
@@ -63,5 +69,5 @@ def view_world(synth_world: Path, tmp_path_factory: pytest.TempPathFactory) -> P
             "type": "Feature", "geometry": {"type": "Polygon", "coordinates": [square]},
             "properties": {"objectType": "annotation", "name": "label me", "score": 0.42}}]}))
     (root / "truth.json").write_text(json.dumps({"tumor": [tx, ty], "normal": [nx, ny],
-                                                 "depth_px": float(depth.max() * ds)}))
+                                                 "near": near}))
     return root

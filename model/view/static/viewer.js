@@ -52,7 +52,9 @@
       if (s.status) name.title = s.status;
       tr.appendChild(name);
       if (s.error) {
-        const td = el("td", "error: " + s.error, "err");
+        const short = s.error.replace(/^.*?: (cannot|no such|dangling)/, "$1");
+        const td = el("td", "error: " + short.slice(0, 160), "err");
+        td.title = s.error;
         td.colSpan = 2;
         tr.appendChild(td);
       } else {
