@@ -153,3 +153,27 @@ def test_viewer_shows_the_map_over_the_tumor(browser: object, view_world: Path,
         assert driver.find_element(By.ID, "scalebar-label").text.endswith(("µm", "mm"))
     finally:
         srv.close()
+
+
+def test_static_export_opens_from_file_urls(browser: object, view_world: Path,
+                                            tmp_path: Path) -> None:
+    """The export works without a server: data scripts and tiles load from file://."""
+    from selenium.webdriver.common.by import By
+
+    from lymph.model.view.export import export_site
+
+    driver = browser
+    truth = json.loads((view_world / "truth.json").read_text())
+    out = tmp_path / "site"
+    export_site(ViewConfig(slides=view_world / "slides", predictions=view_world / "maps",
+                           export=out, quiet=True))
+    driver.get((out / "index.html").as_uri() + "#slide=tumor_001")
+    _ready(driver)
+    assert "static export" in driver.find_element(By.ID, "mode").text
+    assert "1/2, 1 FP" in driver.find_element(By.CSS_SELECTOR, "#slides tbody tr.current").text
+    driver.execute_script("const o = document.getElementById('opacity'); o.value = 100;"
+                          "o.dispatchEvent(new Event('input'));"
+                          "window.lymphView.zoomTo(arguments[0], arguments[1]);", *truth["tumor"])
+    _ready(driver)
+    lut_top = colormap_lut()[255, :3].astype(int)
+    assert np.abs(_patch(_shot(driver), _at(driver, truth["tumor"])) - lut_top).max() < 12
