@@ -230,19 +230,16 @@ class Catalog:
         cannot be read, so that the list shows it."""
         assert entry.path is not None
         try:
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                with self.pool.reader(entry.path) as reader:
-                    w, h = reader.dimensions
-                    entry.info = {
-                        "width": int(w), "height": int(h), "mpp": reader.mpp,
-                        "vendor": reader.vendor, "level_count": reader.level_count,
-                        "level_dimensions": [list(d) for d in reader.level_dimensions],
-                        "level_downsamples": list(reader.level_downsamples),
-                        "warnings": list(reader.warnings),
-                    }
-                    reader.read_region((0, 0), reader.level_count - 1, (1, 1))
-            del caught
+            with self.pool.reader(entry.path) as reader:
+                w, h = reader.dimensions
+                entry.info = {
+                    "width": int(w), "height": int(h), "mpp": reader.mpp,
+                    "vendor": reader.vendor, "level_count": reader.level_count,
+                    "level_dimensions": [list(d) for d in reader.level_dimensions],
+                    "level_downsamples": list(reader.level_downsamples),
+                    "warnings": list(reader.warnings),
+                }
+                reader.read_region((0, 0), reader.level_count - 1, (1, 1))
         except (LymphError, OSError, ValueError) as exc:
             entry.error = str(exc).splitlines()[0][:300]
             return

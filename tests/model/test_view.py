@@ -297,3 +297,33 @@ def test_cli_view_help_and_export(view_world: Path, tmp_path: Path) -> None:
                                        "--export", str(out), "--quiet"])
     assert result.exit_code == 0, result.output
     assert "index.html" in result.output and (out / "tiles/normal_001/slide.dzi").is_file()
+
+
+def test_corrupt_side_files_are_reported_not_fatal(view_world: Path, tmp_path: Path) -> None:
+    """A damaged map, detection file, suggestions file and scores.csv: each shows as an error
+    where it belongs; the slide itself is still served."""
+    import shutil
+
+    maps = tmp_path / "maps"
+    shutil.copytree(view_world / "maps", maps)
+    (maps / "tumor_001_tumor_map.tif").write_bytes(b"II*\x00garbage")
+    (maps / "tumor_001.csv").write_text("0.9,12,not-a-number\n")
+    (maps / "tumor_001_suggestions.geojson").write_text('{"type": "Nope"}')
+    (maps / "scores.csv").write_bytes(b"\xff\xfe\x00s\x00l")
+    srv = make_server(ViewConfig(slides=view_world / "slides", predictions=maps, port=0))
+    srv.start()
+    try:
+        srv.site.catalog.froc_done.wait(60)
+        site = json.loads(_get(srv.url, "/api/slides.json")[2])
+        assert any("scores.csv" in p for p in site["problems"])
+        row = {s["id"]: s for s in site["slides"]}["tumor_001"]
+        assert not row["has_map"] and "not-a-number" in row["froc"]["error"]
+        data = json.loads(_get(srv.url, "/api/slides/tumor_001.json")[2])
+        assert "tumor_001_tumor_map.tif" in data["info"]["map_error"]
+        assert "line 1" in data["detections"]["error"]
+        assert "not GeoJSON" in data["suggestions"]["error"]
+        status, _, body = _get(srv.url, "/tiles/tumor_001/map_t50_files/0/0_0.png")
+        assert status == 404 and b"tumor_001_tumor_map.tif" in body
+        assert _get(srv.url, "/tiles/tumor_001/slide_files/12/0_0.jpeg")[0] == 200
+    finally:
+        srv.close()
