@@ -62,6 +62,7 @@ class Handler(BaseHTTPRequestHandler):
     # headers and body go out as two writes: with Nagle on, the body waits for the client's
     # delayed ACK (40 ms measured on every tile, cached or not)
     disable_nagle_algorithm = True
+    timeout = 120  # an idle keep-alive connection gives its thread back after 2 minutes
     site: Site
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
