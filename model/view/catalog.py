@@ -69,11 +69,12 @@ class ViewConfig:
         if not self.slides.exists():
             raise ConfigError(f"--slides {self.slides} does not exist; pass the slide folder "
                               "(or one slide)")
-        for name, value in (("--predictions", self.predictions),
-                            ("--annotations", self.annotations)):
+        for name, value, fix in (
+                ("--predictions", self.predictions, "the --out folder of lymph predict"),
+                ("--annotations", self.annotations, "the folder of S.xml / S.geojson / "
+                 "S_mask.tif")):
             if value is not None and not value.is_dir():
-                raise ConfigError(f"{name} {value} is not a folder; pass the folder "
-                                  f"{'lymph predict wrote' if 'pred' in name else 'of S.xml'}")
+                raise ConfigError(f"{name} {value} is not a folder; pass {fix}")
         if self.labels is not None and not self.labels.is_file():
             raise ConfigError(f"--labels {self.labels} is not a file; pass reference.csv")
         if self.export is not None and self.export.exists() and not self.export.is_dir():
