@@ -327,3 +327,21 @@ def test_corrupt_side_files_are_reported_not_fatal(view_world: Path, tmp_path: P
         assert _get(srv.url, "/tiles/tumor_001/slide_files/12/0_0.jpeg")[0] == 200
     finally:
         srv.close()
+
+
+def test_unicode_and_spaced_names_are_served_by_id(view_world: Path, tmp_path: Path) -> None:
+    from urllib.parse import quote
+
+    slides = tmp_path / "slides"
+    slides.mkdir()
+    (slides / "腫瘍 1.tif").symlink_to((view_world / "slides" / "normal_001.tif").resolve())
+    srv = make_server(ViewConfig(slides=slides, port=0))
+    srv.start()
+    try:
+        (row,) = json.loads(_get(srv.url, "/api/slides.json")[2])["slides"]
+        assert row["id"] == "腫瘍_1" and row["name"] == "腫瘍 1.tif"
+        assert _get(srv.url, f"/api/slides/{quote(row['id'])}.json")[0] == 200
+        assert _get(srv.url, f"/tiles/{quote(row['id'])}/slide_files/0/0_0.jpeg")[0] == 200
+        assert _get(srv.url, f"/tiles/{quote('腫瘍 1')}/slide_files/0/0_0.jpeg")[0] == 404
+    finally:
+        srv.close()
