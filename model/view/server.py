@@ -7,7 +7,8 @@ gave, a static file among the packaged files: no part of a URL is ever joined to
 plain decimal integers of at most 6 digits (400) inside the slide's pyramid (404).
 
 URLs: ``/`` (the page), ``/static/...``, ``/data/site.js`` and ``/data/slides/<id>.js`` (what the
-page loads), ``/api/slides.json`` and ``/api/slides/<id>.json`` (the same data as JSON),
+page loads), ``/api/slides.json`` and ``/api/slides/<id>.json`` (the same data as JSON; its
+parts alone at ``/api/slides/<id>/{info,detections,truth,suggestions}.json``),
 ``/tiles/<id>/slide.dzi``, ``/tiles/<id>/slide_files/<level>/<col>_<row>.jpeg``,
 ``/tiles/<id>/map_t<NN>.dzi``, ``/tiles/<id>/map_t<NN>_files/<level>/<col>_<row>.png``
 (``NN``: threshold percent, 00..90 in steps of 10).
@@ -34,6 +35,7 @@ _TILE = re.compile(r"^/tiles/([^/]+)/([^/]+)_files/([^/]*)/([^/_]*)_([^/_]*)\.(j
 _DZI = re.compile(r"^/tiles/([^/]+)/([^/]+)\.dzi$")
 _SLIDE_JS = re.compile(r"^/data/slides/([^/]+)\.js$")
 _SLIDE_JSON = re.compile(r"^/api/slides/([^/]+)\.json$")
+_PART_JSON = re.compile(r"^/api/slides/([^/]+)/(info|detections|truth|suggestions)\.json$")
 _NUMBER = re.compile(r"^[0-9]{1,6}$")
 _SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
@@ -117,6 +119,8 @@ class Handler(BaseHTTPRequestHandler):
             return CONTENT_TYPES[".js"], site.slide_js(m[1]).encode(), "no-cache"
         if m := _SLIDE_JSON.match(path):
             return _json(site.slide_json(m[1]))
+        if m := _PART_JSON.match(path):
+            return _json(site.slide_json(m[1])[m[2]])
         if m := _TILE.match(path):
             sid, layer, ext = m[1], m[2], m[6]
             level, col, row = (_number(m[i], w) for i, w in ((3, "level"), (4, "column"),

@@ -106,6 +106,9 @@ def test_slide_data(server: str, view_world: Path) -> None:
     assert min(xs) < tx < max(xs) and min(ys) < ty < max(ys)
     assert data["suggestions"][0]["name"] == "label me" and data["suggestions"][0]["score"] == 0.42
     assert _data(_get(server, "/data/slides/tumor_001.js")[2]) == data
+    for part in ("info", "detections", "truth", "suggestions"):
+        assert json.loads(_get(server, f"/api/slides/tumor_001/{part}.json")[2]) == data[part]
+    assert _get(server, "/api/slides/tumor_001/secrets.json")[0] == 404
     normal = json.loads(_get(server, "/api/slides/normal_001.json")[2])
     assert normal["truth"] is None and normal["suggestions"] is None and "map" not in normal["info"]
 
