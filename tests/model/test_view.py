@@ -348,3 +348,31 @@ def test_unicode_and_spaced_names_are_served_by_id(view_world: Path, tmp_path: P
         assert _get(srv.url, f"/tiles/{quote('腫瘍 1')}/slide_files/0/0_0.jpeg")[0] == 404
     finally:
         srv.close()
+
+
+def test_deep_zoom_geometry_and_tile_pixels(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lymph.data.slides import ArraySlide
+    from lymph.model.view import tiles
+    from lymph.model.view.tiles import TileError, read_tile_pixels
+
+    assert DeepZoom(1, 1).max_level == 0 and DeepZoom(1, 1).grid(0) == (1, 1)
+    dz = DeepZoom(1000, 3)
+    assert dz.max_level == 10 and dz.level_size(10) == (1000, 3) and dz.level_size(0) == (1, 1)
+    assert dz.grid(10) == (4, 1) and dz.region(10, 3, 0) == (768, 0, 1000, 3, 232, 3)
+    with pytest.raises(TileError, match="level 11 is outside 0..10"):
+        dz.check(11, 0, 0)
+    with pytest.raises(TileError, match="tile 4_0 is outside the 4x1 tiles of level 10"):
+        dz.check(10, 4, 0)
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (600, 1000, 3), dtype=np.uint8)
+    slide = ArraySlide(rgb, downsamples=(1, 2, 4))
+    dz = DeepZoom(1000, 600)
+    assert np.array_equal(read_tile_pixels(slide, dz, 10, 1, 2), rgb[512:600, 256:512])
+    half = read_tile_pixels(slide, dz, 9, 1, 0)  # level 1 of the slide, 500 x 300
+    assert half.shape == (256, 244, 3)
+    assert np.array_equal(half, slide.read_region((512, 0), 1, (244, 256)))
+    eighth = read_tile_pixels(slide, dz, 7, 0, 0)  # 125 x 75 from level 2 (250 x 150)
+    assert eighth.shape == (75, 125, 3)
+    monkeypatch.setattr(tiles, "MAX_READ_PIXELS", 100 * 100)  # a slide without levels
+    with pytest.raises(TileError, match="no pyramid level near downsample 8; zoom in"):
+        read_tile_pixels(slide, dz, 7, 0, 0)
