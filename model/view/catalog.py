@@ -258,9 +258,11 @@ class Catalog:
     # --- FROC -----------------------------------------------------------------------------
 
     def compute_froc(self) -> None:
-        """Per-slide FROC counts (lymph's rules) of every slide with ground truth; one slide's
-        failure is recorded in its row, the others go on."""
-        from lymph.model.camelyon import SlideCase, SlideEvalConfig, score_case
+        """Per-slide FROC counts (lymph's rules), per-detection status and missed lesions of
+        every slide with ground truth; one slide's failure is recorded in its row, the others
+        go on."""
+        from lymph.model.camelyon import SlideEvalConfig
+        from lymph.model.view.froc import score_for_view
 
         if self.config.predictions is None:
             self.froc_done.set()
@@ -270,21 +272,15 @@ class Catalog:
         for entry in self.entries.values():
             if entry.error or entry.is_tumor is None or entry.detections_path is None:
                 continue
-            case = SlideCase(entry.id, entry.path, entry.detections_path,  # type: ignore[arg-type]
-                             entry.annotation, bool(entry.is_tumor))
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    detail = score_case(case, cfg, {}).detail
+                    result = score_for_view(slide_id=entry.id, slide=entry.path,  # type: ignore
+                                            detections=entry.detections_path,
+                                            annotation=entry.annotation,
+                                            is_tumor=bool(entry.is_tumor), config=cfg)
             except (LymphError, OSError, ValueError) as exc:
-                result: dict[str, Any] = {"error": str(exc).splitlines()[0][:300]}
-            else:
-                if "froc" in detail:  # tumor by the labels, not annotated
-                    result = {"error": detail["froc"]}
-                else:
-                    result = {k: detail[k] for k in ("lesions", "lesions_hit",
-                                                     "false_positives", "detections")}
-                    result["missed"] = result["lesions"] - result["lesions_hit"]
+                result = {"error": str(exc).splitlines()[0][:300]}
             with self._froc_lock:
                 entry.froc = result
         self.froc_done.set()
@@ -295,6 +291,8 @@ class Catalog:
         if entry.error is None and entry.is_tumor is not None and entry.detections_path:
             froc = entry.froc if entry.froc is not None else (
                 None if self.froc_done.is_set() else {"pending": True})
+            if froc is not None and "counts" in froc:
+                froc = froc["counts"]
         else:
             froc = None
         return {"id": entry.id, "name": entry.name, "score": entry.score,
@@ -325,7 +323,9 @@ class Catalog:
     def bundle(self, entry: SlideEntry) -> dict[str, Any]:
         """Everything the viewer needs for one slide (info, detections, truth, suggestions);
         a file that cannot be read gives an error string in its place."""
-        out: dict[str, Any] = {"info": self.slide_info(entry)}
+        out: dict[str, Any] = {"info": self.slide_info(entry),
+                               "missed_lesions": (entry.froc or {}).get("missed"),
+                               "froc_pending": not self.froc_done.is_set()}
         for key, make in (("detections", self.detections), ("truth", self.truth),
                           ("suggestions", self.suggestions)):
             try:
@@ -340,8 +340,11 @@ class Catalog:
         if entry.detections_path is None:
             return None
         det = read_detections_csv(entry.detections_path)
+        froc = entry.froc or {}
+        status = froc.get("status") if len(froc.get("status") or ()) == len(det) else None
         order = np.argsort(-det[:, 0], kind="stable")
-        return [{"p": round(float(p), 4), "x": float(x), "y": float(y)} for p, x, y in det[order]]
+        return [{"p": round(float(det[i, 0]), 4), "x": float(det[i, 1]), "y": float(det[i, 2]),
+                 "status": status[i] if status else None} for i in order]
 
     def truth(self, entry: SlideEntry) -> dict[str, Any] | None:
         from lymph.model.view.shapes import truth_outlines

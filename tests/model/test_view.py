@@ -98,7 +98,15 @@ def test_slide_data(server: str, view_world: Path) -> None:
     assert (info["width"], info["height"]) == (4096, 3072) and info["mpp"] == pytest.approx(0.243)
     assert info["slide"]["max_level"] == 12 and info["map"]["downsample"] == 16
     assert info["map"]["world_width"] == pytest.approx(256 * 16 / 4096)
-    assert data["detections"][0] == {"p": 0.95, "x": truth["tumor"][0], "y": truth["tumor"][1]}
+    assert data["detections"] == [
+        {"p": 0.95, "x": truth["tumor"][0], "y": truth["tumor"][1], "status": "hit"},
+        {"p": 0.6, "x": truth["normal"][0], "y": truth["normal"][1], "status": "fp"}]
+    (box,) = data["missed_lesions"]  # tumor_001's other lesion, which no detection hit
+    assert not (box[0] <= truth["tumor"][0] < box[2] and box[1] <= truth["tumor"][1] < box[3])
+    inside = [p for p in data["truth"]["tumor"]
+              if all(box[0] <= x <= box[2] and box[1] <= y <= box[3] for x, y in p)]
+    assert inside  # the box holds a ground-truth outline
+    assert data["froc_pending"] is False
     assert data["truth"]["source"] == "tumor_001.xml" and data["truth"]["tumor"]
     tx, ty = truth["tumor"]
     xs = [p[0] for poly in data["truth"]["tumor"] for p in poly]

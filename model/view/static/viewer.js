@@ -6,6 +6,9 @@
 (function () {
   "use strict";
   const SVG = "http://www.w3.org/2000/svg";
+  const STATUS = { hit: "hit", fp: "false positive", dup: "ignored (lesion already hit)",
+    itc: "ignored (isolated tumor cells)" };
+  const SHORT = { hit: "hit", fp: "FP", dup: "dup", itc: "ITC" };
   const INFERNO = ["#000004", "#57106e", "#bc3754", "#f98e09", "#fcffa4"];
   const $ = (id) => document.getElementById(id);
   const state = {
@@ -77,9 +80,19 @@
       loadScript("data/site.js?r=" + Date.now()).then(() => {
         state.site = window.LYMPH_SITE;
         renderList();
+        if (!state.site.froc_pending && state.data && state.data.froc_pending) reloadData();
         refreshSite();
       }).catch(refreshSite);
     }, 2000);
+  }
+
+  function reloadData() {  // the FROC statuses arrived after the slide's data: redraw
+    const id = state.id;
+    loadScript(`data/slides/${encodeURIComponent(id)}.js?r=${Date.now()}`).then(() => {
+      if (state.id !== id || !state.item) return;
+      state.data = window.LYMPH_SLIDES[id];
+      drawShapes();
+    }).catch(() => {});
   }
 
   // --- viewer ---------------------------------------------------------------------------------
@@ -170,6 +183,19 @@
     else if (d.truth) {
       d.truth.tumor.forEach((pts) => truth.appendChild(poly(pts, "truth")));
       d.truth.holes.forEach((pts) => truth.appendChild(poly(pts, "hole")));
+      for (const [x0, y0, x1, y1] of d.missed_lesions || []) {
+        const r = document.createElementNS(SVG, "rect");
+        r.setAttribute("x", x0); r.setAttribute("y", y0);
+        r.setAttribute("width", x1 - x0); r.setAttribute("height", y1 - y0);
+        r.setAttribute("class", "missed");
+        const t = document.createElementNS(SVG, "title");
+        t.textContent = "lesion no detection hit";
+        r.appendChild(t);
+        truth.appendChild(r);
+      }
+      if (d.missed_lesions && d.missed_lesions.length) {
+        notes.push(`${d.missed_lesions.length} lesion(s) missed (red boxes)`);
+      }
       notes.push(`ground truth: ${d.truth.source} (${d.truth.tumor.length} outline(s))`);
     } else notes.push("no ground truth");
     const sug = document.createElementNS(SVG, "g");
@@ -198,20 +224,24 @@
       d.detections.forEach((det, i) => {
         const c = document.createElementNS(SVG, "circle");
         c.setAttribute("r", 9);
+        c.setAttribute("class", det.status || "unscored");
         const t = document.createElementNS(SVG, "title");
-        t.textContent = `detection ${i + 1}: p = ${det.p} at (${det.x}, ${det.y})`;
+        t.textContent = `detection ${i + 1}: p = ${det.p} at (${det.x}, ${det.y})` +
+          (det.status ? `: ${STATUS[det.status]}` : "");
         c.appendChild(t);
         dets.appendChild(c);
         let label = null;
         if (labelled) {
           label = document.createElementNS(SVG, "text");
           label.textContent = det.p.toFixed(2);
+          label.setAttribute("class", det.status || "unscored");
           dets.appendChild(label);
         }
         state.markers.push({ x: det.x, y: det.y, circle: c, label });
         if (i < 100) {
           const tr = el("tr");
-          tr.append(el("td", i + 1), el("td", det.p.toFixed(3)), el("td", `${det.x}, ${det.y}`));
+          tr.append(el("td", i + 1), el("td", det.p.toFixed(3)), el("td", `${det.x}, ${det.y}`),
+            el("td", det.status ? SHORT[det.status] : ""));
           tr.addEventListener("click", () => zoomTo(det.x, det.y));
           list.appendChild(tr);
         }
