@@ -6,6 +6,27 @@ import numpy as np
 import pytest
 
 
+def _map_from_mask(mask_path: Path, out: Path, ds: int) -> tuple[np.ndarray, np.ndarray]:
+    """Write a tumor map (255 where most of a ds x ds cell is tumor) as predict writes maps;
+    returns that map's tumor cells and the cells touching any tumor."""
+    from lymph.data.annotations import open_mask
+    from lymph.data.pyramid import write_pyramidal_tiff
+
+    with open_mask(mask_path) as mask:
+        w, h = mask.dimensions
+        full = mask.read_region((0, 0), 0, (w, h))[..., 0] > 0
+    mw, mh = -(-w // ds), -(-h // ds)
+    padded = np.zeros((mh * ds, mw * ds), bool)
+    padded[:h, :w] = full
+    cells = padded.reshape(mh, ds, mw, ds)
+    tumor = cells.mean(axis=(1, 3)) > 0.5
+    prob = np.where(tumor, 255, 0).astype(np.uint8)
+    write_pyramidal_tiff(out, lambda i: prob[i * 256:(i + 1) * 256], width=mw, height=mh,
+                         channels=1, tile=256, compression="deflate", mpp=0.243 * ds,
+                         min_size=512)
+    return tumor, cells.any(axis=(1, 3))
+
+
 @pytest.fixture(scope="session")
 def view_world(synth_world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """What `lymph view` looks at, made from `synth_world` (read-only, session-scoped):
@@ -24,9 +45,6 @@ def view_world(synth_world: Path, tmp_path_factory: pytest.TempPathFactory) -> P
 
     from scipy import ndimage
 
-    from lymph.data.annotations import open_mask
-    from lymph.data.pyramid import write_pyramidal_tiff
-
     root = tmp_path_factory.mktemp("view_world")
     slides, maps = root / "slides", root / "maps"
     slides.mkdir()
@@ -35,20 +53,11 @@ def view_world(synth_world: Path, tmp_path_factory: pytest.TempPathFactory) -> P
         (slides / name).symlink_to(synth_world / name)
     (slides / "broken.tif").write_bytes((synth_world / "tumor_001.tif").read_bytes()[:4096])
     ds = 16
-    with open_mask(synth_world / "tumor_001_mask.tif") as mask:
-        w, h = mask.dimensions
-        full = mask.read_region((0, 0), 0, (w, h))[..., 0] > 0
-    mw, mh = -(-w // ds), -(-h // ds)
-    padded = np.zeros((mh * ds, mw * ds), bool)
-    padded[:h, :w] = full
-    tumor = padded.reshape(mh, ds, mw, ds).mean(axis=(1, 3)) > 0.5
-    prob = np.where(tumor, 255, 0).astype(np.uint8)
-    write_pyramidal_tiff(maps / "tumor_001_tumor_map.tif", lambda i: prob[i * 256:(i + 1) * 256],
-                         width=mw, height=mh, channels=1, tile=256, compression="deflate",
-                         mpp=0.243 * ds, min_size=512)
+    tumor, anywhere = _map_from_mask(synth_world / "tumor_001_mask.tif",
+                                     maps / "tumor_001_tumor_map.tif", ds)
     depth = ndimage.distance_transform_edt(tumor)
     ti, tj = np.unravel_index(int(np.argmax(depth)), depth.shape)
-    outside = ndimage.distance_transform_edt(~padded.reshape(mh, ds, mw, ds).any(axis=(1, 3)))
+    outside = ndimage.distance_transform_edt(~anywhere)
     outside[:4] = outside[-4:] = 0  # not at the slide's edge
     outside[:, :4] = outside[:, -4:] = 0
     ni, nj = np.unravel_index(int(np.argmax(outside)), outside.shape)  # far from any tumor
