@@ -52,6 +52,7 @@ def main() -> None:
       lymph train   --store store.zarr --out runs/ft --stage finetune --init runs/pre/last.pt
       lymph eval    --store store.zarr --checkpoint runs/ft/best.pt
       lymph predict --slides slides/ --checkpoint runs/ft/best.pt --out maps/
+      lymph view    --slides slides/ --predictions maps/   # look at them in the browser
     """
 
 
@@ -921,7 +922,7 @@ def predict_cmd(slides: str, checkpoint: str, out: str, level: int | None, windo
               help="Size of the server's tile cache.")
 @click.option("--workers", type=int, default=2, show_default=True,
               help="Threads writing tiles with --export.")
-@click.option("--quiet", is_flag=True, help="No request log, no progress bar.")
+@click.option("--quiet", is_flag=True, help="No progress bar (--export).")
 def view_cmd(slides: Path, predictions: Path | None, annotations: Path | None,
              labels: Path | None, host: str, port: int, export: Path | None, cache_mb: int,
              workers: int, quiet: bool) -> None:
