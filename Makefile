@@ -8,7 +8,7 @@ BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.lymph-installed
 DEMO   ?= demo_out
 
-.PHONY: install demo study test lint bench clean
+.PHONY: install demo study test lint bench clean browser
 
 install: $(STAMP)
 
@@ -19,9 +19,22 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e ".[dev]"
 	touch $(STAMP)
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
+
+# The viewer's browser test (tests/model/test_view_browser.py) drives Debian's headless Chromium:
+# installed here with apt-get when missing and running as root; otherwise that test skips with
+# the reason (and fails under CI=true).
+browser:
+	@if command -v chromedriver >/dev/null && { command -v chromium >/dev/null || \
+	    command -v chromium-browser >/dev/null; }; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "== installing chromium + chromium-driver for the browser test"; \
+	    { apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null; } \
+	    || echo "apt-get could not install chromium: the browser test will skip"; \
+	else echo "chromium/chromedriver missing and not root: the browser test will skip" \
+	    "(sudo apt-get install chromium chromium-driver)"; fi
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -67,6 +80,7 @@ demo: $(STAMP)
 	    --pretrained identity=$(DEMO)/runs/pretrain/last.pt --out $(DEMO)/study --profile quick
 	@echo "== done. Look at: $(DEMO)/runs/*/loss.png, $(DEMO)/eval/*.png, $(DEMO)/maps/*_overlay.png,"
 	@echo "   $(DEMO)/maps/eval/froc.png, $(DEMO)/study/table.md and $(DEMO)/study/f1_vs_size.png"
+	@echo "== in the browser: $(BIN)/lymph view --slides $(DEMO)/test_slides --predictions $(DEMO)/maps --labels $(DEMO)/test_slides/reference.csv"
 
 # The study's standard profile on a world that can carry its question (estimated 7 h on a
 # 2-core CPU: 250 fine-tunes, 5 folds x 2 repeats x 5 sizes x 5 conditions, 3,200-step cap; the
