@@ -1459,7 +1459,10 @@ def run(config: PredictConfig) -> list:
 
     if config.slides is None:
         raise ConfigError("PredictConfig.slides is not set: pass --slides (a slide or a folder)")
+    from lymph.data.lock import run_folder_lock
+
     found, problems = find_slides(config.slides)
-    results = predict_slides(found, config, progress=config.progress)
+    with run_folder_lock(config.out, what="this predict folder"):
+        results = predict_slides(found, config, progress=config.progress)
     # what discovery could not use is a failed slide of the batch, listed with the others
     return [*results, *(TaskResult(item=src, value=None, error=msg) for src, msg in problems)]

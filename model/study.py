@@ -1183,7 +1183,16 @@ def study_context(config: StudyConfig) -> tuple[dict[str, Any], RunContext]:
 
 
 def run_study(config: StudyConfig) -> dict[str, Any]:
-    """Run (or resume) the grid; returns {"rows", "summary", "files", "skipped", "ran", ...}."""
+    """Run (or resume) the grid; returns {"rows", "summary", "files", "skipped", "ran", ...}.
+    One study per folder: a second `lymph study` on the same --out is refused (OutputError
+    naming the holder)."""
+    from lymph.data.lock import run_folder_lock
+
+    with run_folder_lock(config.out, what="this study folder"):
+        return _run_study(config)
+
+
+def _run_study(config: StudyConfig) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
     plan, ctx = study_context(config)

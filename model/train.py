@@ -46,6 +46,7 @@ import torch
 
 from lymph.data.errors import CheckpointError, ConfigError, LymphError, OutputError, StoreError
 from lymph.data.io import atomic_write_json, atomic_write_text
+from lymph.data.lock import run_folder_lock
 from lymph.data.store import PatchStore
 from lymph.model.augment import PRETEXTS, AugmentConfig, corrupt
 from lymph.model.checkpoint import (
@@ -1104,12 +1105,13 @@ def _run(config: TrainConfig, *, progress: bool) -> TrainResult:
     if device.type == "cuda":
         device = torch.device("cuda", dist.local_rank)
         torch.cuda.set_device(device)
-    store = PatchStore.open(config.store)
-    plan = plan_run(config, store, dist=dist)
-    session, lab_labels = build(config, plan, store, device=device, dist=dist)
-    prepare_run_folder(session, lab_labels)
-    stats = train_loop(session, progress=progress)
-    _finish(session)
+    with run_folder_lock(config.out, main=dist.main, what="this run folder"):
+        store = PatchStore.open(config.store)
+        plan = plan_run(config, store, dist=dist)
+        session, lab_labels = build(config, plan, store, device=device, dist=dist)
+        prepare_run_folder(session, lab_labels)
+        stats = train_loop(session, progress=progress)
+        _finish(session)
     done = session.step - plan.start.step
     best_path = config.out / "best.pt"
     return TrainResult(
