@@ -187,6 +187,10 @@ class PatchBatch:
 def _open_root(path: Path, mode: str) -> Any:
     import zarr
 
+    from lymph.data.store_check import check_group_meta
+
+    if (path / "zarr.json").is_file():  # one line naming the file for any damage
+        check_group_meta(path / "zarr.json")
     try:
         return zarr.open_group(str(path), mode=mode, zarr_format=3)
     except OSError as exc:
@@ -503,12 +507,12 @@ def _slide_state(root: Any, slide_id: str, *, chunks: bool) -> tuple[dict, bool,
 def _slide_ids(root: Any) -> list[str]:
     """The slide groups of a store, listed from its folder (a slide whose zarr.json is broken
     is listed, to be reported, rather than breaking the listing)."""
-    from lymph.data.store_check import read_meta
+    from lymph.data.store_check import check_group_meta
 
     folder = Path(str(root.store.root)) / SLIDES
     if not (folder / "zarr.json").exists():
         return []
-    read_meta(folder / "zarr.json")
+    check_group_meta(folder / "zarr.json")
     try:
         return sorted(d.name for d in folder.iterdir() if (d / "zarr.json").exists())
     except OSError as exc:
@@ -710,23 +714,33 @@ class BadChunk:
 
 def verify_store(path: str | Path) -> tuple[int, list[BadChunk]]:
     """Read and checksum every chunk of every slide marked complete: (chunks read, bad ones).
-    Incomplete slides (a killed run) are not checked: `lymph extract` redoes them."""
-    path, root, _ = _open_for_reading(path)
+    Each slide's metadata is checked against the schema first (`store_check.slide_problem`)
+    and its content digest recomputed (`store_check.digest_problem`: swapped or foreign
+    chunks, changed attributes or settings). Incomplete slides (a killed run) are not checked:
+    `lymph extract` redoes them."""
+    from lymph.data.store_check import digest_problem, slide_problem
+
+    path, root, settings = _open_for_reading(path)
     checked, bad = 0, []
-    for sid in sorted(root[SLIDES].group_keys()) if SLIDES in root else []:
-        group = root[SLIDES][sid]
-        attrs = group.attrs.asdict()
+    for sid in _slide_ids(root):
+        try:
+            attrs, problem = slide_problem(path, sid, settings, chunk_patches=CHUNK_PATCHES)
+        except StoreError as exc:
+            bad.append(BadChunk(sid, "zarr.json", None, str(exc)))
+            continue
         if not attrs.get("complete"):
             continue
+        if problem is not None:
+            bad.append(BadChunk(sid, "zarr.json", None, f"slide {sid!r}: {problem}"))
+            continue
+        before = len(bad)
         for name in _expected_arrays(str(attrs.get("status", "unlabeled"))):
             try:
-                array = group[name]
-            except Exception:
-                bad.append(BadChunk(sid, name, None, f"slide {sid!r}: array {name!r} is missing"))
+                array = root[f"{SLIDES}/{sid}/{name}"]
+            except Exception as exc:  # zarr's own checks of a document that passed ours
+                bad.append(BadChunk(sid, name, None, f"slide {sid!r}: array {name!r} cannot be "
+                                    f"opened ({type(exc).__name__}: {exc})".splitlines()[0]))
                 continue
-            if array.shape[0] != attrs.get("n_patches"):
-                bad.append(BadChunk(sid, name, None, f"slide {sid!r}: array {name!r} holds "
-                                    f"{array.shape[0]} patches, not {attrs.get('n_patches')}"))
             c = array.chunks[0]
             for i in range(_n_chunks(array)):
                 checked += 1
@@ -735,4 +749,7 @@ def verify_store(path: str | Path) -> tuple[int, list[BadChunk]]:
                                                                         array.shape[0]))
                 except StoreError as exc:
                     bad.append(BadChunk(sid, name, i, str(exc)))
+        problem = digest_problem(path, sid, settings, attrs) if len(bad) == before else None
+        if problem is not None:  # every chunk sound, but not the slide's chunks
+            bad.append(BadChunk(sid, "zarr.json", None, f"slide {sid!r}: {problem}"))
     return checked, bad

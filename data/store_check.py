@@ -33,6 +33,10 @@ RUNTIME_SETTINGS = frozenset({"workers", "scheduler", "lymph_version", "progress
                               "direct_tiles"})
 STATUSES = ("tumor", "normal", "unlabeled")
 CODECS = ["bytes", "blosc", "crc32c"]
+ARRAY_KEYS = frozenset({"zarr_format", "node_type", "shape", "data_type", "chunk_grid",
+                        "chunk_key_encoding", "fill_value", "codecs", "attributes",
+                        "dimension_names", "storage_transformers"})
+GROUP_KEYS = frozenset({"zarr_format", "node_type", "attributes", "consolidated_metadata"})
 
 
 def read_meta(file: Path) -> dict:
@@ -52,6 +56,17 @@ def read_meta(file: Path) -> dict:
     return value
 
 
+def check_group_meta(file: Path) -> dict:
+    """A group's zarr.json (`read_meta`), refused unless it is a plain zarr v3 group document."""
+    meta = read_meta(file)
+    if meta.get("zarr_format") != 3 or meta.get("node_type") != "group" or \
+            not set(meta) <= GROUP_KEYS or not isinstance(meta.get("attributes", {}), dict) \
+            or meta.get("consolidated_metadata") is not None:
+        raise StoreError(f"{file}: not a zarr v3 group document (keys {sorted(meta)}); the "
+                         "store's metadata was changed or damaged: re-extract into a new --out")
+    return meta
+
+
 def expected_shapes(name: str, n: int, patch_size: int) -> tuple[tuple[int, ...], str]:
     """(shape, data_type) of array `name` of a slide of `n` patches."""
     p = patch_size
@@ -67,8 +82,9 @@ def array_problem(meta: Mapping[str, Any], *, name: str, n: int, patch_size: int
                   chunk_patches: int) -> str | None:
     """Why an array's zarr.json does not match the schema, or None."""
     shape, dtype = expected_shapes(name, n, patch_size)
-    if meta.get("zarr_format") != 3 or meta.get("node_type") != "array":
-        return "is not a zarr v3 array"
+    if meta.get("zarr_format") != 3 or meta.get("node_type") != "array" or \
+            not set(meta) <= ARRAY_KEYS:
+        return f"is not a zarr v3 array document (keys {sorted(meta)})"
     got = meta.get("shape")
     if not isinstance(got, list) or tuple(got) != shape:
         return f"has shape {got!r}, not {list(shape)} ({n} patches of {patch_size} px)"
@@ -121,11 +137,7 @@ def slide_problem(store: Path, slide_id: str, settings: Mapping[str, Any], *,
     when the slide is incomplete (not marked complete) or its metadata matches the schema.
     StoreError when a metadata file cannot be read."""
     group_dir = store / "slides" / slide_id
-    meta = read_meta(group_dir / "zarr.json")
-    attrs = meta.get("attributes")
-    if meta.get("node_type") != "group" or meta.get("zarr_format") != 3 or \
-            not isinstance(attrs, dict):
-        return {}, f"{group_dir / 'zarr.json'} is not a zarr v3 group with attributes"
+    attrs = check_group_meta(group_dir / "zarr.json").get("attributes", {})
     if not attrs.get("complete"):
         return attrs, None
     problem = attrs_problem(attrs)
