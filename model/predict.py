@@ -1194,6 +1194,7 @@ def export_slide(plan: SlidePlan, maps: SlideMaps, config: PredictConfig,
 
 def _write_meta(path: Path, *, reader_path: Path, plan: SlidePlan, loaded: LoadedModel,
                 config: PredictConfig, result: SlideResult) -> None:
+    from lymph.data.identity import file_identity
     from lymph.data.io import atomic_write_json
 
     manifest = OutputManifest(config.out, force=config.force)
@@ -1225,6 +1226,7 @@ def _write_meta(path: Path, *, reader_path: Path, plan: SlidePlan, loaded: Loade
         },
         "mpp": plan.mpp,
         "result": result.to_dict(),
+        "source_identity": file_identity(reader_path) if Path(reader_path).exists() else None,
     }
     with manifest.writing(path):
         atomic_write_json(path, meta, indent=2, sort_keys=False)
@@ -1427,7 +1429,11 @@ def predict_slides(
     ckpt = load_checkpoint(config.checkpoint)
     _checkpoint_geometry(ckpt, config.checkpoint, config.level)
     del ckpt
+    from lymph.data.cluster import TaskResult
+
     items = [Path(s) for s in slides]
+    clash = [p for p in items if slide_name(p).casefold() == Path(SCORES_CSV).stem.casefold()]
+    items = [p for p in items if p not in clash]  # the batch goes on without them
     names = [slide_name(p) for p in items]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
@@ -1448,7 +1454,9 @@ def predict_slides(
     scores = {r.value.slide: r.value.probability for r in results if r.value is not None}
     if scores:
         update_scores(config.out, scores, manifest=manifest)
-    return results
+    return [*results, *(TaskResult(item=p, value=None, error=(
+        f"{p}: a slide named {slide_name(p)!r} would write its detections over predict's own "
+        f"{SCORES_CSV}; rename the slide file")) for p in clash)]
 
 
 def run(config: PredictConfig) -> list:

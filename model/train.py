@@ -45,6 +45,7 @@ import numpy as np
 import torch
 
 from lymph.data.errors import CheckpointError, ConfigError, LymphError, OutputError, StoreError
+from lymph.data.identity import store_content_digest
 from lymph.data.io import atomic_write_json, atomic_write_text
 from lymph.data.lock import run_folder_lock
 from lymph.data.store import PatchStore
@@ -552,7 +553,8 @@ def plan_run(config: TrainConfig, store: PatchStore, *, dist: Dist) -> Plan:
     record = RunRecord(
         model=arch,
         stage=config.stage,
-        store=StoreRecord.from_dict({**store.settings, "path": str(store.path)}),
+        store=StoreRecord.from_dict({**store.settings, "path": str(store.path),
+                                     "content_digest": store_content_digest(store.slides)}),
         train=config.to_dict(),
         stream=stream.to_dict(),
         train_slides=tuple(train_ids),
@@ -610,6 +612,7 @@ def check_resume(
                 f"{store.path} differs ({'; '.join(diff)}); resume with --store "
                 f"{rec_store.path}, or start a new run in another --out"
             )
+    _check_store_content(store, rec_store, path=path)
     old, new = record.settings, plain(config.to_dict())
     changed = {k: [old[k], new[k]] for k in sorted(old.keys() & new.keys()) if old[k] != new[k]}
     ignored = RESUME_MAY_CHANGE | ({"labeled"} if config.stage == "pretrain" else set())
@@ -626,6 +629,19 @@ def check_resume(
     if shown:
         resumes.append({"step": int(resumed["step"]), "changed": shown})
     return resumes
+
+
+def _check_store_content(store: PatchStore, rec_store: Any, *, path: Path) -> None:
+    """Refuse a resume on a store whose content changed since the checkpoint (re-extracted at
+    the same path, a slide redone): its content digest differs from the one recorded."""
+    there = (rec_store.settings if rec_store is not None else {}).get("content_digest")
+    here = store_content_digest(store.slides)
+    if there is not None and there != here:
+        raise CheckpointError(
+            f"--resume: {path} was trained on other content of the store {store.path} (content "
+            f"digest {str(there)[:12]}..., now {here[:12]}...: re-extracted or slides redone "
+            "since); start a new run in another --out, or resume on the store it was trained on"
+        )
 
 
 def plan_splits(config: TrainConfig, store: PatchStore) -> tuple[list[str], list[str]]:

@@ -327,13 +327,16 @@ def extract_slide(slide: Path | SlideReader, *, slide_id: str, config: ExtractCo
     t0, c0 = time.perf_counter(), time.process_time()
     path = Path(slide) if isinstance(slide, str | os.PathLike) else Path(slide.path)
     out = config.out
-    if store_mod.slide_is_complete(out, slide_id):
+    complete, replaced = _done_before(out, slide_id, path)
+    if complete and replaced is None:
         attrs = _slide_attrs(out, slide_id)
         return SlideResult(slide_id, str(path), attrs.get("status", "?"),
                            int(attrs.get("n_patches", 0)), int(attrs.get("n_tumor", 0)), 0.0,
                            skipped=True, tissue_fraction=attrs.get("tissue_fraction"))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
+        if replaced is not None:
+            warnings.warn(f"{path}: {replaced}; extracted again", stacklevel=2)
         with contextlib.ExitStack() as stack:
             reader = (stack.enter_context(open_slide(path, direct_tiles=config.direct_tiles))
                       if isinstance(slide, str | os.PathLike) else slide)
@@ -341,6 +344,23 @@ def extract_slide(slide: Path | SlideReader, *, slide_id: str, config: ExtractCo
                                        labels=labels, name=name or path.name,
                                        annotations=annotations, on_patches=on_patches,
                                        caught=caught, t0=t0, c0=c0, stack=stack)
+
+
+def _done_before(out: Path, slide_id: str, path: Path) -> tuple[bool, str | None]:
+    """(complete, replaced): whether the slide is complete in the store, and if so what
+    changed in its source file since (`identity.identity_change`), or None if nothing did."""
+    from lymph.data.identity import file_identity, identity_change
+
+    if not store_mod.slide_is_complete(out, slide_id):
+        return False, None
+    recorded = _slide_attrs(out, slide_id).get("source_identity")
+    return True, identity_change(recorded, file_identity(path)) if recorded else None
+
+
+def _identity(path: Path) -> dict | None:
+    from lymph.data.identity import file_identity
+
+    return file_identity(path) if path.exists() else None
 
 
 def _slide_attrs(out: Path, slide_id: str) -> dict:
@@ -429,6 +449,7 @@ def _extract_open_slide(slide: SlideReader, *, path: Path, slide_id: str,
         "vendor": getattr(slide, "vendor", None),
         "tissue_fraction": float(tissue.mean()), "thumb_downsample": thumb_ds,
         "tumor_area_level0": tumor.area_level0, "patches_requested": plan.requested,
+        "source_identity": _identity(path),
     }
     writer = store_mod.SlideWriter(config.out, slide_id, capacity=len(plan),
                                    patch_size=config.patch_size, labeled=labeled, attrs=attrs)
@@ -508,7 +529,7 @@ def _extract_locked(config: ExtractConfig) -> ExtractSummary:
     skipped: list[SlideResult] = []
     todo: list[Path] = []
     for p, i in ((f.path, f.id) for f in found):
-        if store_mod.slide_is_complete(config.out, i):
+        if _done_before(config.out, i, p) == (True, None):
             a = _slide_attrs(config.out, i)
             skipped.append(SlideResult(i, str(p), a.get("status", "?"),
                                        int(a.get("n_patches", 0)), int(a.get("n_tumor", 0)), 0.0,
