@@ -162,6 +162,9 @@ class PredictConfig:
         check_stride(self.stride, self.window)
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        from lymph.model.bounds import check_predict_options
+
+        check_predict_options(self.window, self.batch_size)
         if not 1.0 <= float(self.map_downsample) <= 1024.0:
             raise ConfigError(
                 f"map_downsample must be within 1..1024, got {self.map_downsample}; e.g. 16"
@@ -762,6 +765,18 @@ def _checkpoint_geometry(ckpt: dict, path: Path, level: int | None) -> tuple[int
             f"checkpoint {path} records no patch size (config.store.patch_size); pass --window"
         )
     return int(lvl), int(patch)
+
+
+def _check_memory(ckpt: dict, config: PredictConfig, patch_size: int) -> None:
+    """One batch of windows must fit in memory (`bounds.check_predict_memory`), checked before
+    any slide is read."""
+    from lymph.model.bounds import check_predict_memory
+
+    model = (ckpt.get("config") or {}).get("model") or {}
+    width, depth = model.get("base_width", 32), model.get("depth", 4)
+    if isinstance(width, int) and isinstance(depth, int):
+        check_predict_memory(window=config.window or patch_size, batch_size=config.batch_size,
+                             base_width=width, depth=depth, device=str(config.device))
 
 
 def _batches(
@@ -1427,7 +1442,8 @@ def predict_slides(
     from lymph.model.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(config.checkpoint)
-    _checkpoint_geometry(ckpt, config.checkpoint, config.level)
+    _, patch = _checkpoint_geometry(ckpt, config.checkpoint, config.level)
+    _check_memory(ckpt, config, patch)
     del ckpt
     from lymph.data.cluster import TaskResult
 

@@ -42,7 +42,6 @@ import csv
 import dataclasses
 import hashlib
 import io
-import json
 import math
 import os
 import re
@@ -1039,6 +1038,8 @@ def _resume(
     config: StudyConfig, runs: Sequence[RunSpec], settings: Mapping[str, Any]
 ) -> tuple[list[dict[str, Any]], list[RunSpec]]:
     """(rows of finished runs, runs still to do); ConfigError when a finished run differs."""
+    from lymph.model.study_checks import read_done
+
     rows: list[dict[str, Any]] = []
     todo: list[RunSpec] = []
     for spec in runs:
@@ -1046,14 +1047,7 @@ def _resume(
         if not done.exists():
             todo.append(spec)
             continue
-        try:
-            record = json.loads(done.read_text())
-            record["row"]
-        except (ValueError, TypeError, KeyError) as exc:  # written atomically: not by lymph
-            raise ConfigError(
-                f"{done}: not a finished run's record ({exc}); delete {done.parent} to rerun "
-                "this run, then rerun the study"
-            ) from None
+        record = read_done(done, spec)  # ConfigError for anything lymph did not write
         want = {"spec": spec.fingerprint(), "settings": dict(settings)}
         got = {"spec": record.get("spec"), "settings": record.get("settings")}
         if got != want:

@@ -64,6 +64,7 @@ from lymph.model.infer import DEVICES, predict_probs, reconstruct, resolve_devic
 from lymph.model.losses import reconstruction_loss, stage_loss
 from lymph.model.stream import LabeledPatches, Layout, StoreStream, StreamConfig, to_tensors
 from lymph.model.unet import UNet, UNetConfig, unwrap
+from lymph.model.weights import load_optimizer, load_weights
 
 STAGES = ("pretrain", "finetune")
 ARCH_KEYS = ("base_width", "depth", "last_skip", "norm", "upsample", "padding_mode",
@@ -816,7 +817,7 @@ def build(
     cuda = device.type == "cuda"
     model = UNet(plan.arch, generator=torch.Generator().manual_seed(config.seed))
     if plan.init is not None:
-        model.load_state_dict(plan.init["model"])
+        load_weights(model, plan.init.get("model"), path=config.init, what="--init")
     model.to(device)
     if cuda:
         model = model.to(memory_format=torch.channels_last)
@@ -825,11 +826,12 @@ def build(
         opt, partial(lr_factor, warmup=config.warmup, total=config.steps)
     )
     if plan.resumed is not None:
-        model.load_state_dict(plan.resumed["model"])
+        last = config.out / "last.pt"
+        load_weights(model, plan.resumed.get("model"), path=last, what="--resume")
         if plan.resumed.get("optimizer"):
-            opt.load_state_dict(plan.resumed["optimizer"])
+            load_optimizer(opt, plan.resumed["optimizer"], path=last, what="--resume")
         if plan.resumed.get("scheduler"):
-            sched.load_state_dict(plan.resumed["scheduler"])
+            load_optimizer(sched, plan.resumed["scheduler"], path=last, what="--resume")
     ddp_model: torch.nn.Module = model
     if dist.world_size > 1:
         from torch.nn.parallel import DistributedDataParallel
