@@ -25,15 +25,13 @@ from lymph.data import store as store_mod
 from lymph.data.annotations import (
     Annotations,
     check_inside,
-    contains,
-    coverage_thumb,
     find_annotations,
     open_mask,
-    rasterize,
     read_annotations,
     read_labels_csv,
 )
 from lymph.data.errors import ConfigError, NoTissueError, SlideError
+from lymph.data.polygon_index import index_for
 from lymph.data.slides import SlideReader, discover_slides, open_slide, slide_id
 from lymph.data.tissue import dilate, tissue_mask
 from lymph.pipeline.sampling import (
@@ -307,13 +305,12 @@ def _tumor_maps(ann: Annotations | None, mask_src: _MaskSource | None, *,
         core = cand.copy()
         area = float(cand.sum()) * thumb_downsample ** 2
         return TumorMaps(dilate(cand, 1) if cand.any() else cand, core, area, mask_src.contains)
-    if ann:
-        cand = coverage_thumb(ann, shape=shape, downsample=thumb_downsample)
-        core = rasterize(ann, x_level0=0, y_level0=0, width=shape[1], height=shape[0],
-                         downsample=thumb_downsample).astype(bool)
-        area = max(0.0, sum(p.area_level0 for p in ann.tumor)
-                   - sum(p.area_level0 for p in ann.holes))
-        return TumorMaps(cand, core, area, functools.partial(contains, ann))
+    if ann:  # through the spatial index: 100,000 polygons cost about as much as 100
+        index = index_for(ann)
+        core = index.rasterize(x_level0=0, y_level0=0, width=shape[1], height=shape[0],
+                               downsample=thumb_downsample).astype(bool)
+        cand = index.coverage_thumb(core, downsample=thumb_downsample)
+        return TumorMaps(cand, core, index.tumor_area(), index.contains)
     return TumorMaps.empty(shape)
 
 
@@ -473,6 +470,7 @@ def _write_patches(slide: SlideReader, plan: PatchPlan, writer: store_mod.SlideW
     ds = slide.level_downsamples[level]
     labeled, top_left = writer.labeled, plan.top_left
     step = store_mod.CHUNK_PATCHES
+    index = index_for(ann) if labeled and ann else None
     for a in range(0, len(plan), step):
         b = min(len(plan), a + step)
         images = np.empty((b - a, size, size, 3), np.uint8)
@@ -481,8 +479,8 @@ def _write_patches(slide: SlideReader, plan: PatchPlan, writer: store_mod.SlideW
             tl = (int(top_left[k, 0]), int(top_left[k, 1]))
             slide.read_region(tl, level, (size, size), out=images[k - a])
             if masks is not None and ann:
-                masks[k - a] = rasterize(ann, x_level0=tl[0], y_level0=tl[1], width=size,
-                                         height=size, downsample=ds)
+                masks[k - a] = index.rasterize(x_level0=tl[0], y_level0=tl[1], width=size,
+                                               height=size, downsample=ds)
             elif masks is not None and mask_src is not None:
                 masks[k - a] = mask_src.patch(top_left[k], ds, size)
         if labeled:
