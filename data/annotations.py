@@ -658,9 +658,13 @@ def open_mask(path: str | Path) -> Any:
             reader = open_slide(path)
         reader.warnings = [w for w in reader.warnings if "microns-per-pixel" not in w]
         return reader
-    except SlideError:
-        if not _is_strip_tiff(Path(path)):
-            raise
+    except SlideError as exc:
+        if not _is_strip_tiff(Path(path)):  # a mask, not a slide: say so (not "move it out")
+            cause = str(exc.__cause__ or exc).splitlines()[0][:160]
+            raise SlideError(f"{path}: cannot read this tumor mask ({cause}); a mask beside a "
+                             "slide (S_mask.tif) must be a TIFF that OpenSlide or tifffile "
+                             "reads: convert it to TIFF, or rename it if it is not a mask") \
+                from None
     return StripTiffMask(path)
 
 

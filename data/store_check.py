@@ -209,3 +209,17 @@ def digest_problem(store: Path, slide_id: str, settings: Mapping[str, Any],
                 "attributes, array metadata or the store's settings changed after it was "
                 "written)")
     return None
+
+
+def enclosing_store(path: Path) -> Path | None:
+    """The lymph patch store that `path` is (or lies inside), or None."""
+    for folder in (path, *path.parents):
+        meta = folder / "zarr.json"
+        try:
+            if meta.is_file() and '"lymph"' in meta.read_text(encoding="utf-8", errors="replace"):
+                attrs = read_meta(meta).get("attributes")
+                if isinstance(attrs, dict) and isinstance(attrs.get("lymph"), dict):
+                    return folder
+        except (OSError, StoreError):
+            continue
+    return None

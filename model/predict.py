@@ -1397,6 +1397,9 @@ def find_slides(slides: str | Path) -> tuple[list[Path], list[tuple[str, str]]]:
         return [path], []
     discovery = discover_slides(path)
     found = discovery.paths
+    if not found and discovery.failed():  # e.g. Tumor_002.tif beside tumor_002.tif
+        raise SlideError(f"{path}: no slide can be predicted: "
+                         + "; ".join(msg for _, msg in discovery.failed()[:3]))
     if not found:
         raise SlideError(f"{path}: no slides in this folder (looked for .svs, .tif, .ndpi, ...)")
     return found, discovery.failed()
@@ -1445,18 +1448,13 @@ def predict_slides(
     _, patch = _checkpoint_geometry(ckpt, config.checkpoint, config.level)
     _check_memory(ckpt, config, patch)
     del ckpt
-    from lymph.data.cluster import TaskResult
-
     items = [Path(s) for s in slides]
     clash = [p for p in items if slide_name(p).casefold() == Path(SCORES_CSV).stem.casefold()]
     items = [p for p in items if p not in clash]  # the batch goes on without them
+    folded = [slide_name(p).casefold() for p in items]
+    shared = [p for p, n in zip(items, folded, strict=True) if folded.count(n) > 1]
+    items = [p for p in items if p not in shared]  # a/x.tif beside b/x.tif: those two fail
     names = [slide_name(p) for p in items]
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
-        raise ConfigError(
-            f"slides {dupes} share a name: their outputs would overwrite each other; "
-            "predict them into separate --out folders"
-        )
     manifest = check_outputs(config, names)
     fn = partial(predict_slide, config=_per_slide_config(config, progress=progress))
     results = map_slides(
@@ -1470,9 +1468,24 @@ def predict_slides(
     scores = {r.value.slide: r.value.probability for r in results if r.value is not None}
     if scores:
         update_scores(config.out, scores, manifest=manifest)
-    return [*results, *(TaskResult(item=p, value=None, error=(
+    return [*results, *_refused(clash, shared)]
+
+
+def _refused(clash: list[Path], shared: list[Path]) -> list:
+    """Failed TaskResults for slides whose outputs would collide: with predict's own
+    scores.csv, or with another slide's (the rest of the batch goes on)."""
+    from lymph.data.cluster import TaskResult
+
+    out = [TaskResult(item=p, value=None, error=(
         f"{p}: a slide named {slide_name(p)!r} would write its detections over predict's own "
-        f"{SCORES_CSV}; rename the slide file")) for p in clash)]
+        f"{SCORES_CSV}; rename the slide file")) for p in clash]
+    for p in shared:
+        key = slide_name(p).casefold()
+        others = [str(q) for q in shared if q != p and slide_name(q).casefold() == key]
+        out.append(TaskResult(item=p, value=None, error=(
+            f"{p}: shares its output name {slide_name(p)!r} with {others}; the outputs would "
+            "overwrite each other: predict them into separate --out folders, or rename one")))
+    return out
 
 
 def run(config: PredictConfig) -> list:
@@ -1484,7 +1497,12 @@ def run(config: PredictConfig) -> list:
     if config.slides is None:
         raise ConfigError("PredictConfig.slides is not set: pass --slides (a slide or a folder)")
     from lymph.data.lock import run_folder_lock
+    from lymph.data.store_check import enclosing_store
 
+    store = enclosing_store(Path(config.out).absolute())
+    if store is not None:
+        raise ConfigError(f"--out {config.out} is inside the patch store {store}: predict's maps "
+                          "would be mixed into the store; choose a folder outside it")
     found, problems = find_slides(config.slides)
     with run_folder_lock(config.out, what="this predict folder"):
         results = predict_slides(found, config, progress=config.progress)

@@ -216,3 +216,18 @@ def test_sampled_one_bit_flips_of_metadata_are_caught_or_harmless(tmp_path: Path
 def test_every_one_bit_flip_of_metadata_is_caught_or_harmless(tmp_path: Path) -> None:
     counts = _fuzz(tmp_path, sample=None)
     assert counts.get("error", 0) + counts.get("bad", 0) > 0
+
+
+def test_info_on_a_store_left_by_a_full_disk_lists_every_slide_quietly(tmp_path: Path) -> None:
+    import warnings
+
+    path = _store(tmp_path / "s.zarr", slides=("tumor_a", "tumor_b", "tumor_c"))
+    for sid in ("tumor_b", "tumor_c"):
+        (path / "slides" / sid / "zarr.json").write_bytes(b"")  # the write that found no space
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # zarr's six ZarrUserWarning lines were printed here
+        info = describe_store(path)
+    assert [s["slide_id"] for s in info["slides"]] == ["tumor_a", "tumor_b", "tumor_c"]
+    assert [s["complete"] for s in info["slides"]] == [True, False, False]
+    assert "slides/tumor_b/zarr.json: unreadable metadata (JSONDecodeError" in \
+        info["slides"][1]["damage"]

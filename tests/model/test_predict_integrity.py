@@ -122,3 +122,27 @@ def test_a_slide_named_scores_cannot_write_over_scores_csv(world: Path, tmp_path
     assert "would write its detections over predict's own scores.csv" in errors["scores.tif"]
     rows = list(csv.reader((tmp_path / "pred" / "scores.csv").open()))
     assert [r[0] for r in rows] == ["slide", "tumor_t"]
+
+
+def test_predict_out_inside_a_store_is_refused(world: Path, tmp_path: Path) -> None:
+    from lymph.data.store import create_store
+    from lymph.model.predict import run
+
+    create_store(tmp_path / "store.zarr", {"patch_size": 8, "level": 0, "seed": 0})
+    config = PredictConfig(slides=world / "slides", checkpoint=world / "tiny.pt",
+                           out=tmp_path / "store.zarr" / "slides")
+    with pytest.raises(ConfigError, match=r"--out .*store.zarr/slides is inside the patch store "
+                                          r".*store.zarr: .*choose a folder outside it"):
+        run(config)
+
+
+def test_case_twins_are_named_not_called_no_slides(world: Path, tmp_path: Path) -> None:
+    from lymph.data.errors import SlideError
+    from lymph.model.predict import find_slides
+
+    slides = tmp_path / "slides"
+    slides.mkdir()
+    shutil.copy(world / "slides/normal_n.tif", slides / "Tumor_002.tif")
+    shutil.copy(world / "slides/normal_n.tif", slides / "tumor_002.tif")
+    with pytest.raises(SlideError, match=r"slides: no slide can be predicted: .*Tumor_002\.tif"):
+        find_slides(slides)

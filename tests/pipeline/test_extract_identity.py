@@ -37,3 +37,17 @@ def test_rerun_redoes_a_slide_whose_file_was_replaced(tmp_path: Path, synth_worl
     assert any("slide file replaced after extraction" in w for w in third.done[0].warnings)
     attrs = PatchStore.open(config.out).slide("s_001").attrs
     assert attrs["source_identity"] == file_identity(slides / "s_001.tif")
+
+
+def test_a_png_named_as_a_mask_is_called_a_mask(tmp_path: Path, synth_world: Path) -> None:
+    from PIL import Image
+
+    slides = tmp_path / "slides"
+    slides.mkdir()
+    shutil.copy(synth_world / "normal_001.tif", slides / "x.tif")
+    Image.new("RGB", (64, 64)).save(slides / "x_mask.tif", format="PNG")
+    summary = extract(ExtractConfig(slides=slides, out=tmp_path / "store.zarr", patch_size=64,
+                                    patches_per_slide=4, seed=0, progress=False))
+    ((source, error),) = summary.failed
+    assert "x_mask.tif: cannot read this tumor mask" in error
+    assert "move it out of the slide folder" not in error
