@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from lymph.data.annotations import Annotations, Polygon, _self_intersects, contains, rasterize
+from lymph.data.annotations import Annotations, Polygon, _self_intersects, contains
 
 
 def _boxes(polys: Sequence[Polygon]) -> np.ndarray:
@@ -65,39 +65,17 @@ class PolygonIndex:
 
     def rasterize(self, *, x_level0: float, y_level0: float, width: int, height: int,
                   downsample: float) -> np.ndarray:
-        """`annotations.rasterize` of the whole annotation, each polygon rasterised over its
-        own box only (a thumbnail with 100,000 polygons is not 100,000 full-frame passes)."""
+        """`annotations.rasterize` of the whole annotation: the polygons near the region, all
+        at once (`raster_union`), tumor minus holes."""
         box = (x_level0, y_level0, x_level0 + width * downsample,
                y_level0 + height * downsample)
-        out = np.zeros((height, width), bool)
-        for i in _meets(self.tumor_boxes, box):
-            self._paint(out, self.tumor[i], self.tumor_boxes[i], x_level0, y_level0, downsample,
-                        hole=False)
-        if out.any():
-            for i in _meets(self.hole_boxes, box):
-                self._paint(out, self.holes[i], self.hole_boxes[i], x_level0, y_level0,
-                            downsample, hole=True)
+        grid = {"x0": x_level0, "y0": y_level0, "width": width, "height": height,
+                "step": downsample}
+        out = raster_union([self.tumor[i] for i in _meets(self.tumor_boxes, box)], **grid)
+        holes = [self.holes[i] for i in _meets(self.hole_boxes, box)]
+        if holes and out.any():
+            out &= ~raster_union(holes, **grid)
         return out.astype(np.uint8)
-
-    @staticmethod
-    def _paint(out: np.ndarray, poly: Polygon, box: np.ndarray, x0: float, y0: float,
-               step: float, *, hole: bool) -> None:
-        """OR (or, for a hole, AND NOT) one polygon into `out` over the pixels whose centres
-        can fall inside its box: pixel j's centre is x0 + (j + 0.5) * step."""
-        h, w = out.shape
-        c0 = max(0, int(np.floor((box[0] - x0) / step - 0.5)) - 1)
-        c1 = min(w, int(np.ceil((box[2] - x0) / step - 0.5)) + 2)
-        r0 = max(0, int(np.floor((box[1] - y0) / step - 0.5)) - 1)
-        r1 = min(h, int(np.ceil((box[3] - y0) / step - 0.5)) + 2)
-        if c1 <= c0 or r1 <= r0:
-            return
-        part = rasterize(Annotations(tumor=(poly,)), x_level0=x0 + c0 * step,
-                         y_level0=y0 + r0 * step, width=c1 - c0, height=r1 - r0,
-                         downsample=step).astype(bool)
-        if hole:
-            out[r0:r1, c0:c1] &= ~part
-        else:
-            out[r0:r1, c0:c1] |= part
 
     def contains(self, points_level0: np.ndarray) -> np.ndarray:
         """`annotations.contains` of the whole annotation, each point tested only against the
@@ -139,6 +117,49 @@ class PolygonIndex:
         value of every polygon that does not cross itself (tested for all polygons of one
         vertex count at once), `area_level0` for those that do."""
         return max(0.0, _area_sum(self.tumor) - _area_sum(self.holes))
+
+
+def raster_union(polys: Sequence[Polygon], *, x0: float, y0: float, width: int, height: int,
+                 step: float) -> np.ndarray:
+    """bool (height, width): the union of the polygons' even-odd insides sampled at pixel
+    centres (x0 + (j + 0.5) * step, y0 + (i + 0.5) * step), exactly as OR-ing
+    `annotations._parity_grid` of each polygon (same crossing arithmetic, same half-open rule),
+    computed for all polygons at once: each polygon's crossings of each row are sorted and
+    paired into inside spans, and the spans of all polygons are painted with one difference
+    array."""
+    out = np.zeros((height, width), bool)
+    if not polys or not width or not height:
+        return out
+    pts = np.concatenate([p.points_level0 for p in polys])
+    sizes = np.array([len(p.points_level0) for p in polys])
+    pid = np.repeat(np.arange(len(polys)), sizes)
+    start = np.repeat(np.cumsum(sizes) - sizes, sizes)
+    nxt = np.arange(len(pts)) + 1
+    nxt[np.cumsum(sizes) - 1] = start[np.cumsum(sizes) - 1]  # each ring closes on itself
+    u, v = (pts[:, 0] - x0) / step, (pts[:, 1] - y0) / step
+    u2, v2 = u[nxt], v[nxt]
+    vmin, vmax = np.minimum(v, v2), np.maximum(v, v2)
+    i_lo = np.maximum(np.ceil(vmin - 0.5), 0).astype(np.int64)
+    i_hi = np.minimum(np.ceil(vmax - 0.5), height).astype(np.int64)
+    keep = i_hi > i_lo
+    if not keep.any():
+        return out
+    u, v, u2, v2, i_lo, i_hi, pid = (a[keep] for a in (u, v, u2, v2, i_lo, i_hi, pid))
+    counts = i_hi - i_lo
+    edge = np.repeat(np.arange(len(u)), counts)
+    offsets = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+    rows = i_lo[edge] + offsets
+    t = (rows + 0.5 - v[edge]) / (v2[edge] - v[edge])
+    uc = u[edge] + t * (u2[edge] - u[edge])
+    first = np.clip(np.ceil(uc - 0.5), 0, width).astype(np.int64)
+    order = np.lexsort((first, rows, pid[edge]))
+    first, rows = first[order], rows[order]
+    begin, end, row = first[0::2], first[1::2], rows[0::2]  # (polygon, row) counts are even
+    diff = np.bincount(row * (width + 1) + begin, minlength=height * (width + 1)) \
+        - np.bincount(row * (width + 1) + end, minlength=height * (width + 1))
+    inside = np.cumsum(diff.reshape(height, width + 1)[:, :width], axis=1) > 0
+    out |= inside
+    return out
 
 
 def _area_sum(polys: Sequence[Polygon]) -> float:

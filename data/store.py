@@ -614,7 +614,14 @@ class PatchStore:
     def _array(self, slide_id: str, name: str) -> Any:
         key = (slide_id, name)
         if key not in self._arrays:
-            self._arrays[key] = self._root[f"{SLIDES}/{slide_id}/{name}"]
+            try:
+                self._arrays[key] = self._root[f"{SLIDES}/{slide_id}/{name}"]
+            except Exception as exc:  # zarr's checks of a document that passed the schema's
+                why = str(exc).splitlines()[0][:160] if str(exc) else ""
+                raise StoreError(f"{self.path}: slide {slide_id!r}, array {name!r} cannot be "
+                                 f"opened ({type(exc).__name__}: {why}); rerun `lymph extract` "
+                                 "with the store's settings, or re-extract into a new --out"
+                                 ) from None
         return self._arrays[key]
 
     def _read(self, slide_id: str, name: str, start: int, stop: int) -> np.ndarray:
