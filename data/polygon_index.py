@@ -4,9 +4,10 @@ raster only meet the polygons whose bounding box meets them.
 
 `PolygonIndex(ann)` keeps every polygon's bounding box in arrays (tumor and holes) and a
 uniform grid of buckets; `rasterize`, `contains`, `coverage_thumb` and `tumor_area` give
-exactly what `lymph.data.annotations` gives for the whole annotation (they call its functions
-on the polygons that can matter, each polygon rasterised only over its own box), at a cost that
-grows with the polygons near the query rather than all of them.
+exactly what `lymph.data.annotations` gives for the whole annotation, at a cost that grows with
+the polygons near the query rather than all of them: masks rasterise the nearby polygons all at
+once (`raster_union`, one vectorised pass instead of one full-frame pass per polygon), centre
+tests call `annotations.contains` on a grid cell's polygons.
 """
 
 from __future__ import annotations
