@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from lymph.data.annotations import Annotations, Polygon, _self_intersects, contains
+from lymph.data.annotations import Annotations, Polygon, _self_intersects
 
 
 def _boxes(polys: Sequence[Polygon]) -> np.ndarray:
@@ -45,18 +45,23 @@ class PolygonIndex:
         both = np.concatenate([self.tumor_boxes, self.hole_boxes])
         sizes = np.maximum(both[:, 2] - both[:, 0], both[:, 3] - both[:, 1]) if len(both) else []
         self.cell = max(float(np.median(sizes)) * 4 if len(both) else 1.0, 256.0)
-        self.tumor_grid = self._grid(self.tumor_boxes)
-        self.hole_grid = self._grid(self.hole_boxes)
+        self._tumor_csr = self._csr(self.tumor_boxes)
+        self._hole_csr = self._csr(self.hole_boxes)
+        self._rings: tuple[dict, dict | None] | None = None  # built on the first `contains`
 
-    def _grid(self, boxes: np.ndarray) -> dict[tuple[int, int], list[int]]:
-        grid: dict[tuple[int, int], list[int]] = defaultdict(list)
+    def _csr(self, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(cell keys sorted, polygon of each): every grid cell each box covers."""
         lo = np.floor(boxes[:, :2] / self.cell).astype(np.int64)
         hi = np.floor(boxes[:, 2:] / self.cell).astype(np.int64)
+        keys, polys = [], []
         for i in range(len(boxes)):
             for cx in range(lo[i, 0], hi[i, 0] + 1):
                 for cy in range(lo[i, 1], hi[i, 1] + 1):
-                    grid[(int(cx), int(cy))].append(i)
-        return grid
+                    keys.append(cx * _KEY + cy)
+                    polys.append(i)
+        keys_a, polys_a = np.array(keys, np.int64), np.array(polys, np.int64)
+        order = np.argsort(keys_a, kind="stable")
+        return keys_a[order], polys_a[order]
 
     def near(self, box: Sequence[float]) -> Annotations:
         """The annotation restricted to polygons whose bounding box meets `box`."""
@@ -79,24 +84,45 @@ class PolygonIndex:
         return out.astype(np.uint8)
 
     def contains(self, points_level0: np.ndarray) -> np.ndarray:
-        """`annotations.contains` of the whole annotation, each point tested only against the
-        polygons of its grid cell."""
+        """`annotations.contains` of the whole annotation: each point tested only against the
+        polygons registered in its grid cell whose box holds it, all (point, polygon, edge)
+        crossings at once with the arithmetic of `annotations._inside_points`."""
         pts = np.asarray(points_level0, dtype=np.float64).reshape(-1, 2)
         out = np.zeros(len(pts), bool)
-        if not len(pts):
+        if not len(pts) or not self.tumor:
             return out
-        cells = np.floor(pts / self.cell).astype(np.int64)
-        keys, inverse = np.unique(cells, axis=0, return_inverse=True)
-        for k, (cx, cy) in enumerate(keys):
-            sel = np.flatnonzero(inverse.reshape(-1) == k)
-            tumor = self.tumor_grid.get((int(cx), int(cy)), [])
-            if not tumor:
-                continue
-            holes = self.hole_grid.get((int(cx), int(cy)), [])
-            sub = Annotations(tumor=tuple(self.tumor[i] for i in tumor),
-                              holes=tuple(self.holes[i] for i in holes))
-            out[sel] = contains(sub, pts[sel])
+        if self._rings is None:
+            self._rings = (_rings(self.tumor), _rings(self.holes) if self.holes else None)
+        out = self._inside_any(pts, self._rings[0], self.tumor_boxes, self._tumor_csr)
+        if self.holes and out.any():
+            out &= ~self._inside_any(pts, self._rings[1], self.hole_boxes, self._hole_csr)
         return out
+
+    def _inside_any(self, pts: np.ndarray, ring: dict[str, np.ndarray], boxes: np.ndarray,
+                    csr: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+        """bool (n,): whether each point lies inside (even-odd) any of `polys`."""
+        reg_key, reg_poly = csr
+        cells = np.floor(pts / self.cell).astype(np.int64)
+        key = cells[:, 0] * _KEY + cells[:, 1]
+        lo, hi = np.searchsorted(reg_key, key, "left"), np.searchsorted(reg_key, key, "right")
+        counts = hi - lo
+        pair_pt = np.repeat(np.arange(len(pts)), counts)
+        offsets = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+        pair_poly = reg_poly[np.repeat(lo, counts) + offsets]
+        b, p = boxes[pair_poly], pts[pair_pt]
+        hold = (p[:, 0] >= b[:, 0]) & (p[:, 0] <= b[:, 2]) & (p[:, 1] >= b[:, 1]) & \
+            (p[:, 1] <= b[:, 3])
+        pair_pt, pair_poly = pair_pt[hold], pair_poly[hold]
+        inside = np.zeros(len(pts), bool)
+        if not len(pair_pt):
+            return inside
+        cum = np.cumsum(ring["size"][pair_poly])  # edges to evaluate, in bounded batches
+        cuts = np.searchsorted(cum, np.arange(_EDGES, int(cum[-1]), _EDGES), "right")
+        for part in np.split(np.arange(len(pair_pt)), np.unique(cuts)):
+            if len(part):
+                hit = _pairs_inside(pts[pair_pt[part]], pair_poly[part], ring)
+                inside[pair_pt[part][hit]] = True
+        return inside
 
     def coverage_thumb(self, core: np.ndarray, *, downsample: float) -> np.ndarray:
         """`annotations.coverage_thumb` from the centre-sampled raster `core` (this index's
@@ -118,6 +144,38 @@ class PolygonIndex:
         value of every polygon that does not cross itself (tested for all polygons of one
         vertex count at once), `area_level0` for those that do."""
         return max(0.0, _area_sum(self.tumor) - _area_sum(self.holes))
+
+
+_KEY = 1 << 32  # cell key: cx * _KEY + cy (cells are far fewer than 2^31 per axis)
+_EDGES = 1 << 21  # (point, polygon, edge) triples evaluated at once: bounded temporaries
+
+
+def _rings(polys: Sequence[Polygon]) -> dict[str, np.ndarray]:
+    """Every vertex of `polys` concatenated: x, y, the next vertex of its ring, and each
+    polygon's first vertex and size."""
+    pts = np.concatenate([p.points_level0 for p in polys])
+    size = np.array([len(p.points_level0) for p in polys], np.int64)
+    start = np.cumsum(size) - size
+    nxt = np.arange(len(pts)) + 1
+    nxt[start + size - 1] = start
+    return {"x": pts[:, 0], "y": pts[:, 1], "next": nxt, "start": start, "size": size}
+
+
+def _pairs_inside(pts: np.ndarray, poly: np.ndarray, ring: dict[str, np.ndarray]) -> np.ndarray:
+    """bool (m,): point m inside polygon poly[m] by the even-odd rule, with exactly the
+    arithmetic of `annotations._inside_points`."""
+    k = ring["size"][poly]
+    pair = np.repeat(np.arange(len(poly)), k)
+    e = np.repeat(ring["start"][poly], k) + np.arange(k.sum()) - np.repeat(np.cumsum(k) - k, k)
+    px, py = ring["x"][e], ring["y"][e]
+    qx, qy = ring["x"][ring["next"][e]], ring["y"][ring["next"][e]]
+    x, y = pts[pair, 0], pts[pair, 1]
+    crosses = (np.minimum(py, qy) <= y) & (y < np.maximum(py, qy))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        xc = px + (y - py) * (qx - px) / (qy - py)
+    right = crosses & (x >= xc)
+    return (np.bincount(pair, weights=right, minlength=len(poly)).astype(np.int64) & 1) \
+        .astype(bool)
 
 
 def raster_union(polys: Sequence[Polygon], *, x0: float, y0: float, width: int, height: int,
