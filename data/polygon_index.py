@@ -12,9 +12,11 @@ tests call `annotations.contains` on a grid cell's polygons.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import weakref
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 
@@ -262,6 +264,19 @@ def _crossing(pts: np.ndarray, *, block: int = 4096) -> np.ndarray:
 def _cross(o: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a[..., 0] - o[..., 0]) * (b[..., 1] - o[..., 1]) - \
         (a[..., 1] - o[..., 1]) * (b[..., 0] - o[..., 0])
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """The cyclic garbage collector off for the block (reading a large annotation file builds
+    millions of objects and no cycles; its passes measured ~1 s of 7 for 100,000 polygons)."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 _CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()

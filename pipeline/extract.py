@@ -31,7 +31,7 @@ from lymph.data.annotations import (
     read_labels_csv,
 )
 from lymph.data.errors import ConfigError, NoTissueError, SlideError
-from lymph.data.polygon_index import index_for
+from lymph.data.polygon_index import gc_paused, index_for
 from lymph.data.slides import SlideReader, discover_slides, open_slide, slide_id
 from lymph.data.tissue import dilate, tissue_mask
 from lymph.pipeline.sampling import (
@@ -393,7 +393,8 @@ def _tumor_source(slide: SlideReader, *, path: Path, name: str, config: ExtractC
         return ann_path, None, stack.enter_context(_MaskSource(ann_path, slide))
     if ann_path is None:
         return None, None, None
-    ann = read_annotations(ann_path)
+    with gc_paused():  # a 100,000-polygon XML is ~2M objects: collector passes are waste
+        ann = read_annotations(ann_path)
     w0, h0 = slide.dimensions
     for message in check_inside(ann, width=w0, height=h0, path=ann_path) if ann else ():
         warnings.warn(message, stacklevel=2)
