@@ -98,7 +98,7 @@ class Polygon:
         pts.setflags(write=False)
         object.__setattr__(self, "points_level0", pts)
 
-    @property
+    @functools.cached_property  # asked for every polygon by check_inside and the index
     def bbox_level0(self) -> tuple[float, float, float, float]:
         """(x_min, y_min, x_max, y_max)."""
         p = self.points_level0

@@ -27,8 +27,7 @@ def _boxes(polys: Sequence[Polygon]) -> np.ndarray:
     """(n, 4) float64 x_min, y_min, x_max, y_max of each polygon."""
     if not polys:
         return np.zeros((0, 4))
-    return np.array([(*p.points_level0.min(axis=0), *p.points_level0.max(axis=0))
-                     for p in polys], dtype=np.float64)
+    return np.array([p.bbox_level0 for p in polys], dtype=np.float64)  # cached per polygon
 
 
 def _meets(boxes: np.ndarray, box: Sequence[float]) -> np.ndarray:
@@ -55,15 +54,13 @@ class PolygonIndex:
         """(cell keys sorted, polygon of each): every grid cell each box covers."""
         lo = np.floor(boxes[:, :2] / self.cell).astype(np.int64)
         hi = np.floor(boxes[:, 2:] / self.cell).astype(np.int64)
-        keys, polys = [], []
-        for i in range(len(boxes)):
-            for cx in range(lo[i, 0], hi[i, 0] + 1):
-                for cy in range(lo[i, 1], hi[i, 1] + 1):
-                    keys.append(cx * _KEY + cy)
-                    polys.append(i)
-        keys_a, polys_a = np.array(keys, np.int64), np.array(polys, np.int64)
-        order = np.argsort(keys_a, kind="stable")
-        return keys_a[order], polys_a[order]
+        ny = hi[:, 1] - lo[:, 1] + 1
+        n = (hi[:, 0] - lo[:, 0] + 1) * ny  # cells each box covers
+        poly = np.repeat(np.arange(len(boxes)), n)
+        o = np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n)
+        keys = (lo[poly, 0] + o // ny[poly]) * _KEY + lo[poly, 1] + o % ny[poly]
+        order = np.argsort(keys, kind="stable")
+        return keys[order], poly[order]
 
     def near(self, box: Sequence[float]) -> Annotations:
         """The annotation restricted to polygons whose bounding box meets `box`."""
