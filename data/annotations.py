@@ -234,15 +234,18 @@ def _asap_number(c: Any, attr: str, name: str, k: int, source: Path | None) -> f
 def _asap_points_fast(ann: Any) -> np.ndarray | None:
     """(k, 2) points sorted by Order when every coordinate parses as numbers with a finite
     Order; None otherwise (the checked path then names the bad value)."""
+    import math
+
     try:
         rows = [(float(c.get("Order", k)), float(c.get("X")), float(c.get("Y")))
                 for k, c in enumerate(ann.iter("Coordinate"))]
     except (TypeError, ValueError):
         return None
-    arr = np.array(rows, dtype=np.float64).reshape(-1, 3)
-    if not np.isfinite(arr[:, 0]).all():
+    if not all(math.isfinite(r[0]) for r in rows):
         return None
-    return arr[np.argsort(arr[:, 0], kind="stable"), 1:]
+    if any(a[0] > b[0] for a, b in zip(rows, rows[1:], strict=False)):
+        rows.sort(key=lambda r: r[0])  # stable, as the checked path's sort
+    return np.array([r[1:] for r in rows], dtype=np.float64).reshape(-1, 2)
 
 
 def _asap_points(ann: Any, name: str, source: Path | None) -> np.ndarray | None:
