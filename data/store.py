@@ -520,13 +520,20 @@ def _slide_ids(root: Any) -> list[str]:
 
 
 def slide_is_complete(path: str | Path, slide_id: str) -> bool:
-    """Marked complete and every array whole, every chunk file present (else a rerun redoes
-    it)."""
+    """Marked complete, its metadata matching the schema (`store_check.slide_problem`) and
+    every array whole, every chunk file present (else a rerun redoes it)."""
     import zarr
 
+    from lymph.data.store_check import read_meta, slide_problem
+
+    path = Path(path)
     try:
-        g = zarr.open_group(str(Path(path) / SLIDES / slide_id), mode="r", zarr_format=3)
-    except Exception:
+        settings = read_meta(path / "zarr.json").get("attributes", {}).get("lymph", {})
+        attrs, problem = slide_problem(path, slide_id, settings, chunk_patches=CHUNK_PATCHES)
+        if problem is not None or not attrs.get("complete"):
+            return False
+        g = zarr.open_group(str(path / SLIDES / slide_id), mode="r", zarr_format=3)
+    except Exception:  # unreadable metadata: damaged, so redone
         return False
     return bool(g.attrs.get("complete", False)) and slide_damage(g) is None
 

@@ -50,6 +50,16 @@ def test_flipped_status_is_refused_on_open_and_by_verify(tmp_path: Path) -> None
     assert any("status attribute is 'tumos'" in e for e in _bad(path))
 
 
+def test_a_slide_with_damaged_metadata_is_redone_by_extract(tmp_path: Path) -> None:
+    from lymph.data.store import slide_is_complete
+
+    path = _store(tmp_path / "s.zarr")
+    assert slide_is_complete(path, "tumor_a")
+    file = path / "slides" / "tumor_a" / "zarr.json"
+    file.write_bytes(file.read_bytes().replace(b'"tumor"', b'"tumos"'))
+    assert not slide_is_complete(path, "tumor_a")  # the rerun the error message promises
+
+
 def test_shape_changed_in_array_metadata_is_refused(tmp_path: Path) -> None:
     path = _store(tmp_path / "s.zarr")
     _edit(path / "slides/tumor_a/images/zarr.json", lambda m: m.update(shape=[3, 5, 4, 3]))
