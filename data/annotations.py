@@ -69,6 +69,8 @@ def check_points(pts: Any, *, name: str, source: Path | str | None = None) -> np
     if arr.ndim != 2 or arr.shape[1] != 2 or arr.shape[0] < 3:
         raise AnnotationError(f"{where}polygon {name!r} needs (k >= 3, 2) points, got shape "
                               f"{arr.shape}")
+    if -COORD_LIMIT <= arr.min() and arr.max() <= COORD_LIMIT:  # finite and in range (NaN fails)
+        return arr
     bad = ~np.isfinite(arr).all(axis=1)
     if bad.any():
         raise AnnotationError(f"{where}polygon {name!r} has a non-finite coordinate "
@@ -98,7 +100,7 @@ class Polygon:
         pts.setflags(write=False)
         object.__setattr__(self, "points_level0", pts)
 
-    @property
+    @functools.cached_property  # asked for every polygon by check_inside and the index
     def bbox_level0(self) -> tuple[float, float, float, float]:
         """(x_min, y_min, x_max, y_max)."""
         p = self.points_level0
@@ -232,8 +234,28 @@ def _asap_number(c: Any, attr: str, name: str, k: int, source: Path | None) -> f
     return value
 
 
+def _asap_points_fast(ann: Any) -> np.ndarray | None:
+    """(k, 2) points sorted by Order when every coordinate parses as numbers with a finite
+    Order; None otherwise (the checked path then names the bad value)."""
+    import math
+
+    try:
+        rows = [(float(c.get("Order", k)), float(c.get("X")), float(c.get("Y")))
+                for k, c in enumerate(ann.iter("Coordinate"))]
+    except (TypeError, ValueError):
+        return None
+    if not all(math.isfinite(r[0]) for r in rows):
+        return None
+    if any(a[0] > b[0] for a, b in zip(rows, rows[1:], strict=False)):
+        rows.sort(key=lambda r: r[0])  # stable, as the checked path's sort
+    return np.array([r[1:] for r in rows], dtype=np.float64).reshape(-1, 2)
+
+
 def _asap_points(ann: Any, name: str, source: Path | None) -> np.ndarray | None:
     """The (k, 2) points of one ASAP annotation in Order order; None under 3 points."""
+    fast = _asap_points_fast(ann)  # well-formed coordinates: one pass, no per-value checks
+    if fast is not None:
+        return None if len(fast) < 3 else check_points(fast, name=name, source=source)
     coords = []
     for k, c in enumerate(ann.iter("Coordinate")):
         order = _asap_number(c, "Order", name, k, source) if c.get("Order") is not None else k
@@ -695,9 +717,13 @@ def open_mask(path: str | Path) -> Any:
             reader = open_slide(path)
         reader.warnings = [w for w in reader.warnings if "microns-per-pixel" not in w]
         return reader
-    except SlideError:
-        if not _is_strip_tiff(Path(path)):
-            raise
+    except SlideError as exc:
+        if not _is_strip_tiff(Path(path)):  # a mask, not a slide: say so (not "move it out")
+            cause = str(exc.__cause__ or exc).splitlines()[0][:160]
+            raise SlideError(f"{path}: cannot read this tumor mask ({cause}); a mask beside a "
+                             "slide (S_mask.tif) must be a TIFF that OpenSlide or tifffile "
+                             "reads: convert it to TIFF, or rename it if it is not a mask") \
+                from None
     return StripTiffMask(path)
 
 

@@ -103,8 +103,10 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
-    """Write UTF-8 ``text`` to ``path`` atomically; returns ``path``."""
-    return atomic_write_bytes(path, text.encode("utf-8"))
+    """Write UTF-8 ``text`` to ``path`` atomically; returns ``path``. A path with non-UTF-8
+    bytes inside ``text`` (decoded by Python with surrogate escapes) is written back as those
+    bytes, not refused with a UnicodeEncodeError."""
+    return atomic_write_bytes(path, text.encode("utf-8", "surrogateescape"))
 
 
 def atomic_write_json(path: str | os.PathLike[str], data: Any, *, indent: int | None = 2,
@@ -180,6 +182,26 @@ def _digest(path: Path) -> str:
     return h.hexdigest()
 
 
+def _state(path: Path) -> dict[str, Any] | None:
+    """{"size", "sha256"} of an existing file, None if there is none."""
+    try:
+        return {"size": path.stat().st_size, "sha256": _digest(path)} if path.exists() else None
+    except OSError:
+        return None
+
+
+def _pending_owned(entry: dict[str, Any], path: Path) -> bool:
+    """A pending claim owns ``path`` when the file was absent when it was claimed (lymph's
+    atomic rename put it there), or still holds what the claim recorded. A claim without that
+    record (not one lymph writes) owns nothing: a foreign file marked pending is kept."""
+    if "before" not in entry:
+        return False
+    before = entry["before"]
+    if before is None:
+        return True
+    return isinstance(before, dict) and before == _state(path)
+
+
 class OutputManifest:
     """What lymph wrote into one output folder, so that it never overwrites anything else.
 
@@ -220,8 +242,8 @@ class OutputManifest:
         entry = (self.entries() if entries is None else entries).get(self._key(path))
         if not isinstance(entry, dict):
             return False
-        if entry.get("pending"):
-            return True
+        if entry.get("pending"):  # claimed by a write that may have been killed mid-way
+            return _pending_owned(entry, path)
         try:
             return entry.get("size") == path.stat().st_size and entry.get("sha256") == _digest(
                 path
@@ -257,7 +279,10 @@ class OutputManifest:
                                           "files": dict(sorted(files.items()))})
 
     def mark_pending(self, *paths: str | os.PathLike[str]) -> None:
-        self._update({self._key(Path(p)): {"pending": True} for p in paths})
+        """Claim ``paths`` before writing them, recording what each held then ("before": None
+        when absent), so that a rerun after a kill knows the file it may overwrite."""
+        self._update({self._key(Path(p)): {"pending": True, "before": _state(Path(p))}
+                      for p in paths})
 
     def record(self, *paths: str | os.PathLike[str]) -> None:
         """Record ``paths`` as lymph wrote them now (size and sha256)."""

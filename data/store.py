@@ -39,16 +39,9 @@ limits extraction (OpenSlide reads ~200 patches/s = 54 MB/s per core).
 from __future__ import annotations
 
 import contextlib
-import datetime
-import errno
-import fcntl
-import json
 import math
-import os
 import shutil
-import socket
 import struct
-import sys
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,11 +51,11 @@ import numpy as np
 
 from lymph.data.errors import OutputError, SlideError, StoreError
 from lymph.data.io import explain_os_error as _explain_os_error
+from lymph.data.lock import LOCK_FILE
 from lymph.data.slides import safe_id, strip_slide_suffix
 
 SCHEMA_VERSION = 2
 """2: crc32c checksums on every chunk, every chunk written. Version 1 stores are refused."""
-LOCK_FILE = ".lymph-writer.lock"
 CHUNK_PATCHES = 64
 SLIDES = "slides"
 STATUSES = ("tumor", "normal", "unlabeled")
@@ -201,6 +194,10 @@ class PatchBatch:
 def _open_root(path: Path, mode: str) -> Any:
     import zarr
 
+    from lymph.data.store_check import check_group_meta
+
+    if (path / "zarr.json").is_file():  # one line naming the file for any damage
+        check_group_meta(path / "zarr.json")
     try:
         return zarr.open_group(str(path), mode=mode, zarr_format=3)
     except OSError as exc:
@@ -318,55 +315,16 @@ def check_out(path: str | Path) -> None:
         )
 
 
-def _lock_holder(fd: int) -> str:
-    try:
-        info = json.loads(os.pread(fd, 65536, 0).decode("utf-8") or "{}")
-    except (OSError, UnicodeDecodeError, ValueError):
-        info = {}
-    if not isinstance(info, dict) or "pid" not in info:
-        return "holder unknown"
-    return (f"pid {info.get('pid')} on host {info.get('host')} since {info.get('since')}: "
-            f"{info.get('command')}")
-
-
 @contextlib.contextmanager
 def writer_lock(path: str | Path, *, command: str | None = None) -> Iterator[dict[str, Any]]:
-    """Hold the store's exclusive writer lock for the block (creating the folder if needed).
+    """Hold the store's exclusive writer lock for the block (creating the folder if needed):
+    `lymph.data.lock.folder_lock`, whose refusals (a second writer, named; a symlinked or
+    foreign lock file, untouched) are StoreErrors here. Workers of a dask batch write under
+    their client's lock."""
+    from lymph.data.lock import folder_lock
 
-    An `fcntl.flock` on `STORE/.lymph-writer.lock`, which records the holder's pid, host,
-    command and start time; the kernel releases it when the holder exits, however it exits.
-    A second writer (another process, or another lock in this one) gets a StoreError naming
-    the holder. Workers of a dask batch write under their client's lock."""
-    path = Path(path)
-    lock = path / LOCK_FILE
-    created = not path.exists()
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as exc:
-        raise _explain_os_error(lock if path.is_dir() else path, exc) from exc
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise _explain_os_error(lock, exc) from exc
-            raise StoreError(f"{path}: another lymph is writing this store ({_lock_holder(fd)});"
-                             " wait for it to finish, or write to another --out") from None
-        info = {"pid": os.getpid(), "host": socket.gethostname(),
-                "command": command or " ".join(sys.argv),
-                "since": datetime.datetime.now(datetime.timezone.utc).isoformat(
-                    timespec="seconds")}
-        with _writing(lock):
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, (json.dumps(info) + "\n").encode("utf-8"), 0)
+    with folder_lock(path, what="this store", error=StoreError, command=command) as info:
         yield info
-    finally:
-        with contextlib.suppress(OSError):  # a first run that wrote nothing leaves nothing
-            if created and [p.name for p in path.iterdir()] == [LOCK_FILE]:
-                lock.unlink()
-                path.rmdir()
-        os.close(fd)  # releases the lock
 
 
 class SlideWriter:
@@ -471,8 +429,18 @@ class SlideWriter:
                 arr.resize((n, *arr.shape[1:]))
         n_tumor = int(np.count_nonzero(labels)) if self.labeled and n else 0
         self.group.attrs.update({**_jsonable(dict(attrs)), "n_patches": n, "n_tumor": n_tumor})
+        self.group.attrs["digest"] = _digest_now(self.path, self.slide_id)
         self.group.attrs["complete"] = True
         return n
+
+
+def _digest_now(path: Path, slide_id: str) -> str:
+    """The slide's content digest as its files stand (`store_check.slide_digest`)."""
+    from lymph.data.store_check import read_meta, slide_digest
+
+    settings = read_meta(path / "zarr.json").get("attributes", {}).get("lymph", {})
+    attrs = read_meta(path / SLIDES / slide_id / "zarr.json").get("attributes", {})
+    return slide_digest(path, slide_id, settings, attrs)
 
 
 def write_slide(path: str | Path, slide_id: str, *, images: np.ndarray, coords: np.ndarray,
@@ -527,23 +495,52 @@ def slide_damage(group: Any, *, chunks: bool = True) -> str | None:
 
 
 def _slide_state(root: Any, slide_id: str, *, chunks: bool) -> tuple[dict, bool, str | None]:
-    """(attrs, complete, damage) of one slide group: complete only if marked complete and whole."""
-    group = root[SLIDES][slide_id]
-    attrs = group.attrs.asdict()
+    """(attrs, complete, damage) of one slide group: complete only if marked complete and whole,
+    its metadata checked against the schema from the raw files first (`store_check`)."""
+    from lymph.data.store_check import slide_problem
+
+    store = Path(str(root.store.root))
+    settings = root.attrs.get("lymph", {})
+    attrs, damage = slide_problem(store, slide_id, settings, chunk_patches=CHUNK_PATCHES)
     if not attrs.get("complete"):
         return attrs, False, None
+    if damage is not None:
+        return attrs, False, damage
+    group = root[SLIDES][slide_id]
     damage = slide_damage(group, chunks=chunks)
     return attrs, damage is None, damage
 
 
+def _slide_ids(root: Any) -> list[str]:
+    """The slide groups of a store, listed from its folder (a slide whose zarr.json is broken
+    is listed, to be reported, rather than breaking the listing)."""
+    from lymph.data.store_check import check_group_meta
+
+    folder = Path(str(root.store.root)) / SLIDES
+    if not (folder / "zarr.json").exists():
+        return []
+    check_group_meta(folder / "zarr.json")
+    try:
+        return sorted(d.name for d in folder.iterdir() if (d / "zarr.json").exists())
+    except OSError as exc:
+        raise _explain_os_error(folder, exc) from exc
+
+
 def slide_is_complete(path: str | Path, slide_id: str) -> bool:
-    """Marked complete and every array whole, every chunk file present (else a rerun redoes
-    it)."""
+    """Marked complete, its metadata matching the schema (`store_check.slide_problem`) and
+    every array whole, every chunk file present (else a rerun redoes it)."""
     import zarr
 
+    from lymph.data.store_check import read_meta, slide_problem
+
+    path = Path(path)
     try:
-        g = zarr.open_group(str(Path(path) / SLIDES / slide_id), mode="r", zarr_format=3)
-    except Exception:
+        settings = read_meta(path / "zarr.json").get("attributes", {}).get("lymph", {})
+        attrs, problem = slide_problem(path, slide_id, settings, chunk_patches=CHUNK_PATCHES)
+        if problem is not None or not attrs.get("complete"):
+            return False
+        g = zarr.open_group(str(path / SLIDES / slide_id), mode="r", zarr_format=3)
+    except Exception:  # unreadable metadata: damaged, so redone
         return False
     return bool(g.attrs.get("complete", False)) and slide_damage(g) is None
 
@@ -601,18 +598,17 @@ class PatchStore:
         root = _open_root(path, "r")
         settings = _check_header(path, root.attrs)
         slides: list[SlideInfo] = []
-        if SLIDES in root:
-            for sid in sorted(root[SLIDES].group_keys()):
-                attrs, complete, damage = _slide_state(root, sid, chunks=False)
-                if damage is not None:
-                    raise StoreError(_damaged_message(path, sid, damage))
-                if not complete:
-                    continue
-                status = attrs.get("status", "unlabeled")
-                slides.append(SlideInfo(
-                    slide_id=sid, status=status, n_patches=int(attrs.get("n_patches", 0)),
-                    n_tumor=int(attrs.get("n_tumor", 0)),
-                    labeled=status in LABELED_STATUSES, attrs=attrs))
+        for sid in _slide_ids(root):
+            attrs, complete, damage = _slide_state(root, sid, chunks=False)
+            if damage is not None:
+                raise StoreError(_damaged_message(path, sid, damage))
+            if not complete:
+                continue
+            status = attrs.get("status", "unlabeled")
+            slides.append(SlideInfo(
+                slide_id=sid, status=status, n_patches=int(attrs.get("n_patches", 0)),
+                n_tumor=int(attrs.get("n_tumor", 0)),
+                labeled=status in LABELED_STATUSES, attrs=attrs))
         if not slides and not allow_empty:
             raise StoreError(f"{path}: the store holds no complete slide; run `lymph extract` "
                              "(again) to fill it")
@@ -632,7 +628,14 @@ class PatchStore:
     def _array(self, slide_id: str, name: str) -> Any:
         key = (slide_id, name)
         if key not in self._arrays:
-            self._arrays[key] = self._root[f"{SLIDES}/{slide_id}/{name}"]
+            try:
+                self._arrays[key] = self._root[f"{SLIDES}/{slide_id}/{name}"]
+            except Exception as exc:  # zarr's checks of a document that passed the schema's
+                why = str(exc).splitlines()[0][:160] if str(exc) else ""
+                raise StoreError(f"{self.path}: slide {slide_id!r}, array {name!r} cannot be "
+                                 f"opened ({type(exc).__name__}: {why}); rerun `lymph extract` "
+                                 "with the store's settings, or re-extract into a new --out"
+                                 ) from None
         return self._arrays[key]
 
     def _read(self, slide_id: str, name: str, start: int, stop: int) -> np.ndarray:
@@ -689,20 +692,22 @@ def describe_store(path: str | Path) -> dict[str, Any]:
     lymph store."""
     path, root, settings = _open_for_reading(path)
     slides = []
-    if SLIDES in root:
-        for sid in sorted(root[SLIDES].group_keys()):
+    for sid in _slide_ids(root):
+        try:
             attrs, complete, damage = _slide_state(root, sid, chunks=True)
-            n = int(attrs.get("n_patches", 0)) if complete else 0
-            n_tumor = int(attrs.get("n_tumor", 0)) if complete else 0
-            status = attrs.get("status", "unlabeled")
-            labeled = status in LABELED_STATUSES
-            slides.append({
-                "slide_id": sid, "status": status, "complete": complete, "damage": damage,
-                "n_patches": n, "n_tumor": n_tumor if labeled else None,
-                "n_non_tumor": n - n_tumor if labeled else None,
-                "tissue_fraction": attrs.get("tissue_fraction"), "mpp": attrs.get("mpp"),
-                "source": attrs.get("source"), "warnings": attrs.get("warnings", []),
-            })
+        except StoreError as exc:  # its metadata cannot be read: listed as damaged
+            attrs, complete, damage = {}, False, str(exc)
+        n = int(attrs.get("n_patches", 0)) if complete else 0
+        n_tumor = int(attrs.get("n_tumor", 0)) if complete else 0
+        status = attrs.get("status", "unlabeled")
+        labeled = status in LABELED_STATUSES
+        slides.append({
+            "slide_id": sid, "status": status, "complete": complete, "damage": damage,
+            "n_patches": n, "n_tumor": n_tumor if labeled else None,
+            "n_non_tumor": n - n_tumor if labeled else None,
+            "tissue_fraction": attrs.get("tissue_fraction"), "mpp": attrs.get("mpp"),
+            "source": attrs.get("source"), "warnings": attrs.get("warnings", []),
+        })
     done = [s for s in slides if s["complete"]]
     return {
         "path": str(path),
@@ -730,23 +735,33 @@ class BadChunk:
 
 def verify_store(path: str | Path) -> tuple[int, list[BadChunk]]:
     """Read and checksum every chunk of every slide marked complete: (chunks read, bad ones).
-    Incomplete slides (a killed run) are not checked: `lymph extract` redoes them."""
-    path, root, _ = _open_for_reading(path)
+    Each slide's metadata is checked against the schema first (`store_check.slide_problem`)
+    and its content digest recomputed (`store_check.digest_problem`: swapped or foreign
+    chunks, changed attributes or settings). Incomplete slides (a killed run) are not checked:
+    `lymph extract` redoes them."""
+    from lymph.data.store_check import digest_problem, slide_problem
+
+    path, root, settings = _open_for_reading(path)
     checked, bad = 0, []
-    for sid in sorted(root[SLIDES].group_keys()) if SLIDES in root else []:
-        group = root[SLIDES][sid]
-        attrs = group.attrs.asdict()
+    for sid in _slide_ids(root):
+        try:
+            attrs, problem = slide_problem(path, sid, settings, chunk_patches=CHUNK_PATCHES)
+        except StoreError as exc:
+            bad.append(BadChunk(sid, "zarr.json", None, str(exc)))
+            continue
         if not attrs.get("complete"):
             continue
+        if problem is not None:
+            bad.append(BadChunk(sid, "zarr.json", None, f"slide {sid!r}: {problem}"))
+            continue
+        before = len(bad)
         for name in _expected_arrays(str(attrs.get("status", "unlabeled"))):
             try:
-                array = group[name]
-            except Exception:
-                bad.append(BadChunk(sid, name, None, f"slide {sid!r}: array {name!r} is missing"))
+                array = root[f"{SLIDES}/{sid}/{name}"]
+            except Exception as exc:  # zarr's own checks of a document that passed ours
+                bad.append(BadChunk(sid, name, None, f"slide {sid!r}: array {name!r} cannot be "
+                                    f"opened ({type(exc).__name__}: {exc})".splitlines()[0]))
                 continue
-            if array.shape[0] != attrs.get("n_patches"):
-                bad.append(BadChunk(sid, name, None, f"slide {sid!r}: array {name!r} holds "
-                                    f"{array.shape[0]} patches, not {attrs.get('n_patches')}"))
             c = array.chunks[0]
             for i in range(_n_chunks(array)):
                 checked += 1
@@ -755,4 +770,7 @@ def verify_store(path: str | Path) -> tuple[int, list[BadChunk]]:
                                                                         array.shape[0]))
                 except StoreError as exc:
                     bad.append(BadChunk(sid, name, i, str(exc)))
+        problem = digest_problem(path, sid, settings, attrs) if len(bad) == before else None
+        if problem is not None:  # every chunk sound, but not the slide's chunks
+            bad.append(BadChunk(sid, "zarr.json", None, f"slide {sid!r}: {problem}"))
     return checked, bad

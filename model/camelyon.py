@@ -952,7 +952,15 @@ def run(config: SlideEvalConfig) -> dict[str, Any]:
     scores_path = config.predictions / "scores.csv"
     if scores_path.is_file():
         scores = read_scores_csv(scores_path)
+    from lymph.model.eval_checks import check_fresh, fallback_note
+
+    for case in cases:
+        check_fresh(case.name, case.slide, case.detections)
     scored = [score_case(case, config, scores) for case in cases]
+    note = fallback_note([(c.name, s.detail["score_source"]) for c, s in zip(cases, scored,
+                                                                             strict=True)])
+    if note:
+        notes.append(note)
     for case, s in zip(cases, scored, strict=True):
         if "froc" in s.detail:
             notes.append(f"{case.name}: tumor by the labels CSV but not annotated: not in the FROC")

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from lymph import __version__
-from lymph.data.errors import CheckpointError, ConfigError
+from lymph.data.errors import CheckpointError, ConfigError, OutputError
 from lymph.data.io import atomic_path, remove_stale_temps
 from lymph.model.unet import UNet, UNetConfig, unwrap
 
@@ -303,8 +303,15 @@ def save_checkpoint(
         "extra": plain(extra or {}, where="extra"),
         "versions": versions(),
     }
-    with atomic_path(path) as tmp:  # OutputError (read-only, disk full); the old file stays
-        torch.save(payload, tmp)
+    try:
+        with atomic_path(path) as tmp:  # OutputError (read-only, disk full); the old file stays
+            torch.save(payload, tmp)
+    except RuntimeError as exc:  # torch's zip writer: "[enforce fail at ...] unexpected pos"
+        raise OutputError(
+            f"cannot write {path}: torch.save failed ({str(exc).splitlines()[0][:120]}): "
+            "the disk is probably full; free space or choose another --out; the previous "
+            f"{Path(path).name} is unchanged"
+        ) from None
     # A process killed mid-write (kill -9) leaves its temporary file behind: the next successful
     # save of the same checkpoint removes such leftovers.
     remove_stale_temps(path)

@@ -163,7 +163,8 @@ def same_store(store: Any, ckpt: dict) -> bool:
                 return True
         except OSError:
             pass
-    ignore = {"path", "lymph_version", "schema_version", "workers", "scheduler", "progress"}
+    ignore = {"path", "lymph_version", "schema_version", "workers", "scheduler", "progress",
+              "content_digest"}
     mine = {k: v for k, v in store.settings.items() if k not in ignore}
     theirs = {k: v for k, v in trained.items() if k not in ignore}
     return len(mine) > 2 and mine == theirs

@@ -162,6 +162,9 @@ class PredictConfig:
         check_stride(self.stride, self.window)
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        from lymph.model.bounds import check_predict_options
+
+        check_predict_options(self.window, self.batch_size)
         if not 1.0 <= float(self.map_downsample) <= 1024.0:
             raise ConfigError(
                 f"map_downsample must be within 1..1024, got {self.map_downsample}; e.g. 16"
@@ -764,6 +767,18 @@ def _checkpoint_geometry(ckpt: dict, path: Path, level: int | None) -> tuple[int
     return int(lvl), int(patch)
 
 
+def _check_memory(ckpt: dict, config: PredictConfig, patch_size: int) -> None:
+    """One batch of windows must fit in memory (`bounds.check_predict_memory`), checked before
+    any slide is read."""
+    from lymph.model.bounds import check_predict_memory
+
+    model = (ckpt.get("config") or {}).get("model") or {}
+    width, depth = model.get("base_width", 32), model.get("depth", 4)
+    if isinstance(width, int) and isinstance(depth, int):
+        check_predict_memory(window=config.window or patch_size, batch_size=config.batch_size,
+                             base_width=width, depth=depth, device=str(config.device))
+
+
 def _batches(
     reader: Any,
     grid: Grid,
@@ -1194,6 +1209,7 @@ def export_slide(plan: SlidePlan, maps: SlideMaps, config: PredictConfig,
 
 def _write_meta(path: Path, *, reader_path: Path, plan: SlidePlan, loaded: LoadedModel,
                 config: PredictConfig, result: SlideResult) -> None:
+    from lymph.data.identity import file_identity
     from lymph.data.io import atomic_write_json
 
     manifest = OutputManifest(config.out, force=config.force)
@@ -1225,6 +1241,7 @@ def _write_meta(path: Path, *, reader_path: Path, plan: SlidePlan, loaded: Loade
         },
         "mpp": plan.mpp,
         "result": result.to_dict(),
+        "source_identity": file_identity(reader_path) if Path(reader_path).exists() else None,
     }
     with manifest.writing(path):
         atomic_write_json(path, meta, indent=2, sort_keys=False)
@@ -1380,6 +1397,9 @@ def find_slides(slides: str | Path) -> tuple[list[Path], list[tuple[str, str]]]:
         return [path], []
     discovery = discover_slides(path)
     found = discovery.paths
+    if not found and discovery.failed():  # e.g. Tumor_002.tif beside tumor_002.tif
+        raise SlideError(f"{path}: no slide can be predicted: "
+                         + "; ".join(msg for _, msg in discovery.failed()[:3]))
     if not found:
         raise SlideError(f"{path}: no slides in this folder (looked for .svs, .tif, .ndpi, ...)")
     return found, discovery.failed()
@@ -1425,16 +1445,16 @@ def predict_slides(
     from lymph.model.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(config.checkpoint)
-    _checkpoint_geometry(ckpt, config.checkpoint, config.level)
+    _, patch = _checkpoint_geometry(ckpt, config.checkpoint, config.level)
+    _check_memory(ckpt, config, patch)
     del ckpt
     items = [Path(s) for s in slides]
+    clash = [p for p in items if slide_name(p).casefold() == Path(SCORES_CSV).stem.casefold()]
+    items = [p for p in items if p not in clash]  # the batch goes on without them
+    folded = [slide_name(p).casefold() for p in items]
+    shared = [p for p, n in zip(items, folded, strict=True) if folded.count(n) > 1]
+    items = [p for p in items if p not in shared]  # a/x.tif beside b/x.tif: those two fail
     names = [slide_name(p) for p in items]
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
-        raise ConfigError(
-            f"slides {dupes} share a name: their outputs would overwrite each other; "
-            "predict them into separate --out folders"
-        )
     manifest = check_outputs(config, names)
     fn = partial(predict_slide, config=_per_slide_config(config, progress=progress))
     results = map_slides(
@@ -1448,7 +1468,24 @@ def predict_slides(
     scores = {r.value.slide: r.value.probability for r in results if r.value is not None}
     if scores:
         update_scores(config.out, scores, manifest=manifest)
-    return results
+    return [*results, *_refused(clash, shared)]
+
+
+def _refused(clash: list[Path], shared: list[Path]) -> list:
+    """Failed TaskResults for slides whose outputs would collide: with predict's own
+    scores.csv, or with another slide's (the rest of the batch goes on)."""
+    from lymph.data.cluster import TaskResult
+
+    out = [TaskResult(item=p, value=None, error=(
+        f"{p}: a slide named {slide_name(p)!r} would write its detections over predict's own "
+        f"{SCORES_CSV}; rename the slide file")) for p in clash]
+    for p in shared:
+        key = slide_name(p).casefold()
+        others = [str(q) for q in shared if q != p and slide_name(q).casefold() == key]
+        out.append(TaskResult(item=p, value=None, error=(
+            f"{p}: shares its output name {slide_name(p)!r} with {others}; the outputs would "
+            "overwrite each other: predict them into separate --out folders, or rename one")))
+    return out
 
 
 def run(config: PredictConfig) -> list:
@@ -1459,7 +1496,15 @@ def run(config: PredictConfig) -> list:
 
     if config.slides is None:
         raise ConfigError("PredictConfig.slides is not set: pass --slides (a slide or a folder)")
+    from lymph.data.lock import run_folder_lock
+    from lymph.data.store_check import enclosing_store
+
+    store = enclosing_store(Path(config.out).absolute())
+    if store is not None:
+        raise ConfigError(f"--out {config.out} is inside the patch store {store}: predict's maps "
+                          "would be mixed into the store; choose a folder outside it")
     found, problems = find_slides(config.slides)
-    results = predict_slides(found, config, progress=config.progress)
+    with run_folder_lock(config.out, what="this predict folder"):
+        results = predict_slides(found, config, progress=config.progress)
     # what discovery could not use is a failed slide of the batch, listed with the others
     return [*results, *(TaskResult(item=src, value=None, error=msg) for src, msg in problems)]

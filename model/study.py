@@ -45,7 +45,6 @@ import csv
 import dataclasses
 import hashlib
 import io
-import json
 import os
 import re
 import shutil
@@ -895,6 +894,8 @@ def _resume(
     config: StudyConfig, runs: Sequence[RunSpec], settings: Mapping[str, Any]
 ) -> tuple[list[dict[str, Any]], list[RunSpec]]:
     """(rows of finished runs, runs still to do); ConfigError when a finished run differs."""
+    from lymph.model.study_checks import read_done
+
     rows: list[dict[str, Any]] = []
     todo: list[RunSpec] = []
     for spec in runs:
@@ -902,14 +903,7 @@ def _resume(
         if not done.exists():
             todo.append(spec)
             continue
-        try:
-            record = json.loads(done.read_text())
-            record["row"]
-        except (ValueError, TypeError, KeyError) as exc:  # written atomically: not by lymph
-            raise ConfigError(
-                f"{done}: not a finished run's record ({exc}); delete {done.parent} to rerun "
-                "this run, then rerun the study"
-            ) from None
+        record = read_done(done, spec)  # ConfigError for anything lymph did not write
         want = {"spec": spec.fingerprint(), "settings": dict(settings)}
         got = {"spec": record.get("spec"), "settings": record.get("settings")}
         if got != want:
@@ -1100,7 +1094,16 @@ def study_context(config: StudyConfig) -> tuple[dict[str, Any], RunContext]:
 
 
 def run_study(config: StudyConfig) -> dict[str, Any]:
-    """Run (or resume) the grid; returns {"rows", "summary", "files", "skipped", "ran", ...}."""
+    """Run (or resume) the grid; returns {"rows", "summary", "files", "skipped", "ran", ...}.
+    One study per folder: a second `lymph study` on the same --out is refused (OutputError
+    naming the holder)."""
+    from lymph.data.lock import run_folder_lock
+
+    with run_folder_lock(config.out, what="this study folder"):
+        return _run_study(config)
+
+
+def _run_study(config: StudyConfig) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
     plan, ctx = study_context(config)

@@ -45,7 +45,9 @@ import numpy as np
 import torch
 
 from lymph.data.errors import CheckpointError, ConfigError, LymphError, OutputError, StoreError
+from lymph.data.identity import store_content_digest
 from lymph.data.io import atomic_write_json, atomic_write_text
+from lymph.data.lock import run_folder_lock
 from lymph.data.store import PatchStore
 from lymph.model.augment import PRETEXTS, AugmentConfig, corrupt
 from lymph.model.checkpoint import (
@@ -62,6 +64,7 @@ from lymph.model.infer import DEVICES, predict_probs, reconstruct, resolve_devic
 from lymph.model.losses import reconstruction_loss, stage_loss
 from lymph.model.stream import LabeledPatches, Layout, StoreStream, StreamConfig, to_tensors
 from lymph.model.unet import UNet, UNetConfig, unwrap
+from lymph.model.weights import load_optimizer, load_weights
 
 STAGES = ("pretrain", "finetune")
 ARCH_KEYS = ("base_width", "depth", "last_skip", "norm", "upsample", "padding_mode",
@@ -551,7 +554,8 @@ def plan_run(config: TrainConfig, store: PatchStore, *, dist: Dist) -> Plan:
     record = RunRecord(
         model=arch,
         stage=config.stage,
-        store=StoreRecord.from_dict({**store.settings, "path": str(store.path)}),
+        store=StoreRecord.from_dict({**store.settings, "path": str(store.path),
+                                     "content_digest": store_content_digest(store.slides)}),
         train=config.to_dict(),
         stream=stream.to_dict(),
         train_slides=tuple(train_ids),
@@ -609,6 +613,7 @@ def check_resume(
                 f"{store.path} differs ({'; '.join(diff)}); resume with --store "
                 f"{rec_store.path}, or start a new run in another --out"
             )
+    _check_store_content(store, rec_store, path=path)
     old, new = record.settings, plain(config.to_dict())
     changed = {k: [old[k], new[k]] for k in sorted(old.keys() & new.keys()) if old[k] != new[k]}
     ignored = RESUME_MAY_CHANGE | ({"labeled"} if config.stage == "pretrain" else set())
@@ -625,6 +630,19 @@ def check_resume(
     if shown:
         resumes.append({"step": int(resumed["step"]), "changed": shown})
     return resumes
+
+
+def _check_store_content(store: PatchStore, rec_store: Any, *, path: Path) -> None:
+    """Refuse a resume on a store whose content changed since the checkpoint (re-extracted at
+    the same path, a slide redone): its content digest differs from the one recorded."""
+    there = (rec_store.settings if rec_store is not None else {}).get("content_digest")
+    here = store_content_digest(store.slides)
+    if there is not None and there != here:
+        raise CheckpointError(
+            f"--resume: {path} was trained on other content of the store {store.path} (content "
+            f"digest {str(there)[:12]}..., now {here[:12]}...: re-extracted or slides redone "
+            "since); start a new run in another --out, or resume on the store it was trained on"
+        )
 
 
 def plan_splits(config: TrainConfig, store: PatchStore) -> tuple[list[str], list[str]]:
@@ -799,7 +817,7 @@ def build(
     cuda = device.type == "cuda"
     model = UNet(plan.arch, generator=torch.Generator().manual_seed(config.seed))
     if plan.init is not None:
-        model.load_state_dict(plan.init["model"])
+        load_weights(model, plan.init.get("model"), path=config.init, what="--init")
     model.to(device)
     if cuda:
         model = model.to(memory_format=torch.channels_last)
@@ -808,11 +826,12 @@ def build(
         opt, partial(lr_factor, warmup=config.warmup, total=config.steps)
     )
     if plan.resumed is not None:
-        model.load_state_dict(plan.resumed["model"])
+        last = config.out / "last.pt"
+        load_weights(model, plan.resumed.get("model"), path=last, what="--resume")
         if plan.resumed.get("optimizer"):
-            opt.load_state_dict(plan.resumed["optimizer"])
+            load_optimizer(opt, plan.resumed["optimizer"], path=last, what="--resume")
         if plan.resumed.get("scheduler"):
-            sched.load_state_dict(plan.resumed["scheduler"])
+            load_optimizer(sched, plan.resumed["scheduler"], path=last, what="--resume")
     ddp_model: torch.nn.Module = model
     if dist.world_size > 1:
         from torch.nn.parallel import DistributedDataParallel
@@ -1104,12 +1123,13 @@ def _run(config: TrainConfig, *, progress: bool) -> TrainResult:
     if device.type == "cuda":
         device = torch.device("cuda", dist.local_rank)
         torch.cuda.set_device(device)
-    store = PatchStore.open(config.store)
-    plan = plan_run(config, store, dist=dist)
-    session, lab_labels = build(config, plan, store, device=device, dist=dist)
-    prepare_run_folder(session, lab_labels)
-    stats = train_loop(session, progress=progress)
-    _finish(session)
+    with run_folder_lock(config.out, main=dist.main, what="this run folder"):
+        store = PatchStore.open(config.store)
+        plan = plan_run(config, store, dist=dist)
+        session, lab_labels = build(config, plan, store, device=device, dist=dist)
+        prepare_run_folder(session, lab_labels)
+        stats = train_loop(session, progress=progress)
+        _finish(session)
     done = session.step - plan.start.step
     best_path = config.out / "best.pt"
     return TrainResult(

@@ -79,6 +79,9 @@ class UNetConfig:
             )
         if not 1 <= self.depth <= 7:
             raise ConfigError(f"UNetConfig.depth must be between 1 and 7, got {self.depth}")
+        from lymph.model.bounds import check_unet_size
+
+        check_unet_size(self.base_width, self.depth, self.in_channels)
         if not isinstance(self.last_skip, bool):
             raise ConfigError(f"UNetConfig.last_skip must be a bool, got {self.last_skip!r}")
         if self.norm not in NORMS:

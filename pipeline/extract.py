@@ -25,17 +25,15 @@ from lymph.data import store as store_mod
 from lymph.data.annotations import (
     Annotations,
     check_inside,
-    contains,
-    coverage_thumb,
     find_annotations,
     open_mask,
-    rasterize,
     read_annotations,
     read_labels_csv,
 )
 from lymph.data.errors import ConfigError, NoTissueError, SlideError
 from lymph.data.partial import is_partial
 from lymph.data.partial import patch_mask as partial_mask
+from lymph.data.polygon_index import gc_paused, index_for
 from lymph.data.slides import SlideReader, discover_slides, open_slide, slide_id
 from lymph.data.tissue import dilate, tissue_mask
 from lymph.pipeline import partial as partial_mod
@@ -316,13 +314,12 @@ def _tumor_maps(ann: Annotations | None, mask_src: _MaskSource | None, *,
         core = cand.copy()
         area = float(cand.sum()) * thumb_downsample ** 2
         return TumorMaps(dilate(cand, 1) if cand.any() else cand, core, area, mask_src.contains)
-    if ann:
-        cand = coverage_thumb(ann, shape=shape, downsample=thumb_downsample)
-        core = rasterize(ann, x_level0=0, y_level0=0, width=shape[1], height=shape[0],
-                         downsample=thumb_downsample).astype(bool)
-        area = max(0.0, sum(p.area_level0 for p in ann.tumor)
-                   - sum(p.area_level0 for p in ann.holes))
-        return TumorMaps(cand, core, area, functools.partial(contains, ann))
+    if ann:  # through the spatial index: 100,000 polygons cost about as much as 100
+        index = index_for(ann)
+        core = index.rasterize(x_level0=0, y_level0=0, width=shape[1], height=shape[0],
+                               downsample=thumb_downsample).astype(bool)
+        cand = index.coverage_thumb(core, downsample=thumb_downsample)
+        return TumorMaps(cand, core, index.tumor_area(), index.contains)
     return TumorMaps.empty(shape)
 
 
@@ -336,13 +333,16 @@ def extract_slide(slide: Path | SlideReader, *, slide_id: str, config: ExtractCo
     t0, c0 = time.perf_counter(), time.process_time()
     path = Path(slide) if isinstance(slide, str | os.PathLike) else Path(slide.path)
     out = config.out
-    if store_mod.slide_is_complete(out, slide_id):
+    complete, replaced = _done_before(out, slide_id, path)
+    if complete and replaced is None:
         attrs = _slide_attrs(out, slide_id)
         return SlideResult(slide_id, str(path), attrs.get("status", "?"),
                            int(attrs.get("n_patches", 0)), int(attrs.get("n_tumor", 0)), 0.0,
                            skipped=True, tissue_fraction=attrs.get("tissue_fraction"))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
+        if replaced is not None:
+            warnings.warn(f"{path}: {replaced}; extracted again", stacklevel=2)
         with contextlib.ExitStack() as stack:
             reader = (stack.enter_context(open_slide(path, direct_tiles=config.direct_tiles))
                       if isinstance(slide, str | os.PathLike) else slide)
@@ -350,6 +350,23 @@ def extract_slide(slide: Path | SlideReader, *, slide_id: str, config: ExtractCo
                                        labels=labels, name=name or path.name,
                                        annotations=annotations, on_patches=on_patches,
                                        caught=caught, t0=t0, c0=c0, stack=stack)
+
+
+def _done_before(out: Path, slide_id: str, path: Path) -> tuple[bool, str | None]:
+    """(complete, replaced): whether the slide is complete in the store, and if so what
+    changed in its source file since (`identity.identity_change`), or None if nothing did."""
+    from lymph.data.identity import file_identity, identity_change
+
+    if not store_mod.slide_is_complete(out, slide_id):
+        return False, None
+    recorded = _slide_attrs(out, slide_id).get("source_identity")
+    return True, identity_change(recorded, file_identity(path)) if recorded else None
+
+
+def _identity(path: Path) -> dict | None:
+    from lymph.data.identity import file_identity
+
+    return file_identity(path) if path.exists() else None
 
 
 def _slide_attrs(out: Path, slide_id: str) -> dict:
@@ -385,7 +402,8 @@ def _tumor_source(slide: SlideReader, *, path: Path, name: str, config: ExtractC
         return ann_path, None, stack.enter_context(_MaskSource(ann_path, slide))
     if ann_path is None:
         return None, None, None
-    ann = read_annotations(ann_path)
+    with gc_paused():  # a 100,000-polygon XML is ~2M objects: collector passes are waste
+        ann = read_annotations(ann_path)
     w0, h0 = slide.dimensions
     for message in check_inside(ann, width=w0, height=h0, path=ann_path) if ann else ():
         warnings.warn(message, stacklevel=2)
@@ -441,6 +459,7 @@ def _extract_open_slide(slide: SlideReader, *, path: Path, slide_id: str,
         "vendor": getattr(slide, "vendor", None),
         "tissue_fraction": float(tissue.mean()), "thumb_downsample": thumb_ds,
         "tumor_area_level0": tumor.area_level0, "patches_requested": plan.requested,
+        "source_identity": _identity(path),
     }
     if partial and ann is not None:
         attrs.update(partial_mod.slide_attrs(ann))
@@ -466,6 +485,7 @@ def _write_patches(slide: SlideReader, plan: PatchPlan, writer: store_mod.SlideW
     ds = slide.level_downsamples[level]
     labeled, top_left = writer.labeled, plan.top_left
     step = store_mod.CHUNK_PATCHES
+    index = index_for(ann) if labeled and ann else None
     for a in range(0, len(plan), step):
         b = min(len(plan), a + step)
         images = np.empty((b - a, size, size, 3), np.uint8)
@@ -477,8 +497,8 @@ def _write_patches(slide: SlideReader, plan: PatchPlan, writer: store_mod.SlideW
                 masks[k - a] = partial_mask(ann, x_level0=tl[0], y_level0=tl[1], width=size,
                                             height=size, downsample=ds)
             elif masks is not None and ann:
-                masks[k - a] = rasterize(ann, x_level0=tl[0], y_level0=tl[1], width=size,
-                                         height=size, downsample=ds)
+                masks[k - a] = index.rasterize(x_level0=tl[0], y_level0=tl[1], width=size,
+                                               height=size, downsample=ds)
             elif masks is not None and mask_src is not None:
                 masks[k - a] = mask_src.patch(top_left[k], ds, size)
         if labeled:
@@ -525,7 +545,7 @@ def _extract_locked(config: ExtractConfig) -> ExtractSummary:
     skipped: list[SlideResult] = []
     todo: list[Path] = []
     for p, i in ((f.path, f.id) for f in found):
-        if store_mod.slide_is_complete(config.out, i):
+        if _done_before(config.out, i, p) == (True, None):
             a = _slide_attrs(config.out, i)
             skipped.append(SlideResult(i, str(p), a.get("status", "?"),
                                        int(a.get("n_patches", 0)), int(a.get("n_tumor", 0)), 0.0,

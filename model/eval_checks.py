@@ -1,0 +1,44 @@
+"""Checks `lymph eval slides` makes on a predictions folder before scoring it: predictions made
+from another file than the slide now at that path are refused (stale), and slides whose slide
+score came from a fallback rather than `scores.csv` are named."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from lymph.data.errors import ConfigError
+from lymph.data.identity import file_identity, identity_change
+
+
+def check_fresh(name: str, slide: Path, detections: Path | None) -> None:
+    """ConfigError naming the slide when its `S_predict.json` (written by `lymph predict`)
+    records a source identity that the slide file no longer has (the slide was replaced, or
+    two slides were swapped, after predict). Submissions without that file are not checked."""
+    if detections is None:
+        return
+    meta_path = detections.parent / f"{name}_predict.json"
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return  # not a lymph predict output (a CAMELYON16 submission): nothing recorded
+    recorded = meta.get("source_identity") if isinstance(meta, dict) else None
+    change = identity_change(recorded, file_identity(slide),
+                             what="slide file replaced after predict")
+    if change is not None:
+        raise ConfigError(
+            f"{detections}: stale predictions for slide {name!r}: {slide}: {change}; rerun "
+            f"`lymph predict` on it (or --exclude {name})"
+        )
+
+
+def fallback_note(sources: Sequence[tuple[str, str]]) -> str | None:
+    """A note naming the slides whose score did not come from scores.csv, or None."""
+    fallback = sorted(name for name, source in sources if source != "scores.csv")
+    if not fallback:
+        return None
+    how = {source for name, source in sources if source != "scores.csv"}
+    return (f"{len(fallback)} slide(s) took their slide score from a fallback, not scores.csv "
+            f"({'; '.join(sorted(how))}): {fallback[:10]}"
+            + (f" and {len(fallback) - 10} more" if len(fallback) > 10 else ""))

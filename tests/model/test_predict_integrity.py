@@ -1,0 +1,148 @@
+"""Predictions are tied to their slides by content: predict records each slide's identity and
+`eval slides` refuses stale predictions; a slide cannot collide with predict's own tables; eval
+names the slides that took their score from a fallback."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from lymph.data.errors import ConfigError
+from lymph.data.identity import file_identity
+from lymph.model.camelyon import SlideEvalConfig
+from lymph.model.camelyon import run as eval_slides
+from lymph.model.checkpoint import save_checkpoint
+from lymph.model.predict import PredictConfig, list_slides, predict_slides
+from lymph.model.unet import UNet, UNetConfig
+
+MPP = 0.243
+TISSUE, TUMOR = (200, 120, 180), (90, 30, 120)
+H0, W0 = 1024, 1536
+
+
+def _write_tiff(path: Path, rgb: np.ndarray) -> None:
+    import tifffile
+
+    with tifffile.TiffWriter(path) as tif:
+        for i, d in enumerate((1, 2, 4)):
+            tif.write(rgb[::d, ::d], tile=(256, 256), compression="deflate", photometric="rgb",
+                      subfiletype=1 if i else 0, resolution=(1e4 / (MPP * d), 1e4 / (MPP * d)),
+                      resolutionunit="CENTIMETER")
+
+
+def _fake_probs(model: object, images: np.ndarray, **_: object) -> np.ndarray:
+    dist = np.abs(images.astype(np.int16) - np.array(TUMOR, np.int16)).sum(-1)
+    return (dist < 60).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """slides/tumor_t.tif (+ ann/tumor_t_mask.tif), slides/normal_n.tif, tiny.pt (level 1)."""
+    root = tmp_path_factory.mktemp("predict_integrity")
+    (root / "slides").mkdir()
+    (root / "ann").mkdir()
+    rgb = np.full((H0, W0, 3), 245, np.uint8)
+    rgb[128:896, 128:1408] = TISSUE
+    normal = rgb.copy()
+    rgb[256:768, 384:896] = TUMOR
+    _write_tiff(root / "slides/tumor_t.tif", rgb)
+    _write_tiff(root / "slides/normal_n.tif", normal)
+    mask = np.zeros((H0, W0, 3), np.uint8)
+    mask[256:768, 384:896] = 255
+    _write_tiff(root / "ann/tumor_t_mask.tif", mask)
+    torch.manual_seed(0)
+    save_checkpoint(root / "tiny.pt", model=UNet(UNetConfig(base_width=4, depth=2, norm="group")),
+                    config={"store": {"patch_size": 60, "level": 1}, "stage": "finetune"})
+    return root
+
+
+def _predict(world: Path, slides: Path, out: Path, monkeypatch: pytest.MonkeyPatch) -> list:
+    import lymph.model.infer
+
+    monkeypatch.setattr(lymph.model.infer, "predict_probs", _fake_probs)
+    config = PredictConfig(checkpoint=world / "tiny.pt", out=out, device="cpu", thumb_size=256,
+                           threads=1)
+    return predict_slides(list_slides(slides), config, progress=False)
+
+
+def test_predict_records_each_slides_identity(world: Path, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    results = _predict(world, world / "slides", tmp_path / "pred", monkeypatch)
+    assert [r.error for r in results] == [None, None]
+    for name in ("tumor_t", "normal_n"):
+        meta = json.loads((tmp_path / "pred" / f"{name}_predict.json").read_text())
+        assert meta["source_identity"] == file_identity(world / "slides" / f"{name}.tif")
+
+
+def test_eval_refuses_predictions_of_swapped_slides(world: Path, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    slides = tmp_path / "slides"
+    shutil.copytree(world / "slides", slides)
+    _predict(world, slides, tmp_path / "pred", monkeypatch)
+    config = SlideEvalConfig(slides=slides, predictions=tmp_path / "pred",
+                             annotations=world / "ann", rules="lymph")
+    assert eval_slides(config)["auc"] == pytest.approx(1.0)  # fresh: scored
+    a, b = slides / "tumor_t.tif", slides / "normal_n.tif"
+    data_a = a.read_bytes()
+    a.write_bytes(b.read_bytes())
+    b.write_bytes(data_a)
+    with pytest.raises(ConfigError, match=r"stale predictions for slide 'normal_n': .*slide "
+                                          r"file replaced after predict \(.*content hash"):
+        eval_slides(config)
+
+
+def test_eval_names_slides_scored_from_a_fallback(world: Path, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    _predict(world, world / "slides", tmp_path / "pred", monkeypatch)
+    scores = tmp_path / "pred" / "scores.csv"
+    rows = [r for r in csv.reader(scores.open()) if r[0] != "tumor_t"]
+    with scores.open("w", newline="") as fh:
+        csv.writer(fh).writerows(rows)
+    result = eval_slides(SlideEvalConfig(slides=world / "slides", predictions=tmp_path / "pred",
+                                         annotations=world / "ann", rules="lymph"))
+    assert ("1 slide(s) took their slide score from a fallback, not scores.csv (max detection "
+            "confidence (no scores.csv row)): ['tumor_t']") in result["notes"]
+
+
+def test_a_slide_named_scores_cannot_write_over_scores_csv(world: Path, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    slides = tmp_path / "slides"
+    slides.mkdir()
+    shutil.copy(world / "slides/normal_n.tif", slides / "scores.tif")
+    shutil.copy(world / "slides/tumor_t.tif", slides / "tumor_t.tif")
+    results = _predict(world, slides, tmp_path / "pred", monkeypatch)
+    errors = {Path(r.item).name: r.error for r in results}
+    assert errors["tumor_t.tif"] is None
+    assert "would write its detections over predict's own scores.csv" in errors["scores.tif"]
+    rows = list(csv.reader((tmp_path / "pred" / "scores.csv").open()))
+    assert [r[0] for r in rows] == ["slide", "tumor_t"]
+
+
+def test_predict_out_inside_a_store_is_refused(world: Path, tmp_path: Path) -> None:
+    from lymph.data.store import create_store
+    from lymph.model.predict import run
+
+    create_store(tmp_path / "store.zarr", {"patch_size": 8, "level": 0, "seed": 0})
+    config = PredictConfig(slides=world / "slides", checkpoint=world / "tiny.pt",
+                           out=tmp_path / "store.zarr" / "slides")
+    with pytest.raises(ConfigError, match=r"--out .*store.zarr/slides is inside the patch store "
+                                          r".*store.zarr: .*choose a folder outside it"):
+        run(config)
+
+
+def test_case_twins_are_named_not_called_no_slides(world: Path, tmp_path: Path) -> None:
+    from lymph.data.errors import SlideError
+    from lymph.model.predict import find_slides
+
+    slides = tmp_path / "slides"
+    slides.mkdir()
+    shutil.copy(world / "slides/normal_n.tif", slides / "Tumor_002.tif")
+    shutil.copy(world / "slides/normal_n.tif", slides / "tumor_002.tif")
+    with pytest.raises(SlideError, match=r"slides: no slide can be predicted: .*Tumor_002\.tif"):
+        find_slides(slides)
