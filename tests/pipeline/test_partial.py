@@ -16,12 +16,16 @@ from lymph.data.partial import IGNORE, in_reviewed
 from lymph.data.store import PatchStore, create_store
 from lymph.pipeline.extract import ExtractConfig, extract, extract_slide
 
-GOLDEN = "9e6e99370cde8e9aaedfc86a88c4022e7560e90f1a9ed2533485ae4d72f6d8b3"
+GOLDEN = "f9fce315033b909d16622ff3c0777c7f55ff1b7979a9d7cbc1c987a4e2ae88c2"
 """`store_digest` of the synth_store extract, computed with lymph before partial annotations
-existed (commit 1a86eaa): a slide without reviewed regions must extract exactly as before."""
+existed (commit 1a86eaa; recomputed with the area rounding below on a store that 1a86eaa
+extracted, equal to today's): a slide without reviewed regions must extract exactly as before."""
 
 VOLATILE = {"source", "annotations", "seconds", "warnings", "slides_dir", "annotations_dir",
-            "labels_csv", "lymph_version"}
+            "labels_csv", "lymph_version",
+            # identity records added after the golden (issue 21): the source file's mtime and
+            # the slide's content digest over them differ from run to run
+            "source_identity", "digest"}
 BOX = (400, 900, 2100, 2700)  # covers lesion `Annotation 0` of synth_world's tumor_001
 
 
@@ -35,6 +39,9 @@ def store_digest(path: Path) -> str:
     for sid in sorted(root["slides"].group_keys()):
         g = root["slides"][sid]
         attrs = {k: v for k, v in g.attrs.asdict().items() if k not in VOLATILE}
+        # the polygon index (issue 21) sums the same shoelace terms in another order: the area
+        # may differ in its last bits (7.6e5 px^2 +- 1e-8), so it is pinned to 1e-3 px^2
+        attrs["tumor_area_level0"] = round(attrs["tumor_area_level0"], 3)
         h.update(sid.encode() + json.dumps(attrs, sort_keys=True).encode())
         for name in sorted(g.array_keys()):
             a = np.ascontiguousarray(g[name][:])
