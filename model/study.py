@@ -58,6 +58,7 @@ import numpy as np
 
 from lymph.data.errors import CheckpointError, ConfigError, StoreError
 from lymph.data.io import atomic_write_json, atomic_write_text
+from lymph.model.precision import check_precision
 from lymph.model.train import balanced_subset  # the one class-balanced draw
 
 SCRATCH = "scratch"
@@ -597,9 +598,11 @@ class StudyConfig:
     keep_checkpoints: bool = False
     progress: bool = True
     quick: bool = False  # the old flag: profile "quick"
+    precision: str = "auto"  # lymph.model.precision: training and scoring autocast
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
+        check_precision(self.precision)
         for name in ("store", "out"):
             set_(self, name, Path(getattr(self, name)))
         given = self.pretrained
@@ -874,7 +877,7 @@ def train_options(config: StudyConfig, arch: Mapping[str, Any], fields: set[str]
         "lr": config.lr, "eval_every": min(config.resolved("eval_every"), steps),
         "checkpoint_every": steps, "val_patches": config.resolved("val_patches"),
         "patience": config.resolved("patience"), "threads": config.threads,
-        "device": config.device, "select": "best_f1",
+        "device": config.device, "select": "best_f1", "precision": config.precision,
     }  # fmt: skip
     opts.update({k: v for k, v in arch.items() if k in fields and k != "kind"})
     if config.crop is None and opts.get("crop") is not None:  # a profile's crop: fit the model
@@ -933,6 +936,7 @@ def run_one(ctx: RunContext, spec: RunSpec) -> dict[str, Any]:
             slides=spec.test_slides, val_slides=spec.val_slides if auto else None,
             batch_size=config.resolved("eval_batch_size"), device=config.device,
             max_patches_per_slide=config.max_test_patches, seed=config.seed, progress=False,
+            precision=config.precision,
         )  # fmt: skip
     )
     t2 = time.perf_counter()
@@ -1182,6 +1186,14 @@ def study_context(config: StudyConfig) -> tuple[dict[str, Any], RunContext]:
     return plan, ctx
 
 
+def _precision_record(config: StudyConfig) -> dict[str, Any]:
+    """The precision asked for, the one its runs use on this machine, and the CPU's bf16 flags."""
+    from lymph.model.infer import resolve_device
+    from lymph.model.precision import describe
+
+    return describe(config.precision, resolve_device(config.device))
+
+
 def run_study(config: StudyConfig) -> dict[str, Any]:
     """Run (or resume) the grid; returns {"rows", "summary", "files", "skipped", "ran", ...}."""
     from tqdm.auto import tqdm
@@ -1193,6 +1205,7 @@ def run_study(config: StudyConfig) -> dict[str, Any]:
     record = {
         **config.to_dict(), "protocol": protocol, "folds_slides": [list(f) for f in plan["folds"]],
         "pretraining": [p.to_dict() for p in plan["pres"]], "notes": plan["notes"],
+        **_precision_record(config),
     }  # fmt: skip
     atomic_write_json(config.out / "study.json", record)
     protocol_md = protocol_markdown(protocol)
