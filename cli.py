@@ -172,6 +172,9 @@ def synth(out: Path, n_tumor: int, n_normal: int, size: tuple[int, int], seed: i
               help="Worker processes (a local dask cluster when > 1).")
 @click.option("--scheduler", default=None, metavar="ADDRESS",
               help="Submit to an existing dask cluster (tcp://host:8786) instead.")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="Decode threads per worker, beside one writer thread [default: the CPUs "
+                   "divided among --workers]; the store is the same for any count.")
 @click.option("--thumb-size", default=2048, show_default=True, type=int,
               help="Long side of the tissue-detection thumbnail in pixels.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
@@ -179,7 +182,8 @@ def synth(out: Path, n_tumor: int, n_normal: int, size: tuple[int, int], seed: i
 def extract_cmd(slides_dir: Path, out: Path, annotations_dir: Path | None,
                 labels_csv: Path | None,
                 patch_size: int, level: int, patches_per_slide: int, seed: int, workers: int,
-                scheduler: str | None, thumb_size: int, as_json: bool, quiet: bool) -> None:
+                scheduler: str | None, threads: int | None, thumb_size: int, as_json: bool,
+                quiet: bool) -> None:
     """Draw class-balanced random patches (and tumor masks) from every slide into a Zarr store.
 
     Resumable: complete slides are skipped, partial ones redone. Exit status 1 if any slide
@@ -197,7 +201,8 @@ def extract_cmd(slides_dir: Path, out: Path, annotations_dir: Path | None,
     summary = run(ExtractConfig(
         slides=slides_dir, out=out, annotations=annotations_dir, labels=labels_csv,
         patch_size=patch_size, level=level, patches_per_slide=patches_per_slide, seed=seed,
-        workers=workers, scheduler=scheduler, thumb_size=thumb_size, progress=not quiet))
+        workers=workers, scheduler=scheduler, thumb_size=thumb_size, progress=not quiet,
+        threads=threads))
     if as_json:
         click.echo(json.dumps(summary.to_dict(), indent=2))
     else:
