@@ -73,6 +73,7 @@ from lymph.data.exports import Detection, write_asap_xml, write_camelyon_csv, wr
 from lymph.data.io import OutputManifest
 from lymph.model.precision import check_precision
 from lymph.model.precision import describe as describe_precision
+from lymph.model.predict_pipeline import SinkThread
 
 MAP_DOWNSAMPLE = 16.0
 THRESHOLD = 0.5
@@ -868,6 +869,7 @@ def infer_map(
     bar = tqdm(total=len(origins), desc=f"{Path(reader.path).name}", unit="win",
                disable=None if progress else True, leave=False)
     done = 0
+    blend = SinkThread(sink)  # blending on its own thread (model/predict_pipeline.py)
     try:
         stream = _prefetch(_batches(reader, grid, origins, batch_size, read_threads=read_threads))
         while True:
@@ -883,19 +885,19 @@ def infer_map(
                                   channels_last=channels_last, precision=precision)
             timings["model"] += time.perf_counter() - t0
             t0 = time.perf_counter()
-            for (x, y), p in zip(chunk, probs, strict=True):
-                sink.add(p, x, y)
             done += len(chunk)
             bar.update(len(chunk))
             # map rows above the next pending window's top are final
-            if done < len(origins):
-                sink.emit(origins[done][1] // grid.cell)
-            timings["blend"] += time.perf_counter() - t0
+            blend.put(chunk, probs, origins[done][1] // grid.cell if done < len(origins) else None)
+            timings["blend_wait"] = timings.get("blend_wait", 0.0) + time.perf_counter() - t0
+        t0 = time.perf_counter()
+        blend.put([], np.zeros((0,)), grid.map_height)  # the rest of the map is final
+        blend.close()
+        timings["blend_wait"] = timings.get("blend_wait", 0.0) + time.perf_counter() - t0
     finally:
+        blend.abort()
         bar.close()
-    t0 = time.perf_counter()
-    sink.emit(grid.map_height)
-    timings["blend"] += time.perf_counter() - t0
+    timings["blend"] += blend.busy
     return prob_map
 
 
