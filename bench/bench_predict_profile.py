@@ -99,13 +99,17 @@ def main() -> None:
     import torch
 
     from lymph.data.slides import open_slide
+    from lymph.model import predict_pipeline
 
     torch.set_num_threads(args.threads)
-    bare, runs = [], []
-    for k in range(args.repeats):
-        out = args.cache / f"profile_{k}"
-        runs.append(run_predict(slide, ckpt, out, args))
-        window = runs[-1]["window"]
+    bare: list[float] = []
+    runs: dict[str, list[dict]] = {"serial": [], "pipelined": []}
+    for _ in range(args.repeats):
+        for mode in runs:  # interleaved: the blend thread off (the old loop) and on
+            predict_pipeline.ENABLED = mode == "pipelined"
+            runs[mode].append(run_predict(slide, ckpt, args.cache / f"profile_{mode}", args))
+        predict_pipeline.ENABLED = True
+        window = runs["pipelined"][-1]["window"]
         with open_slide(slide) as r:
             w, h = r.dimensions
             tile = r.read_region(((w - window) // 2, (h - window) // 2), 0, (window, window))
@@ -114,24 +118,31 @@ def main() -> None:
     report(runs, bare, args)
 
 
-def report(runs: list[dict], bare: list[float], args: argparse.Namespace) -> None:
-    keys = ("tissue", "read", "read_wait", "model", "blend", "write_map", "write_outputs")
-    print("| run | wall s | " + " | ".join(f"{k} s" for k in keys) + " | bare forward s |")
+def report(runs: dict[str, list[dict]], bare: list[float], args: argparse.Namespace) -> None:
+    keys = ("tissue", "read", "read_wait", "model", "blend", "blend_wait", "write_map",
+            "write_outputs")
+    print("| loop | run | wall s | " + " | ".join(f"{k} s" for k in keys) + " |")
     print("|---" * (len(keys) + 3) + "|")
-    for k, (r, b) in enumerate(zip(runs, bare, strict=True)):
-        t = r["timings"]
-        print(f"| {k} | {r['wall_s']:.2f} | "
-              + " | ".join(f"{t.get(key, 0.0):.2f}" for key in keys) + f" | {b:.2f} |")
-    r = runs[-1]
+    for mode, rs in runs.items():
+        for k, r in enumerate(rs):
+            t = r["timings"]
+            print(f"| {mode} | {k} | {r['wall_s']:.2f} | "
+                  + " | ".join(f"{t.get(key, 0.0):.2f}" for key in keys) + " |")
+    r = runs["pipelined"][-1]
     px = r["n_windows"] * r["window"] ** 2 / 1e6
-    loop = np.median([sum(x["timings"].get(k, 0.0) for k in ("read_wait", "model", "blend"))
-                      for x in runs])
-    wall = np.median([x["wall_s"] for x in runs])
     bare_rate = px / float(np.median(bare))
-    print(f"bare forward {bare_rate:.3f} Mpx/s; predict loop {px / loop:.3f} Mpx/s "
-          f"({px / loop / bare_rate:.2f}x bare); whole predict run {px / wall:.3f} Mpx/s "
-          f"({px / wall / bare_rate:.2f}x bare, tissue mask and writing for the whole slide "
-          f"included but only {r['n_windows']} of {r['n_tissue_windows']} tiles inferred)")
+    print(f"bare forward: {np.median(bare):.2f} s for {r['n_windows']} tiles, "
+          f"{bare_rate:.3f} Mpx/s (runs: {', '.join(f'{b:.2f}' for b in bare)} s)")
+    for mode, rs in runs.items():
+        loop = np.median([sum(x["timings"].get(k, 0.0) for k in ("read_wait", "model",
+                                                                  "blend_wait", "blend")
+                              if not (mode == "pipelined" and k == "blend"))
+                          for x in rs])
+        wall = np.median([x["wall_s"] for x in rs])
+        print(f"{mode}: inference loop {px / loop:.3f} Mpx/s ({px / loop / bare_rate:.2f}x "
+              f"bare); whole run {px / wall:.3f} Mpx/s ({px / wall / bare_rate:.2f}x bare; the "
+              f"tissue mask and writing are for the whole slide, {r['n_windows']} of "
+              f"{r['n_tissue_windows']} tiles inferred)")
     inferred = r["n_tissue_windows"] * r["window"] ** 2 / 1e6  # level 0 here
     print(f"tiling: {r['n_tissue_windows']} tissue tiles of {r['window']} px (margin "
           f"{r['margin']}), {inferred:.1f} Mpx inferred for {r['slide_tissue_mpx']:.1f} Mpx of "
