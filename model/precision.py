@@ -111,9 +111,9 @@ def run_in(device: Any, precision: str) -> Iterator[str]:
 
 
 def describe(precision: str, device: Any) -> dict[str, Any]:
-    """What outputs record: the precision asked for, the one used, and the CPU's bf16 flags."""
+    """What outputs record beside the precision asked for (which their config holds; eval's
+    "precision" is the pixel metric): the one used, and the CPU's bf16 flags."""
     return {
-        "precision": precision,
         "precision_used": resolve_precision(precision, device),
         "cpu_bf16_flags": sorted(cpu_features()),
     }

@@ -1228,6 +1228,7 @@ def _write_meta(path: Path, *, reader_path: Path, plan: SlidePlan, loaded: Loade
             "screen": config.screen,
             "screen_threshold": config.screen_threshold if config.screen else None,
             "screen_margin": config.screen_margin,
+            "precision": config.precision,
             **describe_precision(config.precision, loaded.device),
             "slide_score": f"max of the map after a Gaussian blur of sigma {SMOOTH_SIGMA_PX} px",
         },
