@@ -119,7 +119,7 @@ def main() -> None:
 
 
 def report(runs: dict[str, list[dict]], bare: list[float], args: argparse.Namespace) -> None:
-    keys = ("tissue", "read", "read_wait", "model", "blend", "blend_wait", "write_map",
+    keys = ("tissue", "read", "read_wait", "model", "blend", "blend_busy", "write_map",
             "write_outputs")
     print("| loop | run | wall s | " + " | ".join(f"{k} s" for k in keys) + " |")
     print("|---" * (len(keys) + 3) + "|")
@@ -134,9 +134,7 @@ def report(runs: dict[str, list[dict]], bare: list[float], args: argparse.Namesp
     print(f"bare forward: {np.median(bare):.2f} s for {r['n_windows']} tiles, "
           f"{bare_rate:.3f} Mpx/s (runs: {', '.join(f'{b:.2f}' for b in bare)} s)")
     for mode, rs in runs.items():
-        loop = np.median([sum(x["timings"].get(k, 0.0) for k in ("read_wait", "model",
-                                                                  "blend_wait", "blend")
-                              if not (mode == "pipelined" and k == "blend"))
+        loop = np.median([sum(x["timings"].get(k, 0.0) for k in ("read_wait", "model", "blend"))
                           for x in rs])
         wall = np.median([x["wall_s"] for x in rs])
         print(f"{mode}: inference loop {px / loop:.3f} Mpx/s ({px / loop / bare_rate:.2f}x "

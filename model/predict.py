@@ -889,15 +889,16 @@ def infer_map(
             bar.update(len(chunk))
             # map rows above the next pending window's top are final
             blend.put(chunk, probs, origins[done][1] // grid.cell if done < len(origins) else None)
-            timings["blend_wait"] = timings.get("blend_wait", 0.0) + time.perf_counter() - t0
+            timings["blend"] += time.perf_counter() - t0
         t0 = time.perf_counter()
         blend.put([], np.zeros((0,)), grid.map_height)  # the rest of the map is final
         blend.close()
-        timings["blend_wait"] = timings.get("blend_wait", 0.0) + time.perf_counter() - t0
+        timings["blend"] += time.perf_counter() - t0
     finally:
         blend.abort()
         bar.close()
-    timings["blend"] += blend.busy
+    # "blend": what the loop waited for blending; "blend_busy": the blend thread's own time
+    timings["blend_busy"] = timings.get("blend_busy", 0.0) + blend.busy
     return prob_map
 
 
