@@ -6,13 +6,16 @@
 One slide (the first tumor slide of bench_predict.py's cached 6,144 x 4,608 synthetic test
 world, level 0) and the default UNet (width 32, depth 4, BatchNorm, untrained: speed does not
 depend on the weights) claiming 300 px patches, so predict plans its 1,024 px margin tiles.
-Measured in one process, interleaved: the bare forward (``predict_probs`` on one 1,024 px tile,
-``--windows`` times) and ``predict_slide`` with ``max_windows=--windows`` (tissue mask, reading,
-model, blending, post-processing and writing). Printed: predict's timings per stage, the
-model-input pixels per second of predict's inference loop (read wait + model + blend) and of
-its whole run, each as a ratio to the bare forward rate of the same model, precision, threads
-and tile; the tiling's inferred pixels per tissue pixel (whole slide); and, with --cprofile,
-the top functions of the predict run by own time.
+Measured in one process: ``predict_slide`` with ``max_windows=--windows`` (tissue mask,
+reading, model, blending, post-processing and writing), with the blend thread off (the loop
+before issue 23) and on, interleaved; then the bare forward (``net(x)`` on a prepared tensor)
+and ``predict_probs`` on the same tile, interleaved. On a shared machine the load moves by
+2-3x between runs, so only ratios taken within a run are printed: the model's share of the
+inference loop (read wait + model + blend) and ``predict_probs`` against the bare forward;
+their product is predict's model-input pixels per second as a fraction of the bare forward
+rate of the same model, precision, threads and tile. Also the whole slide projected (all
+tissue tiles, tissue mask and writing once), the tiling's inferred pixels per tissue pixel, and
+with --cprofile the top functions of the predict run by own time.
 
 ``--gpu``: device cuda, batch 8, 8 read threads (prepared for a GPU machine; ``--dry-run``
 checks the arguments and the slide here without running the model).
@@ -33,21 +36,40 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
-def bare_forward(ckpt: Path, tile: np.ndarray, *, n: int, device: str, precision: str,
-                 batch: int) -> float:
-    """Seconds for ``n`` tiles through ``predict_probs`` (after one warm-up batch)."""
+def bare_vs_probs(ckpt: Path, tile: np.ndarray, *, device: str, precision: str, batch: int,
+                  repeats: int) -> dict[str, float]:
+    """Median seconds per tile of the bare forward (``net(x)`` on a prepared tensor, under the
+    same autocast) and of ``predict_probs`` on the same uint8 tile, interleaved so that a loaded
+    machine slows both alike."""
+    import torch
+
     from lymph.model.checkpoint import load_model
     from lymph.model.infer import predict_probs
+    from lymph.model.precision import autocast, resolve_precision
 
     model, _ = load_model(ckpt, device=device)
+    model.eval().to(memory_format=torch.channels_last)
     images = np.repeat(tile[None], batch, axis=0)
-    predict_probs(model, images, device=device, batch_size=batch, channels_last=True,
-                  precision=precision)
-    t0 = time.perf_counter()
-    for _ in range(max(1, n // batch)):
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div(255).to(device)
+    x = x.contiguous(memory_format=torch.channels_last)
+    used = resolve_precision(precision, device)
+
+    def bare() -> None:
+        with torch.inference_mode(), autocast(device, used):
+            torch.sigmoid(model(x).mask_logits.float()).cpu()
+
+    def probs() -> None:
         predict_probs(model, images, device=device, batch_size=batch, channels_last=True,
                       precision=precision)
-    return (time.perf_counter() - t0) * n / (max(1, n // batch) * batch)
+
+    times: dict[str, list[float]] = {"bare": [], "predict_probs": []}
+    bare()
+    for _ in range(repeats):
+        for name, fn in (("bare", bare), ("predict_probs", probs)):
+            t0 = time.perf_counter()
+            fn()
+            times[name].append((time.perf_counter() - t0) / batch)
+    return {k: float(np.median(v)) for k, v in times.items()}
 
 
 def run_predict(slide: Path, ckpt: Path, out: Path, args: argparse.Namespace) -> dict:
@@ -102,45 +124,51 @@ def main() -> None:
     from lymph.model import predict_pipeline
 
     torch.set_num_threads(args.threads)
-    bare: list[float] = []
     runs: dict[str, list[dict]] = {"serial": [], "pipelined": []}
     for _ in range(args.repeats):
         for mode in runs:  # interleaved: the blend thread off (the old loop) and on
             predict_pipeline.ENABLED = mode == "pipelined"
             runs[mode].append(run_predict(slide, ckpt, args.cache / f"profile_{mode}", args))
-        predict_pipeline.ENABLED = True
-        window = runs["pipelined"][-1]["window"]
-        with open_slide(slide) as r:
-            w, h = r.dimensions
-            tile = r.read_region(((w - window) // 2, (h - window) // 2), 0, (window, window))
-        bare.append(bare_forward(ckpt, tile, n=args.windows, device=args.device,
-                                 precision=args.precision, batch=args.batch))
+    predict_pipeline.ENABLED = True
+    window = runs["pipelined"][-1]["window"]
+    with open_slide(slide) as r:
+        w, h = r.dimensions
+        tile = r.read_region(((w - window) // 2, (h - window) // 2), 0, (window, window))
+    bare = bare_vs_probs(ckpt, tile, device=args.device, precision=args.precision,
+                         batch=args.batch, repeats=args.windows)
     report(runs, bare, args)
 
 
-def report(runs: dict[str, list[dict]], bare: list[float], args: argparse.Namespace) -> None:
+def report(runs: dict[str, list[dict]], bare: dict[str, float],
+           args: argparse.Namespace) -> None:
+    """Ratios measured within a run (robust to the machine's load): the loop's share in the
+    model, and predict_probs against the bare forward (interleaved)."""
     keys = ("tissue", "read", "read_wait", "model", "blend", "blend_busy", "write_map",
             "write_outputs")
-    print("| loop | run | wall s | " + " | ".join(f"{k} s" for k in keys) + " |")
-    print("|---" * (len(keys) + 3) + "|")
+    print("| loop | run | wall s | " + " | ".join(f"{k} s" for k in keys) + " | model share |")
+    print("|---" * (len(keys) + 4) + "|")
+    share: dict[str, list[float]] = {m: [] for m in runs}
     for mode, rs in runs.items():
         for k, r in enumerate(rs):
             t = r["timings"]
+            loop = sum(t.get(k, 0.0) for k in ("read_wait", "model", "blend"))
+            share[mode].append(t["model"] / loop)
             print(f"| {mode} | {k} | {r['wall_s']:.2f} | "
-                  + " | ".join(f"{t.get(key, 0.0):.2f}" for key in keys) + " |")
+                  + " | ".join(f"{t.get(key, 0.0):.2f}" for key in keys)
+                  + f" | {share[mode][-1]:.4f} |")
+    probs_eff = bare["bare"] / bare["predict_probs"]
+    print(f"bare forward {bare['bare']:.2f} s/tile, predict_probs {bare['predict_probs']:.2f} "
+          f"s/tile (interleaved): predict_probs runs at {probs_eff:.3f}x the bare rate")
     r = runs["pipelined"][-1]
-    px = r["n_windows"] * r["window"] ** 2 / 1e6
-    bare_rate = px / float(np.median(bare))
-    print(f"bare forward: {np.median(bare):.2f} s for {r['n_windows']} tiles, "
-          f"{bare_rate:.3f} Mpx/s (runs: {', '.join(f'{b:.2f}' for b in bare)} s)")
-    for mode, rs in runs.items():
-        loop = np.median([sum(x["timings"].get(k, 0.0) for k in ("read_wait", "model", "blend"))
-                          for x in rs])
-        wall = np.median([x["wall_s"] for x in rs])
-        print(f"{mode}: inference loop {px / loop:.3f} Mpx/s ({px / loop / bare_rate:.2f}x "
-              f"bare); whole run {px / wall:.3f} Mpx/s ({px / wall / bare_rate:.2f}x bare; the "
-              f"tissue mask and writing are for the whole slide, {r['n_windows']} of "
-              f"{r['n_tissue_windows']} tiles inferred)")
+    for mode in runs:
+        eff = float(np.median(share[mode])) * probs_eff
+        t = r["timings"]
+        per_tile = sum(t.get(k, 0.0) for k in ("read_wait", "model", "blend")) / r["n_windows"]
+        fixed = sum(t.get(k, 0.0) for k in ("tissue", "write_map", "write_outputs"))
+        whole = r["n_tissue_windows"] * per_tile
+        print(f"{mode}: model-input px/s of the inference loop = {eff:.3f}x the bare forward; "
+              f"whole slide projected ({r['n_tissue_windows']} tiles, tissue mask and writing "
+              f"once): {eff * whole / (whole + fixed):.3f}x")
     inferred = r["n_tissue_windows"] * r["window"] ** 2 / 1e6  # level 0 here
     print(f"tiling: {r['n_tissue_windows']} tissue tiles of {r['window']} px (margin "
           f"{r['margin']}), {inferred:.1f} Mpx inferred for {r['slide_tissue_mpx']:.1f} Mpx of "
