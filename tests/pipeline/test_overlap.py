@@ -82,3 +82,13 @@ def test_store_is_identical_whatever_the_thread_count(synth_world: Path, tmp_pat
         assert not summary.failed and len(summary.done) == 2
         digests[threads] = _chunk_digest(out)
     assert digests[1] == digests[3]
+
+
+def test_cli_threads_option(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from lymph.cli import main
+
+    r = CliRunner().invoke(main, ["extract", "--slides", str(tmp_path), "--out",
+                                  str(tmp_path / "o"), "--threads", "0"])
+    assert r.exit_code == 2 and "--threads" in r.output and "Traceback" not in r.output
