@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import threading
 import time
 import warnings
 from collections.abc import Callable, Mapping
@@ -462,6 +463,7 @@ def _write_patches(slide: SlideReader, plan: PatchPlan, writer: store_mod.SlideW
     labeled, top_left = writer.labeled, plan.top_left
     step = store_mod.CHUNK_PATCHES
     threads = config.threads or default_threads(config.workers)
+    mask_lock = threading.Lock()  # a strip-TIFF mask's strip cache is not thread-safe
     with PatchPipeline(threads) as pipe:
         for a in range(0, len(plan), step):
             b = min(len(plan), a + step)
@@ -476,7 +478,8 @@ def _write_patches(slide: SlideReader, plan: PatchPlan, writer: store_mod.SlideW
                     masks[k - a] = rasterize(ann, x_level0=tl[0], y_level0=tl[1], width=size,
                                              height=size, downsample=ds)
                 elif masks is not None and mask_src is not None:
-                    masks[k - a] = mask_src.patch(top_left[k], ds, size)
+                    with mask_lock:
+                        masks[k - a] = mask_src.patch(top_left[k], ds, size)
 
             pipe.fill(fill, range(a, b))
             if labeled:
