@@ -191,6 +191,10 @@ def quality_part(args: argparse.Namespace) -> None:
     size, (n_tumor, n_normal) = args.world_size, args.test_world
     train = make_world(args.cache, "train", n_tumor=4, n_normal=0, seed=0, size=size)
     test = make_world(args.cache, "test", n_tumor=n_tumor, n_normal=n_normal, seed=1, size=size)
+    import torch
+
+    torch.set_num_threads(args.threads)  # training too: oversubscribed OpenMP threads on a
+    # shared machine ran the tiny model's steps 4-8x slower than one thread
     ns = argparse.Namespace(device="cpu", threads=args.threads)
     print(f"\n3. quality: worlds {train.name} / {test.name}, width-8 UNet (BatchNorm), "
           f"{args.train_steps} steps, {args.threads} torch thread(s)")
