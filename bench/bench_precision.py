@@ -18,8 +18,9 @@ here, then:
 3. Quality (small synthetic worlds, as bench_predict.py part 3): a width-8 UNet trained for
    ``--train-steps`` steps in fp32 and, from the same seed, under bf16 autocast; the fp32
    model's full maps of the test world predicted in fp32 and in bf16 (map mean abs diff, FROC,
-   AUC, pixel F1 of the map at 0.5 against the masks, inference seconds), and the bf16-trained
-   model's maps (fp32 predict) for the fine-tune's agreement.
+   AUC, pixel F1 of the map at 0.5 against the masks, inference seconds), the bf16-trained
+   model's maps (fp32 predict) for the fine-tune's agreement, and an fp32 model trained from
+   another seed: the run-to-run noise that agreement is to be read against.
 """
 
 from __future__ import annotations
@@ -207,6 +208,10 @@ def quality_part(args: argparse.Namespace) -> None:
                                                   ns, precision="bf16"),
         "bf16 train, fp32 predict": predict_world(test, trained["bf16"], args.cache / "p_bf",
                                                   ns, precision="fp32"),
+        # the run-to-run noise of training: the same fp32 fine-tune from another seed
+        "fp32 train seed 1, fp32 predict": predict_world(
+            test, train_tiny(args.cache, train, norm="batch", steps=args.train_steps, seed=1),
+            args.cache / "p_ff1", ns, precision="fp32"),
     }
     base = runs["fp32 train, fp32 predict"]
     print("| run | infer s | speed-up | map mean abs diff (all / tissue) | pixel F1 | "

@@ -310,7 +310,7 @@ def train_tiny(cache: Path, world: Path, *, norm: str, steps: int, seed: int = 0
     from lymph.model.precision import autocast
     from lymph.model.unet import UNet, UNetConfig
 
-    tag = "" if precision == "fp32" else f"_{precision}"
+    tag = ("" if precision == "fp32" else f"_{precision}") + (f"_s{seed}" if seed else "")
     path = cache / f"tiny_{norm}_{steps}{tag}_{world.name}.pt"
     if path.is_file():
         return path
