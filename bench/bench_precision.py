@@ -212,6 +212,10 @@ def quality_part(args: argparse.Namespace) -> None:
         "fp32 train seed 1, fp32 predict": predict_world(
             test, train_tiny(args.cache, train, norm="batch", steps=args.train_steps, seed=1),
             args.cache / "p_ff1", ns, precision="fp32"),
+        "bf16 train seed 1, fp32 predict": predict_world(
+            test, train_tiny(args.cache, train, norm="batch", steps=args.train_steps, seed=1,
+                             precision="bf16"),
+            args.cache / "p_bf1", ns, precision="fp32"),
     }
     base = runs["fp32 train, fp32 predict"]
     print("| run | infer s | speed-up | map mean abs diff (all / tissue) | pixel F1 | "
