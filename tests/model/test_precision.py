@@ -155,3 +155,15 @@ def test_predict_records_the_precision_it_used(tmp_path: Path, cpu_flags) -> Non
 
     a, b = (tifffile.imread(maps[k]).astype(np.int16) for k in ("auto", "bf16"))
     assert np.abs(a - b).mean() < 0.01 * 255
+
+
+@pytest.mark.parametrize("command", [["predict", "--slides", "."], ["train", "--store", "."],
+                                     ["eval", "patches"], ["study", "--store", "."]])
+def test_cli_refuses_an_unknown_precision(command: list[str]) -> None:
+    from click.testing import CliRunner
+
+    from lymph.cli import main
+
+    r = CliRunner().invoke(main, [*command, "--precision", "half"])
+    assert r.exit_code == 2 and "'half' is not one of" in r.output, r.output
+    assert "Traceback" not in r.output
