@@ -36,6 +36,12 @@ device_option = click.option(
     "--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto",
     show_default=True, help="auto: CUDA, then MPS, then CPU.",
 )
+# The one --precision option of train, eval patches, study and predict (model/precision.py).
+precision_option = click.option(
+    "--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto",
+    show_default=True, help="auto: bf16 autocast on CUDA and on CPUs with AMX-BF16 (measured "
+    "faster there), fp32 elsewhere; the one used is recorded in the outputs.",
+)
 
 
 @click.group(cls=_Group,
@@ -167,6 +173,9 @@ def synth(out: Path, n_tumor: int, n_normal: int, size: tuple[int, int], seed: i
               help="Worker processes (a local dask cluster when > 1).")
 @click.option("--scheduler", default=None, metavar="ADDRESS",
               help="Submit to an existing dask cluster (tcp://host:8786) instead.")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="Decode threads per worker, beside one writer thread [default: the CPUs "
+                   "divided among --workers]; the store is the same for any count.")
 @click.option("--thumb-size", default=2048, show_default=True, type=int,
               help="Long side of the tissue-detection thumbnail in pixels.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
@@ -174,7 +183,8 @@ def synth(out: Path, n_tumor: int, n_normal: int, size: tuple[int, int], seed: i
 def extract_cmd(slides_dir: Path, out: Path, annotations_dir: Path | None,
                 labels_csv: Path | None,
                 patch_size: int, level: int, patches_per_slide: int, seed: int, workers: int,
-                scheduler: str | None, thumb_size: int, as_json: bool, quiet: bool) -> None:
+                scheduler: str | None, threads: int | None, thumb_size: int, as_json: bool,
+                quiet: bool) -> None:
     """Draw class-balanced random patches (and tumor masks) from every slide into a Zarr store.
 
     Resumable: complete slides are skipped, partial ones redone. Exit status 1 if any slide
@@ -192,7 +202,8 @@ def extract_cmd(slides_dir: Path, out: Path, annotations_dir: Path | None,
     summary = run(ExtractConfig(
         slides=slides_dir, out=out, annotations=annotations_dir, labels=labels_csv,
         patch_size=patch_size, level=level, patches_per_slide=patches_per_slide, seed=seed,
-        workers=workers, scheduler=scheduler, thumb_size=thumb_size, progress=not quiet))
+        workers=workers, scheduler=scheduler, thumb_size=thumb_size, progress=not quiet,
+        threads=threads))
     if as_json:
         click.echo(json.dumps(summary.to_dict(), indent=2))
     else:
@@ -359,12 +370,14 @@ def _labeled_option(
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Seeds weights, slide split, labeled subset, data order and augmentation.")
 @device_option
+@precision_option
 @click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True,
               help="Data loader processes per training process (0: load in the main process).")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="torch threads for this run [default: torch's]; 1 when running several.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last.pt "
-              "(same store and settings; only --device, --workers, --batch-size, --threads "
+              "(same store and settings; only --device, --precision, --workers, --batch-size, "
+              "--threads "
               "and the cadences may change, and the change is recorded).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def train_cmd(store: str, out: str, stage: str, init: str | None, from_scratch: bool,
@@ -373,8 +386,8 @@ def train_cmd(store: str, out: str, stage: str, init: str | None, from_scratch: 
               base_width: int | None, depth: int | None, last_skip: bool | None, norm: str | None,
               channels_per_group: int | None, upsample: str | None, padding_mode: str | None,
               crop: int, val_slides: int, val_patches: int, eval_every: int,
-              checkpoint_every: int, seed: int, device: str, workers: int, threads: int | None,
-              resume: bool, quiet: bool) -> None:
+              checkpoint_every: int, seed: int, device: str, precision: str, workers: int,
+              threads: int | None, resume: bool, quiet: bool) -> None:
     """Pretrain the UNet on reconstruction, or fine-tune it on a few labeled patches.
 
     \b
@@ -410,6 +423,7 @@ def train_cmd(store: str, out: str, stage: str, init: str | None, from_scratch: 
             seed=seed, device=device, workers=workers, resume=resume, pretext=pretext,
             patience=patience, norm=norm, channels_per_group=channels_per_group,
             upsample=upsample, padding_mode=padding_mode, threads=threads, select=select,
+            precision=precision,
         )
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
@@ -529,6 +543,7 @@ _PATCH_OPTIONS = [
                       "[default: all]."),
     click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True),
     device_option,
+    precision_option,
     click.option("--seed", type=int, default=0, show_default=True,
                  help="Patch mode: seeds the validation split (auto) and the figure patches."),
 ]
@@ -579,8 +594,8 @@ def _option_names(options: list) -> set[str]:
 
 def _run_eval_patches(store: Path | None, checkpoint: Path | None, threshold: str,
                       slide_ids: tuple[str, ...], figures: bool, tta: bool,
-                      max_patches_per_slide: int | None, batch_size: int, device: str, seed: int,
-                      out: Path | None, as_json: bool) -> None:
+                      max_patches_per_slide: int | None, batch_size: int, device: str,
+                      precision: str, seed: int, out: Path | None, as_json: bool) -> None:
     import json
 
     from lymph.model.evaluate import EvalConfig, run
@@ -592,7 +607,7 @@ def _run_eval_patches(store: Path | None, checkpoint: Path | None, threshold: st
         store=store, checkpoint=checkpoint, threshold=threshold, out=out,
         slides=slide_ids or None, batch_size=batch_size, device=device, tta=tta,
         figures=figures, seed=seed, max_patches_per_slide=max_patches_per_slide,
-        progress=not as_json,
+        progress=not as_json, precision=precision,
     )
     result = run(config)
     if as_json:
@@ -745,6 +760,7 @@ def _parse_sizes(ctx: click.Context, param: click.Parameter, value: str | None
               type=click.Choice(["scratch", "seg_only"]),
               help="Baselines to run (repeatable) [default: both].")
 @device_option
+@precision_option
 @click.option("--jobs", type=click.IntRange(min=1), default=None,
               help="Runs in parallel processes, one torch thread each [default: the cores].")
 @click.option("--eval-batch-size", type=click.IntRange(min=1), default=None,
@@ -835,6 +851,7 @@ def study_cmd(store: str, pretrained: tuple[str, ...], out: str, **options: obje
 @click.option("--tta", is_flag=True, help="Average the 8 dihedral transforms (8x slower).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
 @device_option
+@precision_option
 @click.option("--map-downsample", type=click.FloatRange(1, 1024), default=16.0,
               show_default=True, help="Downsample of the tumor map vs level 0.")
 @click.option("--threshold", type=click.FloatRange(0, 1, min_open=True, max_open=True),
@@ -857,7 +874,7 @@ def study_cmd(store: str, pretrained: tuple[str, ...], out: str, **options: obje
 def predict_cmd(slides: str, checkpoint: str, out: str, level: int | None, window: int | None,
                 overlap: str, margin: int | None, stride: int | None, screen: int | None,
                 screen_threshold: float, screen_margin: int | None, tta: bool,
-                batch_size: int, device: str,
+                batch_size: int, device: str, precision: str,
                 map_downsample: float, threshold: float, workers: int, scheduler: str | None,
                 threads: int | None, read_threads: int | None, force: bool,
                 quiet: bool) -> None:
@@ -883,7 +900,7 @@ def predict_cmd(slides: str, checkpoint: str, out: str, level: int | None, windo
             checkpoint=Path(checkpoint), out=Path(out), slides=Path(slides), level=level,
             window=window, stride=stride, overlap=overlap, margin=margin, screen=screen,
             screen_threshold=screen_threshold, screen_margin=screen_margin, tta=tta,
-            batch_size=batch_size, device=device,
+            batch_size=batch_size, device=device, precision=precision,
             map_downsample=map_downsample, threshold=threshold, workers=workers,
             scheduler=scheduler, threads=threads, read_threads=read_threads, progress=not quiet,
             force=force,

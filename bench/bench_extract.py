@@ -7,7 +7,9 @@
    annotations, sampling, mask rasterization, compression and writing included; Python imports
    done beforehand) against bare `openslide.OpenSlide.read_region` of the same patches (the
    coordinates extraction drew, in the same order) on the same slide, alternating, best of 2.
-   Also extraction with every pixel through OpenSlide (`direct_tiles=False`).
+   Also extraction with every pixel through OpenSlide (`direct_tiles=False`), and with one
+   decode thread (`--threads 1`; the writer thread still overlaps) beside the default
+   (decode threads = the CPUs; issue 23).
 2. Scaling: two slides, `--workers 1` against `--workers 2` (dask LocalCluster), with and
    without the cluster's start-up (measured alone in the same run).
 3. Memory: peak RSS of a fresh process extracting `--memory-patches` patches (with masks) from a
@@ -54,14 +56,15 @@ def bare_read(slide_path: Path, coords: np.ndarray, size: int) -> tuple[float, f
 
 
 def run_extract(slides: Path, out: Path, *, patches: int, workers: int = 1,
-                direct_tiles: bool = True, labels: Path | None = None
-                ) -> tuple[float, float, object]:
+                direct_tiles: bool = True, labels: Path | None = None,
+                threads: int | None = None) -> tuple[float, float, object]:
     """(wall seconds, CPU seconds of this process, summary)."""
     from lymph.pipeline.extract import ExtractConfig, extract
 
     shutil.rmtree(out, ignore_errors=True)
     cfg = ExtractConfig(slides=slides, out=out, labels=labels, patches_per_slide=patches,
-                        workers=workers, progress=False, direct_tiles=direct_tiles)
+                        workers=workers, progress=False, direct_tiles=direct_tiles,
+                        threads=threads)
     t0, c0 = time.perf_counter(), time.process_time()
     summary = extract(cfg)
     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
@@ -82,7 +85,8 @@ def rate(root: Path, *, patches: int, size: tuple[int, int]) -> dict:
     store = root / "rate.zarr"
     # warm-up: imports, page cache
     run_extract(world, store, patches=16)
-    wall: dict[str, list[float]] = {"bare": [], "extract": [], "extract_openslide": []}
+    wall: dict[str, list[float]] = {"bare": [], "extract": [], "extract_openslide": [],
+                                    "extract_1thread": []}
     cpu: dict[str, list[float]] = {k: [] for k in wall}
     for _ in range(2):
         w, c, _ = run_extract(world, store, patches=patches)
@@ -95,6 +99,9 @@ def rate(root: Path, *, patches: int, size: tuple[int, int]) -> dict:
         w, c, _ = run_extract(world, store, patches=patches, direct_tiles=False)
         wall["extract_openslide"].append(w)
         cpu["extract_openslide"].append(c)
+        w, c, _ = run_extract(world, store, patches=patches, threads=1)
+        wall["extract_1thread"].append(w)
+        cpu["extract_1thread"].append(c)
     best_wall = {k: min(v) for k, v in wall.items()}
     best_cpu = {k: min(v) for k, v in cpu.items()}
     run_extract(world, store, patches=patches)  # the store of the direct-tile extraction
@@ -349,6 +356,7 @@ def main() -> None:
               f"{'vs bare':>8}")
         for key, label in (("bare", "bare OpenSlide read_region"),
                            ("extract", "lymph extract (direct tiles)"),
+                           ("extract_1thread", "lymph extract --threads 1"),
                            ("extract_openslide", "lymph extract (OpenSlide only)")):
             w, c = r["wall_seconds"][key], r["cpu_seconds"][key]
             print(f"   {label:<34} {w:>7.2f} {r['patches'] / w:>9.1f} "

@@ -299,15 +299,19 @@ def _training_pairs(world: Path) -> list[tuple[np.ndarray, np.ndarray]]:
     return pairs
 
 
-def train_tiny(cache: Path, world: Path, *, norm: str, steps: int, seed: int = 0) -> Path:
+def train_tiny(cache: Path, world: Path, *, norm: str, steps: int, seed: int = 0,
+               precision: str = "fp32") -> Path:
     """A width-8 depth-3 UNet trained for ``steps`` steps (batch 16, 64 px crops at level 2,
-    half of them centred on tumor, flips; BCE, Adam 3e-3), cached."""
+    half of them centred on tumor, flips; BCE, Adam 3e-3; forward under ``precision``'s
+    autocast), cached."""
     import torch
 
     from lymph.model.checkpoint import save_checkpoint
+    from lymph.model.precision import autocast
     from lymph.model.unet import UNet, UNetConfig
 
-    path = cache / f"tiny_{norm}_{steps}_{world.name}.pt"
+    tag = ("" if precision == "fp32" else f"_{precision}") + (f"_s{seed}" if seed else "")
+    path = cache / f"tiny_{norm}_{steps}{tag}_{world.name}.pt"
     if path.is_file():
         return path
     rng = np.random.default_rng(seed)
@@ -337,7 +341,9 @@ def train_tiny(cache: Path, world: Path, *, norm: str, steps: int, seed: int = 0
             ys.append(np.ascontiguousarray(lab))
         x = torch.from_numpy(np.stack(xs)).permute(0, 3, 1, 2).float() / 255
         y = torch.from_numpy(np.stack(ys)).float()[:, None]
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(model(x).mask_logits, y)
+        with autocast("cpu", precision):
+            logits = model(x).mask_logits
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), y)
         opt.zero_grad()
         loss.backward()
         opt.step()

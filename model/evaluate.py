@@ -28,6 +28,8 @@ import numpy as np
 from lymph.data.errors import CheckpointError, ConfigError, StoreError
 from lymph.data.io import atomic_write_json
 from lymph.model.metrics import PixelCounts, PRAccumulator, binarize, pixel_counts
+from lymph.model.precision import check_precision
+from lymph.model.precision import describe as describe_precision
 
 AUTO = "auto"
 RECALL_TARGET = 0.9
@@ -73,8 +75,10 @@ class EvalConfig:
     seed: int = 0
     max_patches_per_slide: int | None = None  # None: every patch; else a seeded sample
     progress: bool = True
+    precision: str = "auto"  # lymph.model.precision: bf16 autocast on CUDA and AMX CPUs
 
     def __post_init__(self) -> None:
+        check_precision(self.precision)
         if self.out is not None and Path(self.out).exists() and not Path(self.out).is_dir():
             raise ConfigError(f"--out {self.out} is a file, not a folder; choose a folder")
         object.__setattr__(self, "store", Path(self.store))
@@ -317,6 +321,7 @@ def _stream(
                 device=config.device,
                 batch_size=config.batch_size,
                 tta=config.tta,
+                precision=config.precision,
             )
             yield ref.slide_id, batch, probs
             bar.update(len(batch))
@@ -433,6 +438,7 @@ def run(config: EvalConfig) -> dict[str, Any]:
     """
     from lymph.data.store import PatchStore
     from lymph.model.checkpoint import load_model
+    from lymph.model.infer import resolve_device
 
     store = PatchStore.open(config.store)
     model, ckpt = load_model(config.checkpoint, device="cpu")
@@ -465,6 +471,7 @@ def run(config: EvalConfig) -> dict[str, Any]:
         "checkpoint_stage": ckpt.get("config", {}).get("stage"),
         "notes": notes,
         "config": config.to_dict(),
+        **describe_precision(config.precision, resolve_device(config.device)),
     }
     if recall_threshold is not None:
         key = f"at_recall_{RECALL_TARGET:g}_threshold"
@@ -512,7 +519,8 @@ def _write_outputs(
 
             images = np.stack([it[3] for it in items])
             labels = [f"{it[0]} ({it[1]},{it[2]})" for it in items]
-            recon = reconstruct(model, images, device=config.device, batch_size=config.batch_size)
+            recon = reconstruct(model, images, device=config.device, batch_size=config.batch_size,
+                                precision=config.precision)
             files["reconstructions"] = str(
                 figure_reconstructions(
                     images, recon, out / "figure4_reconstruction.png", labels=labels

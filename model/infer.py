@@ -1,6 +1,7 @@
 """Inference on uint8 patches of any size: reflect-pad to the model's multiple, run, crop back.
 
-Never resizes. On CUDA the model runs under bf16 autocast in channels_last memory format;
+Never resizes. The model runs under the autocast of ``precision`` (``lymph.model.precision``:
+"auto" is bf16 on CUDA and on AMX CPUs, fp32 elsewhere); on CUDA in channels_last memory format;
 ``channels_last=True`` asks for that memory format on the CPU too (measured by
 bench/bench_predict.py: faster with oneDNN convolutions; whole-slide predict uses it).
 """
@@ -14,6 +15,7 @@ import torch
 
 from lymph.data.errors import ConfigError
 from lymph.model.augment import dihedral, dihedral_inverse
+from lymph.model.precision import autocast, resolve_precision
 from lymph.model.unet import UNet, unwrap
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -72,12 +74,14 @@ def _run(
     head: Callable[[UNet, torch.Tensor], torch.Tensor],
     out_channels: int,
     channels_last: bool | None = None,
+    precision: str = "auto",
 ) -> np.ndarray:
     _check_images(images)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     net = unwrap(model)
     dev = resolve_device(device)
+    used = resolve_precision(precision, dev)
     net.to(dev)
     was_training = net.training
     net.eval()
@@ -89,10 +93,12 @@ def _run(
     if last:
         net.to(memory_format=torch.channels_last)
     try:
-        with torch.inference_mode(), torch.autocast(dev.type, torch.bfloat16, enabled=cuda):
+        with torch.inference_mode(), autocast(dev, used):
             for start in range(0, n, batch_size):
                 padded, _, _ = pad_to_multiple(images[start : start + batch_size], net.multiple)
-                x = torch.from_numpy(np.ascontiguousarray(padded)).to(dev)
+                x = torch.from_numpy(np.ascontiguousarray(padded))
+                # pinned host memory: the copy to the GPU overlaps (non_blocking)
+                x = x.pin_memory().to(dev, non_blocking=True) if cuda else x.to(dev)
                 x = x.permute(0, 3, 1, 2).float().div_(255).contiguous(memory_format=fmt)
                 y = head(net, x)[:, :, :h, :w].float()
                 out[start : start + len(padded)] = y.cpu().numpy()
@@ -109,6 +115,7 @@ def predict_probs(
     batch_size: int = 16,
     tta: bool = False,
     channels_last: bool | None = None,
+    precision: str = "auto",
 ) -> np.ndarray:
     """Tumor probabilities float32 (N,H,W) for uint8 (N,H,W,3) images of any H, W.
 
@@ -127,16 +134,22 @@ def predict_probs(
         return acc / 8
 
     return _run(model, images, device=device, batch_size=batch_size, head=head, out_channels=1,
-                channels_last=channels_last)[:, 0]
+                channels_last=channels_last, precision=precision)[:, 0]
 
 
 def reconstruct(
-    model: UNet, images: np.ndarray, *, device: str | torch.device = "cpu", batch_size: int = 16
+    model: UNet,
+    images: np.ndarray,
+    *,
+    device: str | torch.device = "cpu",
+    batch_size: int = 16,
+    precision: str = "auto",
 ) -> np.ndarray:
     """The model's reconstruction of uint8 (N,H,W,3) images of any size, as uint8 (N,H,W,3)."""
 
     def head(net: UNet, x: torch.Tensor) -> torch.Tensor:
         return net(x).reconstruction
 
-    rec = _run(model, images, device=device, batch_size=batch_size, head=head, out_channels=3)
+    rec = _run(model, images, device=device, batch_size=batch_size, head=head, out_channels=3,
+               precision=precision)
     return np.rint(np.clip(rec, 0, 1) * 255).astype(np.uint8).transpose(0, 2, 3, 1)

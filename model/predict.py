@@ -71,6 +71,9 @@ import numpy as np
 from lymph.data.errors import CheckpointError, ConfigError, SlideError
 from lymph.data.exports import Detection, write_asap_xml, write_camelyon_csv, write_geojson
 from lymph.data.io import OutputManifest
+from lymph.model.precision import check_precision
+from lymph.model.precision import describe as describe_precision
+from lymph.model.predict_pipeline import SinkThread
 
 MAP_DOWNSAMPLE = 16.0
 THRESHOLD = 0.5
@@ -142,8 +145,10 @@ class PredictConfig:
     screen: int | None = None
     screen_threshold: float = 0.1
     screen_margin: int | None = None
+    precision: str = "auto"  # lymph.model.precision: bf16 autocast on CUDA and AMX CPUs
 
     def __post_init__(self) -> None:
+        check_precision(self.precision)
         object.__setattr__(self, "checkpoint", Path(self.checkpoint))
         object.__setattr__(self, "out", Path(self.out))
         if self.slides is not None:
@@ -862,6 +867,7 @@ def infer_map(
     timings: dict[str, float] | None = None,
     channels_last: bool = False,
     covered: np.ndarray | None = None,
+    precision: str = "auto",
 ) -> np.ndarray:
     """The uint8 (map_height, map_width) probability map of ``reader`` from the windows at
     ``origins`` (row-major, as ``tissue_windows`` returns them): Hann-blended (grid mode
@@ -878,6 +884,7 @@ def infer_map(
     bar = tqdm(total=len(origins), desc=f"{Path(reader.path).name}", unit="win",
                disable=None if progress else True, leave=False)
     done = 0
+    blend = SinkThread(sink)  # blending on its own thread (model/predict_pipeline.py)
     try:
         stream = _prefetch(_batches(reader, grid, origins, batch_size, read_threads=read_threads))
         while True:
@@ -890,22 +897,23 @@ def infer_map(
             timings["read"] += read_s
             t0 = time.perf_counter()
             probs = predict_probs(model, images, device=device, batch_size=batch_size, tta=tta,
-                                  channels_last=channels_last)
+                                  channels_last=channels_last, precision=precision)
             timings["model"] += time.perf_counter() - t0
             t0 = time.perf_counter()
-            for (x, y), p in zip(chunk, probs, strict=True):
-                sink.add(p, x, y)
             done += len(chunk)
             bar.update(len(chunk))
             # map rows above the next pending window's top are final
-            if done < len(origins):
-                sink.emit(origins[done][1] // grid.cell)
+            blend.put(chunk, probs, origins[done][1] // grid.cell if done < len(origins) else None)
             timings["blend"] += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        blend.put([], np.zeros((0,)), grid.map_height)  # the rest of the map is final
+        blend.close()
+        timings["blend"] += time.perf_counter() - t0
     finally:
+        blend.abort()
         bar.close()
-    t0 = time.perf_counter()
-    sink.emit(grid.map_height)
-    timings["blend"] += time.perf_counter() - t0
+    # "blend": what the loop waited for blending; "blend_busy": the blend thread's own time
+    timings["blend_busy"] = timings.get("blend_busy", 0.0) + blend.busy
     return prob_map
 
 
@@ -1115,7 +1123,7 @@ def screen_map(reader: Any, loaded: LoadedModel, plan: SlidePlan, config: Predic
     coarse = infer_map(view, loaded.model, grid, origins, device=loaded.device,
                        batch_size=config.batch_size, progress=config.progress, timings=inner,
                        read_threads=_read_threads(config, loaded.device),
-                       channels_last=config.channels_last)
+                       channels_last=config.channels_last, precision=config.precision)
     timings["screen"] = sum(inner.get(k, 0.0) for k in ("read_wait", "model", "blend"))
     out = np.zeros((fine.map_height, fine.map_width), np.uint8)
     h, w = min(out.shape[0], coarse.shape[0]), min(out.shape[1], coarse.shape[1])
@@ -1237,6 +1245,8 @@ def _write_meta(path: Path, *, reader_path: Path, plan: SlidePlan, loaded: Loade
             "screen": config.screen,
             "screen_threshold": config.screen_threshold if config.screen else None,
             "screen_margin": config.screen_margin,
+            "precision": config.precision,
+            **describe_precision(config.precision, loaded.device),
             "slide_score": f"max of the map after a Gaussian blur of sigma {SMOOTH_SIGMA_PX} px",
         },
         "mpp": plan.mpp,
@@ -1335,7 +1345,7 @@ def infer_slide(reader: Any, loaded: LoadedModel, plan: SlidePlan, config: Predi
         batch_size=_batch_size(config, plan.grid, loaded), tta=config.tta,
         progress=config.progress, timings=timings,
         read_threads=_read_threads(config, loaded.device),
-        channels_last=config.channels_last, covered=covered,
+        channels_last=config.channels_last, covered=covered, precision=config.precision,
     )
     if coarse is not None and covered is not None:
         prob_map[~covered] = coarse[~covered]

@@ -59,6 +59,7 @@ import numpy as np
 
 from lymph.data.errors import CheckpointError, ConfigError, StoreError
 from lymph.data.io import atomic_write_json, atomic_write_text
+from lymph.model.precision import check_precision
 from lymph.model.study_report import (
     cap_line,
     deviation_lines,
@@ -429,9 +430,11 @@ class StudyConfig:
     keep_checkpoints: bool = False
     progress: bool = True
     quick: bool = False  # the old flag: profile "quick"
+    precision: str = "auto"  # lymph.model.precision: training and scoring autocast
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
+        check_precision(self.precision)
         for name in ("store", "out"):
             set_(self, name, Path(getattr(self, name)))
         given = self.pretrained
@@ -725,7 +728,7 @@ def train_options(config: StudyConfig, arch: Mapping[str, Any], fields: set[str]
         "lr": config.lr, "eval_every": min(config.resolved("eval_every"), steps),
         "checkpoint_every": steps, "val_patches": config.resolved("val_patches"),
         "patience": config.resolved("patience"), "threads": config.threads,
-        "device": config.device, "select": "best_f1",
+        "device": config.device, "select": "best_f1", "precision": config.precision,
     }  # fmt: skip
     opts.update({k: v for k, v in arch.items() if k in fields and k != "kind"})
     if config.crop is None and opts.get("crop") is not None:  # a profile's crop: fit the model
@@ -784,6 +787,7 @@ def run_one(ctx: RunContext, spec: RunSpec) -> dict[str, Any]:
             slides=spec.test_slides, val_slides=spec.val_slides if auto else None,
             batch_size=config.resolved("eval_batch_size"), device=config.device,
             max_patches_per_slide=config.max_test_patches, seed=config.seed, progress=False,
+            precision=config.precision,
         )  # fmt: skip
     )
     t2 = time.perf_counter()
@@ -1093,6 +1097,14 @@ def study_context(config: StudyConfig) -> tuple[dict[str, Any], RunContext]:
     return plan, ctx
 
 
+def _precision_record(config: StudyConfig) -> dict[str, Any]:
+    """The precision asked for, the one its runs use on this machine, and the CPU's bf16 flags."""
+    from lymph.model.infer import resolve_device
+    from lymph.model.precision import describe
+
+    return describe(config.precision, resolve_device(config.device))
+
+
 def run_study(config: StudyConfig) -> dict[str, Any]:
     """Run (or resume) the grid; returns {"rows", "summary", "files", "skipped", "ran", ...}.
     One study per folder: a second `lymph study` on the same --out is refused (OutputError
@@ -1154,6 +1166,7 @@ def _declare(config: StudyConfig, plan: Mapping[str, Any], protocol: Mapping[str
         **config.to_dict(), "protocol": protocol, "protocol_sha256": protocol_sha256(protocol),
         "protocol_record": protocol_record, "folds_slides": [list(f) for f in plan["folds"]],
         "pretraining": [p.to_dict() for p in plan["pres"]], "notes": plan["notes"],
+        **_precision_record(config),
     }  # fmt: skip
     atomic_write_json(config.out / "study.json", record)
     if not finished:  # declared before any result exists

@@ -62,6 +62,8 @@ from lymph.model.checkpoint import (
 )
 from lymph.model.infer import DEVICES, predict_probs, reconstruct, resolve_device
 from lymph.model.losses import reconstruction_loss, stage_loss
+from lymph.model.precision import check_precision, run_in
+from lymph.model.precision import describe as describe_precision
 from lymph.model.stream import LabeledPatches, Layout, StoreStream, StreamConfig, to_tensors
 from lymph.model.unet import UNet, UNetConfig, unwrap
 from lymph.model.weights import load_optimizer, load_weights
@@ -77,8 +79,8 @@ VAL_BINS = 101
 # Settings --resume may change (recorded in the run record's "resumes"): how and where the run
 # executes, not what it computes. workers and batch_size change the data order (warned).
 RESUME_MAY_CHANGE = frozenset(
-    {"resume", "stop_at", "device", "workers", "batch_size", "log_every", "checkpoint_every",
-     "threads", "out", "store"}
+    {"resume", "stop_at", "device", "precision", "workers", "batch_size", "log_every",
+     "checkpoint_every", "threads", "out", "store"}
 )  # fmt: skip
 STORE_IDENTITY = ("schema_version", "level", "patch_size")
 
@@ -187,6 +189,7 @@ class TrainConfig:
     patience: int | None = None
     threads: int | None = None
     select: str = "f1"
+    precision: str = "auto"  # lymph.model.precision: bf16 autocast on CUDA and AMX CPUs
 
     def __post_init__(self) -> None:
         set_ = partial(object.__setattr__, self)
@@ -260,6 +263,7 @@ class TrainConfig:
             raise ConfigError(f"pretext must be one of {PRETEXTS}, got {self.pretext!r}")
         if self.select not in SELECT:
             raise ConfigError(f"select must be one of {SELECT}, got {self.select!r}")
+        check_precision(self.precision)
         for name in ("patience", "threads"):
             v = getattr(self, name)
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
@@ -805,6 +809,7 @@ class Session:
                 "best_step": self.best_step,
                 "evals_since_best": self.evals_since_best,
                 "val": val,
+                **describe_precision(self.config.precision, self.device),
             },
         )
 
@@ -886,7 +891,8 @@ def prepare_run_folder(s: Session, lab_labels: np.ndarray | None) -> None:
         return
     record = plan.record.to_dict()
     atomic_write_json(run / "config.json", {**record, "labeled": len(plan.picks),
-                                      "versions": versions(), "world_size": s.dist.world_size})
+                                      "versions": versions(), "world_size": s.dist.world_size,
+                                      **describe_precision(config.precision, s.device)})
     if config.stage == "finetune" and plan.resumed is None:
         assert lab_labels is not None
         atomic_write_json(
@@ -924,17 +930,18 @@ def validate(
     device: torch.device,
     threshold: float,
     batch_size: int,
+    precision: str = "auto",
 ) -> dict[str, float]:
     """Pixel precision / recall / F1 pooled over whole validation patches (padded to the
     model's multiple, never resized); reconstruction MSE when there are no masks."""
     net = unwrap(model)
     if masks is None:
-        rec = reconstruct(net, images, device=device, batch_size=batch_size)
+        rec = reconstruct(net, images, device=device, batch_size=batch_size, precision=precision)
         diff = rec.astype(np.float32) / 255 - images.astype(np.float32) / 255
         return {"recon_mse": float(np.mean(diff**2)), "n": len(images)}
     from lymph.model.metrics import PRAccumulator, pixel_counts
 
-    probs = predict_probs(net, images, device=device, batch_size=batch_size)
+    probs = predict_probs(net, images, device=device, batch_size=batch_size, precision=precision)
     counts = pixel_counts(probs >= threshold, masks)  # 0/1, IGNORE (255) skipped
     acc = PRAccumulator(bins=VAL_BINS)
     acc.update(probs, masks)
@@ -974,12 +981,12 @@ def forward_losses(
 ) -> dict[str, torch.Tensor]:
     """The model on the batch (and, for a restoration pretext, on its corruption) and the
     stage's loss."""
-    c, cuda = s.config, s.device.type == "cuda"
+    c = s.config
     corrupting = c.pretext != "identity" and (c.stage == "pretrain" or c.recon_weight > 0)
     loss_mask = None
     if corrupting:
         corrupted, loss_mask = corrupt(c.pretext, images, gen=pretext_generator(s))
-    with torch.autocast(s.device.type, dtype=torch.bfloat16, enabled=cuda):
+    with run_in(s.device, c.precision):
         if not corrupting:
             out = s.ddp_model(images)
         elif c.stage == "pretrain":
@@ -1014,7 +1021,8 @@ def evaluate_now(s: Session) -> None:
     """Validate, log, and keep best.pt when the F1 improved (rank 0)."""
     c = s.config
     s.last_val = validate(s.model, s.val_images, s.val_masks, device=s.device,
-                          threshold=c.threshold, batch_size=c.batch_size)  # fmt: skip
+                          threshold=c.threshold, batch_size=c.batch_size,
+                          precision=c.precision)  # fmt: skip
     s.log({"kind": "val", "step": s.step, **s.last_val})
     if c.select not in s.last_val:
         return

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import threading
 import time
 import warnings
 from collections.abc import Callable, Mapping
@@ -37,6 +38,7 @@ from lymph.data.polygon_index import gc_paused, index_for
 from lymph.data.slides import SlideReader, discover_slides, open_slide, slide_id
 from lymph.data.tissue import dilate, tissue_mask
 from lymph.pipeline import partial as partial_mod
+from lymph.pipeline.overlap import PatchPipeline, default_threads
 from lymph.pipeline.sampling import (
     PatchGeometry,
     plan_classes,
@@ -69,6 +71,7 @@ class ExtractConfig:
     thumb_size: int = 2048
     progress: bool = True
     direct_tiles: bool = True  # TIFF tiles decoded directly when identical to OpenSlide's
+    threads: int | None = None  # decode threads per worker (+1 writer); None: CPUs / workers
 
     def __post_init__(self) -> None:
         for name in ("slides", "out", "annotations", "labels"):
@@ -88,6 +91,10 @@ class ExtractConfig:
             raise ConfigError(f"seed {self.seed} must be >= 0")
         if self.workers < 1:
             raise ConfigError(f"workers {self.workers} must be >= 1")
+        t = self.threads
+        if t is not None and (isinstance(t, bool) or not isinstance(t, int) or t < 1):
+            raise ConfigError(f"threads {t!r} must be an integer >= 1 (decode threads per "
+                              "worker); e.g. --threads 2")
         if self.scheduler is not None and self.workers != 1:
             raise ConfigError("give either --workers K (a local cluster) or --scheduler ADDRESS "
                               "(an existing cluster), not both")
@@ -480,34 +487,47 @@ def _write_patches(slide: SlideReader, plan: PatchPlan, writer: store_mod.SlideW
                    config: ExtractConfig, ann: Annotations | None,
                    mask_src: _MaskSource | None,
                    on_patches: Callable[[int], None] | None) -> None:
-    """Read the planned patches in store order (and their masks) one chunk at a time."""
+    """Read the planned patches in store order (and their masks) one chunk at a time: the
+    patches of a chunk on ``config.threads`` decode threads, while the writer thread compresses
+    and writes the chunk before (``PatchPipeline``; the store is the same for any thread count).
+    """
     level, size = config.level, config.patch_size
     ds = slide.level_downsamples[level]
     labeled, top_left = writer.labeled, plan.top_left
     step = store_mod.CHUNK_PATCHES
     index = index_for(ann) if labeled and ann else None
-    for a in range(0, len(plan), step):
-        b = min(len(plan), a + step)
-        images = np.empty((b - a, size, size, 3), np.uint8)
-        masks = np.zeros((b - a, size, size), np.uint8) if labeled else None
-        for k in range(a, b):
-            tl = (int(top_left[k, 0]), int(top_left[k, 1]))
-            slide.read_region(tl, level, (size, size), out=images[k - a])
-            if masks is not None and is_partial(ann):
-                masks[k - a] = partial_mask(ann, x_level0=tl[0], y_level0=tl[1], width=size,
-                                            height=size, downsample=ds)
-            elif masks is not None and ann:
-                masks[k - a] = index.rasterize(x_level0=tl[0], y_level0=tl[1], width=size,
-                                               height=size, downsample=ds)
-            elif masks is not None and mask_src is not None:
-                masks[k - a] = mask_src.patch(top_left[k], ds, size)
-        if labeled:
-            writer.append(images=images, coords=top_left[a:b],
-                          labels=plan.classes[a:b].astype(np.uint8), masks=masks)
-        else:
-            writer.append(images=images, coords=top_left[a:b])
-        if on_patches is not None:
-            on_patches(b - a)
+    threads = config.threads or default_threads(config.workers)
+    mask_lock = threading.Lock()  # a strip-TIFF mask's strip cache is not thread-safe
+    with PatchPipeline(threads) as pipe:
+        for a in range(0, len(plan), step):
+            b = min(len(plan), a + step)
+            images = np.empty((b - a, size, size, 3), np.uint8)
+            masks = np.zeros((b - a, size, size), np.uint8) if labeled else None
+
+            def fill(k: int, a: int = a, images: np.ndarray = images,
+                     masks: np.ndarray | None = masks) -> None:
+                tl = (int(top_left[k, 0]), int(top_left[k, 1]))
+                slide.read_region(tl, level, (size, size), out=images[k - a])
+                if masks is not None and is_partial(ann):
+                    masks[k - a] = partial_mask(ann, x_level0=tl[0], y_level0=tl[1],
+                                                width=size, height=size, downsample=ds)
+                elif masks is not None and index is not None:
+                    masks[k - a] = index.rasterize(x_level0=tl[0], y_level0=tl[1], width=size,
+                                                   height=size, downsample=ds)
+                elif masks is not None and mask_src is not None:
+                    with mask_lock:
+                        masks[k - a] = mask_src.patch(top_left[k], ds, size)
+
+            pipe.fill(fill, range(a, b))
+            if labeled:
+                pipe.write(functools.partial(
+                    writer.append, images=images, coords=top_left[a:b],
+                    labels=plan.classes[a:b].astype(np.uint8), masks=masks))
+            else:
+                pipe.write(functools.partial(writer.append, images=images,
+                                             coords=top_left[a:b]))
+            if on_patches is not None:
+                on_patches(b - a)
 
 
 def _task(path: Path, *, config: ExtractConfig, ids: dict[str, tuple[str, str]],

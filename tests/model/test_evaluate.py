@@ -152,6 +152,8 @@ def test_auto_threshold_never_scores_validation_slides(world: dict[str, Path]) -
     ):
         assert (out / name).stat().st_size > 0, name
     assert json.loads((out / "metrics.json").read_text())["f1"] == res["f1"]
+    assert res["precision_used"] in ("fp32", "bf16") and res["config"]["precision"] == "auto"
+    assert isinstance(res["precision"], float)  # the pixel metric, not the --precision
 
 
 def test_auto_uses_checkpoint_validation_slides(world: dict[str, Path]) -> None:

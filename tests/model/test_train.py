@@ -107,6 +107,10 @@ def test_pretrain_run_folder(pretrained: Path) -> None:
     assert record.stage == "pretrain" and record.store is not None
     assert (record.store.patch_size, record.store.level) == (P, 0)
     assert record.seed == 0 and record.settings["steps"] == 4 and record.versions
+    run_cfg = json.loads((run / "config.json").read_text())  # the precision asked and used
+    assert run_cfg["precision_used"] in ("fp32", "bf16")
+    assert record.settings["precision"] == "auto" and ckpt["extra"]["precision_used"] == run_cfg[
+        "precision_used"]
     assert record.val_slides == tuple(c["splits"]["val"]) and record.labeled == ()
     assert c["train"]["seed"] == 0 and c["stream"]["augment"]["hue"] == 0.04
     assert ckpt["step"] == 4 and ckpt["extra"]["data"]["batches"] == 4
