@@ -1016,6 +1016,9 @@ def suggest_cmd(maps: str | None, checkpoint: str | None, slides: str | None, ou
 @click.option("--labels", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               default=None, help="reference.csv: marks normal slides (every detection a false "
               "positive in the FROC counts).")
+@click.option("--suggestions", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              default=None, help="The --out of `lymph suggest` (S_suggestions.geojson) "
+              "[default: the --predictions folder].")
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to listen on (0.0.0.0: every interface; anyone who can reach it "
               "sees the slides).")
@@ -1029,8 +1032,8 @@ def suggest_cmd(maps: str | None, checkpoint: str | None, slides: str | None, ou
               help="Threads writing tiles with --export.")
 @click.option("--quiet", is_flag=True, help="No progress bar (--export).")
 def view_cmd(slides: Path, predictions: Path | None, annotations: Path | None,
-             labels: Path | None, host: str, port: int, export: Path | None, cache_mb: int,
-             workers: int, quiet: bool) -> None:
+             labels: Path | None, suggestions: Path | None, host: str, port: int,
+             export: Path | None, cache_mb: int, workers: int, quiet: bool) -> None:
     """Look at slides, tumor maps, detections and ground truth in the browser.
 
     \b
@@ -1042,8 +1045,8 @@ def view_cmd(slides: Path, predictions: Path | None, annotations: Path | None,
     from lymph.model.view.server import run
 
     run(ViewConfig(slides=slides, predictions=predictions, annotations=annotations,
-                   labels=labels, host=host, port=port, export=export, cache_mb=cache_mb,
-                   workers=workers, quiet=quiet))
+                   labels=labels, suggestions=suggestions, host=host, port=port,
+                   export=export, cache_mb=cache_mb, workers=workers, quiet=quiet))
 
 
 if __name__ == "__main__":  # `python -m lymph.cli` (torchrun uses this)

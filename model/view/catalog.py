@@ -42,6 +42,7 @@ class ViewConfig:
     predictions: Path | None = None
     annotations: Path | None = None
     labels: Path | None = None
+    suggestions: Path | None = None
     host: str = "127.0.0.1"
     port: int = 8000
     export: Path | None = None
@@ -50,7 +51,7 @@ class ViewConfig:
     quiet: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("slides", "predictions", "annotations", "labels", "export"):
+        for name in ("slides", "predictions", "annotations", "labels", "suggestions", "export"):
             value = getattr(self, name)
             if value is not None:
                 object.__setattr__(self, name, Path(value))
@@ -72,7 +73,8 @@ class ViewConfig:
         for name, value, fix in (
                 ("--predictions", self.predictions, "the --out folder of lymph predict"),
                 ("--annotations", self.annotations, "the folder of S.xml / S.geojson / "
-                 "S_mask.tif")):
+                 "S_mask.tif"),
+                ("--suggestions", self.suggestions, "the --out folder of lymph suggest")):
             if value is not None and not value.is_dir():
                 raise ConfigError(f"{name} {value} is not a folder; pass {fix}")
         if self.labels is not None and not self.labels.is_file():
@@ -212,11 +214,13 @@ class Catalog:
         pred = self.config.predictions
         if pred is not None:
             files = {"map_path": f"{sid}_tumor_map.tif", "detections_path": f"{sid}.csv",
-                     "suggestions_path": f"{sid}_suggestions.geojson",
                      "meta_path": f"{sid}_predict.json"}
             for attr, fname in files.items():
                 if (pred / fname).is_file():
                     setattr(entry, attr, pred / fname)
+        where = self.config.suggestions or pred  # `lymph suggest --out`, else beside the maps
+        if where is not None and (where / f"{sid}_suggestions.geojson").is_file():
+            entry.suggestions_path = where / f"{sid}_suggestions.geojson"
         try:
             entry.annotation = find_annotations(path, annotations_dir=self.config.annotations)
         except OSError as exc:

@@ -69,6 +69,15 @@ def _label(props: dict) -> tuple[str, float | None]:
     return name, score
 
 
+def _suggested(props: dict) -> bool:
+    """A region still to annotate: classified `Suggested` (as `lymph suggest` writes it), or
+    unclassified (a hand-made file). A box the pathologist set to `Reviewed`, and the slide's
+    tumor outlines that `lymph suggest` copies into the file, are not suggestions."""
+    cls = props.get("classification")
+    name = cls.get("name") if isinstance(cls, dict) else cls
+    return not isinstance(name, str) or not name or name.strip().lower() == "suggested"
+
+
 def read_suggestions(path: Path) -> list[dict[str, Any]]:
     """The regions of a QuPath GeoJSON file (``lymph suggest``): polygons (outer rings) and
     points, each with its name and score (``score``/``priority``/... property) when given.
@@ -85,6 +94,8 @@ def read_suggestions(path: Path) -> list[dict[str, Any]]:
         if parts is None:
             continue
         props = feat.get("properties") if isinstance(feat.get("properties"), dict) else {}
+        if not _suggested(props):
+            continue  # the slide's own outlines and reviewed boxes, carried in the same file
         name, score = _label(props)
         geom = feat.get("geometry") or {}
         if parts[2] == "Point":

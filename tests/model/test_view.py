@@ -384,3 +384,33 @@ def test_deep_zoom_geometry_and_tile_pixels(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setattr(tiles, "MAX_READ_PIXELS", 100 * 100)  # a slide without levels
     with pytest.raises(TileError, match="no pyramid level near downsample 8; zoom in"):
         read_tile_pixels(slide, dz, 7, 0, 0)
+
+
+def test_suggestions_from_lymph_suggest_show_only_boxes_still_suggested(
+        view_world: Path, tmp_path: Path) -> None:
+    """`lymph suggest --out next/` writes S_suggestions.geojson with the slide's own outlines and
+    reviewed boxes beside the `Suggested` ones; `--suggestions next/` shows only the latter."""
+    from lymph.data.annotations import read_annotations
+    from lymph.data.suggestions import suggestions_geojson
+    from lymph.model.suggest import Suggestion
+    from lymph.model.view.catalog import Catalog
+
+    boxes = [Suggestion(slide="tumor_001", kind="uncertain", score=0.9 - 0.1 * r, x0=100 * r,
+                        y0=50, x1=100 * r + 80, y1=130, mean_probability=0.5,
+                        uncertainty=0.9, rank=r) for r in (1, 2)]
+    existing = read_annotations(view_world / "slides" / "tumor_001.xml")
+    assert existing.tumor  # carried into the file as Tumor outlines
+    nxt = tmp_path / "next"
+    nxt.mkdir()
+    (nxt / "tumor_001_suggestions.geojson").write_text(json.dumps(
+        suggestions_geojson(boxes, existing=existing, slide="tumor_001")))
+    catalog = Catalog(ViewConfig(slides=view_world / "slides", suggestions=nxt, port=0))
+    shown = catalog.suggestions(catalog.entries["tumor_001"])
+    assert [s["score"] for s in shown] == [0.8, 0.7]
+    assert shown[0]["name"].startswith("Suggested 1")
+
+
+def test_suggestions_folder_must_exist(view_world: Path, tmp_path: Path) -> None:
+    config = ViewConfig(slides=view_world / "slides", suggestions=tmp_path / "nope", port=0)
+    with pytest.raises(ConfigError, match="--suggestions .*nope is not a folder"):
+        config.check_paths()
