@@ -265,7 +265,7 @@ def reach_fraction(unc: list[dict[str, Any]], rnd: list[dict[str, Any]]) -> tupl
 def summarize(rows: list[dict[str, Any]], seeds: tuple[int, ...], rounds: int
               ) -> dict[str, Any]:
     """Paired ΔF1 per round and the reach fraction, with `lymph study`'s statistics."""
-    from lymph.model.study import bootstrap_ci, paired_stats
+    from lymph.model.study_stats import bootstrap_ci, paired_stats, t_interval
 
     by = {(r["seed"], r["strategy"], r["round"]): r for r in rows}
     rng = np.random.default_rng(0)
@@ -274,7 +274,8 @@ def summarize(rows: list[dict[str, Any]], seeds: tuple[int, ...], rounds: int
         pairs = [(by[(s, "uncertainty", rd)], by[(s, "random", rd)]) for s in seeds
                  if (s, "uncertainty", rd) in by and (s, "random", rd) in by]
         diffs = [u["f1"] - r["f1"] for u, r in pairs]
-        stats = paired_stats(diffs, rng=rng) if diffs else {"n": 0}
+        # seeds are independent chains on one world: no shared test folds, so no correction
+        stats = paired_stats(diffs, rng=rng, ratio=0.0) if diffs else {"n": 0}
         per_round.append({"round": rd, "area_mm2": [u["area_mm2"] for u, _ in pairs],
                           "delta_f1": stats})
     fractions, reached = [], []
@@ -286,10 +287,13 @@ def summarize(rows: list[dict[str, Any]], seeds: tuple[int, ...], rounds: int
             f, ok = reach_fraction(unc, rnd)
             fractions.append(f)
             reached.append(ok)
-    ci = bootstrap_ci(fractions, rng=rng) if len(fractions) > 1 else (math.nan, math.nan)
+    many = len(fractions) > 1
+    ci = t_interval(fractions) if many else (math.nan, math.nan)  # the study's interval
+    boot = bootstrap_ci(fractions, rng=rng) if many else (math.nan, math.nan)  # shown only
     return {"per_round": per_round, "reach_fraction": {
         "values": fractions, "reached": reached, "mean": float(np.mean(fractions))
-        if fractions else math.nan, "ci": ci, "goal": 0.6}}
+        if fractions else math.nan, "ci": tuple(float(v) for v in ci),
+        "ci_bootstrap": boot, "goal": 0.6}}
 
 
 def plot(rows: list[dict[str, Any]], path: Path) -> None:
