@@ -386,6 +386,23 @@ def _tumor_source(slide: SlideReader, *, path: Path, name: str, config: ExtractC
     return ann_path, ann, None
 
 
+def _warn_unannotated_tumor(path: Path, *, name: str, ref: str | None,
+                            annotations_dir: Path | None) -> None:
+    """Warn when a slide that the labels CSV or its name calls tumor has no annotation: on
+    CAMELYON16 (slides in training/tumor/, XML in lesion_annotations/) a forgotten
+    --annotations would otherwise extract every tumor slide as unlabeled, silently."""
+    sid = slide_id(name)
+    why = ("the labels CSV says Tumor" if ref == "tumor"
+           else "its name says tumor" if sid.lower().startswith("tumor") else None)
+    if why is None:
+        return
+    folder = annotations_dir if annotations_dir is not None else path.parent
+    warnings.warn(f"{path}: slide {sid}: {why} but no annotation was found (looked for "
+                  f"{sid}.xml, {sid}.geojson, {sid}_mask.tif in {folder}); extracted as "
+                  "unlabeled. Pass --annotations DIR (CAMELYON16: lesion_annotations/)",
+                  stacklevel=3)
+
+
 def _extract_open_slide(slide: SlideReader, *, path: Path, slide_id: str,
                         config: ExtractConfig, labels: Mapping[str, bool] | None, name: str,
                         annotations: Annotations | None,
@@ -399,10 +416,8 @@ def _extract_open_slide(slide: SlideReader, *, path: Path, slide_id: str,
         ann_path, ann, mask_src = annotations.source, annotations, None
     has_ann = mask_src is not None or bool(ann)
     status, ref = slide_status(name, has_annotations=has_ann, labels=labels)
-    if ref == "tumor" and not has_ann:
-        warnings.warn(f"{path}: labels CSV says Tumor but no annotation was found (looked for "
-                      f"{path.stem}.xml/.geojson/_mask.tif); extracted as unlabeled",
-                      stacklevel=2)
+    if not has_ann:
+        _warn_unannotated_tumor(path, name=name, ref=ref, annotations_dir=config.annotations)
     thumb, thumb_ds = slide.thumbnail(config.thumb_size)
     tissue = tissue_mask(thumb)
     tumor = _tumor_maps(ann, mask_src, shape=tissue.shape, thumb_downsample=thumb_ds,
@@ -518,10 +533,10 @@ def _extract_locked(config: ExtractConfig) -> ExtractSummary:
     patch_bar = None
     if config.workers == 1 and config.scheduler is None and todo:
         # in process, a second bar counts patches (a cluster reports whole slides only)
-        from tqdm.auto import tqdm
+        from lymph.data.progress import progress_bar
 
-        patch_bar = tqdm(total=len(todo) * config.patches_per_slide, desc="patches",
-                         unit="patch", disable=None if config.progress else True, position=1)
+        patch_bar = progress_bar(total=len(todo) * config.patches_per_slide, desc="patches",
+                                 unit="patch", enabled=config.progress, position=1)
     fn = functools.partial(_task, config=config, ids=by_path, labels=labels,
                            on_patches=None if patch_bar is None else patch_bar.update)
     try:

@@ -538,3 +538,33 @@ def test_a_run_that_finds_no_slide_leaves_no_store_behind(tmp_path):
         extract(ExtractConfig(slides=tmp_path / "empty", out=tmp_path / "o.zarr",
                               progress=False))
     assert not (tmp_path / "o.zarr").exists()
+
+
+def test_tumor_slide_without_annotation_warns_naming_it_and_the_folder(synth_world, tmp_path):
+    """CAMELYON16's layout: slides in training/tumor/, XML in lesion_annotations/. Without
+    --annotations a `tumor_*` slide (or one the labels CSV calls Tumor) finds no annotation:
+    a warning names the slide and the folder searched; with --annotations it is tumor."""
+    tumor_dir, ann_dir = tmp_path / "training" / "tumor", tmp_path / "lesion_annotations"
+    tumor_dir.mkdir(parents=True)
+    ann_dir.mkdir()
+    os.symlink(synth_world / "tumor_001.tif", tumor_dir / "tumor_001.tif")
+    os.symlink(synth_world / "tumor_001.tif", tumor_dir / "case_7.tif")
+    shutil.copy(synth_world / "tumor_001.xml", ann_dir / "tumor_001.xml")
+    labels = tmp_path / "labels.csv"
+    labels.write_text("tumor_001,Tumor\ncase_7,Tumor\n")
+    common = dict(slides=tmp_path / "training", patches_per_slide=8, patch_size=128,
+                  progress=False)
+    s = extract(ExtractConfig(out=tmp_path / "a.zarr", **common))
+    warned = {r.slide_id: " ".join(r.warnings) for r in s.done}
+    assert {r.slide_id: r.status for r in s.done} == {"tumor_001": "unlabeled",
+                                                     "case_7": "unlabeled"}
+    assert "slide tumor_001: its name says tumor but no annotation" in warned["tumor_001"]
+    assert f"in {tumor_dir}" in warned["tumor_001"] and "--annotations" in warned["tumor_001"]
+    assert "no annotation" not in warned["case_7"]  # neither name nor CSV says tumor
+    s = extract(ExtractConfig(out=tmp_path / "b.zarr", labels=labels, **common))
+    warned = {r.slide_id: " ".join(r.warnings) for r in s.done}
+    assert "slide case_7: the labels CSV says Tumor but no annotation" in warned["case_7"]
+    s = extract(ExtractConfig(out=tmp_path / "c.zarr", annotations=ann_dir, **common))
+    by_id = {r.slide_id: r for r in s.done}
+    assert by_id["tumor_001"].status == "tumor"
+    assert not any("no annotation" in w for w in by_id["tumor_001"].warnings)
