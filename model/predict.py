@@ -851,8 +851,7 @@ def infer_map(
     """The uint8 (map_height, map_width) probability map of ``reader`` from the windows at
     ``origins`` (row-major, as ``tissue_windows`` returns them): Hann-blended (grid mode
     "blend") or centre-cropped ("crop"; ``covered`` then marks the cells written)."""
-    from tqdm.auto import tqdm
-
+    from lymph.data.progress import progress_bar
     from lymph.model.infer import predict_probs
 
     timings = timings if timings is not None else {}
@@ -860,8 +859,8 @@ def infer_map(
         timings.setdefault(key, 0.0)
     prob_map = np.zeros((grid.map_height, grid.map_width), np.uint8)
     sink = CropSink(grid, prob_map, covered) if grid.mode == "crop" else BlendSink(grid, prob_map)
-    bar = tqdm(total=len(origins), desc=f"{Path(reader.path).name}", unit="win",
-               disable=None if progress else True, leave=False)
+    bar = progress_bar(total=len(origins), desc=f"{Path(reader.path).name}", unit="win",
+                       enabled=progress, leave=False)
     done = 0
     try:
         stream = _prefetch(_batches(reader, grid, origins, batch_size, read_threads=read_threads))

@@ -1184,7 +1184,7 @@ def study_context(config: StudyConfig) -> tuple[dict[str, Any], RunContext]:
 
 def run_study(config: StudyConfig) -> dict[str, Any]:
     """Run (or resume) the grid; returns {"rows", "summary", "files", "skipped", "ran", ...}."""
-    from tqdm.auto import tqdm
+    from lymph.data.progress import progress_bar
 
     plan, ctx = study_context(config)
     protocol = _protocol(config, plan)
@@ -1200,9 +1200,9 @@ def run_study(config: StudyConfig) -> dict[str, Any]:
     if not rows:  # declared before any result exists
         atomic_write_text(config.out / "table.md", protocol_md + "\n(results pending)\n")
     skipped = len(rows)
-    bar = tqdm(
+    bar = progress_bar(
         total=len(plan["runs"]), initial=skipped, desc="study runs", unit="run",
-        disable=None if config.progress else True, dynamic_ncols=True,
+        enabled=config.progress, dynamic_ncols=True,
     )  # fmt: skip
     with bar:
         rows += _execute_all(ctx, todo, bar)

@@ -1026,12 +1026,12 @@ def next_batch(it: Any) -> dict:
 def train_loop(s: Session, *, progress: bool) -> LoopStats:
     """The loop: step, log every ``log_every``, validate every ``eval_every`` (and at the last
     step), rewrite last.pt every ``checkpoint_every`` (and at the end)."""
-    from tqdm.auto import tqdm
+    from lymph.data.progress import progress_bar
 
     c, main = s.config, s.dist.main
     end = min(c.steps, c.stop_at) if c.stop_at else c.steps
-    bar = tqdm(total=c.steps, initial=s.step, desc=c.stage, unit="step",
-               disable=(not progress or not main) or None, dynamic_ncols=True)  # fmt: skip
+    bar = progress_bar(total=c.steps, initial=s.step, desc=c.stage, unit="step",
+                       enabled=progress and main, dynamic_ncols=True)
     s.model.train()
     it = iter(s.loader)
     stats = LoopStats()
