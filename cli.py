@@ -38,8 +38,11 @@ device_option = click.option(
 )
 
 
+# auto_envvar_prefix: every option can also come from LYMPH_<COMMAND>_<OPTION> (an option on the
+# command line wins), e.g. LYMPH_TRAIN_STEPS=20: the README's toy-size run of its pipeline.
 @click.group(cls=_Group,
-             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100,
+                               "auto_envvar_prefix": "LYMPH"})
 @click.version_option(__version__, prog_name="lymph")
 def main() -> None:
     """Find breast-cancer metastases in gigapixel lymph-node slides with very few pixel labels.
@@ -97,10 +100,13 @@ def _parse_size(ctx: click.Context, param: click.Parameter, value: str) -> tuple
               help="Microns per level-0 pixel (0.243 = CAMELYON16 at 40x).")
 @click.option("--quality", default=85, show_default=True, type=click.IntRange(1, 100),
               help="JPEG quality of the slide tiles.")
-@click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1),
+@click.option("--threads", "workers", default=1, show_default=True, type=click.IntRange(min=1),
               help="Threads encoding tiles.")
+@click.option("--prefix", default="", show_default=True,
+              help="Start every slide id with this (e.g. pre_: pre_tumor_001), so that two "
+                   "worlds never share an id.")
 def synth(out: Path, n_tumor: int, n_normal: int, size: tuple[int, int], seed: int, fmt: str,
-          mpp: float, quality: int, workers: int) -> None:
+          mpp: float, quality: int, workers: int, prefix: str) -> None:
     """Make a synthetic CAMELYON16-like slide set: pyramidal slides OpenSlide opens, ASAP XML
     and mask TIFFs for tumor slides, and reference.csv.
 
@@ -127,7 +133,8 @@ def synth(out: Path, n_tumor: int, n_normal: int, size: tuple[int, int], seed: i
             param_hint="--out",
         ) from None
     slides = synth_slides(out_path, n_tumor=n_tumor, n_normal=n_normal, size=size, seed=seed,
-                          fmt=fmt, mpp=mpp, progress=True, quality=quality, workers=workers)
+                          fmt=fmt, mpp=mpp, progress=True, quality=quality, workers=workers,
+                          prefix=prefix)
     click.echo(f"{'slide':<12} {'status':<7} {'size':>13} {'MB':>7} {'lesions':>7}  largest  files")
     for s in slides:
         mb = s.path.stat().st_size / 1e6
@@ -792,7 +799,11 @@ def study_cmd(store: str, pretrained: tuple[str, ...], out: str, **options: obje
               help="Output folder (not the slides folder): per slide S_tumor_map.tif, "
               "S_overlay.png, S.csv, S.geojson, S.xml; and scores.csv.")
 @click.option("--level", type=click.IntRange(min=0), default=None,
-              help="Slide level to run at [default: the checkpoint's extraction level].")
+              help="Slide level to run at [default: the level whose microns per pixel match "
+              "the checkpoint's training mpp within 10%, else a resampled one].")
+@click.option("--mpp", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Microns per level-0 pixel of slides that record none (e.g. 0.25 at 40x, "
+              "0.5 at 20x) [default: such a slide runs at the checkpoint's level, warned].")
 @click.option("--window", type=click.IntRange(min=16), default=None,
               help="Window (tile) in px of that level [default: the patch size, rounded up to "
               "a multiple of the model's and the map's grid; up to 1024 px for a BatchNorm "
@@ -839,7 +850,8 @@ def study_cmd(store: str, pretrained: tuple[str, ...], out: str, **options: obje
               help="Overwrite files in --out that lymph did not write (by default such a file, "
               "e.g. an annotation S.xml, stops the run before any work).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def predict_cmd(slides: str, checkpoint: str, out: str, level: int | None, window: int | None,
+def predict_cmd(slides: str, checkpoint: str, out: str, level: int | None, mpp: float | None,
+                window: int | None,
                 overlap: str, margin: int | None, stride: int | None, screen: int | None,
                 screen_threshold: float, screen_margin: int | None, tta: bool,
                 batch_size: int, device: str,
@@ -866,7 +878,7 @@ def predict_cmd(slides: str, checkpoint: str, out: str, level: int | None, windo
     try:
         config = PredictConfig(
             checkpoint=Path(checkpoint), out=Path(out), slides=Path(slides), level=level,
-            window=window, stride=stride, overlap=overlap, margin=margin, screen=screen,
+            mpp=mpp, window=window, stride=stride, overlap=overlap, margin=margin, screen=screen,
             screen_threshold=screen_threshold, screen_margin=screen_margin, tta=tta,
             batch_size=batch_size, device=device,
             map_downsample=map_downsample, threshold=threshold, workers=workers,
@@ -887,6 +899,8 @@ def predict_cmd(slides: str, checkpoint: str, out: str, level: int | None, windo
             f"{r.tissue_mpx:.1f}/{r.slide_tissue_mpx:.1f} Mpx tissue inferred  "
             f"{r.seconds:.1f} s (model {t.get('model', 0):.1f}, read {t.get('read', 0):.1f})"
         )
+        if r.scale:
+            click.echo(f"    scale: {r.scale}")
     for r in failed:
         click.echo(f"  FAILED {r.error}", err=True)
     if ok:
