@@ -325,12 +325,29 @@ def _check_store_matches(store: Any, ckpt: dict, warn: list[str]) -> None:
     trained = ckpt.get("config", {}).get("store")
     if not isinstance(trained, dict):
         return
+    _check_scale(store, trained, warn)
     for key in ("level", "patch_size", "mpp", "target_mpp"):
         if key in trained and key in store.settings and trained[key] != store.settings[key]:
             warn.append(
                 f"the checkpoint was trained on patches with {key}={trained[key]!r}, this store "
                 f"has {key}={store.settings[key]!r}: scores may not mean what you expect"
             )
+
+
+def _check_scale(store: Any, trained: dict, warn: list[str]) -> None:
+    """A warning when the store's patches are more than 10% off the checkpoint's training mpp
+    (model/scale.py): a store's patches are fixed, so the fix is to re-extract."""
+    from lymph.model.scale import TOLERANCE, store_training_mpp
+
+    level = store.settings.get("level")
+    here = store_training_mpp(store.path, int(level)) if isinstance(level, int) else None
+    there = trained.get("mpp")
+    if here is None or not isinstance(there, int | float):
+        return
+    if abs(here / there - 1) > TOLERANCE:
+        warn.append(f"the store's patches are {here:.3f} um/px but the checkpoint was trained at "
+                    f"{there:.3f} um/px ({here / there:.2f}x): re-extract at the level whose mpp "
+                    "matches (lymph extract --level) for meaningful scores")
 
 
 def refuse_pretraining(ckpt: dict, path: Path) -> None:

@@ -71,6 +71,7 @@ import numpy as np
 from lymph.data.errors import CheckpointError, ConfigError, SlideError
 from lymph.data.exports import Detection, write_asap_xml, write_camelyon_csv, write_geojson
 from lymph.data.io import OutputManifest
+from lymph.model.scale import scale_for_predict
 
 MAP_DOWNSAMPLE = 16.0
 THRESHOLD = 0.5
@@ -142,8 +143,12 @@ class PredictConfig:
     screen: int | None = None
     screen_threshold: float = 0.1
     screen_margin: int | None = None
+    mpp: float | None = None  # microns per level-0 pixel of slides that record none
 
     def __post_init__(self) -> None:
+        if self.mpp is not None and not (isinstance(self.mpp, int | float) and self.mpp > 0):
+            raise ConfigError(f"mpp must be a number > 0 (microns per level-0 pixel), got "
+                              f"{self.mpp!r}; e.g. --mpp 0.25 for a 40x scan")
         object.__setattr__(self, "checkpoint", Path(self.checkpoint))
         object.__setattr__(self, "out", Path(self.out))
         if self.slides is not None:
@@ -723,6 +728,7 @@ class SlideResult:
     overlap: str = "half"  # "half": Hann-blended windows; "margin": centre-cropped tiles
     margin: int = 0  # level px cut off each side of a tile (overlap "margin")
     n_screen_windows: int = 0  # coarse-to-fine: windows of the screening pass
+    scale: str = ""  # the level or resampling chosen for the training mpp (model/scale.py)
     slide_tissue_mpx: float = 0.0  # level-0 Mpx of the slide's whole thumbnail tissue mask
 
     def to_dict(self) -> dict[str, Any]:
@@ -1200,10 +1206,11 @@ def _write_meta(path: Path, *, reader_path: Path, plan: SlidePlan, loaded: Loade
     grid = plan.grid
     meta = {
         "slide": str(reader_path),
-        "checkpoint": str(config.checkpoint),
+        "checkpoint": str(config.checkpoint.resolve()),  # absolute: the file outlives the cwd
         "checkpoint_step": loaded.ckpt.get("step"),
         "settings": {
             "level": loaded.level,
+            "level_downsample": grid.level_downsample,
             "window": grid.window,
             "stride": grid.stride,
             "cell": grid.cell,
@@ -1346,6 +1353,7 @@ def predict_slide(slide: str | Path | Any, config: PredictConfig) -> SlideResult
     timings: dict[str, float] = {}
     with _reader(slide) as reader:
         check_outputs(config, [slide_name(Path(reader.path))])
+        reader, loaded, scale = scale_for_predict(reader, loaded, config)
         t0 = time.perf_counter()
         plan = plan_slide(reader, config, loaded)
         timings["tissue"] = time.perf_counter() - t0
@@ -1357,6 +1365,7 @@ def predict_slide(slide: str | Path | Any, config: PredictConfig) -> SlideResult
     result = _result(plan, maps, paths, reader_path=reader_path, level=loaded.level,
                      seconds=time.perf_counter() - t_start, timings=timings,
                      n_screen_windows=n_screen)
+    result = replace(result, scale=scale)
     _write_meta(paths["meta"], reader_path=reader_path, plan=plan, loaded=loaded,
                 config=config, result=result)
     return result

@@ -60,6 +60,7 @@ from lymph.model.checkpoint import (
 )
 from lymph.model.infer import DEVICES, predict_probs, reconstruct, resolve_device
 from lymph.model.losses import reconstruction_loss, stage_loss
+from lymph.model.scale import store_training_mpp
 from lymph.model.stream import LabeledPatches, Layout, StoreStream, StreamConfig, to_tensors
 from lymph.model.unet import UNet, UNetConfig, unwrap
 
@@ -551,7 +552,9 @@ def plan_run(config: TrainConfig, store: PatchStore, *, dist: Dist) -> Plan:
     record = RunRecord(
         model=arch,
         stage=config.stage,
-        store=StoreRecord.from_dict({**store.settings, "path": str(store.path)}),
+        store=StoreRecord.from_dict({**store.settings, "path": str(store.path),
+                                     "mpp": store_training_mpp(store.path,
+                                                               int(store.settings["level"]))}),
         train=config.to_dict(),
         stream=stream.to_dict(),
         train_slides=tuple(train_ids),
