@@ -67,6 +67,10 @@ demo: $(STAMP)
 	@echo "== 5/8 pixel metrics on the unseen test slides' patches (thresholds chosen on a held-out one)"
 	test -f $(DEMO)/eval/metrics.json || $(BIN)/lymph eval --store $(DEMO)/test_store.zarr \
 	    --checkpoint $(DEMO)/runs/finetune/best.pt --threshold auto --out $(DEMO)/eval --figures
+	@echo "   the paper's Figure 4: the pretraining checkpoint's reconstructions of test patches"
+	test -f $(DEMO)/eval/pretrain/metrics.json || $(BIN)/lymph eval \
+	    --store $(DEMO)/test_store.zarr --checkpoint $(DEMO)/runs/pretrain/last.pt \
+	    --out $(DEMO)/eval/pretrain --figures
 	@echo "== 6/8 whole-slide tumor maps of the unseen test slides"
 	test -f $(DEMO)/maps/eval/metrics.json || $(BIN)/lymph predict --slides $(DEMO)/test_slides \
 	    --checkpoint $(DEMO)/runs/finetune/best.pt --out $(DEMO)/maps
@@ -76,7 +80,8 @@ demo: $(STAMP)
 	@echo "== 8/8 the paper's Figure 3, quick profile: ILLUSTRATES the protocol, does not test it"
 	$(BIN)/lymph study --store $(DEMO)/store.zarr \
 	    --pretrained identity=$(DEMO)/runs/pretrain/last.pt --out $(DEMO)/study --profile quick
-	@echo "== done. Look at: $(DEMO)/runs/*/loss.png, $(DEMO)/eval/*.png, $(DEMO)/maps/*_overlay.png,"
+	@echo "== done. Look at: $(DEMO)/runs/*/loss.png, $(DEMO)/eval/*.png,"
+	@echo "   $(DEMO)/eval/pretrain/figure4_reconstruction.png, $(DEMO)/maps/*_overlay.png,"
 	@echo "   $(DEMO)/maps/eval/froc.png, $(DEMO)/study/table.md and $(DEMO)/study/f1_vs_size.png"
 
 clean-demo:

@@ -350,6 +350,31 @@ def _check_scale(store: Any, trained: dict, warn: list[str]) -> None:
                     "matches (lymph extract --level) for meaningful scores")
 
 
+def _stage(ckpt: dict) -> str | None:
+    config = ckpt.get("config") if isinstance(ckpt.get("config"), dict) else {}
+    return config.get("stage")
+
+
+def _pretraining_figure4(config: EvalConfig, store: Any, model: Any, ckpt: dict
+                         ) -> dict[str, Any]:
+    """A pretraining checkpoint with --figures: the paper's Figure 4 alone (no scores: its
+    segmentation head is untrained); metrics.json holds the reconstruction MSE."""
+    from lymph.model.figure4 import draw_figure4
+
+    out = Path(config.out)  # type: ignore[arg-type]
+    drawn = draw_figure4(store, model, out=out, seed=config.seed, device=config.device,
+                         batch_size=config.batch_size, stage="pretrain",
+                         name=config.checkpoint.name, slides=config.slides,
+                         n=config.n_figure_patches)
+    result = {"checkpoint": str(config.checkpoint), "checkpoint_stage": "pretrain",
+              "store": str(config.store), **drawn,
+              "notes": ["a pretraining checkpoint: Figure 4 only (no scores: its segmentation "
+                        "head is untrained)"], "config": config.to_dict()}
+    result["files"] = {**drawn["files"], "metrics": str(out / "metrics.json")}
+    atomic_write_json(out / "metrics.json", result, sort_keys=False)
+    return result
+
+
 def refuse_pretraining(ckpt: dict, path: Path) -> None:
     """CheckpointError for a reconstruction-pretraining checkpoint: its segmentation head was
     never trained, so its scores mean nothing."""
@@ -358,7 +383,8 @@ def refuse_pretraining(ckpt: dict, path: Path) -> None:
         raise CheckpointError(
             f"checkpoint {path} is a pretraining checkpoint (stage 'pretrain'): its "
             "segmentation head is untrained; evaluate a fine-tuned one (`lymph train --stage "
-            "finetune --init ...`, its best.pt)"
+            "finetune --init ...`, its best.pt), or pass --figures --out DIR to draw its "
+            "Figure 4 (reconstructions) alone"
         )
 
 
@@ -452,6 +478,8 @@ def run(config: EvalConfig) -> dict[str, Any]:
 
     store = PatchStore.open(config.store)
     model, ckpt = load_model(config.checkpoint, device="cpu")
+    if _stage(ckpt) == "pretrain" and config.figures and config.out is not None:
+        return _pretraining_figure4(config, store, model, ckpt)
     refuse_pretraining(ckpt, config.checkpoint)
     rng = np.random.default_rng(config.seed)
     scored, val, val_source = _choose_slides(config, store, ckpt, rng)
@@ -531,8 +559,10 @@ def _write_outputs(
             recon = reconstruct(model, images, device=config.device, batch_size=config.batch_size)
             files["reconstructions"] = str(
                 figure_reconstructions(
-                    images, recon, out / "figure4_reconstruction.png", labels=labels
-                )
+                    images, recon, out / "figure4_reconstruction.png", labels=labels,
+                    title=f"reconstructions by the {result.get('checkpoint_stage')} checkpoint "
+                    f"{Path(config.checkpoint).name} (the paper's Figure 4 is the pretraining "
+                    "checkpoint's: eval patches --figures with it)")
             )
             files["segmentations"] = str(
                 figure_segmentations(

@@ -71,6 +71,7 @@ import numpy as np
 from lymph.data.errors import CheckpointError, ConfigError, SlideError
 from lymph.data.exports import Detection, write_asap_xml, write_camelyon_csv, write_geojson
 from lymph.data.io import OutputManifest
+from lymph.model.overlay import draw_overlay, overlay_title, truth_on_thumb
 from lymph.model.scale import scale_for_predict
 
 MAP_DOWNSAMPLE = 16.0
@@ -899,28 +900,6 @@ def infer_map(
     return prob_map
 
 
-def _overlay(thumb: np.ndarray, prob_map: np.ndarray, path: Path) -> Path:
-    """The map (colormap 'inferno', opacity rising with probability up to 0.75) over the
-    thumbnail, as PNG, written atomically."""
-    import matplotlib
-    from PIL import Image
-
-    from lymph.data.io import atomic_path
-
-    h, w = thumb.shape[:2]
-    small = np.asarray(Image.fromarray(prob_map).resize((w, h), Image.Resampling.BILINEAR))
-    levels = np.arange(256, dtype=np.float32) / 255.0
-    color_lut = matplotlib.colormaps["inferno"](levels)[:, :3].astype(np.float32) * 255.0
-    alpha_lut = np.clip(levels * 1.5, 0.0, 0.75)
-    alpha = alpha_lut[small][..., None]
-    out = thumb.astype(np.float32) * (1 - alpha) + color_lut[small] * alpha
-    with atomic_path(path) as tmp:
-        Image.fromarray(np.clip(out + 0.5, 0, 255).astype(np.uint8)).save(
-            tmp, format="PNG", compress_level=6
-        )
-    return path
-
-
 # --- one slide: plan tiles -> infer -> post-process -> export ------------------------------------
 
 
@@ -1172,7 +1151,8 @@ def _write_map(path: Path, prob_map: np.ndarray, grid: Grid, mpp: float | None) 
 
 
 def export_slide(plan: SlidePlan, maps: SlideMaps, config: PredictConfig,
-                 timings: dict[str, float]) -> dict[str, Path]:
+                 timings: dict[str, float], *, slide_path: Path | None = None
+                 ) -> dict[str, Path]:
     """The map TIFF, detections (CSV, GeoJSON, XML), overlay and, with ``write_score``, the
     slide's row in scores.csv; every file written atomically. Returns the paths by kind."""
     out_dir, name = config.out, plan.name
@@ -1190,7 +1170,10 @@ def export_slide(plan: SlidePlan, maps: SlideMaps, config: PredictConfig,
     with manifest.writing(paths["xml"]):
         write_asap_xml(paths["xml"], maps.detections)
     with manifest.writing(paths["overlay"]):
-        _overlay(plan.thumb, maps.prob_map, paths["overlay"])
+        truth = truth_on_thumb(slide_path, shape=plan.thumb.shape[:2],
+                               thumb_downsample=plan.thumb_downsample)
+        draw_overlay(plan.thumb, maps.prob_map, paths["overlay"], truth=truth,
+                     title=overlay_title(name, maps, config.threshold))
     if config.write_score:
         update_scores(out_dir, {name: maps.probability}, manifest=manifest)
     timings["write_outputs"] = time.perf_counter() - t0
@@ -1361,7 +1344,7 @@ def predict_slide(slide: str | Path | Any, config: PredictConfig) -> SlideResult
             plan, prob_map, n_screen = infer_slide(reader, loaded, plan, config, timings)
         maps = postprocess(prob_map, plan, threshold=config.threshold)
         reader_path = Path(reader.path)
-    paths = export_slide(plan, maps, config, timings)
+    paths = export_slide(plan, maps, config, timings, slide_path=reader_path)
     result = _result(plan, maps, paths, reader_path=reader_path, level=loaded.level,
                      seconds=time.perf_counter() - t_start, timings=timings,
                      n_screen_windows=n_screen)

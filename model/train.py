@@ -1143,8 +1143,13 @@ def _finish(s: Session) -> None:
         try:
             from lymph.model.plots import plot_loss
 
+            # the run's folder and its parent: a study's runs are all `<run id>/train`
+            where = f"{s.run.parent.name}/{s.run.name}" if s.run.parent.name else s.run.name
+            c = s.config
+            task = c.pretext if c.stage == "pretrain" or c.recon_weight else "segmentation only"
+            what = task + (f", {c.labeled} labeled" if c.stage == "finetune" else "")
             plot_loss(s.run / "metrics.jsonl", s.run / "loss.png",
-                      title=f"{s.config.stage}: {s.run.name}")  # fmt: skip
+                      title=f"{s.config.stage} ({what}): {where}")  # fmt: skip
         except Exception as exc:
             warnings.warn(f"loss.png not written: {exc}", stacklevel=3)
     if s.dist.world_size > 1:

@@ -55,7 +55,7 @@ def test_make_demo_twice_the_second_run_resumes(fake_venv: Path):
     first = _make(fake_venv, "demo")
     commands = [c.split()[0] for c in first]
     assert commands.count("synth") == 3 and commands.count("train") == 2
-    assert "predict" in commands and commands.count("eval") == 2
+    assert "predict" in commands and commands.count("eval") == 3  # + Figure 4 (pretraining)
     assert not any("--resume" in c for c in first)
     synths = [c for c in first if c.startswith("synth")]
     assert sum("--prefix pre_" in c for c in synths) == 1  # pretraining ids: pre_tumor_001
