@@ -88,7 +88,7 @@ def plot_loss(metrics_path: str | Path, out_png: str | Path, *, title: str = "")
         ax2 = ax.twinx()
         key = "f1" if "f1" in val[0] else "recon_mse"
         ax2.plot(
-            [r["step"] for r in val], [r[key] for r in val], "o-", color="C3", label=f"val {key}"
+            [r["step"] for r in val], [r[key] for r in val], "o-", color="black", label=f"val {key}"
         )
         ax2.set_ylabel(f"validation {key}")
         ax2.legend(loc="upper right")

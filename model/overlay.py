@@ -93,7 +93,7 @@ def draw_overlay(thumb: np.ndarray, prob_map: np.ndarray, path: str | Path, *, t
     if handles:
         ax.legend(handles=handles, loc="lower right", fontsize=7)
     bar = fig.colorbar(ScalarMappable(Normalize(0, 1), cmap), ax=ax, shrink=0.8)
-    bar.set_label("tumor probability (transparent below ~0.1)")
+    bar.set_label("tumor probability (opacity rises with it, to 0.75)")
     return _save(fig, path)
 
 
