@@ -332,7 +332,7 @@ def _labeled_option(
               help="finetune: stop after K validations without a better F1 (--steps is the "
               "cap; best.pt keeps the best).")
 @click.option("--select", type=click.Choice(["f1", "best_f1"]), default="f1", show_default=True,
-              help="finetune: what best.pt and --patience follow: f1 at --threshold, or "
+              help="finetune: what best.pt and --patience follow: f1 at probability 0.5, or "
               "best_f1, the F1 at the validation's F1-best threshold (calibration-free).")
 @click.option("--base-width", type=click.IntRange(min=1), default=None,
               help="UNet width of the first level [default: 32, or the --init checkpoint's].")
@@ -466,6 +466,13 @@ def _fmt_pct(value: float) -> str:
 
 
 def _print_eval_patch(result: dict) -> None:
+    if "threshold" not in result:  # a pretraining checkpoint with --figures: Figure 4 alone
+        mse = result["recon_mse"]
+        click.echo(f"{result['n_patches']} patches reconstructed by the pretraining checkpoint"
+                   + ("" if mse is None else f": mean MSE {mse:.4f} (0-1 intensities)"))
+        for name, path in result.get("files", {}).items():
+            click.echo(f"{name}: {path}")
+        return
     mode = result["threshold_mode"]
     click.echo(
         f"{result['n_patches']} patches of {result['n_slides']} slide(s), threshold "
@@ -521,9 +528,10 @@ _PATCH_OPTIONS = [
                  help="Patch mode: a store from `lymph extract` (its labeled slides are scored)."),
     click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path),
                  help="Patch mode: a fine-tuned checkpoint from `lymph train` (best.pt)."),
-    click.option("--threshold", default="0.5", show_default=True,
-                 help="Patch mode: a probability in [0, 1], or 'auto' (F1-best and 0.9-recall "
-                      "thresholds chosen on validation slides, never on the scored ones)."),
+    click.option("--threshold", default="auto", show_default=True,
+                 help="Patch mode: 'auto' (F1-best and 0.9-recall thresholds chosen on "
+                      "validation slides, never on the scored ones; as `lymph study`), or a "
+                      "probability in [0, 1]."),
     click.option("--slide-id", "slide_ids", multiple=True,
                  help="Patch mode: score only this slide id (repeatable); default every "
                       "labeled one."),
@@ -834,8 +842,9 @@ def study_cmd(store: str, pretrained: tuple[str, ...], out: str, **options: obje
 @click.option("--map-downsample", type=click.FloatRange(1, 1024), default=16.0,
               show_default=True, help="Downsample of the tumor map vs level 0.")
 @click.option("--threshold", type=click.FloatRange(0, 1, min_open=True, max_open=True),
-              default=0.5, show_default=True, help="Probability above which map pixels form "
-              "lesion detections.")
+              default=0.5, show_default=True, help="Map probability from which pixels form "
+              "lesion detections (a fixed cut on the map, unlike eval's and study's 'auto', "
+              "which choose one on validation patches).")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Slides in parallel (local dask processes, CPU threads divided among them).")
 @click.option("--scheduler", default=None,

@@ -263,6 +263,8 @@ def test_cli_eval_json(world: dict[str, Path]) -> None:
             "cpu",
             "--slide-id",
             "tumor_a",
+            "--threshold",
+            "0.5",
         ],
     )
     assert result.exit_code == 0, result.output
