@@ -56,7 +56,7 @@ from typing import Any
 
 import numpy as np
 
-from lymph.data.errors import CheckpointError, ConfigError, StoreError
+from lymph.data.errors import CheckpointError, ConfigError, LeakageError, StoreError
 from lymph.data.io import atomic_write_json, atomic_write_text
 from lymph.model.train import balanced_subset  # the one class-balanced draw
 
@@ -800,14 +800,14 @@ def check_pretraining(pre: Pretraining, *, allow: bool) -> list[str]:
             "labeled slide is a test slide in one fold"
         )
         if not allow:
-            raise CheckpointError(
+            raise LeakageError(
                 f"{text}: pretrain on a separate unlabeled store, or pass "
                 "--allow-test-in-pretraining to run anyway (the table will say so)"
             )
         notes.append(f"{text} (allowed by --allow-test-in-pretraining: optimistic).")
     if pre.unverifiable:
         if not allow:
-            raise CheckpointError(
+            raise LeakageError(
                 f"cannot check that no test slide pretrained {pre.path}: "
                 f"{pre.unverifiable}; pass --allow-test-in-pretraining to run anyway"
             )
