@@ -223,8 +223,10 @@ def _print_extract_summary(summary: object) -> None:
         for w in r.warnings:
             click.echo(f"warning: {w}")
     n, nt = summary.n_patches, summary.n_tumor
+    nu = sum(r.n_patches for r in summary.done if r.status == "unlabeled")  # as `lymph info`
     click.echo(f"slides: {len(summary.done)} done, {len(summary.skipped)} skipped, "
-               f"{len(summary.failed)} failed; patches: {n} ({nt} tumor, {n - nt} other) in "
+               f"{len(summary.failed)} failed; patches: {n} ({nt} tumor, {n - nt - nu} "
+               f"non-tumor, {nu} unlabeled) in "
                f"{summary.seconds:.1f} s = {summary.patches_per_second:.1f} patches/s; "
                f"store {summary.store}")
     if summary.failed:

@@ -292,9 +292,9 @@ def plan_patches(rng: np.random.Generator, *, n: int, tissue: np.ndarray, tumor:
     top_left[classes] = tl_tumor
     top_left[~classes] = tl_normal
     notes = []
-    if status == "tumor" and capacity < n:
+    if status == "tumor" and capacity < n and want_tumor >= capacity:  # the cap bound the draw
         notes.append(f"tumor area {tumor.area_level0:.0f} px allows at most {capacity} tumor "
-                     "patches")
+                     f"patches: {capacity} drawn, the other draws are non-tumor")
     if len(classes) < n:
         notes.append(f"only {len(classes)} of {n} patches fit in the tissue")
     return PatchPlan(top_left, classes, n, capacity, tuple(notes))

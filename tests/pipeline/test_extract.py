@@ -285,6 +285,35 @@ def test_plan_patches_is_pure_and_reports_shortfalls():
     assert len(tiny) == 0 and tiny.notes == ("only 0 of 30 patches fit in the tissue",)
 
 
+def test_tumor_cap_note_only_when_the_cap_bound_the_draw():
+    """The note 'allows at most K tumor patches' fires when the draw reached the cap, not
+    whenever the cap is under the request (63 tumor drawn of a cap of 104 got the note)."""
+    tissue = np.zeros((48, 64), bool)
+    tissue[10:30, 10:40] = True
+    core = np.zeros_like(tissue)
+    core[14:26, 14:30] = True  # 12 x 16 thumb px = 192 x 256 level-0 px at downsample 16
+    box = (14 * 16, 14 * 16, 30 * 16, 26 * 16)  # x0, y0, x1, y1 at level 0
+
+    def accept(c: np.ndarray) -> np.ndarray:
+        c = np.asarray(c)
+        return ((c[:, 0] >= box[0]) & (c[:, 0] < box[2]) & (c[:, 1] >= box[1])
+                & (c[:, 1] < box[3]))
+
+    geometry = PatchGeometry(size=32, downsample=1.0, width=1024, height=768)
+    area = 17 * 32**2 / 16  # a capacity of 17 tumor patches, under the 30 asked
+    tumor = TumorMaps(core, core, area, accept)
+    seen = set()
+    for seed in range(12):
+        p = plan_patches(np.random.default_rng(seed), n=30, tissue=tissue, tumor=tumor,
+                         thumb_downsample=16.0, geometry=geometry, status="tumor")
+        assert p.tumor_capacity == 17
+        capped = int(p.classes.sum()) == 17
+        noted = any("allows at most 17 tumor patches" in n for n in p.notes)
+        assert noted == capped, (seed, int(p.classes.sum()), p.notes)
+        seen.add(capped)
+    assert seen == {True, False}  # both cases occurred
+
+
 # --- issue 11: one writer, damage found and redone, one-line errors ---------------------------
 
 
@@ -568,3 +597,13 @@ def test_tumor_slide_without_annotation_warns_naming_it_and_the_folder(synth_wor
     by_id = {r.slide_id: r for r in s.done}
     assert by_id["tumor_001"].status == "tumor"
     assert not any("no annotation" in w for w in by_id["tumor_001"].warnings)
+    from click.testing import CliRunner
+
+    from lymph.cli import main
+
+    done = CliRunner().invoke(main, ["extract", "--slides", str(tmp_path / "training"), "--out",
+                                     str(tmp_path / "d.zarr"), "--patches-per-slide", "8",
+                                     "--patch-size", "128", "--quiet"])
+    assert done.exit_code == 0, done.output
+    assert "warning: " in done.output and "its name says tumor" in done.output
+    assert "(0 tumor, 0 non-tumor, 16 unlabeled)" in done.output  # the words `lymph info` uses
