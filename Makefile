@@ -87,9 +87,8 @@ demo: $(STAMP)
 clean-demo:
 	rm -rf $(DEMO)
 
-# The study's standard profile on a world that can carry its question (about 3.5 h on a
-# 2-core CPU, world included; the figures in the README's study section come from this
-# target). A labeled world of 20 tumor + 8 normal slides (>= 2 tumor slides per test fold at
+# The study's standard profile on a world that can carry its question (its time and the
+# figures in the README's study section come from this target). A labeled world of 20 tumor + 8 normal slides (>= 2 tumor slides per test fold at
 # 4 folds) and a SEPARATE unlabeled pretraining world of 25 slides x 240 patches = 6,000 =
 # 30x the largest labeled set.
 # Two pretexts pretrain on it: identity (the paper) and genesis (restoration). The GPU version of

@@ -722,31 +722,37 @@ def _parse_sizes(ctx: click.Context, param: click.Parameter, value: str | None
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Study folder: results.csv, table.md, f1_vs_size.png, runs/ (resumable).")
 @click.option("--profile", type=click.Choice(["quick", "standard"]), default=None,
-              help="quick: the demo (illustrates, does not test); standard: ~3.3 h on 2 "
-                   "cores (`make study`). Options given override the profile's values.")
+              help="quick: the demo (illustrates, does not test); standard: 160 fine-tunes "
+                   "(`make study`; its time: README, study section). Options given override "
+                   "the profile's values; the defaults below read quick / standard / none.")
 @click.option("--quick", is_flag=True, help="Same as --profile quick.")
 @click.option("--sizes", default=None, callback=_parse_sizes,
-              help="Labeled-set sizes (patches), comma-separated [default: the profile's; "
-                   "200,120,80,40].")
+              help="Labeled-set sizes (patches), comma-separated [default: 80,40 / "
+                   "40,200,120,80,20 / 200,120,80,40].")
 @click.option("--folds", type=click.IntRange(min=2), default=None,
-              help="Cross-validation folds grouped by slide [default: the profile's; 5].")
+              help="Cross-validation folds grouped by slide [default: 2 / 4 / 5].")
 @click.option("--repeats", type=click.IntRange(min=1), default=None,
-              help="Repeats per fold (subset, inner-validation slides and seed redrawn).")
+              help="Repeats per fold (subset, inner-validation slides and seed redrawn) "
+                   "[default: 2 / 2 / 3].")
 @click.option("--steps", type=click.IntRange(min=1), default=None,
-              help="Cap on fine-tuning steps (early stopping on inner validation decides).")
+              help="Cap on fine-tuning steps (early stopping on inner validation decides) "
+                   "[default: 600 / 1200 / 3000].")
 @click.option("--patience", type=click.IntRange(min=1), default=None,
-              help="Stop after this many validations without a better F1.")
+              help="Stop after this many validations without a better F1 [default: 3 / 3 / "
+                   "5].")
 @click.option("--eval-every", type=click.IntRange(min=1), default=None,
-              help="Validate on the inner-validation slides every N steps.")
+              help="Validate on the inner-validation slides every N steps [default: 100].")
 @click.option("--val-slides", type=click.IntRange(min=1), default=None,
-              help="Inner-validation slides per fold and repeat (tumor first) [default 2].")
+              help="Inner-validation slides per fold and repeat (tumor first) [default: 2 / "
+                   "4 / 2].")
 @click.option("--val-patches", type=click.IntRange(min=1), default=None,
-              help="Patches of the inner-validation slides the trainer validates on.")
+              help="Patches of the inner-validation slides the trainer validates on "
+                   "[default: 96 / 128 / 256].")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=None,
-              help="Fine-tuning batch size [default: the profile's or the trainer's].")
+              help="Fine-tuning batch size [default: 8 / 8 / the trainer's].")
 @click.option("--crop", type=click.IntRange(min=1), default=None,
-              help="Training crop in px [default: the profile's or the trainer's].")
+              help="Training crop in px [default: 64 / 64 / the trainer's].")
 @click.option("--base-width", type=click.IntRange(min=1), default=None,
               help="Must equal the pretrained checkpoint's (all conditions use its architecture).")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
@@ -762,9 +768,9 @@ def _parse_sizes(ctx: click.Context, param: click.Parameter, value: str | None
 @click.option("--jobs", type=click.IntRange(min=1), default=None,
               help="Runs in parallel processes, one torch thread each [default: the cores].")
 @click.option("--eval-batch-size", type=click.IntRange(min=1), default=None,
-              help="Batch size for scoring.")
+              help="Batch size for scoring [default: 32 / 32 / 16].")
 @click.option("--workers", type=click.IntRange(min=0), default=None,
-              help="Trainer data-loader processes per run [default 0].")
+              help="Data-loader processes per run (as train's --workers) [default: 0].")
 @click.option("--max-test-patches", type=click.IntRange(min=1), default=None,
               help="Score a seeded sample per test slide [default: every patch].")
 @click.option("--allow-test-in-pretraining", is_flag=True,

@@ -89,8 +89,8 @@ PROFILES: dict[str, dict[str, Any]] = {
         "eval_batch_size": 32,
         "workers": 0,
     },
-    # `make study`: 8 pairs (4 folds x 2 repeats) x 5 sizes x 4 conditions = 160 fine-tunes,
-    # about 3.3 h wall on the 2-core CPU (measured: README, study section). The primary
+    # `make study`: 8 pairs (4 folds x 2 repeats) x 5 sizes x 4 conditions = 160 fine-tunes
+    # (its measured time: README, study section). The primary
     # endpoint's size runs first, so a stopped study already holds it. 20 is below the paper's
     # sizes: at 40 every condition is near the F1 ceiling (issue 10: "20/10 if below it").
     "standard": {

@@ -33,3 +33,23 @@ def test_a_lymph_error_that_is_not_a_setting_exits_1(tmp_path):
                                        str(bad), "--out", str(tmp_path / "maps")])
     assert result.exit_code == 1, result.output
     assert "Error:" in result.output and "Traceback" not in result.output
+
+
+def test_study_help_states_each_profiles_defaults():
+    """`lymph study --help` shows quick / standard / none for every profile setting, from the
+    same PROFILES and DEFAULTS the study uses (it showed the no-profile values only)."""
+    from lymph.model.study import DEFAULTS, PROFILES
+
+    def text(value: object) -> str:
+        if value is None:
+            return "the trainer's"
+        return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+
+    params = {p.name: p for p in main.commands["study"].params}
+    for key in DEFAULTS:
+        helptext = " ".join(params[key].help.split())
+        values = [text(PROFILES["quick"][key]), text(PROFILES["standard"][key]),
+                  text(DEFAULTS[key])]
+        wanted = (f"[default: {values[0]}]" if len(set(values)) == 1
+                  else f"[default: {' / '.join(values)}]")
+        assert wanted in helptext, (key, helptext)
