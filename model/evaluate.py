@@ -334,20 +334,28 @@ def _check_store_matches(store: Any, ckpt: dict, warn: list[str]) -> None:
             )
 
 
-def _check_scale(store: Any, trained: dict, warn: list[str]) -> None:
-    """A warning when the store's patches are more than 10% off the checkpoint's training mpp
-    (model/scale.py): a store's patches are fixed, so the fix is to re-extract."""
-    from lymph.model.scale import TOLERANCE, store_training_mpp
+def scale_factor(store: Any, ckpt: dict) -> float | None:
+    """The checkpoint's training mpp over the store patches' mpp when they differ by more than
+    10% (model/scale.py), else None (no mpp on either side: None too)."""
+    from lymph.model.scale import TOLERANCE, checkpoint_mpp, store_training_mpp
 
     level = store.settings.get("level")
     here = store_training_mpp(store.path, int(level)) if isinstance(level, int) else None
-    there = trained.get("mpp")
-    if here is None or not isinstance(there, int | float):
-        return
-    if abs(here / there - 1) > TOLERANCE:
-        warn.append(f"the store's patches are {here:.3f} um/px but the checkpoint was trained at "
-                    f"{there:.3f} um/px ({here / there:.2f}x): re-extract at the level whose mpp "
-                    "matches (lymph extract --level) for meaningful scores")
+    there = checkpoint_mpp(ckpt)
+    if here is None or there is None or abs(here / there - 1) <= TOLERANCE:
+        return None
+    return there / here
+
+
+def _check_scale(store: Any, trained: dict, warn: list[str]) -> None:
+    """A note when the store's patches are more than 10% off the checkpoint's training mpp:
+    ``run`` then resamples them to it (``rescaled_model``) and says so."""
+    factor = scale_factor(store, {"config": {"store": trained}})
+    if factor is not None:
+        warn.append(f"the store's patches are {trained['mpp'] / factor:.3f} um/px and the "
+                    f"checkpoint was trained at {trained['mpp']:.3f} um/px: each patch is "
+                    f"resampled x{1 / factor:.3f} for the model and its map back to the patch "
+                    "(extracting at the matching level would read sharper pixels)")
 
 
 def _stage(ckpt: dict) -> str | None:
@@ -478,6 +486,11 @@ def run(config: EvalConfig) -> dict[str, Any]:
 
     store = PatchStore.open(config.store)
     model, ckpt = load_model(config.checkpoint, device="cpu")
+    factor = scale_factor(store, ckpt)
+    if factor is not None:  # run the model at its training scale (model/scale.py)
+        from lymph.model.scale import rescaled_model
+
+        model = rescaled_model(model, factor)
     if _stage(ckpt) == "pretrain" and config.figures and config.out is not None:
         return _pretraining_figure4(config, store, model, ckpt)
     refuse_pretraining(ckpt, config.checkpoint)

@@ -214,3 +214,47 @@ def _checkpoint_level(loaded: Any) -> tuple[dict, int]:
     store = (loaded.ckpt.get("config") or {}).get("store") or {}
     level = store.get("level") if isinstance(store, dict) else None
     return store, int(level) if isinstance(level, int) else int(loaded.level)
+
+
+def rescaled_model(model: Any, factor: float) -> Any:
+    """``model`` run at ``factor`` times the input's microns per pixel: each input is resized
+    by 1/factor (area filter when shrinking, bilinear when enlarging), reflect-padded to the
+    model's multiple, run, and its outputs resized back to the input's size. For `lymph eval
+    patches` on a store whose patches are off the checkpoint's training scale: the metrics stay
+    at the store's resolution, against its masks."""
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    from lymph.model.unet import UNetOutput, unwrap
+
+    inner = unwrap(model)
+
+    class Rescaled(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = inner
+            self.multiple = inner.multiple
+            self.config = getattr(inner, "config", None)
+            self.factor = float(factor)
+
+        def forward(self, x: torch.Tensor) -> UNetOutput:
+            h, w = x.shape[-2:]
+            size = (max(1, round(h / self.factor)), max(1, round(w / self.factor)))
+            mode = "area" if self.factor > 1 else "bilinear"
+            y = F.interpolate(x, size=size, mode=mode,
+                              **({} if mode == "area" else {"align_corners": False}))
+            m = self.multiple
+            ph, pw = (-size[0]) % m, (-size[1]) % m
+            if ph or pw:
+                y = F.pad(y, (0, pw, 0, ph), mode="reflect" if min(size) > max(ph, pw) else
+                          "replicate")
+            out = self.inner(y)
+
+            def back(t: torch.Tensor) -> torch.Tensor:
+                t = t[..., : size[0], : size[1]]
+                return F.interpolate(t, size=(h, w), mode="bilinear", align_corners=False)
+
+            return UNetOutput(back(out.mask_logits), back(out.reconstruction))
+
+    return Rescaled()

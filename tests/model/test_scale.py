@@ -161,3 +161,53 @@ def test_bad_mpp_is_refused():
         PredictConfig(checkpoint=Path("x.pt"), out=Path("o"), mpp=0)
     with pytest.raises(ConfigError, match="mpp must be a number > 0"):
         PredictConfig(checkpoint=Path("x.pt"), out=Path("o"), mpp="0.5")  # type: ignore[arg-type]
+
+
+def test_rescaled_model_keeps_the_patch_size_and_is_the_model_at_factor_1():
+    from lymph.model.infer import predict_probs, reconstruct
+    from lymph.model.scale import rescaled_model
+
+    torch.manual_seed(0)
+    model = UNet(UNetConfig(base_width=4, depth=2, norm="group"))
+    images = np.random.default_rng(0).integers(0, 255, (3, 40, 36, 3), dtype=np.uint8)
+    same = rescaled_model(model, 1.0)
+    np.testing.assert_allclose(predict_probs(same, images), predict_probs(model, images),
+                               atol=1e-6)
+    for factor in (2.0, 0.6):  # the model at half / 1.67x the store's resolution
+        probs = predict_probs(rescaled_model(model, factor), images)
+        assert probs.shape == (3, 40, 36) and np.isfinite(probs).all()
+        assert reconstruct(rescaled_model(model, factor), images).shape == images.shape
+
+
+def test_eval_patches_resamples_a_store_off_the_training_scale(tmp_path):
+    """Store patches at 0.25 um/px, a checkpoint trained at 0.5 um/px: eval patches says so and
+    scores the model at its training scale (the same numbers as the rescaled model's)."""
+    from lymph.data.store import create_store, write_slide
+    from lymph.model.evaluate import EvalConfig, run
+    from lymph.model.infer import predict_probs
+    from lymph.model.metrics import binarize, pixel_counts
+    from lymph.model.scale import rescaled_model
+
+    rng = np.random.default_rng(0)
+    store = tmp_path / "s.zarr"
+    create_store(store, {"patch_size": 32, "level": 0, "seed": 0, "patches_per_slide": 4})
+    images = rng.integers(0, 255, (4, 32, 32, 3), dtype=np.uint8)
+    masks = np.zeros((4, 32, 32), np.uint8)
+    masks[:2, 8:24, 8:24] = 1
+    write_slide(store, "tumor_a", images=images, masks=masks, labels=np.array([1, 1, 0, 0],
+                np.uint8), coords=np.zeros((4, 2), np.int64),
+                attrs={"status": "tumor", "source": "tumor_a.tif", "mpp": 0.25,
+                       "level_downsamples": [1.0, 2.0]})
+    torch.manual_seed(0)
+    model = UNet(UNetConfig(base_width=4, depth=2, norm="group"))
+    ckpt = tmp_path / "c.pt"
+    save_checkpoint(ckpt, model=model, config={"stage": "finetune", "store": {
+        "patch_size": 32, "level": 0, "mpp": 0.5}})
+    result = run(EvalConfig(store=store, checkpoint=ckpt, threshold=0.5, device="cpu",
+                            progress=False))
+    assert any("0.250 um/px and the checkpoint was trained at 0.500 um/px" in n
+               and "resampled x0.500" in n for n in result["notes"])
+    want = pixel_counts(binarize(predict_probs(rescaled_model(model, 2.0), images), 0.5), masks)
+    assert result["tp"] == want.tp and result["fp"] == want.fp
+    assert not np.allclose(predict_probs(model, images),  # so the test can tell the scales
+                           predict_probs(rescaled_model(model, 2.0), images), atol=1e-3)
