@@ -147,7 +147,8 @@ class PredictConfig:
     mpp: float | None = None  # microns per level-0 pixel of slides that record none
 
     def __post_init__(self) -> None:
-        if self.mpp is not None and not (isinstance(self.mpp, int | float) and self.mpp > 0):
+        if self.mpp is not None and (isinstance(self.mpp, bool) or not (
+                isinstance(self.mpp, int | float) and self.mpp > 0)):
             raise ConfigError(f"mpp must be a number > 0 (microns per level-0 pixel), got "
                               f"{self.mpp!r}; e.g. --mpp 0.25 for a 40x scan")
         object.__setattr__(self, "checkpoint", Path(self.checkpoint))

@@ -161,6 +161,8 @@ def test_bad_mpp_is_refused():
         PredictConfig(checkpoint=Path("x.pt"), out=Path("o"), mpp=0)
     with pytest.raises(ConfigError, match="mpp must be a number > 0"):
         PredictConfig(checkpoint=Path("x.pt"), out=Path("o"), mpp="0.5")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="mpp must be a number > 0"):
+        PredictConfig(checkpoint=Path("x.pt"), out=Path("o"), mpp=True)
 
 
 def test_rescaled_model_keeps_the_patch_size_and_is_the_model_at_factor_1():
