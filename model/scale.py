@@ -200,7 +200,7 @@ def scale_for_predict(reader: Any, loaded: Any, config: Any) -> tuple[Any, Any, 
     import dataclasses
     import warnings
 
-    _, ckpt_level = _checkpoint_level(loaded)
+    ckpt_level = _checkpoint_level(loaded)
     scaled, choice = reader_at_scale(reader, target_mpp=checkpoint_mpp(loaded.ckpt),
                                      user_mpp=getattr(config, "mpp", None), level=config.level,
                                      checkpoint_level=ckpt_level)
@@ -210,10 +210,11 @@ def scale_for_predict(reader: Any, loaded: Any, config: Any) -> tuple[Any, Any, 
     return scaled, dataclasses.replace(loaded, level=choice.level), line
 
 
-def _checkpoint_level(loaded: Any) -> tuple[dict, int]:
+def _checkpoint_level(loaded: Any) -> int:
+    """The checkpoint's extraction level (``loaded.level`` may already be --level's)."""
     store = (loaded.ckpt.get("config") or {}).get("store") or {}
     level = store.get("level") if isinstance(store, dict) else None
-    return store, int(level) if isinstance(level, int) else int(loaded.level)
+    return int(level) if isinstance(level, int) else int(loaded.level)
 
 
 def rescaled_model(model: Any, factor: float) -> Any:
