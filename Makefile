@@ -8,7 +8,7 @@ BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.lymph-installed
 DEMO   ?= demo_out
 
-.PHONY: install demo study test lint bench clean browser
+.PHONY: install demo clean-demo study test lint bench clean browser
 
 install: $(STAMP)
 
@@ -44,15 +44,22 @@ lint: $(STAMP)
 # on an idle 2-core CPU. The same commands with their defaults are the paper's scale (a GPU's job).
 # Three worlds that share no slide: a labeled world (training and the study's folds), an unlabeled
 # pretraining world (30x the study's largest labeled set; never a test slide) and a test world.
-SYNTH_ARGS = --size 8000x6000 --workers 2
+SYNTH_ARGS = --size 8000x6000 --threads 2
 DEMO_MODEL = --batch-size 16 --base-width 8 --crop 96 --workers 1
 
+# Resumable like `make study`: a rerun skips the worlds already made (reference.csv is written
+# last), the slides already extracted, the training runs already at --steps (--resume), the
+# scores and maps already written (metrics.json last) and the study runs already done.
+# `make clean-demo` removes demo_out/ only (`make clean` also removes .venv).
 demo: $(STAMP)
 	@echo "== 1/8 synthetic slides: a labeled world, an unlabeled pretraining world, a test world"
-	$(BIN)/lymph synth --out $(DEMO)/slides --tumor 6 --normal 3 --seed 0 $(SYNTH_ARGS)
-	$(BIN)/lymph synth --out $(DEMO)/pretrain_slides --tumor 10 --normal 0 --seed 2 $(SYNTH_ARGS)
-	$(BIN)/lymph synth --out $(DEMO)/test_slides --tumor 2 --normal 1 --seed 1 $(SYNTH_ARGS)
-	@echo "== 2/8 extract patches into Zarr stores (labeled, unlabeled pretraining, test)"
+	test -f $(DEMO)/slides/reference.csv || $(BIN)/lymph synth --out $(DEMO)/slides \
+	    --tumor 6 --normal 3 --seed 0 $(SYNTH_ARGS)
+	test -f $(DEMO)/pretrain_slides/reference.csv || $(BIN)/lymph synth \
+	    --out $(DEMO)/pretrain_slides --tumor 10 --normal 0 --seed 2 --prefix pre_ $(SYNTH_ARGS)
+	test -f $(DEMO)/test_slides/reference.csv || $(BIN)/lymph synth --out $(DEMO)/test_slides \
+	    --tumor 2 --normal 1 --seed 1 --prefix test_ $(SYNTH_ARGS)
+	@echo "== 2/8 extract patches into Zarr stores (labeled, unlabeled pretraining, test; resumes)"
 	$(BIN)/lymph extract --slides $(DEMO)/slides --out $(DEMO)/store.zarr \
 	    --labels $(DEMO)/slides/reference.csv --level 2 --patch-size 128 --patches-per-slide 128
 	mkdir -p $(DEMO)/no_annotations  # no annotations: the pretraining store holds no labels
@@ -62,25 +69,37 @@ demo: $(STAMP)
 	    --labels $(DEMO)/test_slides/reference.csv --level 2 --patch-size 128 --patches-per-slide 128
 	$(BIN)/lymph info $(DEMO)/store.zarr
 	@echo "== 3/8 pretrain on the pretraining store only: reconstruction, last skip removed"
-	$(BIN)/lymph train --store $(DEMO)/pretrain_store.zarr --out $(DEMO)/runs/pretrain \
-	    --stage pretrain --steps 400 --eval-every 100 $(DEMO_MODEL)
+	r=$(DEMO)/runs/pretrain; resume=; test -f $$r/last.pt && resume=--resume; \
+	$(BIN)/lymph train --store $(DEMO)/pretrain_store.zarr --out $$r \
+	    --stage pretrain --steps 400 --eval-every 100 $(DEMO_MODEL) $$resume
 	@echo "== 4/8 fine-tune on 200 labeled patches (segmentation + reconstruction)"
-	$(BIN)/lymph train --store $(DEMO)/store.zarr --out $(DEMO)/runs/finetune --stage finetune \
-	    --init $(DEMO)/runs/pretrain/last.pt --labeled 200 --steps 400 --eval-every 50 $(DEMO_MODEL)
+	r=$(DEMO)/runs/finetune; resume=; test -f $$r/last.pt && resume=--resume; \
+	$(BIN)/lymph train --store $(DEMO)/store.zarr --out $$r --stage finetune \
+	    --init $(DEMO)/runs/pretrain/last.pt --labeled 200 --steps 400 --eval-every 50 \
+	    $(DEMO_MODEL) $$resume
 	@echo "== 5/8 pixel metrics on the unseen test slides' patches (thresholds chosen on a held-out one)"
-	$(BIN)/lymph eval --store $(DEMO)/test_store.zarr --checkpoint $(DEMO)/runs/finetune/best.pt \
-	    --threshold auto --out $(DEMO)/eval --figures
+	test -f $(DEMO)/eval/metrics.json || $(BIN)/lymph eval --store $(DEMO)/test_store.zarr \
+	    --checkpoint $(DEMO)/runs/finetune/best.pt --threshold auto --out $(DEMO)/eval --figures
+	@echo "   the paper's Figure 4: the pretraining checkpoint's reconstructions of test patches"
+	test -f $(DEMO)/eval/pretrain/metrics.json || $(BIN)/lymph eval \
+	    --store $(DEMO)/test_store.zarr --checkpoint $(DEMO)/runs/pretrain/last.pt \
+	    --out $(DEMO)/eval/pretrain --figures
 	@echo "== 6/8 whole-slide tumor maps of the unseen test slides"
-	$(BIN)/lymph predict --slides $(DEMO)/test_slides --checkpoint $(DEMO)/runs/finetune/best.pt \
-	    --out $(DEMO)/maps
+	test -f $(DEMO)/maps/eval/metrics.json || $(BIN)/lymph predict --slides $(DEMO)/test_slides \
+	    --checkpoint $(DEMO)/runs/finetune/best.pt --out $(DEMO)/maps
 	@echo "== 7/8 CAMELYON16 scoring of the maps: lesion FROC and slide AUC"
-	$(BIN)/lymph eval --slides $(DEMO)/test_slides --predictions $(DEMO)/maps --out $(DEMO)/maps/eval
+	test -f $(DEMO)/maps/eval/metrics.json || $(BIN)/lymph eval --slides $(DEMO)/test_slides \
+	    --predictions $(DEMO)/maps --out $(DEMO)/maps/eval
 	@echo "== 8/8 the paper's Figure 3, quick profile: ILLUSTRATES the protocol, does not test it"
 	$(BIN)/lymph study --store $(DEMO)/store.zarr \
 	    --pretrained identity=$(DEMO)/runs/pretrain/last.pt --out $(DEMO)/study --profile quick
-	@echo "== done. Look at: $(DEMO)/runs/*/loss.png, $(DEMO)/eval/*.png, $(DEMO)/maps/*_overlay.png,"
+	@echo "== done. Look at: $(DEMO)/runs/*/loss.png, $(DEMO)/eval/*.png,"
+	@echo "   $(DEMO)/eval/pretrain/figure4_reconstruction.png, $(DEMO)/maps/*_overlay.png,"
 	@echo "   $(DEMO)/maps/eval/froc.png, $(DEMO)/study/table.md and $(DEMO)/study/f1_vs_size.png"
 	@echo "== in the browser: $(BIN)/lymph view --slides $(DEMO)/test_slides --predictions $(DEMO)/maps --labels $(DEMO)/test_slides/reference.csv"
+
+clean-demo:
+	rm -rf $(DEMO)
 
 # The study's standard profile on a world that can carry its question (estimated 7 h on a
 # 2-core CPU: 250 fine-tunes, 5 folds x 2 repeats x 5 sizes x 5 conditions, 3,200-step cap; the
@@ -100,7 +119,7 @@ study: $(STAMP)
 	test -f $(STUDY)/slides/reference.csv || $(BIN)/lymph synth --out $(STUDY)/slides \
 	    --tumor 20 --normal 8 --seed 0 $(SYNTH_ARGS)
 	test -f $(STUDY)/pretrain_slides/reference.csv || $(BIN)/lymph synth \
-	    --out $(STUDY)/pretrain_slides --tumor 25 --normal 0 --seed 2 $(SYNTH_ARGS)
+	    --out $(STUDY)/pretrain_slides --tumor 25 --normal 0 --seed 2 --prefix pre_ $(SYNTH_ARGS)
 	@echo "== 2/4 extract (resumes): the labeled store and the label-free pretraining store"
 	$(BIN)/lymph extract --slides $(STUDY)/slides --out $(STUDY)/store.zarr \
 	    --labels $(STUDY)/slides/reference.csv --level 2 --patch-size 128 --patches-per-slide 128

@@ -44,8 +44,11 @@ precision_option = click.option(
 )
 
 
+# auto_envvar_prefix: every option can also come from LYMPH_<COMMAND>_<OPTION> (an option on the
+# command line wins), e.g. LYMPH_TRAIN_STEPS=20: the README's toy-size run of its pipeline.
 @click.group(cls=_Group,
-             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100,
+                               "auto_envvar_prefix": "LYMPH"})
 @click.version_option(__version__, prog_name="lymph")
 def main() -> None:
     """Find breast-cancer metastases in gigapixel lymph-node slides with very few pixel labels.
@@ -104,10 +107,13 @@ def _parse_size(ctx: click.Context, param: click.Parameter, value: str) -> tuple
               help="Microns per level-0 pixel (0.243 = CAMELYON16 at 40x).")
 @click.option("--quality", default=85, show_default=True, type=click.IntRange(1, 100),
               help="JPEG quality of the slide tiles.")
-@click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1),
+@click.option("--threads", "workers", default=1, show_default=True, type=click.IntRange(min=1),
               help="Threads encoding tiles.")
+@click.option("--prefix", default="", show_default=True,
+              help="Start every slide id with this (e.g. pre_: pre_tumor_001), so that two "
+                   "worlds never share an id.")
 def synth(out: Path, n_tumor: int, n_normal: int, size: tuple[int, int], seed: int, fmt: str,
-          mpp: float, quality: int, workers: int) -> None:
+          mpp: float, quality: int, workers: int, prefix: str) -> None:
     """Make a synthetic CAMELYON16-like slide set: pyramidal slides OpenSlide opens, ASAP XML
     and mask TIFFs for tumor slides, and reference.csv.
 
@@ -134,7 +140,8 @@ def synth(out: Path, n_tumor: int, n_normal: int, size: tuple[int, int], seed: i
             param_hint="--out",
         ) from None
     slides = synth_slides(out_path, n_tumor=n_tumor, n_normal=n_normal, size=size, seed=seed,
-                          fmt=fmt, mpp=mpp, progress=True, quality=quality, workers=workers)
+                          fmt=fmt, mpp=mpp, progress=True, quality=quality, workers=workers,
+                          prefix=prefix)
     click.echo(f"{'slide':<12} {'status':<7} {'size':>13} {'MB':>7} {'lesions':>7}  largest  files")
     for s in slides:
         mb = s.path.stat().st_size / 1e6
@@ -228,8 +235,10 @@ def _print_extract_summary(summary: object) -> None:
         for w in r.warnings:
             click.echo(f"warning: {w}")
     n, nt = summary.n_patches, summary.n_tumor
+    nu = sum(r.n_patches for r in summary.done if r.status == "unlabeled")  # as `lymph info`
     click.echo(f"slides: {len(summary.done)} done, {len(summary.skipped)} skipped, "
-               f"{len(summary.failed)} failed; patches: {n} ({nt} tumor, {n - nt} other) in "
+               f"{len(summary.failed)} failed; patches: {n} ({nt} tumor, {n - nt - nu} "
+               f"non-tumor, {nu} unlabeled) in "
                f"{summary.seconds:.1f} s = {summary.patches_per_second:.1f} patches/s; "
                f"store {summary.store}")
     if summary.failed:
@@ -337,7 +346,7 @@ def _labeled_option(
               help="finetune: stop after K validations without a better F1 (--steps is the "
               "cap; best.pt keeps the best).")
 @click.option("--select", type=click.Choice(["f1", "best_f1"]), default="f1", show_default=True,
-              help="finetune: what best.pt and --patience follow: f1 at --threshold, or "
+              help="finetune: what best.pt and --patience follow: f1 at probability 0.5, or "
               "best_f1, the F1 at the validation's F1-best threshold (calibration-free).")
 @click.option("--base-width", type=click.IntRange(min=1), default=None,
               help="UNet width of the first level [default: 32, or the --init checkpoint's].")
@@ -474,6 +483,13 @@ def _fmt_pct(value: float) -> str:
 
 
 def _print_eval_patch(result: dict) -> None:
+    if "threshold" not in result:  # a pretraining checkpoint with --figures: Figure 4 alone
+        mse = result["recon_mse"]
+        click.echo(f"{result['n_patches']} patches reconstructed by the pretraining checkpoint"
+                   + ("" if mse is None else f": mean MSE {mse:.4f} (0-1 intensities)"))
+        for name, path in result.get("files", {}).items():
+            click.echo(f"{name}: {path}")
+        return
     mode = result["threshold_mode"]
     click.echo(
         f"{result['n_patches']} patches of {result['n_slides']} slide(s), threshold "
@@ -529,9 +545,10 @@ _PATCH_OPTIONS = [
                  help="Patch mode: a store from `lymph extract` (its labeled slides are scored)."),
     click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path),
                  help="Patch mode: a fine-tuned checkpoint from `lymph train` (best.pt)."),
-    click.option("--threshold", default="0.5", show_default=True,
-                 help="Patch mode: a probability in [0, 1], or 'auto' (F1-best and 0.9-recall "
-                      "thresholds chosen on validation slides, never on the scored ones)."),
+    click.option("--threshold", default="auto", show_default=True,
+                 help="Patch mode: 'auto' (F1-best and 0.9-recall thresholds chosen on "
+                      "validation slides, never on the scored ones; as `lymph study`), or a "
+                      "probability in [0, 1]."),
     click.option("--slide-id", "slide_ids", multiple=True,
                  help="Patch mode: score only this slide id (repeatable); default every "
                       "labeled one."),
@@ -724,30 +741,37 @@ def _parse_sizes(ctx: click.Context, param: click.Parameter, value: str | None
               help="Study folder: results.csv, table.md, f1_vs_size.png, runs/ (resumable).")
 @click.option("--profile", type=click.Choice(["quick", "standard"]), default=None,
               help="quick: the demo (illustrates, does not test); standard: 5 folds x 2 "
-                   "repeats (`make study`). Options given override the profile's values.")
+                   "repeats (`make study`; its time: README, study section). Options given "
+                   "override the profile's values; the defaults below read quick / standard / "
+                   "none.")
 @click.option("--quick", is_flag=True, help="Same as --profile quick.")
 @click.option("--sizes", default=None, callback=_parse_sizes,
-              help="Labeled-set sizes (patches), comma-separated [default: the profile's; "
-                   "200,120,80,40].")
+              help="Labeled-set sizes (patches), comma-separated [default: 80,40 / "
+                   "40,200,120,80,20 / 200,120,80,40].")
 @click.option("--folds", type=click.IntRange(min=2), default=None,
-              help="Cross-validation folds grouped by slide [default: the profile's; 5].")
+              help="Cross-validation folds grouped by slide [default: 2 / 5 / 5].")
 @click.option("--repeats", type=click.IntRange(min=1), default=None,
-              help="Repeats per fold (subset, inner-validation slides and seed redrawn).")
+              help="Repeats per fold (subset, inner-validation slides and seed redrawn) "
+                   "[default: 2 / 2 / 3].")
 @click.option("--steps", type=click.IntRange(min=1), default=None,
-              help="Cap on fine-tuning steps (early stopping on inner validation decides).")
+              help="Cap on fine-tuning steps (early stopping on inner validation decides) "
+                   "[default: 600 / 3200 / 3000].")
 @click.option("--patience", type=click.IntRange(min=1), default=None,
-              help="Stop after this many validations without a better F1.")
+              help="Stop after this many validations without a better F1 [default: 3 / 3 / "
+                   "5].")
 @click.option("--eval-every", type=click.IntRange(min=1), default=None,
-              help="Validate on the inner-validation slides every N steps.")
+              help="Validate on the inner-validation slides every N steps [default: 100].")
 @click.option("--val-slides", type=click.IntRange(min=1), default=None,
-              help="Inner-validation slides per fold and repeat (tumor first) [default 2].")
+              help="Inner-validation slides per fold and repeat (tumor first) [default: 2 / "
+                   "4 / 2].")
 @click.option("--val-patches", type=click.IntRange(min=1), default=None,
-              help="Patches of the inner-validation slides the trainer validates on.")
+              help="Patches of the inner-validation slides the trainer validates on "
+                   "[default: 96 / 128 / 256].")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=None,
-              help="Fine-tuning batch size [default: the profile's or the trainer's].")
+              help="Fine-tuning batch size [default: 8 / 8 / the trainer's].")
 @click.option("--crop", type=click.IntRange(min=1), default=None,
-              help="Training crop in px [default: the profile's or the trainer's].")
+              help="Training crop in px [default: 64 / 64 / the trainer's].")
 @click.option("--base-width", type=click.IntRange(min=1), default=None,
               help="Must equal the pretrained checkpoint's (all conditions use its architecture).")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
@@ -764,9 +788,9 @@ def _parse_sizes(ctx: click.Context, param: click.Parameter, value: str | None
 @click.option("--jobs", type=click.IntRange(min=1), default=None,
               help="Runs in parallel processes, one torch thread each [default: the cores].")
 @click.option("--eval-batch-size", type=click.IntRange(min=1), default=None,
-              help="Batch size for scoring.")
+              help="Batch size for scoring [default: 32 / 32 / 16].")
 @click.option("--workers", type=click.IntRange(min=0), default=None,
-              help="Trainer data-loader processes per run [default 0].")
+              help="Data-loader processes per run (as train's --workers) [default: 0].")
 @click.option("--max-test-patches", type=click.IntRange(min=1), default=None,
               help="Score a seeded sample per test slide [default: every patch].")
 @click.option("--allow-test-in-pretraining", is_flag=True,
@@ -823,7 +847,11 @@ def study_cmd(store: str, pretrained: tuple[str, ...], out: str, **options: obje
               help="Output folder (not the slides folder): per slide S_tumor_map.tif, "
               "S_overlay.png, S.csv, S.geojson, S.xml; and scores.csv.")
 @click.option("--level", type=click.IntRange(min=0), default=None,
-              help="Slide level to run at [default: the checkpoint's extraction level].")
+              help="Slide level to run at [default: the level whose microns per pixel match "
+              "the checkpoint's training mpp within 10%, else a resampled one].")
+@click.option("--mpp", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Microns per level-0 pixel of slides that record none (e.g. 0.25 at 40x, "
+              "0.5 at 20x) [default: such a slide runs at the checkpoint's level, warned].")
 @click.option("--window", type=click.IntRange(min=16), default=None,
               help="Window (tile) in px of that level [default: the patch size, rounded up to "
               "a multiple of the model's and the map's grid; up to 1024 px for a BatchNorm "
@@ -855,8 +883,9 @@ def study_cmd(store: str, pretrained: tuple[str, ...], out: str, **options: obje
 @click.option("--map-downsample", type=click.FloatRange(1, 1024), default=16.0,
               show_default=True, help="Downsample of the tumor map vs level 0.")
 @click.option("--threshold", type=click.FloatRange(0, 1, min_open=True, max_open=True),
-              default=0.5, show_default=True, help="Probability above which map pixels form "
-              "lesion detections.")
+              default=0.5, show_default=True, help="Map probability from which pixels form "
+              "lesion detections (a fixed cut on the map, unlike eval's and study's 'auto', "
+              "which choose one on validation patches).")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Slides in parallel (local dask processes, CPU threads divided among them).")
 @click.option("--scheduler", default=None,
@@ -871,7 +900,8 @@ def study_cmd(store: str, pretrained: tuple[str, ...], out: str, **options: obje
               help="Overwrite files in --out that lymph did not write (by default such a file, "
               "e.g. an annotation S.xml, stops the run before any work).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def predict_cmd(slides: str, checkpoint: str, out: str, level: int | None, window: int | None,
+def predict_cmd(slides: str, checkpoint: str, out: str, level: int | None, mpp: float | None,
+                window: int | None,
                 overlap: str, margin: int | None, stride: int | None, screen: int | None,
                 screen_threshold: float, screen_margin: int | None, tta: bool,
                 batch_size: int, device: str, precision: str,
@@ -898,7 +928,7 @@ def predict_cmd(slides: str, checkpoint: str, out: str, level: int | None, windo
     try:
         config = PredictConfig(
             checkpoint=Path(checkpoint), out=Path(out), slides=Path(slides), level=level,
-            window=window, stride=stride, overlap=overlap, margin=margin, screen=screen,
+            mpp=mpp, window=window, stride=stride, overlap=overlap, margin=margin, screen=screen,
             screen_threshold=screen_threshold, screen_margin=screen_margin, tta=tta,
             batch_size=batch_size, device=device, precision=precision,
             map_downsample=map_downsample, threshold=threshold, workers=workers,
@@ -919,6 +949,8 @@ def predict_cmd(slides: str, checkpoint: str, out: str, level: int | None, windo
             f"{r.tissue_mpx:.1f}/{r.slide_tissue_mpx:.1f} Mpx tissue inferred  "
             f"{r.seconds:.1f} s (model {t.get('model', 0):.1f}, read {t.get('read', 0):.1f})"
         )
+        if r.scale:
+            click.echo(f"    scale: {r.scale}")
     for r in failed:
         click.echo(f"  FAILED {r.error}", err=True)
     if ok:

@@ -80,7 +80,8 @@ def main() -> None:
     ap.add_argument("--sizes", nargs="+", default=["20000x20000", "100000x100000"],
                     help="WIDTHxHEIGHT sizes; the first is the baseline for ratios")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--workers", type=int, default=1, help="encoding threads per generation")
+    ap.add_argument("--threads", dest="workers", type=int, default=1,
+                    help="encoding threads per generation")
     ap.add_argument("--out", type=Path, default=None,
                     help="scratch folder (default: a temporary folder, removed at the end)")
     ap.add_argument("--keep", action="store_true", help="keep the generated files")

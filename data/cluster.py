@@ -65,14 +65,14 @@ def map_slides(fn: Callable[[Path], T], items: Sequence[Path], *, workers: int =
     `fn` must be picklable (a module-level function or a functools.partial of one) when a
     cluster is used. Unexpected (non-lymph) errors are logged with their traceback.
     """
-    from tqdm.auto import tqdm
+    from lymph.data.progress import progress_bar
 
     if workers < 1:
         raise ConfigError(f"workers must be >= 1, got {workers}; use --workers 1 for one process")
     log = logging.getLogger("lymph")
     items = list(items)
     results: list[TaskResult[T] | None] = [None] * len(items)
-    bar = tqdm(total=len(items), desc=desc, unit="slide", disable=None if progress else True)
+    bar = progress_bar(total=len(items), desc=desc, unit="slide", enabled=progress)
 
     def record(i: int, out: tuple[T | None, str | None, float, str | None]) -> None:
         value, error, seconds, tb = out

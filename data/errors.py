@@ -39,3 +39,16 @@ class ConfigError(LymphError, ValueError):
 class OutputError(LymphError, OSError):
     """An output cannot be written (read-only folder, full disk, a file in the way), or writing
     it would overwrite a file lymph did not write."""
+
+
+# Errors that are both: what went wrong (a store, a checkpoint) and a bad setting the user
+# fixes on the command line; as ConfigErrors the CLI exits 2 for them, as for any bad option.
+
+
+class NotAStoreError(StoreError, ConfigError):
+    """--store (or --out) names something that is not a lymph store (no zarr v3 group)."""
+
+
+class LeakageError(CheckpointError, ConfigError):
+    """A pretraining checkpoint saw slides the study tests on (or cannot be checked), and
+    --allow-test-in-pretraining was not given."""

@@ -49,7 +49,7 @@ from typing import Any
 
 import numpy as np
 
-from lymph.data.errors import OutputError, SlideError, StoreError
+from lymph.data.errors import NotAStoreError, OutputError, SlideError, StoreError
 from lymph.data.io import explain_os_error as _explain_os_error
 from lymph.data.lock import LOCK_FILE
 from lymph.data.slides import safe_id, strip_slide_suffix
@@ -202,11 +202,11 @@ def _open_root(path: Path, mode: str) -> Any:
         return zarr.open_group(str(path), mode=mode, zarr_format=3)
     except OSError as exc:
         if mode == "r" and isinstance(exc, FileNotFoundError):
-            raise StoreError(f"{path}: not a zarr v3 group (no zarr.json); make one with "
-                             "`lymph extract --slides DIR --out STORE`") from exc
+            raise NotAStoreError(f"{path}: not a zarr v3 group (no zarr.json); make one with "
+                                 "`lymph extract --slides DIR --out STORE`") from exc
         raise _explain_os_error(path, exc) from exc
     except Exception as exc:  # zarr raises several types for "not a group"
-        raise StoreError(
+        raise NotAStoreError(
             f"{path}: not a zarr v3 group ({type(exc).__name__}: {exc}); "
             "make one with `lymph extract --slides DIR --out STORE`"
         ) from exc

@@ -19,6 +19,7 @@ import csv
 import json
 import math
 import os
+import re
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -69,8 +70,14 @@ class SynthConfig:
     mpp: float = 0.243
     quality: int = 85
     workers: int = 1
+    prefix: str = ""  # slide ids `{prefix}tumor_001`: worlds that must not share ids
 
     def __post_init__(self) -> None:
+        if not re.fullmatch(r"[A-Za-z0-9_-]*", self.prefix):
+            raise ConfigError(
+                f"prefix {self.prefix!r} may hold only letters, digits, '_' and '-' (it starts "
+                "every slide id and file name); use e.g. --prefix pre_"
+            )
         if self.n_tumor < 0 or self.n_normal < 0:
             raise ConfigError(
                 f"slide counts must be >= 0, got n_tumor={self.n_tumor}, "
@@ -927,6 +934,7 @@ def synth_slides(
     quality: int = 85,
     workers: int = 1,
     on_row: Callable[[int], None] | None = None,
+    prefix: str = "",
 ) -> list[SynthSlide]:
     """Write `n_tumor` tumor and `n_normal` normal synthetic slides into `out`.
 
@@ -934,7 +942,7 @@ def synth_slides(
     (``.svs`` for fmt="svs"), ``reference.csv`` (``tumor_001,Tumor,Macro`` / ``normal_001,Normal,``)
     and ``synth.json`` (every setting, the seed and what each slide holds).
     """
-    from tqdm import tqdm
+    from lymph.data.progress import progress_bar
 
     cfg = SynthConfig(
         n_tumor=n_tumor,
@@ -945,6 +953,7 @@ def synth_slides(
         mpp=mpp,
         quality=quality,
         workers=workers,
+        prefix=prefix,
     )
     out = Path(out)
     _check_out(out)
@@ -953,19 +962,14 @@ def synth_slides(
     jobs = [("tumor", i) for i in range(1, cfg.n_tumor + 1)] + [
         ("normal", i) for i in range(1, cfg.n_normal + 1)
     ]
-    bar = tqdm(
-        total=len(jobs) * height,
-        unit="row",
-        unit_scale=True,
-        desc="synth",
-        disable=not progress,
-    )
+    bar = progress_bar(total=len(jobs) * height, unit="row", desc="synth", enabled=progress,
+                       unit_scale=True)
     slides: list[SynthSlide] = []
     plans = []
     try:
         for status, i in jobs:
-            plan = SlidePlan(name=f"{status}_{i:03d}", status=status, width=width, height=height,
-                             mpp=cfg.mpp, seed=cfg.seed, index=i)  # fmt: skip
+            plan = SlidePlan(name=f"{cfg.prefix}{status}_{i:03d}", status=status, width=width,
+                             height=height, mpp=cfg.mpp, seed=cfg.seed, index=i)  # fmt: skip
             plans.append(plan)
             bar.set_postfix_str(plan.name)
 

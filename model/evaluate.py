@@ -331,12 +331,62 @@ def _check_store_matches(store: Any, ckpt: dict, warn: list[str]) -> None:
     trained = ckpt.get("config", {}).get("store")
     if not isinstance(trained, dict):
         return
+    _check_scale(store, trained, warn)
     for key in ("level", "patch_size", "mpp", "target_mpp"):
         if key in trained and key in store.settings and trained[key] != store.settings[key]:
             warn.append(
                 f"the checkpoint was trained on patches with {key}={trained[key]!r}, this store "
                 f"has {key}={store.settings[key]!r}: scores may not mean what you expect"
             )
+
+
+def scale_factor(store: Any, ckpt: dict) -> float | None:
+    """The checkpoint's training mpp over the store patches' mpp when they differ by more than
+    10% (model/scale.py), else None (no mpp on either side: None too)."""
+    from lymph.model.scale import TOLERANCE, checkpoint_mpp, store_training_mpp
+
+    level = store.settings.get("level")
+    here = store_training_mpp(store.path, int(level)) if isinstance(level, int) else None
+    there = checkpoint_mpp(ckpt)
+    if here is None or there is None or abs(here / there - 1) <= TOLERANCE:
+        return None
+    return there / here
+
+
+def _check_scale(store: Any, trained: dict, warn: list[str]) -> None:
+    """A note when the store's patches are more than 10% off the checkpoint's training mpp:
+    ``run`` then resamples them to it (``rescaled_model``) and says so."""
+    factor = scale_factor(store, {"config": {"store": trained}})
+    if factor is not None:
+        warn.append(f"the store's patches are {trained['mpp'] / factor:.3f} um/px and the "
+                    f"checkpoint was trained at {trained['mpp']:.3f} um/px: each patch is "
+                    f"resampled x{1 / factor:.3f} for the model and its map back to the patch "
+                    "(extracting at the matching level would read sharper pixels)")
+
+
+def _stage(ckpt: dict) -> str | None:
+    config = ckpt.get("config") if isinstance(ckpt.get("config"), dict) else {}
+    return config.get("stage")
+
+
+def _pretraining_figure4(config: EvalConfig, store: Any, model: Any, ckpt: dict
+                         ) -> dict[str, Any]:
+    """A pretraining checkpoint with --figures: the paper's Figure 4 alone (no scores: its
+    segmentation head is untrained); metrics.json holds the reconstruction MSE."""
+    from lymph.model.figure4 import draw_figure4
+
+    out = Path(config.out)  # type: ignore[arg-type]
+    drawn = draw_figure4(store, model, out=out, seed=config.seed, device=config.device,
+                         batch_size=config.batch_size, stage="pretrain",
+                         name=config.checkpoint.name, slides=config.slides,
+                         n=config.n_figure_patches)
+    result = {"checkpoint": str(config.checkpoint), "checkpoint_stage": "pretrain",
+              "store": str(config.store), **drawn,
+              "notes": ["a pretraining checkpoint: Figure 4 only (no scores: its segmentation "
+                        "head is untrained)"], "config": config.to_dict()}
+    result["files"] = {**drawn["files"], "metrics": str(out / "metrics.json")}
+    atomic_write_json(out / "metrics.json", result, sort_keys=False)
+    return result
 
 
 def refuse_pretraining(ckpt: dict, path: Path) -> None:
@@ -347,7 +397,8 @@ def refuse_pretraining(ckpt: dict, path: Path) -> None:
         raise CheckpointError(
             f"checkpoint {path} is a pretraining checkpoint (stage 'pretrain'): its "
             "segmentation head is untrained; evaluate a fine-tuned one (`lymph train --stage "
-            "finetune --init ...`, its best.pt)"
+            "finetune --init ...`, its best.pt), or pass --figures --out DIR to draw its "
+            "Figure 4 (reconstructions) alone"
         )
 
 
@@ -442,6 +493,13 @@ def run(config: EvalConfig) -> dict[str, Any]:
 
     store = PatchStore.open(config.store)
     model, ckpt = load_model(config.checkpoint, device="cpu")
+    factor = scale_factor(store, ckpt)
+    if factor is not None:  # run the model at its training scale (model/scale.py)
+        from lymph.model.scale import rescaled_model
+
+        model = rescaled_model(model, factor)
+    if _stage(ckpt) == "pretrain" and config.figures and config.out is not None:
+        return _pretraining_figure4(config, store, model, ckpt)
     refuse_pretraining(ckpt, config.checkpoint)
     rng = np.random.default_rng(config.seed)
     scored, val, val_source = _choose_slides(config, store, ckpt, rng)
@@ -523,8 +581,10 @@ def _write_outputs(
                                 precision=config.precision)
             files["reconstructions"] = str(
                 figure_reconstructions(
-                    images, recon, out / "figure4_reconstruction.png", labels=labels
-                )
+                    images, recon, out / "figure4_reconstruction.png", labels=labels,
+                    title=f"reconstructions by the {result.get('checkpoint_stage')} checkpoint "
+                    f"{Path(config.checkpoint).name} (the paper's Figure 4 is the pretraining "
+                    "checkpoint's: eval patches --figures with it)")
             )
             files["segmentations"] = str(
                 figure_segmentations(

@@ -31,8 +31,10 @@ from lymph.data.io import atomic_path
 from lymph.model.metrics import PRCurve
 
 GT_COLOR = "#00c853"  # green: ground truth
-PRED_COLOR = "#2962ff"  # blue: prediction (stays visible over pink/purple H&E)
-PRED_RGBA = (0.16, 0.38, 1.0, 0.3)
+# prediction: yellow tint, orange outline. Not blue or purple, which hematoxylin-stained nuclei
+# are: a blue tint over a tumor nest read as dense nuclei, not as a prediction.
+PRED_COLOR = "#ff6d00"
+PRED_RGBA = (1.0, 0.84, 0.0, 0.35)
 
 
 def _figure(width: float, height: float):  # -> matplotlib.figure.Figure
@@ -86,7 +88,7 @@ def plot_loss(metrics_path: str | Path, out_png: str | Path, *, title: str = "")
         ax2 = ax.twinx()
         key = "f1" if "f1" in val[0] else "recon_mse"
         ax2.plot(
-            [r["step"] for r in val], [r[key] for r in val], "o-", color="C3", label=f"val {key}"
+            [r["step"] for r in val], [r[key] for r in val], "o-", color="black", label=f"val {key}"
         )
         ax2.set_ylabel(f"validation {key}")
         ax2.legend(loc="upper right")
@@ -106,10 +108,14 @@ def plot_roc(scores: Sequence[float], labels: Sequence[bool], path: str | Path, 
     fpr, tpr, _ = roc_curve(scores, labels)
     fig = _figure(4.5, 4.2)
     ax = fig.add_subplot()
-    ax.plot(fpr, tpr, "-", color="black", lw=1.2)
-    ax.plot([0, 1], [0, 1], ":", color="grey")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1.02)
+    # margins around [0, 1] and markers: a perfect curve (up the left edge, along the top)
+    # would otherwise lie on the frame and the plot look empty
+    ax.plot(fpr, tpr, "-o", color="tab:red", lw=2, ms=5, clip_on=False,
+            label=f"lymph, AUC {auc:.3f}")
+    ax.plot([0, 1], [0, 1], ":", color="grey", label="chance")
+    ax.set_xlim(-0.04, 1.04)
+    ax.set_ylim(-0.04, 1.06)
+    ax.legend(loc="lower right", fontsize=8)
     ax.set_xlabel("false positive rate (normal slides)")
     ax.set_ylabel("true positive rate (tumor slides)")
     ax.set_title(f"slide ROC, AUC {auc:.3f} ({len(scores)} slides)")
@@ -123,30 +129,39 @@ def plot_froc(curve: Any, path: str | Path, *, official: Mapping[str, Any] | Non
     the slide-mode result) when defined; writes ``path`` (PNG)."""
     fig = _figure(5.5, 4.2)
     ax = fig.add_subplot()
-    floor = 1 / 16  # a log axis has no 0: points at 0 FP per slide are drawn at 1/16
-    fps = np.maximum(curve.fps_per_slide, floor)
-    ax.step(fps, curve.sensitivity, where="post", color="black", lw=1.0, alpha=0.5,
+    floor = 1 / 8  # a log axis has no 0: points at 0 FP per slide are drawn at 1/8
+    right = max(16.0, float(np.max(curve.fps_per_slide, initial=0)) * 1.2)
+    # past its last operating point a FROC keeps its last sensitivity: drawn to the right edge,
+    # so a perfect curve (every lesion found at 0 FP) is a line along the top, not a dot at 1/8
+    fps = np.append(np.maximum(curve.fps_per_slide, floor), right)
+    sens = np.append(curve.sensitivity, curve.sensitivity[-1] if len(curve.sensitivity) else 0)
+    # every series has its own marker and clip_on=False: a perfect FROC (sensitivity 1 at every
+    # rate) puts all of them on one line at the top, which must not vanish into the frame
+    ax.step(fps, sens, where="post", color="black", lw=1.0, alpha=0.5,
             label="lymph operating points (step-wise)")  # fmt: skip
-    ax.plot(fps, curve.sensitivity, "-", color="black", lw=1.2, label="lymph FROC (interpolated)")
+    ax.plot(fps, sens, "-", color="black", lw=1.2, label="lymph FROC (interpolated)")
     rates = list(curve.sensitivity_interpolated)
     ax.plot(rates, [curve.sensitivity_interpolated[r] for r in rates], "o", color="tab:red",
+            ms=8, clip_on=False,
             label=f"lymph interpolated, mean {curve.interpolated:.3f}")  # fmt: skip
     ax.plot(rates, [curve.sensitivity_stepwise[r] for r in rates], "x", color="tab:blue",
+            ms=9, mew=2, clip_on=False,
             label=f"lymph stepwise, mean {curve.stepwise:.3f}")  # fmt: skip
     if official and official.get("froc") is not None:
         ofps = np.maximum(np.asarray(official["curve"]["fps_per_slide"], float), floor)
         osens = np.asarray(official["curve"]["sensitivity"], float)
-        ax.plot(ofps, osens, "--", color="tab:green", lw=1.2,
+        if len(osens):
+            last = osens[ofps == ofps.max()].max()  # the official curve may run either way
+            order = np.lexsort((osens, ofps))
+            ofps, osens = np.append(ofps[order], right), np.append(osens[order], last)
+        ax.plot(ofps, osens, "--s", color="tab:green", lw=1.2, ms=4, mfc="none", clip_on=False,
                 label=f"official rules, mean {official['froc']:.3f}")  # fmt: skip
     ax.set_xscale("log", base=2)
-    right = max(16.0, float(fps.max()) * 1.2)
-    ax.set_xlim(floor, right)
-    ticks = [2.0**k for k in range(-4, int(math.log2(right)) + 1)]
-    ax.set_xticks(
-        ticks, ["0" if t == floor else f"{t:g}" if t >= 1 else f"1/{1 / t:g}" for t in ticks]
-    )
-    ax.set_ylim(0, 1.02)
-    ax.set_xlabel("mean false positives per slide")
+    ax.set_xlim(floor / 1.15, right)
+    ticks = [2.0**k for k in range(-3, int(math.log2(right)) + 1)]
+    ax.set_xticks(ticks, [f"{t:g}" if t >= 1 else f"1/{1 / t:g}" for t in ticks])
+    ax.set_ylim(-0.03, 1.06)
+    ax.set_xlabel("mean false positives per slide (0 drawn at 1/8)")
     ax.set_ylabel("lesion sensitivity")
     ax.set_title(f"FROC ({curve.n_slides} slide(s), {curve.n_lesions} lesion(s))")
     ax.grid(alpha=0.3)
@@ -194,20 +209,27 @@ def plot_pr_curve(
 
 
 def figure_reconstructions(
-    images: np.ndarray, reconstructions: np.ndarray, path: str | Path, *, labels: Sequence[str] = ()
+    images: np.ndarray, reconstructions: np.ndarray, path: str | Path, *,
+    labels: Sequence[str] = (), title: str = "",
 ) -> Path:
-    """Figure 4: inputs (top row) above the model's reconstructions (bottom row); uint8 NHWC."""
+    """Figure 4: inputs (top row), the model's reconstructions (middle row) and their
+    difference (bottom row: mean absolute error over RGB, one shared 0-max scale with a colour
+    bar, so patches compare); uint8 NHWC."""
     n = len(images)
     if n == 0 or reconstructions.shape != images.shape:
         raise ValueError(
             f"need >= 1 image and reconstructions of the same shape, got {images.shape} and "
             f"{reconstructions.shape}"
         )
-    fig = _figure(2.2 * n, 4.6)
-    axes = fig.subplots(2, n, squeeze=False)
+    diff = np.abs(images.astype(np.float32) - reconstructions.astype(np.float32)).mean(-1) / 255
+    top = max(float(diff.max()), 1e-3)
+    fig = _figure(2.2 * n + 0.8, 7.2)
+    axes = fig.subplots(3, n, squeeze=False)
+    shown = None
     for i in range(n):
         axes[0, i].imshow(images[i])
         axes[1, i].imshow(reconstructions[i])
+        shown = axes[2, i].imshow(diff[i], cmap="viridis", vmin=0, vmax=top)
         if i < len(labels):
             axes[0, i].set_title(labels[i], fontsize=7)
         for ax in axes[:, i]:
@@ -215,6 +237,10 @@ def figure_reconstructions(
             ax.set_yticks([])
     axes[0, 0].set_ylabel("input")
     axes[1, 0].set_ylabel("reconstruction")
+    axes[2, 0].set_ylabel("|input - reconstruction|")
+    fig.colorbar(shown, ax=axes[2, :].tolist(), shrink=0.8, label="mean abs error (0-1)")
+    if title:
+        fig.suptitle(title, fontsize=9)
     return _save(fig, path)
 
 
@@ -226,8 +252,8 @@ def figure_segmentations(
     *,
     labels: Sequence[str] = (),
 ) -> Path:
-    """Figure 5: patches with ground-truth (green) and predicted (blue, outlined and tinted)
-    tumor; a patch that is tumor throughout gets a green frame."""
+    """Figure 5: patches with ground-truth (green outline) and predicted (yellow tint, orange
+    outline) tumor; a patch that is tumor throughout gets a green frame."""
     from matplotlib.patches import Rectangle
 
     n = len(images)
@@ -261,7 +287,8 @@ def figure_segmentations(
         if i < len(labels):
             ax.set_title(labels[i], fontsize=7)
     fig.suptitle(
-        "tumor: ground truth (green outline), prediction (blue tint and outline)", fontsize=9
+        "tumor: ground truth (green outline), prediction (yellow tint, orange outline)",
+        fontsize=9
     )
     return _save(fig, path)
 
@@ -293,6 +320,18 @@ def plot_f1_vs_size(
     return _save(fig, path)
 
 
+def _data_range(values: Sequence[float], *, pad: float = 0.08, floor: float = 1.0
+                ) -> tuple[float, float]:
+    """A y-range around the finite ``values`` (a fraction ``pad`` of their span, at least
+    ``floor`` units each side), so differences of a point are visible."""
+    v = np.asarray([x for x in values if np.isfinite(x)], dtype=float)
+    if not v.size:
+        return -1.0, 1.0
+    lo, hi = float(v.min()), float(v.max())
+    margin = max(pad * (hi - lo), floor)
+    return lo - margin, hi + margin
+
+
 def plot_study_pairs(
     sizes: Sequence[int],
     points: Mapping[str, Sequence[Sequence[float]]],
@@ -301,37 +340,47 @@ def plot_study_pairs(
     *,
     primary: str = "",
 ) -> Path:
-    """Left: each run's F1 (dots) and the mean (line) per condition, at each size. Right: each
-    pair's ΔF1 (dots), its mean and 95% CI (bar) per comparison, at each size; `primary` is
-    drawn bold. `points[c][i]` and `deltas[name][i] = (diffs, (low, high))` are for sizes[i]."""
+    """Left: each run's F1 (dots) and the mean (line) per condition, at each size, in percent.
+    Right: each pair's ΔF1 (dots), its mean and 95% CI (bar) per comparison, at each size, in
+    percentage points (as table.md); `primary` is drawn bold. Both y-ranges come from the data.
+    `points[c][i]` and `deltas[name][i] = (diffs, (low, high))` are fractions for sizes[i]."""
     fig = _figure(11, 4.2)
     left, right = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
     x = np.arange(len(sizes), dtype=float)
     rng = np.random.default_rng(0)  # jitter only
+    seen: dict[Any, list[float]] = {left: [], right: [0.0]}
     for ax, groups in ((left, points), (right, deltas)):
-        offsets = np.linspace(-0.3, 0.3, max(len(groups), 1)) if len(groups) > 1 else [0.0]
+        # dodge within +-0.2 of each size's slot (slots are 1 apart), jitter +-0.03: a point
+        # stays nearer its own size than the next one
+        offsets = np.linspace(-0.2, 0.2, max(len(groups), 1)) if len(groups) > 1 else [0.0]
         for off, (name, per_size) in zip(offsets, groups.items(), strict=False):
+            color = f"C{list(groups).index(name)}"
             means = []
             for i, item in enumerate(per_size):
-                values = np.asarray(item[0] if ax is right else item, dtype=float)
-                jitter = rng.uniform(-0.04, 0.04, values.size)
-                ax.plot(x[i] + off + jitter, values, ".", alpha=0.45, ms=5,
-                        color=f"C{list(groups).index(name)}")  # fmt: skip
+                values = 100 * np.asarray(item[0] if ax is right else item, dtype=float)
+                jitter = rng.uniform(-0.03, 0.03, values.size)
+                ax.plot(x[i] + off + jitter, values, ".", alpha=0.45, ms=5, color=color)
+                seen[ax].extend(values.tolist())
                 means.append(values.mean() if values.size else np.nan)
                 if ax is right and not np.isnan(item[1][0]):
-                    ax.plot([x[i] + off] * 2, item[1], "-", lw=2.5 if name == primary else 1.5,
-                            color=f"C{list(groups).index(name)}")  # fmt: skip
+                    ci = [100 * float(item[1][0]), 100 * float(item[1][1])]
+                    ax.plot([x[i] + off] * 2, ci, "-", lw=2.5 if name == primary else 1.5,
+                            color=color)  # fmt: skip
+                    seen[ax].extend(ci)
             ax.plot(x + off, means, "o-" if ax is left else "_", ms=8 if ax is right else 5,
-                    lw=2.5 if name == primary else 1.2, color=f"C{list(groups).index(name)}",
+                    lw=2.5 if name == primary else 1.2, color=color,
                     label=name + (" (primary)" if name == primary else ""))  # fmt: skip
         ax.set_xticks(x, [str(s) for s in sizes])
+        ax.set_xlim(-0.5, len(sizes) - 0.5)
         ax.set_xlabel("labeled patches")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    left.set_ylim(0, 1)
-    left.set_ylabel("pixel F1 on test slides (dots: runs)")
+    lo, hi = _data_range(seen[left])
+    left.set_ylim(max(lo, 0.0), min(hi, 100.0))
+    left.set_ylabel("pixel F1 on test slides, % (dots: runs)")
     left.set_title("F1 per run and mean")
+    right.set_ylim(*_data_range(seen[right]))
     right.axhline(0, color="black", lw=0.8)
-    right.set_ylabel("ΔF1 per (fold, repeat) pair")
-    right.set_title("paired ΔF1, mean and corrected t 95% CI")
+    right.set_ylabel("ΔF1 per (fold, repeat) pair, percentage points")
+    right.set_title("paired ΔF1 (pp), mean and corrected t 95% CI")
     return _save(fig, path)

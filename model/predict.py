@@ -71,9 +71,11 @@ import numpy as np
 from lymph.data.errors import CheckpointError, ConfigError, SlideError
 from lymph.data.exports import Detection, write_asap_xml, write_camelyon_csv, write_geojson
 from lymph.data.io import OutputManifest
+from lymph.model.overlay import draw_overlay, overlay_title, truth_on_thumb
 from lymph.model.precision import check_precision
 from lymph.model.precision import describe as describe_precision
 from lymph.model.predict_pipeline import SinkThread
+from lymph.model.scale import scale_for_predict
 
 MAP_DOWNSAMPLE = 16.0
 THRESHOLD = 0.5
@@ -146,9 +148,14 @@ class PredictConfig:
     screen_threshold: float = 0.1
     screen_margin: int | None = None
     precision: str = "auto"  # lymph.model.precision: bf16 autocast on CUDA and AMX CPUs
+    mpp: float | None = None  # microns per level-0 pixel of slides that record none
 
     def __post_init__(self) -> None:
         check_precision(self.precision)
+        if self.mpp is not None and (isinstance(self.mpp, bool) or not (
+                isinstance(self.mpp, int | float) and self.mpp > 0)):
+            raise ConfigError(f"mpp must be a number > 0 (microns per level-0 pixel), got "
+                              f"{self.mpp!r}; e.g. --mpp 0.25 for a 40x scan")
         object.__setattr__(self, "checkpoint", Path(self.checkpoint))
         object.__setattr__(self, "out", Path(self.out))
         if self.slides is not None:
@@ -731,6 +738,7 @@ class SlideResult:
     overlap: str = "half"  # "half": Hann-blended windows; "margin": centre-cropped tiles
     margin: int = 0  # level px cut off each side of a tile (overlap "margin")
     n_screen_windows: int = 0  # coarse-to-fine: windows of the screening pass
+    scale: str = ""  # the level or resampling chosen for the training mpp (model/scale.py)
     slide_tissue_mpx: float = 0.0  # level-0 Mpx of the slide's whole thumbnail tissue mask
 
     def to_dict(self) -> dict[str, Any]:
@@ -872,8 +880,7 @@ def infer_map(
     """The uint8 (map_height, map_width) probability map of ``reader`` from the windows at
     ``origins`` (row-major, as ``tissue_windows`` returns them): Hann-blended (grid mode
     "blend") or centre-cropped ("crop"; ``covered`` then marks the cells written)."""
-    from tqdm.auto import tqdm
-
+    from lymph.data.progress import progress_bar
     from lymph.model.infer import predict_probs
 
     timings = timings if timings is not None else {}
@@ -881,8 +888,8 @@ def infer_map(
         timings.setdefault(key, 0.0)
     prob_map = np.zeros((grid.map_height, grid.map_width), np.uint8)
     sink = CropSink(grid, prob_map, covered) if grid.mode == "crop" else BlendSink(grid, prob_map)
-    bar = tqdm(total=len(origins), desc=f"{Path(reader.path).name}", unit="win",
-               disable=None if progress else True, leave=False)
+    bar = progress_bar(total=len(origins), desc=f"{Path(reader.path).name}", unit="win",
+                       enabled=progress, leave=False)
     done = 0
     blend = SinkThread(sink)  # blending on its own thread (model/predict_pipeline.py)
     try:
@@ -915,28 +922,6 @@ def infer_map(
     # "blend": what the loop waited for blending; "blend_busy": the blend thread's own time
     timings["blend_busy"] = timings.get("blend_busy", 0.0) + blend.busy
     return prob_map
-
-
-def _overlay(thumb: np.ndarray, prob_map: np.ndarray, path: Path) -> Path:
-    """The map (colormap 'inferno', opacity rising with probability up to 0.75) over the
-    thumbnail, as PNG, written atomically."""
-    import matplotlib
-    from PIL import Image
-
-    from lymph.data.io import atomic_path
-
-    h, w = thumb.shape[:2]
-    small = np.asarray(Image.fromarray(prob_map).resize((w, h), Image.Resampling.BILINEAR))
-    levels = np.arange(256, dtype=np.float32) / 255.0
-    color_lut = matplotlib.colormaps["inferno"](levels)[:, :3].astype(np.float32) * 255.0
-    alpha_lut = np.clip(levels * 1.5, 0.0, 0.75)
-    alpha = alpha_lut[small][..., None]
-    out = thumb.astype(np.float32) * (1 - alpha) + color_lut[small] * alpha
-    with atomic_path(path) as tmp:
-        Image.fromarray(np.clip(out + 0.5, 0, 255).astype(np.uint8)).save(
-            tmp, format="PNG", compress_level=6
-        )
-    return path
 
 
 # --- one slide: plan tiles -> infer -> post-process -> export ------------------------------------
@@ -1190,7 +1175,8 @@ def _write_map(path: Path, prob_map: np.ndarray, grid: Grid, mpp: float | None) 
 
 
 def export_slide(plan: SlidePlan, maps: SlideMaps, config: PredictConfig,
-                 timings: dict[str, float]) -> dict[str, Path]:
+                 timings: dict[str, float], *, slide_path: Path | None = None
+                 ) -> dict[str, Path]:
     """The map TIFF, detections (CSV, GeoJSON, XML), overlay and, with ``write_score``, the
     slide's row in scores.csv; every file written atomically. Returns the paths by kind."""
     out_dir, name = config.out, plan.name
@@ -1208,7 +1194,10 @@ def export_slide(plan: SlidePlan, maps: SlideMaps, config: PredictConfig,
     with manifest.writing(paths["xml"]):
         write_asap_xml(paths["xml"], maps.detections)
     with manifest.writing(paths["overlay"]):
-        _overlay(plan.thumb, maps.prob_map, paths["overlay"])
+        truth = truth_on_thumb(slide_path, shape=plan.thumb.shape[:2],
+                               thumb_downsample=plan.thumb_downsample)
+        draw_overlay(plan.thumb, maps.prob_map, paths["overlay"], truth=truth,
+                     title=overlay_title(name, maps, config.threshold))
     if config.write_score:
         update_scores(out_dir, {name: maps.probability}, manifest=manifest)
     timings["write_outputs"] = time.perf_counter() - t0
@@ -1225,10 +1214,11 @@ def _write_meta(path: Path, *, reader_path: Path, plan: SlidePlan, loaded: Loade
     grid = plan.grid
     meta = {
         "slide": str(reader_path),
-        "checkpoint": str(config.checkpoint),
+        "checkpoint": str(config.checkpoint.resolve()),  # absolute: the file outlives the cwd
         "checkpoint_step": loaded.ckpt.get("step"),
         "settings": {
             "level": loaded.level,
+            "level_downsample": grid.level_downsample,
             "window": grid.window,
             "stride": grid.stride,
             "cell": grid.cell,
@@ -1374,6 +1364,7 @@ def predict_slide(slide: str | Path | Any, config: PredictConfig) -> SlideResult
     timings: dict[str, float] = {}
     with _reader(slide) as reader:
         check_outputs(config, [slide_name(Path(reader.path))])
+        reader, loaded, scale = scale_for_predict(reader, loaded, config)
         t0 = time.perf_counter()
         plan = plan_slide(reader, config, loaded)
         timings["tissue"] = time.perf_counter() - t0
@@ -1381,10 +1372,11 @@ def predict_slide(slide: str | Path | Any, config: PredictConfig) -> SlideResult
             plan, prob_map, n_screen = infer_slide(reader, loaded, plan, config, timings)
         maps = postprocess(prob_map, plan, threshold=config.threshold)
         reader_path = Path(reader.path)
-    paths = export_slide(plan, maps, config, timings)
+    paths = export_slide(plan, maps, config, timings, slide_path=reader_path)
     result = _result(plan, maps, paths, reader_path=reader_path, level=loaded.level,
                      seconds=time.perf_counter() - t_start, timings=timings,
                      n_screen_windows=n_screen)
+    result = replace(result, scale=scale)
     _write_meta(paths["meta"], reader_path=reader_path, plan=plan, loaded=loaded,
                 config=config, result=result)
     return result

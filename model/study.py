@@ -57,7 +57,7 @@ from typing import Any
 
 import numpy as np
 
-from lymph.data.errors import CheckpointError, ConfigError, StoreError
+from lymph.data.errors import CheckpointError, ConfigError, LeakageError, StoreError
 from lymph.data.io import atomic_write_json, atomic_write_text
 from lymph.model.precision import check_precision
 from lymph.model.study_report import (
@@ -646,14 +646,14 @@ def check_pretraining(pre: Pretraining, *, allow: bool) -> list[str]:
             "labeled slide is a test slide in one fold"
         )
         if not allow:
-            raise CheckpointError(
+            raise LeakageError(
                 f"{text}: pretrain on a separate unlabeled store, or pass "
                 "--allow-test-in-pretraining to run anyway (the table will say so)"
             )
         notes.append(f"{text} (allowed by --allow-test-in-pretraining: optimistic).")
     if pre.unverifiable:
         if not allow:
-            raise CheckpointError(
+            raise LeakageError(
                 f"cannot check that no test slide pretrained {pre.path}: "
                 f"{pre.unverifiable}; pass --allow-test-in-pretraining to run anyway"
             )
@@ -1116,7 +1116,7 @@ def run_study(config: StudyConfig) -> dict[str, Any]:
 
 
 def _run_study(config: StudyConfig) -> dict[str, Any]:
-    from tqdm.auto import tqdm
+    from lymph.data.progress import progress_bar
 
     plan, ctx = study_context(config)
     protocol = _protocol(config, plan)
@@ -1124,9 +1124,9 @@ def _run_study(config: StudyConfig) -> dict[str, Any]:
     rows, todo = _resume(config, plan["runs"], ctx.settings)
     declared = _declare(config, plan, protocol)
     skipped = len(rows)
-    bar = tqdm(
+    bar = progress_bar(
         total=len(plan["runs"]), initial=skipped, desc="study runs", unit="run",
-        disable=None if config.progress else True, dynamic_ncols=True,
+        enabled=config.progress, dynamic_ncols=True,
     )  # fmt: skip
     with bar:
         rows += _execute_all(ctx, todo, bar)

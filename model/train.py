@@ -64,6 +64,7 @@ from lymph.model.infer import DEVICES, predict_probs, reconstruct, resolve_devic
 from lymph.model.losses import reconstruction_loss, stage_loss
 from lymph.model.precision import check_precision, run_in
 from lymph.model.precision import describe as describe_precision
+from lymph.model.scale import store_training_mpp
 from lymph.model.stream import LabeledPatches, Layout, StoreStream, StreamConfig, to_tensors
 from lymph.model.unet import UNet, UNetConfig, unwrap
 from lymph.model.weights import load_optimizer, load_weights
@@ -559,7 +560,9 @@ def plan_run(config: TrainConfig, store: PatchStore, *, dist: Dist) -> Plan:
         model=arch,
         stage=config.stage,
         store=StoreRecord.from_dict({**store.settings, "path": str(store.path),
-                                     "content_digest": store_content_digest(store.slides)}),
+                                     "content_digest": store_content_digest(store.slides),
+                                     "mpp": store_training_mpp(store.path,
+                                                               int(store.settings["level"]))}),
         train=config.to_dict(),
         stream=stream.to_dict(),
         train_slides=tuple(train_ids),
@@ -1053,12 +1056,12 @@ def next_batch(it: Any) -> dict:
 def train_loop(s: Session, *, progress: bool) -> LoopStats:
     """The loop: step, log every ``log_every``, validate every ``eval_every`` (and at the last
     step), rewrite last.pt every ``checkpoint_every`` (and at the end)."""
-    from tqdm.auto import tqdm
+    from lymph.data.progress import progress_bar
 
     c, main = s.config, s.dist.main
     end = min(c.steps, c.stop_at) if c.stop_at else c.steps
-    bar = tqdm(total=c.steps, initial=s.step, desc=c.stage, unit="step",
-               disable=(not progress or not main) or None, dynamic_ncols=True)  # fmt: skip
+    bar = progress_bar(total=c.steps, initial=s.step, desc=c.stage, unit="step",
+                       enabled=progress and main, dynamic_ncols=True)
     s.model.train()
     it = iter(s.loader)
     stats = LoopStats()
@@ -1168,8 +1171,13 @@ def _finish(s: Session) -> None:
         try:
             from lymph.model.plots import plot_loss
 
+            # the run's folder and its parent: a study's runs are all `<run id>/train`
+            where = f"{s.run.parent.name}/{s.run.name}" if s.run.parent.name else s.run.name
+            c = s.config
+            task = c.pretext if c.stage == "pretrain" or c.recon_weight else "segmentation only"
+            what = task + (f", {c.labeled} labeled" if c.stage == "finetune" else "")
             plot_loss(s.run / "metrics.jsonl", s.run / "loss.png",
-                      title=f"{s.config.stage}: {s.run.name}")  # fmt: skip
+                      title=f"{s.config.stage} ({what}): {where}")  # fmt: skip
         except Exception as exc:
             warnings.warn(f"loss.png not written: {exc}", stacklevel=3)
     if s.dist.world_size > 1:

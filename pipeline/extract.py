@@ -306,9 +306,9 @@ def plan_patches(rng: np.random.Generator, *, n: int, tissue: np.ndarray, tumor:
     top_left[classes] = tl_tumor
     top_left[~classes] = tl_normal
     notes = []
-    if status == "tumor" and capacity < n:
+    if status == "tumor" and capacity < n and want_tumor >= capacity:  # the cap bound the draw
         notes.append(f"tumor area {tumor.area_level0:.0f} px allows at most {capacity} tumor "
-                     "patches")
+                     f"patches: {capacity} drawn, the other draws are non-tumor")
     if len(classes) < n:
         notes.append(f"only {len(classes)} of {n} patches fit in the tissue")
     return PatchPlan(top_left, classes, n, capacity, tuple(notes))
@@ -420,6 +420,23 @@ def _tumor_source(slide: SlideReader, *, path: Path, name: str, config: ExtractC
     return ann_path, ann, None
 
 
+def _warn_unannotated_tumor(path: Path, *, name: str, ref: str | None,
+                            annotations_dir: Path | None) -> None:
+    """Warn when a slide that the labels CSV or its name calls tumor has no annotation: on
+    CAMELYON16 (slides in training/tumor/, XML in lesion_annotations/) a forgotten
+    --annotations would otherwise extract every tumor slide as unlabeled, silently."""
+    sid = slide_id(name)
+    why = ("the labels CSV says Tumor" if ref == "tumor"
+           else "its name says tumor" if sid.lower().startswith("tumor") else None)
+    if why is None:
+        return
+    folder = annotations_dir if annotations_dir is not None else path.parent
+    warnings.warn(f"{path}: slide {sid}: {why} but no annotation was found (looked for "
+                  f"{sid}.xml, {sid}.geojson, {sid}_mask.tif in {folder}); extracted as "
+                  "unlabeled. Pass --annotations DIR (CAMELYON16: lesion_annotations/)",
+                  stacklevel=3)
+
+
 def _extract_open_slide(slide: SlideReader, *, path: Path, slide_id: str,
                         config: ExtractConfig, labels: Mapping[str, bool] | None, name: str,
                         annotations: Annotations | None,
@@ -434,10 +451,8 @@ def _extract_open_slide(slide: SlideReader, *, path: Path, slide_id: str,
     ann, partial = partial_mod.resolve(ann, name=name, labels=labels)
     has_ann = mask_src is not None or bool(ann) or partial
     status, ref = slide_status(name, has_annotations=has_ann, labels=labels)
-    if ref == "tumor" and not has_ann:
-        warnings.warn(f"{path}: labels CSV says Tumor but no annotation was found (looked for "
-                      f"{path.stem}.xml/.geojson/_mask.tif); extracted as unlabeled",
-                      stacklevel=2)
+    if not has_ann:
+        _warn_unannotated_tumor(path, name=name, ref=ref, annotations_dir=config.annotations)
     thumb, thumb_ds = slide.thumbnail(config.thumb_size)
     tissue = tissue_mask(thumb)
     tumor = (partial_mod.tumor_maps(ann, tissue=tissue, thumb_downsample=thumb_ds,
@@ -575,10 +590,10 @@ def _extract_locked(config: ExtractConfig) -> ExtractSummary:
     patch_bar = None
     if config.workers == 1 and config.scheduler is None and todo:
         # in process, a second bar counts patches (a cluster reports whole slides only)
-        from tqdm.auto import tqdm
+        from lymph.data.progress import progress_bar
 
-        patch_bar = tqdm(total=len(todo) * config.patches_per_slide, desc="patches",
-                         unit="patch", disable=None if config.progress else True, position=1)
+        patch_bar = progress_bar(total=len(todo) * config.patches_per_slide, desc="patches",
+                                 unit="patch", enabled=config.progress, position=1)
     fn = functools.partial(_task, config=config, ids=by_path, labels=labels,
                            on_patches=None if patch_bar is None else patch_bar.update)
     try:

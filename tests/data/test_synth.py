@@ -280,6 +280,8 @@ def test_unwritable_output_folder(tmp_path: Path) -> None:
         (["--size", "big"], "is not WIDTHxHEIGHT"),
         (["--tumor", "0", "--normal", "0"], "nothing to make"),
         (["--format", "png"], "'png' is not one of"),
+        (["--prefix", "pre/"], "may hold only letters, digits"),
+        (["--workers", "2"], "No such option"),  # threads are --threads
     ],
 )
 def test_cli_bad_parameters(tmp_path: Path, args: list[str], match: str) -> None:
@@ -306,3 +308,21 @@ def test_cli_makes_slides_and_prints_a_table(tmp_path: Path) -> None:
     assert "tumor_001" in result.output and "normal_001" in result.output
     assert "wrote 2 slides" in result.output
     assert openslide.OpenSlide(tmp_path / "tumor_001.tif").dimensions == (768, 512)
+
+
+def test_prefix_names_every_slide_and_file(tmp_path: Path) -> None:
+    """--prefix keeps two worlds' ids apart (a pretraining world's tumor_001 looked like a
+    labeled slide in results.csv); the pixels do not depend on the name."""
+    import tifffile
+
+    result = CliRunner().invoke(main, ["synth", "--out", str(tmp_path / "p"), "--tumor", "1",
+                                       "--normal", "0", "--size", "768x512", "--prefix", "pre_",
+                                       "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    names = sorted(p.name for p in (tmp_path / "p").iterdir())
+    assert names == ["pre_tumor_001.tif", "pre_tumor_001.xml", "pre_tumor_001_mask.tif",
+                     "reference.csv", "synth.json"]
+    assert (tmp_path / "p" / "reference.csv").read_text().startswith("pre_tumor_001,Tumor")
+    synth_slides(tmp_path / "q", n_tumor=1, n_normal=0, size=(768, 512))
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "p" / "pre_tumor_001.tif"),
+                                  tifffile.imread(tmp_path / "q" / "tumor_001.tif"))

@@ -265,6 +265,8 @@ def test_cli_eval_json(world: dict[str, Path]) -> None:
             "cpu",
             "--slide-id",
             "tumor_a",
+            "--threshold",
+            "0.5",
         ],
     )
     assert result.exit_code == 0, result.output
@@ -356,6 +358,40 @@ def test_a_pretraining_checkpoint_is_refused(world: dict[str, Path], tmp_path: P
                     config={"stage": "pretrain", "store": {"patch_size": P, "level": 0}})
     with pytest.raises(CheckpointError, match=r"pre.pt is a pretraining checkpoint .* fine-tuned"):
         run(EvalConfig(store=world["store"], checkpoint=path))
+    with pytest.raises(CheckpointError, match=r"or pass --figures --out DIR to draw its Figure 4"):
+        run(EvalConfig(store=world["store"], checkpoint=path, out=tmp_path / "no_figures"))
+
+
+def test_a_pretraining_checkpoint_draws_figure4_alone(world: dict[str, Path],
+                                                      tmp_path: Path) -> None:
+    """The paper's Figure 4 is the pretrained UNet's: with --figures --out a pretraining
+    checkpoint gives it (inputs, reconstructions, difference) and the MSE, no scores."""
+    from click.testing import CliRunner
+
+    from lymph.cli import main
+
+    path = tmp_path / "pre.pt"
+    save_checkpoint(path, model=UNet(UNetConfig(base_width=4, depth=2)),
+                    config={"stage": "pretrain", "store": {"patch_size": P, "level": 0}})
+    result = run(EvalConfig(store=world["store"], checkpoint=path, figures=True,
+                            out=tmp_path / "fig", seed=3))
+    assert "f1" not in result and result["checkpoint_stage"] == "pretrain"
+    assert result["n_patches"] == 8 and 0 < result["recon_mse"] < 1
+    store = PatchStore.open(world["store"])
+    tumor = [store.labels(sid)[i] for sid, i in result["patches"][:4]]
+    assert tumor == [1, 1, 1, 1]  # half the patches tumor: the nests a reconstruction may erase
+    assert len({tuple(p) for p in result["patches"]}) == 8
+    assert (tmp_path / "fig" / "figure4_reconstruction.png").stat().st_size > 0
+    saved = json.loads((tmp_path / "fig" / "metrics.json").read_text())
+    assert saved["recon_mse"] == pytest.approx(result["recon_mse"])
+    again = run(EvalConfig(store=world["store"], checkpoint=path, figures=True,
+                           out=tmp_path / "fig2", seed=3))
+    assert again["patches"] == result["patches"]  # seeded
+    done = CliRunner().invoke(main, ["eval", "patches", "--store", str(world["store"]),
+                                     "--checkpoint", str(path), "--figures", "--out",
+                                     str(tmp_path / "cli")])
+    assert done.exit_code == 0, done.output
+    assert "8 patches reconstructed by the pretraining checkpoint: mean MSE" in done.output
 
 
 def read_only_folder(tmp_path: Path) -> Path:

@@ -295,6 +295,14 @@ def test_study_refuses_a_test_slide_in_pretraining(tmp_path) -> None:
     leaky = _pretrain(store, tmp_path / "leaky")  # pretrained on the labeled store itself
     with pytest.raises(CheckpointError, match="pretrained on 8 slide.*--allow-test-in-pretrain"):
         run_study(_cfg(store, leaky, tmp_path / "s"))
+    from click.testing import CliRunner
+
+    from lymph.cli import main
+
+    refused = CliRunner().invoke(main, ["study", "--store", str(store), "--pretrained",
+                                        str(leaky), "--out", str(tmp_path / "cli")])
+    assert refused.exit_code == 2, refused.output  # a setting to change: a usage error
+    assert "--allow-test-in-pretraining" in refused.output
     done = run_study(_cfg(store, leaky, tmp_path / "s", allow_test_in_pretraining=True,
                           conditions=(SCRATCH,)))  # fmt: skip
     assert done["ran"] == 4

@@ -285,6 +285,35 @@ def test_plan_patches_is_pure_and_reports_shortfalls():
     assert len(tiny) == 0 and tiny.notes == ("only 0 of 30 patches fit in the tissue",)
 
 
+def test_tumor_cap_note_only_when_the_cap_bound_the_draw():
+    """The note 'allows at most K tumor patches' fires when the draw reached the cap, not
+    whenever the cap is under the request (63 tumor drawn of a cap of 104 got the note)."""
+    tissue = np.zeros((48, 64), bool)
+    tissue[10:30, 10:40] = True
+    core = np.zeros_like(tissue)
+    core[14:26, 14:30] = True  # 12 x 16 thumb px = 192 x 256 level-0 px at downsample 16
+    box = (14 * 16, 14 * 16, 30 * 16, 26 * 16)  # x0, y0, x1, y1 at level 0
+
+    def accept(c: np.ndarray) -> np.ndarray:
+        c = np.asarray(c)
+        return ((c[:, 0] >= box[0]) & (c[:, 0] < box[2]) & (c[:, 1] >= box[1])
+                & (c[:, 1] < box[3]))
+
+    geometry = PatchGeometry(size=32, downsample=1.0, width=1024, height=768)
+    area = 17 * 32**2 / 16  # a capacity of 17 tumor patches, under the 30 asked
+    tumor = TumorMaps(core, core, area, accept)
+    seen = set()
+    for seed in range(12):
+        p = plan_patches(np.random.default_rng(seed), n=30, tissue=tissue, tumor=tumor,
+                         thumb_downsample=16.0, geometry=geometry, status="tumor")
+        assert p.tumor_capacity == 17
+        capped = int(p.classes.sum()) == 17
+        noted = any("allows at most 17 tumor patches" in n for n in p.notes)
+        assert noted == capped, (seed, int(p.classes.sum()), p.notes)
+        seen.add(capped)
+    assert seen == {True, False}  # both cases occurred
+
+
 # --- issue 11: one writer, damage found and redone, one-line errors ---------------------------
 
 
@@ -538,3 +567,43 @@ def test_a_run_that_finds_no_slide_leaves_no_store_behind(tmp_path):
         extract(ExtractConfig(slides=tmp_path / "empty", out=tmp_path / "o.zarr",
                               progress=False))
     assert not (tmp_path / "o.zarr").exists()
+
+
+def test_tumor_slide_without_annotation_warns_naming_it_and_the_folder(synth_world, tmp_path):
+    """CAMELYON16's layout: slides in training/tumor/, XML in lesion_annotations/. Without
+    --annotations a `tumor_*` slide (or one the labels CSV calls Tumor) finds no annotation:
+    a warning names the slide and the folder searched; with --annotations it is tumor."""
+    tumor_dir, ann_dir = tmp_path / "training" / "tumor", tmp_path / "lesion_annotations"
+    tumor_dir.mkdir(parents=True)
+    ann_dir.mkdir()
+    os.symlink(synth_world / "tumor_001.tif", tumor_dir / "tumor_001.tif")
+    os.symlink(synth_world / "tumor_001.tif", tumor_dir / "case_7.tif")
+    shutil.copy(synth_world / "tumor_001.xml", ann_dir / "tumor_001.xml")
+    labels = tmp_path / "labels.csv"
+    labels.write_text("tumor_001,Tumor\ncase_7,Tumor\n")
+    common = dict(slides=tmp_path / "training", patches_per_slide=8, patch_size=128,
+                  progress=False)
+    s = extract(ExtractConfig(out=tmp_path / "a.zarr", **common))
+    warned = {r.slide_id: " ".join(r.warnings) for r in s.done}
+    assert {r.slide_id: r.status for r in s.done} == {"tumor_001": "unlabeled",
+                                                     "case_7": "unlabeled"}
+    assert "slide tumor_001: its name says tumor but no annotation" in warned["tumor_001"]
+    assert f"in {tumor_dir}" in warned["tumor_001"] and "--annotations" in warned["tumor_001"]
+    assert "no annotation" not in warned["case_7"]  # neither name nor CSV says tumor
+    s = extract(ExtractConfig(out=tmp_path / "b.zarr", labels=labels, **common))
+    warned = {r.slide_id: " ".join(r.warnings) for r in s.done}
+    assert "slide case_7: the labels CSV says Tumor but no annotation" in warned["case_7"]
+    s = extract(ExtractConfig(out=tmp_path / "c.zarr", annotations=ann_dir, **common))
+    by_id = {r.slide_id: r for r in s.done}
+    assert by_id["tumor_001"].status == "tumor"
+    assert not any("no annotation" in w for w in by_id["tumor_001"].warnings)
+    from click.testing import CliRunner
+
+    from lymph.cli import main
+
+    done = CliRunner().invoke(main, ["extract", "--slides", str(tmp_path / "training"), "--out",
+                                     str(tmp_path / "d.zarr"), "--patches-per-slide", "8",
+                                     "--patch-size", "128", "--quiet"])
+    assert done.exit_code == 0, done.output
+    assert "warning: " in done.output and "its name says tumor" in done.output
+    assert "(0 tumor, 0 non-tumor, 16 unlabeled)" in done.output  # the words `lymph info` uses
