@@ -20,6 +20,7 @@ import numpy as np
 from lymph.data.errors import ConfigError
 
 N_HARMONICS = 24
+N_VERTICES = 128
 
 
 @dataclass(frozen=True)
@@ -47,10 +48,10 @@ def radial_outline(
     radius: float,
     model: OutlineModel,
     *,
-    n: int | None = None,
+    n: int = N_VERTICES,
 ) -> np.ndarray:
-    """A (n, 2) star-shaped polygon around (cx, cy) whose largest radius is `radius`."""
-    n = n or int(np.clip(radius / 6, 40, 400))
+    """A (n, 2) star-shaped polygon around (cx, cy) whose largest radius is `radius`. A fixed
+    vertex count keeps the shape statistics independent of the size."""
     phi = np.arange(n) * (2 * np.pi / n)
     k = np.arange(1, N_HARMONICS + 1)
     amp = rng.standard_normal(N_HARMONICS) * model.sigma * k ** (-model.beta)
@@ -146,19 +147,20 @@ def model_stats(model: OutlineModel, *, n: int = 200, seed: int = 0) -> dict[str
 
 
 def fit_outline_model(
-    target: dict[str, float], *, n: int = 120, seed: int = 0
+    target: dict[str, float], *, n: int = 60, seed: int = 0
 ) -> tuple[OutlineModel, dict[str, float]]:
-    """(sigma, beta) on a grid whose median iso and solidity are closest (relative error) to
-    `target`'s (a `summarize` result). Returns the model and its statistics."""
+    """(sigma, beta, jitter) on a grid whose median iso, solidity and convexity are closest
+    (summed squared relative error) to `target`'s (a `summarize` result). Returns the model
+    and its statistics."""
+    keys = ("iso_median", "solidity_median", "convexity_median")
     best: tuple[float, OutlineModel, dict[str, float]] | None = None
-    for sigma in np.arange(0.10, 0.81, 0.05):
-        for beta in (0.4, 0.6, 0.8, 1.0, 1.2, 1.5):
-            m = OutlineModel(sigma=round(float(sigma), 3), beta=beta)
-            s = model_stats(m, n=n, seed=seed)
-            err = ((s["iso_median"] - target["iso_median"]) / target["iso_median"]) ** 2 + (
-                (s["solidity_median"] - target["solidity_median"]) / target["solidity_median"]
-            ) ** 2
-            if best is None or err < best[0]:
-                best = (err, m, s)
+    for sigma in (0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6):
+        for beta in (0.2, 0.5, 0.8, 1.1, 1.5):
+            for jitter in (0.0, 0.02, 0.04, 0.06):
+                m = OutlineModel(sigma=sigma, beta=beta, jitter=jitter)
+                s = model_stats(m, n=n, seed=seed)
+                err = sum(((s[k] - target[k]) / target[k]) ** 2 for k in keys)
+                if best is None or err < best[0]:
+                    best = (err, m, s)
     assert best is not None
     return best[1], best[2]

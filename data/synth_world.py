@@ -96,6 +96,7 @@ class WorldParams:
     lobular_radius_um: tuple[float, float] = (3.6, 5.0)
     pattern_p: tuple[float, float, float] = (0.4, 0.4, 0.2)  # nest, infiltrative, lobular
     border_um: float = 60.0
+    lighten: tuple[float, float] = (0.0, 0.10)  # nest and infiltrative; lobular: 0
     extra_itc: float = 2.5
     itc_radius_um: tuple[float, float] = (8.0, 45.0)
     outline: OutlineModel = field(default_factory=OutlineModel)
@@ -125,7 +126,7 @@ class WorldParams:
 
 # Fitted to the 11 tumor outlines in shared/fixtures/annotations/ncrf-camelyon16 by
 # outlines.fit_outline_model (bench/bench_world.py --fit reproduces it).
-FITTED_OUTLINE = OutlineModel(sigma=0.30, beta=0.9)
+FITTED_OUTLINE = OutlineModel(sigma=0.6, beta=1.1, jitter=0.0)
 PRESETS = {"camelyon": WorldParams(outline=FITTED_OUTLINE)}
 
 
@@ -326,7 +327,9 @@ class CamelyonPlan(sy.SlidePlan):
             name=f"Annotation {k}", kind=kind, group="_1" if kind == "ITC" else "_0",
             points=pts, holes=tuple(holes), diameter_um=diameter_um,
             packing=float(rng.uniform(0.55, 0.8) if itc else rng.uniform(0.7, 0.95)),
-            match_density=self._surrounding_density(pts, rng), lighten=0.0,
+            match_density=self._surrounding_density(pts, rng),
+            # non-tumor here includes pale mimics (fat, lumens, germinal centres, sinuses)
+            lighten=0.0 if pattern == "lobular" else float(rng.uniform(*p.lighten)),
         )
 
     # ------------------------------------------------------------- textures (lazy)
