@@ -59,30 +59,37 @@ def test_default_world_is_byte_identical_to_main(tmp_path: Path) -> None:
 
 
 def test_preset_same_seed_same_bytes(tmp_path: Path) -> None:
-    kw = {"n_tumor": 1, "n_normal": 0, "size": (1024, 768), "world": "camelyon"}
-    a = synth_slides(tmp_path / "a", seed=5, **kw)[0]
-    b = synth_slides(tmp_path / "b", seed=5, **kw)[0]
-    c = synth_slides(tmp_path / "c", seed=5, centre="B", **kw)[0]
+    kw = {"n_tumor": 1, "n_normal": 0, "size": (768, 512), "world": "camelyon", "seed": 5}
+    a = synth_slides(tmp_path / "a", **kw)[0]
+    b = synth_slides(tmp_path / "b", **kw)[0]
     for attr in ("path", "xml", "mask"):
         assert _sha(getattr(a, attr)) == _sha(getattr(b, attr))
     assert _sha(tmp_path / "a" / "synth.json") == _sha(tmp_path / "b" / "synth.json")
-    manifest = json.loads((tmp_path / "c" / "synth.json").read_text())
+    manifest = json.loads((tmp_path / "a" / "synth.json").read_text())
     assert manifest["settings"]["world"] == "camelyon"
     assert manifest["world"]["outline"]["sigma"] == PRESETS["camelyon"].outline.sigma
-    assert manifest["slides"][0]["world"]["centre"]["name"] == "B"
-    assert manifest["slides"][0]["world"]["jpeg_quality"] == 70
-    if resolve_centre("auto", 5).name != "B":
-        assert _sha(a.path) != _sha(c.path)
+    centre = manifest["slides"][0]["world"]["centre"]["name"]
+    assert centre == resolve_centre("auto", 5).name
+
+
+def test_centres_change_stain_sharpness_and_quality() -> None:
+    kw = {"name": "t", "status": "normal", "width": 512, "height": 512, "mpp": 0.243,
+          "seed": 0, "index": 1}
+    a, b = make_plan("camelyon", "A", **kw), make_plan("camelyon", "B", **kw)
+    assert (a.jpeg_quality, b.jpeg_quality) == (90, 70)
+    assert a.sharp_px == 0 < b.sharp_px
+    assert a.stain.h_od != b.stain.h_od
+    assert {resolve_centre("auto", s).name for s in range(12)} == {"A", "B", "C"}
 
 
 def test_tiles_do_not_depend_on_order() -> None:
     def plan() -> CamelyonPlan:
-        return make_plan("camelyon", "A", name="t", status="tumor", width=1024, height=800,
+        return make_plan("camelyon", "A", name="t", status="tumor", width=768, height=600,
                          mpp=0.243, seed=3, index=1)
 
-    forward = [plan().image_row(i) for i in range(4)]
+    forward = [plan().image_row(i) for i in range(3)]
     p = plan()
-    backward = [p.image_row(i) for i in reversed(range(4))][::-1]
+    backward = [p.image_row(i) for i in reversed(range(3))][::-1]
     for f, b in zip(forward, backward, strict=True):
         assert np.array_equal(f, b)
 
