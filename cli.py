@@ -112,8 +112,16 @@ def _parse_size(ctx: click.Context, param: click.Parameter, value: str) -> tuple
 @click.option("--prefix", default="", show_default=True,
               help="Start every slide id with this (e.g. pre_: pre_tumor_001), so that two "
                    "worlds never share an id.")
+@click.option("--world", default="default", show_default=True,
+              type=click.Choice(["default", "camelyon"]),
+              help="camelyon: a harder node (mimics, ITCs, infiltrative and lobular tumor, "
+                   "folds, blur, pen, bubbles, a scanning centre); README, lymph synth.")
+@click.option("--centre", default="auto", show_default=True,
+              type=click.Choice(["auto", "A", "B", "C"]),
+              help="camelyon world: the scanning centre (stain, sharpness, JPEG quality, which "
+                   "replaces --quality); auto: drawn from the seed.")
 def synth(out: Path, n_tumor: int, n_normal: int, size: tuple[int, int], seed: int, fmt: str,
-          mpp: float, quality: int, workers: int, prefix: str) -> None:
+          mpp: float, quality: int, workers: int, prefix: str, world: str, centre: str) -> None:
     """Make a synthetic CAMELYON16-like slide set: pyramidal slides OpenSlide opens, ASAP XML
     and mask TIFFs for tumor slides, and reference.csv.
 
@@ -141,7 +149,7 @@ def synth(out: Path, n_tumor: int, n_normal: int, size: tuple[int, int], seed: i
         ) from None
     slides = synth_slides(out_path, n_tumor=n_tumor, n_normal=n_normal, size=size, seed=seed,
                           fmt=fmt, mpp=mpp, progress=True, quality=quality, workers=workers,
-                          prefix=prefix)
+                          prefix=prefix, world=world, centre=centre)
     click.echo(f"{'slide':<12} {'status':<7} {'size':>13} {'MB':>7} {'lesions':>7}  largest  files")
     for s in slides:
         mb = s.path.stat().st_size / 1e6

@@ -71,8 +71,20 @@ class SynthConfig:
     quality: int = 85
     workers: int = 1
     prefix: str = ""  # slide ids `{prefix}tumor_001`: worlds that must not share ids
+    world: str = "default"  # or a preset of data/synth_world.py ("camelyon")
+    centre: str = "auto"  # the preset's scanning centre (A, B, C; auto: drawn from the seed)
 
     def __post_init__(self) -> None:
+        from lymph.data.synth_world import CENTRE_CHOICES, PRESETS
+
+        if self.world != "default" and self.world not in PRESETS:
+            raise ConfigError(
+                f"world must be one of default, {', '.join(PRESETS)}; got {self.world!r}"
+            )
+        if self.centre not in CENTRE_CHOICES:
+            raise ConfigError(
+                f"centre must be one of {', '.join(CENTRE_CHOICES)}, got {self.centre!r}"
+            )
         if not re.fullmatch(r"[A-Za-z0-9_-]*", self.prefix):
             raise ConfigError(
                 f"prefix {self.prefix!r} may hold only letters, digits, '_' and '-' (it starts "
@@ -935,6 +947,8 @@ def synth_slides(
     workers: int = 1,
     on_row: Callable[[int], None] | None = None,
     prefix: str = "",
+    world: str = "default",
+    centre: str = "auto",
 ) -> list[SynthSlide]:
     """Write `n_tumor` tumor and `n_normal` normal synthetic slides into `out`.
 
@@ -943,6 +957,7 @@ def synth_slides(
     and ``synth.json`` (every setting, the seed and what each slide holds).
     """
     from lymph.data.progress import progress_bar
+    from lymph.data.synth_world import make_plan
 
     cfg = SynthConfig(
         n_tumor=n_tumor,
@@ -954,6 +969,8 @@ def synth_slides(
         quality=quality,
         workers=workers,
         prefix=prefix,
+        world=world,
+        centre=centre,
     )
     out = Path(out)
     _check_out(out)
@@ -968,8 +985,9 @@ def synth_slides(
     plans = []
     try:
         for status, i in jobs:
-            plan = SlidePlan(name=f"{cfg.prefix}{status}_{i:03d}", status=status, width=width,
-                             height=height, mpp=cfg.mpp, seed=cfg.seed, index=i)  # fmt: skip
+            plan = make_plan(cfg.world, cfg.centre, name=f"{cfg.prefix}{status}_{i:03d}",
+                             status=status, width=width, height=height, mpp=cfg.mpp,
+                             seed=cfg.seed, index=i)
             plans.append(plan)
             bar.set_postfix_str(plan.name)
 
@@ -993,7 +1011,8 @@ def _write_slide(plan: SlidePlan, path: Path, cfg: SynthConfig,
     name, width, height = plan.name, plan.width, plan.height
     write_pyramidal_tiff(
         path, plan.image_row, width=width, height=height, compression="jpeg",
-        quality=cfg.quality, mpp=cfg.mpp, layout="aperio" if cfg.fmt == "svs" else "generic",
+        quality=getattr(plan, "jpeg_quality", cfg.quality),  # a world's centre sets its own
+        mpp=cfg.mpp, layout="aperio" if cfg.fmt == "svs" else "generic",
         factor=4 if cfg.fmt == "svs" else 2,
         aperio_fields={"AppMag": _objective_power(cfg.mpp), "Filename": name},
         label=_label_image(name) if cfg.fmt == "svs" else None, workers=cfg.workers,
@@ -1026,6 +1045,7 @@ def _write_manifests(out: Path, cfg: SynthConfig, slides: Sequence[SynthSlide],
 
     from lymph import __version__
     from lymph.data.io import atomic_write_text
+    from lymph.data.synth_world import world_settings
 
     buf = io.StringIO(newline="")
     writer = csv.writer(buf)
@@ -1036,6 +1056,7 @@ def _write_manifests(out: Path, cfg: SynthConfig, slides: Sequence[SynthSlide],
         "synth_version": SYNTH_VERSION,
         "lymph_version": __version__,
         "settings": {**asdict(cfg), "size": list(cfg.size), "tile": TILE},
+        **({} if cfg.world == "default" else {"world": world_settings(cfg.world)}),
         "slides": [p.describe() for p in plans],
     }
     atomic_write_text(out / "synth.json", json.dumps(manifest, indent=1))
