@@ -21,7 +21,8 @@ import errno
 import hashlib
 import json
 import os
-from collections.abc import Iterator
+import stat
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,7 @@ __all__ = [
     "ensure_dir",
     "explain_os_error",
     "file_lock",
+    "remove_idle_locks",
     "remove_stale_temps",
     "temp_name",
 ]
@@ -167,6 +169,21 @@ def file_lock(path: str | os.PathLike[str]) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def remove_idle_locks(folder: str | os.PathLike[str], names: Sequence[str]) -> None:
+    """Remove the per-file lock files ``names`` of ``folder`` once the run that used them is
+    over: only while the caller holds the folder's writer lock (no other lymph process writes
+    there), and only empty plain files (a symlink or a file with content is not lymph's: kept)."""
+    for name in names:
+        path = Path(folder) / name
+        try:
+            st = path.lstat()
+        except OSError:
+            continue
+        if stat.S_ISREG(st.st_mode) and st.st_size == 0 and st.st_nlink == 1:
+            with contextlib.suppress(OSError):
+                path.unlink()
 
 
 # --- the output manifest ------------------------------------------------------------------------

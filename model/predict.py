@@ -1506,7 +1506,11 @@ def run(config: PredictConfig) -> list:
         raise ConfigError(f"--out {config.out} is inside the patch store {store}: predict's maps "
                           "would be mixed into the store; choose a folder outside it")
     found, problems = find_slides(config.slides)
+    from lymph.data.io import MANIFEST_NAME, remove_idle_locks
+
     with run_folder_lock(config.out, what="this predict folder"):
         results = predict_slides(found, config, progress=config.progress)
+        # every worker is done and no other run can be here: the per-file locks go
+        remove_idle_locks(config.out, (f".{SCORES_CSV}.lock", f"{MANIFEST_NAME}.lock"))
     # what discovery could not use is a failed slide of the batch, listed with the others
     return [*results, *(TaskResult(item=src, value=None, error=msg) for src, msg in problems)]

@@ -146,3 +146,30 @@ def test_case_twins_are_named_not_called_no_slides(world: Path, tmp_path: Path) 
     shutil.copy(world / "slides/normal_n.tif", slides / "tumor_002.tif")
     with pytest.raises(SlideError, match=r"slides: no slide can be predicted: .*Tumor_002\.tif"):
         find_slides(slides)
+
+
+def test_predict_leaves_no_per_file_lock_behind(world: Path, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 22: empty `.lock` files were left in maps/. The run's writer lock stays (it is how
+    a second run is refused); the per-file locks of scores.csv and the manifest go."""
+    import lymph.model.infer
+    from lymph.model.predict import run
+
+    monkeypatch.setattr(lymph.model.infer, "predict_probs", _fake_probs)
+    out = tmp_path / "pred"
+    results = run(PredictConfig(checkpoint=world / "tiny.pt", out=out, slides=world / "slides",
+                                device="cpu", thumb_size=256, threads=1, progress=False))
+    assert [r.error for r in results] == [None, None]
+    assert (out / "scores.csv").is_file()
+    assert sorted(p.name for p in out.glob(".*lock")) == [".lymph-writer.lock"]
+
+
+def test_remove_idle_locks_keeps_what_lymph_did_not_write(tmp_path: Path) -> None:
+    from lymph.data.io import remove_idle_locks
+
+    (tmp_path / "empty.lock").touch()
+    (tmp_path / "full.lock").write_text("someone's data")
+    (tmp_path / "target").touch()
+    (tmp_path / "link.lock").symlink_to(tmp_path / "target")
+    remove_idle_locks(tmp_path, ("empty.lock", "full.lock", "link.lock", "missing.lock"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["full.lock", "link.lock", "target"]
