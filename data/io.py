@@ -37,6 +37,7 @@ __all__ = [
     "atomic_write_text",
     "ensure_dir",
     "explain_os_error",
+    "as_paths",
     "file_lock",
     "remove_idle_locks",
     "remove_stale_temps",
@@ -169,6 +170,15 @@ def file_lock(path: str | os.PathLike[str]) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def as_paths(config: Any, names: Sequence[str]) -> None:
+    """In a frozen dataclass's ``__post_init__``: turn the fields ``names`` that are set (str or
+    PathLike) into ``Path`` (None stays None). The one coercion every config shares."""
+    for name in names:
+        value = getattr(config, name)
+        if value is not None:
+            object.__setattr__(config, name, Path(value))
 
 
 def remove_idle_locks(folder: str | os.PathLike[str], names: Sequence[str]) -> None:

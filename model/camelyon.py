@@ -42,6 +42,7 @@ from scipy import ndimage
 
 from lymph.data.annotations import read_labels_csv
 from lymph.data.errors import AnnotationError, ConfigError, SlideError
+from lymph.data.io import as_paths
 from lymph.data.slides import discover_slides, slide_id
 
 EVAL_DOWNSAMPLE = 32.0  # level 5 of a CAMELYON16 slide
@@ -722,10 +723,7 @@ class SlideEvalConfig:
     downsample: float = EVAL_DOWNSAMPLE
 
     def __post_init__(self) -> None:
-        for name in ("slides", "predictions", "annotations", "labels", "out"):
-            value = getattr(self, name)
-            if value is not None:
-                object.__setattr__(self, name, Path(value))
+        as_paths(self, ("slides", "predictions", "annotations", "labels", "out"))
         if isinstance(self.exclude, str):
             raise ConfigError("exclude must be a sequence of slide ids, not a string")
         object.__setattr__(self, "exclude", tuple(sorted({str(v) for v in self.exclude})))

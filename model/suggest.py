@@ -44,6 +44,7 @@ import numpy as np
 
 from lymph.data.annotations import Annotations, rasterize
 from lymph.data.errors import ConfigError, SlideError
+from lymph.data.io import as_paths
 
 MAP_SUFFIX = "_tumor_map.tif"
 SCORES = ("entropy", "margin")
@@ -74,10 +75,7 @@ class SuggestConfig:
     force: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("out", "maps", "checkpoint", "slides", "annotations", "labels"):
-            value = getattr(self, name)
-            if value is not None:
-                object.__setattr__(self, name, Path(value))
+        as_paths(self, ("out", "maps", "checkpoint", "slides", "annotations", "labels"))
         if (self.maps is None) == (self.checkpoint is None):
             raise ConfigError("give either --maps DIR (the maps `lymph predict` wrote) or "
                               "--checkpoint C with --slides DIR, not both and not neither")

@@ -32,6 +32,7 @@ from lymph.data.annotations import (
     read_labels_csv,
 )
 from lymph.data.errors import ConfigError, NoTissueError, SlideError
+from lymph.data.io import as_paths
 from lymph.data.partial import is_partial
 from lymph.data.partial import patch_mask as partial_mask
 from lymph.data.polygon_index import gc_paused, index_for
@@ -74,10 +75,7 @@ class ExtractConfig:
     threads: int | None = None  # decode threads per worker (+1 writer); None: CPUs / workers
 
     def __post_init__(self) -> None:
-        for name in ("slides", "out", "annotations", "labels"):
-            value = getattr(self, name)
-            if value is not None:
-                object.__setattr__(self, name, Path(value))
+        as_paths(self, ("slides", "out", "annotations", "labels"))
         if not 16 <= self.patch_size <= 4096:
             raise ConfigError(f"patch_size {self.patch_size} out of range 16..4096; the paper "
                               "uses --patch-size 300")

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from lymph.data.errors import ConfigError, LymphError
+from lymph.data.io import as_paths
 from lymph.model.view.tiles import THRESHOLDS, DeepZoom
 
 TRUTH_DOWNSAMPLE = 32.0  # mask TIFF outlines are traced at 1/32 (the evaluation frame)
@@ -51,10 +52,7 @@ class ViewConfig:
     quiet: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("slides", "predictions", "annotations", "labels", "suggestions", "export"):
-            value = getattr(self, name)
-            if value is not None:
-                object.__setattr__(self, name, Path(value))
+        as_paths(self, ("slides", "predictions", "annotations", "labels", "suggestions", "export"))
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"--port {self.port} is not a TCP port; use 1-65535 (0: any free)")
         if not self.host or any(c.isspace() for c in self.host):
