@@ -8,7 +8,7 @@ BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.lymph-installed
 DEMO   ?= demo_out
 
-.PHONY: install demo clean-demo study test lint bench clean browser
+.PHONY: install demo clean-demo study test lint typecheck bench clean browser
 
 install: $(STAMP)
 
@@ -38,6 +38,12 @@ browser:
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+
+# mypy on the package (not the tests), not strict yet. The package lives at the repository root
+# and is installed as `lymph` (package-dir), so mypy sees it through a `lymph` link in .typecheck/.
+typecheck: $(STAMP)
+	@mkdir -p .typecheck && ln -sfn "$(CURDIR)" .typecheck/lymph
+	MYPYPATH=.typecheck $(BIN)/mypy -p lymph.data -p lymph.pipeline -p lymph.model -p lymph.cli
 
 # The demo runs every stage on synthetic worlds at pyramid level 2 (~1 um/px, 4x coarser than
 # CAMELYON16's 40x), with a width-8 UNet and short schedules, so that it ends within 20 minutes
