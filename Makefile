@@ -8,7 +8,7 @@ BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.lymph-installed
 DEMO   ?= demo_out
 
-.PHONY: install demo clean-demo study test lint typecheck bench clean browser
+.PHONY: install demo clean-demo study test test-all lint typecheck bench clean browser
 
 install: $(STAMP)
 
@@ -22,6 +22,12 @@ $(STAMP): pyproject.toml
 test: $(STAMP) browser
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
+
+# Also the tests marked slow (each over 5 s: real training runs, the README's whole pipeline,
+# the tiny-world benchmarks), deselected by `make test`.
+test-all: $(STAMP) browser
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q -m "slow or not slow"
 
 # The viewer's browser test (tests/model/test_view_browser.py) drives Debian's headless Chromium:
 # installed here with apt-get when missing and running as root; otherwise that test skips with
