@@ -30,7 +30,10 @@ from typing import Any
 LYMPH = str(Path(sys.executable).with_name("lymph"))
 VOLATILE = ("time", "second", "date", "host", "pid", "started", "finished", "created", "elapsed",
             "wall", "version", "path", "command", "argv", "python", "torch", "platform", "cpu",
-            "rss", "duration", "eta", "rate", "throughput")
+            "rss", "duration", "eta", "rate", "throughput", "per_s", "mtime", "digest", "timings")
+# .lymph-outputs.json lists the sha256 of each output, some of which record wall seconds: the
+# outputs themselves are digested (normalised), so the manifest is left out.
+SKIP = {".lymph-outputs.json"}
 MODEL = ["--batch-size", "4", "--base-width", "4", "--depth", "2", "--crop", "32",
          "--workers", "0", "--threads", "1", "--quiet"]
 
@@ -107,6 +110,8 @@ def digest(d: Path) -> dict[str, str]:
     out: dict[str, str] = {}
     for f in sorted(p for p in d.rglob("*") if p.is_file()):
         rel = str(f.relative_to(d))
+        if f.name in SKIP:
+            continue
         if f.suffix == ".pt":
             out[rel] = _checkpoint(f)
         elif f.suffix in (".json", ".jsonl"):
