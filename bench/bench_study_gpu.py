@@ -125,7 +125,7 @@ def one_run(config: Any) -> dict[str, Any]:
     if config.out.exists():
         shutil.rmtree(config.out)
     plan, ctx = study_context(config)
-    spec = plan["runs"][0]
+    spec = plan.runs[0]
     t0 = time.perf_counter()
     row = execute(ctx, spec)
     return {"run_id": spec.run_id, "seconds": round(time.perf_counter() - t0, 2),
@@ -134,23 +134,23 @@ def one_run(config: Any) -> dict[str, Any]:
 
 def grid(config: Any, max_runs: int | None) -> dict[str, Any]:
     """The grid (its first max_runs runs when given) on the device; wall time per run."""
-    from lymph.model.study import _execute_all, study_context
+    from lymph.model.study import execute_all, study_context
 
     plan, ctx = study_context(config)
-    runs = plan["runs"][:max_runs] if max_runs else plan["runs"]
+    runs = plan.runs[:max_runs] if max_runs else plan.runs
 
-    class _Bar:  # _execute_all reports progress through a tqdm-like object
+    class _Bar:  # execute_all reports progress through a tqdm-like object
         def set_postfix_str(self, _: str) -> None: ...
 
         def update(self, _: int) -> None: ...
 
     t0 = time.perf_counter()
-    rows = _execute_all(ctx, runs, _Bar())
+    rows = execute_all(ctx, runs, _Bar())
     wall = time.perf_counter() - t0
     per_run = wall / max(len(rows), 1)
-    return {"runs": len(rows), "grid_runs": len(plan["runs"]), "wall_s": round(wall, 1),
+    return {"runs": len(rows), "grid_runs": len(plan.runs), "wall_s": round(wall, 1),
             "s_per_run": round(per_run, 2),
-            "grid_wall_estimate_s": round(per_run * len(plan["runs"]), 1)}  # fmt: skip
+            "grid_wall_estimate_s": round(per_run * len(plan.runs), 1)}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

@@ -13,7 +13,7 @@ the same test fold, labeled subset and training seed. The procedure:
   their test fold and training folds overlap. In simulated null studies with a fold effect
   shared by the repeats (intra-fold correlation 0.25, total sd 1.6 pp, 5 folds x 2 repeats),
   Wilcoxon + plain t call "helps"/"hurts" in about 7% of studies; with the corrected interval
-  also required, under 1% (`simulate_null`, tests/model/test_study_stats.py).
+  also required, under 1% (`simulate_null`, tests/model/study/test_stats.py).
 - **Secondary comparisons**: estimates with Holm-adjusted Wilcoxon p over the whole secondary
   family (every other comparison and size), no verdict words.
 - **Power**: the smallest ΔF1 the design detects with 80% power under the deciding interval
@@ -41,6 +41,10 @@ MARGIN = 0.02  # equivalence margin (F1 fraction): "equivalent within ±2 pp"
 PILOT_SD = 0.016  # the recorded standard study's paired sd at 40 labels (identity − scratch)
 POWER = 0.8
 BOOTSTRAP_RESAMPLES = 10_000
+
+Summary = list[dict[str, Any]]
+"""`summarize`'s result: per size {"size", "conditions": {name: stats}, "comparisons":
+{(a, b): `paired_stats`}}."""
 
 HELPS, HURTS, EQUIVALENT, INCONCLUSIVE, TOO_FEW = (
     "helps", "hurts", "equivalent", "inconclusive", "too few pairs",
