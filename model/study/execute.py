@@ -22,8 +22,9 @@ from lymph.model.study.pretraining import Arch
 if TYPE_CHECKING:
     from lymph.model.train import TrainConfig
 
-Row = dict[str, Any]
+Row = dict[str, object]
 """A run's results.csv row (CSV_FIELDS; its done.json "row")."""
+
 
 @dataclass(frozen=True)
 class RunContext:
@@ -68,6 +69,7 @@ def train_options(
 
 
 def _train_config(ctx: RunContext, spec: RunSpec, out: Path) -> TrainConfig:
+    """The fine-tune of one run: its condition's init and loss, its slides, subset and seed."""
     from lymph.model.train import TrainConfig
 
     fields = {f.name for f in dataclasses.fields(TrainConfig)}

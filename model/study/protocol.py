@@ -18,16 +18,9 @@ from lymph.data.io import atomic_write_json
 from lymph.model.study.conditions import comparisons_for, condition_label
 from lymph.model.study.config import PROFILE_NOTES, StudyConfig
 from lymph.model.study.prepare import StudyPlan
-from lymph.model.study.stats import ALPHA, MIN_PAIRS, PILOT_SD, min_detectable_effect
+from lymph.model.study.stats import ALPHA, MIN_PAIRS, PILOT_SD, Primary, min_detectable_effect
 
 PRIMARY_SIZE = 40
-
-
-class Primary(TypedDict):
-    """The primary endpoint: ΔF1 = F1(a) - F1(b) at one size."""
-
-    comparison: list[str]
-    size: int
 
 
 class Power(TypedDict):

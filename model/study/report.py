@@ -17,14 +17,23 @@ import io
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 from lymph.data.io import atomic_write_text
-from lymph.model.study.protocol import protocol_sha256
-from lymph.model.study.stats import MIN_PAIRS, verdict_text
+from lymph.model.study.protocol import ResultsProtocol, StudyProtocol, protocol_sha256
+from lymph.model.study.stats import (
+    MIN_PAIRS,
+    ComparisonStats,
+    PairStats,
+    Primary,
+    ResultRow,
+    Summary,
+    verdict_text,
+)
 
 CAP_TARGET = 0.10  # at most this fraction of runs may stop at the step cap
 
+# results.csv's columns (the file format). best_val_f1: the scored checkpoint's inner-validation
+# F1 (TrainResult.best_f1), under the column's recorded name.
 CSV_FIELDS = (
     "run_id", "size", "fold", "repeat", "condition", "init", "pretrain_seed", "pretext",
     "recon_weight",
@@ -62,7 +71,7 @@ def _p(value: float) -> str:
 # --- the protocol ---------------------------------------------------------------------------
 
 
-def protocol_markdown(protocol: Mapping[str, Any]) -> str:
+def protocol_markdown(protocol: StudyProtocol) -> str:
     """The part of table.md written before any run: question, endpoint, rules, power."""
     a, b = protocol["primary"]["comparison"]
     margin, alpha = 100 * protocol["margin"], protocol["alpha"]
@@ -116,7 +125,7 @@ def protocol_markdown(protocol: Mapping[str, Any]) -> str:
 # --- the results ------------------------------------------------------------------------------
 
 
-def _condition_rows(summary: Sequence[Mapping[str, Any]]) -> list[str]:
+def _condition_rows(summary: Summary) -> list[str]:
     lines = [
         "| Labeled | Condition | P (%) | R (%) | F1 (%) | AP (%) | stop step | runs |",
         "|---:|:---|---:|---:|---:|---:|---:|---:|",
@@ -132,7 +141,8 @@ def _condition_rows(summary: Sequence[Mapping[str, Any]]) -> list[str]:
     return lines
 
 
-def cap_line(cap: Mapping[str, Any], steps: Any) -> str:
+def cap_line(cap: Mapping[str, float], steps: int) -> str:
+    """The step cap's line: how often runs stopped at it, and whether it bound."""
     if not cap.get("runs"):
         return f"Step cap {steps}: no run recorded its stopping step."
     text = (
@@ -147,7 +157,7 @@ def cap_line(cap: Mapping[str, Any], steps: Any) -> str:
     return text
 
 
-def _primary_rows(st: Mapping[str, Any], size: int, a: str, b: str, margin: float) -> list[str]:
+def _primary_rows(st: PairStats, size: int, a: str, b: str, margin: float) -> list[str]:
     return [
         "| Labeled | ΔF1 = F1(a) − F1(b) | mean | sd | corrected 95% CI | t 95% CI | "
         "bootstrap 95% CI (shown only) | Wilcoxon exact p | TOST p | pairs > 0 | verdict |",
@@ -159,7 +169,7 @@ def _primary_rows(st: Mapping[str, Any], size: int, a: str, b: str, margin: floa
     ]
 
 
-def _secondary_rows(summary: Sequence[Mapping[str, Any]]) -> list[str]:
+def _secondary_rows(summary: Summary) -> list[str]:
     lines = [
         "| Labeled | ΔF1 = F1(a) − F1(b) | mean | sd | corrected 95% CI | t 95% CI | "
         "Wilcoxon exact p | Holm p | pairs > 0 |",
@@ -177,8 +187,10 @@ def _secondary_rows(summary: Sequence[Mapping[str, Any]]) -> list[str]:
     return lines
 
 
-def primary_stats(summary: Sequence[Mapping[str, Any]], primary: Mapping[str, Any]) -> Any:
-    key = tuple(primary["comparison"])
+def primary_stats(summary: Summary, primary: Primary) -> ComparisonStats | None:
+    """The primary endpoint's statistics, None before its runs exist."""
+    a, b = primary["comparison"]
+    key = (a, b)
     for e in summary:
         if e["size"] == primary["size"] and key in e["comparisons"]:
             return e["comparisons"][key]
@@ -186,12 +198,12 @@ def primary_stats(summary: Sequence[Mapping[str, Any]], primary: Mapping[str, An
 
 
 def results_markdown(
-    summary: Sequence[Mapping[str, Any]],
+    summary: Summary,
     *,
-    protocol: Mapping[str, Any],
+    protocol: ResultsProtocol,
     notes: Sequence[str] = (),
     deviations: Sequence[str] = (),
-    cap: Mapping[str, Any] | None = None,
+    cap: Mapping[str, float] | None = None,
 ) -> str:
     """The results part of table.md."""
     primary, margin = protocol["primary"], protocol["margin"]
@@ -243,7 +255,8 @@ def results_markdown(
 # --- results.csv and the figure ---------------------------------------------------------------
 
 
-def write_results_csv(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
+def write_results_csv(path: Path, rows: Sequence[ResultRow]) -> None:
+    """results.csv: CSV_FIELDS of every row, by size (descending), fold, repeat, condition."""
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS, extrasaction="ignore")
     writer.writeheader()
@@ -260,7 +273,7 @@ def plot_f1_vs_size(summary: Summary, protocol: StudyProtocol, path: Path) -> No
     ordered = sorted(summary, key=lambda e: e["size"])
     sizes = [e["size"] for e in ordered]
     points = {
-        c: [e["conditions"].get(c, {}).get("f1s", []) for e in ordered]
+        c: [e["conditions"][c]["f1s"] if c in e["conditions"] else [] for e in ordered]
         for c in protocol["conditions"]
     }
     deltas: dict[str, list[tuple[list[float], tuple[float, float]]]] = {}

@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from lymph.data.io import atomic_write_json, atomic_write_text
 from lymph.model.study.config import StudyConfig
@@ -87,7 +86,7 @@ def study_context(config: StudyConfig) -> tuple[StudyPlan, RunContext]:
     return plan, ctx
 
 
-def _precision_record(config: StudyConfig) -> dict[str, Any]:
+def _precision_record(config: StudyConfig) -> dict[str, object]:
     """The precision asked for, the one its runs use on this machine, and the CPU's bf16 flags."""
     from lymph.model.infer import resolve_device
     from lymph.model.precision import describe
