@@ -24,7 +24,6 @@ world and budget (a few slides, 2 steps), so the script itself is tested without
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import subprocess
@@ -88,19 +87,17 @@ def pretrain(pre_store: Path, out: Path, plan: dict[str, Any], device: str) -> d
     """{pretext: last.pt} pretrained on the pretraining store only (reused when there)."""
     from lymph.model.train import TrainConfig, run
 
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    pretexts = ["identity", "genesis"] if "pretext" in fields else ["identity"]
     done = {}
-    for pretext in pretexts:
+    for pretext in ("identity", "genesis"):
         run_dir = out / f"pretrain_{pretext}"
         if not (run_dir / "last.pt").exists():
-            extra = {"pretext": pretext} if "pretext" in fields else {}
             cfg = TrainConfig(
                 store=pre_store, out=run_dir, stage="pretrain", steps=plan["pretrain_steps"],
                 batch_size=plan["pretrain_batch"], crop=plan["pretrain_crop"],
                 base_width=plan["base_width"], workers=0, val_slides=1, device=device,
                 eval_every=max(1, plan["pretrain_steps"] // 4),
-                checkpoint_every=max(1, plan["pretrain_steps"] // 4), norm=plan["norm"], **extra,
+                checkpoint_every=max(1, plan["pretrain_steps"] // 4), norm=plan["norm"],
+                pretext=pretext,
             )  # fmt: skip
             run(cfg, progress=False)
         done[pretext] = run_dir / "last.pt"
