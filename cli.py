@@ -829,7 +829,7 @@ def study_cmd(store: str, pretrained: tuple[str, ...], out: str, **options: obje
     """
     from pathlib import Path
 
-    from lymph.model.study import StudyConfig, parse_pretrained, run_study
+    from lymph.model.study import StudyConfig, parse_pretrained, run
 
     options["margin"] = float(options["margin"]) / 100  # type: ignore[arg-type]
     options["pilot_sd"] = float(options["pilot_sd"]) / 100  # type: ignore[arg-type]
@@ -837,10 +837,10 @@ def study_cmd(store: str, pretrained: tuple[str, ...], out: str, **options: obje
         store=Path(store), pretrained=parse_pretrained(pretrained), out=Path(out),
         conditions=options.pop("conditions") or None, **options,  # type: ignore[arg-type]
     )
-    result = run_study(config)
-    click.echo(f"{result['ran']} run(s) done now, {result['skipped']} reused from {out}")
-    click.echo(Path(result["files"]["table.md"]).read_text())
-    for name, path in result["files"].items():
+    result = run(config)
+    click.echo(f"{result.ran} run(s) done now, {result.skipped} reused from {out}")
+    click.echo(result.files["table.md"].read_text())
+    for name, path in result.files.items():
         click.echo(f"{name}: {path}")
 
 # --- predict (model/predict.py, model/camelyon.py) ---------------------------------------------

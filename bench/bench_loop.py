@@ -265,7 +265,7 @@ def reach_fraction(unc: list[dict[str, Any]], rnd: list[dict[str, Any]]) -> tupl
 def summarize(rows: list[dict[str, Any]], seeds: tuple[int, ...], rounds: int
               ) -> dict[str, Any]:
     """Paired ΔF1 per round and the reach fraction, with `lymph study`'s statistics."""
-    from lymph.model.study_stats import bootstrap_ci, paired_stats, t_interval
+    from lymph.model.study.stats import bootstrap_ci, paired_stats, t_interval
 
     by = {(r["seed"], r["strategy"], r["round"]): r for r in rows}
     rng = np.random.default_rng(0)

@@ -142,7 +142,7 @@ def label_noise(world: Any, store: Path) -> dict[str, float]:
 
 
 def run_partial(config: PartialConfig) -> dict[str, Any]:
-    from lymph.model.study_stats import paired_stats
+    from lymph.model.study.stats import paired_stats
 
     lc = config.loop
     lc.out.mkdir(parents=True, exist_ok=True)

@@ -24,7 +24,6 @@ world and budget (a few slides, 2 steps), so the script itself is tested without
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import subprocess
@@ -88,19 +87,17 @@ def pretrain(pre_store: Path, out: Path, plan: dict[str, Any], device: str) -> d
     """{pretext: last.pt} pretrained on the pretraining store only (reused when there)."""
     from lymph.model.train import TrainConfig, run
 
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    pretexts = ["identity", "genesis"] if "pretext" in fields else ["identity"]
     done = {}
-    for pretext in pretexts:
+    for pretext in ("identity", "genesis"):
         run_dir = out / f"pretrain_{pretext}"
         if not (run_dir / "last.pt").exists():
-            extra = {"pretext": pretext} if "pretext" in fields else {}
             cfg = TrainConfig(
                 store=pre_store, out=run_dir, stage="pretrain", steps=plan["pretrain_steps"],
                 batch_size=plan["pretrain_batch"], crop=plan["pretrain_crop"],
                 base_width=plan["base_width"], workers=0, val_slides=1, device=device,
                 eval_every=max(1, plan["pretrain_steps"] // 4),
-                checkpoint_every=max(1, plan["pretrain_steps"] // 4), norm=plan["norm"], **extra,
+                checkpoint_every=max(1, plan["pretrain_steps"] // 4), norm=plan["norm"],
+                pretext=pretext,
             )  # fmt: skip
             run(cfg, progress=False)
         done[pretext] = run_dir / "last.pt"
@@ -125,7 +122,7 @@ def one_run(config: Any) -> dict[str, Any]:
     if config.out.exists():
         shutil.rmtree(config.out)
     plan, ctx = study_context(config)
-    spec = plan["runs"][0]
+    spec = plan.runs[0]
     t0 = time.perf_counter()
     row = execute(ctx, spec)
     return {"run_id": spec.run_id, "seconds": round(time.perf_counter() - t0, 2),
@@ -134,23 +131,23 @@ def one_run(config: Any) -> dict[str, Any]:
 
 def grid(config: Any, max_runs: int | None) -> dict[str, Any]:
     """The grid (its first max_runs runs when given) on the device; wall time per run."""
-    from lymph.model.study import _execute_all, study_context
+    from lymph.model.study import execute_all, study_context
 
     plan, ctx = study_context(config)
-    runs = plan["runs"][:max_runs] if max_runs else plan["runs"]
+    runs = plan.runs[:max_runs] if max_runs else plan.runs
 
-    class _Bar:  # _execute_all reports progress through a tqdm-like object
+    class _Bar:  # execute_all reports progress through a tqdm-like object
         def set_postfix_str(self, _: str) -> None: ...
 
         def update(self, _: int) -> None: ...
 
     t0 = time.perf_counter()
-    rows = _execute_all(ctx, runs, _Bar())
+    rows = execute_all(ctx, runs, _Bar())
     wall = time.perf_counter() - t0
     per_run = wall / max(len(rows), 1)
-    return {"runs": len(rows), "grid_runs": len(plan["runs"]), "wall_s": round(wall, 1),
+    return {"runs": len(rows), "grid_runs": len(plan.runs), "wall_s": round(wall, 1),
             "s_per_run": round(per_run, 2),
-            "grid_wall_estimate_s": round(per_run * len(plan["runs"]), 1)}  # fmt: skip
+            "grid_wall_estimate_s": round(per_run * len(plan.runs), 1)}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

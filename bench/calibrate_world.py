@@ -118,9 +118,9 @@ def stage_runs(args: argparse.Namespace) -> None:
     store = PatchStore.open(store_path)
     labeled = [(s.slide_id, s.status) for s in store.slides if s.labeled]
     labels = {sid: store.labels(sid) for sid, _ in labeled}
-    runs = st.plan_runs(labeled, labels, sizes=args.sizes, n_folds=config.resolved("folds"),
+    runs = st.plan_runs(labeled, labels, sizes=args.sizes, n_folds=config.resolved.folds,
                         seed=config.seed, repeats=args.repeats, conditions=(st.SEG_ONLY,),
-                        n_val=config.resolved("val_slides"))
+                        n_val=config.resolved.val_slides)
     pre = st.read_pretraining(None, d / "arch" / "last.pt", store)
     ctx = st.RunContext(config=config, arch=pre.arch, inits={},
                         pretexts={st.SEG_ONLY: "identity"}, pretrain={}, settings={})

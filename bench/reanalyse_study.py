@@ -4,8 +4,8 @@
 
 The recorded standard study (4 folds x 2 repeats = 8 pairs, one pretraining checkpoint per
 pretext, no scratch run with the genesis loss, a 1,200-step cap, size 20 added after the
-results at 40 and 200 were seen) is summarised by `lymph.model.study_stats.summarize` and
-written as table.md is (`lymph.model.study_report`), with its deviations from today's protocol
+results at 40 and 200 were seen) is summarised by `lymph.model.study.stats.summarize` and
+written as table.md is (`lymph.model.study.report`), with its deviations from today's protocol
 listed. Writes bench/results/study_standard_reanalysis.md and .json and prints the verdict.
 """
 
@@ -18,8 +18,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from lymph.model.study_report import primary_stats, results_markdown
-from lymph.model.study_stats import (
+from lymph.model.study.report import primary_stats, results_markdown
+from lymph.model.study.stats import (
     ALPHA,
     MARGIN,
     MIN_PAIRS,

@@ -131,7 +131,7 @@ def test_second_train_on_one_out_is_refused_naming_the_holder(tmp_path: Path) ->
 
 
 def test_second_study_on_one_out_is_refused_naming_the_holder(tmp_path: Path) -> None:
-    from lymph.model.study import StudyConfig, run_study
+    from lymph.model.study import StudyConfig, run
 
     out = tmp_path / "study"
     fd = _hold(out)
@@ -139,7 +139,7 @@ def test_second_study_on_one_out_is_refused_naming_the_holder(tmp_path: Path) ->
         config = StudyConfig(store=tmp_path / "nostore", pretrained=tmp_path / "p.pt", out=out)
         with pytest.raises(OutputError, match=r"another lymph is writing this study folder "
                                               r"\(pid .*holder-test\)"):
-            run_study(config)
+            run(config)
     finally:
         os.close(fd)
 

@@ -20,7 +20,7 @@ from lymph.data.io import atomic_write_text
 from lymph.data.store import create_store, write_slide
 from lymph.model.bounds import GIB, check_predict_memory
 from lymph.model.predict import PredictConfig
-from lymph.model.study_checks import read_done
+from lymph.model.study.resume import read_done
 from lymph.model.train import TrainConfig, train
 from lymph.model.unet import UNetConfig
 

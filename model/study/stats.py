@@ -13,7 +13,7 @@ the same test fold, labeled subset and training seed. The procedure:
   their test fold and training folds overlap. In simulated null studies with a fold effect
   shared by the repeats (intra-fold correlation 0.25, total sd 1.6 pp, 5 folds x 2 repeats),
   Wilcoxon + plain t call "helps"/"hurts" in about 7% of studies; with the corrected interval
-  also required, under 1% (`simulate_null`, tests/model/test_study_stats.py).
+  also required, under 1% (`simulate_null`, tests/model/study/test_stats.py).
 - **Secondary comparisons**: estimates with Holm-adjusted Wilcoxon p over the whole secondary
   family (every other comparison and size), no verdict words.
 - **Power**: the smallest ΔF1 the design detects with 80% power under the deciding interval
@@ -28,9 +28,10 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 ALPHA = 0.05
 # Fewer pairs: no verdict. An exact two-sided Wilcoxon test can reach p < 0.05 from 6 pairs
@@ -41,6 +42,70 @@ MARGIN = 0.02  # equivalence margin (F1 fraction): "equivalent within ±2 pp"
 PILOT_SD = 0.016  # the recorded standard study's paired sd at 40 labels (identity − scratch)
 POWER = 0.8
 BOOTSTRAP_RESAMPLES = 10_000
+
+Values = float | np.ndarray
+"""A statistic: a float for one comparison's 1-d differences, an array for rows of them."""
+ResultRow = Mapping[str, Any]
+"""A results.csv row: numbers as a run returns them, or strings as read back from the file."""
+
+
+class Primary(TypedDict):
+    """The primary endpoint: ΔF1 = F1(a) - F1(b) at one size."""
+
+    comparison: list[str]
+    size: int
+
+
+class PairStats(TypedDict):
+    """Every statistic of one comparison's paired ΔF1 (`paired_stats`)."""
+
+    mean: float
+    sd: float
+    n: int
+    positive: int
+    ci_t: tuple[float, float]
+    ci: tuple[float, float]
+    ci_bootstrap: tuple[float, float]
+    p_wilcoxon: float
+    p_tost: float
+    ratio: float
+    verdict: str
+    diffs: list[float]
+
+
+class ComparisonStats(PairStats, total=False):
+    """A summary's comparison: whether it is the primary endpoint, and its Holm p (NaN for the
+    primary endpoint)."""
+
+    primary: bool
+    p_holm: float
+
+
+class ConditionStats(TypedDict):
+    """One condition at one size: (mean, sd) of each metric over its runs."""
+
+    precision: tuple[float, float]
+    recall: tuple[float, float]
+    f1: tuple[float, float]
+    ap: tuple[float, float]
+    best_step: tuple[float, float]
+    runs: int
+    f1s: list[float]  # per (fold, repeat) pair, in pair order
+
+
+class SizeSummary(TypedDict):
+    size: int
+    conditions: dict[str, ConditionStats]
+    comparisons: dict[tuple[str, str], ComparisonStats]
+
+
+Summary = list[SizeSummary]
+"""`summarize`'s result: one entry per size, descending."""
+
+
+class NullStudies(TypedDict):
+    counts: dict[str, int]  # verdict -> studies
+    false_verdicts: float  # the fraction of studies called helps or hurts
 
 HELPS, HURTS, EQUIVALENT, INCONCLUSIVE, TOO_FEW = (
     "helps", "hurts", "equivalent", "inconclusive", "too few pairs",
@@ -71,7 +136,7 @@ def _doubled_ranks(diffs: np.ndarray) -> np.ndarray:
     return np.where(absd == 0, 0, ranks2 - 2 * zeros)
 
 
-def wilcoxon_exact_p(diffs: Any) -> Any:
+def wilcoxon_exact_p(diffs: ArrayLike) -> Values:
     """Two-sided exact Wilcoxon signed-rank p of paired differences along the last axis (zeros
     dropped, ties by average ranks; the null distribution enumerated exactly by counting sign
     assignments). A row whose differences are all zero gets 1.0; NaN with fewer than 2 pairs.
@@ -102,7 +167,7 @@ def wilcoxon_exact_p(diffs: Any) -> Any:
 # --- t intervals, the corrected resampled t, TOST ---------------------------------------------
 
 
-def _mean_sd_n(diffs: Any) -> tuple[np.ndarray, np.ndarray, int]:
+def _mean_sd_n(diffs: ArrayLike) -> tuple[np.ndarray, np.ndarray, int]:
     d = np.asarray(diffs, dtype=float)
     n = d.shape[-1]
     if n == 0:
@@ -119,7 +184,9 @@ def variance_factor(n: int, ratio: float = 0.0) -> float:
     return 1.0 / n + ratio
 
 
-def t_interval(diffs: Any, *, level: float = 0.95, ratio: float = 0.0) -> tuple[Any, Any]:
+def t_interval(
+    diffs: ArrayLike, *, level: float = 0.95, ratio: float = 0.0
+) -> tuple[Values, Values]:
     """The t interval of the mean difference, df = n − 1; `ratio` > 0: the Nadeau-Bengio
     corrected interval. (NaN, NaN) with fewer than 2 pairs."""
     from scipy.stats import t as student
@@ -132,7 +199,7 @@ def t_interval(diffs: Any, *, level: float = 0.95, ratio: float = 0.0) -> tuple[
     return (float(low), float(high)) if np.ndim(low) == 0 else (low, high)
 
 
-def tost_p(diffs: Any, margin: float, *, ratio: float = 0.0) -> Any:
+def tost_p(diffs: ArrayLike, margin: float, *, ratio: float = 0.0) -> Values:
     """Two one-sided t tests of H0: |mean| >= margin (p = the larger one-sided p); `ratio` > 0
     uses the corrected variance. Small p: the mean lies within ±margin."""
     from scipy.stats import t as student
@@ -162,8 +229,13 @@ def holm(pvalues: Sequence[float]) -> list[float]:
     return [float(v) for v in out]
 
 
+def _pair(values: tuple[Values, Values]) -> tuple[float, float]:
+    """One comparison's interval as two floats."""
+    return float(values[0]), float(values[1])
+
+
 def bootstrap_ci(
-    diffs: Sequence[float], *, rng: np.random.Generator, resamples: int = BOOTSTRAP_RESAMPLES
+    diffs: ArrayLike, *, rng: np.random.Generator, resamples: int = BOOTSTRAP_RESAMPLES
 ) -> tuple[float, float]:
     """Percentile bootstrap 95% CI of the mean of `diffs` (pairs resampled with replacement).
     Shown for comparison only: at 8 pairs it excludes 0 in 10-12% of null studies."""
@@ -179,7 +251,7 @@ def bootstrap_ci(
 
 
 def verdict_codes(
-    diffs: Any, *, ratio: float, alpha: float = ALPHA, margin: float = MARGIN
+    diffs: ArrayLike, *, ratio: float, alpha: float = ALPHA, margin: float = MARGIN
 ) -> np.ndarray:
     """The primary endpoint's verdict per row of `diffs` (pairs on the last axis): HELPS,
     HURTS, EQUIVALENT, INCONCLUSIVE or TOO_FEW (see the module docstring)."""
@@ -216,7 +288,7 @@ def paired_stats(
     resamples: int = BOOTSTRAP_RESAMPLES,
     alpha: float = ALPHA,
     margin: float = MARGIN,
-) -> dict[str, Any]:
+) -> PairStats:
     """Every statistic of one comparison's paired ΔF1 (`ratio`: the folds' test/train ratio)."""
     arr = np.asarray(diffs, dtype=float)
     n = arr.size
@@ -226,10 +298,11 @@ def paired_stats(
     code = str(verdict_codes(arr, ratio=ratio, alpha=alpha, margin=margin)[0]) if n else TOO_FEW
     return {
         "mean": mean, "sd": sd, "n": n, "positive": int((arr > 0).sum()),
-        "ci_t": t_interval(arr, level=level), "ci": t_interval(arr, level=level, ratio=ratio),
+        "ci_t": _pair(t_interval(arr, level=level)),
+        "ci": _pair(t_interval(arr, level=level, ratio=ratio)),
         "ci_bootstrap": bootstrap_ci(arr, rng=rng, resamples=resamples),
-        "p_wilcoxon": wilcoxon_exact_p(arr) if n >= 2 else math.nan,
-        "p_tost": tost_p(arr, margin, ratio=ratio), "ratio": ratio, "verdict": code,
+        "p_wilcoxon": float(wilcoxon_exact_p(arr)) if n >= 2 else math.nan,
+        "p_tost": float(tost_p(arr, margin, ratio=ratio)), "ratio": ratio, "verdict": code,
         "diffs": [float(x) for x in arr],
     }  # fmt: skip
 
@@ -275,7 +348,7 @@ def simulate_null(
     seed_sd: float = 0.0,
     n_seeds: int = 2,
     effect: float = 0.0,
-) -> dict[str, Any]:
+) -> NullStudies:
     """`studies` null studies of identical conditions: pair (k, r)'s ΔF1 = a fold effect shared
     by the repeats of fold k + a pretraining-seed effect shared by the pairs using seed
     r mod n_seeds + pair noise (+ a true `effect`: 0 is the null). Returns the verdict counts
@@ -290,7 +363,7 @@ def simulate_null(
     return {"counts": counts, "false_verdicts": (counts[HELPS] + counts[HURTS]) / studies}
 
 
-def cap_fractions(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+def cap_fractions(rows: Sequence[ResultRow]) -> dict[str, float]:
     """How often the step cap bound: the fraction of runs that never early-stopped (stopped at
     the cap) and of runs whose scored (best-validation) checkpoint is the one at the cap."""
     capped = best_last = counted = 0
@@ -318,7 +391,9 @@ def _mean_sd(values: Sequence[float]) -> tuple[float, float]:
     return float(arr.mean()), float(arr.std(ddof=1)) if arr.size > 1 else 0.0
 
 
-def _by_pair(rows: Sequence[Mapping[str, Any]], size: int, condition: str) -> dict:
+def _by_pair(
+    rows: Sequence[ResultRow], size: int, condition: str
+) -> dict[tuple[int, int], ResultRow]:
     return {
         (int(r["fold"]), int(r.get("repeat", 0) or 0)): r
         for r in rows
@@ -326,7 +401,7 @@ def _by_pair(rows: Sequence[Mapping[str, Any]], size: int, condition: str) -> di
     }
 
 
-def fold_ratio(rows: Sequence[Mapping[str, Any]]) -> float:
+def fold_ratio(rows: Sequence[ResultRow]) -> float:
     """The folds' mean test/train size ratio (slides: test / (train + inner validation)) for the
     corrected resampled t; from the fold count (1 / (K − 1)) when rows name no slides."""
     ratios = []
@@ -349,50 +424,58 @@ def _zlib_key(*names: str) -> int:
 
 
 def summarize(
-    rows: Sequence[Mapping[str, Any]],
+    rows: Sequence[ResultRow],
     *,
     conditions: Sequence[str] | None = None,
     comparisons: Sequence[tuple[str, str]] = (),
-    primary: Mapping[str, Any] | None = None,
+    primary: Primary | None = None,
     seed: int = 0,
     resamples: int = BOOTSTRAP_RESAMPLES,
     margin: float = MARGIN,
     alpha: float = ALPHA,
-) -> list[dict[str, Any]]:
+) -> Summary:
     """Per size (descending): per condition mean and sd of P, R, F1, AP and the stopping step;
     per comparison (a, b) the paired ΔF1 statistics over (fold, repeat) pairs (`paired_stats`),
     with "p_holm": the Wilcoxon p Holm-adjusted over every comparison but the `primary` one
     ({"comparison": [a, b], "size": n}), which alone gets a verdict."""
     conditions = list(conditions or dict.fromkeys(r["condition"] for r in rows))
-    out = []
+    out: Summary = []
     for size in sorted({int(r["size"]) for r in rows}, reverse=True):
-        entry: dict[str, Any] = {"size": size, "conditions": {}, "comparisons": {}}
+        entry: SizeSummary = {"size": size, "conditions": {}, "comparisons": {}}
         by = {c: _by_pair(rows, size, c) for c in conditions}
         for c in conditions:
-            stats = {
-                m: _mean_sd([float(r[m]) for r in by[c].values() if r.get(m) not in (None, "")])
-                for m in ("precision", "recall", "f1", "ap", "best_step")
-            }
-            f1s = [float(by[c][k]["f1"]) for k in sorted(by[c])]
-            entry["conditions"][c] = {**stats, "runs": len(by[c]), "f1s": f1s}
+            entry["conditions"][c] = _condition_stats(by[c])
         for a, b in comparisons:
             if a not in by or b not in by:
                 continue
             pairs = sorted(set(by[a]) & set(by[b]))
             diffs = [float(by[a][p]["f1"]) - float(by[b][p]["f1"]) for p in pairs]
             rng = np.random.default_rng([seed, size, _zlib_key(a, b)])
-            entry["comparisons"][a, b] = paired_stats(
+            entry["comparisons"][a, b] = ComparisonStats(**paired_stats(
                 diffs, rng=rng, resamples=resamples, margin=margin, alpha=alpha,
                 ratio=fold_ratio([by[a][p] for p in pairs]),
-            )  # fmt: skip
+            ))  # fmt: skip
         out.append(entry)
     _holm_secondary(out, primary)
     return out
 
 
-def _holm_secondary(summary: list[dict[str, Any]], primary: Mapping[str, Any] | None) -> None:
+def _condition_stats(pairs: Mapping[tuple[int, int], ResultRow]) -> ConditionStats:
+    """(mean, sd) of P, R, F1, AP and the stopping step over one condition's runs."""
+
+    def mean_sd(m: str) -> tuple[float, float]:
+        return _mean_sd([float(r[m]) for r in pairs.values() if r.get(m) not in (None, "")])
+
+    return {
+        "precision": mean_sd("precision"), "recall": mean_sd("recall"), "f1": mean_sd("f1"),
+        "ap": mean_sd("ap"), "best_step": mean_sd("best_step"), "runs": len(pairs),
+        "f1s": [float(pairs[k]["f1"]) for k in sorted(pairs)],
+    }  # fmt: skip
+
+
+def _holm_secondary(summary: Summary, primary: Primary | None) -> None:
     key = (tuple(primary["comparison"]), int(primary["size"])) if primary else None
-    family = []
+    family: list[ComparisonStats] = []
     for e in summary:
         for ab, st in e["comparisons"].items():
             st["primary"] = (tuple(ab), e["size"]) == key

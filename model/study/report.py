@@ -1,29 +1,48 @@
-"""`lymph study`'s table.md and its protocol record (issue 20).
+"""`lymph study`'s outputs: table.md, results.csv and f1_vs_size.png (issue 20).
 
 - `protocol_markdown`: the part of table.md written before any run (question, primary
   endpoint and its decision rule, power line, conditions, rules).
 - `results_markdown`: per-condition metrics, the step cap's fractions, the primary endpoint with
   every statistic and its verdict, the secondary estimates with Holm-adjusted p (no verdict
   words), the deviations from the protocol and the notes.
-- `record_protocol`: OUT/protocol.json holds the protocol as first declared and its sha256
-  (canonical JSON); a protocol that changes after the first finished run is appended there as
-  an amendment, and table.md lists every amendment as a deviation.
+- `write_results_csv`: one row per run (CSV_FIELDS), sorted by size (descending), fold, repeat
+  and condition.
+- `plot_f1_vs_size`: every pair's F1, the means and ΔF1 with CIs.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
+import csv
+import io
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
-from lymph.data.errors import ConfigError
-from lymph.data.io import atomic_write_json
-from lymph.model.study_stats import MIN_PAIRS, verdict_text
+from lymph.data.io import atomic_write_text
+from lymph.model.study.protocol import ResultsProtocol, StudyProtocol, protocol_sha256
+from lymph.model.study.stats import (
+    MIN_PAIRS,
+    ComparisonStats,
+    PairStats,
+    Primary,
+    ResultRow,
+    Summary,
+    verdict_text,
+)
 
 CAP_TARGET = 0.10  # at most this fraction of runs may stop at the step cap
+
+# results.csv's columns (the file format). best_val_f1: the scored checkpoint's inner-validation
+# F1 (TrainResult.best_f1), under the column's recorded name.
+CSV_FIELDS = (
+    "run_id", "size", "fold", "repeat", "condition", "init", "pretrain_seed", "pretext",
+    "recon_weight",
+    "precision", "recall", "f1", "ap", "dice", "iou", "tp", "fp", "fn", "tn", "threshold",
+    "best_step", "best_val_f1", "stopped_step", "steps_cap",
+    "n_tumor_patches", "n_normal_patches", "subset_sha", "train_seed",
+    "pretrain_store", "pretrain_slides", "train_slides", "val_slides", "test_slides",
+    "n_test_patches", "train_seconds", "eval_seconds", "cpu_seconds",
+)  # fmt: skip
 
 
 def _pct(pair: tuple[float, float]) -> str:
@@ -49,72 +68,10 @@ def _p(value: float) -> str:
     return "n/a" if math.isnan(value) else f"{value:.3f}"
 
 
-# --- the protocol -----------------------------------------------------------------------------
+# --- the protocol ---------------------------------------------------------------------------
 
 
-def protocol_sha256(protocol: Mapping[str, Any]) -> str:
-    """sha256 of the protocol's canonical JSON (sorted keys, no spaces)."""
-    text = json.dumps(protocol, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def _changes(old: Any, new: Any, prefix: str = "") -> list[str]:
-    if isinstance(old, Mapping) and isinstance(new, Mapping):
-        out: list[str] = []
-        for key in sorted(set(old) | set(new), key=str):
-            out += _changes(old.get(key), new.get(key), f"{prefix}{key}.")
-        return out
-    return [] if old == new else [f"{prefix.rstrip('.')}: {old!r} → {new!r}"]
-
-
-def record_protocol(path: Path, protocol: Mapping[str, Any], *, n_results: int) -> dict:
-    """Write or extend the protocol record at `path` (OUT/protocol.json) and return it.
-
-    Before any finished run the protocol is (re)declared; after one, a different protocol is
-    appended as an amendment {"sha256", "after_results", "changes"} (never silently accepted).
-    A record missing beside finished runs (a study begun before protocols were hashed) is
-    written now, with that fact as its first amendment."""
-    sha = protocol_sha256(protocol)
-    record: dict[str, Any] | None = None
-    if path.exists():
-        try:
-            record = json.loads(path.read_text())
-            record["protocol"], record["sha256"], record["amendments"]
-        except (ValueError, TypeError, KeyError) as exc:
-            raise ConfigError(
-                f"{path}: not a protocol record ({exc}); restore it, or use a new --out (its "
-                "deviations from the declared protocol cannot be listed without it)"
-            ) from None
-    if record is None or n_results == 0:
-        record = {"protocol": dict(protocol), "sha256": sha, "amendments": []}
-        if n_results:
-            record["amendments"].append({
-                "sha256": sha, "after_results": n_results,
-                "changes": [f"protocol first recorded after {n_results} finished run(s)"],
-            })  # fmt: skip
-        atomic_write_json(path, record)
-        return record
-    latest = record["amendments"][-1] if record["amendments"] else record
-    if latest["sha256"] != sha:
-        current = latest.get("protocol", record["protocol"])
-        record["amendments"].append({
-            "sha256": sha, "after_results": n_results, "protocol": dict(protocol),
-            "changes": _changes(current, protocol) or ["(order or types only)"],
-        })  # fmt: skip
-        atomic_write_json(path, record)
-    return record
-
-
-def deviation_lines(record: Mapping[str, Any]) -> list[str]:
-    """table.md's lines for a protocol record's amendments."""
-    return [
-        f"after {a['after_results']} finished run(s), protocol {a['sha256'][:12]}: "
-        + "; ".join(a["changes"])
-        for a in record.get("amendments", [])
-    ]
-
-
-def protocol_markdown(protocol: Mapping[str, Any]) -> str:
+def protocol_markdown(protocol: StudyProtocol) -> str:
     """The part of table.md written before any run: question, endpoint, rules, power."""
     a, b = protocol["primary"]["comparison"]
     margin, alpha = 100 * protocol["margin"], protocol["alpha"]
@@ -149,9 +106,7 @@ def protocol_markdown(protocol: Mapping[str, Any]) -> str:
         f"- Fine-tunes: at most {protocol['steps']} steps; every {protocol['eval_every']} steps "
         "the F1 at the F1-best threshold on the inner-validation slides (calibration-free), "
         "best checkpoint kept"
-        + (f", early stop after {protocol['patience']} evaluations without improvement"
-           if protocol.get("early_stopping") else " (the trainer here has no early stop: the "
-           "cap is run and the best checkpoint scored)")
+        + f", early stop after {protocol['patience']} evaluations without improvement"
         + f". The cap must not bind: at most {CAP_TARGET:.0%} of runs may stop at it "
         "(reported under Results).",  # fmt: skip
         "- Threshold: F1-best on every pixel of the inner-validation slides (never the test "
@@ -170,7 +125,7 @@ def protocol_markdown(protocol: Mapping[str, Any]) -> str:
 # --- the results ------------------------------------------------------------------------------
 
 
-def _condition_rows(summary: Sequence[Mapping[str, Any]]) -> list[str]:
+def _condition_rows(summary: Summary) -> list[str]:
     lines = [
         "| Labeled | Condition | P (%) | R (%) | F1 (%) | AP (%) | stop step | runs |",
         "|---:|:---|---:|---:|---:|---:|---:|---:|",
@@ -186,7 +141,8 @@ def _condition_rows(summary: Sequence[Mapping[str, Any]]) -> list[str]:
     return lines
 
 
-def cap_line(cap: Mapping[str, Any], steps: Any) -> str:
+def cap_line(cap: Mapping[str, float], steps: int) -> str:
+    """The step cap's line: how often runs stopped at it, and whether it bound."""
     if not cap.get("runs"):
         return f"Step cap {steps}: no run recorded its stopping step."
     text = (
@@ -201,7 +157,7 @@ def cap_line(cap: Mapping[str, Any], steps: Any) -> str:
     return text
 
 
-def _primary_rows(st: Mapping[str, Any], size: int, a: str, b: str, margin: float) -> list[str]:
+def _primary_rows(st: PairStats, size: int, a: str, b: str, margin: float) -> list[str]:
     return [
         "| Labeled | ΔF1 = F1(a) − F1(b) | mean | sd | corrected 95% CI | t 95% CI | "
         "bootstrap 95% CI (shown only) | Wilcoxon exact p | TOST p | pairs > 0 | verdict |",
@@ -213,7 +169,7 @@ def _primary_rows(st: Mapping[str, Any], size: int, a: str, b: str, margin: floa
     ]
 
 
-def _secondary_rows(summary: Sequence[Mapping[str, Any]]) -> list[str]:
+def _secondary_rows(summary: Summary) -> list[str]:
     lines = [
         "| Labeled | ΔF1 = F1(a) − F1(b) | mean | sd | corrected 95% CI | t 95% CI | "
         "Wilcoxon exact p | Holm p | pairs > 0 |",
@@ -231,8 +187,10 @@ def _secondary_rows(summary: Sequence[Mapping[str, Any]]) -> list[str]:
     return lines
 
 
-def primary_stats(summary: Sequence[Mapping[str, Any]], primary: Mapping[str, Any]) -> Any:
-    key = tuple(primary["comparison"])
+def primary_stats(summary: Summary, primary: Primary) -> ComparisonStats | None:
+    """The primary endpoint's statistics, None before its runs exist."""
+    a, b = primary["comparison"]
+    key = (a, b)
     for e in summary:
         if e["size"] == primary["size"] and key in e["comparisons"]:
             return e["comparisons"][key]
@@ -240,12 +198,12 @@ def primary_stats(summary: Sequence[Mapping[str, Any]], primary: Mapping[str, An
 
 
 def results_markdown(
-    summary: Sequence[Mapping[str, Any]],
+    summary: Summary,
     *,
-    protocol: Mapping[str, Any],
+    protocol: ResultsProtocol,
     notes: Sequence[str] = (),
     deviations: Sequence[str] = (),
-    cap: Mapping[str, Any] | None = None,
+    cap: Mapping[str, float] | None = None,
 ) -> str:
     """The results part of table.md."""
     primary, margin = protocol["primary"], protocol["margin"]
@@ -292,3 +250,36 @@ def results_markdown(
     if notes:
         lines += ["", "## Notes", "", *[f"- {n}" for n in notes]]
     return "\n".join(lines) + "\n"
+
+
+# --- results.csv and the figure ---------------------------------------------------------------
+
+
+def write_results_csv(path: Path, rows: Sequence[ResultRow]) -> None:
+    """results.csv: CSV_FIELDS of every row, by size (descending), fold, repeat, condition."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS, extrasaction="ignore")
+    writer.writeheader()
+    key = lambda r: (-int(r["size"]), int(r["fold"]), int(r.get("repeat", 0)), r["condition"])  # noqa: E731
+    for row in sorted(rows, key=key):
+        writer.writerow(row)
+    atomic_write_text(path, buf.getvalue())
+
+
+def plot_f1_vs_size(summary: Summary, protocol: StudyProtocol, path: Path) -> None:
+    """f1_vs_size.png: every pair's F1 and the means per condition; ΔF1 with CIs."""
+    from lymph.model.figures import plot_study_pairs
+
+    ordered = sorted(summary, key=lambda e: e["size"])
+    sizes = [e["size"] for e in ordered]
+    points = {
+        c: [e["conditions"][c]["f1s"] if c in e["conditions"] else [] for e in ordered]
+        for c in protocol["conditions"]
+    }
+    deltas: dict[str, list[tuple[list[float], tuple[float, float]]]] = {}
+    for (a, b) in ordered[0]["comparisons"] if ordered else []:
+        deltas[f"{a} − {b}"] = [
+            (e["comparisons"][a, b]["diffs"], e["comparisons"][a, b]["ci"]) for e in ordered
+        ]
+    a, b = protocol["primary"]["comparison"]
+    plot_study_pairs(sizes, points, deltas, path, primary=f"{a} − {b}")

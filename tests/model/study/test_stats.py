@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from lymph.model.study_report import protocol_sha256, record_protocol
-from lymph.model.study_stats import (
+from lymph.model.study.stats import (
     EQUIVALENT,
     HELPS,
     HURTS,
@@ -199,27 +198,11 @@ def test_summary_gives_only_the_primary_a_verdict_and_holm_to_the_rest() -> None
     assert family[1]["p_holm"] == 1.0  # all-zero differences
 
 
-def test_protocol_record_lists_changes_after_the_first_result(tmp_path) -> None:
-    path = tmp_path / "protocol.json"
-    first = {"sizes": [40], "steps": 3200}
-    assert record_protocol(path, first, n_results=0)["sha256"] == protocol_sha256(first)
-    redeclared = record_protocol(path, {"sizes": [40], "steps": 100}, n_results=0)
-    assert redeclared["amendments"] == []  # no result seen yet: a new declaration
-    assert record_protocol(path, {"sizes": [40], "steps": 100}, n_results=5)["amendments"] == []
-    changed = record_protocol(path, {"sizes": [40, 20], "steps": 100}, n_results=5)
-    (amendment,) = changed["amendments"]
-    assert amendment["changes"] == ["sizes: [40] → [40, 20]"]
-    assert record_protocol(path, {"sizes": [40, 20], "steps": 100}, n_results=9) == changed
-    assert protocol_sha256({"a": 1, "b": 2}) == protocol_sha256({"b": 2, "a": 1})
-    late = record_protocol(tmp_path / "late.json", first, n_results=3)  # an older study folder
-    assert late["amendments"][0]["changes"] == ["protocol first recorded after 3 finished run(s)"]
-
-
 def test_recorded_study_reanalysis_reaches_no_verdict(tmp_path) -> None:
     import importlib.util
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[2] / "bench" / "reanalyse_study.py"
+    path = Path(__file__).resolve().parents[3] / "bench" / "reanalyse_study.py"
     spec = importlib.util.spec_from_file_location("reanalyse_study", path)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
