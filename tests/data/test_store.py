@@ -12,15 +12,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lymph.data.errors import OutputError, StoreError
+from lymph.data.errors import OutputError, SlideError, StoreError
+from lymph.data.slides import safe_id, strip_slide_suffix
 from lymph.data.store import (
     CHUNK_PATCHES,
     LOCK_FILE,
     PatchStore,
     SlideWriter,
     create_store,
+    check_slide_id,
     describe_store,
-    sanitize_slide_id,
     slide_is_complete,
     verify_store,
     write_slide,
@@ -126,15 +127,20 @@ def test_missing_and_foreign_stores(tmp_path):
     [("tumor_001.tif", "tumor_001"), ("../evil/../x.svs", "evil___x"), ("a\x00b.ndpi", "a_b"),
      ("CMU-1 small.svs", "CMU-1_small")],
 )
-def test_sanitize_slide_id(name, expected):
-    sid = sanitize_slide_id(name)
+def test_ids_made_by_the_one_rule_are_safe_group_names(name, expected):
+    """A file name made an id by the slide discovery's rule (`safe_id` of the name without its
+    slide suffix) is one path component, and the store takes it as a group name."""
+    sid = safe_id(strip_slide_suffix(name))
     assert "/" not in sid and ".." not in sid and not any(ord(c) < 32 for c in sid)
     assert sid == expected
+    check_slide_id(sid)
 
 
-def test_sanitize_rejects_empty():
-    with pytest.raises(StoreError, match="no usable id"):
-        sanitize_slide_id("...")
+def test_a_name_with_no_usable_id_is_refused():
+    with pytest.raises(SlideError, match="no usable id"):
+        safe_id(strip_slide_suffix("..."))
+    with pytest.raises(StoreError, match="not safe as a store group name"):
+        check_slide_id("...")
 
 
 # --- issue 11: checksums, missing chunks, complete means whole, schema v2, the writer lock ---
@@ -161,12 +167,13 @@ def test_direct_chunk_files_equal_what_zarr_writes_with_the_checksum(tmp_path):
     (bytes -> blosc -> crc32c) writes, the padded last chunk included; zarr reads them back."""
     import zarr
 
-    from lymph.data.store import ARRAY_CONFIG, _compressors
+    from lymph.data.store import ARRAY_CONFIG
+    from lymph.data.store.chunks import compressors
 
     path, images = _labeled_store(tmp_path)  # 150 patches: chunks 0, 1 full, 2 padded
     ref = zarr.open_group(str(tmp_path / "ref.zarr"), mode="w").create_array(
         "images", shape=images.shape, chunks=(CHUNK_PATCHES, 8, 8, 3), dtype="uint8",
-        compressors=_compressors(), config=ARRAY_CONFIG)
+        compressors=compressors(), config=ARRAY_CONFIG)
     ref[:] = images
     codecs = [c["name"] for c in json.loads(
         (path / "slides/s1/images/zarr.json").read_text())["codecs"]]

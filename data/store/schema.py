@@ -26,12 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from lymph.data.errors import StoreError
+from lymph.data.store.layout import RUNTIME_SETTINGS, SLIDES, STATUSES, array_names, chunk_path
 
 UNDIGESTED = frozenset({"digest", "complete"})
 """Slide attributes outside the digest: the digest itself and the completion mark."""
-RUNTIME_SETTINGS = frozenset({"workers", "scheduler", "lymph_version", "progress",
-                              "direct_tiles"})
-STATUSES = ("tumor", "normal", "unlabeled")
 CODECS = ["bytes", "blosc", "crc32c"]
 ARRAY_KEYS = frozenset({"zarr_format", "node_type", "shape", "data_type", "chunk_grid",
                         "chunk_key_encoding", "fill_value", "codecs", "attributes",
@@ -136,7 +134,7 @@ def slide_problem(store: Path, slide_id: str, settings: Mapping[str, Any], *,
     """(attrs, problem) of one slide group read from its raw zarr.json files: problem is None
     when the slide is incomplete (not marked complete) or its metadata matches the schema.
     StoreError when a metadata file cannot be read."""
-    group_dir = store / "slides" / slide_id
+    group_dir = store / SLIDES / slide_id
     attrs = check_group_meta(group_dir / "zarr.json").get("attributes", {})
     if not attrs.get("complete"):
         return attrs, None
@@ -157,10 +155,6 @@ def slide_problem(store: Path, slide_id: str, settings: Mapping[str, Any], *,
     return attrs, None
 
 
-def array_names(status: str) -> tuple[str, ...]:
-    return ("images", "coords") + (("labels", "masks") if status in ("tumor", "normal") else ())
-
-
 def chunk_crcs(array_dir: Path, meta: Mapping[str, Any]) -> list[str]:
     """The crc32c (last 4 bytes, hex) of every chunk file of an array, in order; 'missing' for
     a missing or too short file."""
@@ -168,7 +162,7 @@ def chunk_crcs(array_dir: Path, meta: Mapping[str, Any]) -> list[str]:
     per = meta["chunk_grid"]["configuration"]["chunk_shape"][0]
     out = []
     for i in range(math.ceil(shape[0] / per) if shape[0] else 0):
-        file = array_dir / "c" / "/".join([str(i)] + ["0"] * (len(shape) - 1))
+        file = chunk_path(array_dir, i, len(shape))
         try:
             with open(file, "rb") as fh:
                 fh.seek(-4, 2)
@@ -182,7 +176,7 @@ def slide_digest(store: Path, slide_id: str, settings: Mapping[str, Any],
                  attrs: Mapping[str, Any]) -> str:
     """sha256 of the slide's content: store settings (runtime ones aside), attributes (but
     `UNDIGESTED`), each array's metadata and its chunks' crc32c in order."""
-    group_dir = store / "slides" / slide_id
+    group_dir = store / SLIDES / slide_id
     arrays = {}
     for name in array_names(str(attrs.get("status"))):
         meta = read_meta(group_dir / name / "zarr.json")
