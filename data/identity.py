@@ -10,7 +10,7 @@ store's content digest.
   after extraction: size 1234 -> 5678, content hash ab12... -> cd34..."), or None. A different
   mtime alone (a copy, a touch) is not a change.
 - `store_content_digest`: sha256 over every complete slide's id and content digest
-  (`store_check.slide_digest`), which a checkpoint records; `train --resume` refuses a store
+  (`lymph.data.store.schema.slide_digest`), which a checkpoint records; `train --resume` refuses a store
   whose digest changed (re-extracted with another seed, a slide redone).
 """
 

@@ -474,7 +474,7 @@ def _write_patches(slide: SlideReader, plan: PatchPlan, writer: store_mod.SlideW
                      masks: np.ndarray | None = masks) -> None:
                 tl = (int(top_left[k, 0]), int(top_left[k, 1]))
                 slide.read_region(tl, level, (size, size), out=images[k - a])
-                if masks is not None and is_partial(ann):
+                if masks is not None and ann is not None and is_partial(ann):
                     masks[k - a] = partial_mask(ann, x_level0=tl[0], y_level0=tl[1],
                                                 width=size, height=size, downsample=ds)
                 elif masks is not None and index is not None:

@@ -31,7 +31,7 @@ class MaskSource:
     def __exit__(self, *exc: object) -> None:
         self.reader.close()
 
-    def thumb(self, shape: tuple[int, int], thumb_size: int) -> np.ndarray:
+    def thumb(self, shape: tuple[int, ...], thumb_size: int) -> np.ndarray:
         from PIL import Image
 
         m, _ = self.reader.thumbnail(thumb_size)

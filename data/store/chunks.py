@@ -26,7 +26,8 @@ def compressors() -> tuple[BloscCodec, Crc32cCodec]:
     """blosc, then the crc32c checksum of the compressed bytes (checked first on reading)."""
     from zarr.codecs import BloscCodec, Crc32cCodec
 
-    return BloscCodec(**BLOSC), Crc32cCodec()
+    return BloscCodec(cname=BLOSC["cname"], clevel=BLOSC["clevel"],
+                      shuffle=BLOSC["shuffle"]), Crc32cCodec()
 
 
 def array_dir(store: Path, slide_id: str, name: str) -> Path:
@@ -57,7 +58,7 @@ def encode_chunk(data: np.ndarray, *, chunks: tuple[int, ...], dtype: np.dtype) 
     if data.dtype.byteorder == ">":
         data = data.astype(data.dtype.newbyteorder("<"))
     shuffle = {"noshuffle": Blosc.NOSHUFFLE, "shuffle": Blosc.SHUFFLE,
-               "bitshuffle": Blosc.BITSHUFFLE}[str(BLOSC["shuffle"])]
+               "bitshuffle": Blosc.BITSHUFFLE}[BLOSC["shuffle"]]
     previous = nb.set_nthreads(1)  # one core per worker: measured rates stay honest
     try:
         encoded = Blosc(cname=BLOSC["cname"], clevel=BLOSC["clevel"], shuffle=shuffle,

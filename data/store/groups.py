@@ -9,7 +9,7 @@ import contextlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from lymph.data.errors import NotAStoreError, OutputError, StoreError
 from lymph.data.io import explain_os_error
@@ -38,7 +38,7 @@ def writing(path: Path) -> Iterator[None]:
         raise explain_os_error(Path(getattr(exc, "filename", None) or path), exc) from exc
 
 
-def open_root(path: Path, mode: str) -> zarr.Group:
+def open_root(path: Path, mode: Literal["r", "r+", "a"]) -> zarr.Group:
     """The store's root group (its zarr.json checked as a plain group document first); a
     NotAStoreError for anything that is not a zarr v3 group."""
     import zarr

@@ -144,7 +144,7 @@ class PatchStore:
 
     def chunks(self, slide_ids: Iterable[str] | None = None) -> list[ChunkRef]:
         ids = [s.slide_id for s in self.slides] if slide_ids is None else list(slide_ids)
-        out = []
+        out: list[ChunkRef] = []
         for sid in ids:
             n = self.slide(sid).n_patches
             out.extend(ChunkRef(sid, a, min(a + CHUNK_PATCHES, n))

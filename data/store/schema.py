@@ -23,7 +23,7 @@ import json
 import math
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from lymph.data.errors import StoreError
 from lymph.data.store.layout import RUNTIME_SETTINGS, SLIDES, STATUSES, array_names, chunk_path
@@ -72,7 +72,7 @@ def expected_shapes(name: str, n: int, patch_size: int) -> tuple[tuple[int, ...]
             "labels": ((n,), "uint8"), "masks": ((n, p, p), "uint8")}[name]
 
 
-def _is_int(value: Any) -> bool:
+def _is_int(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
@@ -106,6 +106,7 @@ def array_problem(meta: Mapping[str, Any], *, name: str, n: int, patch_size: int
         if isinstance(codecs, list) else None
     if names != CODECS:
         return f"has codecs {names!r}, not {CODECS} (the crc32c checksum must be last)"
+    assert isinstance(codecs, list)  # names is None otherwise
     if (codecs[0].get("configuration") or {}).get("endian") not in ("little", None) or \
             (dtype == "int64" and (codecs[0].get("configuration") or {}).get("endian")
              != "little"):
@@ -130,7 +131,7 @@ def attrs_problem(attrs: Mapping[str, Any]) -> str | None:
 
 
 def slide_problem(store: Path, slide_id: str, settings: Mapping[str, Any], *,
-                  chunk_patches: int) -> tuple[dict, str | None]:
+                  chunk_patches: int) -> tuple[dict[str, Any], str | None]:
     """(attrs, problem) of one slide group read from its raw zarr.json files: problem is None
     when the slide is incomplete (not marked complete) or its metadata matches the schema.
     StoreError when a metadata file cannot be read."""

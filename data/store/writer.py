@@ -25,6 +25,7 @@ from lymph.data.store.schema import read_meta, slide_digest
 
 if TYPE_CHECKING:
     import zarr
+    from zarr.core.array_spec import ArrayConfigParams  # zarr's type: every key required
 
 
 class SlideWriter:
@@ -66,7 +67,8 @@ class SlideWriter:
         def array(name: str, shape: tuple[int, ...], chunks: tuple[int, ...],
                   dtype: str) -> zarr.Array:
             return g.create_array(name, shape=shape, chunks=chunks, dtype=dtype,
-                                  compressors=compressors(), config=ARRAY_CONFIG)
+                                  compressors=compressors(),
+                                  config=cast("ArrayConfigParams", ARRAY_CONFIG))
 
         self.arrays = {"images": array("images", (cap, p, p, 3), (c, p, p, 3), "uint8"),
                        "coords": array("coords", (cap, 2), (cap, 2), "int64")}
