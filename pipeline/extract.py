@@ -42,6 +42,7 @@ from lymph.pipeline.mask_source import MaskSource
 from lymph.pipeline.overlap import PatchPipeline, default_threads
 from lymph.pipeline.sampling import (
     PatchGeometry,
+    TumorMaps,
     plan_classes,
     sample_top_left,
     slide_rng,
@@ -187,28 +188,6 @@ def slide_status(name: str, *, has_annotations: bool, labels: Mapping[str, bool]
 
 
 # --- the plan: numpy in, numpy out -----------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TumorMaps:
-    """Where tumor may lie on the thumbnail and how to test a level-0 point exactly.
-
-    `candidates` (bool, thumbnail frame) is where tumor centres are drawn; `core` is what is
-    surely tumor (taken out of the non-tumor candidates); `accept(centres_level0)` is the exact
-    test at level 0 (polygons or the mask TIFF)."""
-
-    candidates: np.ndarray
-    core: np.ndarray
-    area_level0: float
-    accept: Callable[[np.ndarray], np.ndarray]
-    # partial annotations (`lymph.pipeline.partial`): non-tumor only inside the reviewed regions
-    normal_region: np.ndarray | None = None
-    normal_accept: Callable[[np.ndarray], np.ndarray] | None = None
-
-    @classmethod
-    def empty(cls, shape: tuple[int, ...]) -> TumorMaps:
-        none = np.zeros(shape, bool)
-        return cls(none, none, 0.0, lambda c: np.zeros(len(c), bool))
 
 
 @dataclass(frozen=True)
@@ -402,8 +381,8 @@ def _extract_open_slide(slide: SlideReader, *, path: Path, slide_id: str,
         _warn_unannotated_tumor(path, name=name, ref=ref, annotations_dir=config.annotations)
     thumb, thumb_ds = slide.thumbnail(config.thumb_size)
     tissue = tissue_mask(thumb)
-    tumor = (partial_mod.tumor_maps(ann, tissue=tissue, thumb_downsample=thumb_ds,
-                                    maps_cls=TumorMaps) if partial and ann is not None else
+    tumor = (partial_mod.tumor_maps(ann, tissue=tissue, thumb_downsample=thumb_ds)
+             if partial and ann is not None else
              _tumor_maps(ann, mask_src, shape=tissue.shape, thumb_downsample=thumb_ds,
                          thumb_size=config.thumb_size))
     if not tissue.any() and not tumor.candidates.any():

@@ -25,13 +25,12 @@ from lymph.data.tissue import saturation
 from lymph.pipeline.extract import (
     ExtractConfig,
     PatchPlan,
-    TumorMaps,
     extract_slide,
     plan_patches,
     read_labels_csv,
     run,
 )
-from lymph.pipeline.sampling import PatchGeometry
+from lymph.pipeline.sampling import PatchGeometry, TumorMaps
 
 
 def _arrays(store: Path, slide_id: str) -> dict[str, np.ndarray]:
