@@ -59,14 +59,14 @@ def run_extract(slides: Path, out: Path, *, patches: int, workers: int = 1,
                 direct_tiles: bool = True, labels: Path | None = None,
                 threads: int | None = None) -> tuple[float, float, object]:
     """(wall seconds, CPU seconds of this process, summary)."""
-    from lymph.pipeline.extract import ExtractConfig, extract
+    from lymph.pipeline.extract import ExtractConfig, run
 
     shutil.rmtree(out, ignore_errors=True)
     cfg = ExtractConfig(slides=slides, out=out, labels=labels, patches_per_slide=patches,
                         workers=workers, progress=False, direct_tiles=direct_tiles,
                         threads=threads)
     t0, c0 = time.perf_counter(), time.process_time()
-    summary = extract(cfg)
+    summary = run(cfg)
     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     if summary.failed:
         raise SystemExit(f"extraction failed: {summary.failed}")
@@ -186,7 +186,7 @@ def scaling(root: Path, *, patches: int, size: tuple[int, int]) -> dict:
     run_extract(world, root / "w1.zarr", patches=8, labels=labels)  # warm-up
     t1, _, _ = run_extract(world, root / "w1.zarr", patches=patches, labels=labels)
     t2, _, _ = run_extract(world, root / "w2.zarr", patches=patches, workers=2, labels=labels)
-    from lymph.pipeline.extract import ExtractConfig, extract
+    from lymph.pipeline.extract import ExtractConfig, run
 
     clusters = {n: _warm_cluster(n) for n in (1, 2)}
     warm: dict[int, list[float]] = {1: [], 2: []}
@@ -199,7 +199,7 @@ def scaling(root: Path, *, patches: int, size: tuple[int, int]) -> dict:
                 out = root / f"s{n}.zarr"
                 shutil.rmtree(out, ignore_errors=True)
                 t0 = time.perf_counter()
-                summary = extract(ExtractConfig(slides=world, out=out, labels=labels,
+                summary = run(ExtractConfig(slides=world, out=out, labels=labels,
                                                 patches_per_slide=patches, progress=False,
                                                 scheduler=address))
                 warm[n].append(time.perf_counter() - t0)
@@ -303,11 +303,11 @@ def make_big_slide(folder: Path, side: int) -> Path:
 
 def child_memory(folder: str, out: str, patches: int) -> None:
     """Run in a fresh process: extract, print peak RSS."""
-    from lymph.pipeline.extract import ExtractConfig, extract
+    from lymph.pipeline.extract import ExtractConfig, run
 
     shutil.rmtree(out, ignore_errors=True)
     t0 = time.perf_counter()
-    s = extract(ExtractConfig(slides=Path(folder), out=Path(out), patches_per_slide=patches,
+    s = run(ExtractConfig(slides=Path(folder), out=Path(out), patches_per_slide=patches,
                               progress=False))
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(json.dumps({"peak_rss_mb": peak_kb / 1024, "seconds": time.perf_counter() - t0,

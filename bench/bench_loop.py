@@ -98,7 +98,8 @@ class World:
 def make_world(config: LoopConfig) -> World:
     """Both synthetic worlds (made once, reused) and the test world's exhaustive store."""
     from lymph.data.synth import synth_slides
-    from lymph.pipeline.extract import ExtractConfig, extract
+    from lymph.pipeline.extract import ExtractConfig
+    from lymph.pipeline.extract import run as extract
 
     root = config.out / "world"
     train, test = root / "train", root / "test"
@@ -162,7 +163,8 @@ def train_and_score(config: LoopConfig, world: World, ann: Path, work: Path, see
     from lymph.model.evaluate import run as evaluate
     from lymph.model.train import TrainConfig
     from lymph.model.train import run as train
-    from lymph.pipeline.extract import ExtractConfig, extract
+    from lymph.pipeline.extract import ExtractConfig
+    from lymph.pipeline.extract import run as extract
 
     store = work / "store.zarr"
     extract(ExtractConfig(slides=world.slides, out=store, annotations=ann,

@@ -56,7 +56,7 @@ def write_xml(path: Path, n: int, rng: np.random.Generator) -> None:
 
 def run_one(root: Path, n: int, patches: int) -> tuple[float, float]:
     from lymph.data.annotations import read_annotations
-    from lymph.pipeline.extract import ExtractConfig, extract
+    from lymph.pipeline.extract import ExtractConfig, run
 
     slides = root / f"s{n}"
     slides.mkdir()
@@ -68,7 +68,7 @@ def run_one(root: Path, n: int, patches: int) -> tuple[float, float]:
     config = ExtractConfig(slides=slides, out=root / f"s{n}.zarr", patch_size=256,
                            patches_per_slide=patches, seed=0, progress=False)
     t0, c0 = time.perf_counter(), time.process_time()
-    summary = extract(config)
+    summary = run(config)
     t_all, c_all = time.perf_counter() - t0, time.process_time() - c0
     assert not summary.failed, summary.failed
     return t_read, c_read, t_all, c_all

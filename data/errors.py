@@ -16,10 +16,6 @@ class NoTissueError(LymphError, ValueError):
     """A slide holds no tissue that lymph can sample from."""
 
 
-class MppError(LymphError, ValueError):
-    """A slide's microns-per-pixel is missing or implausible."""
-
-
 class AnnotationError(LymphError, ValueError):
     """An annotation file is malformed, unsafe or of an unknown kind."""
 

@@ -10,17 +10,20 @@ store's content digest.
   after extraction: size 1234 -> 5678, content hash ab12... -> cd34..."), or None. A different
   mtime alone (a copy, a touch) is not a change.
 - `store_content_digest`: sha256 over every complete slide's id and content digest
-  (`store_check.slide_digest`), which a checkpoint records; `train --resume` refuses a store
-  whose digest changed (re-extracted with another seed, a slide redone).
+  (`lymph.data.store.schema.slide_digest`), which a checkpoint records; `train --resume`
+  refuses a store whose digest changed (re-extracted with another seed, a slide redone).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from lymph.data.store import SlideInfo
 
 MIB = 1 << 20
 
@@ -51,7 +54,7 @@ def file_identity(path: str | os.PathLike) -> dict[str, Any] | None:
     return {"size": int(size), "mtime": round(float(mtime), 3), "sha256_ends": h.hexdigest()}
 
 
-def identity_change(recorded: Any, current: Mapping[str, Any] | None, *,
+def identity_change(recorded: object, current: Mapping[str, Any] | None, *,
                     what: str = "slide file replaced after extraction") -> str | None:
     """`what` and the differing size / content hash, or None when they match (or nothing was
     recorded: a store or prediction made before identities were recorded)."""
@@ -72,7 +75,7 @@ def identity_change(recorded: Any, current: Mapping[str, Any] | None, *,
     return f"{what} ({', '.join(diffs)})"
 
 
-def store_content_digest(slides: Any) -> str:
+def store_content_digest(slides: Iterable[SlideInfo]) -> str:
     """sha256 over (slide id, recorded content digest) of `slides` (`PatchStore.slides`)."""
     h = hashlib.sha256()
     for s in sorted(slides, key=lambda s: s.slide_id):

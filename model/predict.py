@@ -1499,7 +1499,7 @@ def run(config: PredictConfig) -> list:
     if config.slides is None:
         raise ConfigError("PredictConfig.slides is not set: pass --slides (a slide or a folder)")
     from lymph.data.lock import run_folder_lock
-    from lymph.data.store_check import enclosing_store
+    from lymph.data.store import enclosing_store
 
     store = enclosing_store(Path(config.out).absolute())
     if store is not None:

@@ -48,11 +48,10 @@ def training_mpp(slides: Iterable[dict[str, Any]], level: int) -> float | None:
 
 def store_training_mpp(store: str | Path, level: int) -> float | None:
     """``training_mpp`` of the slides of a lymph store (None when it cannot be read)."""
-    import zarr
+    from lymph.data.store import all_slide_attrs
 
     try:
-        root = zarr.open_group(str(Path(store) / "slides"), mode="r", zarr_format=3)
-        slides = [g.attrs.asdict() for _, g in root.groups()]
+        slides = all_slide_attrs(store)
     except (OSError, ValueError, KeyError, TypeError):
         return None
     return training_mpp(slides, level)

@@ -142,9 +142,9 @@ def _single_threaded_zarr() -> None:
     visited); one thread gives 3.6-4.1k patches/s and no growth (363 vs 349 MB). zarr resets its
     pool after fork, so this takes effect in the worker only and before its first read.
     """
-    import zarr
+    from lymph.data.store import single_threaded_reads
 
-    zarr.config.set({"threading.max_workers": 1})
+    single_threaded_reads()
 
 
 class _Batcher:

@@ -16,7 +16,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,6 @@ from lymph.data.annotations import (
     Annotations,
     check_inside,
     find_annotations,
-    open_mask,
     read_annotations,
     read_labels_csv,
 )
@@ -39,9 +38,11 @@ from lymph.data.polygon_index import gc_paused, index_for
 from lymph.data.slides import SlideReader, discover_slides, open_slide, slide_id
 from lymph.data.tissue import dilate, tissue_mask
 from lymph.pipeline import partial as partial_mod
+from lymph.pipeline.mask_source import MaskSource
 from lymph.pipeline.overlap import PatchPipeline, default_threads
 from lymph.pipeline.sampling import (
     PatchGeometry,
+    TumorMaps,
     plan_classes,
     sample_top_left,
     slide_rng,
@@ -144,7 +145,6 @@ class ExtractSummary:
     skipped: tuple[SlideResult, ...]
     failed: tuple[tuple[str, str], ...]  # (source, "file: cause")
     seconds: float
-    ignored: tuple[str, ...] = field(default=())
 
     @property
     def n_patches(self) -> int:
@@ -187,77 +187,7 @@ def slide_status(name: str, *, has_annotations: bool, labels: Mapping[str, bool]
 # --- one slide ------------------------------------------------------------------------------
 
 
-class _MaskSource:
-    """A mask TIFF (non-zero = tumor) read through OpenSlide at the patch's level."""
-
-    def __init__(self, path: Path, slide: SlideReader) -> None:
-        self.path = path
-        self.reader = open_mask(path)  # tiled (OpenSlide) or strip TIFF
-        if self.reader.dimensions != slide.dimensions:
-            self.reader.close()
-            raise SlideError(f"{path}: mask is {self.reader.dimensions}, slide "
-                             f"{slide.path} is {slide.dimensions}; the mask must match level 0")
-
-    def __enter__(self) -> _MaskSource:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.reader.close()
-
-    def thumb(self, shape: tuple[int, int], thumb_size: int) -> np.ndarray:
-        from PIL import Image
-
-        m, _ = self.reader.thumbnail(thumb_size)
-        m = m.max(axis=2)
-        if m.shape != shape:
-            m = np.asarray(Image.fromarray(m).resize((shape[1], shape[0]),
-                                                     Image.Resampling.NEAREST))
-        return m > 0
-
-    def contains(self, centres_level0: np.ndarray) -> np.ndarray:
-        out = np.zeros(len(centres_level0), bool)
-        for k, (x, y) in enumerate(np.floor(centres_level0).astype(np.int64)):
-            out[k] = self.reader.read_region((int(x), int(y)), 0, (1, 1))[0, 0].max() > 0
-        return out
-
-    def patch(self, top_left_level0: np.ndarray, downsample: float, size: int) -> np.ndarray:
-        from PIL import Image
-
-        r = self.reader
-        lev = min(range(r.level_count), key=lambda i: abs(r.level_downsamples[i] - downsample))
-        if abs(r.level_downsamples[lev] - downsample) <= 1e-3 * downsample:
-            return (r.read_region(tuple(top_left_level0), lev, (size, size)).max(axis=2) > 0
-                    ).astype(np.uint8)
-        lev = max(i for i in range(r.level_count) if r.level_downsamples[i] <= downsample)
-        n = int(np.ceil(size * downsample / r.level_downsamples[lev]))
-        m = r.read_region(tuple(top_left_level0), lev, (n, n)).max(axis=2)
-        return (np.asarray(Image.fromarray(m).resize((size, size), Image.Resampling.NEAREST))
-                > 0).astype(np.uint8)
-
-
 # --- the plan: numpy in, numpy out -----------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TumorMaps:
-    """Where tumor may lie on the thumbnail and how to test a level-0 point exactly.
-
-    `candidates` (bool, thumbnail frame) is where tumor centres are drawn; `core` is what is
-    surely tumor (taken out of the non-tumor candidates); `accept(centres_level0)` is the exact
-    test at level 0 (polygons or the mask TIFF)."""
-
-    candidates: np.ndarray
-    core: np.ndarray
-    area_level0: float
-    accept: Callable[[np.ndarray], np.ndarray]
-    # partial annotations (`lymph.pipeline.partial`): non-tumor only inside the reviewed regions
-    normal_region: np.ndarray | None = None
-    normal_accept: Callable[[np.ndarray], np.ndarray] | None = None
-
-    @classmethod
-    def empty(cls, shape: tuple[int, ...]) -> TumorMaps:
-        none = np.zeros(shape, bool)
-        return cls(none, none, 0.0, lambda c: np.zeros(len(c), bool))
 
 
 @dataclass(frozen=True)
@@ -312,7 +242,7 @@ def plan_patches(rng: np.random.Generator, *, n: int, tissue: np.ndarray, tumor:
     return PatchPlan(top_left, classes, n, capacity, tuple(notes))
 
 
-def _tumor_maps(ann: Annotations | None, mask_src: _MaskSource | None, *,
+def _tumor_maps(ann: Annotations | None, mask_src: MaskSource | None, *,
                 shape: tuple[int, ...], thumb_downsample: float, thumb_size: int) -> TumorMaps:
     if mask_src is not None:
         cand = mask_src.thumb(shape, thumb_size)
@@ -340,10 +270,7 @@ def extract_slide(slide: Path | SlideReader, *, slide_id: str, config: ExtractCo
     out = config.out
     complete, replaced = _done_before(out, slide_id, path)
     if complete and replaced is None:
-        attrs = _slide_attrs(out, slide_id)
-        return SlideResult(slide_id, str(path), attrs.get("status", "?"),
-                           int(attrs.get("n_patches", 0)), int(attrs.get("n_tumor", 0)), 0.0,
-                           skipped=True, tissue_fraction=attrs.get("tissue_fraction"))
+        return _skipped(out, slide_id, path)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         if replaced is not None:
@@ -357,6 +284,14 @@ def extract_slide(slide: Path | SlideReader, *, slide_id: str, config: ExtractCo
                                        caught=caught, t0=t0, c0=c0, stack=stack)
 
 
+def _skipped(out: Path, slide_id: str, path: Path) -> SlideResult:
+    """The result of a slide already complete in the store, from its attributes."""
+    a = store_mod.slide_attrs(out, slide_id)
+    return SlideResult(slide_id, str(path), a.get("status", "?"), int(a.get("n_patches", 0)),
+                       int(a.get("n_tumor", 0)), 0.0, skipped=True,
+                       tissue_fraction=a.get("tissue_fraction"))
+
+
 def _done_before(out: Path, slide_id: str, path: Path) -> tuple[bool, str | None]:
     """(complete, replaced): whether the slide is complete in the store, and if so what
     changed in its source file since (`identity.identity_change`), or None if nothing did."""
@@ -364,7 +299,7 @@ def _done_before(out: Path, slide_id: str, path: Path) -> tuple[bool, str | None
 
     if not store_mod.slide_is_complete(out, slide_id):
         return False, None
-    recorded = _slide_attrs(out, slide_id).get("source_identity")
+    recorded = store_mod.slide_attrs(out, slide_id).get("source_identity")
     return True, identity_change(recorded, file_identity(path)) if recorded else None
 
 
@@ -372,13 +307,6 @@ def _identity(path: Path) -> dict | None:
     from lymph.data.identity import file_identity
 
     return file_identity(path) if path.exists() else None
-
-
-def _slide_attrs(out: Path, slide_id: str) -> dict:
-    import zarr
-
-    g = zarr.open_group(str(out / store_mod.SLIDES / slide_id), mode="r", zarr_format=3)
-    return g.attrs.asdict()
 
 
 def _geometry(slide: SlideReader, *, path: Path, config: ExtractConfig) -> PatchGeometry:
@@ -398,13 +326,13 @@ def _geometry(slide: SlideReader, *, path: Path, config: ExtractConfig) -> Patch
 
 def _tumor_source(slide: SlideReader, *, path: Path, name: str, config: ExtractConfig,
                   stack: contextlib.ExitStack
-                  ) -> tuple[Path | None, Annotations | None, _MaskSource | None]:
+                  ) -> tuple[Path | None, Annotations | None, MaskSource | None]:
     """(annotation file, its polygons, or its mask TIFF opened) of the slide."""
     # named after the slide's name: a DICOM series `boxes_0.dcm, boxes_1.dcm` is `boxes`
     ann_path = find_annotations(path.parent / Path(name).name,
                                 annotations_dir=config.annotations)
     if ann_path is not None and ann_path.suffix.lower() in (".tif", ".tiff"):
-        return ann_path, None, stack.enter_context(_MaskSource(ann_path, slide))
+        return ann_path, None, stack.enter_context(MaskSource(ann_path, slide))
     if ann_path is None:
         return None, None, None
     with gc_paused():  # a 100,000-polygon XML is ~2M objects: collector passes are waste
@@ -453,8 +381,8 @@ def _extract_open_slide(slide: SlideReader, *, path: Path, slide_id: str,
         _warn_unannotated_tumor(path, name=name, ref=ref, annotations_dir=config.annotations)
     thumb, thumb_ds = slide.thumbnail(config.thumb_size)
     tissue = tissue_mask(thumb)
-    tumor = (partial_mod.tumor_maps(ann, tissue=tissue, thumb_downsample=thumb_ds,
-                                    maps_cls=TumorMaps) if partial and ann is not None else
+    tumor = (partial_mod.tumor_maps(ann, tissue=tissue, thumb_downsample=thumb_ds)
+             if partial and ann is not None else
              _tumor_maps(ann, mask_src, shape=tissue.shape, thumb_downsample=thumb_ds,
                          thumb_size=config.thumb_size))
     if not tissue.any() and not tumor.candidates.any():
@@ -472,11 +400,7 @@ def _extract_open_slide(slide: SlideReader, *, path: Path, slide_id: str,
     labeled = status in store_mod.LABELED_STATUSES
     attrs = {
         "source": str(path), "name": name, "status": status, "reference": ref,
-        "annotations": None if ann_path is None else str(ann_path),
-        "mpp": slide.mpp, "dimensions": list(slide.dimensions),
-        "level_dimensions": [list(d) for d in slide.level_dimensions],
-        "level_downsamples": list(slide.level_downsamples),
-        "vendor": getattr(slide, "vendor", None),
+        "annotations": None if ann_path is None else str(ann_path), **_slide_facts(slide),
         "tissue_fraction": float(tissue.mean()), "thumb_downsample": thumb_ds,
         "tumor_area_level0": tumor.area_level0, "patches_requested": plan.requested,
         "source_identity": _identity(path),
@@ -496,9 +420,17 @@ def _extract_open_slide(slide: SlideReader, *, path: Path, slide_id: str,
                        cpu_seconds=time.process_time() - c0)
 
 
+def _slide_facts(slide: SlideReader) -> dict[str, Any]:
+    """What the store records of the slide file itself: mpp, dimensions, pyramid, vendor."""
+    return {"mpp": slide.mpp, "dimensions": list(slide.dimensions),
+            "level_dimensions": [list(d) for d in slide.level_dimensions],
+            "level_downsamples": list(slide.level_downsamples),
+            "vendor": getattr(slide, "vendor", None)}
+
+
 def _write_patches(slide: SlideReader, plan: PatchPlan, writer: store_mod.SlideWriter, *,
                    config: ExtractConfig, ann: Annotations | None,
-                   mask_src: _MaskSource | None,
+                   mask_src: MaskSource | None,
                    on_patches: Callable[[int], None] | None) -> None:
     """Read the planned patches in store order (and their masks) one chunk at a time: the
     patches of a chunk on ``config.threads`` decode threads, while the writer thread compresses
@@ -521,7 +453,7 @@ def _write_patches(slide: SlideReader, plan: PatchPlan, writer: store_mod.SlideW
                      masks: np.ndarray | None = masks) -> None:
                 tl = (int(top_left[k, 0]), int(top_left[k, 1]))
                 slide.read_region(tl, level, (size, size), out=images[k - a])
-                if masks is not None and is_partial(ann):
+                if masks is not None and ann is not None and is_partial(ann):
                     masks[k - a] = partial_mask(ann, x_level0=tl[0], y_level0=tl[1],
                                                 width=size, height=size, downsample=ds)
                 elif masks is not None and index is not None:
@@ -556,8 +488,7 @@ def _task(path: Path, *, config: ExtractConfig, ids: dict[str, tuple[str, str]],
 
 def run(config: ExtractConfig) -> ExtractSummary:
     """The stage's entry: extract every slide under `config.slides` into `config.out` (see the
-    module doc), holding the store's writer lock for the whole batch (in process or on dask).
-    `extract` is the same function."""
+    module doc), holding the store's writer lock for the whole batch (in process or on dask)."""
     store_mod.check_out(config.out)  # a folder lymph did not write stays untouched
     with store_mod.writer_lock(config.out):
         return _extract_locked(config)
@@ -579,10 +510,7 @@ def _extract_locked(config: ExtractConfig) -> ExtractSummary:
     todo: list[Path] = []
     for p, i in ((f.path, f.id) for f in found):
         if _done_before(config.out, i, p) == (True, None):
-            a = _slide_attrs(config.out, i)
-            skipped.append(SlideResult(i, str(p), a.get("status", "?"),
-                                       int(a.get("n_patches", 0)), int(a.get("n_tumor", 0)), 0.0,
-                                       skipped=True, tissue_fraction=a.get("tissue_fraction")))
+            skipped.append(_skipped(config.out, i, p))
         else:
             todo.append(p)
     patch_bar = None
@@ -605,6 +533,3 @@ def _extract_locked(config: ExtractConfig) -> ExtractSummary:
                                            if not r.ok)
     return ExtractSummary(store=config.out, done=done, skipped=tuple(skipped), failed=failed,
                           seconds=time.perf_counter() - t0)
-
-
-extract = run

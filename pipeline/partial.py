@@ -19,6 +19,7 @@ import numpy as np
 from lymph.data.annotations import Annotations, contains, coverage_thumb, rasterize
 from lymph.data.errors import NoTissueError
 from lymph.data.partial import IGNORE, in_reviewed, is_partial, reviewed_areas
+from lymph.pipeline.sampling import TumorMaps
 
 
 def _accept_tumor(ann: Annotations, centres_level0: np.ndarray) -> np.ndarray:
@@ -48,9 +49,8 @@ def resolve(ann: Annotations | None, *, name: str, labels: Mapping[str, bool] | 
     return ann, True
 
 
-def tumor_maps(ann: Annotations, *, tissue: np.ndarray, thumb_downsample: float,
-               maps_cls: Any) -> Any:
-    """The extract's `TumorMaps` of a partially annotated slide: tumor candidates inside the
+def tumor_maps(ann: Annotations, *, tissue: np.ndarray, thumb_downsample: float) -> TumorMaps:
+    """The `TumorMaps` of a partially annotated slide: tumor candidates inside the
     reviewed regions, non-tumor candidates restricted to them (`normal_region`), exact tests
     at level 0 that require a reviewed region, and the tumor area inside the regions (for the
     tumor patch cap). NoTissueError when the regions hold neither tissue nor tumor."""
@@ -65,7 +65,7 @@ def tumor_maps(ann: Annotations, *, tissue: np.ndarray, thumb_downsample: float,
                             "tissue or tumor (are they drawn on another slide, or in another "
                             "level's pixels?); the slide was not written")
     _, tumor_area = reviewed_areas(ann)
-    return maps_cls(cand, core, tumor_area, functools.partial(_accept_tumor, ann),
+    return TumorMaps(cand, core, tumor_area, functools.partial(_accept_tumor, ann),
                     normal_region=region, normal_accept=functools.partial(_accept_normal, ann))
 
 

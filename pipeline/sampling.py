@@ -5,7 +5,7 @@ Candidates come from thumbnail-frame masks (cheap); every drawn centre is then c
 at level 0 by an `accept` function (polygons or the mask TIFF), so a tumor patch's centre pixel
 is tumor, and a non-tumor patch's centre pixel is not. Each slide gets its own
 `numpy.random.Generator` seeded from (seed, slide id): the draw does not depend on worker count
-or order.
+or order. `TumorMaps` says where tumor may lie on the thumbnail and how to test a point exactly.
 """
 
 from __future__ import annotations
@@ -125,3 +125,25 @@ def sample_top_left(rng: np.random.Generator, candidates_thumb: np.ndarray, n: i
         got.append(kept)
         have += len(kept)
     return np.concatenate(got) if got else np.zeros((0, 2), np.int64)
+
+
+@dataclass(frozen=True)
+class TumorMaps:
+    """Where tumor may lie on the thumbnail and how to test a level-0 point exactly.
+
+    `candidates` (bool, thumbnail frame) is where tumor centres are drawn; `core` is what is
+    surely tumor (taken out of the non-tumor candidates); `accept(centres_level0)` is the exact
+    test at level 0 (polygons or the mask TIFF)."""
+
+    candidates: np.ndarray
+    core: np.ndarray
+    area_level0: float
+    accept: Callable[[np.ndarray], np.ndarray]
+    # partial annotations (`lymph.pipeline.partial`): non-tumor only inside the reviewed regions
+    normal_region: np.ndarray | None = None
+    normal_accept: Callable[[np.ndarray], np.ndarray] | None = None
+
+    @classmethod
+    def empty(cls, shape: tuple[int, ...]) -> TumorMaps:
+        none = np.zeros(shape, bool)
+        return cls(none, none, 0.0, lambda c: np.zeros(len(c), bool))

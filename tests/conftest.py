@@ -40,10 +40,10 @@ def synth_store(synth_world: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     """`lymph extract` of synth_world: patch 300, level 0, 32 patches per slide, seed 0, labels
     from reference.csv; slides `tumor_001` (status tumor) and `normal_001` (status normal), each
     with images, coords, labels and masks. Session-scoped and read-only: copy it to change it."""
-    from lymph.pipeline.extract import ExtractConfig, extract
+    from lymph.pipeline.extract import ExtractConfig, run
 
     out = tmp_path_factory.mktemp("synth_store") / "store.zarr"
-    summary = extract(ExtractConfig(slides=synth_world, out=out, labels=synth_world /
+    summary = run(ExtractConfig(slides=synth_world, out=out, labels=synth_world /
                                     "reference.csv", patch_size=300, patches_per_slide=32,
                                     seed=0, progress=False))
     assert not summary.failed, summary.failed

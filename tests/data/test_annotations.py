@@ -506,11 +506,11 @@ def _write_xml(path, polys):
 
 
 def _extract_one(tmp_path, src, **kw):
-    from lymph.pipeline.extract import ExtractConfig, extract
+    from lymph.pipeline.extract import ExtractConfig, run
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return extract(ExtractConfig(slides=src, out=tmp_path / "s.zarr", patch_size=64,
+        return run(ExtractConfig(slides=src, out=tmp_path / "s.zarr", patch_size=64,
                                      patches_per_slide=kw.get("n", 40), seed=0, progress=False))
 
 

@@ -215,7 +215,7 @@ def test_a_non_ascii_slide_is_extracted_under_its_unicode_id(tmp_path, name, sid
     import tifffile
 
     from lymph.data.store import PatchStore
-    from lymph.pipeline.extract import ExtractConfig, extract
+    from lymph.pipeline.extract import ExtractConfig, run
 
     rng = np.random.default_rng(0)
     rgb = np.full((512, 512, 3), 240, np.uint8)
@@ -223,7 +223,7 @@ def test_a_non_ascii_slide_is_extracted_under_its_unicode_id(tmp_path, name, sid
     src = tmp_path / "src"
     src.mkdir()
     tifffile.imwrite(src / name, rgb, tile=(256, 256), photometric="rgb")
-    s = extract(ExtractConfig(slides=src, out=tmp_path / "s.zarr", patch_size=64,
+    s = run(ExtractConfig(slides=src, out=tmp_path / "s.zarr", patch_size=64,
                               patches_per_slide=4, progress=False))
     assert not s.failed and [r.slide_id for r in s.done] == [sid]
     assert [x.slide_id for x in PatchStore.open(tmp_path / "s.zarr").slides] == [sid]

@@ -25,13 +25,12 @@ from lymph.data.tissue import saturation
 from lymph.pipeline.extract import (
     ExtractConfig,
     PatchPlan,
-    TumorMaps,
-    extract,
     extract_slide,
     plan_patches,
     read_labels_csv,
+    run,
 )
-from lymph.pipeline.sampling import PatchGeometry
+from lymph.pipeline.sampling import PatchGeometry, TumorMaps
 
 
 def _arrays(store: Path, slide_id: str) -> dict[str, np.ndarray]:
@@ -76,19 +75,19 @@ def test_rerun_skips_and_other_settings_are_refused(synth_world, synth_store, tm
     before = _arrays(out, "tumor_001")
     cfg = ExtractConfig(slides=synth_world, out=out, labels=synth_world / "reference.csv",
                         patches_per_slide=32, progress=False)
-    again = extract(cfg)
+    again = run(cfg)
     assert not again.done and len(again.skipped) == 2
     # a partial group (killed run) is redone, with identical content
     g = zarr.open_group(str(out / "slides" / "tumor_001"), mode="r+")
     g.attrs["complete"] = False
     shutil.rmtree(out / "slides" / "tumor_001" / "masks")
-    redo = extract(cfg)
+    redo = run(cfg)
     assert [r.slide_id for r in redo.done] == ["tumor_001"]
     after = _arrays(out, "tumor_001")
     for name in before:
         np.testing.assert_array_equal(after[name], before[name])
     with pytest.raises(StoreError, match="patches_per_slide: store has 32, this run asks 33"):
-        extract(ExtractConfig(slides=synth_world, out=out, labels=synth_world / "reference.csv",
+        run(ExtractConfig(slides=synth_world, out=out, labels=synth_world / "reference.csv",
                               patches_per_slide=33, progress=False))
 
 
@@ -102,7 +101,7 @@ def test_mask_tiff_annotations_and_statuses(synth_world, tmp_path):
     os.symlink(synth_world / "normal_001.tif", src / "normal_001.tif")
     os.symlink(synth_world / "normal_001.tif", src / "case_9.tif")
     out = tmp_path / "m.zarr"
-    s = extract(ExtractConfig(slides=src, out=out, patches_per_slide=12, patch_size=128,
+    s = run(ExtractConfig(slides=src, out=out, patches_per_slide=12, patch_size=128,
                               progress=False))
     assert not s.failed
     status = {r.slide_id: r.status for r in s.done}
@@ -143,7 +142,7 @@ def test_every_fixture_slide(fixtures_dir, tmp_path):
     assert np.median(sat) > 25  # H&E, not glass
     # small patches: the corrupt-pixel slide now fails on reading, the others are extracted
     out2 = tmp_path / "fx16.zarr"
-    s = extract(ExtractConfig(slides=fixtures_dir / "slides" / "openslide-python", out=out2,
+    s = run(ExtractConfig(slides=fixtures_dir / "slides" / "openslide-python", out=out2,
                               patch_size=16, patches_per_slide=4, progress=False))
     assert {r.slide_id for r in s.done} == {"boxes_dcm", "boxes_tiff", "small"}
     errors = dict(s.failed)
@@ -163,7 +162,7 @@ def test_blank_slide_reported_as_no_tissue(tmp_path):
     src.mkdir()
     blank = np.full((512, 512, 3), 243, np.uint8)
     tifffile.imwrite(src / "blank.tif", blank, tile=(256, 256), photometric="rgb")
-    s = extract(ExtractConfig(slides=src, out=tmp_path / "b.zarr", patch_size=64,
+    s = run(ExtractConfig(slides=src, out=tmp_path / "b.zarr", patch_size=64,
                               patches_per_slide=4, progress=False))
     assert not s.done and "blank.tif: no tissue found" in s.failed[0][1]
 
@@ -194,7 +193,7 @@ def test_config_validation(tmp_path):
         with pytest.raises(ConfigError, match=match):
             ExtractConfig(slides=tmp_path, out=tmp_path / "o", **kwargs)
     with pytest.raises(ConfigError, match="no slide files found"):
-        extract(ExtractConfig(slides=tmp_path, out=tmp_path / "o.zarr", progress=False))
+        run(ExtractConfig(slides=tmp_path, out=tmp_path / "o.zarr", progress=False))
     bad = tmp_path / "ref.csv"
     bad.write_text("name,label\ntumor_001,Tumor\nx,Maybe\n")
     with pytest.raises(ConfigError, match="line 3: label 'Maybe' is not tumor/normal"):
@@ -354,7 +353,7 @@ def test_second_extract_is_refused_while_another_writes(synth_world, tmp_path):
         assert f"another lymph is writing this store (pid {holder.pid} on host" in r.output
         assert "holder-test" in r.output and "Traceback" not in r.output
         with pytest.raises(StoreError, match=rf"pid {holder.pid} on host .* since "):
-            extract(_cfg(synth_world, out, workers=2))
+            run(_cfg(synth_world, out, workers=2))
         assert sorted(p.name for p in out.iterdir()) == [".lymph-writer.lock"]
     finally:
         holder.communicate("", timeout=30)
@@ -397,7 +396,7 @@ def test_complete_slide_with_a_missing_array_is_redone(synth_world, synth_store,
     assert "NO, damaged: array 'images' is missing" in text
     with pytest.raises(StoreError, match="'tumor_001' is marked complete but array 'images'"):
         PatchStore.open(out)
-    redo = extract(_cfg(synth_world, out))
+    redo = run(_cfg(synth_world, out))
     assert [r.slide_id for r in redo.done] == ["tumor_001"]
     _assert_same_store(synth_store, out)
 
@@ -535,10 +534,10 @@ def test_disk_full_fails_the_slide_keeps_the_rest_and_a_rerun_resumes(
         synth_world, synth_store, tmp_path, monkeypatch):
     import errno
 
-    from lymph.data import store as store_mod
+    from lymph.data.store import chunks
 
     out = tmp_path / "s.zarr"
-    real = store_mod._write_chunk_file
+    real = chunks.write_chunk_file
     calls = []
 
     def full_after_two(target: Path, encoded: bytes) -> None:
@@ -547,15 +546,15 @@ def test_disk_full_fails_the_slide_keeps_the_rest_and_a_rerun_resumes(
             raise OSError(errno.ENOSPC, "No space left on device", str(target))
         real(target, encoded)
 
-    monkeypatch.setattr(store_mod, "_write_chunk_file", full_after_two)
-    s = extract(_cfg(synth_world, out))
+    monkeypatch.setattr(chunks, "write_chunk_file", full_after_two)
+    s = run(_cfg(synth_world, out))
     assert [r.slide_id for r in s.done] == ["normal_001"]
     (source, error), = s.failed
     assert source.endswith("tumor_001.tif")
     assert re.search(r"cannot write .*tumor_001/images/c/0/0/0/0: the disk is full; free space",
                      error), error
     monkeypatch.undo()
-    again = extract(_cfg(synth_world, out))
+    again = run(_cfg(synth_world, out))
     assert [r.slide_id for r in again.done] == ["tumor_001"]
     assert [r.slide_id for r in again.skipped] == ["normal_001"]
     _assert_same_store(synth_store, out)
@@ -564,7 +563,7 @@ def test_disk_full_fails_the_slide_keeps_the_rest_and_a_rerun_resumes(
 def test_a_run_that_finds_no_slide_leaves_no_store_behind(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ConfigError, match="no slide files found"):
-        extract(ExtractConfig(slides=tmp_path / "empty", out=tmp_path / "o.zarr",
+        run(ExtractConfig(slides=tmp_path / "empty", out=tmp_path / "o.zarr",
                               progress=False))
     assert not (tmp_path / "o.zarr").exists()
 
@@ -583,17 +582,17 @@ def test_tumor_slide_without_annotation_warns_naming_it_and_the_folder(synth_wor
     labels.write_text("tumor_001,Tumor\ncase_7,Tumor\n")
     common = dict(slides=tmp_path / "training", patches_per_slide=8, patch_size=128,
                   progress=False)
-    s = extract(ExtractConfig(out=tmp_path / "a.zarr", **common))
+    s = run(ExtractConfig(out=tmp_path / "a.zarr", **common))
     warned = {r.slide_id: " ".join(r.warnings) for r in s.done}
     assert {r.slide_id: r.status for r in s.done} == {"tumor_001": "unlabeled",
                                                      "case_7": "unlabeled"}
     assert "slide tumor_001: its name says tumor but no annotation" in warned["tumor_001"]
     assert f"in {tumor_dir}" in warned["tumor_001"] and "--annotations" in warned["tumor_001"]
     assert "no annotation" not in warned["case_7"]  # neither name nor CSV says tumor
-    s = extract(ExtractConfig(out=tmp_path / "b.zarr", labels=labels, **common))
+    s = run(ExtractConfig(out=tmp_path / "b.zarr", labels=labels, **common))
     warned = {r.slide_id: " ".join(r.warnings) for r in s.done}
     assert "slide case_7: the labels CSV says Tumor but no annotation" in warned["case_7"]
-    s = extract(ExtractConfig(out=tmp_path / "c.zarr", annotations=ann_dir, **common))
+    s = run(ExtractConfig(out=tmp_path / "c.zarr", annotations=ann_dir, **common))
     by_id = {r.slide_id: r for r in s.done}
     assert by_id["tumor_001"].status == "tumor"
     assert not any("no annotation" in w for w in by_id["tumor_001"].warnings)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from lymph.data.errors import ConfigError
-from lymph.pipeline.extract import ExtractConfig, extract
+from lymph.pipeline.extract import ExtractConfig, run
 from lymph.pipeline.overlap import PatchPipeline, default_threads
 
 
@@ -76,7 +76,7 @@ def test_store_is_identical_whatever_the_thread_count(synth_world: Path, tmp_pat
     digests = {}
     for threads in (1, 3):
         out = tmp_path / f"t{threads}.zarr"
-        summary = extract(ExtractConfig(slides=synth_world, out=out, patches_per_slide=150,
+        summary = run(ExtractConfig(slides=synth_world, out=out, patches_per_slide=150,
                                         labels=synth_world / "reference.csv", progress=False,
                                         threads=threads))
         assert not summary.failed and len(summary.done) == 2

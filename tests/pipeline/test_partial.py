@@ -14,7 +14,7 @@ from lymph.data.annotations import contains, rasterize, read_annotations
 from lymph.data.errors import NoTissueError
 from lymph.data.partial import IGNORE, in_reviewed
 from lymph.data.store import PatchStore, create_store
-from lymph.pipeline.extract import ExtractConfig, extract, extract_slide
+from lymph.pipeline.extract import ExtractConfig, extract_slide, run
 
 GOLDEN = "f9fce315033b909d16622ff3c0777c7f55ff1b7979a9d7cbc1c987a4e2ae88c2"
 """`store_digest` of the synth_store extract, computed with lymph before partial annotations
@@ -77,7 +77,7 @@ def test_partial_slide_samples_only_inside_reviewed_regions(synth_world, tmp_pat
     xml = _with_region((synth_world / "tumor_001.xml").read_text(), BOX)
     src = _world(synth_world, tmp_path, xml)
     out = tmp_path / "p.zarr"
-    s = extract(ExtractConfig(slides=src, out=out, labels=src / "reference.csv",
+    s = run(ExtractConfig(slides=src, out=out, labels=src / "reference.csv",
                               patches_per_slide=48, patch_size=128, progress=False))
     assert not s.failed
     store = PatchStore.open(out)
@@ -125,7 +125,7 @@ def test_normal_slide_with_reviewed_region_stays_exhaustive_normal(synth_world, 
             "<AnnotationGroups /></ASAP_Annotations>"
     (src / "normal_001.xml").write_text(_with_region(empty, (0, 0, 500, 500)))
     out = tmp_path / "n.zarr"
-    s = extract(ExtractConfig(slides=src, out=out, labels=src / "reference.csv",
+    s = run(ExtractConfig(slides=src, out=out, labels=src / "reference.csv",
                               patches_per_slide=8, patch_size=128, progress=False))
     assert not s.failed
     info = PatchStore.open(out).slide("normal_001")
@@ -136,7 +136,7 @@ def test_reviewed_region_without_tissue_fails_that_slide_only(synth_world, tmp_p
     xml = _with_region((synth_world / "tumor_001.xml").read_text(), (5000, 5000, 6000, 6000))
     src = _world(synth_world, tmp_path, xml)
     out = tmp_path / "e.zarr"
-    s = extract(ExtractConfig(slides=src, out=out, labels=src / "reference.csv",
+    s = run(ExtractConfig(slides=src, out=out, labels=src / "reference.csv",
                               patches_per_slide=8, patch_size=128, progress=False))
     assert [r.slide_id for r in s.done] == ["normal_001"]
     (source, error), = s.failed
@@ -155,7 +155,7 @@ def test_whole_slide_region_extracts_as_the_exhaustive_annotation(synth_world, s
     xml = _with_region((synth_world / "tumor_001.xml").read_text(), (0, 0, 4096, 3072))
     src = _world(synth_world, tmp_path, xml)
     out = tmp_path / "w.zarr"
-    extract(ExtractConfig(slides=src, out=out, labels=src / "reference.csv", patch_size=300,
+    run(ExtractConfig(slides=src, out=out, labels=src / "reference.csv", patch_size=300,
                           patches_per_slide=32, seed=0, progress=False))
     got = PatchStore.open(out).read("tumor_001", 0, 32)
     ref = PatchStore.open(synth_store).read("tumor_001", 0, 32)

@@ -23,15 +23,13 @@ import json
 import math
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from lymph.data.errors import StoreError
+from lymph.data.store.layout import RUNTIME_SETTINGS, SLIDES, STATUSES, array_names, chunk_path
 
 UNDIGESTED = frozenset({"digest", "complete"})
 """Slide attributes outside the digest: the digest itself and the completion mark."""
-RUNTIME_SETTINGS = frozenset({"workers", "scheduler", "lymph_version", "progress",
-                              "direct_tiles"})
-STATUSES = ("tumor", "normal", "unlabeled")
 CODECS = ["bytes", "blosc", "crc32c"]
 ARRAY_KEYS = frozenset({"zarr_format", "node_type", "shape", "data_type", "chunk_grid",
                         "chunk_key_encoding", "fill_value", "codecs", "attributes",
@@ -74,7 +72,7 @@ def expected_shapes(name: str, n: int, patch_size: int) -> tuple[tuple[int, ...]
             "labels": ((n,), "uint8"), "masks": ((n, p, p), "uint8")}[name]
 
 
-def _is_int(value: Any) -> bool:
+def _is_int(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
@@ -108,6 +106,7 @@ def array_problem(meta: Mapping[str, Any], *, name: str, n: int, patch_size: int
         if isinstance(codecs, list) else None
     if names != CODECS:
         return f"has codecs {names!r}, not {CODECS} (the crc32c checksum must be last)"
+    assert isinstance(codecs, list)  # names is None otherwise
     if (codecs[0].get("configuration") or {}).get("endian") not in ("little", None) or \
             (dtype == "int64" and (codecs[0].get("configuration") or {}).get("endian")
              != "little"):
@@ -132,11 +131,11 @@ def attrs_problem(attrs: Mapping[str, Any]) -> str | None:
 
 
 def slide_problem(store: Path, slide_id: str, settings: Mapping[str, Any], *,
-                  chunk_patches: int) -> tuple[dict, str | None]:
+                  chunk_patches: int) -> tuple[dict[str, Any], str | None]:
     """(attrs, problem) of one slide group read from its raw zarr.json files: problem is None
     when the slide is incomplete (not marked complete) or its metadata matches the schema.
     StoreError when a metadata file cannot be read."""
-    group_dir = store / "slides" / slide_id
+    group_dir = store / SLIDES / slide_id
     attrs = check_group_meta(group_dir / "zarr.json").get("attributes", {})
     if not attrs.get("complete"):
         return attrs, None
@@ -157,10 +156,6 @@ def slide_problem(store: Path, slide_id: str, settings: Mapping[str, Any], *,
     return attrs, None
 
 
-def array_names(status: str) -> tuple[str, ...]:
-    return ("images", "coords") + (("labels", "masks") if status in ("tumor", "normal") else ())
-
-
 def chunk_crcs(array_dir: Path, meta: Mapping[str, Any]) -> list[str]:
     """The crc32c (last 4 bytes, hex) of every chunk file of an array, in order; 'missing' for
     a missing or too short file."""
@@ -168,7 +163,7 @@ def chunk_crcs(array_dir: Path, meta: Mapping[str, Any]) -> list[str]:
     per = meta["chunk_grid"]["configuration"]["chunk_shape"][0]
     out = []
     for i in range(math.ceil(shape[0] / per) if shape[0] else 0):
-        file = array_dir / "c" / "/".join([str(i)] + ["0"] * (len(shape) - 1))
+        file = chunk_path(array_dir, i, len(shape))
         try:
             with open(file, "rb") as fh:
                 fh.seek(-4, 2)
@@ -182,7 +177,7 @@ def slide_digest(store: Path, slide_id: str, settings: Mapping[str, Any],
                  attrs: Mapping[str, Any]) -> str:
     """sha256 of the slide's content: store settings (runtime ones aside), attributes (but
     `UNDIGESTED`), each array's metadata and its chunks' crc32c in order."""
-    group_dir = store / "slides" / slide_id
+    group_dir = store / SLIDES / slide_id
     arrays = {}
     for name in array_names(str(attrs.get("status"))):
         meta = read_meta(group_dir / name / "zarr.json")

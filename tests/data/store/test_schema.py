@@ -1,4 +1,4 @@
-"""Store metadata inside the checksum net (data/store_check.py): schema checks on every open,
+"""Store metadata inside the checksum net (data/store/schema.py): schema checks on every open,
 per-slide content digests in `verify_store`, and a one-bit-flip fuzz over every zarr.json."""
 
 from __future__ import annotations
@@ -12,22 +12,12 @@ import numpy as np
 import pytest
 
 from lymph.data.errors import StoreError
-from lymph.data.store import PatchStore, create_store, describe_store, verify_store, write_slide
-
-SETTINGS = {"patch_size": 4, "level": 0, "seed": 0, "patches_per_slide": 3}
+from lymph.data.store import PatchStore, describe_store, verify_store
+from tests.builders import tiny_store
 
 
 def _store(path: Path, *, n: int = 3, slides: tuple[str, ...] = ("tumor_a",)) -> Path:
-    create_store(path, SETTINGS)
-    rng = np.random.default_rng(0)
-    for sid in slides:
-        images = rng.integers(0, 256, (n, 4, 4, 3), dtype=np.uint8)
-        masks = rng.integers(0, 2, (n, 4, 4), dtype=np.uint8)
-        labels = np.array([1, 0, 1][:n] + [0] * max(0, n - 3), dtype=np.uint8)
-        coords = rng.integers(0, 1000, (n, 2), dtype=np.int64)
-        write_slide(path, sid, images=images, coords=coords, labels=labels, masks=masks,
-                    attrs={"status": "tumor", "source": f"{sid}.tif", "mpp": 0.25})
-    return path
+    return tiny_store(path, slides=slides, n=n, patch_size=4, seed=0, attrs={"mpp": 0.25})
 
 
 def _edit(file: Path, fn) -> None:
