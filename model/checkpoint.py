@@ -4,8 +4,10 @@
 What a run records (``config``) is a :class:`RunRecord`: stage, architecture, the store it
 trained on (path, schema, level, patch size, mpp), training settings, seed, slide roles and
 versions. Every reader goes through it: ``load_run_record(path)`` (validated, so a checkpoint
-whose ``store.patch_size`` is "abc" is refused naming the file and the key) and
-``require_finetuned(record, path=)`` for tools that need a trained segmentation head.
+whose ``store.patch_size`` is "abc" is refused naming the file and the key), or
+``read_checkpoint(path)`` (the record with the step, weights and optimizer state a run resumes
+from), and ``require_finetuned(record, path=)``, the one rule for tools that need a trained
+segmentation head (it refuses a pretraining checkpoint and one that records no stage).
 
 Layout::
 
@@ -214,9 +216,46 @@ def _labeled(value: Any, path: str | Path) -> tuple[tuple[str, int], ...] | None
     return tuple((str(s), int(i)) for s, i in value)
 
 
+@dataclass(frozen=True)
+class Checkpoint:
+    """A checkpoint as read: its run's validated ``record`` and the state a run restores.
+
+    ``weights``, ``optimizer`` and ``scheduler`` are what the file holds, unchecked (loading
+    them into a model refuses a mismatch: ``lymph.model.weights``).
+    """
+
+    path: Path
+    record: RunRecord
+    step: int
+    weights: object
+    optimizer: object
+    scheduler: object
+    extra: Mapping[str, Any]
+
+
+def read_checkpoint(path: str | Path) -> Checkpoint:
+    """The checkpoint at ``path`` with its RunRecord (CheckpointError when it is not valid)."""
+    ckpt = load_checkpoint(path)
+    step = ckpt["step"]
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise CheckpointError(
+            f"checkpoint {path}: step is {step!r}, expected an integer >= 0; the file was "
+            "edited or written by another program"
+        )
+    return Checkpoint(
+        path=Path(path),
+        record=RunRecord.from_dict(ckpt["config"], path=path),
+        step=step,
+        weights=ckpt["model"],
+        optimizer=ckpt.get("optimizer"),
+        scheduler=ckpt.get("scheduler"),
+        extra=ckpt.get("extra") or {},
+    )
+
+
 def load_run_record(path: str | Path) -> RunRecord:
     """The validated RunRecord of the checkpoint at ``path`` (CheckpointError otherwise)."""
-    return RunRecord.from_dict(load_checkpoint(path)["config"], path=path)
+    return read_checkpoint(path).record
 
 
 def require_finetuned(record: RunRecord, *, path: str | Path) -> RunRecord:

@@ -191,12 +191,12 @@ def _write_world(store, slides, *, root, labeled: bool, seed: int) -> None:
 
 
 def _pretrain(store, out, *, seed: int = 0, pretext: str = "identity"):
-    from lymph.model.train import TrainConfig, train
+    from lymph.model.train import TrainConfig, run
 
     cfg = TrainConfig(store=store, out=out, stage="pretrain", steps=2, batch_size=2, crop=16,
                       base_width=4, depth=2, workers=0, val_slides=0, seed=seed, device="cpu",
                       eval_every=2, checkpoint_every=2, pretext=pretext)  # fmt: skip
-    return train(cfg, progress=False).last
+    return run(cfg, progress=False).last
 
 
 LABELED = [(f"tumor_{i:03d}", True) for i in range(1, 7)] + [("normal_001", False),
