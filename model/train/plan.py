@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
 from lymph.data.errors import CheckpointError, ConfigError, StoreError
 from lymph.data.identity import store_content_digest
@@ -62,7 +61,7 @@ def plan_run(config: TrainConfig, store: PatchStore, *, layout: Layout) -> Plan:
             "masks: extract with annotations, or run --stage pretrain"
         )
     arch, init = resolve_architecture(config)
-    resumes: list[dict[str, Any]] = []
+    resumes: list[dict[str, object]] = []
     if resumed is not None:
         check_architecture(resumed.record.model, arch, path=resumed.path)
         resumes = check_resume(config, store, resumed)
@@ -124,7 +123,7 @@ def _check_fit(
         )
 
 
-def _init_info(config: TrainConfig, init: Checkpoint | None) -> dict[str, Any] | None:
+def _init_info(config: TrainConfig, init: Checkpoint | None) -> dict[str, object] | None:
     if config.init is None:
         return None
     return {

@@ -6,7 +6,6 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -62,7 +61,7 @@ def resumed_checkpoint(config: TrainConfig) -> Checkpoint | None:
 
 def check_resume(
     config: TrainConfig, store: PatchStore, resumed: Checkpoint
-) -> list[dict[str, Any]]:
+) -> list[dict[str, object]]:
     """Refuse (CheckpointError, by name) a resume on another store or with another setting than
     ``resumed`` records, except ``RESUME_MAY_CHANGE``; returns the record's resumes plus this
     one ({"step", "changed": {name: [old, new]}}) when one of those changed."""

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import json
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -60,7 +60,7 @@ class Session:
     def layout(self) -> Layout:
         return self.plan.layout
 
-    def log(self, record: dict[str, Any]) -> None:
+    def log(self, record: Mapping[str, object]) -> None:
         """Append one record to metrics.jsonl (a torn last line is skipped by its readers)."""
         if not self.layout.main:
             return
