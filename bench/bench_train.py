@@ -132,7 +132,7 @@ def memory_child(store: str, out: str, steps: int) -> None:
     import torch
 
     torch.set_num_threads(2)
-    from lymph.model.train import TrainConfig, train
+    from lymph.model.train import TrainConfig, run
 
     cfg = TrainConfig(
         store=Path(store),
@@ -159,7 +159,7 @@ def memory_child(store: str, out: str, steps: int) -> None:
 
     sampler = threading.Thread(target=sample_workers, daemon=True)
     sampler.start()
-    res = train(cfg, progress=False)
+    res = run(cfg, progress=False)
     stop.set()
     sampler.join()
     # VmHWM, not ru_maxrss: Linux carries the pre-exec high-water mark of the forked parent
@@ -231,7 +231,8 @@ def dataloader_rate(store: Path, *, workers: int, batches: int) -> float:
     from torch.utils.data import DataLoader
 
     from lymph.data.store import PatchStore
-    from lymph.model.stream import Layout, StoreStream, StreamConfig
+    from lymph.model.layout import Layout
+    from lymph.model.stream import StoreStream, StreamConfig
 
     cfg = StreamConfig(batch_size=16, crop=256, seed=0)
     ds = StoreStream(store, PatchStore.open(store).chunks(), cfg, layout=Layout(workers=workers))
@@ -304,7 +305,8 @@ def _loader_steps(
     from torch.utils.data import DataLoader
 
     from lymph.data.store import PatchStore
-    from lymph.model.stream import Layout, StoreStream, StreamConfig, to_tensors
+    from lymph.model.layout import Layout
+    from lymph.model.stream import StoreStream, StreamConfig, to_tensors
 
     cfg = StreamConfig(batch_size=batch_size, crop=crop, seed=0)
     ds = StoreStream(store, PatchStore.open(store).chunks(), cfg, layout=Layout(workers=workers))

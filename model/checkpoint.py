@@ -4,8 +4,10 @@
 What a run records (``config``) is a :class:`RunRecord`: stage, architecture, the store it
 trained on (path, schema, level, patch size, mpp), training settings, seed, slide roles and
 versions. Every reader goes through it: ``load_run_record(path)`` (validated, so a checkpoint
-whose ``store.patch_size`` is "abc" is refused naming the file and the key) and
-``require_finetuned(record, path=)`` for tools that need a trained segmentation head.
+whose ``store.patch_size`` is "abc" is refused naming the file and the key), or
+``read_checkpoint(path)`` (the record with the step, weights and optimizer state a run resumes
+from), and ``require_finetuned(record, path=)``, the one rule for tools that need a trained
+segmentation head (it refuses a pretraining checkpoint and one that records no stage).
 
 Layout::
 
@@ -27,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.optim.lr_scheduler import LRScheduler
 
 from lymph import __version__
 from lymph.data.errors import CheckpointError, ConfigError, OutputError
@@ -38,7 +41,7 @@ FORMAT_VERSION = 1
 STAGES = ("pretrain", "finetune")
 
 
-def _bad(path: str | Path, key: str, value: Any, expected: str) -> CheckpointError:
+def _bad(path: str | Path, key: str, value: object, expected: str) -> CheckpointError:
     return CheckpointError(
         f"checkpoint {path}: config.{key} is {value!r}, expected {expected}; the record was "
         "edited or written by another program: retrain with `lymph train`, or restore that "
@@ -67,7 +70,7 @@ class StoreRecord:
     settings: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_dict(cls, data: Any, *, path: str | Path = "checkpoint") -> StoreRecord:
+    def from_dict(cls, data: object, *, path: str | Path = "checkpoint") -> StoreRecord:
         if not isinstance(data, Mapping):
             raise _bad(path, "store", type(data).__name__, "a dict of store settings")
         where = "store"
@@ -123,7 +126,7 @@ class RunRecord:
         return self.train or {}
 
     @classmethod
-    def from_dict(cls, data: Any, *, path: str | Path = "checkpoint") -> RunRecord:
+    def from_dict(cls, data: object, *, path: str | Path = "checkpoint") -> RunRecord:
         """CheckpointError naming the file, the key and the fix for any malformed part."""
         if not isinstance(data, Mapping):
             raise _bad(path, "", type(data).__name__, "a dict")
@@ -197,26 +200,64 @@ _RECORD_KEYS = frozenset(
 )
 
 
-def _labeled(value: Any, path: str | Path) -> tuple[tuple[str, int], ...] | None:
+def _labeled(value: object, path: str | Path) -> tuple[tuple[str, int], ...] | None:
     if value is None:
         return None
+    pairs = value if isinstance(value, list | tuple) else ()
     ok = isinstance(value, list | tuple) and all(
         isinstance(p, list | tuple)
         and len(p) == 2
         and isinstance(p[0], str)
         and isinstance(p[1], int)
         and not isinstance(p[1], bool)
-        for p in value
+        for p in pairs
     )
     if not ok:
         shown = value if not isinstance(value, list | tuple) else list(value)[:3]
         raise _bad(path, "labeled", shown, "a list of [slide_id, patch index] pairs")
-    return tuple((str(s), int(i)) for s, i in value)
+    return tuple((str(s), int(i)) for s, i in pairs)
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A checkpoint as read: its run's validated ``record`` and the state a run restores.
+
+    ``weights``, ``optimizer`` and ``scheduler`` are what the file holds, unchecked (loading
+    them into a model refuses a mismatch: ``lymph.model.weights``).
+    """
+
+    path: Path
+    record: RunRecord
+    step: int
+    weights: object
+    optimizer: object
+    scheduler: object
+    extra: Mapping[str, Any]
+
+
+def read_checkpoint(path: str | Path) -> Checkpoint:
+    """The checkpoint at ``path`` with its RunRecord (CheckpointError when it is not valid)."""
+    ckpt = load_checkpoint(path)
+    step = ckpt["step"]
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise CheckpointError(
+            f"checkpoint {path}: step is {step!r}, expected an integer >= 0; the file was "
+            "edited or written by another program"
+        )
+    return Checkpoint(
+        path=Path(path),
+        record=RunRecord.from_dict(ckpt["config"], path=path),
+        step=step,
+        weights=ckpt["model"],
+        optimizer=ckpt.get("optimizer"),
+        scheduler=ckpt.get("scheduler"),
+        extra=ckpt.get("extra") or {},
+    )
 
 
 def load_run_record(path: str | Path) -> RunRecord:
     """The validated RunRecord of the checkpoint at ``path`` (CheckpointError otherwise)."""
-    return RunRecord.from_dict(load_checkpoint(path)["config"], path=path)
+    return read_checkpoint(path).record
 
 
 def require_finetuned(record: RunRecord, *, path: str | Path) -> RunRecord:
@@ -270,11 +311,11 @@ def save_checkpoint(
     path: str | Path,
     *,
     model: nn.Module,
-    config: dict,
+    config: Mapping[str, Any],
     step: int = 0,
     optimizer: torch.optim.Optimizer | None = None,
-    scheduler: Any | None = None,
-    extra: dict | None = None,
+    scheduler: LRScheduler | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> None:
     """Write a checkpoint atomically (``lymph.data.io.atomic_path``): a failed write (read-only
     folder, full disk) raises OutputError and leaves the previous file as it was.
@@ -317,7 +358,9 @@ def save_checkpoint(
     remove_stale_temps(path)
 
 
-def load_checkpoint(path: str | Path, *, map_location: Any = "cpu") -> dict:
+def load_checkpoint(
+    path: str | Path, *, map_location: str | torch.device = "cpu"
+) -> dict[str, Any]:
     """Read a checkpoint with weights_only=True; CheckpointError when missing, corrupt or not a
     lymph checkpoint."""
     path = Path(path)
@@ -357,7 +400,7 @@ def load_checkpoint(path: str | Path, *, map_location: Any = "cpu") -> dict:
     return ckpt
 
 
-def model_config(ckpt: dict, *, path: str | Path = "checkpoint") -> UNetConfig:
+def model_config(ckpt: Mapping[str, Any], *, path: str | Path = "checkpoint") -> UNetConfig:
     """The checkpoint's UNetConfig; CheckpointError when it is not a valid one."""
     try:
         return UNetConfig.from_dict(ckpt["config"]["model"])
@@ -366,7 +409,8 @@ def model_config(ckpt: dict, *, path: str | Path = "checkpoint") -> UNetConfig:
 
 
 def check_architecture(
-    found: UNetConfig | dict, expected: UNetConfig | dict, *, path: str | Path
+    found: UNetConfig | Mapping[str, Any], expected: UNetConfig | Mapping[str, Any], *,
+    path: str | Path,
 ) -> None:
     """CheckpointError naming every architecture setting that differs."""
     a = found.to_dict() if isinstance(found, UNetConfig) else dict(found)
@@ -385,7 +429,7 @@ def check_architecture(
 
 def load_model(
     path: str | Path, *, device: str | torch.device = "cpu", expect: UNetConfig | None = None
-) -> tuple[UNet, dict]:
+) -> tuple[UNet, dict[str, Any]]:
     """The UNet of a checkpoint, in eval mode on ``device``, and the checkpoint dict.
 
     ``expect``: refuse (CheckpointError, naming the differing keys) a checkpoint of another

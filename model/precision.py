@@ -22,7 +22,12 @@ import contextlib
 import functools
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+
+    Device = torch.device | str  # a torch.device or its name ('cpu', 'cuda:1')
 
 from lymph.data.errors import ConfigError
 
@@ -68,12 +73,12 @@ def check_precision(precision: str) -> str:
     return precision
 
 
-def device_kind(device: Any) -> str:
+def device_kind(device: Device) -> str:
     """'cpu', 'cuda', 'mps' of a torch.device or a name such as 'cuda:1'."""
     return str(getattr(device, "type", device)).split(":")[0]
 
 
-def resolve_precision(precision: str, device: Any) -> str:
+def resolve_precision(precision: str, device: Device) -> str:
     """'fp32' or 'bf16': what ``precision`` means on ``device`` (a torch.device or its name;
     an unresolved 'auto' device counts as CPU)."""
     check_precision(precision)
@@ -89,7 +94,7 @@ def resolve_precision(precision: str, device: Any) -> str:
     return "fp32"
 
 
-def autocast(device: Any, precision: str) -> contextlib.AbstractContextManager:
+def autocast(device: Device, precision: str) -> contextlib.AbstractContextManager[None]:
     """The autocast context of a *resolved* precision ('fp32' or 'bf16') on ``device``."""
     import torch
 
@@ -102,7 +107,7 @@ def autocast(device: Any, precision: str) -> contextlib.AbstractContextManager:
 
 
 @contextlib.contextmanager
-def run_in(device: Any, precision: str) -> Iterator[str]:
+def run_in(device: Device, precision: str) -> Iterator[str]:
     """Resolve ``precision`` on ``device`` and run the block under its autocast; yields the
     resolved precision."""
     resolved = resolve_precision(precision, device)
@@ -110,7 +115,7 @@ def run_in(device: Any, precision: str) -> Iterator[str]:
         yield resolved
 
 
-def describe(precision: str, device: Any) -> dict[str, Any]:
+def describe(precision: str, device: Device) -> dict[str, str | list[str]]:
     """What outputs record beside the precision asked for (which their config holds; eval's
     "precision" is the pixel metric): the one used, and the CPU's bf16 flags."""
     return {

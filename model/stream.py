@@ -26,10 +26,10 @@ same sharding, per-epoch shuffling, crops and augmentation (one window per epoch
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Generic, TypeVar
 
 import numpy as np
 import torch
@@ -38,6 +38,12 @@ from torch.utils.data import IterableDataset, get_worker_info
 from lymph.data.errors import ConfigError
 from lymph.data.store import ChunkRef, PatchStore
 from lymph.model.augment import AugmentConfig, color_jitter, dihedral
+from lymph.model.layout import Layout
+
+# A batch: "images" (B, crop, crop, 3) uint8 and, with masks, "masks" (B, crop, crop) uint8;
+# numpy arrays as the streams yield them, tensors once a DataLoader has converted them.
+Batch = Mapping[str, np.ndarray | torch.Tensor]
+W = TypeVar("W")  # one window of a stream: what it reads and shuffles at once
 
 # patches colour-jittered at once: the float32 scratch of 4 crops of 256 px (3 MB) stays in
 # cache; measured here 2x faster than blocks of 16-64
@@ -63,7 +69,7 @@ class StreamConfig:
         if self.window_chunks < 1:
             raise ConfigError(f"window_chunks must be >= 1, got {self.window_chunks}")
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return {
             "batch_size": self.batch_size,
             "crop": self.crop,
@@ -72,26 +78,6 @@ class StreamConfig:
             "window_chunks": self.window_chunks,
             "masks": self.masks,
         }
-
-
-@dataclass(frozen=True)
-class Layout:
-    """Who this process is among the ranks; ``workers`` as given to the DataLoader (0 = none)."""
-
-    rank: int = 0
-    world_size: int = 1
-    workers: int = 0
-
-    @property
-    def per_rank(self) -> int:
-        return max(self.workers, 1)
-
-    @property
-    def n_shards(self) -> int:
-        return self.world_size * self.per_rank
-
-    def to_dict(self) -> dict[str, int]:
-        return {"world_size": self.world_size, "workers": self.workers}
 
 
 def consumed_by_worker(batches: int, worker: int, workers: int) -> int:
@@ -123,7 +109,7 @@ def random_crops(
         raise ConfigError(f"crop {crop} is larger than the store's {h}x{w} patches: use <= {h}")
     ys = rng.integers(0, h - crop + 1, size=n)
     xs = rng.integers(0, w - crop + 1, size=n)
-    ks = rng.integers(0, 8, size=n) if dihedral_transforms else np.zeros(n, np.int64)
+    ks = np.asarray(rng.integers(0, 8, size=n)) if dihedral_transforms else np.zeros(n, np.int64)
     out = np.empty((n, crop, crop, images.shape[3]), dtype=np.uint8)
     out_m = None if masks is None else np.empty((n, crop, crop), dtype=np.uint8)
     for i, (y, x, k) in enumerate(zip(ys, xs, ks, strict=True)):
@@ -159,7 +145,7 @@ class _Batcher:
 
     def add(
         self, images: np.ndarray, masks: np.ndarray | None, order: np.ndarray
-    ) -> Iterator[dict[str, Any]]:
+    ) -> Iterator[dict[str, np.ndarray]]:
         pos = 0
         while pos < len(order):
             take = min(self.batch_size - self.count, len(order) - pos)
@@ -171,7 +157,7 @@ class _Batcher:
             pos += take
             if self.count == self.batch_size:
                 one = len(self.images) == 1
-                batch: dict[str, Any] = {
+                batch: dict[str, np.ndarray] = {
                     "images": self.images[0] if one else np.concatenate(self.images)
                 }
                 if masks is not None:
@@ -180,7 +166,7 @@ class _Batcher:
                 yield batch
 
 
-class _ShardedStream(IterableDataset):
+class _ShardedStream(IterableDataset[dict[str, np.ndarray]], Generic[W]):
     """Common machinery: shard discovery, windows over endless epochs, resume by skipping."""
 
     def __init__(self, config: StreamConfig, *, layout: Layout, start_batches: int) -> None:
@@ -190,13 +176,13 @@ class _ShardedStream(IterableDataset):
         self.start_batches = int(start_batches)
 
     # subclasses: the windows of one epoch (sizes known without reading) and loading one
-    def windows(self, epoch: int, shard: int) -> list[Any]:
+    def windows(self, epoch: int, shard: int) -> list[W]:
         raise NotImplementedError
 
-    def window_size(self, window: Any) -> int:
+    def window_size(self, window: W) -> int:
         raise NotImplementedError
 
-    def load(self, window: Any, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray | None]:
+    def load(self, window: W, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray | None]:
         """The window's patches, each randomly cropped with ``rng``."""
         raise NotImplementedError
 
@@ -218,7 +204,7 @@ class _ShardedStream(IterableDataset):
         return np.random.default_rng([self.config.seed, epoch, shard, index])
 
     def prepare(
-        self, window: Any, rng: np.random.Generator
+        self, window: W, rng: np.random.Generator
     ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
         """Read, crop (+ dihedral) and colour-jitter one window; returns uint8 images and masks
         in reading order and the shuffled order to emit them in."""
@@ -230,7 +216,7 @@ class _ShardedStream(IterableDataset):
                 images[b] = color_jitter(images[b], config=self.config.augment, rng=rng)
         return images, masks, order
 
-    def __iter__(self) -> Iterator[dict[str, Any]]:
+    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
         if get_worker_info() is not None:
             _single_threaded_zarr()
         shard, worker = self._shard()
@@ -256,7 +242,7 @@ class _ShardedStream(IterableDataset):
             epoch += 1
 
 
-class StoreStream(_ShardedStream):
+class StoreStream(_ShardedStream[list[ChunkRef]]):
     """Endless shuffled batches from whole chunks of a PatchStore (pretraining).
 
     Yields dicts of uint8 numpy arrays: ``images`` (B, crop, crop, 3) and, with
@@ -290,7 +276,7 @@ class StoreStream(_ShardedStream):
             self._store = PatchStore.open(self.store_path)
         return self._store
 
-    def __getstate__(self) -> dict[str, Any]:
+    def __getstate__(self) -> dict[str, object]:
         state = self.__dict__.copy()
         state["_store"] = None
         return state
@@ -336,7 +322,7 @@ class StoreStream(_ShardedStream):
         return images, masks
 
 
-class LabeledPatches(_ShardedStream):
+class LabeledPatches(_ShardedStream[np.ndarray]):
     """Endless shuffled batches from patches held in memory (the few labeled ones).
 
     Each epoch permutes the patches with ``Generator([seed, epoch])`` and gives patch ``i`` of
@@ -385,7 +371,7 @@ class LabeledPatches(_ShardedStream):
 
 
 def to_tensors(
-    batch: dict[str, Any], device: torch.device, *, channels_last: bool = False
+    batch: Batch, device: torch.device, *, channels_last: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """uint8 batch -> float images (B,3,H,W) in [0,1] and float masks (B,1,H,W) on ``device``."""
     images = batch["images"]

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple, cast
 
 import torch
 import torch.nn.functional as F
@@ -158,8 +158,8 @@ class Conv3(nn.Conv2d):
 
 
 def _conv3(cfg: UNetConfig, in_channels: int, out_channels: int, *, bias: bool) -> nn.Conv2d:
-    return Conv3(in_channels, out_channels, 3, padding=1, bias=bias,
-                 padding_mode=cfg.padding_mode)  # fmt: skip
+    mode = cast(Literal["zeros", "reflect"], cfg.padding_mode)  # one of PADDINGS (validated)
+    return Conv3(in_channels, out_channels, 3, padding=1, bias=bias, padding_mode=mode)
 
 
 class ConvBlock(nn.Sequential):

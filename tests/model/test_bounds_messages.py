@@ -21,7 +21,7 @@ from lymph.data.store import create_store, write_slide
 from lymph.model.bounds import GIB, check_predict_memory
 from lymph.model.predict import PredictConfig
 from lymph.model.study.resume import read_done
-from lymph.model.train import TrainConfig, train
+from lymph.model.train import TrainConfig, run
 from lymph.model.unet import UNetConfig
 
 P = 36
@@ -116,7 +116,7 @@ def _cfg(store: Path, out: Path, **kw: object) -> TrainConfig:
 
 @pytest.fixture(scope="module")
 def pretrained(store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return train(_cfg(store, tmp_path_factory.mktemp("pre") / "run"), progress=False).last
+    return run(_cfg(store, tmp_path_factory.mktemp("pre") / "run"), progress=False).last
 
 
 @pytest.mark.parametrize("tamper", ["mis-shaped", "extra"])
@@ -134,7 +134,7 @@ def test_init_with_a_tampered_state_dict_is_one_line(store: Path, pretrained: Pa
     why = "size mismatch" if tamper == "mis-shaped" else "Unexpected key"
     with pytest.raises(CheckpointError, match=rf"--init .*bad.pt: its weights do not fit the "
                                               rf"architecture it records \(.*{why}"):
-        train(config, progress=False)
+        run(config, progress=False)
 
 
 _SPEC = SimpleNamespace(run_id="n0004_f0_r0_scratch", size=4, fold=0, repeat=0,

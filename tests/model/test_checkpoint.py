@@ -12,6 +12,7 @@ from lymph.model.checkpoint import (
     load_checkpoint,
     load_model,
     load_run_record,
+    read_checkpoint,
     require_finetuned,
     save_checkpoint,
 )
@@ -185,3 +186,17 @@ def test_malformed_record_is_refused_by_name(tmp_path: Path, config: dict, match
         with pytest.raises(CheckpointError, match=match) as err:
             read(path)
         assert str(path) in str(err.value) and "lymph train" in str(err.value)
+
+
+def test_read_checkpoint_gives_the_record_and_the_state_a_run_resumes(tmp_path: Path) -> None:
+    path, model = _saved(tmp_path)
+    ckpt = read_checkpoint(path)
+    assert ckpt.path == path and ckpt.step == 7 and ckpt.record == load_run_record(path)
+    assert ckpt.extra == {"data": {"epoch": 1, "consumed": 5}}
+    assert isinstance(ckpt.weights, dict) and set(ckpt.weights) == set(model.state_dict())
+    assert ckpt.optimizer is not None and ckpt.scheduler is not None
+    raw = torch.load(path, weights_only=False)
+    raw["step"] = "seven"
+    torch.save(raw, tmp_path / "bad.pt")
+    with pytest.raises(CheckpointError, match=r"bad\.pt: step is 'seven', expected an integer"):
+        read_checkpoint(tmp_path / "bad.pt")

@@ -11,7 +11,8 @@ import pytest
 
 from lymph.data.store import PatchStore, create_store, write_slide
 from lymph.model.checkpoint import load_checkpoint, load_model
-from lymph.model.stream import Layout, StoreStream, StreamConfig
+from lymph.model.layout import Layout
+from lymph.model.stream import StoreStream, StreamConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 P = 36

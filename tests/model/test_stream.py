@@ -9,9 +9,9 @@ from torch.utils.data import DataLoader
 from lymph.data.errors import ConfigError
 from lymph.data.store import PatchStore, create_store, write_slide
 from lymph.model.augment import AugmentConfig
+from lymph.model.layout import Layout
 from lymph.model.stream import (
     LabeledPatches,
-    Layout,
     StoreStream,
     StreamConfig,
     consumed_by_worker,
