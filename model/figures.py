@@ -12,7 +12,6 @@ or full output folder is an `OutputError` naming the file, and no half PNG is le
 - `figure_reconstructions`: the seed paper's Figure 4 (inputs above their reconstructions).
 - `figure_segmentations`: the seed paper's Figure 5 (patches with ground-truth and predicted
   tumor outlines).
-- `plot_f1_vs_size`: F1 against labeled-set size, one line per condition, sd error bars.
 - `plot_study_pairs`: `lymph study`'s figure: every run's F1 per condition and size beside the
   mean, and every pair's ΔF1 with its dependence-aware (corrected t) 95% CI.
 """
@@ -290,33 +289,6 @@ def figure_segmentations(
         "tumor: ground truth (green outline), prediction (yellow tint, orange outline)",
         fontsize=9
     )
-    return _save(fig, path)
-
-
-def plot_f1_vs_size(
-    sizes: Sequence[int],
-    series: Mapping[str, tuple[Sequence[float], Sequence[float]]],
-    path: str | Path,
-    *,
-    title: str = "Pixel F1 on held-out slides",
-) -> Path:
-    """F1 (mean, sd) per labeled-set size for each condition: {"label": (means, sds)}."""
-    fig = _figure(5.5, 4)
-    ax = fig.add_subplot()
-    x = np.asarray(sizes, dtype=float)
-    for offset, (label, (means, sds)) in zip(
-        np.linspace(-0.01, 0.01, max(len(series), 1)) * (x.max() - x.min() + 1),
-        series.items(),
-        strict=False,
-    ):
-        ax.errorbar(x + offset, means, yerr=sds, marker="o", capsize=4, label=label)
-    ax.set_xticks(x)
-    ax.set_xlabel("labeled patches")
-    ax.set_ylabel("F1 (mean +- sd over folds)")
-    ax.set_ylim(0, 1)
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend()
     return _save(fig, path)
 
 
