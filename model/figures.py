@@ -22,12 +22,18 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from lymph.data.io import atomic_path
 from lymph.model.metrics import PRCurve
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+    from lymph.model.camelyon.froc import Froc
 
 GT_COLOR = "#00c853"  # green: ground truth
 # prediction: yellow tint, orange outline. Not blue or purple, which hematoxylin-stained nuclei
@@ -36,13 +42,13 @@ PRED_COLOR = "#ff6d00"
 PRED_RGBA = (1.0, 0.84, 0.0, 0.35)
 
 
-def _figure(width: float, height: float):  # -> matplotlib.figure.Figure
+def _figure(width: float, height: float) -> Figure:
     from matplotlib.figure import Figure
 
     return Figure(figsize=(width, height), dpi=100, layout="constrained")
 
 
-def _save(fig, path: str | Path) -> Path:
+def _save(fig: Figure, path: str | Path) -> Path:
     path = Path(path)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
@@ -54,7 +60,7 @@ def _save(fig, path: str | Path) -> Path:
 
 def read_metrics(path: str | Path) -> list[dict]:
     """The records of a metrics.jsonl (skips a torn last line left by a killed run)."""
-    out = []
+    out: list[dict] = []
     path = Path(path)
     if not path.exists():
         return out
@@ -122,7 +128,8 @@ def plot_roc(scores: Sequence[float], labels: Sequence[bool], path: str | Path, 
     return _save(fig, path)
 
 
-def plot_froc(curve: Any, path: str | Path, *, official: Mapping[str, Any] | None = None) -> Path:
+def plot_froc(curve: Froc, path: str | Path, *, official: Mapping[str, Any] | None = None
+              ) -> Path:  # fmt: skip
     """The FROC curve by lymph's rules (a ``camelyon.Froc``) with the six evaluation rates
     marked, and the official rules' curve and score (``official``: the ``official`` block of
     the slide-mode result) when defined; writes ``path`` (PNG)."""
@@ -237,6 +244,7 @@ def figure_reconstructions(
     axes[0, 0].set_ylabel("input")
     axes[1, 0].set_ylabel("reconstruction")
     axes[2, 0].set_ylabel("|input - reconstruction|")
+    assert shown is not None  # n >= 1
     fig.colorbar(shown, ax=axes[2, :].tolist(), shrink=0.8, label="mean abs error (0-1)")
     if title:
         fig.suptitle(title, fontsize=9)
@@ -320,8 +328,9 @@ def plot_study_pairs(
     left, right = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
     x = np.arange(len(sizes), dtype=float)
     rng = np.random.default_rng(0)  # jitter only
-    seen: dict[Any, list[float]] = {left: [], right: [0.0]}
-    for ax, groups in ((left, points), (right, deltas)):
+    seen: dict[Axes, list[float]] = {left: [], right: [0.0]}
+    panels: tuple[tuple[Axes, Mapping[str, Sequence[Any]]], ...] = ((left, points), (right, deltas))
+    for ax, groups in panels:
         # dodge within +-0.2 of each size's slot (slots are 1 apart), jitter +-0.03: a point
         # stays nearer its own size than the next one
         offsets = np.linspace(-0.2, 0.2, max(len(groups), 1)) if len(groups) > 1 else [0.0]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -44,7 +45,7 @@ class SlideScore:
     def n_lesions(self) -> int:
         return len(self.lesion_probs)
 
-    def to_dict(self) -> dict[str, object]:
+    def to_dict(self) -> dict[str, Any]:
         hit = self.lesion_probs > 0
         return {
             "is_tumor": self.is_tumor,

@@ -95,6 +95,7 @@ class EvalConfig:
         for key in ("store", "checkpoint", "out"):
             d[key] = None if d[key] is None else str(d[key])
         for key in ("slides", "val_slides"):
-            d[key] = None if d[key] is None else list(d[key])
+            ids: tuple[str, ...] | None = getattr(self, key)
+            d[key] = None if ids is None else list(ids)
         return d
 

@@ -51,6 +51,12 @@ class Reservoir:
                 self.items[j] = item
 
 
+def _masks(batch: PatchBatch) -> np.ndarray:
+    """The masks of a batch of a labeled slide (read with ``masks=True``: always there)."""
+    assert batch.masks is not None, "a labeled slide's patches are read with their masks"
+    return batch.masks
+
+
 def _progress(total: int, desc: str, enabled: bool) -> tqdm:
     return tqdm(total=total, desc=desc, unit="patch", disable=None if enabled else True)
 
@@ -112,7 +118,7 @@ def choose_threshold(
         return float(config.threshold), None, {}
     val_acc = PRAccumulator(bins=config.bins)
     for _, batch, probs in _stream(store, val, model, config, "eval: validation"):
-        val_acc.update(probs, batch.masks)
+        val_acc.update(probs, _masks(batch))
     if val_acc.hist_pos.sum() == 0:
         raise ConfigError(
             f"the validation slides {val} hold no tumor pixels, so no threshold can be "
@@ -155,7 +161,7 @@ def score(config: EvalConfig, store: PatchStore, model: UNet, scored: list[str],
     )
     for sid, batch, probs in _stream(store, scored, model, config, "eval: scoring"):
         pred = binarize(probs, threshold)
-        masks = batch.masks
+        masks = _masks(batch)
         tally.per_slide[sid] = tally.per_slide[sid] + pixel_counts(pred, masks)
         tally.acc.update(probs, masks)
         tally.n_patches[sid] += len(batch)
