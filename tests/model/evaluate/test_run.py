@@ -330,7 +330,7 @@ def test_a_pretraining_checkpoint_is_refused(world: dict[str, Path], tmp_path: P
     path = tmp_path / "pre.pt"
     save_checkpoint(path, model=UNet(UNetConfig(base_width=4, depth=2)),
                     config={"stage": "pretrain", "store": {"patch_size": P, "level": 0}})
-    with pytest.raises(CheckpointError, match=r"pre.pt is a pretraining checkpoint, not a fine-tuned"):
+    with pytest.raises(CheckpointError, match=r"pre.pt is a pretraining checkpoint, not a fine"):
         run(EvalConfig(store=world["store"], checkpoint=path))
     with pytest.raises(CheckpointError, match=r"or pass --figures --out DIR to draw its Figure 4"):
         run(EvalConfig(store=world["store"], checkpoint=path, out=tmp_path / "no_figures"))
