@@ -46,6 +46,7 @@ from lymph.model.camelyon.config import (
     RULE_NOTES,
     RULES,
     SlideEvalConfig,
+    check_paths,
 )
 from lymph.model.camelyon.files import (
     check_detections,
@@ -88,6 +89,7 @@ __all__ = [
     "ITC_MAJOR_AXIS_UM", "MERGE_DISTANCE_UM", "MISSING", "OFFICIAL_GROW_PX", "OFFICIAL_ITC_PX",
     "OFFICIAL_LEVEL", "OFFICIAL_MPP", "RULES", "RULE_NOTES", "Froc", "OfficialSlide", "Scored",
     "SlideCase", "SlideEvalConfig", "SlideEvalResult", "SlideScore", "check_detections",
+    "check_paths",
     "evaluation_mask", "froc", "froc_curve", "itc_labels", "lymph_truth", "major_axis_lengths",
     "nominal_downsample", "official_evaluation_mask", "official_froc", "official_froc_curve",
     "official_itc_labels", "official_mask_red", "official_slide", "plan_cases",

@@ -58,21 +58,6 @@ class SlideEvalConfig:
             raise ConfigError(f"missing must be one of {MISSING}, got {self.missing!r}")
         if not self.downsample > 0:
             raise ConfigError(f"downsample must be > 0, got {self.downsample}")
-        if not (self.slides.is_dir() or self.slides.is_file()):
-            raise ConfigError(
-                f"slides {self.slides} do not exist; pass the slides folder or a slide"
-            )
-        if not self.predictions.is_dir():
-            raise ConfigError(
-                f"predictions folder {self.predictions} does not exist; pass the --out of "
-                "lymph predict"
-            )
-        if self.annotations is not None and not self.annotations.is_dir():
-            raise ConfigError(f"annotations folder {self.annotations} does not exist")
-        if self.labels is not None and not self.labels.is_file():
-            raise ConfigError(f"labels CSV {self.labels} does not exist")
-        if self.out is not None and self.out.exists() and not self.out.is_dir():
-            raise ConfigError(f"--out {self.out} is a file, not a folder; choose a folder")
 
     def to_dict(self) -> dict[str, object]:
         d: dict[str, object] = asdict(self)
@@ -81,3 +66,23 @@ class SlideEvalConfig:
         d["exclude"] = list(self.exclude)
         return d
 
+
+def check_paths(config: SlideEvalConfig) -> None:
+    """ConfigError naming the option for a folder or file of ``config`` that is not there (or
+    an ``out`` that is a file); ``run`` checks before reading anything, the config never
+    touches the filesystem."""
+    if not (config.slides.is_dir() or config.slides.is_file()):
+        raise ConfigError(
+            f"slides {config.slides} do not exist; pass the slides folder or a slide"
+        )
+    if not config.predictions.is_dir():
+        raise ConfigError(
+            f"predictions folder {config.predictions} does not exist; pass the --out of "
+            "lymph predict"
+        )
+    if config.annotations is not None and not config.annotations.is_dir():
+        raise ConfigError(f"annotations folder {config.annotations} does not exist")
+    if config.labels is not None and not config.labels.is_file():
+        raise ConfigError(f"labels CSV {config.labels} does not exist")
+    if config.out is not None and config.out.exists() and not config.out.is_dir():
+        raise ConfigError(f"--out {config.out} is a file, not a folder; choose a folder")

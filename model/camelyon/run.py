@@ -5,7 +5,7 @@ metrics.json and the plots.
 from __future__ import annotations
 
 from lymph.model.camelyon.cases import plan_cases
-from lymph.model.camelyon.config import SlideEvalConfig
+from lymph.model.camelyon.config import SlideEvalConfig, check_paths
 from lymph.model.camelyon.files import read_scores_csv
 from lymph.model.camelyon.report import (
     SlideEvalResult,
@@ -21,6 +21,7 @@ def run(config: SlideEvalConfig) -> SlideEvalResult:
     """Lesion FROC (both rule sets, ``config.rules`` the headline) and slide AUC of a
     ``lymph predict`` output folder or any CAMELYON16-style submission; writes
     ``metrics.json``, ``froc.png`` and ``roc.png`` into ``config.out`` when given."""
+    check_paths(config)
     cases, notes = plan_cases(config)
     scores: dict[str, float] = {}
     scores_path = config.predictions / "scores.csv"

@@ -59,8 +59,6 @@ class EvalConfig:
 
     def __post_init__(self) -> None:
         check_precision(self.precision)
-        if self.out is not None and Path(self.out).exists() and not Path(self.out).is_dir():
-            raise ConfigError(f"--out {self.out} is a file, not a folder; choose a folder")
         object.__setattr__(self, "store", Path(self.store))
         object.__setattr__(self, "checkpoint", Path(self.checkpoint))
         if self.out is not None:

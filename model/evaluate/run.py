@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from lymph.data.errors import CheckpointError
+from lymph.data.errors import CheckpointError, ConfigError
 from lymph.data.io import atomic_write_json
 from lymph.data.store import PatchStore
 from lymph.model.checkpoint import RunRecord, load_model, require_finetuned
@@ -55,6 +55,8 @@ def run(config: EvalConfig) -> EvalResult:
     """Score ``config.checkpoint`` on the labeled patches of ``config.store``; see the package
     doc. CheckpointError for a checkpoint that is not a fine-tuned one (a pretraining one
     draws its Figure 4 alone with ``figures`` and ``out``)."""
+    if config.out is not None and config.out.exists() and not config.out.is_dir():
+        raise ConfigError(f"--out {config.out} is a file, not a folder; choose a folder")
     store = PatchStore.open(config.store)
     model, ckpt = load_model(config.checkpoint, device="cpu")
     record = RunRecord.from_dict(ckpt["config"], path=config.checkpoint)

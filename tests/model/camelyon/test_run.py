@@ -80,7 +80,6 @@ def test_run_end_to_end(camelyon_world: Path, tmp_path: Path) -> None:
     np.testing.assert_allclose(curve["sensitivity"], [0, 1 / 3, 2 / 3, 2 / 3, 2 / 3, 1])
     assert result["froc_stepwise"] == pytest.approx((2 / 3 + 2 / 3 + 1 + 1 + 1 + 1) / 6)
     assert result["rules"] == "lymph" and typed.froc == result["froc"] == result["froc_lymph"]
-    assert "froc_interpolated" not in result  # the duplicate of froc_lymph is gone
     # the official rules cannot read these 2-level masks (no level 5): a note, not an error
     assert result["froc_official"] is None and "official rules" in " ".join(result["notes"])
     assert result["sensitivity_at"]["0.25"]["stepwise"] == pytest.approx(2 / 3)
@@ -250,7 +249,7 @@ def test_exclusions_and_bad_settings(camelyon_world: Path, tmp_path: Path) -> No
     afile = tmp_path / "f"
     afile.write_text("x")
     with pytest.raises(ConfigError, match="is a file, not a folder"):
-        SlideEvalConfig(slides=root / "slides", predictions=root / "pred", out=afile)
+        run(SlideEvalConfig(slides=root / "slides", predictions=root / "pred", out=afile))
 
 
 def test_cli_slides_subcommand_equals_the_old_form(camelyon_world: Path) -> None:
@@ -281,3 +280,10 @@ def test_synth_masks_have_level_5_for_the_official_rules(tmp_path: Path) -> None
     with openslide.OpenSlide(str(mask)) as s:
         assert s.level_count > 5 and s.level_dimensions[5] == (32, 22)  # ceil(1000/32, 700/32)
     assert official_mask_red(mask).shape == (22, 32)
+
+
+def test_the_config_never_touches_the_filesystem(tmp_path: Path) -> None:
+    """Paths are checked when ``run`` starts, not when the config is made."""
+    config = SlideEvalConfig(slides=tmp_path / "none", predictions=tmp_path / "nope")
+    with pytest.raises(ConfigError, match="slides .* do not exist"):
+        run(config)

@@ -32,3 +32,14 @@ def test_max_patches_per_slide_must_be_positive(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="max_patches_per_slide must be >= 1"):
         EvalConfig(store=tmp_path / "s.zarr", checkpoint=tmp_path / "c.pt",
                    max_patches_per_slide=0)
+
+
+def test_the_config_never_touches_the_filesystem(tmp_path: Path) -> None:
+    """Paths are checked when ``run`` starts, not when the config is made."""
+    from lymph.model.evaluate import run
+
+    afile = tmp_path / "f"
+    afile.write_text("x")
+    config = EvalConfig(store=tmp_path / "none.zarr", checkpoint=tmp_path / "none.pt", out=afile)
+    with pytest.raises(ConfigError, match="is a file, not a folder"):
+        run(config)
