@@ -634,7 +634,7 @@ def _run_eval_patches(store: Path | None, checkpoint: Path | None, threshold: st
         figures=figures, seed=seed, max_patches_per_slide=max_patches_per_slide,
         progress=not as_json, precision=precision,
     )
-    result = run(config)
+    result = run(config).to_dict()
     if as_json:
         click.echo(json.dumps(result, indent=2))
     else:
@@ -657,7 +657,7 @@ def _run_eval_slides(slides: Path | None, annotations: Path | None, predictions:
         rules=rules, missing="missed" if score_missing else "error",
         exclude=tuple(exclude) + (CAMELYON16_TEST_EXCLUDED if camelyon16_test else ()),
     )
-    result = run(config)
+    result = run(config).to_dict()
     if as_json:
         click.echo(json.dumps(result, indent=2))
     else:

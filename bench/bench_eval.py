@@ -3,9 +3,9 @@
 Prints, measured in the same run (so the ratios hold even when other work loads the CPUs):
 1. metric cost per 64-patch chunk of 300 x 300 px: `pixel_counts` and `PRAccumulator.update`
    (1001 bins) against a bare `np.count_nonzero` of the same masks (the baseline);
-2. end-to-end `evaluate_store` patches/s on a synthetic store against `predict_probs` alone on
-   the same patches already in memory (the baseline): the overhead of streaming the store and
-   computing metrics;
+2. end-to-end `lymph.model.evaluate.run` patches/s on a synthetic store against `predict_probs`
+   alone on the same patches already in memory (the baseline): the overhead of streaming the
+   store and computing metrics;
 3. slide mode (`lymph eval slides`) on one CAMELYON16-size level-5 frame (Tumor_001: 3,056 x
    6,912 px) with 1,000 detections: the official rules and lymph's (evaluation mask, ITCs,
    hits, FROC) against one bare distance transform of the frame (the baseline);

@@ -184,7 +184,7 @@ def train_and_score(config: LoopConfig, world: World, ann: Path, work: Path, see
         threads=config.threads, select="best_f1", device="cpu", **opts), progress=False)
     ckpt = result.best or result.last
     scores = evaluate(EvalConfig(store=world.test_store, checkpoint=ckpt, threshold=0.5,
-                                 batch_size=32, progress=False))
+                                 batch_size=32, progress=False)).to_dict()
     row = {k: scores[k] for k in ("f1", "precision", "recall")}
     row.update(ap=scores["average_precision"], train_tumor_patches=n_tumor,
                train_slides=len(train_ids), best_step=result.best_step)

@@ -29,8 +29,8 @@ Both run with the same torch thread count (``--threads``).
    normal slides) by old, new and coarse-to-fine (``--screen`` factors): mean abs difference of
    the probability maps vs old (all map pixels, and pixels where either map is non-zero), the
    number of detections, FROC (lymph and official rules, with the lesion count) and AUC by
-   ``lymph.model.camelyon.evaluate_predictions``, and inference seconds over the whole world
-   (speed-ups vs old and vs new).
+   ``lymph.model.camelyon.run`` (lymph's rules the headline ``froc``), and inference seconds
+   over the whole world (speed-ups vs old and vs new).
 """
 
 from __future__ import annotations
@@ -357,7 +357,8 @@ def train_tiny(cache: Path, world: Path, *, norm: str, steps: int, seed: int = 0
 def predict_world(world: Path, ckpt: Path, out: Path, args: argparse.Namespace,
                   **mode: object) -> dict:
     """Full maps of every slide of ``world``; inference seconds, FROC and AUC."""
-    from lymph.model.camelyon import evaluate_predictions
+    from lymph.model.camelyon import SlideEvalConfig
+    from lymph.model.camelyon import run as evaluate_slides
     from lymph.model.predict import PredictConfig, list_slides, predict_slides
 
     config = PredictConfig(checkpoint=ckpt, out=out, device=args.device, threads=args.threads,
@@ -367,13 +368,13 @@ def predict_world(world: Path, ckpt: Path, out: Path, args: argparse.Namespace,
     if errors:
         raise RuntimeError(errors)
     values = [r.value for r in results]
-    scores = evaluate_predictions(slides_dir=world, annotations_dir=None, predictions_dir=out,
-                                  labels_csv=world / "reference.csv")
+    scores = evaluate_slides(SlideEvalConfig(slides=world, predictions=out, rules="lymph",
+                                             labels=world / "reference.csv"))
     return {"seconds": sum(infer_seconds(v.to_dict()) for v in values),
             "windows": sum(v.n_windows for v in values),
             "screen_windows": sum(v.n_screen_windows for v in values),
-            "froc": scores["froc"], "froc_official": scores["froc_official"],
-            "auc": scores["auc"], "out": out, "n_lesions": scores["n_lesions"],
+            "froc": scores.froc, "froc_official": scores.froc_official,
+            "auc": scores.auc, "out": out, "n_lesions": scores.n_lesions,
             "detections": sum(v.n_detections for v in values),
             "names": [v.slide for v in values]}
 

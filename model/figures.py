@@ -12,7 +12,6 @@ or full output folder is an `OutputError` naming the file, and no half PNG is le
 - `figure_reconstructions`: the seed paper's Figure 4 (inputs above their reconstructions).
 - `figure_segmentations`: the seed paper's Figure 5 (patches with ground-truth and predicted
   tumor outlines).
-- `plot_f1_vs_size`: F1 against labeled-set size, one line per condition, sd error bars.
 - `plot_study_pairs`: `lymph study`'s figure: every run's F1 per condition and size beside the
   mean, and every pair's ΔF1 with its dependence-aware (corrected t) 95% CI.
 """
@@ -23,12 +22,18 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from lymph.data.io import atomic_path
 from lymph.model.metrics import PRCurve
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+    from lymph.model.camelyon.froc import Froc
 
 GT_COLOR = "#00c853"  # green: ground truth
 # prediction: yellow tint, orange outline. Not blue or purple, which hematoxylin-stained nuclei
@@ -37,13 +42,13 @@ PRED_COLOR = "#ff6d00"
 PRED_RGBA = (1.0, 0.84, 0.0, 0.35)
 
 
-def _figure(width: float, height: float):  # -> matplotlib.figure.Figure
+def _figure(width: float, height: float) -> Figure:
     from matplotlib.figure import Figure
 
     return Figure(figsize=(width, height), dpi=100, layout="constrained")
 
 
-def _save(fig, path: str | Path) -> Path:
+def _save(fig: Figure, path: str | Path) -> Path:
     path = Path(path)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
@@ -55,7 +60,7 @@ def _save(fig, path: str | Path) -> Path:
 
 def read_metrics(path: str | Path) -> list[dict]:
     """The records of a metrics.jsonl (skips a torn last line left by a killed run)."""
-    out = []
+    out: list[dict] = []
     path = Path(path)
     if not path.exists():
         return out
@@ -123,7 +128,8 @@ def plot_roc(scores: Sequence[float], labels: Sequence[bool], path: str | Path, 
     return _save(fig, path)
 
 
-def plot_froc(curve: Any, path: str | Path, *, official: Mapping[str, Any] | None = None) -> Path:
+def plot_froc(curve: Froc, path: str | Path, *, official: Mapping[str, Any] | None = None
+              ) -> Path:  # fmt: skip
     """The FROC curve by lymph's rules (a ``camelyon.Froc``) with the six evaluation rates
     marked, and the official rules' curve and score (``official``: the ``official`` block of
     the slide-mode result) when defined; writes ``path`` (PNG)."""
@@ -238,6 +244,7 @@ def figure_reconstructions(
     axes[0, 0].set_ylabel("input")
     axes[1, 0].set_ylabel("reconstruction")
     axes[2, 0].set_ylabel("|input - reconstruction|")
+    assert shown is not None  # n >= 1
     fig.colorbar(shown, ax=axes[2, :].tolist(), shrink=0.8, label="mean abs error (0-1)")
     if title:
         fig.suptitle(title, fontsize=9)
@@ -293,33 +300,6 @@ def figure_segmentations(
     return _save(fig, path)
 
 
-def plot_f1_vs_size(
-    sizes: Sequence[int],
-    series: Mapping[str, tuple[Sequence[float], Sequence[float]]],
-    path: str | Path,
-    *,
-    title: str = "Pixel F1 on held-out slides",
-) -> Path:
-    """F1 (mean, sd) per labeled-set size for each condition: {"label": (means, sds)}."""
-    fig = _figure(5.5, 4)
-    ax = fig.add_subplot()
-    x = np.asarray(sizes, dtype=float)
-    for offset, (label, (means, sds)) in zip(
-        np.linspace(-0.01, 0.01, max(len(series), 1)) * (x.max() - x.min() + 1),
-        series.items(),
-        strict=False,
-    ):
-        ax.errorbar(x + offset, means, yerr=sds, marker="o", capsize=4, label=label)
-    ax.set_xticks(x)
-    ax.set_xlabel("labeled patches")
-    ax.set_ylabel("F1 (mean +- sd over folds)")
-    ax.set_ylim(0, 1)
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    return _save(fig, path)
-
-
 def _data_range(values: Sequence[float], *, pad: float = 0.08, floor: float = 1.0
                 ) -> tuple[float, float]:
     """A y-range around the finite ``values`` (a fraction ``pad`` of their span, at least
@@ -348,8 +328,9 @@ def plot_study_pairs(
     left, right = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
     x = np.arange(len(sizes), dtype=float)
     rng = np.random.default_rng(0)  # jitter only
-    seen: dict[Any, list[float]] = {left: [], right: [0.0]}
-    for ax, groups in ((left, points), (right, deltas)):
+    seen: dict[Axes, list[float]] = {left: [], right: [0.0]}
+    panels: tuple[tuple[Axes, Mapping[str, Sequence[Any]]], ...] = ((left, points), (right, deltas))
+    for ax, groups in panels:
         # dodge within +-0.2 of each size's slot (slots are 1 apart), jitter +-0.03: a point
         # stays nearer its own size than the next one
         offsets = np.linspace(-0.2, 0.2, max(len(groups), 1)) if len(groups) > 1 else [0.0]

@@ -21,7 +21,7 @@ a target recall come from bounded memory however many pixels stream through it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TypedDict
 
 import numpy as np
 
@@ -73,7 +73,7 @@ class PixelCounts:
             tn=self.tn + other.tn,
         )
 
-    def __radd__(self, other: Any) -> PixelCounts:
+    def __radd__(self, other: object) -> PixelCounts:
         if other == 0:  # lets sum([...]) work
             return self
         return NotImplemented
@@ -234,6 +234,14 @@ class PRCurve:
         return float(ap)
 
 
+class AccumulatorDict(TypedDict):
+    """``PRAccumulator.to_dict``: the bins and both histograms, JSON-ready."""
+
+    bins: int
+    hist_pos: list[int]
+    hist_neg: list[int]
+
+
 class PRAccumulator:
     """Streams (probabilities, target) pairs into two histograms over a grid of thresholds.
 
@@ -340,7 +348,7 @@ class PRAccumulator:
         if self.n_pixels == 0:
             raise ValueError("the accumulator holds no pixels; call update() first")
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> AccumulatorDict:
         return {
             "bins": self.bins,
             "hist_pos": self.hist_pos.tolist(),
@@ -348,7 +356,7 @@ class PRAccumulator:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> PRAccumulator:
+    def from_dict(cls, data: AccumulatorDict) -> PRAccumulator:
         acc = cls(bins=int(data["bins"]))
         acc.hist_pos = np.asarray(data["hist_pos"], dtype=np.int64)
         acc.hist_neg = np.asarray(data["hist_neg"], dtype=np.int64)

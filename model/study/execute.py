@@ -122,7 +122,7 @@ def run_one(ctx: RunContext, spec: RunSpec) -> Row:
             max_patches_per_slide=config.max_test_patches, seed=config.seed, progress=False,
             precision=config.precision,
         )  # fmt: skip
-    )
+    ).to_dict()
     t2 = time.perf_counter()
     if not config.keep_checkpoints:
         for ckpt in train_dir.rglob("*.pt"):

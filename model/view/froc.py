@@ -1,5 +1,5 @@
 """One slide's FROC view for the viewer: the counts of ``lymph eval slides --rules lymph`` (the
-same truth, ``model.camelyon._lymph_truth``, and the same ``score_slide``) and, per detection,
+same truth, ``model.camelyon.lymph_truth``, and the same ``score_slide``) and, per detection,
 what it counted as, plus a box around each lesion no detection hit.
 
 Per detection (in ``S.csv`` order): ``hit`` (the best detection of a lesion), ``dup`` (another
@@ -51,13 +51,13 @@ def score_for_view(*, slide_id: str, slide: Path, detections: Path, annotation: 
                    is_tumor: bool, config: Any) -> dict[str, Any]:
     """{"counts": {...}, "status": [per detection], "missed": [[x0, y0, x1, y1], ...]}, or
     {"error": ...} for a tumor slide without annotations. ``config``: a ``SlideEvalConfig``."""
-    from lymph.model.camelyon import SlideCase, _lymph_truth, read_detections_csv, score_slide
+    from lymph.model.camelyon import SlideCase, lymph_truth, read_detections_csv, score_slide
 
     det = read_detections_csv(detections)
     if annotation is None and is_tumor:
         return {"error": "tumor by the labels CSV but not annotated: no FROC counts"}
     case = SlideCase(slide_id, slide, detections, annotation, is_tumor)
-    truth = _lymph_truth(case, {}, config) if annotation is not None else None
+    truth = lymph_truth(case, downsample=config.downsample) if annotation is not None else None
     ds = config.downsample
     score = score_slide(det, labels=truth[0] if truth else None,
                         itc=truth[1] if truth else (), downsample=ds, name=slide_id)

@@ -327,7 +327,8 @@ def test_eval_finds_an_ome_tif_slide_in_a_subfolder_by_the_id_predict_writes(tmp
     `x.ome`, and only at the top of --slides)."""
     import tifffile
 
-    from lymph.model.camelyon import evaluate_predictions
+    from lymph.model.camelyon import SlideEvalConfig
+    from lymph.model.camelyon import run as evaluate_slides
     from lymph.model.predict import slide_name
 
     slides = tmp_path / "slides" / "sub"
@@ -340,7 +341,7 @@ def test_eval_finds_an_ome_tif_slide_in_a_subfolder_by_the_id_predict_writes(tmp
     (pred / "normal_x.csv").write_text("0.25,10,20\n")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        result = evaluate_predictions(slides_dir=tmp_path / "slides", annotations_dir=None,
-                                      predictions_dir=pred)
+        result = evaluate_slides(SlideEvalConfig(slides=tmp_path / "slides",
+                                                 predictions=pred)).to_dict()
     assert list(result["slides"]) == ["normal_x"]
     assert result["slides"]["normal_x"]["slide"] == str(slides / "normal_x.ome.tif")

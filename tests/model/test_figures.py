@@ -9,7 +9,6 @@ from PIL import Image
 from lymph.model.figures import (
     figure_reconstructions,
     figure_segmentations,
-    plot_f1_vs_size,
     plot_pr_curve,
 )
 from lymph.model.metrics import PRAccumulator
@@ -54,18 +53,6 @@ def test_figures_reject_mismatched_shapes(tmp_path: Path) -> None:
         figure_segmentations(images, np.zeros((2, 4, 4)), np.zeros((2, 8, 8)), tmp_path / "y.png")
 
 
-def test_f1_vs_size_png(tmp_path: Path) -> None:
-    path = plot_f1_vs_size(
-        [200, 120, 80, 40],
-        {
-            "scratch": ([0.7, 0.65, 0.63, 0.53], [0.02, 0.03, 0.05, 0.04]),
-            "pretrained": ([0.71, 0.67, 0.69, 0.58], [0.02, 0.02, 0.03, 0.05]),
-        },
-        tmp_path / "f1.png",
-    )
-    assert _png_size(path)[0] > 200
-
-
 def test_loss_curve_and_the_old_plots_import(tmp_path: Path) -> None:
     import json
 
@@ -99,5 +86,7 @@ def test_a_png_into_an_unwritable_place_is_an_output_error(tmp_path: Path) -> No
     blocker = tmp_path / "file"
     blocker.write_text("x")  # a regular file where the folder should be
     with pytest.raises(OutputError, match=r"cannot write .*pr.png"):
-        plot_f1_vs_size([2, 4], {"a": ([0.5, 0.6], [0.1, 0.1])}, blocker / "pr.png")
+        acc = PRAccumulator(bins=11)
+        acc.update(np.array([0.2, 0.8]), np.array([False, True]))
+        plot_pr_curve(acc.curve(), blocker / "pr.png")
     assert not list(tmp_path.glob(".*.tmp"))

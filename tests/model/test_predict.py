@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from lymph.data.errors import CheckpointError, ConfigError, OutputError, SlideError
-from lymph.model.camelyon import evaluate_predictions, read_detections_csv
+from lymph.model.camelyon import SlideEvalConfig, read_detections_csv
+from lymph.model.camelyon import run as evaluate_slides
 from lymph.model.checkpoint import save_checkpoint
 from lymph.model.predict import (
     BandAccumulator,
@@ -335,17 +336,15 @@ def test_predict_slide_geometry_detections_and_evaluation(
     assert float(scores["tumor_t"]) > 0.99 and float(scores["normal_n"]) == 0.0
     meta = json.loads((out / "tumor_t_predict.json").read_text())
     assert meta["settings"]["stride"] == tumor.stride and meta["mpp"] == pytest.approx(MPP)
-    result = evaluate_predictions(
-        slides_dir=world / "slides",
-        annotations_dir=world / "ann",
-        predictions_dir=out,
-        out_dir=tmp_path / "eval",
-    )
+    result = evaluate_slides(SlideEvalConfig(
+        slides=world / "slides", annotations=world / "ann", predictions=out, rules="lymph",
+        out=tmp_path / "eval",
+    )).to_dict()  # fmt: skip
     assert result["n_lesions"] == 1
     assert result["froc"] == 1.0 and result["froc_stepwise"] == 1.0 and result["auc"] == 1.0
-    from_xml = evaluate_predictions(
-        slides_dir=world / "slides", annotations_dir=world / "ann_xml", predictions_dir=out
-    )
+    from_xml = evaluate_slides(SlideEvalConfig(
+        slides=world / "slides", annotations=world / "ann_xml", predictions=out, rules="lymph"
+    )).to_dict()  # fmt: skip
     assert from_xml["slides"]["tumor_t"]["annotation"].endswith("tumor_t.xml")
     assert from_xml["n_lesions"] == 1 and from_xml["froc"] == 1.0 and from_xml["auc"] == 1.0
 
@@ -632,13 +631,10 @@ def test_predict_and_evaluate_the_synthetic_world(
     )
     results = predict_slides(slides, config, progress=False)
     assert all(r.error is None for r in results), [r.error for r in results]
-    result = evaluate_predictions(
-        slides_dir=synth_world,
-        annotations_dir=None,
-        predictions_dir=tmp_path / "pred",
-        labels_csv=synth_world / "reference.csv",
-        out_dir=tmp_path / "eval",
-    )
+    result = evaluate_slides(SlideEvalConfig(
+        slides=synth_world, predictions=tmp_path / "pred", labels=synth_world / "reference.csv",
+        out=tmp_path / "eval", rules="official",
+    )).to_dict()  # fmt: skip
     assert result["n_slides"] == 2 and result["n_tumor_slides"] == 1
     assert result["slides"]["tumor_001"]["annotation"].endswith("tumor_001.xml")
     assert result["slides"]["normal_001"]["status"] == "normal"

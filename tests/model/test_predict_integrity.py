@@ -87,7 +87,7 @@ def test_eval_refuses_predictions_of_swapped_slides(world: Path, tmp_path: Path,
     _predict(world, slides, tmp_path / "pred", monkeypatch)
     config = SlideEvalConfig(slides=slides, predictions=tmp_path / "pred",
                              annotations=world / "ann", rules="lymph")
-    assert eval_slides(config)["auc"] == pytest.approx(1.0)  # fresh: scored
+    assert eval_slides(config).auc == pytest.approx(1.0)  # fresh: scored
     a, b = slides / "tumor_t.tif", slides / "normal_n.tif"
     data_a = a.read_bytes()
     a.write_bytes(b.read_bytes())
@@ -107,7 +107,7 @@ def test_eval_names_slides_scored_from_a_fallback(world: Path, tmp_path: Path,
     result = eval_slides(SlideEvalConfig(slides=world / "slides", predictions=tmp_path / "pred",
                                          annotations=world / "ann", rules="lymph"))
     assert ("1 slide(s) took their slide score from a fallback, not scores.csv (max detection "
-            "confidence (no scores.csv row)): ['tumor_t']") in result["notes"]
+            "confidence (no scores.csv row)): ['tumor_t']") in result.notes
 
 
 def test_a_slide_named_scores_cannot_write_over_scores_csv(world: Path, tmp_path: Path,

@@ -207,7 +207,7 @@ def test_eval_patches_resamples_a_store_off_the_training_scale(tmp_path):
         "patch_size": 32, "level": 0, "mpp": 0.5}})
     with pytest.warns(UserWarning, match=r"0\.250 um/px .* trained at 0\.500 um/px"):
         result = run(EvalConfig(store=store, checkpoint=ckpt, threshold=0.5, device="cpu",
-                                progress=False))
+                                progress=False)).to_dict()
     assert any("0.250 um/px and the checkpoint was trained at 0.500 um/px" in n
                and "resampled x0.500" in n for n in result["notes"])
     want = pixel_counts(binarize(predict_probs(rescaled_model(model, 2.0), images), 0.5), masks)

@@ -1,3 +1,5 @@
+"""`run(EvalConfig)`: a checkpoint scored on a store's patches, end to end (and its CLI)."""
+
 from __future__ import annotations
 
 import json
@@ -10,13 +12,7 @@ import torch
 from lymph.data.errors import CheckpointError, ConfigError, StoreError
 from lymph.data.store import PatchStore, create_store, write_slide
 from lymph.model.checkpoint import save_checkpoint
-from lymph.model.evaluate import (
-    EvalConfig,
-    evaluate_store,
-    parse_threshold,
-    run,
-    split_validation,
-)
+from lymph.model.evaluate import EvalConfig, EvalResult, run
 from lymph.model.infer import predict_probs
 from lymph.model.metrics import binarize, pixel_counts
 from lymph.model.unet import UNet, UNetConfig
@@ -100,7 +96,14 @@ def _expected(store_path: Path, ckpt: Path, slides: list[str], threshold: float)
 
 
 def test_fixed_threshold_json_keys_and_counts(world: dict[str, Path]) -> None:
-    res = evaluate_store(world["store"], world["ckpt"], threshold=0.5, batch_size=4)
+    typed = run(EvalConfig(store=world["store"], checkpoint=world["ckpt"], threshold=0.5,
+                           batch_size=4))
+    assert isinstance(typed, EvalResult) and typed.files == {}
+    res = typed.to_dict()
+    assert typed.counts is not None and typed.counts.to_dict()["f1"] == res["f1"]
+    assert (typed.threshold, typed.n_slides, typed.n_patches) == (0.5, 3, 18)
+    assert typed.average_precision == res["average_precision"]
+    assert typed.checkpoint_stage == res["checkpoint_stage"] == "finetune"
     for key in ("precision", "recall", "f1", "dice", "iou", "slides", "threshold"):
         assert key in res
     # scores every labeled slide, never the unlabeled one
@@ -135,7 +138,7 @@ def test_auto_threshold_never_scores_validation_slides(world: dict[str, Path]) -
             bins=101,
             seed=3,
         )
-    )
+    ).to_dict()
     val = res["validation"]["slides"]
     assert val and not set(val) & set(res["slides"])
     assert any(s.startswith("tumor") for s in val)  # a tumor slide picks the thresholds
@@ -164,7 +167,8 @@ def test_auto_uses_checkpoint_validation_slides(world: dict[str, Path]) -> None:
         val_slides=["tumor_a"],
     )
     with pytest.warns(UserWarning, match="used to train this checkpoint"):
-        res = evaluate_store(world["store"], ckpt, threshold="auto", bins=101)
+        res = run(EvalConfig(store=world["store"], checkpoint=ckpt, threshold="auto",
+                             bins=101)).to_dict()
     assert res["validation"]["slides"] == ["tumor_a"]
     assert res["validation"]["source"] == "checkpoint"
     assert sorted(res["slides"]) == ["normal_a", "tumor_b"]
@@ -175,24 +179,10 @@ def test_recorded_slides_of_another_store_are_ignored(world: dict[str, Path], tm
     ckpt = make_checkpoint(
         tmp_path / "ck_other.pt", store=other, train_slides=["tumor_b"], val_slides=["tumor_a"]
     )
-    res = evaluate_store(world["store"], ckpt, threshold="auto", bins=101)  # no leak warning
+    res = run(EvalConfig(store=world["store"], checkpoint=ckpt, threshold="auto",
+                         bins=101)).to_dict()  # no leak warning
     assert res["validation"]["source"].startswith("seeded split")
     assert res["notes"] == []
-
-
-def test_split_validation_is_seeded_and_disjoint() -> None:
-    slides = [(f"t{i}", "tumor") for i in range(4)] + [(f"n{i}", "normal") for i in range(6)]
-    a = split_validation(slides, fraction=0.3, rng=np.random.default_rng(1))
-    b = split_validation(slides, fraction=0.3, rng=np.random.default_rng(1))
-    assert a == b
-    val, scored = a
-    assert len(val) == 3 and len(scored) == 7 and not set(val) & set(scored)
-    assert any(s.startswith("t") for s in val) and any(s.startswith("t") for s in scored)
-
-
-def test_split_validation_needs_two_slides() -> None:
-    with pytest.raises(ConfigError, match="at least 2 labeled slides"):
-        split_validation([("t0", "tumor")], fraction=0.2, rng=np.random.default_rng(0))
 
 
 def test_auto_rejects_scoring_the_validation_slides(world: dict[str, Path]) -> None:
@@ -208,43 +198,27 @@ def test_auto_rejects_scoring_the_validation_slides(world: dict[str, Path]) -> N
         )
 
 
-def test_unknown_threshold_string() -> None:
-    with pytest.raises(ConfigError, match="neither a number in \\[0, 1\\] nor 'auto'"):
-        parse_threshold("best")
-
-
-def test_threshold_out_of_range() -> None:
-    with pytest.raises(ConfigError, match="outside \\[0, 1\\]"):
-        parse_threshold("1.5")
-    assert parse_threshold(" AUTO ") == "auto" and parse_threshold("0.25") == 0.25
-
-
 def test_not_a_checkpoint(world: dict[str, Path]) -> None:
     bogus = world["root"] / "bogus.pt"
     bogus.write_bytes(b"definitely not a torch file")
     with pytest.raises(CheckpointError, match="cannot be read"):
-        evaluate_store(world["store"], bogus)
+        run(EvalConfig(store=world["store"], checkpoint=bogus))
 
 
 def test_store_without_labels(tmp_path: Path, world: dict[str, Path]) -> None:
     store = make_store(tmp_path / "u.zarr", {"slide_u": "unlabeled"})
     with pytest.raises(StoreError, match="holds no labeled slide"):
-        evaluate_store(store, world["ckpt"])
+        run(EvalConfig(store=store, checkpoint=world["ckpt"]))
 
 
 def test_unlabeled_slide_requested(world: dict[str, Path]) -> None:
     with pytest.raises(StoreError, match="slide 'slide_x' is unlabeled"):
-        evaluate_store(world["store"], world["ckpt"], slides=["slide_x"])
+        run(EvalConfig(store=world["store"], checkpoint=world["ckpt"], slides=["slide_x"]))
 
 
 def test_unknown_slide_requested(world: dict[str, Path]) -> None:
     with pytest.raises(StoreError, match="no complete slide 'nope'"):
-        evaluate_store(world["store"], world["ckpt"], slides=["nope"])
-
-
-def test_figures_need_out(world: dict[str, Path]) -> None:
-    with pytest.raises(ConfigError, match="pass --out DIR with --figures"):
-        EvalConfig(store=world["store"], checkpoint=world["ckpt"], figures=True)
+        run(EvalConfig(store=world["store"], checkpoint=world["ckpt"], slides=["nope"]))
 
 
 def test_cli_eval_json(world: dict[str, Path]) -> None:
@@ -356,10 +330,20 @@ def test_a_pretraining_checkpoint_is_refused(world: dict[str, Path], tmp_path: P
     path = tmp_path / "pre.pt"
     save_checkpoint(path, model=UNet(UNetConfig(base_width=4, depth=2)),
                     config={"stage": "pretrain", "store": {"patch_size": P, "level": 0}})
-    with pytest.raises(CheckpointError, match=r"pre.pt is a pretraining checkpoint .* fine-tuned"):
+    with pytest.raises(CheckpointError, match=r"pre.pt is a pretraining checkpoint, not a fine"):
         run(EvalConfig(store=world["store"], checkpoint=path))
     with pytest.raises(CheckpointError, match=r"or pass --figures --out DIR to draw its Figure 4"):
         run(EvalConfig(store=world["store"], checkpoint=path, out=tmp_path / "no_figures"))
+
+
+def test_a_checkpoint_that_records_no_stage_is_refused(world: dict[str, Path],
+                                                      tmp_path: Path) -> None:
+    """One rule for every reader (``checkpoint.require_finetuned``): no stage, no scores."""
+    path = tmp_path / "nostage.pt"
+    save_checkpoint(path, model=UNet(UNetConfig(base_width=4, depth=2)),
+                    config={"store": {"patch_size": P, "level": 0}})
+    with pytest.raises(CheckpointError, match=r"nostage.pt records no stage, not a fine-tuned"):
+        run(EvalConfig(store=world["store"], checkpoint=path))
 
 
 def test_a_pretraining_checkpoint_draws_figure4_alone(world: dict[str, Path],
@@ -373,8 +357,10 @@ def test_a_pretraining_checkpoint_draws_figure4_alone(world: dict[str, Path],
     path = tmp_path / "pre.pt"
     save_checkpoint(path, model=UNet(UNetConfig(base_width=4, depth=2)),
                     config={"stage": "pretrain", "store": {"patch_size": P, "level": 0}})
-    result = run(EvalConfig(store=world["store"], checkpoint=path, figures=True,
-                            out=tmp_path / "fig", seed=3))
+    typed = run(EvalConfig(store=world["store"], checkpoint=path, figures=True,
+                           out=tmp_path / "fig", seed=3))
+    assert typed.counts is None and typed.threshold is None and typed.n_patches == 8
+    result = typed.to_dict()
     assert "f1" not in result and result["checkpoint_stage"] == "pretrain"
     assert result["n_patches"] == 8 and 0 < result["recon_mse"] < 1
     store = PatchStore.open(world["store"])
@@ -385,7 +371,7 @@ def test_a_pretraining_checkpoint_draws_figure4_alone(world: dict[str, Path],
     saved = json.loads((tmp_path / "fig" / "metrics.json").read_text())
     assert saved["recon_mse"] == pytest.approx(result["recon_mse"])
     again = run(EvalConfig(store=world["store"], checkpoint=path, figures=True,
-                           out=tmp_path / "fig2", seed=3))
+                           out=tmp_path / "fig2", seed=3)).to_dict()
     assert again["patches"] == result["patches"]  # seeded
     done = CliRunner().invoke(main, ["eval", "patches", "--store", str(world["store"]),
                                      "--checkpoint", str(path), "--figures", "--out",
@@ -419,9 +405,8 @@ def test_max_patches_per_slide_scores_a_seeded_sample(world: dict[str, Path]) ->
     from lymph.model.checkpoint import load_model
     from lymph.model.evaluate import sample_patches
 
-    res = evaluate_store(
-        world["store"], world["ckpt"], slides=["tumor_a"], max_patches_per_slide=2, seed=4
-    )
+    res = run(EvalConfig(store=world["store"], checkpoint=world["ckpt"], slides=["tumor_a"],
+                         max_patches_per_slide=2, seed=4)).to_dict()
     assert res["n_patches"] == 2 and res["slides"]["tumor_a"]["n_patches"] == 2
     idx = sample_patches(6, 2, seed=4, slide_id="tumor_a")
     assert list(idx) == list(sample_patches(6, 2, seed=4, slide_id="tumor_a"))
@@ -438,15 +423,11 @@ def test_max_patches_per_slide_scores_a_seeded_sample(world: dict[str, Path]) ->
     )
 
 
-def test_max_patches_per_slide_must_be_positive(world: dict[str, Path]) -> None:
-    with pytest.raises(ConfigError, match="max_patches_per_slide must be >= 1"):
-        EvalConfig(store=world["store"], checkpoint=world["ckpt"], max_patches_per_slide=0)
-
-
 def test_eval_on_an_extracted_store(synth_store: Path, tmp_path: Path) -> None:
     """The real pipeline's store (300 px patches from `lymph extract`) scores at full size."""
     ckpt = make_checkpoint(tmp_path / "ck.pt", store=synth_store)
-    res = evaluate_store(synth_store, ckpt, max_patches_per_slide=4, batch_size=4)
+    res = run(EvalConfig(store=synth_store, checkpoint=ckpt, max_patches_per_slide=4,
+                         batch_size=4)).to_dict()
     assert sorted(res["slides"]) == ["normal_001", "tumor_001"]
     assert res["n_patches"] == 8
     assert res["tp"] + res["fp"] + res["fn"] + res["tn"] == 8 * 300 * 300
@@ -456,11 +437,12 @@ def test_eval_on_an_extracted_store(synth_store: Path, tmp_path: Path) -> None:
 def test_warns_when_checkpoint_patches_differ(synth_store: Path, tmp_path: Path) -> None:
     ckpt = make_checkpoint(tmp_path / "ck20.pt")  # trained on 20 px patches
     with pytest.warns(UserWarning, match="patch_size=20, this store has patch_size=300"):
-        evaluate_store(synth_store, ckpt, slides=["tumor_001"], max_patches_per_slide=1)
+        run(EvalConfig(store=synth_store, checkpoint=ckpt, slides=["tumor_001"],
+                       max_patches_per_slide=1))
 
 
 def test_cli_eval_slide_mode(synth_world: Path, tmp_path: Path) -> None:
-    """Slide mode hands the folders to camelyon.evaluate_predictions and prints its JSON."""
+    """Slide mode hands the folders to camelyon.run and prints its JSON."""
     from click.testing import CliRunner
 
     from lymph.cli import main
@@ -485,6 +467,6 @@ def test_cli_eval_slide_mode(synth_world: Path, tmp_path: Path) -> None:
     )
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
-    assert {"froc", "froc_interpolated", "froc_stepwise", "sensitivity_at", "auc"} <= set(data)
+    assert {"froc", "froc_lymph", "froc_stepwise", "sensitivity_at", "auc"} <= set(data)
     assert data["auc"] == pytest.approx(1.0)  # the tumor slide scores above the normal one
     assert (tmp_path / "out" / "metrics.json").exists()
