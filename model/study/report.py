@@ -7,7 +7,7 @@
   words), the deviations from the protocol and the notes.
 - `write_results_csv`: one row per run (CSV_FIELDS), sorted by size (descending), fold, repeat
   and condition.
-- `plot_f1_vs_size`: every pair's F1, the means and ΔF1 with CIs.
+- `plot_pairs_by_size`: every pair's F1, the means and ΔF1 with CIs.
 """
 
 from __future__ import annotations
@@ -266,7 +266,7 @@ def write_results_csv(path: Path, rows: Sequence[ResultRow]) -> None:
     atomic_write_text(path, buf.getvalue())
 
 
-def plot_f1_vs_size(summary: Summary, protocol: StudyProtocol, path: Path) -> None:
+def plot_pairs_by_size(summary: Summary, protocol: StudyProtocol, path: Path) -> None:
     """f1_vs_size.png: every pair's F1 and the means per condition; ΔF1 with CIs."""
     from lymph.model.figures import plot_study_pairs
 

@@ -25,7 +25,7 @@ from lymph.model.study.protocol import (
 )
 from lymph.model.study.report import (
     cap_line,
-    plot_f1_vs_size,
+    plot_pairs_by_size,
     primary_stats,
     protocol_markdown,
     results_markdown,
@@ -153,7 +153,7 @@ def _write_results(
         "primary": None if st is None else {k: v for k, v in st.items() if k != "diffs"},
     }  # fmt: skip
     atomic_write_json(config.out / "study.json", declared)
-    plot_f1_vs_size(summary, protocol, config.out / "f1_vs_size.png")
+    plot_pairs_by_size(summary, protocol, config.out / "f1_vs_size.png")
     return summary, cap
 
 
