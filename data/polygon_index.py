@@ -20,7 +20,8 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from lymph.data.annotations import Annotations, Polygon, _self_intersects
+from lymph.data.annotations import Annotations, Polygon
+from lymph.data.annotations.geometry import self_intersects
 
 
 def _boxes(polys: Sequence[Polygon]) -> np.ndarray:
@@ -85,7 +86,7 @@ class PolygonIndex:
     def contains(self, points_level0: np.ndarray) -> np.ndarray:
         """`annotations.contains` of the whole annotation: each point tested only against the
         polygons registered in its grid cell whose box holds it, all (point, polygon, edge)
-        crossings at once with the arithmetic of `annotations._inside_points`."""
+        crossings at once with the arithmetic of `annotations.geometry.inside_points`."""
         pts = np.asarray(points_level0, dtype=np.float64).reshape(-1, 2)
         out = np.zeros(len(pts), bool)
         if not len(pts) or not self.tumor:
@@ -162,7 +163,7 @@ def _rings(polys: Sequence[Polygon]) -> dict[str, np.ndarray]:
 
 def _pairs_inside(pts: np.ndarray, poly: np.ndarray, ring: dict[str, np.ndarray]) -> np.ndarray:
     """bool (m,): point m inside polygon poly[m] by the even-odd rule, with exactly the
-    arithmetic of `annotations._inside_points`."""
+    arithmetic of `annotations.geometry.inside_points`."""
     k = ring["size"][poly]
     pair = np.repeat(np.arange(len(poly)), k)
     e = np.repeat(ring["start"][poly], k) + np.arange(k.sum()) - np.repeat(np.cumsum(k) - k, k)
@@ -181,10 +182,10 @@ def raster_union(polys: Sequence[Polygon], *, x0: float, y0: float, width: int, 
                  step: float) -> np.ndarray:
     """bool (height, width): the union of the polygons' even-odd insides sampled at pixel
     centres (x0 + (j + 0.5) * step, y0 + (i + 0.5) * step), exactly as OR-ing
-    `annotations._parity_grid` of each polygon (same crossing arithmetic, same half-open rule),
-    computed for all polygons at once: each polygon's crossings of each row are sorted and
-    paired into inside spans, and the spans of all polygons are painted with one difference
-    array."""
+    `annotations.geometry.parity_grid` of each polygon (same crossing arithmetic, same
+    half-open rule), computed for all polygons at once: each polygon's crossings of each row
+    are sorted and paired into inside spans, and the spans of all polygons are painted with one
+    difference array."""
     out = np.zeros((height, width), bool)
     if not polys or not width or not height:
         return out
@@ -238,10 +239,11 @@ def _area_sum(polys: Sequence[Polygon]) -> float:
 
 def _crossing(pts: np.ndarray, *, block: int = 4096) -> np.ndarray:
     """(m,) whether each of m closed k-gons has two non-adjacent edges that cross (the exact
-    test of `annotations._self_intersects`, vectorised over polygons; large k one by one)."""
+    test of `annotations.geometry.self_intersects`, vectorised over polygons; large k one by
+    one)."""
     m, k, _ = pts.shape
     if k > 64:
-        return np.array([_self_intersects(p) for p in pts], bool)
+        return np.array([self_intersects(p) for p in pts], bool)
     out = np.zeros(m, bool)
     i, j = np.arange(k)[:, None], np.arange(k)[None, :]
     gap = np.abs(i - j)
