@@ -161,7 +161,8 @@ def oracle_annotations(truth: Annotations, boxes: list[tuple[float, float, float
     """What an exact annotator returns for `boxes` of a slide whose complete outlines are
     `truth`: every tumor outline and hole clipped to each box, and the boxes as reviewed
     regions (the simulated loop's oracle)."""
-    tumor, holes = [], []
+    tumor: list[Polygon] = []
+    holes: list[Polygon] = []
     for i, box in enumerate(boxes):
         for src, dst in ((truth.tumor, tumor), (truth.holes, holes)):
             for poly in src:

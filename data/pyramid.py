@@ -126,7 +126,7 @@ class _Encoder:
                     )
                 )
             return bytes(imagecodecs.jpeg_encode(tile[..., 0], level=self.quality))
-        return bytes(imagecodecs.zlib_encode(tile, level=6))
+        return bytes(imagecodecs.zlib_encode(tile, level=6))  # type: ignore[arg-type]  # any buffer
 
     def write_args(self) -> dict:
         """tifffile.write arguments that describe tiles made by this encoder."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import NoReturn
 from xml.etree.ElementTree import Element
 
 import numpy as np
@@ -29,7 +30,7 @@ def _reject_dtd(data: bytes, source: Path | None) -> None:
     """Scan with expat and refuse any DOCTYPE or ENTITY declaration before building a tree."""
     import xml.parsers.expat
 
-    def refuse(*_: object) -> None:
+    def refuse(*_: object) -> NoReturn:
         raise AnnotationError(f"{source}: XML with a DOCTYPE/ENTITY declaration is refused "
                               "(external entities and entity expansion are attack vectors); "
                               "export the annotations again from ASAP")
@@ -67,9 +68,9 @@ def _asap_points_fast(ann: Element) -> np.ndarray | None:
     import math
 
     try:
-        rows = [(float(c.get("Order", k)), float(c.get("X")), float(c.get("Y")))
+        rows = [(float(c.get("Order", k)), float(c.attrib["X"]), float(c.attrib["Y"]))
                 for k, c in enumerate(ann.iter("Coordinate"))]
-    except (TypeError, ValueError):
+    except (KeyError, ValueError):
         return None
     if not all(math.isfinite(r[0]) for r in rows):
         return None

@@ -33,7 +33,7 @@ class StripTiffMask:
         self.path = Path(path)
         try:
             self._tif = tifffile.TiffFile(str(self.path))
-            page = self._tif.pages[0]
+            page = self._tif.pages.first
         except Exception as exc:  # tifffile raises many kinds on damaged files
             raise AnnotationError(f"mask {self.path}: not a readable TIFF ({type(exc).__name__}: "
                                   f"{str(exc)[:80]}); write the mask again") from None
@@ -60,8 +60,8 @@ class StripTiffMask:
                                   f"{convert_mask_command(self.path)}")
         self.dimensions = (w, h)
         self.level_count = 1
-        self.level_dimensions = ((w, h),)
-        self.level_downsamples = (1.0,)
+        self.level_dimensions: tuple[tuple[int, int], ...] = ((w, h),)
+        self.level_downsamples: tuple[float, ...] = (1.0,)
         self.properties: dict[str, str] = {}
         self.warnings: list[str] = []
         self._fd = os.open(str(self.path), os.O_RDONLY)

@@ -8,11 +8,15 @@ import threading
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from lymph.data.errors import SlideError
 from lymph.data.slides.reader import check_out, mpp_from_properties, thumbnail_from_levels
+
+if TYPE_CHECKING:
+    from tifffile import TiffPage
 
 
 class TiffTiles:
@@ -38,10 +42,10 @@ class TiffTiles:
 
         self._tif = tifffile.TiffFile(str(path))
         self._fd = os.open(str(path), os.O_RDONLY)
-        self.pages: dict[int, object] = {}
+        self.pages: dict[int, TiffPage] = {}
         for level, dims in enumerate(level_dimensions):
-            matches = [p for p in self._tif.pages
-                       if getattr(p, "is_tiled", False) and (p.imagewidth, p.imagelength) == dims]
+            matches = [p for p in self._tif.pages if isinstance(p, tifffile.TiffPage)
+                       and p.is_tiled and (p.imagewidth, p.imagelength) == dims]
             if len(matches) == 1 and self._supported(matches[0]):
                 self.pages[level] = matches[0]
         self.verified: dict[int, bool] = {}
@@ -50,13 +54,13 @@ class TiffTiles:
         self._lock = threading.Lock()
 
     @classmethod
-    def _supported(cls, page: object) -> bool:
+    def _supported(cls, page: TiffPage) -> bool:
         p = page
-        return (int(p.compression) in cls.SUPPORTED_COMPRESSIONS  # type: ignore[attr-defined]
-                and int(p.photometric) in cls.SUPPORTED_PHOTOMETRIC  # type: ignore[attr-defined]
-                and p.bitspersample == 8 and p.samplesperpixel in (1, 3)  # type: ignore
-                and int(p.planarconfig) == 1 and p.imagedepth == 1  # type: ignore
-                and len(p.dataoffsets) == len(p.databytecounts))  # type: ignore[attr-defined]
+        return (int(p.compression) in cls.SUPPORTED_COMPRESSIONS
+                and int(p.photometric) in cls.SUPPORTED_PHOTOMETRIC
+                and p.bitspersample == 8 and p.samplesperpixel in (1, 3)
+                and int(p.planarconfig) == 1 and p.imagedepth == 1
+                and len(p.dataoffsets) == len(p.databytecounts))
 
     def usable(self, level: int) -> bool:
         return level in self.pages and self.verified.get(level, True)
@@ -70,11 +74,11 @@ class TiffTiles:
         if tile is not None:
             return tile
         page = self.pages[level]
-        count = int(page.databytecounts[index])  # type: ignore[attr-defined]
+        count = int(page.databytecounts[index])
         if count == 0:
             return None
-        data = os.pread(self._fd, count, int(page.dataoffsets[index]))  # type: ignore
-        seg, _, _ = page.decode(data, index, jpegtables=page.jpegtables)  # type: ignore
+        data = os.pread(self._fd, count, int(page.dataoffsets[index]))
+        seg, _, _ = page.decode(data, index, jpegtables=page.jpegtables)
         tile = np.asarray(seg)[0]
         with self._lock:  # readers may share a slide across threads (predict does)
             while len(self._cache) >= self._cache_tiles:
@@ -87,10 +91,10 @@ class TiffTiles:
         """Fill `out` (h, w, 3) with level pixels [y, y + h) x [x, x + w); False (out untouched
         or partly written) when this read must go to OpenSlide."""
         page = self.pages[level]
-        iw, ih = page.imagewidth, page.imagelength  # type: ignore[attr-defined]
+        iw, ih = page.imagewidth, page.imagelength
         if x < 0 or y < 0 or x + w > iw or y + h > ih or w <= 0 or h <= 0:
             return False
-        tw, th = page.tilewidth, page.tilelength  # type: ignore[attr-defined]
+        tw, th = page.tilewidth, page.tilelength
         across = -(-iw // tw)
         for ty in range(y // th, (y + h - 1) // th + 1):
             for tx in range(x // tw, (x + w - 1) // tw + 1):
@@ -137,9 +141,10 @@ class OpenSlideReader:
                              f"{cause}); check the file is a complete whole-slide image in a "
                              "format OpenSlide reads, or move it out of the slide folder") from exc
         osr = self._osr
-        self.dimensions = tuple(osr.dimensions)
+        width, height = osr.dimensions
+        self.dimensions = (int(width), int(height))
         self.level_count = osr.level_count
-        self.level_dimensions = tuple(tuple(d) for d in osr.level_dimensions)
+        self.level_dimensions = tuple((int(w), int(h)) for w, h in osr.level_dimensions)
         self.level_downsamples = tuple(float(d) for d in osr.level_downsamples)
         self.properties = dict(osr.properties)
         self.vendor = self.properties.get("openslide.vendor")
