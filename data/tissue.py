@@ -83,6 +83,30 @@ def erode(mask: np.ndarray, r: int) -> np.ndarray:
     return _shift_reduce(mask, r, np.logical_and, pad=True)
 
 
+def summed_area(values: np.ndarray) -> np.ndarray:
+    """The zero-padded summed-area table of a 2-D array: `table[i, j]` is `values[:i, :j].sum()`,
+    so the sum over any box is four lookups (`box_sum`). int64 for bool and integer input
+    (counts of a mask), float64 for floating input (cumulated in the input's own dtype)."""
+    a = np.asarray(values)
+    dtype = np.float64 if np.issubdtype(a.dtype, np.floating) else np.int64
+    table = np.zeros((a.shape[0] + 1, a.shape[1] + 1), dtype)
+    table[1:, 1:] = a.cumsum(0).cumsum(1)
+    return table
+
+
+def box_sum(table: np.ndarray, r0: int | np.ndarray, c0: int | np.ndarray,
+            r1: int | np.ndarray, c1: int | np.ndarray) -> np.ndarray:
+    """The sum of `values[r0:r1, c0:c1]` from `summed_area(values)`; the bounds may be ints or
+    equal-shaped integer arrays (one box each), with 0 <= r0 <= r1 <= rows (likewise columns)."""
+    return np.asarray(table[r1, c1] - table[r0, c1] - table[r1, c0] + table[r0, c0])
+
+
+def window_sums(table: np.ndarray, n: int) -> np.ndarray:
+    """The sums over every n x n window of the values behind `table` (`summed_area`), by the
+    window's top-left index: (rows - n + 1, cols - n + 1)."""
+    return table[n:, n:] - table[:-n, n:] - table[n:, :-n] + table[:-n, :-n]
+
+
 def _fill_holes(mask: np.ndarray) -> np.ndarray:
     """Background components that do not touch the border become foreground (one labelling
     pass; scipy's binary_fill_holes iterates dilations and is ~10x slower here)."""

@@ -9,35 +9,23 @@ Modules, one job each:
 - `names`: which files are slides and what each is called (`slide_id`, `safe_id`).
 - `discovery`: `discover_slides`, unique ids and the problems of a slide folder.
 
-The names below are the package's API; import them from `lymph.data.slides`.
+The names below are the package's API (what other modules use); import them from
+`lymph.data.slides`. Everything else is reached through its module.
 """
 
-from lymph.data.slides.discovery import Discovery, FoundSlide, SlideProblem, discover_slides
-from lymph.data.slides.names import (
-    MULTI_SUFFIXES,
-    NOT_SLIDE_ENDINGS,
-    SLIDE_SUFFIXES,
-    is_mask_path,
-    is_slide_path,
-    safe_id,
-    slide_id,
-    strip_slide_suffix,
-)
-from lymph.data.slides.openslide_reader import OpenSlideReader, TiffTiles, open_slide
+from lymph.data.slides.discovery import Discovery, FoundSlide, discover_slides
+from lymph.data.slides.names import safe_id, slide_id, strip_slide_suffix
+from lymph.data.slides.openslide_reader import OpenSlideReader, open_slide
 from lymph.data.slides.reader import (
-    MPP_RANGE,
     ArraySlide,
     SlideReader,
     best_level,
-    mpp_from_properties,
     plausible_mpp,
     thumbnail_from_levels,
 )
 
 __all__ = [
-    "MPP_RANGE", "MULTI_SUFFIXES", "NOT_SLIDE_ENDINGS", "SLIDE_SUFFIXES", "ArraySlide",
-    "Discovery", "FoundSlide", "OpenSlideReader", "SlideProblem", "SlideReader", "TiffTiles",
-    "best_level", "discover_slides", "is_mask_path", "is_slide_path", "mpp_from_properties",
-    "open_slide", "plausible_mpp", "safe_id", "slide_id", "strip_slide_suffix",
-    "thumbnail_from_levels",
+    "ArraySlide", "Discovery", "FoundSlide", "OpenSlideReader", "SlideReader", "best_level",
+    "discover_slides", "open_slide", "plausible_mpp", "safe_id", "slide_id",
+    "strip_slide_suffix", "thumbnail_from_levels",
 ]

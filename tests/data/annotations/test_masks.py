@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lymph.data.annotations import MAX_STRIP_BYTES, StripTiffMask, open_mask
+from lymph.data.annotations import open_mask
+from lymph.data.annotations.masks import MAX_STRIP_BYTES, StripTiffMask
 from lymph.data.errors import AnnotationError
 
 

