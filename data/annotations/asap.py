@@ -21,7 +21,7 @@ from xml.etree.ElementTree import Element
 
 import numpy as np
 
-from lymph.data.annotations.kinds import AREA_TYPES, HOLE_GROUPS, TUMOR_GROUPS, warn_suggested
+from lymph.data.annotations.kinds import AREA_TYPES, HOLE_GROUPS, TUMOR_GROUPS, Sorted
 from lymph.data.annotations.polygons import Annotations, Polygon, check_points
 from lymph.data.errors import AnnotationError
 
@@ -107,11 +107,7 @@ def parse_asap_xml(data: bytes | str, *, source: Path | None = None) -> Annotati
     if root.tag != "ASAP_Annotations":
         raise AnnotationError(f"{source}: root element <{root.tag}>, expected "
                               "<ASAP_Annotations>; is it an ASAP/CAMELYON annotation file?")
-    tumor: list[Polygon] = []
-    holes: list[Polygon] = []
-    reviewed: list[Polygon] = []
-    suggested = 0
-    ignored_types: dict[str, int] = {}
+    found = Sorted(source)
     unknown_groups: set[str] = set()
     from lymph.data.partial import region_role  # partial builds on this module
 
@@ -120,33 +116,30 @@ def parse_asap_xml(data: bytes | str, *, source: Path | None = None) -> Annotati
         group = (ann.get("PartOfGroup") or "None").strip()
         name = ann.get("Name") or f"Annotation {i}"
         if kind.lower() not in AREA_TYPES:
-            ignored_types[kind or "?"] = ignored_types.get(kind or "?", 0) + 1
+            found.ignore(kind or "?")
             continue
         pts = _asap_points(ann, name, source)
         if pts is None:
-            key = f"{kind} with under 3 points"
-            ignored_types[key] = ignored_types.get(key, 0) + 1
+            found.ignore(f"{kind} with under 3 points")
             continue
         poly = Polygon(pts, name=name, group=group)
         g = group.lower()
         role = region_role(group)
         if role is not None:
-            suggested += role == "suggested"
+            found.suggested += role == "suggested"
             if role == "reviewed":
-                reviewed.append(poly)
+                found.reviewed.append(poly)
         elif g in HOLE_GROUPS:
-            holes.append(poly)
+            found.holes.append(poly)
         else:
             if g not in TUMOR_GROUPS:
                 unknown_groups.add(group)
-            tumor.append(poly)
-    if ignored_types:
-        what = ", ".join(f"{n} {k}" for k, n in sorted(ignored_types.items()))
-        warnings.warn(f"{source}: ignored annotations that are not areas: {what}", stacklevel=2)
+            found.tumor.append(poly)
+    if found.ignored:
+        warnings.warn(f"{source}: ignored annotations that are not areas: "
+                      f"{found.ignored_text()}", stacklevel=2)
     if unknown_groups:
         warnings.warn(f"{source}: polygons in groups {sorted(unknown_groups)} taken as tumor "
                       "(tumor groups: _0, _1, Tumor, metastases; holes: _2, Exclusion; "
                       "reviewed regions: Reviewed, ROI)", stacklevel=2)
-    warn_suggested(suggested, source)
-    return Annotations(tumor=tuple(tumor), holes=tuple(holes), source=source,
-                       reviewed=tuple(reviewed))
+    return found.annotations()

@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from lymph.data.annotations.kinds import class_role, warn_suggested
+from lymph.data.annotations.kinds import Sorted, class_role
 from lymph.data.annotations.polygons import Annotations, Polygon, check_points
 from lymph.data.errors import AnnotationError
 
@@ -143,25 +143,20 @@ def parse_geojson(data: bytes | str, *, source: Path | None = None) -> Annotatio
     if isinstance(obj, dict) and ("positive" in obj or "negative" in obj) and "type" not in obj:
         raise AnnotationError(f"{source}: looks like NCRF's JSON (positive/negative lists), "
                               "not GeoJSON; convert it to ASAP XML or QuPath GeoJSON")
-    tumor: list[Polygon] = []
-    holes: list[Polygon] = []
-    reviewed: list[Polygon] = []
-    suggested = 0
-    ignored: dict[str, int] = {}
+    found = Sorted(source)
     unclassified = 0
     for i, feat in enumerate(geojson_features(obj, source)):
         parts = feature_parts(feat, i, source)
         if parts is None:
-            ignored["None"] = ignored.get("None", 0) + 1
+            found.ignore("None")
             continue
         name, cls, gtype, polys = parts
         role = class_role(cls)
         if role == "suggested":
-            suggested += 1
+            found.suggested += 1
             continue
         if gtype not in ("Polygon", "MultiPolygon") or role is None:
-            key = gtype if gtype not in ("Polygon", "MultiPolygon") else f"class {cls!r}"
-            ignored[key] = ignored.get(key, 0) + 1
+            found.ignore(gtype if gtype not in ("Polygon", "MultiPolygon") else f"class {cls!r}")
             continue
         unclassified += cls is None
         for rings in polys:
@@ -169,20 +164,16 @@ def parse_geojson(data: bytes | str, *, source: Path | None = None) -> Annotatio
                 continue
             outer = ring_points(rings[0], name, source)
             if outer is None:
-                ignored["degenerate polygon"] = ignored.get("degenerate polygon", 0) + 1
+                found.ignore("degenerate polygon")
                 continue
-            target = {"tumor": tumor, "hole": holes, "reviewed": reviewed}[role]
-            target.append(Polygon(outer, name=name, group=cls or ""))
+            found.add(role, Polygon(outer, name=name, group=cls or ""))
             for inner in rings[1:]:
                 pts = ring_points(inner, name, source)
                 if pts is not None and role == "tumor":
-                    holes.append(Polygon(pts, name=f"{name} (hole)", group=cls or ""))
-    if ignored:
-        what = ", ".join(f"{n} {k}" for k, n in sorted(ignored.items()))
-        warnings.warn(f"{source}: ignored features: {what}", stacklevel=2)
+                    found.holes.append(Polygon(pts, name=f"{name} (hole)", group=cls or ""))
+    if found.ignored:
+        warnings.warn(f"{source}: ignored features: {found.ignored_text()}", stacklevel=2)
     if unclassified:
         warnings.warn(f"{source}: {unclassified} unclassified polygon feature(s) taken as tumor",
                       stacklevel=2)
-    warn_suggested(suggested, source)
-    return Annotations(tumor=tuple(tumor), holes=tuple(holes), source=source,
-                       reviewed=tuple(reviewed))
+    return found.annotations()
