@@ -94,16 +94,21 @@ def summed_area(values: np.ndarray) -> np.ndarray:
     return table
 
 
-def box_sum(table: np.ndarray, r0: int | np.ndarray, c0: int | np.ndarray,
-            r1: int | np.ndarray, c1: int | np.ndarray) -> np.ndarray:
-    """The sum of `values[r0:r1, c0:c1]` from `summed_area(values)`; the bounds may be ints or
-    equal-shaped integer arrays (one box each), with 0 <= r0 <= r1 <= rows (likewise columns)."""
+Bounds = tuple[int | np.ndarray, int | np.ndarray]
+"""(start, stop) of a box along one axis: ints, or equal-shaped integer arrays (one box each)."""
+
+
+def box_sum(table: np.ndarray, *, rows: Bounds, cols: Bounds) -> np.ndarray:
+    """The sum of `values[r0:r1, c0:c1]` from `table = summed_area(values)`, for
+    `rows=(r0, r1)`, `cols=(c0, c1)` with 0 <= r0 <= r1 <= values rows (likewise columns)."""
+    (r0, r1), (c0, c1) = rows, cols
     return np.asarray(table[r1, c1] - table[r0, c1] - table[r1, c0] + table[r0, c0])
 
 
-def window_sums(table: np.ndarray, n: int) -> np.ndarray:
-    """The sums over every n x n window of the values behind `table` (`summed_area`), by the
-    window's top-left index: (rows - n + 1, cols - n + 1)."""
+def window_sums(table: np.ndarray, *, size: int) -> np.ndarray:
+    """The sums over every `size` x `size` window of the values behind `table`
+    (`summed_area`), by the window's top-left index: (rows - size + 1, cols - size + 1)."""
+    n = size
     return table[n:, n:] - table[:-n, n:] - table[n:, :-n] + table[:-n, :-n]
 
 

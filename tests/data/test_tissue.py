@@ -103,13 +103,13 @@ def test_summed_area_box_and_window_sums_equal_direct_sums():
     r0, r1 = np.sort(rng.integers(0, 38, (2, 200)), axis=0)
     c0, c1 = np.sort(rng.integers(0, 54, (2, 200)), axis=0)
     expected = [mask[a:b, c:d].sum() for a, b, c, d in zip(r0, r1, c0, c1, strict=True)]
-    np.testing.assert_array_equal(box_sum(table, r0, c0, r1, c1), expected)
-    assert int(box_sum(table, 5, 7, 5, 20)) == 0  # an empty box
-    assert int(box_sum(table, 0, 0, 37, 53)) == mask.sum()
+    np.testing.assert_array_equal(box_sum(table, rows=(r0, r1), cols=(c0, c1)), expected)
+    assert int(box_sum(table, rows=(5, 5), cols=(7, 20))) == 0  # an empty box
+    assert int(box_sum(table, rows=(0, 37), cols=(0, 53))) == mask.sum()
     values = rng.random((20, 30)).astype(np.float32)
     ftable = summed_area(values)
     assert ftable.dtype == np.float64
-    got = window_sums(ftable, 4)
+    got = window_sums(ftable, size=4)
     assert got.shape == (17, 27)
     np.testing.assert_allclose(got[2, 5], values[2:6, 5:9].sum(), rtol=1e-5)
     np.testing.assert_allclose(got, [[values[i:i + 4, j:j + 4].sum() for j in range(27)]
