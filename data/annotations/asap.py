@@ -96,6 +96,7 @@ def _asap_points(ann: Element, name: str, source: Path | None) -> np.ndarray | N
 
 
 def parse_asap_xml(data: bytes | str, *, source: Path | None = None) -> Annotations:
+    """The Annotations of ASAP XML text (`source`, the file, names it in errors and warnings)."""
     import xml.etree.ElementTree as ET
 
     raw = data.encode() if isinstance(data, str) else data
@@ -109,7 +110,7 @@ def parse_asap_xml(data: bytes | str, *, source: Path | None = None) -> Annotati
                               "<ASAP_Annotations>; is it an ASAP/CAMELYON annotation file?")
     found = Sorted(source)
     unknown_groups: set[str] = set()
-    from lymph.data.partial import region_role  # partial builds on this module
+    from lymph.data.partial import region_role  # partial imports this package
 
     for i, ann in enumerate(root.iter("Annotation")):
         kind = (ann.get("Type") or "").strip()

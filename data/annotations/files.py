@@ -57,7 +57,7 @@ def find_annotations(slide_path: str | Path, *, annotations_dir: str | Path | No
                      if folder.is_dir() else {})
         if n.lower() in lower:
             return lower[n.lower()]
-    from lymph.data.partial import suggestions_file  # partial builds on this module
+    from lymph.data.partial import suggestions_file  # partial imports this package
 
     return suggestions_file(stem, lower or {})
 

@@ -129,6 +129,7 @@ def feature_parts(feat: Feature, i: int, source: Path | None) -> FeatureParts | 
 
 
 def load_json(data: bytes | str, source: Path | None) -> object:
+    """Parsed JSON, or AnnotationError naming `source` (also for nesting too deep to parse)."""
     try:
         return json.loads(data)
     except RecursionError:
@@ -139,6 +140,8 @@ def load_json(data: bytes | str, source: Path | None) -> object:
 
 
 def parse_geojson(data: bytes | str, *, source: Path | None = None) -> Annotations:
+    """The Annotations of QuPath GeoJSON text (`source`, the file, names it in errors and
+    warnings); NCRF's positive/negative JSON is refused with the fix."""
     obj = load_json(data, source)
     if isinstance(obj, dict) and ("positive" in obj or "negative" in obj) and "type" not in obj:
         raise AnnotationError(f"{source}: looks like NCRF's JSON (positive/negative lists), "

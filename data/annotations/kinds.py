@@ -50,7 +50,7 @@ class Sorted:
 
 def class_role(cls: str | None) -> str | None:
     """'tumor', 'hole', 'reviewed', 'suggested' or None (ignored) for a QuPath class name."""
-    from lymph.data.partial import region_role  # partial builds on this module
+    from lymph.data.partial import region_role  # partial imports this package
 
     low = (cls or "").lower()
     region = region_role(cls)
