@@ -35,7 +35,6 @@ uint8: 0 non-tumor, 1 tumor, 255 ignore."""
 REVIEWED_CLASSES = frozenset({"reviewed", "roi"})
 SUGGESTED_CLASS = "suggested"
 REVIEWED_NAME = "Reviewed"
-SUGGESTED_NAME = "Suggested"
 AREA_GRID_CELLS = 2048
 """The reviewed tumor area is counted on a grid of at most this many cells per side over the
 reviewed regions' bounding box (0.05% of the box's side per cell)."""
@@ -161,7 +160,8 @@ def oracle_annotations(truth: Annotations, boxes: list[tuple[float, float, float
     """What an exact annotator returns for `boxes` of a slide whose complete outlines are
     `truth`: every tumor outline and hole clipped to each box, and the boxes as reviewed
     regions (the simulated loop's oracle)."""
-    tumor, holes = [], []
+    tumor: list[Polygon] = []
+    holes: list[Polygon] = []
     for i, box in enumerate(boxes):
         for src, dst in ((truth.tumor, tumor), (truth.holes, holes)):
             for poly in src:

@@ -20,7 +20,11 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from lymph.data.annotations import Annotations, Polygon, _self_intersects
+from lymph.data.annotations import Annotations, Polygon
+from lymph.data.annotations.geometry import self_intersects
+
+_Rings = dict[str, np.ndarray]
+"""Every vertex of some polygons, concatenated (`_rings`): x, y, next, start, size."""
 
 
 def _boxes(polys: Sequence[Polygon]) -> np.ndarray:
@@ -48,7 +52,7 @@ class PolygonIndex:
         self.cell = max(float(np.median(sizes)) * 4 if len(both) else 1.0, 256.0)
         self._tumor_csr = self._csr(self.tumor_boxes)
         self._hole_csr = self._csr(self.hole_boxes)
-        self._rings: tuple[dict, dict | None] | None = None  # built on the first `contains`
+        self._rings: tuple[_Rings, _Rings | None] | None = None  # built on the first `contains`
 
     def _csr(self, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(cell keys sorted, polygon of each): every grid cell each box covers."""
@@ -74,30 +78,33 @@ class PolygonIndex:
         at once (`raster_union`), tumor minus holes."""
         box = (x_level0, y_level0, x_level0 + width * downsample,
                y_level0 + height * downsample)
-        grid = {"x0": x_level0, "y0": y_level0, "width": width, "height": height,
-                "step": downsample}
-        out = raster_union([self.tumor[i] for i in _meets(self.tumor_boxes, box)], **grid)
+        def union(polys: list[Polygon]) -> np.ndarray:
+            return raster_union(polys, x0=x_level0, y0=y_level0, width=width, height=height,
+                                step=downsample)
+
+        out = union([self.tumor[i] for i in _meets(self.tumor_boxes, box)])
         holes = [self.holes[i] for i in _meets(self.hole_boxes, box)]
         if holes and out.any():
-            out &= ~raster_union(holes, **grid)
+            out &= ~union(holes)
         return out.astype(np.uint8)
 
     def contains(self, points_level0: np.ndarray) -> np.ndarray:
         """`annotations.contains` of the whole annotation: each point tested only against the
         polygons registered in its grid cell whose box holds it, all (point, polygon, edge)
-        crossings at once with the arithmetic of `annotations._inside_points`."""
+        crossings at once with the arithmetic of `annotations.geometry.inside_points`."""
         pts = np.asarray(points_level0, dtype=np.float64).reshape(-1, 2)
         out = np.zeros(len(pts), bool)
         if not len(pts) or not self.tumor:
             return out
         if self._rings is None:
             self._rings = (_rings(self.tumor), _rings(self.holes) if self.holes else None)
-        out = self._inside_any(pts, self._rings[0], self.tumor_boxes, self._tumor_csr)
-        if self.holes and out.any():
-            out &= ~self._inside_any(pts, self._rings[1], self.hole_boxes, self._hole_csr)
+        tumor_rings, hole_rings = self._rings  # hole_rings is None iff there are no holes
+        out = self._inside_any(pts, tumor_rings, self.tumor_boxes, self._tumor_csr)
+        if hole_rings is not None and out.any():
+            out &= ~self._inside_any(pts, hole_rings, self.hole_boxes, self._hole_csr)
         return out
 
-    def _inside_any(self, pts: np.ndarray, ring: dict[str, np.ndarray], boxes: np.ndarray,
+    def _inside_any(self, pts: np.ndarray, ring: _Rings, boxes: np.ndarray,
                     csr: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
         """bool (n,): whether each point lies inside (even-odd) any of `polys`."""
         reg_key, reg_poly = csr
@@ -149,7 +156,7 @@ _KEY = 1 << 32  # cell key: cx * _KEY + cy (cells are far fewer than 2^31 per ax
 _EDGES = 1 << 21  # (point, polygon, edge) triples evaluated at once: bounded temporaries
 
 
-def _rings(polys: Sequence[Polygon]) -> dict[str, np.ndarray]:
+def _rings(polys: Sequence[Polygon]) -> _Rings:
     """Every vertex of `polys` concatenated: x, y, the next vertex of its ring, and each
     polygon's first vertex and size."""
     pts = np.concatenate([p.points_level0 for p in polys])
@@ -160,9 +167,9 @@ def _rings(polys: Sequence[Polygon]) -> dict[str, np.ndarray]:
     return {"x": pts[:, 0], "y": pts[:, 1], "next": nxt, "start": start, "size": size}
 
 
-def _pairs_inside(pts: np.ndarray, poly: np.ndarray, ring: dict[str, np.ndarray]) -> np.ndarray:
+def _pairs_inside(pts: np.ndarray, poly: np.ndarray, ring: _Rings) -> np.ndarray:
     """bool (m,): point m inside polygon poly[m] by the even-odd rule, with exactly the
-    arithmetic of `annotations._inside_points`."""
+    arithmetic of `annotations.geometry.inside_points`."""
     k = ring["size"][poly]
     pair = np.repeat(np.arange(len(poly)), k)
     e = np.repeat(ring["start"][poly], k) + np.arange(k.sum()) - np.repeat(np.cumsum(k) - k, k)
@@ -181,10 +188,10 @@ def raster_union(polys: Sequence[Polygon], *, x0: float, y0: float, width: int, 
                  step: float) -> np.ndarray:
     """bool (height, width): the union of the polygons' even-odd insides sampled at pixel
     centres (x0 + (j + 0.5) * step, y0 + (i + 0.5) * step), exactly as OR-ing
-    `annotations._parity_grid` of each polygon (same crossing arithmetic, same half-open rule),
-    computed for all polygons at once: each polygon's crossings of each row are sorted and
-    paired into inside spans, and the spans of all polygons are painted with one difference
-    array."""
+    `annotations.geometry.parity_grid` of each polygon (same crossing arithmetic, same
+    half-open rule), computed for all polygons at once: each polygon's crossings of each row
+    are sorted and paired into inside spans, and the spans of all polygons are painted with one
+    difference array."""
     out = np.zeros((height, width), bool)
     if not polys or not width or not height:
         return out
@@ -202,7 +209,8 @@ def raster_union(polys: Sequence[Polygon], *, x0: float, y0: float, width: int, 
     keep = i_hi > i_lo
     if not keep.any():
         return out
-    u, v, u2, v2, i_lo, i_hi, pid = (a[keep] for a in (u, v, u2, v2, i_lo, i_hi, pid))
+    u, v, u2, v2 = u[keep], v[keep], u2[keep], v2[keep]
+    i_lo, i_hi, pid = i_lo[keep], i_hi[keep], pid[keep]
     counts = i_hi - i_lo
     edge = np.repeat(np.arange(len(u)), counts)
     offsets = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
@@ -238,10 +246,11 @@ def _area_sum(polys: Sequence[Polygon]) -> float:
 
 def _crossing(pts: np.ndarray, *, block: int = 4096) -> np.ndarray:
     """(m,) whether each of m closed k-gons has two non-adjacent edges that cross (the exact
-    test of `annotations._self_intersects`, vectorised over polygons; large k one by one)."""
+    test of `annotations.geometry.self_intersects`, vectorised over polygons; large k one by
+    one)."""
     m, k, _ = pts.shape
     if k > 64:
-        return np.array([_self_intersects(p) for p in pts], bool)
+        return np.array([self_intersects(p) for p in pts], bool)
     out = np.zeros(m, bool)
     i, j = np.arange(k)[:, None], np.arange(k)[None, :]
     gap = np.abs(i - j)

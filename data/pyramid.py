@@ -126,7 +126,7 @@ class _Encoder:
                     )
                 )
             return bytes(imagecodecs.jpeg_encode(tile[..., 0], level=self.quality))
-        return bytes(imagecodecs.zlib_encode(tile, level=6))
+        return bytes(imagecodecs.zlib_encode(tile, level=6))  # type: ignore[arg-type]  # any buffer
 
     def write_args(self) -> dict:
         """tifffile.write arguments that describe tiles made by this encoder."""
@@ -408,27 +408,12 @@ def _write_aperio_associated(tif: tifffile.TiffWriter, smallest: np.ndarray, *,
 
 
 def write_pyramidal_tiff(
-    path: str | Path,
-    rows: RowSource,
-    *,
-    width: int,
-    height: int,
-    channels: int = 3,
-    tile: int = 256,
-    compression: str = "jpeg",
-    quality: int = 90,
-    mpp: float | None = None,
-    layout: str = "generic",
-    factor: int = 2,
-    min_size: int = 2048,
-    downsample: str = "mean",
-    aperio_fields: dict | None = None,
-    label: np.ndarray | None = None,
-    macro: np.ndarray | None = None,
-    thumbnail_size: int = 1024,
-    bigtiff: bool | None = None,
-    workers: int = 1,
-    progress: Callable[[int], None] | None = None,
+    path: str | Path, rows: RowSource, *, width: int, height: int, channels: int = 3,
+    tile: int = 256, compression: str = "jpeg", quality: int = 90, mpp: float | None = None,
+    layout: str = "generic", factor: int = 2, min_size: int = 2048, downsample: str = "mean",
+    aperio_fields: dict | None = None, label: np.ndarray | None = None,
+    macro: np.ndarray | None = None, thumbnail_size: int = 1024, bigtiff: bool | None = None,
+    workers: int = 1, progress: Callable[[int], None] | None = None,
 ) -> PyramidInfo:
     """Write a tiled pyramidal TIFF from level-0 tile rows; memory stays flat in the size.
 
@@ -474,12 +459,7 @@ def write_pyramidal_tiff(
                              macro=macro, aperio_fields=aperio_fields)
         finally:
             builder.close()
-    return PyramidInfo(
-        path=path,
-        level_dimensions=tuple(dims),
-        downsamples=tuple(factor**i for i in range(len(dims))),
-        layout=layout,
-        compression=compression,
-        bigtiff=bool(bigtiff),
-        file_bytes=path.stat().st_size,
-    )
+    return PyramidInfo(path=path, level_dimensions=tuple(dims),
+                       downsamples=tuple(factor**i for i in range(len(dims))), layout=layout,
+                       compression=compression, bigtiff=bool(bigtiff),
+                       file_bytes=path.stat().st_size)

@@ -83,6 +83,35 @@ def erode(mask: np.ndarray, r: int) -> np.ndarray:
     return _shift_reduce(mask, r, np.logical_and, pad=True)
 
 
+def summed_area(values: np.ndarray) -> np.ndarray:
+    """The zero-padded summed-area table of a 2-D array: `table[i, j]` is `values[:i, :j].sum()`,
+    so the sum over any box is four lookups (`box_sum`). int64 for bool and integer input
+    (counts of a mask), float64 for floating input (cumulated in the input's own dtype)."""
+    a = np.asarray(values)
+    dtype = np.float64 if np.issubdtype(a.dtype, np.floating) else np.int64
+    table = np.zeros((a.shape[0] + 1, a.shape[1] + 1), dtype)
+    table[1:, 1:] = a.cumsum(0).cumsum(1)
+    return table
+
+
+Bounds = tuple[int | np.ndarray, int | np.ndarray]
+"""(start, stop) of a box along one axis: ints, or equal-shaped integer arrays (one box each)."""
+
+
+def box_sum(table: np.ndarray, *, rows: Bounds, cols: Bounds) -> np.ndarray:
+    """The sum of `values[r0:r1, c0:c1]` from `table = summed_area(values)`, for
+    `rows=(r0, r1)`, `cols=(c0, c1)` with 0 <= r0 <= r1 <= values rows (likewise columns)."""
+    (r0, r1), (c0, c1) = rows, cols
+    return np.asarray(table[r1, c1] - table[r0, c1] - table[r1, c0] + table[r0, c0])
+
+
+def window_sums(table: np.ndarray, *, size: int) -> np.ndarray:
+    """The sums over every `size` x `size` window of the values behind `table`
+    (`summed_area`), by the window's top-left index: (rows - size + 1, cols - size + 1)."""
+    n = size
+    return table[n:, n:] - table[:-n, n:] - table[n:, :-n] + table[:-n, :-n]
+
+
 def _fill_holes(mask: np.ndarray) -> np.ndarray:
     """Background components that do not touch the border become foreground (one labelling
     pass; scipy's binary_fill_holes iterates dilations and is ~10x slower here)."""

@@ -1057,12 +1057,12 @@ class DownsampledView:
     lacks that exact downsample."""
 
     def __init__(self, reader: Any, downsample: float) -> None:
-        from lymph.data.slides import _best_level
+        from lymph.data.slides import best_level
 
         self.reader = reader
         self.path = Path(reader.path)
         self.mpp = reader.mpp
-        self.base = _best_level(reader.level_downsamples, downsample)
+        self.base = best_level(reader.level_downsamples, downsample)
         w0, h0 = reader.dimensions
         self.dimensions = (max(1, int(w0 // downsample)), max(1, int(h0 // downsample)))
         self.level_count = 1

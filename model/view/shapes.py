@@ -82,15 +82,15 @@ def read_suggestions(path: Path) -> list[dict[str, Any]]:
     """The regions of a QuPath GeoJSON file (``lymph suggest``): polygons (outer rings) and
     points, each with its name and score (``score``/``priority``/... property) when given.
     AnnotationError naming the file for anything that is not GeoJSON."""
-    from lymph.data.annotations import _feature_parts, _features, _load_json, _ring
+    from lymph.data.annotations import feature_parts, geojson_features, load_json, ring_points
 
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise AnnotationError(f"{path}: cannot read ({exc})") from exc
     out: list[dict[str, Any]] = []
-    for i, feat in enumerate(_features(_load_json(data, path), path)):
-        parts = _feature_parts(feat, i, path)
+    for i, feat in enumerate(geojson_features(load_json(data, path), path)):
+        parts = feature_parts(feat, i, path)
         if parts is None:
             continue
         props = feat.get("properties") if isinstance(feat.get("properties"), dict) else {}
@@ -104,7 +104,7 @@ def read_suggestions(path: Path) -> list[dict[str, Any]]:
                     and all(isinstance(v, int | float) for v in xy[:2])):
                 out.append({"name": name, "score": score, "x": float(xy[0]), "y": float(xy[1])})
         for poly in parts[3]:
-            ring = _ring(poly[0], name, path) if poly else None
+            ring = ring_points(poly[0], name, path) if poly else None
             if ring is not None:
                 out.append({"name": name, "score": score, "polygon": _points(ring)})
         if len(out) > MAX_SUGGESTIONS:

@@ -4,9 +4,9 @@ Frames. A Deep Zoom pyramid of a ``width`` x ``height`` image has levels ``0..ma
 ``max_level = ceil(log2(max(width, height)))``; level ``L`` is the image at downsample
 ``2 ** (max_level - L)`` (sides rounded up), cut into ``TILE`` x ``TILE`` tiles, no overlap, edge
 tiles cropped (the DZI convention OpenSeadragon reads). A tile is read from the slide level
-whose downsample is the largest one at most the tile's (``_best_level``), through lymph's own
-reader (``data.slides.OpenSlideReader``: direct TIFF tile decoding, else OpenSlide), and
-box-resized when that level is not the tile's own scale.
+whose downsample is the largest one at most the tile's (``data.slides.best_level``), through
+lymph's own reader (``data.slides.OpenSlideReader``: direct TIFF tile decoding, else
+OpenSlide), and box-resized when that level is not the tile's own scale.
 
 The tumor map (``S_tumor_map.tif``, uint8 probability x 255) has its own pyramid at its own
 size; the viewer places it over the slide at ``map_downsample`` level-0 pixels per map pixel.
@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from lymph.data.slides import best_level
 
 TILE = 256
 JPEG_QUALITY = 85
@@ -102,21 +104,13 @@ class DeepZoom:
                 "max_level": self.max_level}
 
 
-def _best_level(downsamples: tuple[float, ...], downsample: float) -> int:
-    best = 0
-    for i, d in enumerate(downsamples):
-        if d <= downsample * (1 + 1e-3):
-            best = i
-    return best
-
-
 def read_tile_pixels(reader: Any, dz: DeepZoom, level: int, col: int, row: int) -> np.ndarray:
     """uint8 (h, w, 3) pixels of one Deep Zoom tile of `reader` (a ``SlideReader``)."""
     from PIL import Image
 
     x0, y0, x1, y1, tw, th = dz.region(level, col, row)
     scale = 2 ** (dz.max_level - level)
-    slevel = _best_level(reader.level_downsamples, scale)
+    slevel = best_level(reader.level_downsamples, scale)
     lds = reader.level_downsamples[slevel]
     lw, lh = reader.level_dimensions[slevel]
     lx0, ly0 = int(x0 // lds), int(y0 // lds)

@@ -1,4 +1,4 @@
-"""The spatial polygon index gives exactly what data/annotations.py gives for the whole
+"""The spatial polygon index gives exactly what data/annotations/ gives for the whole
 annotation (masks, centre tests, coverage, area), and scales with the polygons near a query."""
 
 from __future__ import annotations

@@ -4,7 +4,14 @@ import numpy as np
 import pytest
 
 from lymph.data.slides import open_slide
-from lymph.data.tissue import otsu_threshold, saturation, tissue_mask
+from lymph.data.tissue import (
+    box_sum,
+    otsu_threshold,
+    saturation,
+    summed_area,
+    tissue_mask,
+    window_sums,
+)
 
 
 def _pink_blobs(rng: np.random.Generator, shape=(200, 300)) -> tuple[np.ndarray, np.ndarray]:
@@ -85,3 +92,25 @@ def test_shift_morphology_equals_scipy(r):
     np.testing.assert_array_equal(
         erode(m, r), ndimage.minimum_filter(m.view(np.uint8), size=k, mode="constant",
                                             cval=1).astype(bool))
+
+
+def test_summed_area_box_and_window_sums_equal_direct_sums():
+    rng = np.random.default_rng(3)
+    mask = rng.random((37, 53)) < 0.3
+    table = summed_area(mask)
+    assert table.dtype == np.int64 and table.shape == (38, 54)
+    assert not table[0].any() and not table[:, 0].any()
+    r0, r1 = np.sort(rng.integers(0, 38, (2, 200)), axis=0)
+    c0, c1 = np.sort(rng.integers(0, 54, (2, 200)), axis=0)
+    expected = [mask[a:b, c:d].sum() for a, b, c, d in zip(r0, r1, c0, c1, strict=True)]
+    np.testing.assert_array_equal(box_sum(table, rows=(r0, r1), cols=(c0, c1)), expected)
+    assert int(box_sum(table, rows=(5, 5), cols=(7, 20))) == 0  # an empty box
+    assert int(box_sum(table, rows=(0, 37), cols=(0, 53))) == mask.sum()
+    values = rng.random((20, 30)).astype(np.float32)
+    ftable = summed_area(values)
+    assert ftable.dtype == np.float64
+    got = window_sums(ftable, size=4)
+    assert got.shape == (17, 27)
+    np.testing.assert_allclose(got[2, 5], values[2:6, 5:9].sum(), rtol=1e-5)
+    np.testing.assert_allclose(got, [[values[i:i + 4, j:j + 4].sum() for j in range(27)]
+                                     for i in range(17)], rtol=1e-5)
