@@ -18,7 +18,8 @@ def test_eval_alone_prints_its_help_and_exits_0():
 def test_the_old_one_command_form_is_gone(tmp_path):
     for option in ("--store", "--slides"):
         result = CliRunner().invoke(main, ["eval", option, str(tmp_path)])
-        assert result.exit_code == 2 and "No such option" in result.output and option in result.output
+        assert result.exit_code == 2, result.output
+        assert "No such option" in result.output and option in result.output
 
 
 def test_each_subcommand_needs_its_inputs(tmp_path):

@@ -30,5 +30,6 @@ def test_study_help_states_each_profiles_defaults():
 def test_quick_is_gone_profile_quick_is_the_one_spelling(tmp_path):
     result = CliRunner().invoke(main, ["study", "--store", str(tmp_path), "--pretrained", "x.pt",
                                        "--out", str(tmp_path / "s"), "--quick"])
-    assert result.exit_code == 2 and "No such option" in result.output and "--quick" in result.output
+    assert result.exit_code == 2, result.output
+    assert "No such option" in result.output and "--quick" in result.output
     assert "--profile" in CliRunner().invoke(main, ["study", "--help"]).output
