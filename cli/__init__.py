@@ -16,7 +16,7 @@ from lymph.cli.info import info_cmd
 from lymph.cli.predict import predict_cmd
 from lymph.cli.study import study_cmd
 from lymph.cli.suggest import suggest_cmd
-from lymph.cli.synth import synth
+from lymph.cli.synth import synth_cmd
 from lymph.cli.train import train_cmd
 from lymph.cli.view import view_cmd
 
@@ -44,6 +44,7 @@ def main() -> None:
     """
 
 
-for _command in (synth, extract_cmd, info_cmd, train_cmd, eval_cmd, study_cmd, predict_cmd,
+for _command in (synth_cmd, extract_cmd, info_cmd, train_cmd, eval_cmd, study_cmd, predict_cmd,
                  suggest_cmd, view_cmd):
     main.add_command(_command)
+del _command

@@ -92,8 +92,9 @@ def _print_slides(slides: list[SynthSlide], out: Path) -> None:
               type=click.Choice(["auto", "A", "B", "C"]),
               help="camelyon world: the scanning centre (stain, sharpness, JPEG quality, which "
                    "replaces --quality); auto: drawn from the seed.")
-def synth(out: Path, n_tumor: int, n_normal: int, size: tuple[int, int], seed: int, fmt: str,
-          mpp: float, quality: int, workers: int, prefix: str, world: str, centre: str) -> None:
+def synth_cmd(out: Path, n_tumor: int, n_normal: int, size: tuple[int, int], seed: int,
+              fmt: str, mpp: float, quality: int, workers: int, prefix: str, world: str,
+              centre: str) -> None:
     """Make a synthetic CAMELYON16-like slide set: pyramidal slides OpenSlide opens, ASAP XML
     and mask TIFFs for tumor slides, and reference.csv.
 

@@ -3,6 +3,7 @@ tested with the stages (tests/model/test_evaluate.py, tests/model/test_camelyon.
 
 from __future__ import annotations
 
+import click
 from click.testing import CliRunner
 
 from lymph.cli import main
@@ -32,7 +33,9 @@ def test_each_subcommand_needs_its_inputs(tmp_path):
 
 
 def test_each_options_help_describes_only_its_own_command():
+    group = main.commands["eval"]
+    assert isinstance(group, click.Group)
     for name in ("patches", "slides"):
-        for param in main.commands["eval"].commands[name].params:  # type: ignore[attr-defined]
+        for param in group.commands[name].params:
             text = getattr(param, "help", None) or ""
             assert "mode:" not in text.lower(), (name, param.name, text)
