@@ -90,18 +90,19 @@ demo: $(STAMP)
 	    --init $(DEMO)/runs/pretrain/last.pt --labeled 200 --steps 400 --eval-every 50 \
 	    $(DEMO_MODEL) $$resume
 	@echo "== 5/8 pixel metrics on the unseen test slides' patches (thresholds chosen on a held-out one)"
-	test -f $(DEMO)/eval/metrics.json || $(BIN)/lymph eval --store $(DEMO)/test_store.zarr \
-	    --checkpoint $(DEMO)/runs/finetune/best.pt --threshold auto --out $(DEMO)/eval --figures
+	test -f $(DEMO)/eval/metrics.json || $(BIN)/lymph eval patches \
+	    --store $(DEMO)/test_store.zarr --checkpoint $(DEMO)/runs/finetune/best.pt \
+	    --threshold auto --out $(DEMO)/eval --figures
 	@echo "   the paper's Figure 4: the pretraining checkpoint's reconstructions of test patches"
-	test -f $(DEMO)/eval/pretrain/metrics.json || $(BIN)/lymph eval \
+	test -f $(DEMO)/eval/pretrain/metrics.json || $(BIN)/lymph eval patches \
 	    --store $(DEMO)/test_store.zarr --checkpoint $(DEMO)/runs/pretrain/last.pt \
 	    --out $(DEMO)/eval/pretrain --figures
 	@echo "== 6/8 whole-slide tumor maps of the unseen test slides"
 	test -f $(DEMO)/maps/eval/metrics.json || $(BIN)/lymph predict --slides $(DEMO)/test_slides \
 	    --checkpoint $(DEMO)/runs/finetune/best.pt --out $(DEMO)/maps
 	@echo "== 7/8 CAMELYON16 scoring of the maps: lesion FROC and slide AUC"
-	test -f $(DEMO)/maps/eval/metrics.json || $(BIN)/lymph eval --slides $(DEMO)/test_slides \
-	    --predictions $(DEMO)/maps --out $(DEMO)/maps/eval
+	test -f $(DEMO)/maps/eval/metrics.json || $(BIN)/lymph eval slides \
+	    --slides $(DEMO)/test_slides --predictions $(DEMO)/maps --out $(DEMO)/maps/eval
 	@echo "== 8/8 the paper's Figure 3, quick profile: ILLUSTRATES the protocol, does not test it"
 	$(BIN)/lymph study --store $(DEMO)/store.zarr \
 	    --pretrained identity=$(DEMO)/runs/pretrain/last.pt --out $(DEMO)/study --profile quick

@@ -1,4 +1,4 @@
-"""Benchmark of patch-mode evaluation (`lymph eval --store`): where the time goes.
+"""Benchmark of patch-mode evaluation (`lymph eval patches`): where the time goes.
 
 Prints, measured in the same run (so the ratios hold even when other work loads the CPUs):
 1. metric cost per 64-patch chunk of 300 x 300 px: `pixel_counts` and `PRAccumulator.update`

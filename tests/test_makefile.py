@@ -33,8 +33,8 @@ def _make(tmp_path: Path, target: str) -> list[str]:
     log.write_text("")
     env = {**os.environ, "LYMPH_LOG": str(log)}
     done = subprocess.run(["make", "-s", "-C", str(ROOT), target, f"VENV={tmp_path / 'venv'}",
-                           f"DEMO={tmp_path / 'demo'}"], env=env, capture_output=True,
-                          text=True, timeout=60)
+                           f"DEMO={tmp_path / 'demo'}", f"STUDY={tmp_path / 'study'}"],
+                          env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
     return log.read_text().splitlines()
 
@@ -75,3 +75,23 @@ def test_clean_demo_removes_only_the_demo(fake_venv: Path):
     _make(fake_venv, "clean-demo")
     assert not (fake_venv / "demo").exists()
     assert (fake_venv / "venv" / "bin" / "lymph").exists()
+
+
+@pytest.mark.parametrize("target", ["demo", "study"])
+def test_every_call_is_a_command_with_its_options(fake_venv: Path, target: str):
+    """Each `lymph` line of the recipe names a real (sub)command, not a group, and only its
+    options, so a renamed command or option fails here rather than an hour into the run."""
+    import shlex
+
+    import click
+
+    from lymph.cli import main
+
+    for line in _make(fake_venv, target):
+        words = shlex.split(line)
+        cmd: click.Command = main
+        while isinstance(cmd, click.Group):
+            assert words and words[0] in cmd.commands, line
+            cmd = cmd.commands[words.pop(0)]
+        options = {opt for p in cmd.params for opt in (*p.opts, *p.secondary_opts)}
+        assert all(w in options for w in words if w.startswith("--")), line

@@ -264,7 +264,6 @@ class StudyConfig:
     allow_test_in_pretraining: bool = False
     keep_checkpoints: bool = False
     progress: bool = True
-    quick: bool = False  # the old flag: profile "quick"
     precision: str = "auto"  # lymph.model.precision: training and scoring autocast
     resolved: StudySettings = field(init=False, repr=False, compare=False)
 
@@ -274,10 +273,6 @@ class StudyConfig:
         for name in ("store", "out"):
             set_(self, name, Path(getattr(self, name)))
         set_(self, "pretrained", _pretrained(self.pretrained))
-        if self.quick and self.profile not in (None, "quick"):
-            raise ConfigError(f"--quick and --profile {self.profile} disagree; pass one")
-        if self.quick:
-            set_(self, "profile", "quick")
         if self.profile is not None and self.profile not in PROFILES:
             raise ConfigError(f"profile must be one of {sorted(PROFILES)}, got {self.profile!r}")
         set_(self, "resolved", self._resolve())

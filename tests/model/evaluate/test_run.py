@@ -230,6 +230,7 @@ def test_cli_eval_json(world: dict[str, Path]) -> None:
         main,
         [
             "eval",
+            "patches",
             "--store",
             str(world["store"]),
             "--checkpoint",
@@ -258,6 +259,7 @@ def test_cli_eval_table(world: dict[str, Path]) -> None:
         main,
         [
             "eval",
+            "patches",
             "--store",
             str(world["store"]),
             "--checkpoint",
@@ -275,27 +277,26 @@ def test_cli_eval_table(world: dict[str, Path]) -> None:
 @pytest.mark.parametrize(
     ("args", "message", "code"),
     [
-        ([], "choose a mode", 2),
-        (["--store", "{store}"], "patch mode also needs --checkpoint", 2),
+        (["patches", "--store", "{store}"], "Missing option '--checkpoint'", 2),
         (
-            ["--store", "{store}", "--checkpoint", "{ckpt}", "--predictions", "{root}"],
-            "options of both modes",
+            ["patches", "--store", "{store}", "--checkpoint", "{ckpt}", "--predictions", "{root}"],
+            "No such option",
             2,
         ),
-        (["--predictions", "{root}"], "slide mode also needs --slides", 2),
+        (["slides", "--predictions", "{root}"], "Missing option '--slides'", 2),
         (
-            ["--slides", "{root}", "--predictions", "{root}", "--figures"],
-            "--figures do not apply in slide mode",
+            ["slides", "--slides", "{root}", "--predictions", "{root}", "--figures"],
+            "No such option",
             2,
         ),
         (
-            ["--store", "{store}", "--checkpoint", "{ckpt}", "--threshold", "best"],
+            ["patches", "--store", "{store}", "--checkpoint", "{ckpt}", "--threshold", "best"],
             "neither a number",
             2,
         ),
-        (["--store", "{store}", "--checkpoint", "{ckpt}", "--figures"], "--out DIR with", 2),
-        (["--store", "{store}", "slides"], "put the options after `slides`", 2),
-        (["slides", "--predictions", "{root}"], "slide mode also needs --slides", 2),
+        (["patches", "--store", "{store}", "--checkpoint", "{ckpt}", "--figures"],
+         "--out DIR with", 2),
+        (["--store", "{store}", "slides"], "No such option", 2),
         (["patches", "--slides", "{root}"], "No such option", 2),
     ],
 )
@@ -310,20 +311,6 @@ def test_cli_eval_bad_modes(
     result = CliRunner().invoke(main, ["eval", *args])
     assert result.exit_code == code, result.output
     assert message in result.output
-
-
-def test_cli_eval_patches_subcommand_equals_the_old_form(world: dict[str, Path]) -> None:
-    from click.testing import CliRunner
-
-    from lymph.cli import main
-
-    common = ["--store", str(world["store"]), "--checkpoint", str(world["ckpt"]), "--json",
-              "--device", "cpu", "--threshold", "0.4"]  # fmt: skip
-    old = CliRunner().invoke(main, ["eval", *common])
-    new = CliRunner().invoke(main, ["eval", "patches", *common])
-    assert old.exit_code == 0 and new.exit_code == 0, old.output + new.output
-    a, b = json.loads(old.stdout), json.loads(new.stdout)
-    assert a["f1"] == b["f1"] and a["slides"] == b["slides"]
 
 
 def test_a_pretraining_checkpoint_is_refused(world: dict[str, Path], tmp_path: Path) -> None:
@@ -456,6 +443,7 @@ def test_cli_eval_slide_mode(synth_world: Path, tmp_path: Path) -> None:
         main,
         [
             "eval",
+            "slides",
             "--slides",
             str(synth_world),
             "--predictions",

@@ -18,8 +18,6 @@ def test_study_config_validation(tmp_path) -> None:
         StudyConfig(**base, sizes=(4, 4))
     with pytest.raises(ConfigError, match="outside"):
         StudyConfig(**base, threshold=2.0)
-    with pytest.raises(ConfigError, match="--quick and --profile standard disagree"):
-        StudyConfig(**base, quick=True, profile="standard")
     with pytest.raises(ConfigError, match="profile must be one of"):
         StudyConfig(**base, profile="huge")
     with pytest.raises(ConfigError, match="conditions .'nope'. unknown"):
@@ -33,7 +31,7 @@ def test_study_config_validation(tmp_path) -> None:
         StudyConfig(**base, pilot_sd=0.0)
     with pytest.raises(ConfigError, match="not a pretext name"):
         parse_pretrained(["Bad Name=x.pt"])
-    quick = StudyConfig(**base, quick=True)
+    quick = StudyConfig(**base, profile="quick")
     assert quick.profile == "quick" and quick.resolved.steps == 600
     assert StudyConfig(**base, profile="quick", steps=7).resolved.steps == 7
     assert parse_pretrained(["genesis=a.pt", "b.pt"]) == (("genesis", Path("a.pt")),
