@@ -131,7 +131,7 @@ def synth(out: Path, n_tumor: int, n_normal: int, size: tuple[int, int], seed: i
     """
     import os
 
-    from lymph.data.synth import synth_slides
+    from lymph.data.synth import SynthConfig, run
 
     if n_tumor + n_normal == 0:
         raise click.BadParameter("nothing to make; ask for at least one slide",
@@ -147,9 +147,9 @@ def synth(out: Path, n_tumor: int, n_normal: int, size: tuple[int, int], seed: i
             f"cannot write into {out} ({exc.strerror or exc}); choose a writable folder",
             param_hint="--out",
         ) from None
-    slides = synth_slides(out_path, n_tumor=n_tumor, n_normal=n_normal, size=size, seed=seed,
-                          fmt=fmt, mpp=mpp, progress=True, quality=quality, workers=workers,
-                          prefix=prefix, world=world, centre=centre)
+    slides = run(SynthConfig(out=out_path, n_tumor=n_tumor, n_normal=n_normal, size=size,
+                             seed=seed, fmt=fmt, mpp=mpp, progress=True, quality=quality,
+                             workers=workers, prefix=prefix, world=world, centre=centre)).slides
     click.echo(f"{'slide':<12} {'status':<7} {'size':>13} {'MB':>7} {'lesions':>7}  largest  files")
     for s in slides:
         mb = s.path.stat().st_size / 1e6
