@@ -17,12 +17,11 @@ write (slide TIFF, XML, mask, manifests), run (`run(SynthConfig) -> SynthResult`
 from lymph.data.synth.checks import (
     best_balanced_accuracy,
     colour_separability,
-    patch_colour_features,
     tissue_fraction,
 )
 from lymph.data.synth.config import TILE, SynthConfig
 from lymph.data.synth.plan import Lesion, SlidePlan, lesion_kind
-from lymph.data.synth.run import SynthResult, plan_slide, run, slide_jobs
+from lymph.data.synth.run import SynthResult, plan_slide, run
 from lymph.data.synth.world.plan import make_plan
 from lymph.data.synth.write import (
     SynthSlide,
@@ -44,10 +43,8 @@ __all__ = [
     "largest_kind",
     "lesion_kind",
     "make_plan",
-    "patch_colour_features",
     "plan_slide",
     "run",
-    "slide_jobs",
     "tissue_fraction",
     "write_asap_xml",
     "write_manifests",

@@ -78,6 +78,11 @@ class Stain:
     density: float
 
 
+def od3(v: np.ndarray) -> tuple[float, float, float]:
+    """An optical-density vector (R, G, B) as plain floats (for Stain and synth.json)."""
+    return float(v[0]), float(v[1]), float(v[2])
+
+
 def _key(*parts: int) -> int:
     ss = np.random.SeedSequence([int(p) & 0xFFFFFFFF for p in parts])
     return int(ss.generate_state(1, np.uint64)[0] >> np.uint64(1))
@@ -114,7 +119,8 @@ def lesion_kind(diameter_um: float) -> str:
     return "ITC"
 
 
-def _points_in_polygons(px: np.ndarray, py: np.ndarray, polygons) -> np.ndarray:
+def _points_in_polygons(px: np.ndarray, py: np.ndarray,
+                        polygons: Sequence[np.ndarray]) -> np.ndarray:
     inside = np.zeros(px.shape, bool)
     for poly in polygons:
         q = np.roll(poly, -1, axis=0)
@@ -251,8 +257,8 @@ class SlidePlan:
         h /= np.linalg.norm(h)
         e /= np.linalg.norm(e)
         return Stain(
-            h_od=tuple(float(v) for v in h),
-            e_od=tuple(float(v) for v in e),
+            h_od=od3(h),
+            e_od=od3(e),
             h_scale=float(rng.uniform(0.6, 1.4)),
             e_scale=float(rng.uniform(0.5, 1.5)),
             white=float(rng.uniform(0.86, 1.0) * 255),
@@ -298,7 +304,7 @@ class SlidePlan:
             else:
                 target = str(rng.choice(["Macro", "Micro", "ITC"], p=[0.15, 0.4, 0.45]))
             lo, hi = {"Macro": (1100, 2200), "Micro": (130, 800), "ITC": (25, 70)}[target]
-            spot = self._lesion_spot(rng, i, rng.uniform(lo, hi) * self.px, placed)
+            spot = self._place_lesion(rng, i, rng.uniform(lo, hi) * self.px, placed)
             if spot is None:
                 continue
             placed.append(spot)
@@ -312,19 +318,13 @@ class SlidePlan:
                                        lighten=0.0))
         return tuple(lesions)
 
-    def _lesion_spot(self, rng: np.random.Generator, i: int, radius_target: float,
+    def _place_lesion(self, rng: np.random.Generator, i: int, radius_target: float,
                      placed: Sequence[tuple[float, float, float]]
                      ) -> tuple[float, float, float] | None:
         """Centre and radius of lesion i, clear of those `placed`; the first goes in the
         biggest section (every tumor slide has tumor)."""
-        biggest = max(self.sections, key=lambda sc: min(sc.a, sc.b))
         for _attempt in range(20):
-            sec = biggest if i == 0 else self.sections[int(rng.integers(len(self.sections)))]
-            rc = rng.uniform(0, 0.3) if i == 0 else rng.uniform(0, 0.62)
-            ang = rng.uniform(0, 2 * np.pi)
-            ex, ey = rc * sec.a * np.cos(ang), rc * sec.b * np.sin(ang)
-            ct, st = np.cos(sec.theta), np.sin(sec.theta)
-            cx, cy = sec.cx + ex * ct - ey * st, sec.cy + ex * st + ey * ct
+            cx, cy, rc, sec = self.lesion_centre(rng, i, rc_max=0.62)
             minor = min(sec.a, sec.b)
             r_max = (0.8 - rc) * minor / 1.35
             radius = min(radius_target, r_max)
@@ -334,6 +334,19 @@ class SlidePlan:
                 continue
             return cx, cy, radius
         return None
+
+    def lesion_centre(self, rng: np.random.Generator, i: int,
+                      rc_max: float) -> tuple[float, float, float, Section]:
+        """A candidate centre (x, y) for lesion i, its relative distance rc from its section's
+        middle, and the section: the biggest section and rc < 0.3 for the first lesion (every
+        tumor slide has tumor), a random section and rc < `rc_max` for the others."""
+        biggest = max(self.sections, key=lambda sc: min(sc.a, sc.b))
+        sec = biggest if i == 0 else self.sections[int(rng.integers(len(self.sections)))]
+        rc = rng.uniform(0, 0.3) if i == 0 else rng.uniform(0, rc_max)
+        ang = rng.uniform(0, 2 * np.pi)
+        ex, ey = rc * sec.a * np.cos(ang), rc * sec.b * np.sin(ang)
+        ct, st = np.cos(sec.theta), np.sin(sec.theta)
+        return sec.cx + ex * ct - ey * st, sec.cy + ex * st + ey * ct, rc, sec
 
     def _surrounding_density(self, points: np.ndarray, rng: np.random.Generator) -> float:
         """Mean lymphoid density on a ring just outside a lesion outline (jittered by +-0.1):

@@ -221,7 +221,7 @@ def stamp_nuclei(plan: SlidePlan, tx: int, ty: int, pick: Pick) -> tuple[np.ndar
             nuclei = plan.candidates(nx, ny)
             px, py, opacity = nuclei[0], nuclei[1], nuclei[5]
             near = (px > x0 - m) & (px < x0 + TILE + m) & (py > y0 - m) & (py < y0 + TILE + m)
-            for j in np.nonzero(near)[0]:
+            for j in np.nonzero(near)[0].tolist():
                 sd, so, gain = pick(nuclei, j)
                 _stamp(nuc_h, occ, sd, so, int(round(px[j])) - x0, int(round(py[j])) - y0,
                        gain, np.float32(opacity[j]))

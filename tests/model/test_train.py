@@ -655,7 +655,7 @@ def test_cli_train_model_and_pretext_options(store: Path, tmp_path: Path) -> Non
 
 def _tissue(n: int, rng: np.random.Generator, key: int, size: int = 64) -> np.ndarray:
     """H&E-like patches: fractal-noise pink/purple stroma with dark round nuclei."""
-    from lymph.data.texture import fractal_noise
+    from lymph.data.synth.texture import fractal_noise
 
     yy, xx = np.mgrid[:size, :size].astype(float)
     out = np.empty((n, size, size, 3), np.uint8)

@@ -4,7 +4,7 @@ statistics of a world's lesion outlines against real CAMELYON16 ones."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from scipy import ndimage
@@ -39,8 +39,11 @@ def blob_sizes(rgb: np.ndarray) -> np.ndarray:
 # The rule's variants: the statistic of a patch's blob areas, and an upper area cap (6000 px:
 # a 20 um disc at 0.243 um/px; larger blobs are merged sheets, not nuclei). The reported
 # figure is the best of them (the strongest nuclear-size rule tried).
-VARIANTS = {"mean": (np.mean, None), "median": (np.median, None),
-            "mean_capped": (np.mean, 6000), "median_capped": (np.median, 6000)}
+Statistic = Callable[[np.ndarray], np.floating]
+VARIANTS: dict[str, tuple[Statistic, float | None]] = {
+    "mean": (np.mean, None), "median": (np.median, None),
+    "mean_capped": (np.mean, 6000), "median_capped": (np.median, 6000),
+}
 
 
 def blob_features(rgb: np.ndarray) -> dict[str, float]:

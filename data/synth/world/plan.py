@@ -78,7 +78,7 @@ class CamelyonPlan(sy.SlidePlan):
         h /= np.linalg.norm(h)
         e /= np.linalg.norm(e)
         return sy.Stain(
-            h_od=tuple(float(v) for v in h), e_od=tuple(float(v) for v in e),
+            h_od=sy.od3(h), e_od=sy.od3(e),
             h_scale=float(rng.uniform(*c.h_scale)), e_scale=float(rng.uniform(*c.e_scale)),
             white=float(rng.uniform(*c.white) * 255), bg_od=float(rng.uniform(0.015, 0.05)),
             density=float(rng.uniform(0.8, 1.2)),
@@ -147,9 +147,11 @@ class CamelyonPlan(sy.SlidePlan):
                     break
         return fats
 
-    def _draw_artifacts(self, rng: np.random.Generator) -> tuple[list, ...]:
+    def _draw_artifacts(self, rng: np.random.Generator) -> tuple[
+            list[mm.Blob], list[mm.Stroke], list[tuple[mm.Stroke, int]], list[mm.Blob]]:
         p, px = self.params, self.px
-        blurs, folds = [], []
+        blurs: list[mm.Blob] = []
+        folds: list[mm.Stroke] = []
         for sec in self.sections:
             if rng.random() < p.blur_p:
                 r = rng.uniform(100, 280) * px
@@ -194,14 +196,8 @@ class CamelyonPlan(sy.SlidePlan):
     def _lesion_spot(self, rng: np.random.Generator, i: int,
                      radius_target: float) -> tuple[float, float, float] | None:
         """Centre and radius of lesion i (the first in the biggest section, near its middle)."""
-        biggest = max(self.sections, key=lambda sc: min(sc.a, sc.b))
         for _ in range(20):
-            sec = biggest if i == 0 else self.sections[int(rng.integers(len(self.sections)))]
-            rc = rng.uniform(0, 0.3) if i == 0 else rng.uniform(0, 0.7)
-            ang = rng.uniform(0, 2 * np.pi)
-            ex, ey = rc * sec.a * np.cos(ang), rc * sec.b * np.sin(ang)
-            ct, st = np.cos(sec.theta), np.sin(sec.theta)
-            cx, cy = sec.cx + ex * ct - ey * st, sec.cy + ex * st + ey * ct
+            cx, cy, rc, sec = self.lesion_centre(rng, i, rc_max=0.7)
             radius = min(radius_target, (0.85 - rc) * min(sec.a, sec.b))
             if radius < 6 * self.px and i > 0:
                 continue

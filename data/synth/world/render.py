@@ -5,6 +5,7 @@ position, as in synth/render.py, so the same seed gives the same bytes in any ti
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -106,7 +107,8 @@ def focus_textures(plan: CamelyonPlan) -> FocusTextures:
 
 
 # --------------------------------------------------------------------------- fields
-def _nearby(plan: CamelyonPlan, items, x0: float, y0: float, size: float, grow: float = 0.4):
+def _nearby(plan: CamelyonPlan, items: Sequence[mm.Blob], x0: float, y0: float, size: float,
+            grow: float = 0.4) -> list[mm.Blob]:
     out = []
     for b in items:
         box = b.box()
