@@ -67,7 +67,6 @@ def tissue_fraction(rgb: np.ndarray, *, step: int = 3) -> float:
     return float(((mx - mn > 20) | (r + g + b < 600)).mean())
 
 
-
 def labelled_patches(slides: Sequence[SynthSlide], *, patch_size: int = 300,
                      stride: int | None = None,
                      min_tissue: float = 0.5) -> Iterator[tuple[np.ndarray, int]]:

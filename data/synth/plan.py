@@ -133,7 +133,6 @@ def _points_in_polygons(px: np.ndarray, py: np.ndarray,
     return inside
 
 
-
 def draw_holes(rng: np.random.Generator, cx: float, cy: float, radius: float, *, px: float,
                size: tuple[float, float], offset: tuple[float, float]) -> list[np.ndarray]:
     """The `_2` exclusion holes of a lesion: none under 150 um of radius, else 1-2 (60% of
@@ -169,6 +168,7 @@ def make_lesion(index: int, points: np.ndarray, holes: Sequence[np.ndarray], *, 
         match_density=match_density,
         lighten=lighten,
     )
+
 
 class SlidePlan:
     """Everything needed to paint one slide, tile by tile, deterministically."""

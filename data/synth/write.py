@@ -36,6 +36,7 @@ class SynthSlide:
     dimensions: tuple[int, int] = (0, 0)
     largest: str = ""  # largest lesion class (Macro/Micro/ITC), "" for normal slides
 
+
 def write_asap_xml(path: Path, lesions: tuple[Lesion, ...]) -> None:
     """CAMELYON16-style ASAP XML: tumor polygons in `_0`/`_1`, exclusion holes in `_2`."""
     root = ET.Element("ASAP_Annotations")
