@@ -3,7 +3,7 @@
     .venv/bin/python bench/bench_extract.py [--out bench_out/extract] [--patches 1000]
         [--size 12000x9000] [--memory-patches 2000] [--skip-memory] [--skip-scaling]
 
-1. Rate, one worker: `extract` of one synthetic tumor slide (synth_slides; tissue detection,
+1. Rate, one worker: `extract` of one synthetic tumor slide (lymph.data.synth.run; tissue detection,
    annotations, sampling, mask rasterization, compression and writing included; Python imports
    done beforehand) against bare `openslide.OpenSlide.read_region` of the same patches (the
    coordinates extraction drew, in the same order) on the same slide, alternating, best of 2.
@@ -14,7 +14,7 @@
    without the cluster's start-up (measured alone in the same run).
 3. Memory: peak RSS of a fresh process extracting `--memory-patches` patches (with masks) from a
    25,000^2 and a 100,000^2 slide. These slides are tiled from 9 pre-encoded JPEG tiles
-   (texture inside an ellipse, glass outside, one tumor polygon) in ~20 s, not by synth_slides,
+   (texture inside an ellipse, glass outside, one tumor polygon) in ~20 s, not by `lymph synth`,
    whose 100,000^2 slide was on course to take over an hour on this shared 2-core machine.
 4. Checksums (with the rate): the crc32c of every chunk file of the rate store (what the writer
    appends and every read verifies), timed over bytes already in memory, against the
@@ -76,12 +76,12 @@ def run_extract(slides: Path, out: Path, *, patches: int, workers: int = 1,
 def rate(root: Path, *, patches: int, size: tuple[int, int]) -> dict:
     import zarr
 
-    from lymph.data.synth import synth_slides
+    from lymph.data.synth import SynthConfig, run
 
     world = root / "rate_slides"
     if not (world / "tumor_001.tif").exists():
         print(f"making a {size[0]}x{size[1]} synthetic tumor slide ...", flush=True)
-        synth_slides(world, n_tumor=1, n_normal=0, size=size, seed=3)
+        run(SynthConfig(out=world, n_tumor=1, n_normal=0, size=size, seed=3))
     store = root / "rate.zarr"
     # warm-up: imports, page cache
     run_extract(world, store, patches=16)
@@ -175,12 +175,12 @@ def scaling(root: Path, *, patches: int, size: tuple[int, int]) -> dict:
     import functools
 
     from lymph.data.cluster import map_slides
-    from lymph.data.synth import synth_slides
+    from lymph.data.synth import SynthConfig, run
 
     world = root / "scaling_slides"
     if not (world / "normal_001.tif").exists():
         print(f"making two {size[0]}x{size[1]} synthetic slides ...", flush=True)
-        synth_slides(world, n_tumor=1, n_normal=1, size=size, seed=4)
+        run(SynthConfig(out=world, n_tumor=1, n_normal=1, size=size, seed=4))
     labels = world / "reference.csv"
     load_before = os.getloadavg()[0]
     run_extract(world, root / "w1.zarr", patches=8, labels=labels)  # warm-up

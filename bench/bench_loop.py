@@ -97,7 +97,7 @@ class World:
 
 def make_world(config: LoopConfig) -> World:
     """Both synthetic worlds (made once, reused) and the test world's exhaustive store."""
-    from lymph.data.synth import synth_slides
+    from lymph.data.synth import SynthConfig, run
     from lymph.pipeline.extract import ExtractConfig
     from lymph.pipeline.extract import run as extract
 
@@ -106,7 +106,8 @@ def make_world(config: LoopConfig) -> World:
     for folder, n_t, n_n, seed in ((train, config.tumor, config.normal, 0),
                                    (test, config.test_tumor, config.test_normal, 1)):
         if not (folder / "reference.csv").is_file():
-            synth_slides(folder, n_tumor=n_t, n_normal=n_n, size=config.slide, seed=seed)
+            run(SynthConfig(out=folder, n_tumor=n_t, n_normal=n_n, size=config.slide,
+                            seed=seed))
     store = root / "test.zarr"
     extract(ExtractConfig(slides=test, out=store, labels=test / "reference.csv",
                           level=config.level, patch_size=config.patch_size,

@@ -61,15 +61,15 @@ WORLD_LEVEL, WORLD_PATCH = 2, 64
 
 def make_slide(cache: Path, size: int) -> tuple[Path, float]:
     """The cached synthetic tumor slide of size x size px (made once), and seconds spent."""
-    from lymph.data.synth import synth_slides
+    from lymph.data.synth import SynthConfig, run
 
     folder = cache / f"slides_{size}"
     path = folder / "tumor_001.tif"
     if path.is_file():
         return path, 0.0
     t0 = time.perf_counter()
-    synth_slides(folder, n_tumor=1, n_normal=0, size=(size, size), seed=0, progress=True,
-                 workers=max(1, (os.cpu_count() or 1)))
+    run(SynthConfig(out=folder, n_tumor=1, n_normal=0, size=(size, size), seed=0,
+                    progress=True, workers=max(1, (os.cpu_count() or 1))))
     return path, time.perf_counter() - t0
 
 
@@ -78,7 +78,7 @@ def make_tiled_slide(cache: Path, src: Path, size: int) -> tuple[Path, float]:
     as they are (no decoding) with a period of whole tiles that halves exactly at every source
     level (96 tiles, 24,576 px, for a 25k source), so every level repeats the same tissue; the
     levels below the source's smallest are composed from it. Same tissue, texture and JPEG
-    tiles as synth_slides makes, in I/O time instead of about 25 CPU-minutes."""
+    tiles as lymph.data.synth.run makes, in I/O time instead of about 25 CPU-minutes."""
     import tifffile
 
     from lymph.data.pyramid import pyramid_dimensions
@@ -234,7 +234,7 @@ def speed_and_memory(args: argparse.Namespace) -> None:
     """Parts 1 and 2 (see the module doc)."""
     small, made = make_slide(args.cache, args.small)
     if made:
-        print(f"made {small} in {made:.0f} s (synth_slides)")
+        print(f"made {small} in {made:.0f} s (lymph.data.synth.run)")
     big, made = make_tiled_slide(args.cache, small, args.size)
     print(f"big slide {big}{f', made in {made:.0f} s' if made else ''}")
     print("\n| norm | slide | path | window | stride | margin | windows inferred | "
@@ -265,12 +265,12 @@ def speed_and_memory(args: argparse.Namespace) -> None:
 
 def make_world(cache: Path, name: str, *, n_tumor: int, n_normal: int, seed: int,
                size: tuple[int, int]) -> Path:
-    from lymph.data.synth import synth_slides
+    from lymph.data.synth import SynthConfig, run
 
     folder = cache / f"world_{name}_{n_tumor}t{n_normal}n_{size[0]}x{size[1]}_s{seed}"
     if not (folder / "reference.csv").is_file():
-        synth_slides(folder, n_tumor=n_tumor, n_normal=n_normal, size=size, seed=seed,
-                     workers=max(1, os.cpu_count() or 1))
+        run(SynthConfig(out=folder, n_tumor=n_tumor, n_normal=n_normal, size=size, seed=seed,
+                        workers=max(1, os.cpu_count() or 1)))
     return folder
 
 

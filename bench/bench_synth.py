@@ -24,11 +24,12 @@ from pathlib import Path
 
 CHILD = """
 import json, sys, time
-from lymph.data.synth import synth_slides
+from lymph.data.synth import SynthConfig, run
 out = sys.argv[1]
 w, h, seed, workers = (int(v) for v in sys.argv[2:6])
 t = time.perf_counter()
-slides = synth_slides(out, n_tumor=1, n_normal=0, size=(w, h), seed=seed, workers=workers)
+slides = run(SynthConfig(out=out, n_tumor=1, n_normal=0, size=(w, h), seed=seed,
+                         workers=workers)).slides
 seconds = time.perf_counter() - t
 s = slides[0]
 print(json.dumps({"seconds": seconds, "slide_bytes": s.path.stat().st_size,
@@ -63,10 +64,11 @@ def spawn_measured(width: int, height: int, *, out: Path, seed: int, workers: in
 
 def colour_check(out: Path, *, n_tumor: int, n_normal: int, size: tuple[int, int],
                  seed: int) -> dict:
-    from lymph.data.synth import colour_separability, synth_slides
+    from lymph.data.synth import SynthConfig, colour_separability, run
 
     t = time.perf_counter()
-    slides = synth_slides(out, n_tumor=n_tumor, n_normal=n_normal, size=size, seed=seed)
+    slides = run(SynthConfig(out=out, n_tumor=n_tumor, n_normal=n_normal, size=size,
+                             seed=seed)).slides
     gen = time.perf_counter() - t
     t = time.perf_counter()
     result = colour_separability(slides)

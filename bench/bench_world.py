@@ -2,9 +2,9 @@
 (the same seed, slide counts and size) in one run and reports, for each:
 
 - the best balanced accuracy of one threshold on a patch's mean colour (R, G, B, H, S, V:
-  `synth.colour_separability`; the issue's bar: <= 0.75),
+  `lymph.data.synth.colour_separability`; the issue's bar: <= 0.75),
 - the best balanced accuracy of one threshold on a patch's mean dark-blob (nuclear) size
-  (`world_checks.nuclear_size_separability`; bar: <= 0.80),
+  (`synth/world/checks.nuclear_size_separability`; bar: <= 0.80),
 - the shape statistics of the lesion outlines (perimeter^2 / (4 pi area), solidity, convexity)
   beside those of the real CAMELYON16 outlines in shared/fixtures, and the outline model fitted
   to them (`--fit` refits it),
@@ -31,13 +31,14 @@ REAL = ROOT.parent / "shared" / "fixtures" / "annotations" / "ncrf-camelyon16"
 
 
 def one_world(world: str, out: Path, args: argparse.Namespace) -> dict:
-    from lymph.data.synth import colour_separability, synth_slides
-    from lymph.data.world_checks import nuclear_size_separability, world_outline_stats
+    from lymph.data.synth import SynthConfig, colour_separability, run
+    from lymph.data.synth.world.checks import nuclear_size_separability, world_outline_stats
 
     w, h = (int(v) for v in args.size.split("x"))
     t = time.perf_counter()
-    slides = synth_slides(out / world, n_tumor=args.tumor, n_normal=args.normal, size=(w, h),
-                          seed=args.seed, world=world, centre=args.centre)
+    slides = run(SynthConfig(out=out / world, n_tumor=args.tumor, n_normal=args.normal,
+                             size=(w, h), seed=args.seed, world=world,
+                             centre=args.centre)).slides
     seconds = time.perf_counter() - t
     colour = colour_separability(slides)
     size = nuclear_size_separability(slides)
@@ -71,8 +72,13 @@ def main() -> None:
                     "world_checks.json")
     args = ap.parse_args()
 
-    from lymph.data.outlines import fit_outline_model, load_real_outlines, shape_stats, summarize
-    from lymph.data.synth_world import PRESETS
+    from lymph.data.synth.world.outlines import (
+        fit_outline_model,
+        load_real_outlines,
+        shape_stats,
+        summarize,
+    )
+    from lymph.data.synth.world.params import PRESETS
 
     real = summarize([shape_stats(p) for p in load_real_outlines(REAL)])
     report = {"settings": vars(args) | {"out": str(args.out), "results": str(args.results)},

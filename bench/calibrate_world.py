@@ -43,46 +43,46 @@ def stage_world(args: argparse.Namespace) -> None:
     out = args.dir / "slides"
     out.mkdir(parents=True, exist_ok=True)
     if args.child is not None:
-        from lymph.data.synth import SynthConfig, _write_slide
-        from lymph.data.synth_world import make_plan
+        from lymph.data.synth import SynthConfig, plan_slide, write_slide
 
         k, n = (int(v) for v in args.child.split("/"))
-        cfg = SynthConfig(n_tumor=WORLD["n_tumor"], n_normal=WORLD["n_normal"],
+        cfg = SynthConfig(out=out, n_tumor=WORLD["n_tumor"], n_normal=WORLD["n_normal"],
                           size=WORLD["size"], seed=WORLD["seed"], world=WORLD["world"])
         for status, i in _slides()[k::n]:
             name = f"{status}_{i:03d}"
             if (out / f"{name}.tif").exists():
                 continue
-            plan = make_plan(cfg.world, cfg.centre, name=name, status=status,
-                             width=cfg.size[0], height=cfg.size[1], mpp=cfg.mpp, seed=cfg.seed,
-                             index=i)
-            _write_slide(plan, out / f"{name}.tif", cfg, lambda _n: None)
+            plan = plan_slide(cfg, status, i)
+            write_slide(plan, out / f"{name}.tif", cfg, lambda _n: None)
             print(name, "done", flush=True)
         return
     procs = [subprocess.Popen([sys.executable, __file__, "world", "--dir", str(args.dir),
                                "--child", f"{k}/{args.procs}"]) for k in range(args.procs)]
     if any(p.wait() for p in procs):
         raise SystemExit("a world process failed")
-    _manifests(out)  # reference.csv and synth.json, as synth_slides writes them
+    _manifests(out)  # reference.csv and synth.json, as lymph.data.synth.run writes them
 
 
 def _manifests(out: Path) -> None:
-    from lymph.data.synth import SynthConfig, SynthSlide, _write_manifests
-    from lymph.data.synth_world import make_plan
+    from lymph.data.synth import (
+        SynthConfig,
+        SynthSlide,
+        largest_kind,
+        plan_slide,
+        write_manifests,
+    )
 
-    cfg = SynthConfig(n_tumor=WORLD["n_tumor"], n_normal=WORLD["n_normal"], size=WORLD["size"],
-                      seed=WORLD["seed"], world=WORLD["world"])
+    cfg = SynthConfig(out=out, n_tumor=WORLD["n_tumor"], n_normal=WORLD["n_normal"],
+                      size=WORLD["size"], seed=WORLD["seed"], world=WORLD["world"])
     plans, slides = [], []
     for status, i in _slides():
         name = f"{status}_{i:03d}"
-        plan = make_plan(cfg.world, cfg.centre, name=name, status=status, width=cfg.size[0],
-                         height=cfg.size[1], mpp=cfg.mpp, seed=cfg.seed, index=i)
-        order = {"ITC": 0, "Micro": 1, "Macro": 2}
-        largest = max((les.kind for les in plan.lesions), key=order.__getitem__, default="")
+        plan = plan_slide(cfg, status, i)
         plans.append(plan)
         slides.append(SynthSlide(name=name, path=out / f"{name}.tif", status=status, xml=None,
-                                 mask=None, lesions=plan.lesions, largest=largest))
-    _write_manifests(out, cfg, slides, plans)
+                                 mask=None, lesions=plan.lesions,
+                                 largest=largest_kind(plan.lesions)))
+    write_manifests(out, cfg, slides, plans)
 
 
 def stage_extract(args: argparse.Namespace) -> None:

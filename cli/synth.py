@@ -102,13 +102,11 @@ def synth_cmd(out: Path, n_tumor: int, n_normal: int, size: tuple[int, int], see
     Example:
       lymph synth --out slides/ --tumor 3 --normal 2 --size 12000x9000 --seed 0
     """
-    from dataclasses import asdict
+    from lymph.data.synth import SynthConfig, run
 
-    from lymph.data.synth import SynthConfig, synth_slides
-
-    config = SynthConfig(n_tumor=n_tumor, n_normal=n_normal, size=size, seed=seed, fmt=fmt,
-                         mpp=mpp, quality=quality, workers=workers, prefix=prefix, world=world,
-                         centre=centre)
+    config = SynthConfig(out=out, n_tumor=n_tumor, n_normal=n_normal, size=size, seed=seed,
+                         fmt=fmt, mpp=mpp, quality=quality, workers=workers, prefix=prefix,
+                         world=world, centre=centre, progress=True)
     _check_writable(out)
-    slides = synth_slides(out, progress=True, **asdict(config))
+    slides = run(config).slides
     _print_slides(slides, out)

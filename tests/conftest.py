@@ -25,13 +25,13 @@ def fixtures_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def synth_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A folder made by `lymph.data.synth.synth_slides`: tumor_001.tif (+ tumor_001.xml,
+    """A folder made by `lymph.data.synth.run`: tumor_001.tif (+ tumor_001.xml,
     tumor_001_mask.tif), normal_001.tif, reference.csv, synth.json; 4096x3072, seed 0, tiff.
     Session-scoped and read-only: copy files before changing them."""
-    from lymph.data.synth import synth_slides
+    from lymph.data.synth import SynthConfig, run
 
     out = tmp_path_factory.mktemp("synth_world")
-    synth_slides(out, n_tumor=1, n_normal=1, size=(4096, 3072), seed=0, fmt="tiff")
+    run(SynthConfig(out=out, n_tumor=1, n_normal=1, size=(4096, 3072), seed=0, fmt="tiff"))
     return out
 
 

@@ -270,10 +270,11 @@ def test_cli_slides_subcommand_json_and_table(camelyon_world: Path) -> None:
 def test_synth_masks_have_level_5_for_the_official_rules(tmp_path: Path) -> None:
     import openslide
 
-    from lymph.data.synth import synth_slides
+    from lymph.data.synth import SynthConfig
+    from lymph.data.synth import run as synth
     from lymph.model.camelyon import official_mask_red
 
-    synth_slides(tmp_path, n_tumor=1, n_normal=0, size=(1000, 700), seed=0)
+    synth(SynthConfig(out=tmp_path, n_tumor=1, n_normal=0, size=(1000, 700), seed=0))
     mask = tmp_path / "tumor_001_mask.tif"
     with openslide.OpenSlide(str(mask)) as s:
         assert s.level_count > 5 and s.level_dimensions[5] == (32, 22)  # ceil(1000/32, 700/32)

@@ -50,7 +50,7 @@ def test_segmentation_only_baseline_records_recon_weight_0(
 
 def _tissue(n: int, rng: np.random.Generator, key: int, size: int = 64) -> np.ndarray:
     """H&E-like patches: fractal-noise pink/purple stroma with dark round nuclei."""
-    from lymph.data.texture import fractal_noise
+    from lymph.data.synth.texture import fractal_noise
 
     yy, xx = np.mgrid[:size, :size].astype(float)
     out = np.empty((n, size, size, 3), np.uint8)

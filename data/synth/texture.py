@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage
 
-_MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+Sprite = tuple[np.ndarray, np.ndarray]  # a nucleus: (hematoxylin density, occupancy)
 
 
 def _mix(h: np.ndarray) -> np.ndarray:
@@ -157,7 +157,7 @@ def rasterize_polygons(
 
 def lymphocyte_sprites(
     rng: np.random.Generator, *, radius_px: tuple[float, float], n: int = 32
-) -> list[tuple[np.ndarray, np.ndarray]]:
+) -> list[Sprite]:
     """Small, round, densely and evenly stained nuclei: (hematoxylin density, occupancy) pairs."""
     sprites = []
     for _ in range(n):
@@ -183,7 +183,7 @@ def carcinoma_sprites(
     radius_px: tuple[float, float],
     mpp: float,
     n: int = 48,
-) -> list[tuple[np.ndarray, np.ndarray]]:
+) -> list[Sprite]:
     """Large, pleomorphic, vesicular nuclei: irregular outlines, a dark rim, pale clumped
     chromatin inside and one or two nucleoli."""
     sprites = []
@@ -220,7 +220,7 @@ def carcinoma_sprites(
 
 
 def nuclei_field(
-    sprites: Sequence[tuple[np.ndarray, np.ndarray]],
+    sprites: Sequence[Sprite],
     *,
     spacing_px: float,
     keep: float,

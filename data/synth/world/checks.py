@@ -1,16 +1,17 @@
-"""Checks that a synthetic world is not trivially separable, beside `synth.colour_separability`:
+"""Checks that a synthetic world is not trivially separable, beside `checks.colour_separability`:
 a nuclear-size-only rule (the mean size of a patch's dark blobs, one threshold) and the shape
 statistics of a world's lesion outlines against real CAMELYON16 ones."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from scipy import ndimage
 
-from lymph.data.outlines import shape_stats, summarize
-from lymph.data.synth import SynthSlide, _best_balanced_accuracy, tissue_fraction
+from lymph.data.synth.checks import best_balanced_accuracy, labelled_patches
+from lymph.data.synth.world.outlines import shape_stats, summarize
+from lymph.data.synth.write import SynthSlide
 
 
 def otsu(values: np.ndarray) -> float:
@@ -38,8 +39,11 @@ def blob_sizes(rgb: np.ndarray) -> np.ndarray:
 # The rule's variants: the statistic of a patch's blob areas, and an upper area cap (6000 px:
 # a 20 um disc at 0.243 um/px; larger blobs are merged sheets, not nuclei). The reported
 # figure is the best of them (the strongest nuclear-size rule tried).
-VARIANTS = {"mean": (np.mean, None), "median": (np.median, None),
-            "mean_capped": (np.mean, 6000), "median_capped": (np.median, 6000)}
+Statistic = Callable[[np.ndarray], np.floating]
+VARIANTS: dict[str, tuple[Statistic, float | None]] = {
+    "mean": (np.mean, None), "median": (np.median, None),
+    "mean_capped": (np.mean, 6000), "median_capped": (np.median, 6000),
+}
 
 
 def blob_features(rgb: np.ndarray) -> dict[str, float]:
@@ -54,32 +58,16 @@ def blob_features(rgb: np.ndarray) -> dict[str, float]:
 
 def nuclear_size_separability(
     slides: Sequence[SynthSlide], *, patch_size: int = 300, min_tissue: float = 0.5
-) -> dict:
+) -> dict[str, object]:
     """Best balanced accuracy of one threshold on a patch's dark-blob size, tumor (at
     least half the patch in the mask) against non-tumor (none of it); level-0 patches on a
-    grid, as `synth.colour_separability` takes them."""
-    import openslide
-
+    grid, as `checks.colour_separability` takes them."""
     sizes, labels = [], []
-    for s in slides:
-        slide = openslide.OpenSlide(str(s.path))
-        w, h = slide.dimensions
-        img = np.asarray(slide.read_region((0, 0), 0, (w, h)))[..., :3]
-        gt = np.zeros((h, w), bool)
-        if s.mask is not None:
-            with openslide.OpenSlide(str(s.mask)) as m:
-                gt = np.asarray(m.read_region((0, 0), 0, (w, h)))[..., 0] > 127
-        slide.close()
-        for y in range(0, h - patch_size + 1, patch_size):
-            for x in range(0, w - patch_size + 1, patch_size):
-                rgb = img[y : y + patch_size, x : x + patch_size]
-                frac = float(gt[y : y + patch_size, x : x + patch_size].mean())
-                if tissue_fraction(rgb) < min_tissue or 0 < frac < 0.5:
-                    continue
-                sizes.append(blob_features(rgb))
-                labels.append(int(frac >= 0.5))
+    for rgb, label in labelled_patches(slides, patch_size=patch_size, min_tissue=min_tissue):
+        sizes.append(blob_features(rgb))
+        labels.append(label)
     y = np.asarray(labels)
-    per = {k: _best_balanced_accuracy(np.asarray([s[k] for s in sizes]), y) for k in VARIANTS}
+    per = {k: best_balanced_accuracy(np.asarray([s[k] for s in sizes]), y) for k in VARIANTS}
     return {
         "balanced_accuracy": max(per.values()),
         "per_variant": per,

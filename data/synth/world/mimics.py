@@ -1,5 +1,5 @@
 """Structures of a real lymph node that are never tumor, and slide artifacts, for the
-`camelyon` synthetic world (data/synth_world.py).
+`camelyon` synthetic world (world/plan.py).
 
 Sprites (hematoxylin density, occupancy) for the cells: germinal-centre centroblasts (large, pale,
 vesicular, peripheral nucleoli), tingible-body macrophages (clear cytoplasm holding dark apoptotic
@@ -18,7 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-Sprite = tuple[np.ndarray, np.ndarray]
+from lymph.data.synth.texture import Sprite, hash_uniform
+
 N_ANGLES = 8  # orientation bins of elongated nuclei
 
 
@@ -241,8 +242,6 @@ def adipocyte_membranes(x0: int, y0: int, size: int, *, cell_px: float, key: int
                         width_px: float) -> np.ndarray:
     """Thin cell membranes of fat (0-1) on a (size, size) level-0 pixel window: the edges of a
     Worley (nearest-seed) tessellation with seeds hashed per lattice cell (stateless)."""
-    from lymph.data.texture import hash_uniform
-
     ys = y0 + np.arange(size) + 0.5
     xs = x0 + np.arange(size) + 0.5
     X, Y = np.meshgrid(xs, ys)

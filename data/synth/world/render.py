@@ -1,42 +1,63 @@
-"""Tile painting of the camelyon world (data/synth_world.py): region fields, nuclei of every
-kind, and the stain, artifact and centre layers. Each function depends only on the plan and the
-tile position, as in data/synth.py, so the same seed gives the same bytes in any tile order."""
+"""Tile painting of the camelyon world (world/plan.py): region fields, nuclei of every kind, and
+the stain, artifact and centre layers. Each function depends only on the plan and the tile
+position, as in synth/render.py, so the same seed gives the same bytes in any tile order."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import ndimage
 
-from lymph.data import mimics as mm
-from lymph.data import synth as sy
-from lymph.data import texture as tx_
+from lymph.data.synth import texture as tx_
+from lymph.data.synth.config import CARC_GAIN, GRAIN, LYMPH_GAIN, TILE
+from lymph.data.synth.render import (
+    Pick,
+    Window,
+    coarse_grid,
+    dust,
+    grain_window,
+    jittered_sites,
+    stamp_nuclei,
+    to_rgb,
+)
+from lymph.data.synth.world import mimics as mm
 
 if TYPE_CHECKING:
-    from lymph.data.synth_world import CamelyonPlan
-
-TILE = sy.TILE
+    from lymph.data.synth.plan import Nuclei
+    from lymph.data.synth.world.plan import CamelyonPlan
 LYMPH, CARC, CENTROBLAST, HISTIOCYTE, ENDOTHELIUM, TBM, FIBROBLAST, LOBULAR = range(8)
 KIND_NAMES = ("lymphocyte", "carcinoma", "centroblast", "histiocyte", "endothelium",
               "tingible_body_macrophage", "fibroblast", "lobular_carcinoma")
 # (spacing um, jitter) of each kind's jittered grid, and its hematoxylin gain
 SPACING = ((8.6, 0.4), (12.0, 0.3), (11.0, 0.35), (14.0, 0.35), (7.0, 0.3), (40.0, 0.3),
            (16.0, 0.4), (10.0, 0.3))
-GAIN = (sy.LYMPH_GAIN, sy.CARC_GAIN, 0.95, 0.85, 0.9, 1.0, 0.75, sy.CARC_GAIN)
+GAIN = (LYMPH_GAIN, CARC_GAIN, 0.95, 0.85, 0.9, 1.0, 0.75, CARC_GAIN)
 INK_OD = ((0.85, 0.25, 0.75), (0.75, 0.55, 0.12), (0.7, 0.7, 0.65))  # green, blue, black
 TUMOR_KINDS = (CARC, LOBULAR)
 
 
 # --------------------------------------------------------------------------- sprites, textures
-def libraries(plan: CamelyonPlan) -> list[tuple[list, list]]:
+Library = tuple[list[mm.Sprite], list[mm.Sprite]]  # (at the centre's sharpness, out of focus)
+
+
+@dataclass(frozen=True)
+class FocusTextures:
+    """The default plan's periodic textures (and grain) at the centre's sharpness and out of
+    focus, plus a red-cell texture for lumens."""
+
+    sharp: dict[str, np.ndarray]
+    blur: dict[str, np.ndarray]
+    rbc: np.ndarray
+
+
+def sprite_libraries(plan: CamelyonPlan) -> list[Library]:
     """Per kind: (sprites at the centre's sharpness, sprites out of focus)."""
-    libs = plan.__dict__.get("_world_libs")
-    if libs is not None:
-        return libs
     p, px, mpp = plan.params, plan.px, plan.mpp
-    rng = np.random.default_rng([*plan._seed_parts, 0x11B])
+    rng = np.random.default_rng([*plan.seed_parts, 0x11B])
 
     def um(r: tuple[float, float]) -> tuple[float, float]:
         return (r[0] * px, r[1] * px)
@@ -55,24 +76,19 @@ def libraries(plan: CamelyonPlan) -> list[tuple[list, list]]:
         mm.elongated_sprites(rng, length_px=um((10.0, 16.0)), aspect=(3.0, 5.0), darkness=0.7),
         tx_.carcinoma_sprites(rng, radius_px=um(p.lobular_radius_um), mpp=mpp, n=24),
     ]
-    libs = [(mm.blur_library(s, plan.sharp_px), mm.blur_library(s, plan.defocus_px))
+    return [(mm.blur_library(s, plan.sharp_px), mm.blur_library(s, plan.defocus_px))
             for s in raw]
-    plan.__dict__["_world_libs"] = libs
-    return libs
 
 
 def max_half(plan: CamelyonPlan) -> int:
     """Largest sprite half size (px) of any kind: how far a nucleus reaches into a neighbour."""
-    return max(max(d.shape[0] // 2 for d, _ in lib) for pair in libraries(plan) for lib in pair)
+    return max(max(d.shape[0] // 2 for d, _ in lib) for pair in plan.sprite_libraries
+               for lib in pair)
 
 
-def textures(plan: CamelyonPlan) -> dict[str, dict[str, np.ndarray]]:
-    """The default plan's periodic textures (and grain) at the centre's sharpness ("sharp") and
-    out of focus ("blur"), plus a red-cell texture for lumens."""
-    tex = plan.__dict__.get("_world_tex")
-    if tex is not None:
-        return tex
-    g = sy.GRAIN
+def focus_textures(plan: CamelyonPlan) -> FocusTextures:
+    """The plan's textures through the scanner's optics (see FocusTextures)."""
+    g = GRAIN
     base = {**plan.textures, "grain": plan.grain}
 
     def soften(a: np.ndarray, sigma: float) -> np.ndarray:
@@ -81,19 +97,18 @@ def textures(plan: CamelyonPlan) -> dict[str, dict[str, np.ndarray]]:
         core = ndimage.gaussian_filter(a[:g, :g], sigma, mode="wrap")
         return np.pad(core, ((0, TILE), (0, TILE)), mode="wrap").astype(np.float32)
 
-    rng = np.random.default_rng([*plan._seed_parts, 0x12B])
+    rng = np.random.default_rng([*plan.seed_parts, 0x12B])
     rbc = mm.rbc_texture(rng, size=g, radius_px=3.6 * plan.px)
-    tex = {
-        "sharp": {k: soften(v, plan.sharp_px) for k, v in base.items()},
-        "blur": {k: soften(v, plan.defocus_px) for k, v in base.items()},
-        "rbc": np.pad(rbc, ((0, TILE), (0, TILE)), mode="wrap").astype(np.float32),
-    }
-    plan.__dict__["_world_tex"] = tex
-    return tex
+    return FocusTextures(
+        sharp={k: soften(v, plan.sharp_px) for k, v in base.items()},
+        blur={k: soften(v, plan.defocus_px) for k, v in base.items()},
+        rbc=np.pad(rbc, ((0, TILE), (0, TILE)), mode="wrap").astype(np.float32),
+    )
 
 
 # --------------------------------------------------------------------------- fields
-def _nearby(plan: CamelyonPlan, items, x0: float, y0: float, size: float, grow: float = 0.4):
+def _nearby(plan: CamelyonPlan, items: Sequence[mm.Blob], x0: float, y0: float, size: float,
+            grow: float = 0.4) -> list[mm.Blob]:
     out = []
     for b in items:
         box = b.box()
@@ -231,22 +246,18 @@ def tile_nuclei(plan: CamelyonPlan, tx: int, ty: int) -> tuple[np.ndarray, ...]:
     box = (float(x0), float(y0), float(TILE))
     cols: list[list[np.ndarray]] = [[] for _ in range(7)]
     for kind, (spacing_um, jitter) in enumerate(SPACING):
-        n = max(1, round(TILE / (spacing_um * plan.px)))
-        cell = TILE / n
-        gy, gx = np.mgrid[0:n, 0:n]
-        px = x0 + (gx.ravel() + 0.5 + rng.uniform(-jitter, jitter, n * n)) * cell
-        py = y0 + (gy.ravel() + 0.5 + rng.uniform(-jitter, jitter, n * n)) * cell
-        u, u2 = rng.random(n * n), rng.random(n * n)
-        sprite = rng.integers(0, 1 << 30, n * n)
-        st = rng.uniform(0.85, 1.15, n * n)
-        if kind in TUMOR_KINDS and not plan._near_lesion(x0, y0, TILE + 2 * plan.margin):
+        px, py = jittered_sites(rng, x0, y0, spacing_um * plan.px, jitter)
+        u, u2 = rng.random(px.size), rng.random(px.size)
+        sprite = rng.integers(0, 1 << 30, px.size)
+        st = rng.uniform(0.85, 1.15, px.size)
+        if kind in TUMOR_KINDS and not plan.near_lesion(x0, y0, TILE + 2 * plan.margin):
             continue
         f = _site_fields(plan, px, py, box)
         f["u2"] = u2
         keep = _keep(plan, kind, f, u)
         if not keep.any():
             continue
-        n_lib = len(libraries(plan)[kind][0])
+        n_lib = len(plan.sprite_libraries[kind][0])
         if kind in (ENDOTHELIUM, FIBROBLAST):
             ang = f["angle"] if kind == ENDOTHELIUM else np.full(px.shape, plan.fibre_angle)
             abin = np.round(ang / (np.pi / mm.N_ANGLES)).astype(np.int64) % mm.N_ANGLES
@@ -266,39 +277,16 @@ def tile_nuclei(plan: CamelyonPlan, tx: int, ty: int) -> tuple[np.ndarray, ...]:
     return tuple(np.concatenate(c) for c in cols)
 
 
-def stamp_nuclei(plan: CamelyonPlan, tx: int, ty: int) -> tuple[np.ndarray, np.ndarray]:
-    """Hematoxylin density and occupancy of all nuclei overlapping tile (tx, ty)."""
-    x0, y0 = tx * TILE, ty * TILE
-    nuc_h = np.zeros((TILE, TILE), np.float32)
-    occ = np.zeros((TILE, TILE), np.float32)
-    libs, m = libraries(plan), plan.margin
-    for ny in (ty - 1, ty, ty + 1):
-        for nx in (tx - 1, tx, tx + 1):
-            if nx < 0 or ny < 0 or nx >= plan.n_tx or ny >= plan.n_ty:
-                continue
-            px, py, kinds, sidx, strength, opacity, blur = plan._candidates(nx, ny)
-            near = (px > x0 - m) & (px < x0 + TILE + m) & (py > y0 - m) & (py < y0 + TILE + m)
-            for j in np.nonzero(near)[0]:
-                sd, so = libs[kinds[j]][int(blur[j])][sidx[j]]
-                hs = sd.shape[0] // 2
-                ax0, ay0 = int(round(px[j])) - x0 - hs, int(round(py[j])) - y0 - hs
-                bx0, by0 = max(ax0, 0), max(ay0, 0)
-                bx1, by1 = min(ax0 + sd.shape[1], TILE), min(ay0 + sd.shape[0], TILE)
-                if bx1 <= bx0 or by1 <= by0:
-                    continue
-                sl = (slice(by0, by1), slice(bx0, bx1))
-                ss = (slice(by0 - ay0, by1 - ay0), slice(bx0 - ax0, bx1 - ax0))
-                o = so[ss] * np.float32(opacity[j])
-                nuc_h[sl] = nuc_h[sl] * (1 - o) + sd[ss] * np.float32(GAIN[kinds[j]] * strength[j])
-                np.maximum(occ[sl], o, out=occ[sl])
-    return nuc_h, occ
+def _pick(plan: CamelyonPlan) -> Pick:
+    """Nucleus j's sprite from its kind's library (sharp or out of focus) and its gain."""
+    libs = plan.sprite_libraries
 
+    def pick(nuclei: Nuclei, j: int) -> tuple[np.ndarray, np.ndarray, np.float32]:
+        kind = nuclei[2][j]
+        sd, so = libs[kind][int(nuclei[6][j])][nuclei[3][j]]
+        return sd, so, np.float32(GAIN[kind] * nuclei[4][j])
 
-# --------------------------------------------------------------------------- tiles
-def _coarse(plan: CamelyonPlan, x0: int, y0: int) -> tuple[np.ndarray, np.ndarray]:
-    k = plan.coarse_n
-    cg = np.arange(k, dtype=np.float64) * plan.coarse_step
-    return np.meshgrid(x0 + cg, y0 + cg)
+    return pick
 
 
 def _overlays(plan: CamelyonPlan, od: np.ndarray, CX: np.ndarray, CY: np.ndarray,
@@ -322,30 +310,30 @@ def _overlays(plan: CamelyonPlan, od: np.ndarray, CX: np.ndarray, CY: np.ndarray
 def render_tile(plan: CamelyonPlan, tx: int, ty: int) -> np.ndarray:
     """RGB uint8 (TILE, TILE, 3) of tile (tx, ty) at level 0."""
     x0, y0 = tx * TILE, ty * TILE
-    gy0, gx0 = plan._grain(tx, ty)
-    win = (slice(gy0, gy0 + TILE), slice(gx0, gx0 + TILE))
-    CX, CY = _coarse(plan, x0, y0)
+    win = grain_window(tx, ty)
+    CX, CY = coarse_grid(plan, x0, y0)
     if plan.is_background(tx, ty):
         od = plan.glass_od[win]
     else:
         od = _tissue_od(plan, tx, ty, CX, CY, win)
     od = _overlays(plan, od, CX, CY, x0, y0)
-    dust = plan._dust(tx, ty)
-    if dust is not None:
-        od = od + dust[..., None] * np.float32(0.33)
-    return plan._to_rgb(od)
+    specks = dust(plan, tx, ty)
+    if specks is not None:
+        od = od + specks[..., None] * np.float32(0.33)
+    return to_rgb(plan, od)
 
 
-def _blend_textures(plan: CamelyonPlan, blur: np.ndarray, win) -> dict[str, np.ndarray]:
-    tex = textures(plan)
-    sharp = {k: v[win] for k, v in tex["sharp"].items()}
+def _blend_textures(plan: CamelyonPlan, blur: np.ndarray,
+                    win: Window) -> dict[str, np.ndarray]:
+    tex = plan.focus_textures
+    sharp = {k: v[win] for k, v in tex.sharp.items()}
     if float(blur.max()) <= 0:
         return sharp
-    return {k: v * (1 - blur) + tex["blur"][k][win] * blur for k, v in sharp.items()}
+    return {k: v * (1 - blur) + tex.blur[k][win] * blur for k, v in sharp.items()}
 
 
 def _tissue_od(plan: CamelyonPlan, tx: int, ty: int, CX: np.ndarray, CY: np.ndarray,
-               win) -> np.ndarray:
+               win: Window) -> np.ndarray:
     x0, y0 = tx * TILE, ty * TILE
     depth = plan.tissue_depth(CX, CY)
     reg = regions(plan, CX, CY, depth, (float(x0), float(y0), float(TILE)))
@@ -367,7 +355,7 @@ def _tissue_od(plan: CamelyonPlan, tx: int, ty: int, CX: np.ndarray, CY: np.ndar
     emap = emap * (1 - f["wall"]) + f["wall"] * (0.42 + 0.04 * t["grain"])
     fill = np.clip(tx_.value_noise(CX, CY, scale=30 * plan.px, key=plan.key + 406) * 1.6 - 0.3,
                    0, 1)
-    rbc = textures(plan)["rbc"][win] * plan.up(fill[None].astype(np.float32))[0]
+    rbc = plan.focus_textures.rbc[win] * plan.up(fill[None].astype(np.float32))[0]
     emap = emap * (1 - f["lumen"]) + f["lumen"] * (0.02 + 0.85 * rbc)
     hmap = hmap * (1 - f["lumen"])
     if float(f["fat"].max()) > 0:
@@ -376,7 +364,7 @@ def _tissue_od(plan: CamelyonPlan, tx: int, ty: int, CX: np.ndarray, CY: np.ndar
         emap = emap * (1 - f["fat"]) + f["fat"] * (0.02 + 0.35 * mem)
         hmap = hmap * (1 - f["fat"]) + f["fat"] * 0.03 * mem
     emap, hmap = _lesion_overlay(plan, tx, ty, CX, CY, t, emap, hmap)
-    nuc_h, occ = stamp_nuclei(plan, tx, ty)
+    nuc_h, occ = stamp_nuclei(plan, tx, ty, _pick(plan))
     hmap = (hmap * (1 - occ) + nuc_h) * amount_h
     emap = emap * (1 - 0.8 * occ) * amount_e
     od = plan.glass_od[win] + hmap[..., None] * plan.h_vec
@@ -389,7 +377,7 @@ def _lesion_overlay(plan: CamelyonPlan, tx: int, ty: int, CX: np.ndarray, CY: np
     """Tumor cytoplasm and septa inside lesions; weaker where tumor cells are sparse (ITC,
     lobular strands, an infiltrative rim)."""
     x0, y0 = tx * TILE, ty * TILE
-    if not plan.lesions or not plan._near_lesion(x0, y0, TILE):
+    if not plan.lesions or not plan.near_lesion(x0, y0, TILE):
         return emap, hmap
     masks = plan.lesion_masks(x0, y0, TILE, TILE)
     if not masks:

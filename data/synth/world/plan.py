@@ -1,5 +1,5 @@
 """The `camelyon` synthetic world: a lymph node as hard as a real one (`lymph synth --world
-camelyon`). The default world (data/synth.py) is untouched; this preset paints on top of it.
+camelyon`). The default world (synth/plan.py) is untouched; this preset paints on top of it.
 
 - Mimics that are never tumor: germinal centres (pale zone of large vesicular centroblasts and
   tingible-body macrophages inside a dark mantle of small lymphocytes), sinus histiocytosis
@@ -9,125 +9,35 @@ camelyon`). The default world (data/synth.py) is untouched; this preset paints o
 - Hard tumor: extra isolated tumor cells and small clusters among lymphocytes, infiltrative borders
   (lymphocytes mixed into the lesion's rim), single-file (lobular) spread, tumor nuclei from 8 um
   (overlapping centroblasts and histiocytes) and outlines from a radial Fourier model fitted to
-  real CAMELYON16 outlines (data/outlines.py).
+  real CAMELYON16 outlines (world/outlines.py).
 - Artifacts: tissue folds (darker double layer), out-of-focus regions, pen marks, air bubbles.
 - Centres: stain vectors, scanner sharpness and JPEG quality of one of three labs ("A", "B",
   "C"), chosen per world (`--centre`, or drawn from the seed).
 
 Ground truth stays the exact lesion polygons: mimics are placed away from lesions and their cells
-are never drawn inside a lesion. Rendering is in data/world_render.py.
+are never drawn inside a lesion. Rendering is in world/render.py, the knobs in
+world/params.py.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from functools import cached_property
+from typing import Any
 
 import numpy as np
 
-from lymph.data import mimics as mm
-from lymph.data import synth as sy
 from lymph.data.errors import ConfigError
-from lymph.data.outlines import OutlineModel, radial_outline
+from lymph.data.synth import plan as sy
+from lymph.data.synth import stain
+from lymph.data.synth.plan import Nuclei, Sprite
+from lymph.data.synth.world import mimics as mm
+from lymph.data.synth.world import render as wr
+from lymph.data.synth.world.outlines import OutlineModel, radial_outline
+from lymph.data.synth.world.params import PRESETS, Centre, WorldParams, resolve_centre
 
 WORLD_VERSION = 1
-
-
-@dataclass(frozen=True)
-class Centre:
-    """One scanning lab: base stain vectors (optical density per R, G, B), ranges of stain
-    strength and white level, scanner softness (Gaussian sigma, um) and JPEG quality."""
-
-    name: str
-    h_od: tuple[float, float, float]
-    e_od: tuple[float, float, float]
-    h_scale: tuple[float, float]
-    e_scale: tuple[float, float]
-    white: tuple[float, float]
-    sharpness_um: float
-    quality: int
-
-
-CENTRES: dict[str, Centre] = {
-    # crisp scanner, classic purple-pink
-    "A": Centre("A", (0.65, 0.70, 0.29), (0.10, 0.90, 0.42), (0.8, 1.2), (0.7, 1.2),
-                (0.92, 1.0), 0.0, 90),
-    # bluer hematoxylin, heavier eosin, soft optics, harder compression
-    "B": Centre("B", (0.52, 0.76, 0.39), (0.17, 0.86, 0.48), (0.7, 1.1), (0.9, 1.4),
-                (0.86, 0.95), 0.45, 70),
-    # redder eosin, pale hematoxylin, middling optics
-    "C": Centre("C", (0.72, 0.64, 0.26), (0.05, 0.95, 0.31), (0.6, 0.95), (0.6, 1.0),
-                (0.90, 0.98), 0.25, 80),
-}
-CENTRE_CHOICES = ("auto", *CENTRES)
-
-
-def resolve_centre(centre: str, seed: int) -> Centre:
-    """`centre` by name, or for "auto" one drawn from the seed."""
-    if centre not in CENTRE_CHOICES:
-        raise ConfigError(f"centre must be one of {', '.join(CENTRE_CHOICES)}, got {centre!r}")
-    if centre == "auto":
-        names = sorted(CENTRES)
-        return CENTRES[names[int(np.random.default_rng([seed, 0xCE]).integers(len(names)))]]
-    return CENTRES[centre]
-
-
-@dataclass(frozen=True)
-class WorldParams:
-    """Every knob of the camelyon world (recorded in synth.json). Densities per mm^2 of slide."""
-
-    # mimics
-    gc_per_mm2: float = 8.0
-    gc_radius_um: tuple[float, float] = (40.0, 110.0)
-    centroblast_radius_um: tuple[float, float] = (4.2, 6.2)
-    centroblast_keep: float = 0.55
-    tbm_keep: float = 0.45
-    sinus_um: float = 30.0
-    medullary_width: float = 0.045
-    histiocyte_radius_um: tuple[float, float] = (4.0, 6.0)
-    histiocyte_keep: float = 0.75
-    vessels_per_mm2: float = 14.0
-    vessel_radius_um: tuple[float, float] = (6.0, 40.0)
-    fat_prob: float = 0.6
-    capsule_um: float = 25.0
-    # tumor
-    carc_radius_um: tuple[float, float] = (4.0, 7.5)
-    lobular_radius_um: tuple[float, float] = (3.6, 5.0)
-    pattern_p: tuple[float, float, float] = (0.4, 0.4, 0.2)  # nest, infiltrative, lobular
-    border_um: float = 60.0
-    lighten: tuple[float, float] = (0.0, 0.10)  # nest and infiltrative; lobular: 0
-    extra_itc: float = 2.5
-    itc_radius_um: tuple[float, float] = (8.0, 45.0)
-    outline: OutlineModel = field(default_factory=OutlineModel)
-    # artifacts (probability per section, per slide for pens and bubbles)
-    fold_p: float = 0.3
-    blur_p: float = 0.4
-    defocus_um: float = 1.2
-    pen_p: float = 0.25
-    bubble_p: float = 0.25
-
-    def __post_init__(self) -> None:
-        for name in ("fold_p", "blur_p", "pen_p", "bubble_p", "fat_prob", "centroblast_keep",
-                     "tbm_keep", "histiocyte_keep"):
-            v = getattr(self, name)
-            if not 0 <= v <= 1:
-                raise ConfigError(f"world parameter {name} must be in [0, 1], got {v}")
-        if abs(sum(self.pattern_p) - 1) > 1e-6 or min(self.pattern_p) < 0:
-            raise ConfigError(f"pattern_p must be 3 probabilities summing to 1, got "
-                              f"{self.pattern_p}")
-        for name in ("gc_radius_um", "centroblast_radius_um", "histiocyte_radius_um",
-                     "vessel_radius_um", "carc_radius_um", "lobular_radius_um", "itc_radius_um"):
-            lo, hi = getattr(self, name)
-            if not 0 < lo <= hi:
-                raise ConfigError(f"world parameter {name} must be 0 < low <= high, got "
-                                  f"({lo}, {hi})")
-
-
-# Fitted to the 11 tumor outlines in shared/fixtures/annotations/ncrf-camelyon16 by
-# outlines.fit_outline_model (bench/bench_world.py --fit reproduces it).
-FITTED_OUTLINE = OutlineModel(sigma=0.6, beta=1.1, jitter=0.0)
-PRESETS = {"camelyon": WorldParams(outline=FITTED_OUTLINE)}
 
 
 @dataclass(frozen=True)
@@ -144,21 +54,20 @@ class CamelyonPlan(sy.SlidePlan):
     """A SlidePlan of the camelyon world: the default plan's sections and fields, plus mimics,
     harder lesions, artifacts and a centre."""
 
-    def __init__(self, *, params: WorldParams, centre: Centre, **kw) -> None:
+    def __init__(self, *, params: WorldParams, centre: Centre, name: str, status: str,
+                 width: int, height: int, mpp: float, seed: int, index: int) -> None:
         self.params = params
         self.centre = centre
         self.lesion_looks: list[LesionLook] = []
-        super().__init__(**kw)
-        seed, status, index = self._seed_parts
-        rng = np.random.default_rng([seed, status, index, 0xC4])
+        super().__init__(name=name, status=status, width=width, height=height, mpp=mpp,
+                         seed=seed, index=index)
+        seed, code, index = self.seed_parts
+        rng = np.random.default_rng([seed, code, index, 0xC4])
         self.gcs, self.vessels, self.fats = self._draw_mimics(rng)
         self.blurs, self.folds, self.pens, self.bubbles = self._draw_artifacts(rng)
         self.sharp_px = centre.sharpness_um * self.px
         self.defocus_px = math.hypot(self.sharp_px, params.defocus_um * self.px)
         self.jpeg_quality = centre.quality
-        from lymph.data import world_render as wr
-
-        self._render = wr
         self.margin = max(self.margin, wr.max_half(self) + 2)
 
     # ------------------------------------------------------------- plan (drawn once)
@@ -169,7 +78,7 @@ class CamelyonPlan(sy.SlidePlan):
         h /= np.linalg.norm(h)
         e /= np.linalg.norm(e)
         return sy.Stain(
-            h_od=tuple(float(v) for v in h), e_od=tuple(float(v) for v in e),
+            h_od=sy.od3(h), e_od=sy.od3(e),
             h_scale=float(rng.uniform(*c.h_scale)), e_scale=float(rng.uniform(*c.e_scale)),
             white=float(rng.uniform(*c.white) * 255), bg_od=float(rng.uniform(0.015, 0.05)),
             density=float(rng.uniform(0.8, 1.2)),
@@ -238,9 +147,11 @@ class CamelyonPlan(sy.SlidePlan):
                     break
         return fats
 
-    def _draw_artifacts(self, rng: np.random.Generator) -> tuple[list, ...]:
+    def _draw_artifacts(self, rng: np.random.Generator) -> tuple[
+            list[mm.Blob], list[mm.Stroke], list[tuple[mm.Stroke, int]], list[mm.Blob]]:
         p, px = self.params, self.px
-        blurs, folds = [], []
+        blurs: list[mm.Blob] = []
+        folds: list[mm.Stroke] = []
         for sec in self.sections:
             if rng.random() < p.blur_p:
                 r = rng.uniform(100, 280) * px
@@ -285,14 +196,8 @@ class CamelyonPlan(sy.SlidePlan):
     def _lesion_spot(self, rng: np.random.Generator, i: int,
                      radius_target: float) -> tuple[float, float, float] | None:
         """Centre and radius of lesion i (the first in the biggest section, near its middle)."""
-        biggest = max(self.sections, key=lambda sc: min(sc.a, sc.b))
         for _ in range(20):
-            sec = biggest if i == 0 else self.sections[int(rng.integers(len(self.sections)))]
-            rc = rng.uniform(0, 0.3) if i == 0 else rng.uniform(0, 0.7)
-            ang = rng.uniform(0, 2 * np.pi)
-            ex, ey = rc * sec.a * np.cos(ang), rc * sec.b * np.sin(ang)
-            ct, st = np.cos(sec.theta), np.sin(sec.theta)
-            cx, cy = sec.cx + ex * ct - ey * st, sec.cy + ex * st + ey * ct
+            cx, cy, rc, sec = self.lesion_centre(rng, i, rc_max=0.7)
             radius = min(radius_target, (0.85 - rc) * min(sec.a, sec.b))
             if radius < 6 * self.px and i > 0:
                 continue
@@ -309,23 +214,14 @@ class CamelyonPlan(sy.SlidePlan):
         if itc:
             model = OutlineModel(sigma=model.sigma * 0.5, beta=model.beta, jitter=model.jitter)
         pts = radial_outline(rng, cx, cy, radius, model)
-        holes: list[np.ndarray] = []
-        if radius > 150 * self.px and rng.random() < 0.6:
-            for j in range(int(rng.integers(1, 3))):
-                hr = radius * rng.uniform(0.06, 0.12)
-                hang = rng.uniform(0, 2 * np.pi) + j * np.pi
-                off = radius * rng.uniform(0.05, 0.2)
-                holes.append(sy._irregular_polygon(
-                    rng, cx + off * np.cos(hang), cy + off * np.sin(hang), hr, roughness=0.7))
+        holes = sy.draw_holes(rng, cx, cy, radius, px=self.px, size=(0.06, 0.12),
+                              offset=(0.05, 0.2))
         pattern = "itc" if itc else str(rng.choice(["nest", "infiltrative", "lobular"],
                                                    p=list(p.pattern_p)))
         radii = np.hypot(pts[:, 0] - cx, pts[:, 1] - cy)
         self.lesion_looks.append(LesionLook(pattern, cx, cy, tuple(float(r) for r in radii)))
-        diameter_um = sy._diameter(pts) / self.px
-        kind = sy.lesion_kind(diameter_um)
-        return sy.Lesion(
-            name=f"Annotation {k}", kind=kind, group="_1" if kind == "ITC" else "_0",
-            points=pts, holes=tuple(holes), diameter_um=diameter_um,
+        return sy.make_lesion(
+            k, pts, holes, px=self.px,
             packing=float(rng.uniform(0.55, 0.8) if itc else rng.uniform(0.7, 0.95)),
             match_density=self._surrounding_density(pts, rng),
             # non-tumor here includes pale mimics (fat, lumens, germinal centres, sinuses)
@@ -334,22 +230,25 @@ class CamelyonPlan(sy.SlidePlan):
 
     # ------------------------------------------------------------- textures (lazy)
     @cached_property
-    def carc_sprites(self) -> list[tuple[np.ndarray, np.ndarray]]:
-        from lymph.data import texture as tx_
+    def carc_sprites(self) -> list[Sprite]:
+        return stain.carcinoma_sprites(self, self.params.carc_radius_um)
 
-        rng = np.random.default_rng([*self._seed_parts, 102])
-        return tx_.carcinoma_sprites(
-            rng, radius_px=tuple(r * self.px for r in self.params.carc_radius_um), mpp=self.mpp,
-            n=32,
-        )
+    @cached_property
+    def sprite_libraries(self) -> list[wr.Library]:
+        """Per nucleus kind (world/render.py KIND_NAMES): (sharp, out-of-focus) sprites."""
+        return wr.sprite_libraries(self)
+
+    @cached_property
+    def focus_textures(self) -> wr.FocusTextures:
+        return wr.focus_textures(self)
 
     def render_tile(self, tx: int, ty: int) -> np.ndarray:
-        return self._render.render_tile(self, tx, ty)
+        return wr.render_tile(self, tx, ty)
 
-    def _tile_nuclei(self, tx: int, ty: int) -> tuple[np.ndarray, ...]:
-        return self._render.tile_nuclei(self, tx, ty)
+    def tile_nuclei(self, tx: int, ty: int) -> Nuclei:
+        return wr.tile_nuclei(self, tx, ty)
 
-    def describe(self) -> dict:
+    def describe(self) -> dict[str, Any]:
         out = super().describe()
         px = self.px
 
@@ -376,15 +275,14 @@ class CamelyonPlan(sy.SlidePlan):
         return out
 
 
-def world_settings(world: str) -> dict:
-    """The preset's parameters as plain data (for synth.json)."""
-    return asdict(PRESETS[world])
-
-
-def make_plan(world: str, centre: str, **kw) -> sy.SlidePlan:
+def make_plan(world: str, centre: str, *, name: str, status: str, width: int, height: int,
+              mpp: float, seed: int, index: int) -> sy.SlidePlan:
     """The plan of one slide in `world` ("default" or a preset name)."""
     if world == "default":
-        return sy.SlidePlan(**kw)
+        return sy.SlidePlan(name=name, status=status, width=width, height=height, mpp=mpp,
+                            seed=seed, index=index)
     if world not in PRESETS:
         raise ConfigError(f"world must be one of default, {', '.join(PRESETS)}; got {world!r}")
-    return CamelyonPlan(params=PRESETS[world], centre=resolve_centre(centre, kw["seed"]), **kw)
+    return CamelyonPlan(params=PRESETS[world], centre=resolve_centre(centre, seed), name=name,
+                        status=status, width=width, height=height, mpp=mpp, seed=seed,
+                        index=index)

@@ -1,0 +1,74 @@
+"""`run(SynthConfig) -> SynthResult`: the one entry point of `lymph synth`. Plans each slide of
+the world (default or a preset) and writes it, then the manifests."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from lymph.data.errors import ConfigError
+from lymph.data.progress import progress_bar
+from lymph.data.synth.config import SynthConfig
+from lymph.data.synth.plan import SlidePlan
+from lymph.data.synth.world.plan import make_plan
+from lymph.data.synth.write import SynthSlide, write_manifests, write_slide
+
+
+@dataclass(frozen=True)
+class SynthResult:
+    """What a run wrote: the world's folder and its slides, tumor slides first."""
+
+    out: Path
+    slides: tuple[SynthSlide, ...]
+
+
+def slide_jobs(cfg: SynthConfig) -> list[tuple[str, int]]:
+    """(status, index) of every slide of the world, in the order they are made and listed."""
+    return [("tumor", i) for i in range(1, cfg.n_tumor + 1)] + [
+        ("normal", i) for i in range(1, cfg.n_normal + 1)
+    ]
+
+
+def plan_slide(cfg: SynthConfig, status: str, index: int) -> SlidePlan:
+    """The plan of slide (status, index): it depends only on these, the seed and the world."""
+    return make_plan(cfg.world, cfg.centre, name=f"{cfg.prefix}{status}_{index:03d}",
+                     status=status, width=cfg.size[0], height=cfg.size[1], mpp=cfg.mpp,
+                     seed=cfg.seed, index=index)
+
+
+def run(cfg: SynthConfig) -> SynthResult:
+    """Write `cfg.n_tumor` tumor and `cfg.n_normal` normal synthetic slides into `cfg.out`.
+
+    Files: ``tumor_001.tif`` (+ ``tumor_001.xml``, ``tumor_001_mask.tif``), ``normal_001.tif``
+    (``.svs`` for fmt="svs"), ``reference.csv`` (``tumor_001,Tumor,Macro`` / ``normal_001,Normal,``)
+    and ``synth.json`` (every setting, the seed and what each slide holds).
+    """
+    _check_out(cfg.out)
+    ext = ".svs" if cfg.fmt == "svs" else ".tif"
+    jobs = slide_jobs(cfg)
+    bar = progress_bar(total=len(jobs) * cfg.size[1], unit="row", desc="synth",
+                       enabled=cfg.progress, unit_scale=True)
+    slides: list[SynthSlide] = []
+    plans: list[SlidePlan] = []
+    try:
+        for status, i in jobs:
+            plan = plan_slide(cfg, status, i)
+            plans.append(plan)
+            bar.set_postfix_str(plan.name)
+            slides.append(write_slide(plan, cfg.out / f"{plan.name}{ext}", cfg, bar.update))
+    finally:
+        bar.close()
+    write_manifests(cfg.out, cfg, slides, plans)
+    return SynthResult(out=cfg.out, slides=tuple(slides))
+
+
+def _check_out(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot create output folder {out}: {exc.strerror or exc}; choose a writable path"
+        ) from exc
+    if not out.is_dir() or not os.access(out, os.W_OK | os.X_OK):
+        raise ConfigError(f"output folder {out} is not writable; choose a writable path")
