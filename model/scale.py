@@ -153,7 +153,7 @@ class ResampledReader:
         src = (max(1, math.ceil(size[0] * f)), max(1, math.ceil(size[1] * f)))
         big = self.reader.read_region(location_level0, self.base, src)
         how = Image.Resampling.BOX if f >= 1 else Image.Resampling.BILINEAR
-        img = np.asarray(Image.fromarray(big).resize(tuple(size), how))
+        img = np.asarray(Image.fromarray(big).resize((size[0], size[1]), how))
         if out is not None:
             out[...] = img
             return out
@@ -234,7 +234,7 @@ def rescaled_model(model: Any, factor: float) -> Any:
         def __init__(self) -> None:
             super().__init__()
             self.inner = inner
-            self.multiple = inner.multiple
+            self.multiple: int = int(inner.multiple)
             self.config = getattr(inner, "config", None)
             self.factor = float(factor)
 

@@ -87,7 +87,7 @@ class SlideEntry:
 
     id: str
     name: str
-    path: Path | None
+    path: Path
     map_path: Path | None = None
     detections_path: Path | None = None
     suggestions_path: Path | None = None
@@ -231,7 +231,6 @@ class Catalog:
     def _probe(self, entry: SlideEntry) -> None:
         """Open the slide (and its map) once: size, levels, mpp; an error instead when it
         cannot be read, so that the list shows it."""
-        assert entry.path is not None
         try:
             with self.pool.reader(entry.path) as reader:
                 w, h = reader.dimensions
@@ -277,7 +276,7 @@ class Catalog:
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    result = score_for_view(slide_id=entry.id, slide=entry.path,  # type: ignore
+                    result = score_for_view(slide_id=entry.id, slide=entry.path,
                                             detections=entry.detections_path,
                                             annotation=entry.annotation,
                                             is_tumor=bool(entry.is_tumor), config=cfg)
@@ -290,6 +289,7 @@ class Catalog:
     # --- JSON ------------------------------------------------------------------------------
 
     def slide_row(self, entry: SlideEntry) -> dict[str, Any]:
+        froc: dict[str, Any] | None
         if entry.error is None and entry.is_tumor is not None and entry.detections_path:
             froc = entry.froc if entry.froc is not None else (
                 None if self.froc_done.is_set() else {"pending": True})
@@ -336,7 +336,7 @@ class Catalog:
                 out[key] = {"error": str(exc).splitlines()[0][:300]}
         return out
 
-    def detections(self, entry: SlideEntry) -> list[dict[str, float]] | None:
+    def detections(self, entry: SlideEntry) -> list[dict[str, float | str | None]] | None:
         from lymph.model.camelyon import read_detections_csv
 
         if entry.detections_path is None:
@@ -351,7 +351,7 @@ class Catalog:
     def truth(self, entry: SlideEntry) -> dict[str, Any] | None:
         from lymph.model.view.shapes import truth_outlines
 
-        if entry.annotation is None or entry.error is not None or entry.path is None:
+        if entry.annotation is None or entry.error is not None:
             return None
         dims = (entry.info["width"], entry.info["height"])
         return truth_outlines(entry.path, entry.annotation, dimensions=dims)
