@@ -20,7 +20,7 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -234,7 +234,9 @@ def rescaled_model(model: Any, factor: float) -> Any:
         def __init__(self) -> None:
             super().__init__()
             self.inner = inner
-            self.multiple: int = int(inner.multiple)
+            # an int property of the UNet (or of a Rescaled); nn.Module's __getattr__ types
+            # every attribute Tensor | Module
+            self.multiple = cast(int, inner.multiple)
             self.config = getattr(inner, "config", None)
             self.factor = float(factor)
 

@@ -489,6 +489,7 @@ def run(config: SuggestConfig) -> SuggestSummary:
     from lymph.data.annotations import read_labels_csv
     from lymph.data.errors import LymphError
 
+    maps_dir: Path | None
     if config.checkpoint is not None:
         maps_dir = _predict_first(config, checkpoint=config.checkpoint)
     else:
