@@ -29,10 +29,11 @@ import numpy as np
 
 from lymph.data.annotations import Annotations, Polygon
 from lymph.data.io import atomic_write_bytes, atomic_write_text
+from lymph.data.partial import REVIEWED_NAME, SUGGESTED_NAME
 
 SUGGESTED_RGB = (255, 170, 0)
-COLORS = {"Tumor": (200, 0, 0), "Exclusion": (0, 0, 200), "Reviewed": (0, 170, 0),
-          "Suggested": SUGGESTED_RGB}
+COLORS = {"Tumor": (200, 0, 0), "Exclusion": (0, 0, 200), REVIEWED_NAME: (0, 170, 0),
+          SUGGESTED_NAME: SUGGESTED_RGB}
 KIND_RGB = {"uncertain": (255, 170, 0), "false_positive": (220, 0, 220), "miss": (0, 200, 255),
             "random": (120, 120, 120)}
 CSV_FIELDS = ("rank", "slide", "kind", "score", "x0", "y0", "x1", "y1", "size_px", "size_um",
@@ -43,7 +44,7 @@ def _existing(ann: Annotations | None) -> list[tuple[str, Polygon]]:
     if ann is None:
         return []
     return ([("Tumor", p) for p in ann.tumor] + [("Exclusion", p) for p in ann.holes]
-            + [("Reviewed", p) for p in ann.reviewed])
+            + [(REVIEWED_NAME, p) for p in ann.reviewed])
 
 
 def _box(s: Any) -> np.ndarray:
@@ -51,7 +52,7 @@ def _box(s: Any) -> np.ndarray:
 
 
 def _name(s: Any) -> str:
-    return f"Suggested {s.rank} ({s.kind} {s.score:.2f})"
+    return f"{SUGGESTED_NAME} {s.rank} ({s.kind} {s.score:.2f})"
 
 
 def _ring(points: np.ndarray) -> list[list[float]]:
@@ -78,7 +79,7 @@ def suggestions_geojson(suggestions: Sequence[Any], *, existing: Annotations | N
     feats = [_feature(f"lymph-{slide}-existing-{i}", p.points_level0, cls, p.name or cls)
              for i, (cls, p) in enumerate(_existing(existing), 1)]
     for s in sorted(suggestions, key=lambda s: s.rank):
-        feats.append(_feature(f"lymph-{slide}-suggested-{s.rank}", _box(s), "Suggested",
+        feats.append(_feature(f"lymph-{slide}-suggested-{s.rank}", _box(s), SUGGESTED_NAME,
                               _name(s), {"rank": int(s.rank), "kind": s.kind,
                                          "score": round(float(s.score), 4)}))
     return {"type": "FeatureCollection", "features": feats}
@@ -91,7 +92,7 @@ def suggestions_asap_xml(suggestions: Sequence[Any], *, existing: Annotations | 
     anns = ET.SubElement(root, "Annotations")
     used: list[str] = []
     items = [(cls, p.name or cls, p.points_level0) for cls, p in _existing(existing)]
-    items += [("Suggested", f"Suggested {s.rank}", _box(s))
+    items += [(SUGGESTED_NAME, f"{SUGGESTED_NAME} {s.rank}", _box(s))
               for s in sorted(suggestions, key=lambda s: s.rank)]
     for cls, name, pts in items:
         color = "#{:02X}{:02X}{:02X}".format(*COLORS[cls])
@@ -141,7 +142,7 @@ def overview_png(path: Path, thumb: np.ndarray, downsample: float, suggestions: 
     img = Image.fromarray(np.ascontiguousarray(thumb[..., :3]))
     draw = ImageDraw.Draw(img)
     for cls, p in _existing(existing):
-        if cls in ("Tumor", "Reviewed"):
+        if cls in ("Tumor", REVIEWED_NAME):
             pts = [(float(x) / downsample, float(y) / downsample) for x, y in p.points_level0]
             draw.line(pts + pts[:1], fill=COLORS[cls], width=1 if cls == "Tumor" else 2)
     width = max(2, round(min(img.size) / 300))

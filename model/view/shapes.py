@@ -10,6 +10,7 @@ from typing import Any, cast
 import numpy as np
 
 from lymph.data.errors import AnnotationError
+from lymph.data.partial import SUGGESTED_CLASS
 
 TRUTH_DOWNSAMPLE = 32.0
 MAX_SUGGESTIONS = 10_000
@@ -77,7 +78,7 @@ def _suggested(props: dict[str, Any]) -> bool:
     tumor outlines that `lymph suggest` copies into the file, are not suggestions."""
     cls = props.get("classification")
     name = cls.get("name") if isinstance(cls, dict) else cls
-    return not isinstance(name, str) or not name or name.strip().lower() == "suggested"
+    return not isinstance(name, str) or not name or name.strip().lower() == SUGGESTED_CLASS
 
 
 def read_suggestions(path: Path) -> list[dict[str, Any]]:
