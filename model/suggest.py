@@ -38,7 +38,7 @@ import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -46,6 +46,9 @@ from lymph.data.annotations import Annotations, rasterize
 from lymph.data.errors import ConfigError, SlideError
 from lymph.data.io import as_paths
 from lymph.data.tissue import dilate, summed_area, tissue_mask, window_sums
+
+if TYPE_CHECKING:
+    from lymph.data.slides import OpenSlideReader, SlideReader
 
 MAP_SUFFIX = "_tumor_map.tif"
 SCORES = ("entropy", "margin")
@@ -231,7 +234,7 @@ class BlockSums:
     near_prob: np.ndarray
 
 
-def block_sums(reader: Any, grid: Grid, lut: np.ndarray, near: np.ndarray | None
+def block_sums(reader: SlideReader, grid: Grid, lut: np.ndarray, near: np.ndarray | None
                ) -> BlockSums:
     """Stream the map (an open `SlideReader`) in bands of BAND_BLOCK_ROWS block rows."""
     w, h = reader.dimensions
@@ -378,7 +381,7 @@ def _size_level0(m: SlideMap, config: SuggestConfig) -> float:
     return float(config.size_um) / m.mpp
 
 
-def _open_map(path: Path) -> Any:
+def _open_map(path: Path) -> OpenSlideReader:
     """The map TIFF as a `SlideReader` (its mpp is the slide's times the downsample, never
     needed here, so OpenSlide's warning about a missing one is dropped)."""
     from lymph.data.slides import open_slide

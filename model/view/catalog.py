@@ -16,17 +16,20 @@ import math
 import threading
 import warnings
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from lymph.data.errors import ConfigError, LymphError
 from lymph.data.io import as_paths
 from lymph.model.view.tiles import THRESHOLDS, DeepZoom
+
+if TYPE_CHECKING:
+    from lymph.data.slides import OpenSlideReader
 
 TRUTH_DOWNSAMPLE = 32.0  # mask TIFF outlines are traced at 1/32 (the evaluation frame)
 MAX_OPEN_READERS = 16
@@ -108,13 +111,13 @@ class ReaderPool:
 
     def __init__(self, max_open: int = MAX_OPEN_READERS) -> None:
         self.max_open = max_open
-        self._open: OrderedDict[Path, Any] = OrderedDict()
+        self._open: OrderedDict[Path, OpenSlideReader] = OrderedDict()
         self._users: dict[Path, int] = {}
         self._lock = threading.Lock()
         self._opening: dict[Path, threading.Lock] = {}
 
     @contextmanager
-    def reader(self, path: Path) -> Iterator[Any]:
+    def reader(self, path: Path) -> Iterator[OpenSlideReader]:
         from lymph.data.slides import open_slide
 
         with self._lock:
@@ -200,7 +203,7 @@ class Catalog:
         self._froc_lock = threading.Lock()
         self.froc_done = threading.Event()
 
-    def _labels(self) -> Any:
+    def _labels(self) -> Mapping[str, bool]:
         from lymph.data.annotations import read_labels_csv
 
         return read_labels_csv(self.config.labels) if self.config.labels is not None else {}
