@@ -20,9 +20,12 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from lymph.data.slides import SlideReader
 
 TOLERANCE = 0.10  # a level within 10% of the training mpp is used as it is
 
@@ -129,7 +132,7 @@ class ResampledReader:
     pyramid level at most that coarse (or level 0 when upsampling) and resized (box filter
     when shrinking, bilinear when enlarging). Everything else is the reader's."""
 
-    def __init__(self, reader: Any, downsample: float) -> None:
+    def __init__(self, reader: SlideReader, downsample: float) -> None:
         self.reader = reader
         self.extra_downsample = float(downsample)
         ds = list(reader.level_downsamples)
@@ -172,8 +175,8 @@ class ResampledReader:
         self.close()
 
 
-def reader_at_scale(reader: Any, *, target_mpp: float | None, user_mpp: float | None,
-                    level: int | None, checkpoint_level: int) -> tuple[Any, ScaleChoice]:
+def reader_at_scale(reader: SlideReader, *, target_mpp: float | None, user_mpp: float | None,
+                    level: int | None, checkpoint_level: int) -> tuple[SlideReader, ScaleChoice]:
     """(the reader to run on, the choice) for one slide: the reader itself, or a
     ``ResampledReader`` whose extra level is the training scale."""
     choice = choose_scale(name=Path(reader.path).name, downsamples=reader.level_downsamples,
@@ -192,7 +195,8 @@ def checkpoint_mpp(ckpt: dict) -> float | None:
         else None
 
 
-def scale_for_predict(reader: Any, loaded: Any, config: Any) -> tuple[Any, Any, str]:
+def scale_for_predict(reader: SlideReader, loaded: Any, config: Any
+                      ) -> tuple[SlideReader, Any, str]:
     """For ``lymph predict``: (reader at the training scale, ``loaded`` with its level set to
     the chosen one, the line saying what was done). A warning when the scale cannot be matched
     (the line then starts with "WARNING")."""
