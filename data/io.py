@@ -123,7 +123,7 @@ def remove_stale_temps(path: str | os.PathLike[str]) -> list[Path]:
     """Remove ``.<name>.<pid>.tmp`` files a killed writer of ``path`` left behind (any pid but
     this process's own); returns what was removed."""
     path = Path(path)
-    removed = []
+    removed: list[Path] = []
     if not path.parent.is_dir():
         return removed
     own = temp_name(path)

@@ -35,6 +35,8 @@ uint8: 0 non-tumor, 1 tumor, 255 ignore."""
 REVIEWED_CLASSES = frozenset({"reviewed", "roi"})
 SUGGESTED_CLASS = "suggested"
 REVIEWED_NAME = "Reviewed"
+SUGGESTED_NAME = "Suggested"
+"""The class (QuPath) or group (ASAP) of `lymph suggest`'s boxes (matched as SUGGESTED_CLASS)."""
 AREA_GRID_CELLS = 2048
 """The reviewed tumor area is counted on a grid of at most this many cells per side over the
 reviewed regions' bounding box (0.05% of the box's side per cell)."""

@@ -23,18 +23,41 @@ import json
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from lymph.data.annotations import Annotations, Polygon
 from lymph.data.io import atomic_write_bytes, atomic_write_text
+from lymph.data.partial import REVIEWED_NAME, SUGGESTED_NAME
 
 SUGGESTED_RGB = (255, 170, 0)
-COLORS = {"Tumor": (200, 0, 0), "Exclusion": (0, 0, 200), "Reviewed": (0, 170, 0),
-          "Suggested": SUGGESTED_RGB}
+COLORS = {"Tumor": (200, 0, 0), "Exclusion": (0, 0, 200), REVIEWED_NAME: (0, 170, 0),
+          SUGGESTED_NAME: SUGGESTED_RGB}
 KIND_RGB = {"uncertain": (255, 170, 0), "false_positive": (220, 0, 220), "miss": (0, 200, 255),
             "random": (120, 120, 120)}
+
+
+class Box(Protocol):
+    """A proposed box as these files need it (`lymph.model.suggest.Suggestion`): level-0 px
+    [x0, x1) x [y0, y1), its rank, kind and score."""
+
+    @property
+    def x0(self) -> int: ...
+    @property
+    def y0(self) -> int: ...
+    @property
+    def x1(self) -> int: ...
+    @property
+    def y1(self) -> int: ...
+    @property
+    def rank(self) -> int: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def score(self) -> float: ...
+
+
 CSV_FIELDS = ("rank", "slide", "kind", "score", "x0", "y0", "x1", "y1", "size_px", "size_um",
               "mean_probability", "uncertainty")
 
@@ -43,15 +66,15 @@ def _existing(ann: Annotations | None) -> list[tuple[str, Polygon]]:
     if ann is None:
         return []
     return ([("Tumor", p) for p in ann.tumor] + [("Exclusion", p) for p in ann.holes]
-            + [("Reviewed", p) for p in ann.reviewed])
+            + [(REVIEWED_NAME, p) for p in ann.reviewed])
 
 
-def _box(s: Any) -> np.ndarray:
+def _box(s: Box) -> np.ndarray:
     return np.array([[s.x0, s.y0], [s.x1, s.y0], [s.x1, s.y1], [s.x0, s.y1]], np.float64)
 
 
-def _name(s: Any) -> str:
-    return f"Suggested {s.rank} ({s.kind} {s.score:.2f})"
+def _name(s: Box) -> str:
+    return f"{SUGGESTED_NAME} {s.rank} ({s.kind} {s.score:.2f})"
 
 
 def _ring(points: np.ndarray) -> list[list[float]]:
@@ -72,26 +95,26 @@ def _feature(fid: str, points: np.ndarray, cls: str, name: str,
             "properties": props}
 
 
-def suggestions_geojson(suggestions: Sequence[Any], *, existing: Annotations | None = None,
+def suggestions_geojson(suggestions: Sequence[Box], *, existing: Annotations | None = None,
                         slide: str = "") -> dict[str, Any]:
     """The FeatureCollection of `S_suggestions.geojson` (see the module doc)."""
     feats = [_feature(f"lymph-{slide}-existing-{i}", p.points_level0, cls, p.name or cls)
              for i, (cls, p) in enumerate(_existing(existing), 1)]
     for s in sorted(suggestions, key=lambda s: s.rank):
-        feats.append(_feature(f"lymph-{slide}-suggested-{s.rank}", _box(s), "Suggested",
+        feats.append(_feature(f"lymph-{slide}-suggested-{s.rank}", _box(s), SUGGESTED_NAME,
                               _name(s), {"rank": int(s.rank), "kind": s.kind,
                                          "score": round(float(s.score), 4)}))
     return {"type": "FeatureCollection", "features": feats}
 
 
-def suggestions_asap_xml(suggestions: Sequence[Any], *, existing: Annotations | None = None
+def suggestions_asap_xml(suggestions: Sequence[Box], *, existing: Annotations | None = None
                          ) -> str:
     """The ASAP XML text of `S_suggestions.xml` (see the module doc)."""
     root = ET.Element("ASAP_Annotations")
     anns = ET.SubElement(root, "Annotations")
     used: list[str] = []
     items = [(cls, p.name or cls, p.points_level0) for cls, p in _existing(existing)]
-    items += [("Suggested", f"Suggested {s.rank}", _box(s))
+    items += [(SUGGESTED_NAME, f"{SUGGESTED_NAME} {s.rank}", _box(s))
               for s in sorted(suggestions, key=lambda s: s.rank)]
     for cls, name, pts in items:
         color = "#{:02X}{:02X}{:02X}".format(*COLORS[cls])
@@ -111,13 +134,13 @@ def suggestions_asap_xml(suggestions: Sequence[Any], *, existing: Annotations | 
     return '<?xml version="1.0"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
 
 
-def write_geojson(path: Path, suggestions: Sequence[Any], *, existing: Annotations | None,
+def write_geojson(path: Path, suggestions: Sequence[Box], *, existing: Annotations | None,
                   slide: str) -> Path:
     text = json.dumps(suggestions_geojson(suggestions, existing=existing, slide=slide), indent=1)
     return atomic_write_text(path, text + "\n")
 
 
-def write_asap_xml(path: Path, suggestions: Sequence[Any], *, existing: Annotations | None
+def write_asap_xml(path: Path, suggestions: Sequence[Box], *, existing: Annotations | None
                    ) -> Path:
     return atomic_write_text(path, suggestions_asap_xml(suggestions, existing=existing))
 
@@ -131,7 +154,7 @@ def write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> Path:
     return atomic_write_text(path, buf.getvalue())
 
 
-def overview_png(path: Path, thumb: np.ndarray, downsample: float, suggestions: Sequence[Any],
+def overview_png(path: Path, thumb: np.ndarray, downsample: float, suggestions: Sequence[Box],
                  *, existing: Annotations | None = None) -> Path:
     """The thumbnail (uint8 RGB, `downsample` level-0 px per pixel) with every box outlined in
     its kind's colour and numbered by rank; existing tumor outlines in dark red, reviewed
@@ -141,7 +164,7 @@ def overview_png(path: Path, thumb: np.ndarray, downsample: float, suggestions: 
     img = Image.fromarray(np.ascontiguousarray(thumb[..., :3]))
     draw = ImageDraw.Draw(img)
     for cls, p in _existing(existing):
-        if cls in ("Tumor", "Reviewed"):
+        if cls in ("Tumor", REVIEWED_NAME):
             pts = [(float(x) / downsample, float(y) / downsample) for x, y in p.points_level0]
             draw.line(pts + pts[:1], fill=COLORS[cls], width=1 if cls == "Tumor" else 2)
     width = max(2, round(min(img.size) / 300))

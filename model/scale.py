@@ -20,9 +20,12 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from lymph.data.slides import SlideReader
 
 TOLERANCE = 0.10  # a level within 10% of the training mpp is used as it is
 
@@ -129,7 +132,7 @@ class ResampledReader:
     pyramid level at most that coarse (or level 0 when upsampling) and resized (box filter
     when shrinking, bilinear when enlarging). Everything else is the reader's."""
 
-    def __init__(self, reader: Any, downsample: float) -> None:
+    def __init__(self, reader: SlideReader, downsample: float) -> None:
         self.reader = reader
         self.extra_downsample = float(downsample)
         ds = list(reader.level_downsamples)
@@ -153,7 +156,7 @@ class ResampledReader:
         src = (max(1, math.ceil(size[0] * f)), max(1, math.ceil(size[1] * f)))
         big = self.reader.read_region(location_level0, self.base, src)
         how = Image.Resampling.BOX if f >= 1 else Image.Resampling.BILINEAR
-        img = np.asarray(Image.fromarray(big).resize(tuple(size), how))
+        img = np.asarray(Image.fromarray(big).resize((size[0], size[1]), how))
         if out is not None:
             out[...] = img
             return out
@@ -172,8 +175,8 @@ class ResampledReader:
         self.close()
 
 
-def reader_at_scale(reader: Any, *, target_mpp: float | None, user_mpp: float | None,
-                    level: int | None, checkpoint_level: int) -> tuple[Any, ScaleChoice]:
+def reader_at_scale(reader: SlideReader, *, target_mpp: float | None, user_mpp: float | None,
+                    level: int | None, checkpoint_level: int) -> tuple[SlideReader, ScaleChoice]:
     """(the reader to run on, the choice) for one slide: the reader itself, or a
     ``ResampledReader`` whose extra level is the training scale."""
     choice = choose_scale(name=Path(reader.path).name, downsamples=reader.level_downsamples,
@@ -192,7 +195,8 @@ def checkpoint_mpp(ckpt: dict) -> float | None:
         else None
 
 
-def scale_for_predict(reader: Any, loaded: Any, config: Any) -> tuple[Any, Any, str]:
+def scale_for_predict(reader: SlideReader, loaded: Any, config: Any
+                      ) -> tuple[SlideReader, Any, str]:
     """For ``lymph predict``: (reader at the training scale, ``loaded`` with its level set to
     the chosen one, the line saying what was done). A warning when the scale cannot be matched
     (the line then starts with "WARNING")."""
@@ -234,7 +238,9 @@ def rescaled_model(model: Any, factor: float) -> Any:
         def __init__(self) -> None:
             super().__init__()
             self.inner = inner
-            self.multiple = inner.multiple
+            # an int property of the UNet (or of a Rescaled); nn.Module's __getattr__ types
+            # every attribute Tensor | Module
+            self.multiple = cast(int, inner.multiple)
             self.config = getattr(inner, "config", None)
             self.factor = float(factor)
 

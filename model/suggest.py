@@ -38,13 +38,17 @@ import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from lymph.data.annotations import Annotations, rasterize
 from lymph.data.errors import ConfigError, SlideError
 from lymph.data.io import as_paths
+from lymph.data.tissue import dilate, summed_area, tissue_mask, window_sums
+
+if TYPE_CHECKING:
+    from lymph.data.slides import OpenSlideReader, SlideReader
 
 MAP_SUFFIX = "_tumor_map.tif"
 SCORES = ("entropy", "margin")
@@ -230,7 +234,7 @@ class BlockSums:
     near_prob: np.ndarray
 
 
-def block_sums(reader: Any, grid: Grid, lut: np.ndarray, near: np.ndarray | None
+def block_sums(reader: SlideReader, grid: Grid, lut: np.ndarray, near: np.ndarray | None
                ) -> BlockSums:
     """Stream the map (an open `SlideReader`) in bands of BAND_BLOCK_ROWS block rows."""
     w, h = reader.dimensions
@@ -254,13 +258,6 @@ def block_sums(reader: Any, grid: Grid, lut: np.ndarray, near: np.ndarray | None
     return sums
 
 
-def window_sum(a: np.ndarray, n: int) -> np.ndarray:
-    """Sums over every n x n window (top-left at each index): (rows - n + 1, cols - n + 1)."""
-    s = np.zeros((a.shape[0] + 1, a.shape[1] + 1), np.float64)
-    s[1:, 1:] = a.cumsum(0).cumsum(1)
-    return s[n:, n:] - s[:-n, n:] - s[n:, :-n] + s[:-n, :-n]
-
-
 def window_max(a: np.ndarray, n: int) -> np.ndarray:
     """Maxima over every n x n window (top-left at each index): (rows - n + 1, cols - n + 1)."""
     rows = np.maximum.reduce([a[i:a.shape[0] - n + 1 + i] for i in range(n)])
@@ -271,21 +268,22 @@ def _annotation_blocks(ann: Annotations | None, grid: Grid) -> tuple[np.ndarray 
                                                                      np.ndarray | None]:
     """(near-outline blocks, reviewed blocks) as float 0/1 block grids, or None."""
     from lymph.data.partial import reviewed_raster
-    from lymph.data.tissue import dilate
 
     if ann is None:
         return None, None
     step = grid.block * grid.downsample
-    kw = dict(x_level0=0.0, y_level0=0.0, width=grid.cols, height=grid.rows, downsample=step)
     near = None
     if ann:
-        tumor = rasterize(ann, **kw).astype(bool)
+        tumor = rasterize(ann, x_level0=0.0, y_level0=0.0, width=grid.cols, height=grid.rows,
+                          downsample=step).astype(bool)
         for poly in ann.tumor:  # lesions smaller than a block still count
             x, y = poly.points_level0.mean(axis=0) // step
             if 0 <= y < grid.rows and 0 <= x < grid.cols:
                 tumor[int(y), int(x)] = True
         near = (dilate(tumor, grid.nb) & ~tumor).astype(np.float64)
-    seen = reviewed_raster(ann, **kw).astype(np.float64) if ann.reviewed else None
+    seen = (reviewed_raster(ann, x_level0=0.0, y_level0=0.0, width=grid.cols,
+                            height=grid.rows, downsample=step).astype(np.float64)
+            if ann.reviewed else None)
     return near, seen
 
 
@@ -296,8 +294,8 @@ def score_boxes(sums: BlockSums, grid: Grid, *, normal: bool, seen: np.ndarray |
     if grid.rows < n or grid.cols < n:
         z = np.zeros((0, 0))
         return z, z.astype(np.int64), z, z
-    unc = window_sum(sums.unc, n) / cells
-    prob = window_sum(sums.prob, n) / cells
+    unc = window_sums(summed_area(sums.unc), size=n) / cells
+    prob = window_sums(summed_area(sums.prob), size=n) / cells
     if normal:
         score = window_max(sums.prob / grid.block ** 2, n)
         kind = np.full(prob.shape, 1, np.int64)
@@ -306,7 +304,7 @@ def score_boxes(sums: BlockSums, grid: Grid, *, normal: bool, seen: np.ndarray |
         kind = np.where(miss > unc, 2, 0)
         score = np.maximum(unc, miss)
     if seen is not None:
-        score[window_sum(seen, n) / (n * n) > 0.5] = 0.0
+        score[window_sums(summed_area(seen), size=n) / (n * n) > 0.5] = 0.0
     return score, kind, prob, unc
 
 
@@ -361,7 +359,6 @@ def _tissue_blocks(m: SlideMap, grid: Grid, sums: BlockSums) -> np.ndarray:
     """float 0/1 tissue per block: the slide's tissue mask at block centres when the slide is
     found, else blocks with a non-zero map cell (predict zeroes the map off tissue)."""
     from lymph.data.slides import open_slide
-    from lymph.data.tissue import tissue_mask
 
     if m.slide_path is None:
         return (sums.positive > 0).astype(np.float64)
@@ -380,10 +377,11 @@ def _size_level0(m: SlideMap, config: SuggestConfig) -> float:
     if m.mpp is None:
         raise SlideError(f"{m.path}: the slide's microns per pixel are unknown (no mpp in "
                          f"{m.name}_predict.json); give the box side in pixels with --size")
-    return float(config.size_um) / m.mpp  # type: ignore[operator]
+    assert config.size_um is not None  # SuggestConfig: size_um is given whenever size is None
+    return float(config.size_um) / m.mpp
 
 
-def _open_map(path: Path) -> Any:
+def _open_map(path: Path) -> OpenSlideReader:
     """The map TIFF as a `SlideReader` (its mpp is the slide's times the downsample, never
     needed here, so OpenSlide's warning about a missing one is dropped)."""
     from lymph.data.slides import open_slide
@@ -405,9 +403,10 @@ def suggest_slide(m: SlideMap, *, config: SuggestConfig, cap: int, normal: bool,
     gap = int(round(config.spacing * grid.nb))
     if config.strategy == "random" and score.size:
         n = grid.nb
-        eligible = window_sum(_tissue_blocks(m, grid, sums), n) / (n * n) >= 0.5
+        tissue = window_sums(summed_area(_tissue_blocks(m, grid, sums)), size=n)
+        eligible = tissue / (n * n) >= 0.5
         if seen is not None:
-            eligible &= window_sum(seen, n) / (n * n) <= 0.5
+            eligible &= window_sums(summed_area(seen), size=n) / (n * n) <= 0.5
         picks = pick_boxes(score, nb=n, cap=cap, gap=gap, order=rng.permutation(score.size),
                            eligible=eligible)
     else:
@@ -474,13 +473,13 @@ class SuggestSummary:
         return "\n".join(lines)
 
 
-def _predict_first(config: SuggestConfig) -> Path:
-    """`lymph predict` of `config.slides` with `config.checkpoint` into OUT/maps."""
+def _predict_first(config: SuggestConfig, *, checkpoint: Path) -> Path:
+    """`lymph predict` of `config.slides` with `checkpoint` (`config.checkpoint`) into OUT/maps."""
     from lymph.model.predict import PredictConfig
     from lymph.model.predict import run as predict_run
 
     maps = config.out / "maps"
-    results = predict_run(PredictConfig(checkpoint=config.checkpoint, out=maps,
+    results = predict_run(PredictConfig(checkpoint=checkpoint, out=maps,
                                         slides=config.slides, progress=False))
     for r in results:
         if not r.ok:
@@ -493,7 +492,11 @@ def run(config: SuggestConfig) -> SuggestSummary:
     from lymph.data.annotations import read_labels_csv
     from lymph.data.errors import LymphError
 
-    maps_dir = _predict_first(config) if config.checkpoint is not None else config.maps
+    maps_dir: Path | None
+    if config.checkpoint is not None:
+        maps_dir = _predict_first(config, checkpoint=config.checkpoint)
+    else:
+        maps_dir = config.maps
     assert maps_dir is not None
     maps = find_maps(maps_dir, slides=config.slides)
     labels = read_labels_csv(config.labels) if config.labels is not None else None

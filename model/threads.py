@@ -1,5 +1,5 @@
-"""Torch's intra-op threads for the length of a block: set, then restored (a run's ``threads``
-setting must not leak into the process that called it)."""
+"""Torch's intra-op threads: for the length of a block, set then restored (a run's ``threads``
+setting must not leak into the process that called it), or for the rest of a worker process."""
 
 from __future__ import annotations
 
@@ -20,3 +20,9 @@ def torch_threads(threads: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def set_torch_threads(threads: int) -> None:
+    """Give this process ``threads`` intra-op threads for the rest of its life (a spawned
+    worker's initializer; a block that must restore them uses ``torch_threads``)."""
+    torch.set_num_threads(threads)

@@ -150,24 +150,14 @@ def run_one(ctx: RunContext, spec: RunSpec) -> Row:
     }  # fmt: skip
 
 
-def set_threads(n: int) -> int:
-    """Set torch's thread count to `n`; returns the count before."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    return before
-
-
 def execute(ctx: RunContext, spec: RunSpec) -> Row:
     """Run one spec with ctx.config.threads torch threads and write its done.json (last)."""
-    before = set_threads(ctx.config.threads)
-    try:
-        with warnings.catch_warnings():  # per-run warnings (e.g. a short class) are suppressed
-            warnings.simplefilter("ignore")
-            row = run_one(ctx, spec)
-    finally:
-        set_threads(before)
+    from lymph.model.threads import torch_threads
+
+    # per-run warnings (e.g. a short class) are suppressed
+    with torch_threads(ctx.config.threads), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        row = run_one(ctx, spec)
     record = {"spec": spec.fingerprint(), "settings": ctx.settings, "row": row}
     atomic_write_json(done_path(ctx.config, spec), record)
     return row

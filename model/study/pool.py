@@ -8,7 +8,7 @@ import warnings
 from collections.abc import Sequence
 from typing import Protocol
 
-from lymph.model.study.execute import Row, RunContext, execute, set_threads
+from lymph.model.study.execute import Row, RunContext, execute
 from lymph.model.study.plan import RunSpec
 
 
@@ -22,9 +22,11 @@ class ProgressBar(Protocol):
 
 def worker_init(threads: int) -> None:
     """Spawned worker: `threads` torch threads (and OpenMP / BLAS told the same)."""
+    from lymph.model.threads import set_torch_threads
+
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = str(threads)
-    set_threads(threads)
+    set_torch_threads(threads)
     warnings.simplefilter("ignore")  # per-run warnings would interleave over the progress bar
 
 

@@ -86,7 +86,7 @@ def study_context(config: StudyConfig) -> tuple[StudyPlan, RunContext]:
     return plan, ctx
 
 
-def _precision_record(config: StudyConfig) -> dict[str, object]:
+def _precision_record(config: StudyConfig) -> dict[str, str | list[str]]:
     """The precision asked for, the one its runs use on this machine, and the CPU's bf16 flags."""
     from lymph.model.infer import resolve_device
     from lymph.model.precision import describe

@@ -16,17 +16,20 @@ import math
 import threading
 import warnings
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from lymph.data.errors import ConfigError, LymphError
 from lymph.data.io import as_paths
 from lymph.model.view.tiles import THRESHOLDS, DeepZoom
+
+if TYPE_CHECKING:
+    from lymph.data.slides import OpenSlideReader
 
 TRUTH_DOWNSAMPLE = 32.0  # mask TIFF outlines are traced at 1/32 (the evaluation frame)
 MAX_OPEN_READERS = 16
@@ -87,7 +90,7 @@ class SlideEntry:
 
     id: str
     name: str
-    path: Path | None
+    path: Path
     map_path: Path | None = None
     detections_path: Path | None = None
     suggestions_path: Path | None = None
@@ -108,13 +111,13 @@ class ReaderPool:
 
     def __init__(self, max_open: int = MAX_OPEN_READERS) -> None:
         self.max_open = max_open
-        self._open: OrderedDict[Path, Any] = OrderedDict()
+        self._open: OrderedDict[Path, OpenSlideReader] = OrderedDict()
         self._users: dict[Path, int] = {}
         self._lock = threading.Lock()
         self._opening: dict[Path, threading.Lock] = {}
 
     @contextmanager
-    def reader(self, path: Path) -> Iterator[Any]:
+    def reader(self, path: Path) -> Iterator[OpenSlideReader]:
         from lymph.data.slides import open_slide
 
         with self._lock:
@@ -200,7 +203,7 @@ class Catalog:
         self._froc_lock = threading.Lock()
         self.froc_done = threading.Event()
 
-    def _labels(self) -> Any:
+    def _labels(self) -> Mapping[str, bool]:
         from lymph.data.annotations import read_labels_csv
 
         return read_labels_csv(self.config.labels) if self.config.labels is not None else {}
@@ -231,7 +234,6 @@ class Catalog:
     def _probe(self, entry: SlideEntry) -> None:
         """Open the slide (and its map) once: size, levels, mpp; an error instead when it
         cannot be read, so that the list shows it."""
-        assert entry.path is not None
         try:
             with self.pool.reader(entry.path) as reader:
                 w, h = reader.dimensions
@@ -277,7 +279,7 @@ class Catalog:
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    result = score_for_view(slide_id=entry.id, slide=entry.path,  # type: ignore
+                    result = score_for_view(slide_id=entry.id, slide=entry.path,
                                             detections=entry.detections_path,
                                             annotation=entry.annotation,
                                             is_tumor=bool(entry.is_tumor), config=cfg)
@@ -290,6 +292,7 @@ class Catalog:
     # --- JSON ------------------------------------------------------------------------------
 
     def slide_row(self, entry: SlideEntry) -> dict[str, Any]:
+        froc: dict[str, Any] | None
         if entry.error is None and entry.is_tumor is not None and entry.detections_path:
             froc = entry.froc if entry.froc is not None else (
                 None if self.froc_done.is_set() else {"pending": True})
@@ -336,7 +339,7 @@ class Catalog:
                 out[key] = {"error": str(exc).splitlines()[0][:300]}
         return out
 
-    def detections(self, entry: SlideEntry) -> list[dict[str, float]] | None:
+    def detections(self, entry: SlideEntry) -> list[dict[str, float | str | None]] | None:
         from lymph.model.camelyon import read_detections_csv
 
         if entry.detections_path is None:
@@ -351,7 +354,7 @@ class Catalog:
     def truth(self, entry: SlideEntry) -> dict[str, Any] | None:
         from lymph.model.view.shapes import truth_outlines
 
-        if entry.annotation is None or entry.error is not None or entry.path is None:
+        if entry.annotation is None or entry.error is not None:
             return None
         dims = (entry.info["width"], entry.info["height"])
         return truth_outlines(entry.path, entry.annotation, dimensions=dims)

@@ -10,9 +10,12 @@ ignored), ``fp`` (outside every lesion, or any detection on a normal slide).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from lymph.model.camelyon import SlideEvalConfig
 
 
 def _statuses(det: np.ndarray, labels: np.ndarray, itc: frozenset[int],
@@ -24,9 +27,9 @@ def _statuses(det: np.ndarray, labels: np.ndarray, itc: frozenset[int],
     lab[inside] = labels[rows[inside], cols[inside]]
     out = ["fp" if k == 0 else "itc" if k in itc else "dup" for k in lab]
     best: dict[int, int] = {}
-    for i, k in enumerate(lab):
+    for i, k in enumerate(lab.tolist()):
         if k and k not in itc and det[i, 0] > 0 and (k not in best or det[i, 0] > det[best[k], 0]):
-            best[int(k)] = i
+            best[k] = i
     for i in best.values():
         out[i] = "hit"
     return out
@@ -48,9 +51,9 @@ def _missed_boxes(labels: np.ndarray, lesion_labels: tuple[int, ...], lesion_pro
 
 
 def score_for_view(*, slide_id: str, slide: Path, detections: Path, annotation: Path | None,
-                   is_tumor: bool, config: Any) -> dict[str, Any]:
+                   is_tumor: bool, config: SlideEvalConfig) -> dict[str, Any]:
     """{"counts": {...}, "status": [per detection], "missed": [[x0, y0, x1, y1], ...]}, or
-    {"error": ...} for a tumor slide without annotations. ``config``: a ``SlideEvalConfig``."""
+    {"error": ...} for a tumor slide without annotations."""
     from lymph.model.camelyon import SlideCase, lymph_truth, read_detections_csv, score_slide
 
     det = read_detections_csv(detections)

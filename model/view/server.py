@@ -168,8 +168,9 @@ class ViewServer:
 
     @property
     def url(self) -> str:
-        host, port = self.httpd.server_address[:2]
-        host = f"[{host}]" if ":" in str(host) else host
+        address, port = self.httpd.server_address[:2]
+        host = str(address)  # typeshed allows bytes; a TCPServer's host is a str
+        host = f"[{host}]" if ":" in host else host
         return f"http://{host}:{port}/"
 
     def start(self) -> ViewServer:

@@ -5,11 +5,12 @@ and ``lymph suggest``'s regions (``S_suggestions.geojson``, QuPath GeoJSON)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
 from lymph.data.errors import AnnotationError
+from lymph.data.partial import SUGGESTED_CLASS
 
 TRUTH_DOWNSAMPLE = 32.0
 MAX_SUGGESTIONS = 10_000
@@ -27,7 +28,9 @@ def mask_outlines(mask: np.ndarray, *, downsample: float) -> list[list[list[floa
     if not mask.any():
         return []
     padded = np.pad(mask.astype(np.float64), 1)
-    lines = contourpy.contour_generator(z=padded, line_type="Separate").lines(0.5)
+    # line_type "Separate": one (n, 2) array per ring (contourpy types every line type's return)
+    lines = cast(list[np.ndarray],
+                 contourpy.contour_generator(z=padded, line_type="Separate").lines(0.5))
     rings = []
     for ring in lines:
         if len(ring) < 4:
@@ -54,12 +57,12 @@ def truth_outlines(slide: Path, annotation: Path, *, dimensions: tuple[int, int]
             "holes": []}
 
 
-def _label(props: dict) -> tuple[str, float | None]:
+def _label(props: dict[str, Any]) -> tuple[str, float | None]:
     name = str(props.get("name") or "")[:80]
     score = None
+    measurements = props.get("measurements")
     for key in ("score", "priority", "uncertainty", "probability"):
-        for src in (props, props.get("measurements") if isinstance(props.get("measurements"),
-                                                                    dict) else {}):
+        for src in (props, measurements if isinstance(measurements, dict) else {}):
             value = src.get(key)
             if isinstance(value, int | float) and np.isfinite(value):
                 score = float(value)
@@ -69,13 +72,13 @@ def _label(props: dict) -> tuple[str, float | None]:
     return name, score
 
 
-def _suggested(props: dict) -> bool:
+def _suggested(props: dict[str, Any]) -> bool:
     """A region still to annotate: classified `Suggested` (as `lymph suggest` writes it), or
     unclassified (a hand-made file). A box the pathologist set to `Reviewed`, and the slide's
     tumor outlines that `lymph suggest` copies into the file, are not suggestions."""
     cls = props.get("classification")
     name = cls.get("name") if isinstance(cls, dict) else cls
-    return not isinstance(name, str) or not name or name.strip().lower() == "suggested"
+    return not isinstance(name, str) or not name or name.strip().lower() == SUGGESTED_CLASS
 
 
 def read_suggestions(path: Path) -> list[dict[str, Any]]:
@@ -93,7 +96,8 @@ def read_suggestions(path: Path) -> list[dict[str, Any]]:
         parts = feature_parts(feat, i, path)
         if parts is None:
             continue
-        props = feat.get("properties") if isinstance(feat.get("properties"), dict) else {}
+        given = feat.get("properties")
+        props = given if isinstance(given, dict) else {}
         if not _suggested(props):
             continue  # the slide's own outlines and reviewed boxes, carried in the same file
         name, score = _label(props)

@@ -89,6 +89,7 @@ class Site:
         LymphError/OSError when the file cannot be read there."""
         entry = self.entry(sid)
         threshold = layer_threshold(layer)
+        path: Path | None
         if threshold is None:
             dz, path = entry.slide_dz, entry.path
         else:

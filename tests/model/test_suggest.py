@@ -14,12 +14,12 @@ from lymph.data.annotations import Annotations, read_annotations
 from lymph.data.errors import ConfigError, OutputError
 from lymph.data.partial import box_polygon
 from lymph.data.pyramid import write_pyramidal_tiff
+from lymph.data.tissue import summed_area, window_sums
 from lymph.model.suggest import (
     SuggestConfig,
     pick_boxes,
     run,
     uncertainty_lut,
-    window_sum,
 )
 
 H, W, DS = 400, 600, 16.0
@@ -64,7 +64,7 @@ def _overlap(a, b) -> bool:
 def test_window_sum_and_greedy_picks_never_overlap():
     rng = np.random.default_rng(0)
     a = rng.random((30, 40))
-    ws = window_sum(a, 4)
+    ws = window_sums(summed_area(a), size=4)
     assert ws.shape == (27, 37)
     assert ws[5, 7] == pytest.approx(a[5:9, 7:11].sum())
     picks = pick_boxes(ws, nb=4, cap=12)
