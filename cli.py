@@ -945,7 +945,7 @@ def predict_cmd(slides: str, checkpoint: str, out: str, level: int | None, mpp: 
         )
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
-    results = run(config)
+    results = run(config).tasks
     ok = [r.value for r in results if r.value is not None]
     failed = [r for r in results if r.error is not None]
     click.echo(f"{len(ok)} of {len(results)} slide(s) predicted into {out}")

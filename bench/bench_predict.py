@@ -358,11 +358,11 @@ def predict_world(world: Path, ckpt: Path, out: Path, args: argparse.Namespace,
                   **mode: object) -> dict:
     """Full maps of every slide of ``world``; inference seconds, FROC and AUC."""
     from lymph.model.camelyon import evaluate_predictions
-    from lymph.model.predict import PredictConfig, list_slides, predict_slides
+    from lymph.model.predict import PredictConfig, find_slides, predict_slides
 
     config = PredictConfig(checkpoint=ckpt, out=out, device=args.device, threads=args.threads,
                            thumb_size=1024, progress=False, force=True, **mode)  # type: ignore
-    results = predict_slides(list_slides(world), config, progress=False)
+    results = predict_slides(find_slides(world)[0], config, progress=False)
     errors = [r.error for r in results if r.error]
     if errors:
         raise RuntimeError(errors)

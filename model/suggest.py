@@ -482,7 +482,7 @@ def _predict_first(config: SuggestConfig) -> Path:
     maps = config.out / "maps"
     results = predict_run(PredictConfig(checkpoint=config.checkpoint, out=maps,
                                         slides=config.slides, progress=False))
-    for r in results:
+    for r in results.tasks:
         if not r.ok:
             warnings.warn(f"predict skipped {r.item}: {r.error}", stacklevel=2)
     return maps
