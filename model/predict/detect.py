@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
@@ -114,7 +114,8 @@ def _outline(region: np.ndarray, top: int, left: int, downsample: float) -> np.n
     import contourpy
 
     padded = np.pad(region.astype(np.float64), 1)
-    lines = contourpy.contour_generator(z=padded, line_type="Separate").lines(0.5)
+    lines = cast(list[np.ndarray],  # line_type "Separate": one (k, 2) array per line
+                 contourpy.contour_generator(z=padded, line_type="Separate").lines(0.5))
     if not lines:
         return None
     ring = max(lines, key=len)

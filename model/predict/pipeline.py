@@ -24,12 +24,28 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import numpy as np
 
 from lymph.model.predict.blend import BlendSink, CropSink
 from lymph.model.predict.grid import Grid
+
+if TYPE_CHECKING:
+    import torch
+
+    from lymph.data.slides import SlideReader
+    from lymph.model.unet import UNet
+
+T = TypeVar("T")
+
+
+class MapSink(Protocol):
+    """Where window probabilities go (``blend.BlendSink``, ``blend.CropSink``)."""
+
+    def add(self, probs: np.ndarray, x_lvl: int, y_lvl: int) -> None: ...
+
+    def emit(self, upto_row: int) -> None: ...
 
 ENABLED = True
 _DONE = object()
@@ -38,7 +54,7 @@ _DONE = object()
 class SinkThread:
     """Apply ``(chunk, probs, emit_row)`` batches to ``sink`` on a background thread."""
 
-    def __init__(self, sink: Any, *, depth: int = 2, enabled: bool | None = None) -> None:
+    def __init__(self, sink: MapSink, *, depth: int = 2, enabled: bool | None = None) -> None:
         self.sink = sink
         self.busy = 0.0  # seconds spent in sink.add / sink.emit
         self.enabled = ENABLED if enabled is None else enabled
@@ -101,7 +117,7 @@ class SinkThread:
 
 
 def _batches(
-    reader: Any,
+    reader: SlideReader,
     grid: Grid,
     origins: Sequence[tuple[int, int]],
     batch_size: int,
@@ -132,7 +148,7 @@ def _batches(
             pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _prefetch(iterator: Iterator[Any], depth: int = 2) -> Iterator[Any]:
+def _prefetch(iterator: Iterator[T], depth: int = 2) -> Iterator[T]:
     """Run ``iterator`` in a thread, ``depth`` items ahead (OpenSlide and torch release the GIL);
     its exceptions are re-raised here."""
     q: queue.Queue = queue.Queue(maxsize=depth)
@@ -170,12 +186,12 @@ def _prefetch(iterator: Iterator[Any], depth: int = 2) -> Iterator[Any]:
 
 
 def infer_map(
-    reader: Any,
-    model: Any,
+    reader: SlideReader,
+    model: UNet,
     grid: Grid,
     origins: Sequence[tuple[int, int]],
     *,
-    device: Any = "cpu",
+    device: str | torch.device = "cpu",
     batch_size: int = 8,
     tta: bool = False,
     progress: bool = True,

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -24,16 +24,19 @@ from lymph.model.predict.grid import Grid, fitted_tile, plan_grid, tissue_window
 from lymph.model.predict.outputs import slide_name
 
 if TYPE_CHECKING:
+    import torch
+
     from lymph.data.slides import SlideReader
+    from lymph.model.unet import UNet
 
 
 @dataclass(frozen=True)
 class LoadedModel:
     """The checkpoint's model on its device, with the geometry it was trained at."""
 
-    model: Any
+    model: UNet
     ckpt: dict
-    device: Any
+    device: torch.device
     level: int
     patch_size: int
 
@@ -99,7 +102,7 @@ def check_memory(ckpt: dict, config: PredictConfig, patch_size: int) -> None:
                              base_width=width, depth=depth, device=str(config.device))
 
 
-def window_independent(model: Any) -> bool:
+def window_independent(model: torch.nn.Module) -> bool:
     """Whether the model's output at a pixel is independent of the window it is computed in:
     eval-mode BatchNorm (the default since issue 12) or no norm (``model.config.norm``);
     GroupNorm (the assumption when a model does not say) normalises each window by its own
@@ -110,7 +113,7 @@ def window_independent(model: Any) -> bool:
     return norm in WINDOW_FREE_NORMS
 
 
-def resolve_overlap(config: PredictConfig, model: Any) -> str:
+def resolve_overlap(config: PredictConfig, model: torch.nn.Module) -> str:
     """The tiling of ``overlap="auto"``: margin tiles for a window-independent model (or when
     --margin or --screen asks for them), else the half-window blend, which keeps a GroupNorm
     model's maps what they were (margin tiles moved them by 0.032 mean abs; issue 12)."""
@@ -166,13 +169,13 @@ def plan_slide(reader: SlideReader, config: PredictConfig, loaded: LoadedModel) 
                      n_tissue_windows=n_tissue, mpp=reader.mpp)
 
 
-def resolve_read_threads(config: PredictConfig, device: Any) -> int:
+def resolve_read_threads(config: PredictConfig, device: torch.device) -> int:
     if config.read_threads is not None:
         return config.read_threads
     return 1 if device.type == "cpu" else min(8, os.cpu_count() or 1)
 
 
-def resolve_threads(config: PredictConfig, device: Any) -> int | None:
+def resolve_threads(config: PredictConfig, device: torch.device) -> int | None:
     """torch CPU threads for one slide: ``config.threads``, else every core this process may
     use on CPU (one slide at a time has the machine; ``predict_slides`` divides the cores among
     ``--workers``); None (torch's own) on an accelerator."""

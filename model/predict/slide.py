@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -115,7 +115,8 @@ def _reader(slide: str | Path | SlideReader) -> Iterator[SlideReader]:
 
     if isinstance(slide, str | os.PathLike):
         with open_slide(slide) as reader:
-            yield reader
+            # an OpenSlideReader is a SlideReader (its attributes' annotations are looser)
+            yield cast("SlideReader", reader)
     else:
         yield slide
 
