@@ -3,7 +3,7 @@ flat in the slide's size), lesion detections and a slide score from the map.
 
 Modules, by job: ``config`` (PredictConfig), ``grid`` (tiling geometry, tissue windows),
 ``blend`` (Hann blending and margin tiles into the map), ``pipeline`` (read-ahead, model and
-blend threads), ``plan`` (model, tiling and windows of one slide), ``screen`` (coarse to fine),
+blend threads), ``plan`` (model, tiling and windows of one slide),
 ``detect`` (tissue masking, lesions, slide score), ``exports`` (CSV, GeoJSON, ASAP XML),
 ``outputs`` (the files of a slide, scores.csv, the manifest), ``slide`` (one slide end to end),
 ``run`` (many slides; ``run(PredictConfig) -> PredictResult``).

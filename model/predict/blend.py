@@ -88,12 +88,11 @@ class BandAccumulator:
 class CropSink:
     """Writes crop-mode tiles straight into the uint8 map: each tile's centre (its margin cut
     off), averaged over map cells. Every map cell has one tile's centre: nothing to blend, no
-    band to hold. ``covered`` (optional bool map) records the cells written."""
+    band to hold."""
 
-    def __init__(self, grid: Grid, prob_map: np.ndarray, covered: np.ndarray | None = None):
+    def __init__(self, grid: Grid, prob_map: np.ndarray):
         self.grid = grid
         self.map = prob_map
-        self.covered = covered
 
     def add(self, probs: np.ndarray, x_lvl: int, y_lvl: int) -> None:
         g = self.grid
@@ -104,8 +103,6 @@ class CropSink:
         r, c = y_lvl // g.cell, x_lvl // g.cell
         h, w = min(cells.shape[0], g.map_height - r), min(cells.shape[1], g.map_width - c)
         self.map[r : r + h, c : c + w] = np.clip(np.rint(cells[:h, :w] * 255), 0, 255)
-        if self.covered is not None:
-            self.covered[r : r + h, c : c + w] = True
 
     def emit(self, upto_row: int) -> None:
         """Nothing to close: cells are final when written."""

@@ -74,9 +74,6 @@ class PredictConfig:
     overlap: str = "auto"
     margin: int | None = None
     channels_last: bool = True
-    screen: int | None = None
-    screen_threshold: float = 0.1
-    screen_margin: int | None = None
     precision: str = "auto"  # lymph.model.precision: bf16 autocast on CUDA and AMX CPUs
     mpp: float | None = None  # microns per level-0 pixel of slides that record none
 
@@ -90,8 +87,7 @@ class PredictConfig:
         object.__setattr__(self, "out", Path(self.out))
         if self.slides is not None:
             object.__setattr__(self, "slides", Path(self.slides))
-        for name in ("level", "window", "stride", "threads", "max_windows", "margin", "screen",
-                     "screen_margin"):
+        for name in ("level", "window", "stride", "threads", "max_windows", "margin"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
                 raise ConfigError(f"{name} must be an integer or None, got {value!r}")
@@ -134,19 +130,10 @@ class PredictConfig:
                 f"stride {self.stride} sets the step of --overlap half: pass --overlap half with "
                 f"it (with --overlap {self.overlap} the step is the window minus twice --margin)"
             )
-        if self.overlap == "half" and (self.margin is not None or self.screen is not None):
-            raise ConfigError("--margin and --screen apply to --overlap margin, not half")
+        if self.overlap == "half" and self.margin is not None:
+            raise ConfigError("--margin applies to --overlap margin, not half")
         if self.margin is not None and self.margin < 0:
             raise ConfigError(f"margin must be >= 0 px, got {self.margin}")
-        if self.screen is not None and self.screen < 2:
-            raise ConfigError(f"screen must be a downsample factor >= 2, got {self.screen}; "
-                              "e.g. --screen 4")
-        if not 0.0 < float(self.screen_threshold) < 1.0:
-            raise ConfigError(
-                f"screen_threshold must be within (0, 1), got {self.screen_threshold}"
-            )
-        if self.screen_margin is not None and self.screen_margin < 0:
-            raise ConfigError(f"screen_margin must be >= 0 map px, got {self.screen_margin}")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

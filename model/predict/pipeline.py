@@ -198,12 +198,11 @@ def infer_map(
     read_threads: int = 1,
     timings: dict[str, float] | None = None,
     channels_last: bool = False,
-    covered: np.ndarray | None = None,
     precision: str = "auto",
 ) -> np.ndarray:
     """The uint8 (map_height, map_width) probability map of ``reader`` from the windows at
     ``origins`` (row-major, as ``tissue_windows`` returns them): Hann-blended (grid mode
-    "blend") or centre-cropped ("crop"; ``covered`` then marks the cells written)."""
+    "blend") or centre-cropped ("crop")."""
     from lymph.data.progress import progress_bar
     from lymph.model.infer import predict_probs
 
@@ -211,7 +210,7 @@ def infer_map(
     for key in ("read", "read_wait", "model", "blend"):
         timings.setdefault(key, 0.0)
     prob_map = np.zeros((grid.map_height, grid.map_width), np.uint8)
-    sink = CropSink(grid, prob_map, covered) if grid.mode == "crop" else BlendSink(grid, prob_map)
+    sink = CropSink(grid, prob_map) if grid.mode == "crop" else BlendSink(grid, prob_map)
     bar = progress_bar(total=len(origins), desc=f"{Path(reader.path).name}", unit="win",
                        enabled=progress, leave=False)
     done = 0

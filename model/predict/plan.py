@@ -115,11 +115,11 @@ def window_independent(model: torch.nn.Module) -> bool:
 
 def resolve_overlap(config: PredictConfig, model: torch.nn.Module) -> str:
     """The tiling of ``overlap="auto"``: margin tiles for a window-independent model (or when
-    --margin or --screen asks for them), else the half-window blend, which keeps a GroupNorm
-    model's maps what they were (margin tiles moved them by 0.032 mean abs; issue 12)."""
+    --margin asks for them), else the half-window blend, which keeps a GroupNorm model's maps
+    what they were (margin tiles moved them by 0.032 mean abs; issue 12)."""
     if config.overlap != "auto":
         return config.overlap
-    if window_independent(model) or config.margin is not None or config.screen is not None:
+    if window_independent(model) or config.margin is not None:
         return "margin"
     return "half"
 

@@ -1,5 +1,5 @@
-"""One slide, end to end: plan tiles -> infer (coarse to fine with ``screen``) -> post-process
--> export, and what it measured (``SlidePrediction``).
+"""One slide, end to end: plan tiles -> infer -> post-process -> export, and what it measured
+(``SlidePrediction``).
 
 Peak RSS on a 100,000 x 100,000 slide: see bench/bench_predict.py.
 """
@@ -31,7 +31,6 @@ from lymph.model.predict.plan import (
     resolve_read_threads,
     resolve_threads,
 )
-from lymph.model.predict.screen import refine_plan, screen_map
 from lymph.model.scale import scale_for_predict
 
 if TYPE_CHECKING:
@@ -64,7 +63,6 @@ class SlidePrediction:
     timings: dict[str, float] = field(default_factory=dict)
     overlap: str = "half"  # "half": Hann-blended windows; "margin": centre-cropped tiles
     margin: int = 0  # level px cut off each side of a tile (overlap "margin")
-    n_screen_windows: int = 0  # coarse-to-fine: windows of the screening pass
     scale: str = ""  # the level or resampling chosen for the training mpp (model/scale.py)
     slide_tissue_mpx: float = 0.0  # level-0 Mpx of the slide's whole thumbnail tissue mask
 
@@ -77,8 +75,7 @@ class SlidePrediction:
 
 
 def _result(plan: TilePlan, maps: SlideMaps, paths: dict[str, Path], *, reader_path: Path,
-            level: int, seconds: float, timings: dict[str, float],
-            n_screen_windows: int = 0) -> SlidePrediction:
+            level: int, seconds: float, timings: dict[str, float]) -> SlidePrediction:
     grid = plan.grid
     return SlidePrediction(
         slide=plan.name,
@@ -103,7 +100,6 @@ def _result(plan: TilePlan, maps: SlideMaps, paths: dict[str, Path], *, reader_p
         timings={k: round(v, 4) for k, v in timings.items()},
         overlap="half" if grid.mode == "blend" else "margin",
         margin=grid.margin,
-        n_screen_windows=n_screen_windows,
         slide_tissue_mpx=float(np.count_nonzero(plan.tissue)) * plan.thumb_downsample**2 / 1e6,
     )
 
@@ -138,27 +134,15 @@ def _torch_threads(threads: int | None) -> Iterator[None]:
 
 
 def infer_slide(reader: SlideReader, loaded: LoadedModel, plan: TilePlan, config: PredictConfig,
-                timings: dict[str, float]) -> tuple[TilePlan, np.ndarray, int]:
-    """The raw map of one slide (before tissue masking). With ``config.screen``, coarse to
-    fine: a screening pass at ``screen`` times the downsample, then full resolution only where
-    the screen sees tumor (``refine_plan``); the other cells keep the screen's values (all
-    below ``screen_threshold``). Returns the plan the fine pass ran, the map and the number of
-    screening windows."""
-    covered, coarse, n_screen = None, None, 0
-    if config.screen is not None:
-        coarse, n_screen = screen_map(reader, loaded, plan, config, timings)
-        plan = refine_plan(plan, coarse, config)
-        covered = np.zeros(coarse.shape, bool)
-    prob_map = infer_map(
+                timings: dict[str, float]) -> np.ndarray:
+    """The raw map of one slide (before tissue masking): every window of the plan."""
+    return infer_map(
         reader, loaded.model, plan.grid, plan.origins, device=loaded.device,
         batch_size=batch_windows(config, plan.grid, loaded), tta=config.tta,
         progress=config.progress, timings=timings,
         read_threads=resolve_read_threads(config, loaded.device),
-        channels_last=config.channels_last, covered=covered, precision=config.precision,
+        channels_last=config.channels_last, precision=config.precision,
     )
-    if coarse is not None and covered is not None:
-        prob_map[~covered] = coarse[~covered]
-    return plan, prob_map, n_screen
 
 
 def predict_slide(slide: str | Path | SlideReader, config: PredictConfig) -> SlidePrediction:
@@ -188,13 +172,12 @@ def predict_slide(slide: str | Path | SlideReader, config: PredictConfig) -> Sli
         plan = plan_slide(reader, config, loaded)
         timings["tissue"] = time.perf_counter() - t0
         with torch.inference_mode(), _torch_threads(resolve_threads(config, loaded.device)):
-            plan, prob_map, n_screen = infer_slide(reader, loaded, plan, config, timings)
+            prob_map = infer_slide(reader, loaded, plan, config, timings)
         maps = postprocess(prob_map, plan, threshold=config.threshold)
         reader_path = Path(reader.path)
     paths = export_slide(plan, maps, config, timings, slide_path=reader_path)
     result = _result(plan, maps, paths, reader_path=reader_path, level=loaded.level,
-                     seconds=time.perf_counter() - t_start, timings=timings,
-                     n_screen_windows=n_screen)
+                     seconds=time.perf_counter() - t_start, timings=timings)
     result = replace(result, scale=scale)
     write_meta(paths["meta"], reader_path=reader_path, plan=plan, loaded=loaded,
                 config=config, result=result)

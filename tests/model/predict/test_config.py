@@ -35,9 +35,5 @@ def test_tiling_settings_are_checked_in_the_config(tmp_path: Path) -> None:
     assert PredictConfig(**ok, stride=100, overlap="half").stride == 100
     with pytest.raises(ConfigError, match="overlap must be one of"):
         PredictConfig(**ok, overlap="quarter")
-    with pytest.raises(ConfigError, match="apply to --overlap margin"):
-        PredictConfig(**ok, overlap="half", screen=4)
-    with pytest.raises(ConfigError, match="screen must be a downsample factor >= 2"):
-        PredictConfig(**ok, screen=1)
-    with pytest.raises(ConfigError, match="screen_threshold must be within"):
-        PredictConfig(**ok, screen=2, screen_threshold=0.0)
+    with pytest.raises(ConfigError, match="--margin applies to --overlap margin"):
+        PredictConfig(**ok, overlap="half", margin=16)
