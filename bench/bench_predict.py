@@ -17,7 +17,7 @@ Both run with the same torch thread count (``--threads``).
    contiguous run of tissue windows from the middle of the tissue (``--windows`` for the old
    path, the same tissue area for the new) and doing everything else for the whole slide.
    Tissue Mpx/s is the slide's tissue (level-0 Mpx of its thumbnail tissue mask, the same for
-   both) over the seconds a whole-slide run would take: read wait + model + blend (+ screen)
+   both) over the seconds a whole-slide run would take: read wait + model + blend
    seconds per inferred window times the tiling's tissue windows. Big tiles over the tissue's
    edge hold glass, so this charges the new tiling for it (crediting each window with its
    stride cell's area did not).
@@ -26,11 +26,12 @@ Both run with the same torch thread count (``--threads``).
 3. Maps and scores, small synthetic worlds: a width-8 UNet of each norm trained here for
    ``--train-steps`` steps on 64 px crops of a 4-tumor-slide training world at level 2
    (cached), then full maps of a separate test world (``--test-world``, default 8 tumor + 4
-   normal slides) by old, new and coarse-to-fine (``--screen`` factors): mean abs difference of
-   the probability maps vs old (all map pixels, and pixels where either map is non-zero), the
-   number of detections, FROC (lymph and official rules, with the lesion count) and AUC by
-   ``lymph.model.camelyon.run`` (lymph's rules the headline ``froc``), and inference seconds
-   over the whole world (speed-ups vs old and vs new).
+   normal slides) by old and new: mean abs difference of the probability maps vs old (all map
+   pixels, and pixels where either map is non-zero), the number of detections, FROC (lymph and
+   official rules, with the lesion count) and AUC by
+   ``lymph.model.camelyon.run``, and inference seconds over the whole world
+   (speed-ups vs old and vs new). Coarse to fine (``--screen``) was removed after
+   bench/results/screen.md.
 """
 
 from __future__ import annotations
@@ -171,7 +172,7 @@ def make_checkpoint(cache: Path, arch: str, norm: str) -> Path:
 
 def infer_seconds(r: dict) -> float:
     t = r["timings"]
-    return sum(t.get(k, 0.0) for k in ("read_wait", "model", "blend", "screen"))
+    return sum(t.get(k, 0.0) for k in ("read_wait", "model", "blend"))
 
 
 def child_predict(args: argparse.Namespace) -> dict:
@@ -359,11 +360,11 @@ def predict_world(world: Path, ckpt: Path, out: Path, args: argparse.Namespace,
     """Full maps of every slide of ``world``; inference seconds, FROC and AUC."""
     from lymph.model.camelyon import SlideEvalConfig
     from lymph.model.camelyon import run as evaluate_slides
-    from lymph.model.predict import PredictConfig, list_slides, predict_slides
+    from lymph.model.predict import PredictConfig, find_slides, predict_slides
 
     config = PredictConfig(checkpoint=ckpt, out=out, device=args.device, threads=args.threads,
                            thumb_size=1024, progress=False, force=True, **mode)  # type: ignore
-    results = predict_slides(list_slides(world), config, progress=False)
+    results = predict_slides(find_slides(world)[0], config, progress=False)
     errors = [r.error for r in results if r.error]
     if errors:
         raise RuntimeError(errors)
@@ -372,7 +373,6 @@ def predict_world(world: Path, ckpt: Path, out: Path, args: argparse.Namespace,
                                              labels=world / "reference.csv"))
     return {"seconds": sum(infer_seconds(v.to_dict()) for v in values),
             "windows": sum(v.n_windows for v in values),
-            "screen_windows": sum(v.n_screen_windows for v in values),
             "froc": scores.froc, "froc_official": scores.froc_official,
             "auc": scores.auc, "out": out, "n_lesions": scores.n_lesions,
             "detections": sum(v.n_detections for v in values),
@@ -402,7 +402,7 @@ def maps_and_scores(args: argparse.Namespace) -> None:
     test = make_world(args.cache, "test", n_tumor=n_tumor, n_normal=n_normal, seed=1, size=size)
     print(f"\nworlds {train.name} (training), {test.name} (test), level {WORLD_LEVEL}, "
           f"{WORLD_PATCH} px patches, {args.train_steps} training steps")
-    print("| norm | path | windows (+screen) | infer s | speed-up vs old | vs new | "
+    print("| norm | path | windows | infer s | speed-up vs old | vs new | "
           "mean abs diff vs old (all / tissue) | detections | FROC lymph / official "
           "(lesions) | AUC |")
     print("|---|---|---|---|---|---|---|---|---|---|")
@@ -410,13 +410,10 @@ def maps_and_scores(args: argparse.Namespace) -> None:
         ckpt = train_tiny(args.cache, train, norm=norm, steps=args.train_steps)
         runs = {name: predict_world(test, ckpt, args.cache / f"q_{norm}_{name}", args, **m)
                 for name, m in MODES.items()}
-        for f in args.screen:
-            runs[f"coarse-to-fine x{f}"] = predict_world(
-                test, ckpt, args.cache / f"q_{norm}_c2f{f}", args, **MODES["new"], screen=f)
         old, new = runs["old"], runs["new"]
         for name, r in runs.items():
             diff = map_diff(old["out"], r["out"], old["names"])
-            print(f"| {norm} | {name} | {r['windows']} (+{r['screen_windows']}) | "
+            print(f"| {norm} | {name} | {r['windows']} | "
                   f"{r['seconds']:.2f} | {old['seconds'] / r['seconds']:.2f} | "
                   f"{new['seconds'] / r['seconds']:.2f} | {diff[0]:.4f} / {diff[1]:.4f} | "
                   f"{r['detections']} | {r['froc']:.3f} / {r['froc_official']:.3f} "
@@ -449,7 +446,6 @@ def parse_args() -> argparse.Namespace:
                    help="tumor x normal slides of the test world (enough lesions that one "
                         "detection is not a whole FROC step)")
     p.add_argument("--train-steps", type=int, default=300)
-    p.add_argument("--screen", default="2,4", help="coarse-to-fine factors to measure")
     p.add_argument("--skip-quality", action="store_true")
     p.add_argument("--skip-speed", action="store_true")
     p.add_argument("--cache", type=Path, default=Path("/tmp/lymph-bench"))
@@ -467,7 +463,6 @@ def parse_args() -> argparse.Namespace:
     args.read_threads = args.read_threads or (min(12, os.cpu_count() or 1) if gpu else 1)
     args.windows = (3000 if gpu else 24) if args.windows is None else args.windows
     args.norms = [n for n in args.norms.split(",") if n]
-    args.screen = [int(f) for f in args.screen.split(",") if f]
     return args
 
 

@@ -121,7 +121,7 @@ def main() -> None:
     import torch
 
     from lymph.data.slides import open_slide
-    from lymph.model import predict_pipeline
+    from lymph.model.predict import pipeline as predict_pipeline
 
     torch.set_num_threads(args.threads)
     runs: dict[str, list[dict]] = {"serial": [], "pipelined": []}

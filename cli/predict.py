@@ -66,15 +66,6 @@ def _print_results(results: list[TaskResult[Any]], out: Path) -> None:
 @click.option("--stride", type=click.IntRange(min=1), default=None,
               help="--overlap half: step between windows in px of that level [default: half "
               "the window], at most the window.")
-@click.option("--screen", type=click.IntRange(min=2), default=None,
-              help="Coarse to fine: screen at this many times the level's downsample, then "
-              "infer full resolution only where the screen's probability reaches "
-              "--screen-threshold (grown by --screen-margin).")
-@click.option("--screen-threshold", type=click.FloatRange(0, 1, min_open=True, max_open=True),
-              default=0.1, show_default=True, help="Screen probability that sends a region "
-              "to full resolution.")
-@click.option("--screen-margin", type=click.IntRange(min=0), default=None,
-              help="Map px the screened regions grow by [default: half a window].")
 @click.option("--tta", is_flag=True, help="Average the 8 dihedral transforms (8x slower).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
 @device_option
@@ -101,8 +92,7 @@ def _print_results(results: list[TaskResult[Any]], out: Path) -> None:
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def predict_cmd(slides: Path, checkpoint: Path, out: Path, level: int | None, mpp: float | None,
                 window: int | None,
-                overlap: str, margin: int | None, stride: int | None, screen: int | None,
-                screen_threshold: float, screen_margin: int | None, tta: bool,
+                overlap: str, margin: int | None, stride: int | None, tta: bool,
                 batch_size: int, device: str, precision: str,
                 map_downsample: float, threshold: float, workers: int, scheduler: str | None,
                 threads: int | None, read_threads: int | None, force: bool,
@@ -123,12 +113,10 @@ def predict_cmd(slides: Path, checkpoint: Path, out: Path, level: int | None, mp
 
     config = PredictConfig(
         checkpoint=checkpoint, out=out, slides=slides, level=level, mpp=mpp, window=window,
-        stride=stride, overlap=overlap, margin=margin, screen=screen,
-        screen_threshold=screen_threshold, screen_margin=screen_margin, tta=tta,
+        stride=stride, overlap=overlap, margin=margin, tta=tta,
         batch_size=batch_size, device=device, precision=precision,
         map_downsample=map_downsample, threshold=threshold, workers=workers,
         scheduler=scheduler, threads=threads, read_threads=read_threads, progress=not quiet,
         force=force,
     )
-    results = run(config)
-    _print_results(results, out)
+    _print_results(run(config).tasks, out)

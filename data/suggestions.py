@@ -1,7 +1,7 @@
 """`lymph suggest`'s files: the proposed boxes as QuPath GeoJSON and ASAP XML (beside the
 slide's existing outlines), a summary CSV and an overview PNG per slide.
 
-Conventions (those of the real exports in the test fixtures, and of `lymph.data.exports`):
+Conventions (those of the real exports in the test fixtures, and of `lymph.model.predict.exports`):
 - `S_suggestions.geojson`: a FeatureCollection of `objectType` "annotation" Features with
   closed Polygon rings in level-0 px; each box is classified `Suggested`, named
   "Suggested <rank> (<kind> <score>)", with `rank`, `kind` and `score` in its properties and

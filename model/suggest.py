@@ -481,7 +481,7 @@ def _predict_first(config: SuggestConfig, *, checkpoint: Path) -> Path:
     maps = config.out / "maps"
     results = predict_run(PredictConfig(checkpoint=checkpoint, out=maps,
                                         slides=config.slides, progress=False))
-    for r in results:
+    for r in results.tasks:
         if not r.ok:
             warnings.warn(f"predict skipped {r.item}: {r.error}", stacklevel=2)
     return maps

@@ -1,4 +1,4 @@
-"""Predict's blending thread (model/predict_pipeline.py): same maps as the serial loop."""
+"""Predict's blending thread (model/predict/pipeline.py): same maps as the serial loop."""
 
 from __future__ import annotations
 
@@ -10,10 +10,11 @@ import pytest
 import torch
 
 from lymph.data.slides import ArraySlide
-from lymph.model import predict_pipeline
 from lymph.model.checkpoint import save_checkpoint
-from lymph.model.predict import PredictConfig, predict_slide
-from lymph.model.predict_pipeline import SinkThread
+from lymph.model.predict import pipeline as predict_pipeline
+from lymph.model.predict.config import PredictConfig
+from lymph.model.predict.pipeline import SinkThread
+from lymph.model.predict.slide import predict_slide
 from lymph.model.unet import UNet, UNetConfig
 
 

@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 
 from lymph.data.annotations import read_annotations
-from lymph.data.exports import (
+from lymph.model.camelyon import read_detections_csv
+from lymph.model.predict.exports import (
     Detection,
     write_asap_xml,
     write_camelyon_csv,
     write_geojson,
 )
-from lymph.model.camelyon import read_detections_csv
 
 SQUARE = np.array([[100.0, 200.0], [400.0, 200.0], [400.0, 500.0], [100.0, 500.0]])
 TRIANGLE = np.array([[1000.5, 1000.0], [1300.0, 1000.0], [1150.0, 1250.25]])

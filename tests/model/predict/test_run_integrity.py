@@ -18,7 +18,8 @@ from lymph.data.identity import file_identity
 from lymph.model.camelyon import SlideEvalConfig
 from lymph.model.camelyon import run as eval_slides
 from lymph.model.checkpoint import save_checkpoint
-from lymph.model.predict import PredictConfig, list_slides, predict_slides
+from lymph.model.predict.config import PredictConfig
+from lymph.model.predict.run import find_slides, predict_slides, run
 from lymph.model.unet import UNet, UNetConfig
 
 MPP = 0.243
@@ -68,7 +69,7 @@ def _predict(world: Path, slides: Path, out: Path, monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(lymph.model.infer, "predict_probs", _fake_probs)
     config = PredictConfig(checkpoint=world / "tiny.pt", out=out, device="cpu", thumb_size=256,
                            threads=1)
-    return predict_slides(list_slides(slides), config, progress=False)
+    return predict_slides(find_slides(slides)[0], config, progress=False)
 
 
 def test_predict_records_each_slides_identity(world: Path, tmp_path: Path,
@@ -126,7 +127,6 @@ def test_a_slide_named_scores_cannot_write_over_scores_csv(world: Path, tmp_path
 
 def test_predict_out_inside_a_store_is_refused(world: Path, tmp_path: Path) -> None:
     from lymph.data.store import create_store
-    from lymph.model.predict import run
 
     create_store(tmp_path / "store.zarr", {"patch_size": 8, "level": 0, "seed": 0})
     config = PredictConfig(slides=world / "slides", checkpoint=world / "tiny.pt",
@@ -138,7 +138,6 @@ def test_predict_out_inside_a_store_is_refused(world: Path, tmp_path: Path) -> N
 
 def test_case_twins_are_named_not_called_no_slides(world: Path, tmp_path: Path) -> None:
     from lymph.data.errors import SlideError
-    from lymph.model.predict import find_slides
 
     slides = tmp_path / "slides"
     slides.mkdir()
@@ -153,13 +152,12 @@ def test_predict_leaves_no_per_file_lock_behind(world: Path, tmp_path: Path,
     """Issue 22: empty `.lock` files were left in maps/. The run's writer lock stays (it is how
     a second run is refused); the per-file locks of scores.csv and the manifest go."""
     import lymph.model.infer
-    from lymph.model.predict import run
 
     monkeypatch.setattr(lymph.model.infer, "predict_probs", _fake_probs)
     out = tmp_path / "pred"
     results = run(PredictConfig(checkpoint=world / "tiny.pt", out=out, slides=world / "slides",
                                 device="cpu", thumb_size=256, threads=1, progress=False))
-    assert [r.error for r in results] == [None, None]
+    assert [r.error for r in results.tasks] == [None, None]
     assert (out / "scores.csv").is_file()
     assert sorted(p.name for p in out.glob(".*lock")) == [".lymph-writer.lock"]
 
