@@ -19,13 +19,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e ".[dev]"
 	touch $(STAMP)
 
-test: $(STAMP) browser
+test: $(STAMP) browser typecheck
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
 # Also the tests marked slow (each over 5 s: real training runs, the README's whole pipeline,
 # the tiny-world benchmarks), deselected by `make test`.
-test-all: $(STAMP) browser
+test-all: $(STAMP) browser typecheck
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q -m "slow or not slow"
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -14,7 +15,7 @@ if TYPE_CHECKING:
     from lymph.data.cluster import TaskResult
 
 
-def _print_results(results: list[TaskResult[Any]], out: Path) -> None:
+def _print_results(results: Sequence[TaskResult[Any]], out: Path) -> None:
     ok = [r.value for r in results if r.value is not None]
     failed = [r for r in results if r.error is not None]
     click.echo(f"{len(ok)} of {len(results)} slide(s) predicted into {out}")

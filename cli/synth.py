@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -44,7 +45,7 @@ def _check_writable(out: Path) -> None:
         ) from None
 
 
-def _print_slides(slides: list[SynthSlide], out: Path) -> None:
+def _print_slides(slides: Sequence[SynthSlide], out: Path) -> None:
     click.echo(f"{'slide':<12} {'status':<7} {'size':>13} {'MB':>7} {'lesions':>7}  largest  files")
     for s in slides:
         mb = s.path.stat().st_size / 1e6

@@ -50,8 +50,9 @@ def pad_to_multiple(images: np.ndarray, multiple: int) -> tuple[np.ndarray, int,
     h, w = images.shape[1:3]
     ph, pw = (-h) % multiple, (-w) % multiple
     if ph or pw:
-        mode = "reflect" if min(h, w) > 1 else "edge"
-        images = np.pad(images, ((0, 0), (0, ph), (0, pw), (0, 0)), mode=mode)
+        pad = ((0, 0), (0, ph), (0, pw), (0, 0))
+        images = (np.pad(images, pad, mode="reflect") if min(h, w) > 1
+                  else np.pad(images, pad, mode="edge"))
     return images, h, w
 
 
@@ -80,6 +81,8 @@ def _run(
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     net = unwrap(model)
+    if not isinstance(net, UNet):
+        raise TypeError(f"model must be a lymph UNet (or wrap one), got {type(net).__name__}")
     dev = resolve_device(device)
     used = resolve_precision(precision, dev)
     net.to(dev)
@@ -91,7 +94,7 @@ def _run(
     last = cuda if channels_last is None else channels_last
     fmt = torch.channels_last if last else torch.contiguous_format
     if last:
-        net.to(memory_format=torch.channels_last)
+        net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch stubs
     try:
         with torch.inference_mode(), autocast(dev, used):
             for start in range(0, n, batch_size):
