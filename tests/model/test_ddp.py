@@ -45,6 +45,7 @@ def test_ranks_read_disjoint_chunks(store: Path) -> None:
     assert not per_rank[0] & per_rank[1] and per_rank[0] | per_rank[1] == set(chunks)
 
 
+@pytest.mark.slow  # over 5 s (make test-all runs it)
 def test_torchrun_two_cpu_processes(store: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     cmd = [

@@ -53,12 +53,10 @@ def test_figures_reject_mismatched_shapes(tmp_path: Path) -> None:
         figure_segmentations(images, np.zeros((2, 4, 4)), np.zeros((2, 8, 8)), tmp_path / "y.png")
 
 
-def test_loss_curve_and_the_old_plots_import(tmp_path: Path) -> None:
+def test_loss_curve(tmp_path: Path) -> None:
     import json
 
-    from lymph.model import figures, plots
-
-    assert plots.plot_loss is figures.plot_loss and plots.read_metrics is figures.read_metrics
+    from lymph.model import figures
     log = tmp_path / "metrics.jsonl"
     rows = [{"kind": "train", "step": s, "loss": 1 / s, "bce": 0.5 / s, "dice": 0.5 / s}
             for s in range(1, 20)] + [{"kind": "val", "step": 10, "f1": 0.4}]  # fmt: skip

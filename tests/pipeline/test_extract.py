@@ -359,6 +359,7 @@ def test_second_extract_is_refused_while_another_writes(synth_world, tmp_path):
         holder.communicate("", timeout=30)
 
 
+@pytest.mark.slow  # over 5 s (make test-all runs it)
 def test_extract_holds_the_lock_for_a_whole_dask_batch(synth_world, synth_store, tmp_path):
     """The client of a `--workers 2` run holds the lock while its workers write; the store is
     the one-worker store (synth_store), whatever the worker count."""

@@ -21,6 +21,7 @@ def test_best_balanced_accuracy() -> None:
         best_balanced_accuracy(np.ones(3), np.ones(3))
 
 
+@pytest.mark.slow  # over 5 s (make test-all runs it)
 def test_mean_colour_does_not_separate_tumor(colour_world: tuple[SynthSlide, ...]) -> None:
     result = colour_separability(colour_world)
     assert result["n_tumor"] >= 20 and result["n_non_tumor"] >= 100

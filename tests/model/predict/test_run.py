@@ -194,6 +194,7 @@ def test_slides_in_parallel_dask_workers(world: Path, tmp_path: Path) -> None:
     ).read_text()
 
 
+@pytest.mark.slow  # over 5 s (make test-all runs it)
 def test_predict_a_real_aperio_scan_and_a_slide_smaller_than_a_window(
     world: Path, tmp_path: Path, fixtures_dir: Path
 ) -> None:

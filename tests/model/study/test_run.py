@@ -71,6 +71,7 @@ def _cfg(store, pretrained, out, **kw):
     return StudyConfig(**{**base, **kw})  # fmt: skip
 
 
+@pytest.mark.slow  # over 5 s (make test-all runs it)
 def test_study_runs_records_provenance_resumes_and_refuses_other_settings(tmp_path) -> None:
     import csv
     import json
@@ -167,6 +168,7 @@ def test_study_refuses_a_checkpoint_that_records_no_data(tmp_path) -> None:
         run(_cfg(store, bare, tmp_path / "s"))
 
 
+@pytest.mark.slow  # over 5 s (make test-all runs it)
 def test_study_compares_pretexts_in_parallel_processes(tmp_path) -> None:
     import csv
 

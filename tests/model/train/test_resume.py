@@ -181,6 +181,7 @@ def test_resume_refuses_another_store(
     assert not (out / "config.json").exists()  # nothing rewritten to claim the other store
 
 
+@pytest.mark.slow  # over 5 s (make test-all runs it)
 def test_resume_refuses_another_setting_and_records_allowed_changes(
     store: Path, tmp_path: Path, cfg: Cfg
 ) -> None:
