@@ -104,3 +104,29 @@ def test_the_rules_catch_a_violation(tmp_path: Path) -> None:
                    encoding="utf-8")
     got = _imports(bad, rel="model/bad.py")
     assert {"zarr", "lymph.pipeline.extract", "lymph.pipeline.x"} <= got
+
+
+def _readme_map() -> set[str]:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text.split("## Where things are", 1)[1]
+    return {m for m in __import__("re").findall(r"^\| `([^`]+\.py)` \|", section, flags=8)}
+
+
+def test_the_readme_map_lists_every_module_and_only_real_ones() -> None:
+    """README "Where things are" is the map: one row per module (package markers with no code
+    excepted), and no row for a module that is gone."""
+    listed = _readme_map()
+    present = {_rel(p) for p in _modules() if len(p.read_text(encoding="utf-8").splitlines()) > 2}
+    assert not present - listed, f"modules missing from README's map: {sorted(present - listed)}"
+    assert not listed - present, f"README's map names modules that do not exist: "\
+        f"{sorted(listed - present)}"
+
+
+def test_every_path_the_readme_names_exists() -> None:
+    import re
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    named = set(re.findall(r"(?<![\w.-])(?:lymph/)?((?:data|model|pipeline|cli|bench|tests)/[\w/]+"
+                           r"\.py)\b", text))
+    missing = sorted(p for p in named if not (ROOT / p).exists())
+    assert not missing, f"README names files that do not exist: {missing}"
