@@ -99,6 +99,9 @@ class ExtractConfig:
                               "(an existing cluster), not both")
         if not 64 <= self.thumb_size <= 16384:
             raise ConfigError(f"thumb_size {self.thumb_size} out of range 64..16384")
+
+    def check_paths(self) -> None:
+        """The folders exist (checked by `run`, not at construction: a config touches no file)."""
         if not self.slides.is_dir():
             raise ConfigError(f"--slides {self.slides}: not a folder; pass the folder of slides")
         if self.annotations is not None and not self.annotations.is_dir():
@@ -489,6 +492,7 @@ def _task(path: Path, *, config: ExtractConfig, ids: dict[str, tuple[str, str]],
 def run(config: ExtractConfig) -> ExtractSummary:
     """The stage's entry: extract every slide under `config.slides` into `config.out` (see the
     module doc), holding the store's writer lock for the whole batch (in process or on dask)."""
+    config.check_paths()
     store_mod.check_out(config.out)  # a folder lymph did not write stays untouched
     with store_mod.writer_lock(config.out):
         return _extract_locked(config)

@@ -607,3 +607,18 @@ def test_tumor_slide_without_annotation_warns_naming_it_and_the_folder(synth_wor
     assert done.exit_code == 0, done.output
     assert "warning: " in done.output and "its name says tumor" in done.output
     assert "(0 tumor, 0 non-tumor, 16 unlabeled)" in done.output  # the words `lymph info` uses
+
+
+def test_a_config_touches_no_file_and_run_names_a_missing_folder(tmp_path: Path) -> None:
+    from lymph.pipeline.extract import ExtractConfig, run
+
+    config = ExtractConfig(slides=tmp_path / "nope", out=tmp_path / "s.zarr", progress=False)
+    with pytest.raises(ConfigError, match=r"--slides .*nope: not a folder"):
+        run(config)
+    folder = tmp_path / "slides"
+    folder.mkdir()
+    bad = ExtractConfig(slides=folder, out=tmp_path / "s.zarr", annotations=tmp_path / "ann",
+                        progress=False)
+    with pytest.raises(ConfigError, match=r"--annotations .*ann: not a folder"):
+        run(bad)
+    assert not (tmp_path / "s.zarr").exists()
