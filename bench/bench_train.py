@@ -1,7 +1,7 @@
 """Benchmark of the streaming trainer: memory against store size, loader and model throughput.
 
     .venv/bin/python bench/bench_train.py            # CPU: (a) memory, (b) loader vs model
-    .venv/bin/python bench/bench_train.py --quick    # smaller stores and fewer steps
+    .venv/bin/python bench/bench_train.py --short    # smaller stores and fewer steps
     .venv/bin/python bench/bench_train.py --arch     # (c) only: decoder variants, pretext cost
     .venv/bin/python bench/bench_train.py --gpu      # on a CUDA machine: steps/s, data wait,
                                                      # achieved TFLOP/s vs the card's bf16 peak
@@ -478,7 +478,7 @@ def arch_bench(*, steps: int, base_width: int = 8, crop: int = 96, batch: int = 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--out", type=Path, default=ROOT / "bench_out" / "train")
-    ap.add_argument("--quick", action="store_true", help="200 vs 2,000 patches, 50 steps")
+    ap.add_argument("--short", action="store_true", help="200 vs 2,000 patches, 50 steps")
     ap.add_argument("--skip-memory", action="store_true")
     ap.add_argument("--gpu", action="store_true")
     ap.add_argument("--arch", action="store_true", help="only (c): decoder and pretext cost")
@@ -517,7 +517,7 @@ def main() -> None:
         )
         return
     if args.arch:
-        arch_bench(steps=5 if args.quick else 20)
+        arch_bench(steps=5 if args.short else 20)
         return
     cpu_bench(args)
 
@@ -527,8 +527,8 @@ def cpu_bench(args: argparse.Namespace) -> None:
     import torch
 
     torch.set_num_threads(2)
-    sizes = (200, 2000) if args.quick else (2000, 20000)
-    steps = 50 if args.quick else 200
+    sizes = (200, 2000) if args.short else (2000, 20000)
+    steps = 50 if args.short else 200
     print(f"lymph bench_train: {os.cpu_count()} CPUs, torch {torch.__version__}")
     if not args.skip_memory:
         rows = run_memory(args.out, sizes, steps)
@@ -551,7 +551,7 @@ def cpu_bench(args: argparse.Namespace) -> None:
             f"{100 * g_work:+.1f}%, sum {100 * g_sum:+.1f}%  (goal <= +10%)"
         )
     store = build_store(args.out / f"store_{sizes[0]}.zarr", sizes[0])
-    nb = 20 if args.quick else 60
+    nb = 20 if args.short else 60
     raw = loader_rate(store, batches=nb, augment=False)
     aug = loader_rate(store, batches=nb, augment=True)
     dl2 = dataloader_rate(store, workers=2, batches=nb)
