@@ -9,6 +9,7 @@ bench/bench_predict.py: faster with oneDNN convolutions; whole-slide predict use
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import cast
 
 import numpy as np
 import torch
@@ -80,9 +81,8 @@ def _run(
     _check_images(images)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    net = unwrap(model)
-    if not isinstance(net, UNet):
-        raise TypeError(f"model must be a lymph UNet (or wrap one), got {type(net).__name__}")
+    # a UNet, or a module with its interface (multiple, heads): scale.Rescaled wraps one
+    net = cast(UNet, unwrap(model))
     dev = resolve_device(device)
     used = resolve_precision(precision, dev)
     net.to(dev)
