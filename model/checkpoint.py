@@ -361,8 +361,9 @@ def save_checkpoint(
 def load_checkpoint(
     path: str | Path, *, map_location: str | torch.device = "cpu"
 ) -> dict[str, Any]:
-    """Read a checkpoint with weights_only=True; CheckpointError when missing, corrupt or not a
-    lymph checkpoint."""
+    """The checkpoint file as its raw dict, read with weights_only=True; CheckpointError when
+    missing, corrupt or not a lymph checkpoint. The low-level reader under ``read_checkpoint``:
+    every other module reads a checkpoint through ``read_checkpoint`` / ``load_run_record``."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(
