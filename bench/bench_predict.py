@@ -218,7 +218,8 @@ def new_stride(ckpt: Path) -> int:
     from lymph.model.predict import fitted_tile, plan_grid, window_independent
 
     model, c = load_model(ckpt)
-    patch = c["config"]["store"]["patch_size"]
+    patch = c.record.store.patch_size if c.record.store is not None else None
+    assert patch is not None, f"{ckpt} records no patch size"
     if not window_independent(model):  # the default (auto) keeps the half-window tiling
         return plan_grid((10**5, 10**5), 1.0, level=0, patch_size=patch,
                          multiple=model.multiple, overlap="half").stride

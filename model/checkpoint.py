@@ -361,8 +361,9 @@ def save_checkpoint(
 def load_checkpoint(
     path: str | Path, *, map_location: str | torch.device = "cpu"
 ) -> dict[str, Any]:
-    """Read a checkpoint with weights_only=True; CheckpointError when missing, corrupt or not a
-    lymph checkpoint."""
+    """The checkpoint file as its raw dict, read with weights_only=True; CheckpointError when
+    missing, corrupt or not a lymph checkpoint. The low-level reader under ``read_checkpoint``:
+    every other module reads a checkpoint through ``read_checkpoint`` / ``load_run_record``."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(
@@ -400,14 +401,6 @@ def load_checkpoint(
     return ckpt
 
 
-def model_config(ckpt: Mapping[str, Any], *, path: str | Path = "checkpoint") -> UNetConfig:
-    """The checkpoint's UNetConfig; CheckpointError when it is not a valid one."""
-    try:
-        return UNetConfig.from_dict(ckpt["config"]["model"])
-    except (ConfigError, TypeError) as exc:
-        raise CheckpointError(f"{path}: bad UNet settings in the checkpoint: {exc}") from exc
-
-
 def check_architecture(
     found: UNetConfig | Mapping[str, Any], expected: UNetConfig | Mapping[str, Any], *,
     path: str | Path,
@@ -429,19 +422,20 @@ def check_architecture(
 
 def load_model(
     path: str | Path, *, device: str | torch.device = "cpu", expect: UNetConfig | None = None
-) -> tuple[UNet, dict[str, Any]]:
-    """The UNet of a checkpoint, in eval mode on ``device``, and the checkpoint dict.
+) -> tuple[UNet, Checkpoint]:
+    """The UNet of a checkpoint, in eval mode on ``device``, and the checkpoint as read
+    (``read_checkpoint``: its RunRecord and step).
 
     ``expect``: refuse (CheckpointError, naming the differing keys) a checkpoint of another
     architecture.
     """
-    ckpt = load_checkpoint(path)
-    cfg = model_config(ckpt, path=path)
+    ckpt = read_checkpoint(path)
+    cfg = ckpt.record.model
     if expect is not None:
         check_architecture(cfg, expect, path=path)
     model = UNet(cfg)
     try:
-        model.load_state_dict(ckpt["model"], strict=True)
+        model.load_state_dict(ckpt.weights, strict=True)  # type: ignore[arg-type]
     except RuntimeError as exc:
         raise CheckpointError(
             f"checkpoint {path}: weights do not fit its recorded architecture {cfg.to_dict()} "

@@ -26,6 +26,7 @@ import numpy as np
 
 if TYPE_CHECKING:
     from lymph.data.slides import SlideReader
+    from lymph.model.checkpoint import RunRecord
 
 TOLERANCE = 0.10  # a level within 10% of the training mpp is used as it is
 
@@ -187,12 +188,9 @@ def reader_at_scale(reader: SlideReader, *, target_mpp: float | None, user_mpp: 
     return reader, choice
 
 
-def checkpoint_mpp(ckpt: dict) -> float | None:
+def checkpoint_mpp(record: RunRecord) -> float | None:
     """The training mpp a checkpoint records (``config.store.mpp``), None when absent."""
-    store = (ckpt.get("config") or {}).get("store") or {}
-    mpp = store.get("mpp") if isinstance(store, dict) else None
-    return float(mpp) if isinstance(mpp, int | float) and not isinstance(mpp, bool) and mpp > 0 \
-        else None
+    return None if record.store is None else record.store.mpp
 
 
 def scale_for_predict(reader: SlideReader, loaded: Any, config: Any
@@ -204,7 +202,7 @@ def scale_for_predict(reader: SlideReader, loaded: Any, config: Any
     import warnings
 
     ckpt_level = _checkpoint_level(loaded)
-    scaled, choice = reader_at_scale(reader, target_mpp=checkpoint_mpp(loaded.ckpt),
+    scaled, choice = reader_at_scale(reader, target_mpp=checkpoint_mpp(loaded.record),
                                      user_mpp=getattr(config, "mpp", None), level=config.level,
                                      checkpoint_level=ckpt_level)
     if choice.warning:
@@ -215,9 +213,8 @@ def scale_for_predict(reader: SlideReader, loaded: Any, config: Any
 
 def _checkpoint_level(loaded: Any) -> int:
     """The checkpoint's extraction level (``loaded.level`` may already be --level's)."""
-    store = (loaded.ckpt.get("config") or {}).get("store") or {}
-    level = store.get("level") if isinstance(store, dict) else None
-    return int(level) if isinstance(level, int) else int(loaded.level)
+    store = loaded.record.store
+    return int(loaded.level) if store is None or store.level is None else store.level
 
 
 def rescaled_model(model: Any, factor: float) -> Any:

@@ -59,7 +59,7 @@ def run(config: EvalConfig) -> EvalResult:
         raise ConfigError(f"--out {config.out} is a file, not a folder; choose a folder")
     store = PatchStore.open(config.store)
     model, ckpt = load_model(config.checkpoint, device="cpu")
-    record = RunRecord.from_dict(ckpt["config"], path=config.checkpoint)
+    record = ckpt.record
     factor = scale_factor(store, record)
     if factor is not None:  # run the model at its training scale (model/scale.py)
         from lymph.model.scale import rescaled_model

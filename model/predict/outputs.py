@@ -145,7 +145,7 @@ def write_meta(path: Path, *, reader_path: Path, plan: TilePlan, loaded: LoadedM
     meta = {
         "slide": str(reader_path),
         "checkpoint": str(config.checkpoint.resolve()),  # absolute: the file outlives the cwd
-        "checkpoint_step": loaded.ckpt.get("step"),
+        "checkpoint_step": loaded.step,
         "settings": {
             "level": loaded.level,
             "level_downsample": grid.level_downsample,

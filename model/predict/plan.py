@@ -27,15 +27,18 @@ if TYPE_CHECKING:
     import torch
 
     from lymph.data.slides import SlideReader
+    from lymph.model.checkpoint import RunRecord
     from lymph.model.unet import UNet
 
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """The checkpoint's model on its device, with the geometry it was trained at."""
+    """The checkpoint's model on its device, with its run record, its step and the geometry it
+    was trained at."""
 
     model: UNet
-    ckpt: dict
+    record: RunRecord
+    step: int
     device: torch.device
     level: int
     patch_size: int
@@ -62,23 +65,21 @@ def load_for_predict(config: PredictConfig) -> LoadedModel:
 
     dev = resolve_device(config.device)
     model, ckpt = load_model(config.checkpoint, device=dev)
-    lvl, patch = checkpoint_geometry(ckpt, config.checkpoint, config.level)
-    return LoadedModel(model=model, ckpt=ckpt, device=dev, level=lvl, patch_size=patch)
+    lvl, patch = checkpoint_geometry(ckpt.record, config.checkpoint, config.level)
+    return LoadedModel(model=model, record=ckpt.record, step=ckpt.step, device=dev, level=lvl,
+                       patch_size=patch)
 
 
-def checkpoint_geometry(ckpt: dict, path: Path, level: int | None) -> tuple[int, int]:
+def checkpoint_geometry(record: RunRecord, path: Path, level: int | None) -> tuple[int, int]:
     """The level and patch size the checkpoint was trained at (``level`` overrides the level);
-    CheckpointError for a pretraining checkpoint or one that records neither."""
-    config = ckpt.get("config") or {}
-    if config.get("stage") == "pretrain":
-        raise CheckpointError(
-            f"checkpoint {path} is a pretraining checkpoint (stage 'pretrain'): its segmentation "
-            "head is untrained, so its maps would mean nothing; use a fine-tuned checkpoint "
-            f"(lymph train --stage finetune --init {path}, then its best.pt or last.pt)"
-        )
-    store = config.get("store") or {}
-    lvl = level if level is not None else store.get("level")
-    patch = store.get("patch_size")
+    CheckpointError for a checkpoint that is not a fine-tuned one (``require_finetuned``) or one
+    that records neither."""
+    from lymph.model.checkpoint import require_finetuned
+
+    require_finetuned(record, path=path)
+    store = record.store
+    lvl = level if level is not None else None if store is None else store.level
+    patch = None if store is None else store.patch_size
     if lvl is None:
         raise CheckpointError(
             f"checkpoint {path} records no store level (config.store.level); pass --level"
@@ -90,16 +91,14 @@ def checkpoint_geometry(ckpt: dict, path: Path, level: int | None) -> tuple[int,
     return int(lvl), int(patch)
 
 
-def check_memory(ckpt: dict, config: PredictConfig, patch_size: int) -> None:
+def check_memory(record: RunRecord, config: PredictConfig, patch_size: int) -> None:
     """One batch of windows must fit in memory (`bounds.check_predict_memory`), checked before
     any slide is read."""
     from lymph.model.bounds import check_predict_memory
 
-    model = (ckpt.get("config") or {}).get("model") or {}
-    width, depth = model.get("base_width", 32), model.get("depth", 4)
-    if isinstance(width, int) and isinstance(depth, int):
-        check_predict_memory(window=config.window or patch_size, batch_size=config.batch_size,
-                             base_width=width, depth=depth, device=str(config.device))
+    check_predict_memory(window=config.window or patch_size, batch_size=config.batch_size,
+                         base_width=record.model.base_width, depth=record.model.depth,
+                         device=str(config.device))
 
 
 def window_independent(model: torch.nn.Module) -> bool:

@@ -79,12 +79,11 @@ def predict_slides(
     batch goes on; ``scores.csv`` gets the rows of the slides that succeeded. The checkpoint is
     checked once before any slide starts (CheckpointError)."""
     from lymph.data.cluster import map_slides
-    from lymph.model.checkpoint import load_checkpoint
+    from lymph.model.checkpoint import load_run_record
 
-    ckpt = load_checkpoint(config.checkpoint)
-    _, patch = checkpoint_geometry(ckpt, config.checkpoint, config.level)
-    check_memory(ckpt, config, patch)
-    del ckpt
+    record = load_run_record(config.checkpoint)
+    _, patch = checkpoint_geometry(record, config.checkpoint, config.level)
+    check_memory(record, config, patch)
     items = [Path(s) for s in slides]
     clash = [p for p in items if slide_name(p).casefold() == Path(SCORES_CSV).stem.casefold()]
     items = [p for p in items if p not in clash]  # the batch goes on without them

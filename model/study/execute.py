@@ -97,7 +97,7 @@ def _train_config(ctx: RunContext, spec: RunSpec, out: Path) -> TrainConfig:
 def run_one(ctx: RunContext, spec: RunSpec) -> Row:
     """Fine-tune one run, score it on its test slides (threshold from its inner-validation
     slides) and return its results.csv row; its checkpoints go unless keep_checkpoints."""
-    from lymph.model.checkpoint import load_checkpoint
+    from lymph.model.checkpoint import read_checkpoint
     from lymph.model.evaluate import AUTO, EvalConfig
     from lymph.model.evaluate import run as evaluate
     from lymph.model.train import run
@@ -112,7 +112,7 @@ def run_one(ctx: RunContext, spec: RunSpec) -> Row:
     scored = result.best or result.last
     best_step = result.best_step  # None without a best.pt: the scored last.pt's step
     if best_step is None:
-        best_step = int(load_checkpoint(scored)["step"])
+        best_step = read_checkpoint(scored).step
     auto = config.threshold == AUTO
     scores = evaluate(
         EvalConfig(

@@ -75,19 +75,15 @@ def read_pretraining(name: str | None, path: Path, labeled_store: PatchStore) ->
     """Read a checkpoint's recorded pretraining store and slides and find which labeled slides
     of `labeled_store` it saw: by slide id when it is the same store, else by source file."""
     from lymph.data.store import PatchStore
-    from lymph.model.checkpoint import load_checkpoint
+    from lymph.model.checkpoint import load_run_record
 
-    ckpt = load_checkpoint(path)
-    cfg = ckpt.get("config", {})
-    arch = dict(cfg.get("model") or {})
-    pretext = (cfg.get("train") or {}).get("pretext") or "identity"
-    seed = (cfg.get("train") or {}).get("seed")
-    store_rec = cfg.get("store") if isinstance(cfg.get("store"), dict) else {}
-    store_path = store_rec.get("path")
+    record = load_run_record(path)
+    arch: Arch = dict(record.model.to_dict())
+    pretext = record.settings.get("pretext") or "identity"
+    store_path = None if record.store is None else record.store.path
     if store_path is not None:
-        store_path = _locate_store(str(store_path), path)
-    splits = cfg.get("splits") if isinstance(cfg.get("splits"), dict) else {}
-    slides = tuple(sorted({str(s) for k in ("train", "val") for s in splits.get(k) or []}))
+        store_path = _locate_store(store_path, path)
+    slides = tuple(sorted({*(record.train_slides or ()), *(record.val_slides or ())}))
     leaked: list[str] = []
     n_patches = None
     why = None
@@ -113,10 +109,10 @@ def read_pretraining(name: str | None, path: Path, labeled_store: PatchStore) ->
             if None in sources or missing:
                 why = "some slides record no source file, so the same slide cannot be recognised"
     return Pretraining(
-        name=name or str(pretext), path=path, arch=arch, stage=cfg.get("stage"),
+        name=name or str(pretext), path=path, arch=arch, stage=record.stage,
         pretext=str(pretext),
         store=store_path, slides=slides, n_patches=n_patches, leaked=tuple(leaked),
-        unverifiable=why, seed=int(seed) if isinstance(seed, int) else None,
+        unverifiable=why, seed=record.seed,
     )  # fmt: skip
 
 

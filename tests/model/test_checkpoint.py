@@ -54,7 +54,7 @@ def test_round_trip_weights_only(tmp_path: Path) -> None:
     assert not loaded.training and loaded.config == CFG
     for k, v in model.state_dict().items():
         assert torch.equal(v, loaded.state_dict()[k]), k
-    assert ckpt["config"]["stage"] == "pretrain"
+    assert ckpt.record.stage == "pretrain" and ckpt.step == 7
     assert not list(path.parent.glob("*.tmp"))  # atomic: no temporary left behind
 
 

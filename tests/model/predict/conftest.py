@@ -80,7 +80,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
         model=model,
         config={"store": {"patch_size": 60, "level": 2}, "stage": "finetune"},
     )
-    save_checkpoint(root / "nolevel.pt", model=model, config={"store": {"patch_size": 60}})
+    save_checkpoint(root / "nolevel.pt", model=model,
+                    config={"store": {"patch_size": 60}, "stage": "finetune"})
     return root
 
 

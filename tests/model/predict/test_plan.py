@@ -87,9 +87,23 @@ def test_a_pretraining_checkpoint_is_refused(world: Path, tmp_path: Path) -> Non
     save_checkpoint(pre, model=model,
                     config={"store": {"patch_size": 60, "level": 2}, "stage": "pretrain"})
     config = PredictConfig(checkpoint=pre, out=tmp_path / "out", device="cpu", progress=False)
-    with pytest.raises(CheckpointError, match=r"pre.pt is a pretraining checkpoint.*"
-                                              r"use a fine-tuned checkpoint"):
+    with pytest.raises(CheckpointError, match=r"pre.pt is a pretraining checkpoint, not a "
+                                              r"fine-tuned one.*--stage finetune"):
         predict_slides([world / "slides" / "normal_n.tif"], config, progress=False)
     with pytest.raises(CheckpointError, match="pretraining checkpoint"):
         predict_slide(world / "slides" / "normal_n.tif", config)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_checkpoint_that_records_no_stage_is_refused(world: Path, tmp_path: Path) -> None:
+    """The one rule (``require_finetuned``) eval also applies: no stage, no trained head known."""
+    model = UNet(UNetConfig(base_width=4, depth=2))
+    bare = tmp_path / "bare.pt"
+    save_checkpoint(bare, model=model, config={"store": {"patch_size": 60, "level": 2}})
+    config = PredictConfig(checkpoint=bare, out=tmp_path / "out", device="cpu", progress=False)
+    for predict in (lambda: predict_slides([world / "slides" / "normal_n.tif"], config,
+                                           progress=False),
+                    lambda: predict_slide(world / "slides" / "normal_n.tif", config)):
+        with pytest.raises(CheckpointError, match=r"bare.pt records no stage, not a fine-tuned"):
+            predict()
     assert not (tmp_path / "out").exists()

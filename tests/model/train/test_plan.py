@@ -40,7 +40,7 @@ def test_finetune_from_init_inherits_architecture(
     assert lab["n"] == 10 and lab["n_tumor"] == 5
     assert not {s for s, _ in lab["patches"]} & set(lab["val_slides"])
     assert set(lab["val_slides"]) <= {"t1", "t2"}  # validation slides with tumor
-    assert ckpt["config"]["init"]["path"] == str(pretrained)
+    assert ckpt.record.init is not None and ckpt.record.init["path"] == str(pretrained)
     best_ckpt = load_checkpoint(res.best)
     assert best_ckpt["extra"]["best_f1"] == res.best_f1
     recs = [json.loads(x) for x in (tmp_path / "ft" / "metrics.jsonl").read_text().splitlines()]

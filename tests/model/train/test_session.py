@@ -29,8 +29,9 @@ def test_pretrain_run_folder(pretrained: Path) -> None:
     run = pretrained.parent
     for name in ("last.pt", "metrics.jsonl", "config.json", "loss.png"):
         assert (run / name).is_file(), name
-    model, ckpt = load_model(pretrained)
+    model, _ = load_model(pretrained)
     assert model.config == UNetConfig(base_width=4, depth=2, last_skip=False)
+    ckpt = load_checkpoint(pretrained)  # the file as written
     c = ckpt["config"]
     assert c["stage"] == "pretrain" and c["store"]["patch_size"] == P
     record = load_run_record(pretrained)  # the typed view every reader uses
