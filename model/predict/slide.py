@@ -117,22 +117,6 @@ def _reader(slide: str | Path | SlideReader) -> Iterator[SlideReader]:
         yield slide
 
 
-@contextlib.contextmanager
-def _torch_threads(threads: int | None) -> Iterator[None]:
-    """torch's CPU threads set to ``threads`` for the block, and restored after it."""
-    import torch
-
-    if threads is None:
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def infer_slide(reader: SlideReader, loaded: LoadedModel, plan: TilePlan, config: PredictConfig,
                 timings: dict[str, float]) -> np.ndarray:
     """The raw map of one slide (before tissue masking): every window of the plan."""
@@ -156,6 +140,8 @@ def predict_slide(slide: str | Path | SlideReader, config: PredictConfig) -> Sli
     """
     import torch
 
+    from lymph.model.threads import torch_threads  # the one owner of torch threads
+
     t_start = time.perf_counter()
     out_dir = config.out
     if isinstance(slide, str | os.PathLike) and out_dir.resolve() == Path(slide).resolve().parent:
@@ -171,7 +157,7 @@ def predict_slide(slide: str | Path | SlideReader, config: PredictConfig) -> Sli
         t0 = time.perf_counter()
         plan = plan_slide(reader, config, loaded)
         timings["tissue"] = time.perf_counter() - t0
-        with torch.inference_mode(), _torch_threads(resolve_threads(config, loaded.device)):
+        with torch.inference_mode(), torch_threads(resolve_threads(config, loaded.device)):
             prob_map = infer_slide(reader, loaded, plan, config, timings)
         maps = postprocess(prob_map, plan, threshold=config.threshold)
         reader_path = Path(reader.path)
