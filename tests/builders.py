@@ -1,5 +1,6 @@
 """Small real things for tests: random patches and a tiny patch store, real Zarr on disk written
-through the store's own writer (`lymph.data.store.write_slide`)."""
+through the store's own writer (`lymph.data.store.write_slide`), and the arguments of a tiny
+`lymph train` run."""
 
 from __future__ import annotations
 
@@ -39,6 +40,16 @@ def tiny_store(path: Path, *, slides: tuple[str, ...] = ("s1",), n: int = 150,
         write_slide(path, sid, images=images, coords=coords, labels=labels, masks=masks,
                     attrs={"status": status, "source": f"{sid}.tif", **(attrs or {})})
     return path
+
+
+def tiny_train_args(store: Path, out: Path, *, steps: int, extra: tuple[str, ...] = ()
+                    ) -> list[str]:
+    """`lymph train` arguments (after the program) of a tiny CPU pretraining on `store` into
+    `out`: `steps` steps of batch 2, 32 px crops, a width-4 depth-2 UNet, no loader workers, no
+    validation slides, quiet; then `extra`."""
+    return ["train", "--store", str(store), "--out", str(out), "--steps", str(steps),
+            "--batch-size", "2", "--crop", "32", "--base-width", "4", "--depth", "2",
+            "--workers", "0", "--device", "cpu", "--quiet", "--val-slides", "0", *extra]
 
 
 def flip_byte(file: Path, offset: int = 40) -> None:

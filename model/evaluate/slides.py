@@ -16,6 +16,7 @@ from lymph.data.errors import ConfigError, StoreError
 from lymph.data.store import PatchStore
 from lymph.model.checkpoint import RunRecord
 from lymph.model.evaluate.config import AUTO, EvalConfig
+from lymph.model.train.splits import pick_val_slides
 
 # store settings that say nothing about which patches it holds: a copy or a rebuild of a
 # store differs in them and still holds the same slides under the same ids
@@ -46,32 +47,20 @@ def split_validation(
 ) -> tuple[list[str], list[str]]:
     """Seeded split of labeled (slide_id, status) pairs into (validation, scored) slide ids.
 
-    The validation part holds round(fraction * n) slides, at least one, and at least one tumor
-    slide when there is one; the scored part keeps at least one slide (and one tumor slide when
-    there are two or more). ConfigError with fewer than two slides.
+    The validation part holds round(fraction * n) slides, at least one and at most n - 1, chosen
+    by lymph's one rule (``pick_val_slides``, over the pairs sorted by id): tumor slides first,
+    so at least one tumor slide when there is one, and the scored part keeps one tumor slide when
+    there are two or more. ConfigError with fewer than two slides.
     """
     if len(slides) < 2:
         raise ConfigError(
             f"threshold 'auto' needs at least 2 labeled slides (one to choose the threshold, one "
             f"to score), the store has {len(slides)}; pass a number, e.g. --threshold 0.5"
         )
-    ids = sorted(s for s, _ in slides)
-    tumor = [s for s, st in sorted(slides) if st == "tumor"]
-    normal = [s for s, st in sorted(slides) if st != "tumor"]
-    n_val = min(max(1, round(fraction * len(ids))), len(ids) - 1)
-    tumor_perm = [tumor[i] for i in rng.permutation(len(tumor))]
-    normal_perm = [normal[i] for i in rng.permutation(len(normal))]
-    val: list[str] = []
-    if tumor_perm:
-        val.append(tumor_perm.pop())
-    # share the remaining validation places in proportion, keeping a tumor slide to score
-    while len(val) < n_val:
-        want_tumor = len(tumor_perm) > 1 and (
-            not normal_perm or rng.random() < len(tumor_perm) / (len(tumor_perm) + len(normal_perm))
-        )
-        val.append(tumor_perm.pop() if want_tumor else normal_perm.pop())
-    scored = [s for s in ids if s not in set(val)]
-    return sorted(val), scored
+    n_val = min(max(1, round(fraction * len(slides))), len(slides) - 1)
+    n_tumor = sum(status == "tumor" for _, status in slides)
+    val = pick_val_slides(sorted(slides), n_val, rng=rng, keep_tumor=n_tumor >= 2)
+    return val, sorted(s for s, _ in slides if s not in set(val))
 
 
 def _requested(config: EvalConfig, store: PatchStore) -> list[str] | None:

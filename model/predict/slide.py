@@ -140,7 +140,7 @@ def predict_slide(slide: str | Path | SlideReader, config: PredictConfig) -> Sli
     """
     import torch
 
-    from lymph.model.threads import torch_threads
+    from lymph.model.threads import torch_threads  # the one owner of torch threads
 
     t_start = time.perf_counter()
     out_dir = config.out

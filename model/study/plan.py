@@ -12,7 +12,10 @@ import numpy as np
 
 from lymph.data.errors import ConfigError
 from lymph.model.study.conditions import PRETRAINED, SCRATCH, SEG_ONLY
-from lymph.model.train import balanced_subset  # the one class-balanced draw
+from lymph.model.train import (
+    balanced_subset,  # the one class-balanced draw
+    pick_val_slides,  # the one validation-slide rule
+)
 
 
 def make_folds(
@@ -49,10 +52,10 @@ def make_folds(
 def inner_val_slides(
     train: Sequence[tuple[str, str]], n_val: int, *, rng: np.random.Generator
 ) -> tuple[str, ...]:
-    """`n_val` inner-validation slides among the training folds' (slide_id, status) pairs:
-    half tumor (at least one, keeping one tumor slide to train on), the rest normal."""
+    """`n_val` inner-validation slides among the training folds' (slide_id, status) pairs, by
+    lymph's one rule (``pick_val_slides`` over the pairs sorted by id): tumor slides first but
+    one kept to train on (so at least one in validation: two are required), the rest normal."""
     tumor = sorted(s for s, st in train if st == "tumor")
-    normal = sorted(s for s, st in train if st != "tumor")
     if len(tumor) < 2:
         raise ConfigError(
             f"the training folds hold {len(tumor)} tumor slide(s) ({', '.join(tumor) or 'none'}):"
@@ -64,12 +67,7 @@ def inner_val_slides(
             f"val_slides must be within [1, {len(train) - 1}] for {len(train)} training-fold "
             f"slides, got {n_val}"
         )
-    n_t = max(1, min(len(tumor) - 1, (n_val + 1) // 2))
-    n_n = min(len(normal), n_val - n_t)
-    n_t = min(len(tumor) - 1, n_val - n_n)
-    picks = [tumor[i] for i in rng.permutation(len(tumor))[:n_t]]
-    picks += [normal[i] for i in rng.permutation(len(normal))[:n_n]]
-    return tuple(sorted(picks))
+    return tuple(pick_val_slides(sorted(train), n_val, rng=rng, keep_tumor=True))
 
 
 def subset_sha(subset: Sequence[tuple[str, int]]) -> str:

@@ -17,8 +17,9 @@
 ``run(TrainConfig) -> TrainResult`` is the one entry. The package, by job:
 
 - ``config``: ``TrainConfig``, every setting, validated; ``from_dict`` reads back ``to_dict``.
-- ``splits``: slide roles and labeled sets (``choose_val_slides``, lymph's validation-slide
-  rule; ``balanced_subset``, its class-balanced draw).
+- ``splits``: slide roles and labeled sets (``pick_val_slides``, lymph's validation-slide
+  rule, and ``choose_val_slides``, the trainer's use of it; ``balanced_subset``, its
+  class-balanced draw).
 - ``resume``: reading last.pt, refusing a resume that changes what the run computes, ``Start``.
 - ``plan``: ``plan_run`` decides everything before the first step as a ``Plan``; the schedule.
 - ``data``: the training batches (DataLoader) and the validation patches.
@@ -38,13 +39,19 @@ CPU; ``lymph.model.layout``); ranks read disjoint chunks; only rank 0 validates 
 
 from lymph.model.train.config import TrainConfig, parse_labeled
 from lymph.model.train.runner import TrainResult, run
-from lymph.model.train.splits import balanced_subset, choose_val_slides, select_labeled
+from lymph.model.train.splits import (
+    balanced_subset,
+    choose_val_slides,
+    pick_val_slides,
+    select_labeled,
+)
 
 __all__ = [
     "TrainConfig",
     "TrainResult",
     "balanced_subset",
     "choose_val_slides",
+    "pick_val_slides",
     "parse_labeled",
     "run",
     "select_labeled",

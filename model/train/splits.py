@@ -1,8 +1,9 @@
 """Slide roles and labeled sets: which slides validate, which train, which patches are labeled.
 
-``choose_val_slides`` is lymph's one validation-slide rule (the trainer's default split; other
-stages that need held-out slides call it). ``balanced_subset`` is lymph's one class-balanced draw
-(the trainer's labeled set, the study's subsets).
+``pick_val_slides`` is lymph's one validation-slide rule (``choose_val_slides``, the trainer's
+default split; eval's threshold 'auto' split and the study's inner validation call it too).
+``balanced_subset`` is lymph's one class-balanced draw (the trainer's labeled set, the study's
+subsets).
 """
 
 from __future__ import annotations
@@ -17,31 +18,58 @@ from lymph.data.store import PatchStore
 from lymph.model.train.config import TrainConfig
 
 
-def choose_val_slides(store: PatchStore, k: int, *, seed: int, stage: str) -> list[str]:
-    """K validation slides among the labeled ones, seeded. Tumor slides first (validation F1
-    needs tumor pixels), but fine-tuning keeps at least one tumor slide for training."""
-    if k == 0:
+def pick_val_slides(
+    slides: Sequence[tuple[str, str]], count: int, *, rng: np.random.Generator, keep_tumor: bool
+) -> list[str]:
+    """``count`` validation slide ids among (slide_id, status) pairs, sorted: lymph's one
+    validation-slide rule (the trainer's split, eval's threshold 'auto' split, the study's
+    inner validation; each passes its own count and ``rng``).
+
+    Tumor slides first (validation F1 needs tumor pixels), drawn by ``rng.permutation`` of the
+    tumor slides then of the others (each in the order given); normal slides fill the rest.
+    ``keep_tumor``: at least one slide, and one
+    tumor slide when there is one, stays outside validation. ConfigError for a count that is not
+    an integer >= 0, a repeated slide id, or a count that leaves too few slides.
+    """
+    if isinstance(count, bool) or not isinstance(count, int | np.integer) or count < 0:
+        raise ConfigError(f"the number of validation slides must be an integer >= 0, got {count!r}")
+    ids = [sid for sid, _ in slides]
+    if len(set(ids)) != len(ids):
+        repeated = sorted({sid for sid in ids if ids.count(sid) > 1})
+        raise ConfigError(f"slide ids {repeated} are listed more than once")
+    if count == 0:
         return []
-    labeled = store.labeled_slides
-    pool = labeled if labeled else (store.slides if stage == "pretrain" else [])
-    rng = np.random.default_rng([seed, 2])
-    tumor = [s.slide_id for s in pool if s.status == "tumor" or s.n_tumor > 0]
-    normal = [s.slide_id for s in pool if s.slide_id not in set(tumor)]
+    tumor = [sid for sid, status in slides if status == "tumor"]
+    normal = [sid for sid, status in slides if status != "tumor"]
     tumor = [tumor[i] for i in rng.permutation(len(tumor))]
     normal = [normal[i] for i in rng.permutation(len(normal))]
-    need_train = 1 if stage == "finetune" else 0
-    if k > len(pool) - need_train:
+    if count > len(slides) - keep_tumor:
         raise ConfigError(
-            f"--val-slides {k}: the store has {len(pool)} labeled slide(s) and "
-            f"{'finetune needs at least one for training' if need_train else 'no more'}; "
-            f"use --val-slides {max(0, len(pool) - need_train)} or extract more slides"
+            f"{count} validation slide(s) asked of {len(slides)} slide(s), and "
+            f"{'at least one must stay outside validation' if keep_tumor else 'there are no more'}"
         )
-    n_tumor_val = min(k, len(tumor) - 1) if stage == "finetune" else min(k, len(tumor))
-    n_tumor_val = max(n_tumor_val, 0)
-    picks = tumor[:n_tumor_val] + normal[: k - n_tumor_val]
-    if len(picks) < k:  # not enough normal slides: more tumor slides
-        picks += tumor[n_tumor_val : n_tumor_val + k - len(picks)]
-    return sorted(picks)
+    n_tumor_val = max(min(count, len(tumor) - 1 if keep_tumor else len(tumor)), 0)
+    # never short: count <= len(slides) - keep_tumor leaves enough normal slides to fill
+    return sorted(tumor[:n_tumor_val] + normal[: count - n_tumor_val])
+
+
+def choose_val_slides(store: PatchStore, k: int, *, seed: int, stage: str) -> list[str]:
+    """The trainer's K validation slides: ``pick_val_slides`` over the labeled slides (all
+    slides when a pretraining store has no labeled one) with ``Generator([seed, 2])``; a slide
+    with tumor patches counts as a tumor slide, and fine-tuning keeps one to train on."""
+    labeled = store.labeled_slides
+    pool = labeled if labeled else (store.slides if stage == "pretrain" else [])
+    pairs = [(s.slide_id, "tumor" if s.status == "tumor" or s.n_tumor > 0 else s.status)
+             for s in pool]  # fmt: skip
+    keep_tumor = stage == "finetune"
+    try:
+        return pick_val_slides(pairs, k, rng=np.random.default_rng([seed, 2]),
+                               keep_tumor=keep_tumor)  # fmt: skip
+    except ConfigError as exc:
+        raise ConfigError(
+            f"--val-slides {k}: {exc}; use --val-slides {max(0, len(pool) - keep_tumor)} or "
+            "extract more slides"
+        ) from exc
 
 
 def balanced_subset(

@@ -13,6 +13,7 @@ from lymph.data.store import PatchStore, create_store, write_slide
 from lymph.model.checkpoint import load_checkpoint, load_model
 from lymph.model.layout import Layout
 from lymph.model.stream import StoreStream, StreamConfig
+from tests.builders import tiny_train_args
 
 ROOT = Path(__file__).resolve().parents[2]
 P = 36
@@ -57,30 +58,7 @@ def test_torchrun_two_cpu_processes(store: Path, tmp_path: Path) -> None:
         "2",
         "-m",
         "lymph.cli",
-        "train",
-        "--store",
-        str(store),
-        "--out",
-        str(out),
-        "--steps",
-        "4",
-        "--batch-size",
-        "2",
-        "--crop",
-        "32",
-        "--base-width",
-        "4",
-        "--depth",
-        "2",
-        "--workers",
-        "0",
-        "--device",
-        "cpu",
-        "--quiet",
-        "--val-slides",
-        "0",
-        "--checkpoint-every",
-        "2",
+        *tiny_train_args(store, out, steps=4, extra=("--checkpoint-every", "2")),
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)

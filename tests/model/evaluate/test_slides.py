@@ -12,6 +12,7 @@ import pytest
 from lymph.data.errors import ConfigError
 from lymph.model.checkpoint import RunRecord
 from lymph.model.evaluate import same_store, split_validation
+from lymph.model.train import pick_val_slides
 
 
 def test_split_validation_is_seeded_and_disjoint() -> None:
@@ -22,6 +23,15 @@ def test_split_validation_is_seeded_and_disjoint() -> None:
     val, scored = a
     assert len(val) == 3 and len(scored) == 7 and not set(val) & set(scored)
     assert any(s.startswith("t") for s in val) and any(s.startswith("t") for s in scored)
+    # lymph's one rule, tumor first: 3 of the 4 tumor slides validate, one is left to score
+    assert val == pick_val_slides(sorted(slides), 3, rng=np.random.default_rng(1), keep_tumor=True)
+    assert sum(s.startswith("t") for s in val) == 3
+
+
+def test_split_validation_takes_the_only_tumor_slide() -> None:
+    slides = [("t0", "tumor"), ("n0", "normal"), ("n1", "normal"), ("n2", "normal")]
+    val, scored = split_validation(slides, fraction=0.5, rng=np.random.default_rng(0))
+    assert "t0" in val and len(val) == 2 and len(scored) == 2  # F1 needs tumor pixels
 
 
 def test_split_validation_needs_two_slides() -> None:

@@ -8,7 +8,7 @@ import pytest
 
 from lymph.data.errors import ConfigError
 from lymph.model.study import SCRATCH, SEG_ONLY, inner_val_slides, make_folds, plan_runs
-from lymph.model.train import balanced_subset
+from lymph.model.train import balanced_subset, pick_val_slides
 
 CONDITIONS = (SCRATCH, SEG_ONLY, "pretrained_identity")
 
@@ -76,6 +76,12 @@ def test_inner_validation_takes_tumor_first_and_keeps_one_to_train() -> None:
     assert sum(v.startswith("tumor") for v in val) == 1  # one tumor slide is left to train on
     only_tumor = [("t1", "tumor"), ("t2", "tumor"), ("t3", "tumor")]
     assert len(inner_val_slides(only_tumor, 2, rng=np.random.default_rng(0))) == 2
+    # lymph's one rule (pick_val_slides): tumor slides fill validation before normal ones
+    more = [("t1", "tumor"), ("t2", "tumor"), ("t3", "tumor"), ("n1", "normal"), ("n2", "normal")]
+    val = inner_val_slides(more, 2, rng=np.random.default_rng(0))
+    assert all(v.startswith("t") for v in val)
+    assert val == tuple(pick_val_slides(sorted(more), 2, rng=np.random.default_rng(0),
+                                        keep_tumor=True))  # fmt: skip
 
 
 def test_inner_validation_needs_two_tumor_slides() -> None:

@@ -26,6 +26,7 @@ from lymph.model.checkpoint import (
 )
 from lymph.model.train import TrainConfig, run
 from lymph.model.unet import UNet, UNetConfig
+from tests.builders import tiny_train_args
 
 Cfg = Callable[..., TrainConfig]
 
@@ -102,32 +103,9 @@ def test_kill_9_then_resume(
         sys.executable,
         "-m",
         "lymph.cli",
-        "train",
-        "--store",
-        str(store),
-        "--out",
-        str(out),
-        "--steps",
-        "400",
-        "--batch-size",
-        "2",
-        "--crop",
-        "32",
-        "--base-width",
-        "4",
-        "--depth",
-        "2",
-        "--workers",
-        "0",
-        "--device",
-        "cpu",
-        "--quiet",
-        "--checkpoint-every",
-        "3",
-        "--eval-every",
-        "1000",
-        "--val-slides",
-        "0",
+        *tiny_train_args(
+            store, out, steps=400, extra=("--checkpoint-every", "3", "--eval-every", "1000")
+        ),
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(

@@ -15,6 +15,7 @@ from lymph.data.errors import ConfigError
 from lymph.model.checkpoint import load_checkpoint, load_model
 from lymph.model.train import TrainConfig, run
 from lymph.model.unet import UNetConfig
+from tests.builders import tiny_train_args
 
 Cfg = Callable[..., TrainConfig]
 
@@ -58,30 +59,7 @@ def test_threads_are_set_for_the_run_and_restored(
 
 def test_cli_train(store: Path, tmp_path: Path) -> None:
     out = tmp_path / "cli"
-    args = [
-        "train",
-        "--store",
-        str(store),
-        "--out",
-        str(out),
-        "--steps",
-        "2",
-        "--batch-size",
-        "2",
-        "--crop",
-        "32",
-        "--base-width",
-        "4",
-        "--depth",
-        "2",
-        "--workers",
-        "0",
-        "--device",
-        "cpu",
-        "--quiet",
-        "--val-slides",
-        "0",
-    ]
+    args = tiny_train_args(store, out, steps=2)
     res = CliRunner().invoke(main, args)
     assert res.exit_code == 0, res.output
     assert "pretrain: 2 steps" in res.output and (out / "last.pt").exists()
