@@ -30,7 +30,7 @@ def test_finetune_from_scratch_and_explicit_labeled(
     assert res.best is None and res.steps == 2
     model, ckpt = load_model(res.last)
     assert model.config.base_width == 8
-    assert ckpt["config"]["labeled"] == [list(p) for p in sorted(picks)]
+    assert ckpt.record.labeled == tuple(tuple(p) for p in sorted(picks))
     with pytest.raises(ConfigError, match="non-training slides"):
         run(replace(c, out=tmp_path / "c", train_slide_ids=("n1",), val_slide_ids=(),
                     labeled_patches=tuple(picks)), progress=False)  # fmt: skip
