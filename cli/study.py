@@ -58,6 +58,8 @@ def _parse_sizes(ctx: click.Context, param: click.Parameter, value: str | None
 @click.option("--patience", type=click.IntRange(min=1), default=None,
               help="Stop after this many validations without a better F1 [default: 3 / 3 / "
                    "5].")
+@click.option("--min-steps", type=click.IntRange(min=0), default=None,
+              help="Early stopping never ends a run before this step [default: 0 / 800 / 0].")
 @click.option("--eval-every", type=click.IntRange(min=1), default=None,
               help="Validate on the inner-validation slides every N steps [default: 100].")
 @click.option("--val-slides", type=click.IntRange(min=1), default=None,

@@ -92,6 +92,9 @@ def _print_result(result: TrainResult, config: TrainConfig) -> None:
 @click.option("--patience", type=click.IntRange(min=1), default=None,
               help="finetune: stop after K validations without a better F1 (--steps is the "
               "cap; best.pt keeps the best).")
+@click.option("--min-steps", type=click.IntRange(min=0), default=0, show_default=True,
+              help="finetune: --patience never stops the run before this step (early "
+              "validations are noisy).")
 @click.option("--select", type=click.Choice(["f1", "best_f1"]), default="f1", show_default=True,
               help="finetune: what best.pt and --patience follow: f1 at probability 0.5, or "
               "best_f1, the F1 at the validation's F1-best threshold (calibration-free).")
@@ -138,7 +141,7 @@ def _print_result(result: TrainResult, config: TrainConfig) -> None:
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def train_cmd(store: Path, out: Path, stage: str, init: Path | None, from_scratch: bool,
               labeled: int | str | None, steps: int, batch_size: int, lr: float,
-              recon_weight: float, pretext: str, patience: int | None, select: str,
+              recon_weight: float, pretext: str, patience: int | None, min_steps: int, select: str,
               base_width: int | None, depth: int | None, last_skip: bool | None, norm: str | None,
               channels_per_group: int | None, upsample: str | None, padding_mode: str | None,
               crop: int, val_slides: int, val_patches: int, eval_every: int,
@@ -166,7 +169,7 @@ def train_cmd(store: Path, out: Path, stage: str, init: Path | None, from_scratc
         base_width=base_width, depth=depth, last_skip=last_skip, crop=crop,
         val_slides=val_slides, val_patches=val_patches, eval_every=eval_every,
         checkpoint_every=checkpoint_every, seed=seed, device=device, workers=workers,
-        resume=resume, pretext=pretext, patience=patience, norm=norm,
+        resume=resume, pretext=pretext, patience=patience, min_steps=min_steps, norm=norm,
         channels_per_group=channels_per_group, upsample=upsample, padding_mode=padding_mode,
         threads=threads, select=select, precision=precision,
     )

@@ -58,7 +58,8 @@ def train_options(
         "crop": settings.crop, "workers": settings.workers,
         "lr": config.lr, "eval_every": min(settings.eval_every, steps),
         "checkpoint_every": steps, "val_patches": settings.val_patches,
-        "patience": settings.patience, "threads": config.threads,
+        "patience": settings.patience, "min_steps": settings.min_steps,
+        "threads": config.threads,
         "device": config.device, "select": "best_f1", "precision": config.precision,
     }  # fmt: skip
     opts.update({k: v for k, v in arch.items() if k in fields and k != "kind"})

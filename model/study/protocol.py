@@ -56,6 +56,7 @@ class StudyProtocol(ResultsProtocol):
     seed: int
     eval_every: int
     patience: int
+    min_steps: int
     early_stopping: bool
     folds: int
     repeats: int
@@ -114,7 +115,7 @@ def build_protocol(config: StudyConfig, plan: StudyPlan) -> StudyProtocol:
         "pretrained": {c: [str(p.path) for p in g] for c, g in plan.groups.items()},
         "sizes": list(sizes), "seed": config.seed,
         "steps": settings.steps, "eval_every": settings.eval_every,
-        "patience": settings.patience,
+        "patience": settings.patience, "min_steps": settings.min_steps,
         "early_stopping": True,  # recorded (and hashed) since the trainer stopped early
         "folds": settings.folds, "repeats": settings.repeats,
         "resamples": config.resamples, "alpha": ALPHA, "margin": config.margin,

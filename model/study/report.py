@@ -107,6 +107,7 @@ def protocol_markdown(protocol: StudyProtocol) -> str:
         "the F1 at the F1-best threshold on the inner-validation slides (calibration-free), "
         "best checkpoint kept"
         + f", early stop after {protocol['patience']} evaluations without improvement"
+        + (f" (never before step {protocol['min_steps']})" if protocol.get("min_steps") else "")
         + f". The cap must not bind: at most {CAP_TARGET:.0%} of runs may stop at it "
         "(reported under Results).",  # fmt: skip
         "- Threshold: F1-best on every pixel of the inner-validation slides (never the test "

@@ -35,7 +35,8 @@ from lymph.model.study.resume import resume
 from lymph.model.study.stats import Summary, cap_fractions, summarize
 
 RUN_SETTINGS = ("store", "folds", "seed", "lr", "recon_weight", "threshold", "max_test_patches")
-RESOLVED_SETTINGS = ("steps", "patience", "eval_every", "batch_size", "crop", "val_patches")
+RESOLVED_SETTINGS = ("steps", "patience", "min_steps", "eval_every", "batch_size", "crop",
+                     "val_patches")
 OUTPUTS = ("results.csv", "table.md", "f1_vs_size.png", "study.json", "protocol.json")
 
 

@@ -27,7 +27,7 @@ ARCH_KEYS = ("base_width", "depth", "last_skip", "norm", "upsample", "padding_mo
 SELECT = ("f1", "best_f1")
 _POSITIVE = ("steps", "batch_size", "crop", "val_patches", "checkpoint_every", "eval_every",
              "log_every", "window_chunks")  # fmt: skip
-_NON_NEGATIVE = ("val_slides", "workers", "seed")
+_NON_NEGATIVE = ("min_steps", "val_slides", "workers", "seed")
 _OPTIONAL_POSITIVE = ("patience", "threads", "stop_at")
 
 
@@ -103,6 +103,8 @@ class TrainConfig:
     the --init checkpoint's for fine-tuning (a value that differs from it is refused).
 
     ``patience``: early stopping after that many validations without a better F1 (finetune);
+    ``min_steps``: early stopping never ends a run before this step (a run's first validations
+    are noisy: a best F1 at step 100 would otherwise stop a run at 100 + patience x eval_every);
     ``threads``: torch intra-op threads for the run (set, then restored).
 
     Slide roles: ``val_slide_ids`` names the validation slides (else ``val_slides`` of them are
@@ -150,6 +152,7 @@ class TrainConfig:
     channels_per_group: int | None = None
     pretext: str = "identity"
     patience: int | None = None
+    min_steps: int = 0
     threads: int | None = None
     select: str = "f1"
     precision: str = "auto"  # lymph.model.precision: bf16 autocast on CUDA and AMX CPUs

@@ -68,4 +68,5 @@ def evaluate_now(s: Session) -> None:
         s.checkpoint(s.run / "best.pt", s.last_val)
     else:
         s.evals_since_best += 1
-        s.early_stopped = c.patience is not None and s.evals_since_best >= c.patience
+        s.early_stopped = (c.patience is not None and s.evals_since_best >= c.patience
+                           and s.step >= c.min_steps)

@@ -182,7 +182,7 @@ class CamelyonPlan(sy.SlidePlan):
         lesions: list[sy.Lesion] = []
         n = 1 + min(int(rng.poisson(1.3)), 3)
         targets = ["Macro" if rng.random() < 0.5 else "Micro"] + [
-            str(rng.choice(["Macro", "Micro", "ITC"], p=[0.15, 0.45, 0.40])) for _ in range(n - 1)
+            str(rng.choice(["Macro", "Micro", "ITC"], p=list(p.kind_p))) for _ in range(n - 1)
         ] + ["ITC"] * int(rng.poisson(p.extra_itc))
         for i, target in enumerate(targets):
             lo, hi = {"Macro": (1100, 2200), "Micro": (130, 800), "ITC": p.itc_radius_um}[target]

@@ -18,6 +18,10 @@ def test_study_config_validation(tmp_path) -> None:
         StudyConfig(**base, sizes=(4, 4))
     with pytest.raises(ConfigError, match="outside"):
         StudyConfig(**base, threshold=2.0)
+    with pytest.raises(ConfigError, match="min_steps must be >= 0"):
+        StudyConfig(**base, min_steps=-1)
+    assert StudyConfig(**base, profile="standard").resolved.min_steps == 800
+    assert StudyConfig(**base, profile="standard", min_steps=0).resolved.min_steps == 0
     with pytest.raises(ConfigError, match="profile must be one of"):
         StudyConfig(**base, profile="huge")
     with pytest.raises(ConfigError, match="conditions .'nope'. unknown"):

@@ -41,6 +41,20 @@ def test_early_stopping_on_validation_f1(
         cfg(store, tmp_path / "y", patience=3)
 
 
+def test_min_steps_keeps_early_stopping_off_until_that_step(
+    store: Path, tmp_path: Path, cfg: Cfg
+) -> None:
+    """The same flat run as above stops at 6 without min_steps; with min_steps=10 patience is
+    already spent at 6 but the run goes on to the first validation at or after step 10."""
+    c = cfg(store, tmp_path / "ms", stage="finetune", from_scratch=True, labeled=8, steps=40,
+            eval_every=2, checkpoint_every=100, patience=2, lr=1e-12, norm="group",
+            min_steps=10)  # fmt: skip
+    res = run(c, progress=False)
+    assert res.early_stopped and (res.best_step, res.stopped_step) == (2, 10)
+    with pytest.raises(ConfigError, match="min_steps must be an integer >= 0"):
+        replace(c, min_steps=-1)
+
+
 def test_select_best_f1_follows_the_calibration_free_f1(
     store: Path, tmp_path: Path, cfg: Cfg
 ) -> None:
