@@ -110,7 +110,8 @@ demo: $(STAMP)
 	    --slides $(DEMO)/test_slides --predictions $(DEMO)/maps --out $(DEMO)/maps/eval
 	@echo "== 8/8 the paper's Figure 3, quick profile: ILLUSTRATES the protocol, does not test it"
 	$(BIN)/lymph study --store $(DEMO)/store.zarr \
-	    --pretrained identity=$(DEMO)/runs/pretrain/last.pt --out $(DEMO)/study --profile quick
+	    --pretrained identity=$(DEMO)/runs/pretrain/last.pt --out $(DEMO)/study --profile quick \
+	    --repeats 1
 	@echo "== done. Look at: $(DEMO)/runs/*/loss.png, $(DEMO)/eval/*.png,"
 	@echo "   $(DEMO)/eval/pretrain/figure4_reconstruction.png, $(DEMO)/maps/*_overlay.png,"
 	@echo "   $(DEMO)/maps/eval/froc.png, $(DEMO)/study/table.md and $(DEMO)/study/f1_vs_size.png"
