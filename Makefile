@@ -63,7 +63,7 @@ typecheck: $(STAMP)
 # All on the camelyon preset (germinal centres, histiocytes, vessels, ITCs, folds, centres),
 # whose difficulty was calibrated on the baseline only (README, bench/calibrate_world.py): on
 # the default world every model scores F1 95-97% and FROC 1.0, so no error would show.
-SYNTH_ARGS = --size 8000x6000 --threads 2 --world camelyon
+SYNTH_ARGS = --size 8000x6000 --threads 2 --world camelyon --centre mixed
 DEMO_MODEL = --batch-size 16 --base-width 8 --crop 96 --workers 1
 
 # Resumable like `make study`: a rerun skips the worlds already made (reference.csv is written

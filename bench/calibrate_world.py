@@ -29,7 +29,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 CSV = ROOT / "bench" / "results" / "world_calibration.csv"
 LYMPH = str(Path(sys.executable).with_name("lymph"))
-WORLD = {"n_tumor": 20, "n_normal": 8, "size": (8000, 6000), "seed": 0, "world": "camelyon"}
+WORLD = {"n_tumor": 20, "n_normal": 8, "size": (8000, 6000), "seed": 0, "world": "camelyon",
+         "centre": "mixed"}  # c1-c3: centre "auto" (the whole world from one lab)
 
 
 def _slides() -> list[tuple[str, int]]:
@@ -47,7 +48,8 @@ def stage_world(args: argparse.Namespace) -> None:
 
         k, n = (int(v) for v in args.child.split("/"))
         cfg = SynthConfig(out=out, n_tumor=WORLD["n_tumor"], n_normal=WORLD["n_normal"],
-                          size=WORLD["size"], seed=WORLD["seed"], world=WORLD["world"])
+                          size=WORLD["size"], seed=WORLD["seed"], world=WORLD["world"],
+                          centre=WORLD["centre"])
         for status, i in _slides()[k::n]:
             name = f"{status}_{i:03d}"
             if (out / f"{name}.tif").exists():
@@ -73,7 +75,8 @@ def _manifests(out: Path) -> None:
     )
 
     cfg = SynthConfig(out=out, n_tumor=WORLD["n_tumor"], n_normal=WORLD["n_normal"],
-                      size=WORLD["size"], seed=WORLD["seed"], world=WORLD["world"])
+                      size=WORLD["size"], seed=WORLD["seed"], world=WORLD["world"],
+                          centre=WORLD["centre"])
     plans, slides = [], []
     for status, i in _slides():
         name = f"{status}_{i:03d}"
@@ -138,7 +141,8 @@ def stage_runs(args: argparse.Namespace) -> None:
                  "precision": round(row["precision"], 4), "recall": round(row["recall"], 4),
                  "best_step": row["best_step"], "stopped_step": row["stopped_step"],
                  "steps_cap": row["steps_cap"], "seconds": round(time.perf_counter() - t, 1),
-                 "world": WORLD["world"], "world_params": json.dumps(synth.get("world")),
+                 "world": f"{WORLD['world']} centre={WORLD['centre']}",
+                 "world_params": json.dumps(synth.get("world")),
                  "profile": "standard", "base_width": pre.arch.get("base_width"),
                  "norm": pre.arch.get("norm")})
         print(spec.run_id, "F1", round(row["f1"], 4), flush=True)

@@ -90,9 +90,10 @@ def _print_slides(slides: Sequence[SynthSlide], out: Path) -> None:
               help="camelyon: a harder node (mimics, ITCs, infiltrative and lobular tumor, "
                    "folds, blur, pen, bubbles, a scanning centre); README, lymph synth.")
 @click.option("--centre", default="auto", show_default=True,
-              type=click.Choice(["auto", "A", "B", "C"]),
+              type=click.Choice(["auto", "mixed", "A", "B", "C"]),
               help="camelyon world: the scanning centre (stain, sharpness, JPEG quality, which "
-                   "replaces --quality); auto: drawn from the seed.")
+                   "replaces --quality); auto: one drawn from the seed for the whole world; "
+                   "mixed: one drawn per slide.")
 def synth_cmd(out: Path, n_tumor: int, n_normal: int, size: tuple[int, int], seed: int,
               fmt: str, mpp: float, quality: int, workers: int, prefix: str, world: str,
               centre: str) -> None:

@@ -58,7 +58,8 @@ class SynthConfig:
     workers: int = 1
     prefix: str = ""  # slide ids `{prefix}tumor_001`: worlds that must not share ids
     world: str = "default"  # or a preset of data/synth/world/params.py ("camelyon")
-    centre: str = "auto"  # the preset's scanning centre (A, B, C; auto: drawn from the seed)
+    centre: str = "auto"  # the preset's scanning centre (A, B, C; auto: drawn from the seed;
+    # mixed: drawn per slide)
     progress: bool = False
 
     def __post_init__(self) -> None:

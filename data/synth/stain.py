@@ -36,11 +36,13 @@ def lymphocyte_sprites(plan: SlidePlan) -> list[Sprite]:
     return tx_.lymphocyte_sprites(rng, radius_px=(lo, hi), n=24)
 
 
-def carcinoma_sprites(plan: SlidePlan, radius_um: tuple[float, float]) -> list[Sprite]:
-    """32 carcinoma nuclei of radius `radius_um` (the world's own range or the default's)."""
+def carcinoma_sprites(plan: SlidePlan, radius_um: tuple[float, float], *,
+                      chromatin: float = 0.30) -> list[Sprite]:
+    """32 carcinoma nuclei of radius `radius_um` (the world's own range or the default's) and
+    base chromatin density `chromatin`."""
     rng = np.random.default_rng([*plan.seed_parts, 102])
     lo, hi = (r * plan.px for r in radius_um)
-    return tx_.carcinoma_sprites(rng, radius_px=(lo, hi), mpp=plan.mpp, n=32)
+    return tx_.carcinoma_sprites(rng, radius_px=(lo, hi), mpp=plan.mpp, n=32, chromatin=chromatin)
 
 
 def grain(plan: SlidePlan) -> np.ndarray:

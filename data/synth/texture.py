@@ -183,9 +183,10 @@ def carcinoma_sprites(
     radius_px: tuple[float, float],
     mpp: float,
     n: int = 48,
+    chromatin: float = 0.30,
 ) -> list[Sprite]:
     """Large, pleomorphic, vesicular nuclei: irregular outlines, a dark rim, pale clumped
-    chromatin inside and one or two nucleoli."""
+    chromatin (base density `chromatin`) inside and one or two nucleoli."""
     sprites = []
     for _ in range(n):
         r = rng.uniform(*radius_px)
@@ -205,7 +206,7 @@ def carcinoma_sprites(
         rim = np.clip(1 - np.abs(depth - rim_w * 0.6) / rim_w, 0, 1)
         clumps = ndimage.gaussian_filter(rng.standard_normal(occ.shape), 0.6 / mpp)
         clumps = (clumps - clumps.mean()) / (clumps.std() + 1e-9)
-        dens = occ * (0.30 + 0.08 * clumps) + 0.55 * rim * occ
+        dens = occ * (chromatin + 0.08 * clumps) + 0.55 * rim * occ
         for _ in range(rng.integers(1, 3)):
             ang = rng.uniform(0, 2 * np.pi)
             off = rng.uniform(0, 0.4) * r

@@ -39,16 +39,21 @@ CENTRES: dict[str, Centre] = {
     "C": Centre("C", (0.72, 0.64, 0.26), (0.05, 0.95, 0.31), (0.6, 0.95), (0.6, 1.0),
                 (0.90, 0.98), 0.25, 80),
 }
-CENTRE_CHOICES = ("auto", *CENTRES)
+CENTRE_CHOICES = ("auto", "mixed", *CENTRES)
 
 
-def resolve_centre(centre: str, seed: int) -> Centre:
-    """`centre` by name, or for "auto" one drawn from the seed."""
+def resolve_centre(centre: str, seed: int, *, status: str = "tumor", index: int = 0) -> Centre:
+    """`centre` by name; for "auto" one drawn from the seed (the whole world from one lab); for
+    "mixed" one drawn per slide from (seed, status, index), as CAMELYON16's training and test
+    sets each mix two hospitals' slides."""
     if centre not in CENTRE_CHOICES:
         raise ConfigError(f"centre must be one of {', '.join(CENTRE_CHOICES)}, got {centre!r}")
+    names = sorted(CENTRES)
     if centre == "auto":
-        names = sorted(CENTRES)
         return CENTRES[names[int(np.random.default_rng([seed, 0xCE]).integers(len(names)))]]
+    if centre == "mixed":
+        rng = np.random.default_rng([seed, 0xCE, 1 if status == "tumor" else 2, index])
+        return CENTRES[names[int(rng.integers(len(names)))]]
     return CENTRES[centre]
 
 
@@ -72,6 +77,12 @@ class WorldParams:
     capsule_um: float = 25.0
     # tumor
     carc_radius_um: tuple[float, float] = (4.0, 7.5)
+    # calibration round c4: each patient's carcinoma has its own grade. Per slide, the nuclear
+    # radii above are scaled by one factor from `grade_scale` and the nuclei's base chromatin
+    # density (vesicular 0.24 .. hyperchromatic 0.44; c1-c3: 0.30 everywhere) is drawn from
+    # `chromatin`, so a few labeled patches no longer show every tumor's look.
+    grade_scale: tuple[float, float] = (0.8, 1.25)
+    chromatin: tuple[float, float] = (0.24, 0.44)
     lobular_radius_um: tuple[float, float] = (3.6, 5.0)
     pattern_p: tuple[float, float, float] = (0.5, 0.35, 0.15)  # nest/infiltr./lobular; c1 .4/.4/.2
     border_um: float = 60.0
@@ -101,7 +112,8 @@ class WorldParams:
             if abs(sum(probs) - 1) > 1e-6 or min(probs) < 0:
                 raise ConfigError(f"{name} must be 3 probabilities summing to 1, got {probs}")
         for name in ("gc_radius_um", "centroblast_radius_um", "histiocyte_radius_um",
-                     "vessel_radius_um", "carc_radius_um", "lobular_radius_um", "itc_radius_um"):
+                     "vessel_radius_um", "carc_radius_um", "lobular_radius_um", "itc_radius_um",
+                     "grade_scale", "chromatin"):
             lo, hi = getattr(self, name)
             if not 0 < lo <= hi:
                 raise ConfigError(f"world parameter {name} must be 0 < low <= high, got "

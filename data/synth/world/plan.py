@@ -12,7 +12,8 @@ camelyon`). The default world (synth/plan.py) is untouched; this preset paints o
   real CAMELYON16 outlines (world/outlines.py).
 - Artifacts: tissue folds (darker double layer), out-of-focus regions, pen marks, air bubbles.
 - Centres: stain vectors, scanner sharpness and JPEG quality of one of three labs ("A", "B",
-  "C"), chosen per world (`--centre`, or drawn from the seed).
+  "C"), chosen per world (`--centre`, or drawn from the seed) or per slide (`--centre mixed`).
+- Patients: each tumor slide's carcinoma has its own grade (nuclear size, chromatin density).
 
 Ground truth stays the exact lesion polygons: mimics are placed away from lesions and their cells
 are never drawn inside a lesion. Rendering is in world/render.py, the knobs in
@@ -37,7 +38,7 @@ from lymph.data.synth.world import render as wr
 from lymph.data.synth.world.outlines import OutlineModel, radial_outline
 from lymph.data.synth.world.params import PRESETS, Centre, WorldParams, resolve_centre
 
-WORLD_VERSION = 1
+WORLD_VERSION = 2  # 2: a grade (nuclear size, chromatin) per slide (calibration round c4)
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,9 @@ class CamelyonPlan(sy.SlidePlan):
         seed, code, index = self.seed_parts
         rng = np.random.default_rng([seed, code, index, 0xC4])
         self.gcs, self.vessels, self.fats = self._draw_mimics(rng)
+        grade = np.random.default_rng([seed, code, index, 0x6D])  # its own stream: c3's draws stay
+        self.grade_scale = float(grade.uniform(*params.grade_scale))
+        self.chromatin = float(grade.uniform(*params.chromatin))
         self.blurs, self.folds, self.pens, self.bubbles = self._draw_artifacts(rng)
         self.sharp_px = centre.sharpness_um * self.px
         self.defocus_px = math.hypot(self.sharp_px, params.defocus_um * self.px)
@@ -231,7 +235,9 @@ class CamelyonPlan(sy.SlidePlan):
     # ------------------------------------------------------------- textures (lazy)
     @cached_property
     def carc_sprites(self) -> list[Sprite]:
-        return stain.carcinoma_sprites(self, self.params.carc_radius_um)
+        lo, hi = self.params.carc_radius_um
+        return stain.carcinoma_sprites(self, (lo * self.grade_scale, hi * self.grade_scale),
+                                       chromatin=self.chromatin)
 
     @cached_property
     def sprite_libraries(self) -> list[wr.Library]:
@@ -261,6 +267,8 @@ class CamelyonPlan(sy.SlidePlan):
         out["world"] = {
             "name": "camelyon", "version": WORLD_VERSION, "centre": asdict(self.centre),
             "jpeg_quality": self.jpeg_quality,
+            "grade": {"radius_scale": round(self.grade_scale, 4),
+                      "chromatin": round(self.chromatin, 4)},
             "germinal_centres": [blob(b) for b in self.gcs],
             "vessels": [blob(b) for b in self.vessels],
             "fat": [blob(b) for b in self.fats],
@@ -283,6 +291,7 @@ def make_plan(world: str, centre: str, *, name: str, status: str, width: int, he
                             seed=seed, index=index)
     if world not in PRESETS:
         raise ConfigError(f"world must be one of default, {', '.join(PRESETS)}; got {world!r}")
-    return CamelyonPlan(params=PRESETS[world], centre=resolve_centre(centre, seed), name=name,
+    return CamelyonPlan(params=PRESETS[world],
+                        centre=resolve_centre(centre, seed, status=status, index=index), name=name,
                         status=status, width=width, height=height, mpp=mpp, seed=seed,
                         index=index)

@@ -32,7 +32,7 @@ def test_bad_arguments(tmp_path: Path, kwargs: dict, match: str) -> None:
     ("kwargs", "match"),
     [
         ({"world": "hospital"}, "world must be one of default, camelyon; got 'hospital'"),
-        ({"centre": "Z"}, "centre must be one of auto, A, B, C, got 'Z'"),
+        ({"centre": "Z"}, "centre must be one of auto, mixed, A, B, C, got 'Z'"),
     ],
 )
 def test_bad_world_arguments(tmp_path: Path, kwargs: dict, match: str) -> None:
