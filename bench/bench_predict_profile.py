@@ -169,10 +169,10 @@ def report(runs: dict[str, list[dict]], bare: dict[str, float],
         print(f"{mode}: model-input px/s of the inference loop = {eff:.3f}x the bare forward; "
               f"whole slide projected ({r['n_tissue_windows']} tiles, tissue mask and writing "
               f"once): {eff * whole / (whole + fixed):.3f}x")
-    inferred = r["n_tissue_windows"] * r["window"] ** 2 / 1e6  # level 0 here
-    print(f"tiling: {r['n_tissue_windows']} tissue tiles of {r['window']} px (margin "
-          f"{r['margin']}), {inferred:.1f} Mpx inferred for {r['slide_tissue_mpx']:.1f} Mpx of "
-          f"tissue: {inferred / r['slide_tissue_mpx']:.2f} inferred px per tissue px")
+    full = r["n_windows"] * r["window"] ** 2 / 1e6  # level 0 here
+    print(f"tiling: {r['n_windows']} of {r['n_tissue_windows']} tissue tiles of {r['window']} px "
+          f"(margin {r['margin']}) run: {r['inferred_mpx']:.1f} Mpx inferred (trimmed to tissue; "
+          f"full tiles {full:.1f}); whole slides' inferred px per tissue px: bench_tiling.py")
 
 
 if __name__ == "__main__":

@@ -24,7 +24,8 @@ def _print_results(results: Sequence[TaskResult[Any]], out: Path) -> None:
         click.echo(
             f"  {r.slide:<24} p={r.probability:.3f}  {r.n_detections:>4} detection(s)  "
             f"{r.n_windows}/{r.n_windows_total} windows  "
-            f"{r.tissue_mpx:.1f}/{r.slide_tissue_mpx:.1f} Mpx tissue inferred  "
+            f"{r.tissue_mpx:.1f}/{r.slide_tissue_mpx:.1f} Mpx tissue inferred "
+            f"({r.inferred_mpx / max(r.tissue_mpx, 1e-9):.2f} px per tissue px)  "
             f"{r.seconds:.1f} s (model {t.get('model', 0):.1f}, read {t.get('read', 0):.1f})"
         )
         if r.scale:

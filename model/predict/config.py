@@ -73,6 +73,7 @@ class PredictConfig:
     force: bool = False
     overlap: str = "auto"
     margin: int | None = None
+    trim: bool = True  # margin tiles of window-independent models cut to their tissue (grid.py)
     channels_last: bool = True
     precision: str = "auto"  # lymph.model.precision: bf16 autocast on CUDA and AMX CPUs
     mpp: float | None = None  # microns per level-0 pixel of slides that record none

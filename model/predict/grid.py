@@ -239,3 +239,51 @@ def tissue_area_mpx(
     counts = integral[y1, x1] - integral[y0, x1] - integral[y1, x0] + integral[y0, x0]
     return float(counts.sum()) * thumb_downsample**2 / 1e6
 
+
+
+Rect = tuple[int, int, int, int]  # (x_lvl, y_lvl, width, height) of a window read
+
+
+def _trim_axis(t0: int, t1: int, centre: tuple[int, int], tile: tuple[int, int], *,
+               scale: float, margin: int, multiple: int) -> tuple[int, int]:
+    """One axis of a trimmed tile: thumbnail tissue ``[t0, t1)`` (thumb px) -> level px inside
+    the centre ``[c0, c1)``, grown by ``margin`` and to a multiple of ``multiple``, kept inside
+    the full tile ``[w0, w0 + window)``. Returns (start, length)."""
+    (c0, c1), (w0, window) = centre, tile
+    lo = max(c0, math.floor(t0 / scale)) - margin
+    hi = min(c1, math.ceil(t1 / scale)) + margin
+    lo, hi = max(lo, w0), min(hi, w0 + window)
+    length = min(window, -(-(hi - lo) // multiple) * multiple)
+    return min(lo, w0 + window - length), length
+
+
+def trim_tiles(grid: Grid, origins: Sequence[tuple[int, int]], tissue_thumb: np.ndarray,
+               thumb_downsample: float, *, multiple: int) -> list[Rect]:
+    """Crop mode, window-independent models: for each tile (its centre at ``origins``) the
+    smallest window inside it that holds its centre's tissue (the thumbnail mask's bounding
+    box) and ``grid.margin`` of context around it, sides a multiple of ``multiple``. Centre
+    cells outside it hold no tissue and get probability 0; the rest come out as from the full
+    tile, since the model's output does not depend on the window. On a slide's edges and
+    around small sections most tiles are mostly glass: this is what brings the inferred pixels
+    per tissue pixel towards 1 (issue 23)."""
+    if grid.mode != "crop":
+        raise ValueError("only crop-mode tiles can be trimmed")
+    mask = np.asarray(tissue_thumb, bool)
+    scale = grid.level_downsample / thumb_downsample  # thumb px per level px
+    rects: list[Rect] = []
+    for ox, oy in origins:
+        tx, ty = grid.tile_origin(ox, oy)
+        cx1, cy1 = min(ox + grid.stride, grid.width_lvl), min(oy + grid.stride, grid.height_lvl)
+        r0, r1 = math.floor(oy * scale), max(math.ceil(cy1 * scale), math.floor(oy * scale) + 1)
+        c0, c1 = math.floor(ox * scale), max(math.ceil(cx1 * scale), math.floor(ox * scale) + 1)
+        sub = mask[r0:r1, c0:c1]
+        rows, cols = np.nonzero(sub.any(1))[0], np.nonzero(sub.any(0))[0]
+        if not len(rows):
+            rects.append((tx, ty, grid.window, grid.window))
+            continue
+        x, w = _trim_axis(c0 + int(cols[0]), c0 + int(cols[-1]) + 1, (ox, cx1),
+                          (tx, grid.window), scale=scale, margin=grid.margin, multiple=multiple)
+        y, h = _trim_axis(r0 + int(rows[0]), r0 + int(rows[-1]) + 1, (oy, cy1),
+                          (ty, grid.window), scale=scale, margin=grid.margin, multiple=multiple)
+        rects.append((x, y, w, h))
+    return rects

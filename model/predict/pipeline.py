@@ -22,14 +22,14 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import numpy as np
 
 from lymph.model.predict.blend import BlendSink, CropSink
-from lymph.model.predict.grid import Grid
+from lymph.model.predict.grid import Grid, Rect
 
 if TYPE_CHECKING:
     import torch
@@ -66,7 +66,7 @@ class SinkThread:
                                             name="lymph-predict-blend")
             self._thread.start()
 
-    def _apply(self, chunk: Sequence[tuple[int, int]], probs: np.ndarray,
+    def _apply(self, chunk: Sequence[tuple[int, int]], probs: np.ndarray | Sequence[np.ndarray],
                emit_row: int | None) -> None:
         t0 = time.perf_counter()
         for (x, y), p in zip(chunk, probs, strict=True):
@@ -87,7 +87,7 @@ class SinkThread:
             except BaseException as exc:  # handed to the producer
                 self._error = exc
 
-    def put(self, chunk: Sequence[tuple[int, int]], probs: np.ndarray,
+    def put(self, chunk: Sequence[tuple[int, int]], probs: np.ndarray | Sequence[np.ndarray],
             emit_row: int | None) -> None:
         """Blend one batch (in the background when enabled); ``emit_row``: map rows above it
         are final after this batch (None: none yet)."""
@@ -123,29 +123,61 @@ def _batches(
     batch_size: int,
     *,
     read_threads: int = 1,
-) -> Iterator[tuple[list[tuple[int, int]], np.ndarray, float]]:
-    """Batches of (origins, uint8 windows (n, W, W, 3), seconds spent reading). With
-    ``read_threads`` > 1 the windows of a batch are read in parallel (OpenSlide is thread-safe
-    and releases the GIL while decoding)."""
+    rects: Sequence[Rect] | None = None,
+) -> Iterator[tuple[list[int], np.ndarray, float]]:
+    """Batches of (indices into ``origins``, uint8 windows (n, H, W, 3), seconds spent reading).
+    Windows are the full tiles, or ``rects`` (trimmed tiles: a batch holds consecutive windows of
+    one size). With ``read_threads`` > 1 the windows of a batch are read in parallel (OpenSlide
+    is thread-safe and releases the GIL while decoding)."""
     from concurrent.futures import ThreadPoolExecutor
 
     ds = grid.level_downsample
-    size = (grid.window, grid.window)
 
-    def read(origin: tuple[int, int]) -> np.ndarray:
-        x, y = grid.tile_origin(*origin)
-        return reader.read_region((int(round(x * ds)), int(round(y * ds))), grid.level, size)
+    def rect(i: int) -> Rect:
+        if rects is not None:
+            return rects[i]
+        return (*grid.tile_origin(*origins[i]), grid.window, grid.window)
+
+    def read(i: int) -> np.ndarray:
+        x, y, w, h = rect(i)
+        return reader.read_region((int(round(x * ds)), int(round(y * ds))), grid.level, (w, h))
 
     pool = ThreadPoolExecutor(read_threads) if read_threads > 1 else None
     try:
-        for start in range(0, len(origins), batch_size):
-            chunk = list(origins[start : start + batch_size])
+        for chunk in _chunks(len(origins), batch_size, lambda i: rect(i)[2:]):
             t0 = time.perf_counter()
-            tiles = list(pool.map(read, chunk)) if pool is not None else [read(o) for o in chunk]
+            tiles = list(pool.map(read, chunk)) if pool is not None else [read(i) for i in chunk]
             yield chunk, np.stack(tiles), time.perf_counter() - t0
     finally:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _chunks(n: int, batch_size: int, shape: Callable[[int], tuple[int, int]]) -> list[list[int]]:
+    """0..n-1 in runs of at most ``batch_size`` consecutive indices of one ``shape``."""
+    chunks: list[list[int]] = []
+    for i in range(n):
+        if chunks and len(chunks[-1]) < batch_size and shape(chunks[-1][-1]) == shape(i):
+            chunks[-1].append(i)
+        else:
+            chunks.append([i])
+    return chunks
+
+
+def _full_tiles(grid: Grid, origins: Sequence[tuple[int, int]], chunk: list[int],
+                probs: np.ndarray, rects: Sequence[Rect] | None) -> np.ndarray | list[np.ndarray]:
+    """The batch's probabilities as full tiles: a trimmed window's placed in its tile, the rest
+    of the tile (no tissue) 0."""
+    if rects is None:
+        return probs
+    out = []
+    for i, p in zip(chunk, probs, strict=True):
+        x, y, w, h = rects[i]
+        tx, ty = grid.tile_origin(*origins[i])
+        full = np.zeros((grid.window, grid.window), p.dtype)
+        full[y - ty : y - ty + h, x - tx : x - tx + w] = p
+        out.append(full)
+    return out
 
 
 def _prefetch(iterator: Iterator[T], depth: int = 2) -> Iterator[T]:
@@ -199,10 +231,11 @@ def infer_map(
     timings: dict[str, float] | None = None,
     channels_last: bool = False,
     precision: str = "auto",
+    rects: Sequence[Rect] | None = None,
 ) -> np.ndarray:
     """The uint8 (map_height, map_width) probability map of ``reader`` from the windows at
     ``origins`` (row-major, as ``tissue_windows`` returns them): Hann-blended (grid mode
-    "blend") or centre-cropped ("crop")."""
+    "blend") or centre-cropped ("crop"; ``rects``: the trimmed window of each tile)."""
     from lymph.data.progress import progress_bar
     from lymph.model.infer import predict_probs
 
@@ -216,11 +249,12 @@ def infer_map(
     done = 0
     blend = SinkThread(sink)  # blending on its own thread
     try:
-        stream = _prefetch(_batches(reader, grid, origins, batch_size, read_threads=read_threads))
+        stream = _prefetch(_batches(reader, grid, origins, batch_size, read_threads=read_threads,
+                                    rects=rects))
         while True:
             t0 = time.perf_counter()
             try:
-                chunk, images, read_s = next(stream)
+                idx, images, read_s = next(stream)
             except StopIteration:
                 break
             timings["read_wait"] += time.perf_counter() - t0
@@ -230,10 +264,11 @@ def infer_map(
                                   channels_last=channels_last, precision=precision)
             timings["model"] += time.perf_counter() - t0
             t0 = time.perf_counter()
-            done += len(chunk)
-            bar.update(len(chunk))
+            done += len(idx)
+            bar.update(len(idx))
             # map rows above the next pending window's top are final
-            blend.put(chunk, probs, origins[done][1] // grid.cell if done < len(origins) else None)
+            blend.put([origins[i] for i in idx], _full_tiles(grid, origins, idx, probs, rects),
+                      origins[done][1] // grid.cell if done < len(origins) else None)
             timings["blend"] += time.perf_counter() - t0
         _close(blend, grid.map_height, timings)
     finally:

@@ -20,7 +20,14 @@ import numpy as np
 
 from lymph.data.errors import CheckpointError, ConfigError
 from lymph.model.predict.config import TISSUE_MARGIN_THUMB, WINDOW_FREE_NORMS, PredictConfig
-from lymph.model.predict.grid import Grid, fitted_tile, plan_grid, tissue_windows
+from lymph.model.predict.grid import (
+    Grid,
+    Rect,
+    fitted_tile,
+    plan_grid,
+    tissue_windows,
+    trim_tiles,
+)
 from lymph.model.predict.outputs import slide_name
 
 if TYPE_CHECKING:
@@ -56,6 +63,15 @@ class TilePlan:
     origins: list[tuple[int, int]]
     n_tissue_windows: int
     mpp: float | None
+    rects: list[Rect] | None = None  # trimmed windows (``trim_tiles``), one per origin
+
+    @property
+    def inferred_mpx(self) -> float:
+        """Level-0 Mpx the model is given (every window's pixels, trimmed or full)."""
+        ds2 = self.grid.level_downsample**2
+        if self.rects is not None:
+            return sum(w * h for _x, _y, w, h in self.rects) * ds2 / 1e6
+        return len(self.origins) * self.grid.window**2 * ds2 / 1e6
 
 
 def load_for_predict(config: PredictConfig) -> LoadedModel:
@@ -163,9 +179,12 @@ def plan_slide(reader: SlideReader, config: PredictConfig, loaded: LoadedModel) 
     if cap is not None and cap < len(origins):
         start = max(0, len(origins) // 2 - cap // 2)
         origins = origins[start : start + cap]
+    rects = None
+    if config.trim and grid.mode == "crop" and window_independent(loaded.model):
+        rects = trim_tiles(grid, origins, select, thumb_ds, multiple=loaded.model.multiple)
     return TilePlan(name=slide_name(Path(reader.path)), grid=grid, thumb=thumb,
-                     thumb_downsample=thumb_ds, tissue=tissue, origins=origins,
-                     n_tissue_windows=n_tissue, mpp=reader.mpp)
+                    thumb_downsample=thumb_ds, tissue=tissue, origins=origins,
+                    n_tissue_windows=n_tissue, mpp=reader.mpp, rects=rects)
 
 
 def resolve_read_threads(config: PredictConfig, device: torch.device) -> int:

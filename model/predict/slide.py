@@ -65,6 +65,7 @@ class SlidePrediction:
     margin: int = 0  # level px cut off each side of a tile (overlap "margin")
     scale: str = ""  # the level or resampling chosen for the training mpp (model/scale.py)
     slide_tissue_mpx: float = 0.0  # level-0 Mpx of the slide's whole thumbnail tissue mask
+    inferred_mpx: float = 0.0  # level-0 Mpx given to the model (trimmed tiles count their part)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -101,6 +102,7 @@ def _result(plan: TilePlan, maps: SlideMaps, paths: dict[str, Path], *, reader_p
         overlap="half" if grid.mode == "blend" else "margin",
         margin=grid.margin,
         slide_tissue_mpx=float(np.count_nonzero(plan.tissue)) * plan.thumb_downsample**2 / 1e6,
+        inferred_mpx=plan.inferred_mpx,
     )
 
 
@@ -125,7 +127,7 @@ def infer_slide(reader: SlideReader, loaded: LoadedModel, plan: TilePlan, config
         batch_size=batch_windows(config, plan.grid, loaded), tta=config.tta,
         progress=config.progress, timings=timings,
         read_threads=resolve_read_threads(config, loaded.device),
-        channels_last=config.channels_last, precision=config.precision,
+        channels_last=config.channels_last, precision=config.precision, rects=plan.rects,
     )
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from lymph.data.errors import ConfigError
-from lymph.model.predict.grid import plan_grid, tissue_area_mpx, tissue_windows
+from lymph.model.predict.grid import Grid, plan_grid, tissue_area_mpx, tissue_windows, trim_tiles
 
 
 def test_plan_grid_aligns_windows_to_the_map_cells() -> None:
@@ -76,3 +76,48 @@ def test_margin_tiles_keep_the_training_window_at_redundancy_near_1_2() -> None:
     with pytest.raises(ConfigError, match="margin 160 px leaves no centre"):
         plan_grid((1000, 1000), 1.0, level=0, patch_size=300, multiple=16, overlap="margin",
                   margin=160)
+
+
+def _crop_grid(size: int = 1000, window: int = 256) -> Grid:
+    return plan_grid((size, size), 1.0, level=0, patch_size=window, multiple=16, window=window,
+                     overlap="margin")
+
+
+def test_trimmed_tiles_hold_their_tissue_and_margin_inside_the_tile() -> None:
+    g = _crop_grid()
+    thumb = np.zeros((250, 250), bool)  # thumbnail at 4 level px per px
+    thumb[60:70, 100:105] = True  # a small island: level x 400-420, y 240-280
+    origins = tissue_windows(g, thumb, 4.0)
+    rects = trim_tiles(g, origins, thumb, 4.0, multiple=16)
+    assert len(rects) == len(origins) >= 1
+    for (ox, oy), (x, y, w, h) in zip(origins, rects, strict=True):
+        tx, ty = g.tile_origin(ox, oy)
+        assert w % 16 == 0 and h % 16 == 0 and 16 <= w <= g.window and 16 <= h <= g.window
+        assert tx <= x and x + w <= tx + g.window and ty <= y and y + h <= ty + g.window
+        # the island's part in this tile's centre, grown by the margin, is inside the rect
+        x0, x1 = max(400, ox), min(420, ox + g.stride)
+        y0, y1 = max(240, oy), min(280, oy + g.stride)
+        if x0 < x1 and y0 < y1:
+            assert x <= max(tx, x0 - g.margin) and x + w >= min(tx + g.window, x1 + g.margin)
+            assert y <= max(ty, y0 - g.margin) and y + h >= min(ty + g.window, y1 + g.margin)
+    assert sum(w * h for *_, w, h in rects) < 0.25 * len(rects) * g.window**2
+
+
+def test_a_tile_full_of_tissue_is_not_trimmed_but_the_edge_tiles_are() -> None:
+    g = _crop_grid()  # 1,000 px: centres at 0, 224, ..., 896; the last centre is 104 px
+    thumb = np.ones((250, 250), bool)
+    origins = tissue_windows(g, thumb, 4.0)
+    rects = trim_tiles(g, origins, thumb, 4.0, multiple=16)
+    for (ox, oy), (x, y, w, h) in zip(origins, rects, strict=True):
+        if 0 < ox < 896 and 0 < oy < 896:
+            assert (x, y, w, h) == (*g.tile_origin(ox, oy), g.window, g.window)
+        elif max(ox, oy) == 896:  # the last tile: its 104 px centre and the margins, 136 -> 144
+            assert min(w, h) == 144 and max(x, y) == 880
+        else:  # the first tile reads no glass before the slide: its centre + one margin
+            assert min(w, h) == 240
+
+
+def test_only_crop_tiles_are_trimmed() -> None:
+    g = plan_grid((1000, 1000), 1.0, level=0, patch_size=256, multiple=16, overlap="half")
+    with pytest.raises(ValueError, match="only crop-mode tiles can be trimmed"):
+        trim_tiles(g, [(0, 0)], np.ones((10, 10), bool), 100.0, multiple=16)

@@ -77,3 +77,34 @@ def test_batches_are_applied_in_order_and_errors_reach_the_loop() -> None:
             bad.put([(i, i)], np.zeros((1, 2, 2)), None)
         bad.close()
     bad.abort()
+
+
+def _islands() -> ArraySlide:
+    """Glass with two small tissue islands: most of each tile is glass."""
+    rng = np.random.default_rng(1)
+    rgb = np.full((768, 896, 3), 240, np.uint8)
+    rgb[100:180, 120:220] = rng.integers(60, 200, (80, 100, 3), dtype=np.uint8)
+    rgb[500:640, 600:700] = rng.integers(60, 200, (140, 100, 3), dtype=np.uint8)
+    return ArraySlide(rgb, downsamples=(1, 2, 4), path="islands")
+
+
+def test_trimmed_tiles_give_the_full_tiles_map_on_tissue_for_less(tmp_path: Path) -> None:
+    import tifffile
+
+    torch.manual_seed(0)
+    ckpt = tmp_path / "batch.pt"
+    save_checkpoint(ckpt, model=UNet(UNetConfig(base_width=4, depth=2, norm="batch")),
+                    config={"store": {"patch_size": 64, "level": 0}, "stage": "finetune"})
+    res, maps = {}, {}
+    for trim in (False, True):
+        res[trim] = predict_slide(_islands(), PredictConfig(
+            checkpoint=ckpt, out=tmp_path / f"trim_{trim}", device="cpu", window=256,
+            thumb_size=224, map_downsample=4, threads=1, precision="fp32", progress=False,
+            trim=trim, write_score=False))
+        maps[trim] = tifffile.imread(res[trim].map_path).astype(int)
+    assert res[True].n_windows == res[False].n_windows
+    assert res[True].inferred_mpx < 0.5 * res[False].inferred_mpx  # mostly glass trimmed away
+    tissue = np.zeros(maps[True].shape, bool)
+    tissue[25:45, 30:55] = tissue[125:160, 150:175] = True  # the islands' map cells
+    diff = np.abs(maps[True] - maps[False])
+    assert diff[tissue].max() <= 2  # the same map where there is tissue (uint8 levels)
