@@ -11,7 +11,10 @@
    decode thread (`--threads 1`; the writer thread still overlaps) beside the default
    (decode threads = the CPUs; issue 23).
 2. Scaling: two slides, `--workers 1` against `--workers 2` (dask LocalCluster), with and
-   without the cluster's start-up (measured alone in the same run).
+   without the cluster's start-up (measured alone in the same run). On warm clusters: 1 and 2
+   workers at one decode thread each (worker scaling alone: one worker with the default
+   threads already uses every core), and 1 worker with the default threads (what a user gets
+   without --workers).
 3. Memory: peak RSS of a fresh process extracting `--memory-patches` patches (with masks) from a
    25,000^2 and a 100,000^2 slide. These slides are tiled from 9 pre-encoded JPEG tiles
    (texture inside an ellipse, glass outside, one tumor polygon) in ~20 s, not by `lymph synth`,
@@ -189,39 +192,45 @@ def scaling(root: Path, *, patches: int, size: tuple[int, int]) -> dict:
     from lymph.pipeline.extract import ExtractConfig, run
 
     clusters = {n: _warm_cluster(n) for n in (1, 2)}
-    warm: dict[int, list[float]] = {1: [], 2: []}
-    cpu: dict[int, list[float]] = {1: [], 2: []}
+    # (workers, decode threads per worker): one worker with the default threads (the CPUs)
+    # already uses every core, so worker scaling alone is measured at one decode thread each
+    configs = ((1, 1), (2, 1), (1, None))
+    warm: dict[tuple[int, int | None], list[float]] = {c: [] for c in configs}
+    cpu: dict[tuple[int, int | None], list[float]] = {c: [] for c in configs}
     control: dict[int, list[float]] = {1: [], 2: []}
     try:
         for _ in range(3):  # interleaved, best of 3: the shared machine's load moves fast
-            for n in (1, 2):
+            for n, threads in configs:
                 address = clusters[n][0].scheduler_address
-                out = root / f"s{n}.zarr"
+                out = root / f"s{n}_{threads}.zarr"
                 shutil.rmtree(out, ignore_errors=True)
                 t0 = time.perf_counter()
                 summary = run(ExtractConfig(slides=world, out=out, labels=labels,
-                                                patches_per_slide=patches, progress=False,
-                                                scheduler=address))
-                warm[n].append(time.perf_counter() - t0)
-                cpu[n].append(sum(r.cpu_seconds for r in summary.done))
+                                            patches_per_slide=patches, progress=False,
+                                            scheduler=address, threads=threads))
+                warm[(n, threads)].append(time.perf_counter() - t0)
+                cpu[(n, threads)].append(sum(r.cpu_seconds for r in summary.done))
                 assert not summary.failed, summary.failed
+            for n in (1, 2):
                 t0 = time.perf_counter()
                 map_slides(functools.partial(_burn_item, seconds=2.0), ["a", "b"],
-                           scheduler=address, progress=False)
+                           scheduler=clusters[n][0].scheduler_address, progress=False)
                 control[n].append(time.perf_counter() - t0)
     finally:
         for cluster, client in clusters.values():
             client.close()
             cluster.close()
-    best = {n: min(v) for n, v in warm.items()}
+    best = {f"{n}x{t or 'default'}": min(v) for (n, t), v in warm.items()}
     best_control = {n: min(v) for n, v in control.items()}
     return {"patches_per_slide": patches, "slides": 2, "seconds_1_worker": t1,
             "seconds_2_workers": t2, "speedup_cold": t1 / t2,
-            "warm_cluster_seconds": best, "speedup_warm": best[1] / best[2],
-            "slide_cpu_seconds": {n: min(v) for n, v in cpu.items()},
+            "warm_cluster_seconds": best, "speedup_warm": best["1x1"] / best["2x1"],
+            "speedup_vs_threads": best["1xdefault"] / best["2x1"],
+            "slide_cpu_seconds": {f"{n}x{t or 'default'}": min(v) for (n, t), v in cpu.items()},
             "control_cpu_loop_seconds": best_control,
             "speedup_control": best_control[1] / best_control[2],
-            "efficiency_vs_control": (best[1] / best[2]) / (best_control[1] / best_control[2]),
+            "efficiency_vs_control": (best["1x1"] / best["2x1"])
+            / (best_control[1] / best_control[2]),
             "load_average_1min": [load_before, os.getloadavg()[0]]}
 
 
@@ -375,13 +384,13 @@ def main() -> None:
         print(f"   --workers 1 (in process)          {s['seconds_1_worker']:8.2f} s")
         print(f"   --workers 2 (cluster start incl.)  {s['seconds_2_workers']:8.2f} s  "
               f"speedup {s['speedup_cold']:.2f}x")
-        w = s["warm_cluster_seconds"]
-        print(f"   warm 1-worker cluster              {w[1]:8.2f} s")
-        print(f"   warm 2-worker cluster              {w[2]:8.2f} s  "
-              f"speedup {s['speedup_warm']:.2f}x")
-        sc = s["slide_cpu_seconds"]
-        print(f"   CPU seconds in the slide tasks      {sc[1]:8.2f} s / {sc[2]:.2f} s  "
-              "(1 / 2 workers: equal = nothing shared slows a worker down)")
+        w, sc = s["warm_cluster_seconds"], s["slide_cpu_seconds"]
+        for key, label in (("1x1", "1 worker x 1 decode thread"),
+                           ("2x1", "2 workers x 1 decode thread"),
+                           ("1xdefault", f"1 worker x {os.cpu_count()} decode threads")):
+            print(f"   warm cluster, {label:<30} {w[key]:8.2f} s  (slide CPU {sc[key]:.2f} s)")
+        print(f"   worker scaling (2 vs 1 worker, 1 thread each): {s['speedup_warm']:.2f}x; "
+              f"2 workers vs 1 worker with the default threads: {s['speedup_vs_threads']:.2f}x")
         c = s["control_cpu_loop_seconds"]
         print(f"   control: 2 tasks x 2 s CPU loop    {c[1]:8.2f} s / {c[2]:.2f} s  "
               f"speedup {s['speedup_control']:.2f}x (what this machine gives now)")

@@ -3,10 +3,12 @@ mm^2 than random boxes of the same area?
 
     .venv/bin/python bench/bench_loop.py --out bench_out/loop [--seeds 0 1 2 3 4 5]
         [--rounds 4] [--k 6] [--k0 6] [--size 1024] [--tumor 20 --normal 8 --test-tumor 6
-        --test-normal 2 --slide 20000x15000] [--steps 1200] [--init pretrained.pt]
+        --test-normal 2 --slide 8000x6000] [--world camelyon --centre mixed] [--steps 1200]
+        [--init pretrained.pt]
 
-Worlds (`lymph.data.synth`): a training world (`--tumor`/`--normal`, seed 0: the study's
-world by default) and a separate test world (seed 1). The first `--val` tumor slides of the
+Worlds (`lymph.data.synth`, by default the study's calibrated camelyon world, mixed centres,
+8,000 x 6,000 slides): a training world (`--tumor`/`--normal`, seed 0: the study's labeled
+world, byte for byte) and a separate test world (seed 1). The first `--val` tumor slides of the
 training world are inner-validation slides, exhaustively annotated (their ground truth), as in
 `lymph study`; normal slides are labelled normal (free: slide-level labels). The other tumor
 slides start unannotated.
@@ -62,7 +64,9 @@ class LoopConfig:
     normal: int = 8
     test_tumor: int = 6
     test_normal: int = 2
-    slide: tuple[int, int] = (20000, 15000)
+    slide: tuple[int, int] = (8000, 6000)  # the study's (and calibration's) slides
+    world: str = "camelyon"  # the study's calibrated world (issue 20), not the default's
+    centre: str = "mixed"
     val: int = 2
     level: int = 2
     patch_size: int = 128
@@ -107,7 +111,7 @@ def make_world(config: LoopConfig) -> World:
                                    (test, config.test_tumor, config.test_normal, 1)):
         if not (folder / "reference.csv").is_file():
             run(SynthConfig(out=folder, n_tumor=n_t, n_normal=n_n, size=config.slide,
-                            seed=seed))
+                            seed=seed, world=config.world, centre=config.centre))
     store = root / "test.zarr"
     extract(ExtractConfig(slides=test, out=store, labels=test / "reference.csv",
                           level=config.level, patch_size=config.patch_size,
@@ -371,7 +375,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("bench_out/loop"))
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4, 5])
-    ap.add_argument("--slide", default="20000x15000", help="synthetic slide size WxH")
+    ap.add_argument("--slide", default="8000x6000", help="synthetic slide size WxH")
+    ap.add_argument("--world", default="camelyon", choices=("camelyon", "default"))
+    ap.add_argument("--centre", default="mixed")
     for name, default in (("rounds", 4), ("k", 6), ("k0", 6), ("tumor", 20), ("normal", 8),
                           ("test-tumor", 6), ("test-normal", 2), ("val", 2), ("level", 2),
                           ("patch-size", 128), ("patches-per-slide", 128), ("steps", 1200),
@@ -384,7 +390,8 @@ def main() -> None:
     w, h = (int(v) for v in a.slide.lower().split("x"))
     config = LoopConfig(out=a.out, seeds=tuple(a.seeds), rounds=a.rounds, k=a.k, k0=a.k0,
                         size=a.size, tumor=a.tumor, normal=a.normal, test_tumor=a.test_tumor,
-                        test_normal=a.test_normal, slide=(w, h), val=a.val, level=a.level,
+                        test_normal=a.test_normal, slide=(w, h), world=a.world,
+                        centre=a.centre, val=a.val, level=a.level,
                         patch_size=a.patch_size, patches_per_slide=a.patches_per_slide,
                         steps=a.steps, eval_every=a.eval_every, batch_size=a.batch_size,
                         crop=a.crop, base_width=a.base_width, init=a.init, threads=a.threads)

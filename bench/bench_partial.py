@@ -2,7 +2,8 @@
 of every tumor slide are left unannotated, and what exact reviewed regions win back.
 
     .venv/bin/python bench/bench_partial.py --out bench_out/partial [--seeds 0 1 2 3 4 5]
-        [--tumor 20 --normal 8 --test-tumor 6 --test-normal 2 --slide 20000x15000]
+        [--tumor 20 --normal 8 --test-tumor 6 --test-normal 2 --slide 8000x6000]
+        [--world camelyon --centre mixed]
         [--steps 1200] [--cell 1024]
 
 Worlds as in bench/bench_loop.py (the study's training world, a separate test world; the first
@@ -200,7 +201,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("bench_out/partial"))
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4, 5])
-    ap.add_argument("--slide", default="20000x15000")
+    ap.add_argument("--slide", default="8000x6000")
+    ap.add_argument("--world", default="camelyon", choices=("camelyon", "default"))
+    ap.add_argument("--centre", default="mixed")
     ap.add_argument("--cell", type=float, default=1024.0)
     for name, default in (("tumor", 20), ("normal", 8), ("test-tumor", 6), ("test-normal", 2),
                           ("val", 2), ("level", 2), ("patch-size", 128),
@@ -211,7 +214,8 @@ def main() -> None:
     w, h = (int(v) for v in a.slide.lower().split("x"))
     lc = bench_loop.LoopConfig(out=a.out, seeds=tuple(a.seeds), tumor=a.tumor, normal=a.normal,
                                test_tumor=a.test_tumor, test_normal=a.test_normal,
-                               slide=(w, h), val=a.val, level=a.level,
+                               slide=(w, h), world=a.world, centre=a.centre, val=a.val,
+                               level=a.level,
                                patch_size=a.patch_size, patches_per_slide=a.patches_per_slide,
                                steps=a.steps, eval_every=a.eval_every,
                                batch_size=a.batch_size, crop=a.crop, base_width=a.base_width,
