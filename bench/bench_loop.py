@@ -22,12 +22,15 @@ Then per round, for each strategy (`uncertainty`, `random`):
    scratch, or `--init`); scored on every patch of the test world's store (threshold 0.5);
 3. unless it was the last round, `lymph predict` on the training tumor slides and `lymph
    suggest --strategy S -k K` (reviewed boxes excluded) add K boxes of `--size` px.
-Rows (round, annotated area in mm^2 and in patch footprints, F1, precision, recall) go to
-`loop.csv`. The summary (`loop.json`, printed): per round the paired ΔF1 (uncertainty -
-random) with the study's statistics (mean, sd, bootstrap 95% CI, Wilcoxon p); and the fraction
-of random's final area at which uncertainty first reaches random's final F1, per seed, with its
-bootstrap CI (goal <= 0.6; a seed that never reaches it counts as 1 and is reported). `loop.png`
-plots F1 against annotated area. FROC on the test world is not computed here.
+Rows (round, annotated area in mm^2 and in patch footprints, F1, precision, recall, average
+precision) go to `loop.csv`. The summary (`loop.json`, printed): per round the paired ΔF1 and
+ΔAP (uncertainty - random) with the study's statistics (mean, t 95% CI, Wilcoxon p); and the
+fraction of random's final area at which uncertainty first reaches random's final F1 (and AP),
+per seed, with its t interval (goal <= 0.6; a seed that never reaches it counts as 1 and is
+reported). AP is threshold-free: on the test world (other labs) a model trained on few tumor
+patches may never reach 0.5, and its F1 is then 0 whatever it learned. `loop.png` plots F1
+against annotated area (mm^2, patch footprints) and AP against mm^2. FROC on the test world is
+not computed here.
 
 This runs minutes per fine-tune on a 2-core CPU at the study's scale; `tests/model/test_loop.py`
 runs it on a tiny world (2 tumor slides, 1 round) to show the machinery is correct.
@@ -259,20 +262,24 @@ def run_chain(config: LoopConfig, world: World, seed: int, strategy: str,
     return rows
 
 
-def reach_fraction(unc: list[dict[str, Any]], rnd: list[dict[str, Any]]) -> tuple[float, bool]:
-    """(area uncertainty needs to reach random's final F1 / random's final area, reached?):
-    the first round at which uncertainty's F1 >= random's last; 1.0 (not reached) otherwise."""
-    target, full = rnd[-1]["f1"], rnd[-1]["area_mm2"]
+def reach_fraction(unc: list[dict[str, Any]], rnd: list[dict[str, Any]], metric: str = "f1"
+                   ) -> tuple[float, bool]:
+    """(area uncertainty needs to reach random's final `metric` / random's final area,
+    reached?): the first round at which uncertainty's metric >= random's last; 1.0 (not
+    reached) otherwise."""
+    target, full = rnd[-1][metric], rnd[-1]["area_mm2"]
     for row in unc:
-        if row["f1"] >= target:
+        if row[metric] >= target:
             return (row["area_mm2"] / full if full > 0 else math.nan), True
     return 1.0, False
 
 
 def summarize(rows: list[dict[str, Any]], seeds: tuple[int, ...], rounds: int
               ) -> dict[str, Any]:
-    """Paired ΔF1 per round and the reach fraction, with `lymph study`'s statistics."""
-    from lymph.model.study.stats import bootstrap_ci, paired_stats, t_interval
+    """Paired ΔF1 and ΔAP per round and the reach fractions, with `lymph study`'s statistics.
+    AP is threshold-free: a model trained on few tumor patches may never reach the 0.5
+    threshold on the test world, and its F1 is then 0 whatever it learned."""
+    from lymph.model.study.stats import paired_stats
 
     by = {(r["seed"], r["strategy"], r["round"]): r for r in rows}
     rng = np.random.default_rng(0)
@@ -280,27 +287,38 @@ def summarize(rows: list[dict[str, Any]], seeds: tuple[int, ...], rounds: int
     for rd in range(rounds + 1):
         pairs = [(by[(s, "uncertainty", rd)], by[(s, "random", rd)]) for s in seeds
                  if (s, "uncertainty", rd) in by and (s, "random", rd) in by]
-        diffs = [u["f1"] - r["f1"] for u, r in pairs]
-        # seeds are independent chains on one world: no shared test folds, so no correction
-        stats = paired_stats(diffs, rng=rng, ratio=0.0) if diffs else {"n": 0}
-        per_round.append({"round": rd, "area_mm2": [u["area_mm2"] for u, _ in pairs],
-                          "delta_f1": stats})
+        entry: dict[str, Any] = {"round": rd, "area_mm2": [u["area_mm2"] for u, _ in pairs]}
+        for metric in ("f1", "ap"):
+            diffs = [u[metric] - r[metric] for u, r in pairs]
+            # seeds are independent chains on one world: no shared test folds, so no correction
+            entry[f"delta_{metric}"] = (paired_stats(diffs, rng=rng, ratio=0.0) if diffs
+                                        else {"n": 0})
+        per_round.append(entry)
+    out: dict[str, Any] = {"per_round": per_round}
+    for metric, key in (("f1", "reach_fraction"), ("ap", "reach_fraction_ap")):
+        out[key] = _reach_summary(by, seeds, rounds, metric, rng)
+    return out
+
+
+def _reach_summary(by: dict, seeds: tuple[int, ...], rounds: int, metric: str,
+                   rng: np.random.Generator) -> dict[str, Any]:
+    from lymph.model.study.stats import bootstrap_ci, t_interval
+
     fractions, reached = [], []
     for s in seeds:
         unc = [by[(s, "uncertainty", rd)] for rd in range(rounds + 1)
                if (s, "uncertainty", rd) in by]
         rnd = [by[(s, "random", rd)] for rd in range(rounds + 1) if (s, "random", rd) in by]
         if len(unc) == len(rnd) == rounds + 1:
-            f, ok = reach_fraction(unc, rnd)
+            f, ok = reach_fraction(unc, rnd, metric)
             fractions.append(f)
             reached.append(ok)
     many = len(fractions) > 1
     ci = t_interval(fractions) if many else (math.nan, math.nan)  # the study's interval
     boot = bootstrap_ci(fractions, rng=rng) if many else (math.nan, math.nan)  # shown only
-    return {"per_round": per_round, "reach_fraction": {
-        "values": fractions, "reached": reached, "mean": float(np.mean(fractions))
-        if fractions else math.nan, "ci": tuple(float(v) for v in ci),
-        "ci_bootstrap": boot, "goal": 0.6}}
+    return {"metric": metric, "values": fractions, "reached": reached,
+            "mean": float(np.mean(fractions)) if fractions else math.nan,
+            "ci": tuple(float(v) for v in ci), "ci_bootstrap": boot, "goal": 0.6}
 
 
 def plot(rows: list[dict[str, Any]], path: Path) -> None:
@@ -309,20 +327,23 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    # F1 (threshold 0.5) and average precision against annotated mm^2 and patch footprints
+    panels = ((1, "f1", "annotated area (mm$^2$)", "test-world pixel F1 (threshold 0.5)"),
+              (2, "f1", "annotated area (patch footprints)", "test-world pixel F1 (threshold 0.5)"),
+              (1, "ap", "annotated area (mm$^2$)", "test-world average precision"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(15, 4))
     for strategy, color in zip(STRATEGIES, ("tab:orange", "tab:gray"), strict=True):
         mine = [r for r in rows if r["strategy"] == strategy]
         for seed in sorted({r["seed"] for r in mine}):
-            pts = sorted((r["round"], r["area_mm2"], r["annotated_patches"], r["f1"])
+            pts = sorted((r["round"], r["area_mm2"], r["annotated_patches"], r)
                          for r in mine if r["seed"] == seed)
-            for ax, x in zip(axes, (1, 2), strict=True):
-                ax.plot([p[x] for p in pts], [p[3] for p in pts], color=color, alpha=0.35,
-                        marker="o", label=strategy if seed == min(r["seed"] for r in mine)
-                        else None)
-    axes[0].set_xlabel("annotated area (mm$^2$)")
-    axes[1].set_xlabel("annotated area (patch footprints)")
-    for ax in axes:
-        ax.set_ylabel("test-world pixel F1")
+            for ax, (x, metric, _xl, _yl) in zip(axes, panels, strict=True):
+                ax.plot([p[x] for p in pts], [p[3][metric] for p in pts], color=color,
+                        alpha=0.35, marker="o",
+                        label=strategy if seed == min(r["seed"] for r in mine) else None)
+    for ax, (_x, _m, xlabel, ylabel) in zip(axes, panels, strict=True):
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
         ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -353,21 +374,24 @@ def run_loop(config: LoopConfig) -> dict[str, Any]:
 
 
 def report(result: dict[str, Any]) -> str:
-    lines = [f"{'round':>5} {'area mm2':>9} {'ΔF1 unc-rand':>13} {'95% CI':>18} {'p':>6} n"]
+    lines = [f"{'round':>5} {'area mm2':>9} {'metric':>6} {'Δ unc-rand':>11} "
+             f"{'t 95% CI':>18} {'p':>6} n"]
     for pr in result["summary"]["per_round"]:
-        d = pr["delta_f1"]
-        if not d.get("n"):
-            continue
-        area = np.mean(pr["area_mm2"])
-        lo, hi = d["ci"]
-        lines.append(f"{pr['round']:>5} {area:>9.3f} {d['mean']:>+13.3f} "
-                     f"[{lo:+.3f}, {hi:+.3f}] {d['p_wilcoxon']:>6.3f} {d['n']}")
-    rf = result["summary"]["reach_fraction"]
-    lo, hi = rf["ci"]
-    lines.append(f"area uncertainty needs to reach random's final F1, as a fraction of "
-                 f"random's area: {rf['mean']:.2f} [{lo:.2f}, {hi:.2f}] over "
-                 f"{len(rf['values'])} seed(s) (goal <= 0.6); reached in "
-                 f"{sum(rf['reached'])} of {len(rf['reached'])}")
+        for metric in ("f1", "ap"):
+            d = pr[f"delta_{metric}"]
+            if not d.get("n"):
+                continue
+            area = np.mean(pr["area_mm2"])
+            lo, hi = d["ci"]
+            lines.append(f"{pr['round']:>5} {area:>9.3f} {metric:>6} {d['mean']:>+11.3f} "
+                         f"[{lo:+.3f}, {hi:+.3f}] {d['p_wilcoxon']:>6.3f} {d['n']}")
+    for key in ("reach_fraction", "reach_fraction_ap"):
+        rf = result["summary"][key]
+        lo, hi = rf["ci"]
+        lines.append(f"area uncertainty needs to reach random's final {rf['metric'].upper()}, as "
+                     f"a fraction of random's area: {rf['mean']:.2f} [{lo:.2f}, {hi:.2f}] over "
+                     f"{len(rf['values'])} seed(s) (goal <= 0.6); reached in "
+                     f"{sum(rf['reached'])} of {len(rf['reached'])}")
     return "\n".join(lines)
 
 

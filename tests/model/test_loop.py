@@ -29,7 +29,9 @@ def loop():
 
 
 def _rows(f1s: dict[tuple[int, str], list[float]], area: float = 1.0) -> list[dict]:
-    return [{"seed": s, "strategy": st, "round": r, "area_mm2": area * (r + 1), "f1": f}
+    # AP: random's F1 + 0.1 every round, uncertainty's F1 + 0.2 (it ranks better)
+    return [{"seed": s, "strategy": st, "round": r, "area_mm2": area * (r + 1), "f1": f,
+             "ap": f + (0.2 if st == "uncertainty" else 0.1)}
             for (s, st), vals in f1s.items() for r, f in enumerate(vals)]
 
 
@@ -55,6 +57,9 @@ def test_summarize_pairs_seeds_per_round(loop):
     assert r1["mean"] == pytest.approx(0.175) and r1["ci"][0] > 0 and r1["positive"] == 6
     rf = out["reach_fraction"]
     assert rf["values"] == [2 / 3] * 6 and all(rf["reached"]) and rf["mean"] == pytest.approx(2 / 3)
+    assert out["per_round"][0]["delta_ap"]["mean"] == pytest.approx(0.1)
+    ra = out["reach_fraction_ap"]  # uncertainty's round-1 AP 0.65+ >= random's final 0.5
+    assert ra["metric"] == "ap" and ra["values"] == [2 / 3] * 6
     partial = loop.summarize(_rows({(0, "random"): [0.2, 0.3]}), (0,), 1)
     assert partial["per_round"][0]["delta_f1"] == {"n": 0}
     assert math.isnan(partial["reach_fraction"]["mean"])
