@@ -139,12 +139,12 @@ def checksum_cost(store: Path, *, extract_seconds: float) -> dict:
 
 
 def _warm_cluster(n: int) -> tuple[object, object]:
-    import logging
 
     from distributed import Client, LocalCluster
 
-    cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                           dashboard_address=None, silence_logs=logging.ERROR)
+    from lymph.data.cluster import local_cluster
+
+    cluster = local_cluster(LocalCluster, n)  # as lymph starts its own (no MALLOC_TRIM_THRESHOLD_)
     client = Client(cluster)
 
     def warm() -> None:

@@ -106,6 +106,23 @@ def _run_dask(fn: Callable[[Any], T], items: list[Any], *, workers: int, schedul
         quiet.setLevel(level)
 
 
+# distributed gives its workers MALLOC_TRIM_THRESHOLD_=65536, which also turns off glibc's
+# dynamic mmap threshold: every patch-sized buffer is then mmap'ed and unmapped again. Measured
+# (2 slides x 3,000 patches, warm LocalCluster, best of 3): 22.2 s with it, 14.3 s without, on
+# 1 worker; 14.8 s and 9.5 s on 2. Workers of a `--scheduler` cluster should unset it too.
+NO_TRIM = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
+
+
+def local_cluster(factory: Callable[..., Any], workers: int) -> Any:
+    """``factory`` (LocalCluster) of ``workers`` single-threaded processes, without dask's
+    MALLOC_TRIM_THRESHOLD_ (see NO_TRIM)."""
+    import dask
+
+    with dask.config.set(NO_TRIM):
+        return factory(n_workers=workers, threads_per_worker=1, processes=True,
+                       dashboard_address=None, silence_logs=logging.ERROR)
+
+
 def _submit_all(fn: Callable[[Any], T], items: list[Any], *, workers: int,
                 scheduler: str | None, record: Callable[[int, tuple], None], desc: str,
                 connect_timeout: float) -> None:
@@ -113,8 +130,7 @@ def _submit_all(fn: Callable[[Any], T], items: list[Any], *, workers: int,
 
     cluster = None
     if scheduler is None:
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                               dashboard_address=None, silence_logs=logging.ERROR)
+        cluster = local_cluster(LocalCluster, workers)
         client = Client(cluster)
     else:
         try:
