@@ -94,11 +94,21 @@ class CropSink:
         self.grid = grid
         self.map = prob_map
 
-    def add(self, probs: np.ndarray, x_lvl: int, y_lvl: int) -> None:
+    def add(self, probs: np.ndarray, x_lvl: int, y_lvl: int,
+            origin: tuple[int, int] | None = None) -> None:
+        """The tile whose centre starts at (``x_lvl``, ``y_lvl``); ``probs`` starts at
+        ``origin`` (level frame; None: the full tile's origin). A trimmed window covers only
+        part of its centre: the rest has no tissue and is written as 0."""
         g = self.grid
-        tx, ty = g.tile_origin(x_lvl, y_lvl)
-        ox, oy = x_lvl - tx, y_lvl - ty
-        centre = probs[oy : oy + g.stride, ox : ox + g.stride].astype(np.float64)
+        ox, oy = origin if origin is not None else g.tile_origin(x_lvl, y_lvl)
+        centre = np.zeros((g.stride, g.stride), np.float64)
+        # the part of the centre the window covers, in the centre's and the window's frames
+        x0, y0 = max(x_lvl, ox), max(y_lvl, oy)
+        x1 = min(x_lvl + g.stride, ox + probs.shape[1])
+        y1 = min(y_lvl + g.stride, oy + probs.shape[0])
+        if x1 > x0 and y1 > y0:
+            centre[y0 - y_lvl : y1 - y_lvl, x0 - x_lvl : x1 - x_lvl] = (
+                probs[y0 - oy : y1 - oy, x0 - ox : x1 - ox])
         cells = block_sum(centre, g.cell) / (g.cell * g.cell)
         r, c = y_lvl // g.cell, x_lvl // g.cell
         h, w = min(cells.shape[0], g.map_height - r), min(cells.shape[1], g.map_width - c)
@@ -115,7 +125,12 @@ class BlendSink:
         self.acc = BandAccumulator(grid, hann_weights(grid.window))
         self.map = prob_map
 
-    def add(self, probs: np.ndarray, x_lvl: int, y_lvl: int) -> None:
+    def add(self, probs: np.ndarray, x_lvl: int, y_lvl: int,
+            origin: tuple[int, int] | None = None) -> None:
+        """A blend window starts where its map footprint does (``origin``: never trimmed)."""
+        if origin is not None and origin != (x_lvl, y_lvl):
+            raise ValueError(f"blend windows are never trimmed: window at {origin}, "
+                             f"tile at {(x_lvl, y_lvl)}")
         self.acc.add(probs, x_lvl, y_lvl)
 
     def emit(self, upto_row: int) -> None:

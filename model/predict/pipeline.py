@@ -43,7 +43,8 @@ T = TypeVar("T")
 class MapSink(Protocol):
     """Where window probabilities go (``blend.BlendSink``, ``blend.CropSink``)."""
 
-    def add(self, probs: np.ndarray, x_lvl: int, y_lvl: int) -> None: ...
+    def add(self, probs: np.ndarray, x_lvl: int, y_lvl: int,
+            origin: tuple[int, int] | None = None) -> None: ...
 
     def emit(self, upto_row: int) -> None: ...
 
@@ -52,7 +53,8 @@ _DONE = object()
 
 
 class SinkThread:
-    """Apply ``(chunk, probs, emit_row)`` batches to ``sink`` on a background thread."""
+    """Apply ``(chunk, probs, emit_row, window origins)`` batches to ``sink`` on a background
+    thread."""
 
     def __init__(self, sink: MapSink, *, depth: int = 2, enabled: bool | None = None) -> None:
         self.sink = sink
@@ -67,10 +69,10 @@ class SinkThread:
             self._thread.start()
 
     def _apply(self, chunk: Sequence[tuple[int, int]], probs: np.ndarray | Sequence[np.ndarray],
-               emit_row: int | None) -> None:
+               emit_row: int | None, windows: Sequence[tuple[int, int]] | None) -> None:
         t0 = time.perf_counter()
-        for (x, y), p in zip(chunk, probs, strict=True):
-            self.sink.add(p, x, y)
+        for j, ((x, y), p) in enumerate(zip(chunk, probs, strict=True)):
+            self.sink.add(p, x, y, None if windows is None else windows[j])
         if emit_row is not None:
             self.sink.emit(emit_row)
         self.busy += time.perf_counter() - t0
@@ -88,15 +90,16 @@ class SinkThread:
                 self._error = exc
 
     def put(self, chunk: Sequence[tuple[int, int]], probs: np.ndarray | Sequence[np.ndarray],
-            emit_row: int | None) -> None:
+            emit_row: int | None, windows: Sequence[tuple[int, int]] | None = None) -> None:
         """Blend one batch (in the background when enabled); ``emit_row``: map rows above it
-        are final after this batch (None: none yet)."""
+        are final after this batch (None: none yet); ``windows``: where each of ``probs``
+        starts (trimmed tiles; None: the full tiles)."""
         if self._error is not None:
             raise self._error
         if not self.enabled:
-            self._apply(chunk, probs, emit_row)
+            self._apply(chunk, probs, emit_row, windows)
             return
-        self._queue.put((chunk, probs, emit_row))
+        self._queue.put((chunk, probs, emit_row, windows))
 
     def close(self) -> None:
         """Wait for every batch; raises the thread's first error."""
@@ -162,22 +165,6 @@ def _chunks(n: int, batch_size: int, shape: Callable[[int], tuple[int, int]]) ->
         else:
             chunks.append([i])
     return chunks
-
-
-def _full_tiles(grid: Grid, origins: Sequence[tuple[int, int]], chunk: list[int],
-                probs: np.ndarray, rects: Sequence[Rect] | None) -> np.ndarray | list[np.ndarray]:
-    """The batch's probabilities as full tiles: a trimmed window's placed in its tile, the rest
-    of the tile (no tissue) 0."""
-    if rects is None:
-        return probs
-    out = []
-    for i, p in zip(chunk, probs, strict=True):
-        x, y, w, h = rects[i]
-        tx, ty = grid.tile_origin(*origins[i])
-        full = np.zeros((grid.window, grid.window), p.dtype)
-        full[y - ty : y - ty + h, x - tx : x - tx + w] = p
-        out.append(full)
-    return out
 
 
 def _prefetch(iterator: Iterator[T], depth: int = 2) -> Iterator[T]:
@@ -267,8 +254,9 @@ def infer_map(
             done += len(idx)
             bar.update(len(idx))
             # map rows above the next pending window's top are final
-            blend.put([origins[i] for i in idx], _full_tiles(grid, origins, idx, probs, rects),
-                      origins[done][1] // grid.cell if done < len(origins) else None)
+            blend.put([origins[i] for i in idx], probs,
+                      origins[done][1] // grid.cell if done < len(origins) else None,
+                      None if rects is None else [rects[i][:2] for i in idx])
             timings["blend"] += time.perf_counter() - t0
         _close(blend, grid.map_height, timings)
     finally:

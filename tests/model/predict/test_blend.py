@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lymph.model.predict.blend import BandAccumulator, CropSink, hann_weights
+from lymph.model.predict.blend import BandAccumulator, BlendSink, CropSink, hann_weights
 from lymph.model.predict.grid import plan_grid
 
 
@@ -78,3 +78,34 @@ def test_crop_tiles_write_every_cell_once_without_offset() -> None:
     cells = ramp[: grid.map_height * 8, : grid.map_width * 8]
     expected = cells.reshape(grid.map_height, 8, grid.map_width, 8).mean(axis=(1, 3))
     np.testing.assert_allclose(out / 255.0, expected, atol=0.5 / 255 + 1e-6)
+
+
+def test_crop_tiles_trimmed_to_a_window_write_it_and_zero_the_rest() -> None:
+    """A trimmed window (``origin``) covers part of its tile's centre: the covered cells get the
+    window's values, the rest 0, as if the full tile had been 0 outside the window."""
+    grid = plan_grid((300, 200), 1.0, level=0, patch_size=64, multiple=4, map_downsample=8,
+                     overlap="margin")
+    yy, xx = np.mgrid[0:400, 0:400].astype(np.float32)
+    ramp = 0.2 + 0.6 * (xx + 2 * yy) / 1200
+    trimmed = np.zeros((grid.map_height, grid.map_width), np.uint8)
+    padded = np.zeros_like(trimmed)
+    rng = np.random.default_rng(0)
+    for y in grid.ys_lvl:
+        for x in grid.xs_lvl:
+            tx, ty = grid.tile_origin(x, y)
+            wx, wy = tx + 8 * int(rng.integers(0, 3)), ty + 8 * int(rng.integers(0, 3))
+            w, h = 8 * int(rng.integers(2, 5)), 8 * int(rng.integers(2, 5))
+            window = ramp[wy : wy + h, wx : wx + w]
+            CropSink(grid, trimmed).add(window, x, y, (wx, wy))
+            full = np.zeros((grid.window, grid.window), np.float32)
+            full[wy - ty : wy - ty + h, wx - tx : wx - tx + w] = window
+            CropSink(grid, padded).add(full, x, y)
+    np.testing.assert_array_equal(trimmed, padded)
+    assert (trimmed == 0).any() and (trimmed > 0).any()
+
+
+def test_blend_windows_refuse_a_trimmed_origin() -> None:
+    grid = plan_grid((128, 256), 1.0, level=0, patch_size=64, multiple=4, map_downsample=8)
+    sink = BlendSink(grid, np.zeros((grid.map_height, grid.map_width), np.uint8))
+    with pytest.raises(ValueError, match="blend windows are never trimmed"):
+        sink.add(np.zeros((64, 64), np.float32), 0, 0, (8, 0))

@@ -51,13 +51,16 @@ def test_maps_are_identical_with_and_without_the_blend_thread(
 class _Sink:
     def __init__(self, fail_at: int | None = None) -> None:
         self.added: list[tuple[int, int]] = []
+        self.windows: list[tuple[int, int] | None] = []
         self.emitted: list[int] = []
         self.fail_at = fail_at
 
-    def add(self, probs: np.ndarray, x: int, y: int) -> None:
+    def add(self, probs: np.ndarray, x: int, y: int,
+            origin: tuple[int, int] | None = None) -> None:
         if self.fail_at is not None and len(self.added) == self.fail_at:
             raise MemoryError("cannot grow the band")
         self.added.append((x, y))
+        self.windows.append(origin)
 
     def emit(self, row: int) -> None:
         self.emitted.append(row)
@@ -71,6 +74,12 @@ def test_batches_are_applied_in_order_and_errors_reach_the_loop() -> None:
     bg.put([], np.zeros((0,)), None)
     bg.close()
     assert sink.added == [(i, i) for i in range(20)] and sink.emitted == list(range(20))
+    assert sink.windows == [None] * 20
+    trimmed = _Sink()
+    bg = SinkThread(trimmed, depth=1, enabled=True)
+    bg.put([(0, 0), (8, 0)], np.zeros((2, 2, 2)), None, windows=[(1, 2), (9, 3)])
+    bg.close()
+    assert trimmed.added == [(0, 0), (8, 0)] and trimmed.windows == [(1, 2), (9, 3)]
     bad = SinkThread(_Sink(fail_at=2), depth=1, enabled=True)
     with pytest.raises(MemoryError, match="cannot grow the band"):
         for i in range(50):
