@@ -19,7 +19,9 @@ Then per round, for each strategy (`uncertainty`, `random`):
 1. the oracle answers every box so far from the ground truth (`oracle_annotations`: outlines
    clipped to the box, the box a reviewed region) into `S.xml` per slide;
 2. `lymph extract` (partial annotations) into a new store; `lymph train --stage finetune` (from
-   scratch, or `--init`); scored on every patch of the test world's store (threshold 0.5);
+   scratch, or `--init`); scored on every patch of the test world's store at the threshold
+   its own validation chose (the F1-best threshold on the inner-validation slides at best.pt's
+   step, as `lymph study` chooses it; F1 at 0.5 is kept as `f1_05`);
 3. unless it was the last round, `lymph predict` on the training tumor slides and `lymph
    suggest --strategy S -k K` (reviewed boxes excluded) add K boxes of `--size` px.
 Rows (round, annotated area in mm^2 and in patch footprints, F1, precision, recall, average
@@ -27,8 +29,8 @@ precision) go to `loop.csv`. The summary (`loop.json`, printed): per round the p
 ΔAP (uncertainty - random) with the study's statistics (mean, t 95% CI, Wilcoxon p); and the
 fraction of random's final area at which uncertainty first reaches random's final F1 (and AP),
 per seed, with its t interval (goal <= 0.6; a seed that never reaches it counts as 1 and is
-reported). AP is threshold-free: on the test world (other labs) a model trained on few tumor
-patches may never reach 0.5, and its F1 is then 0 whatever it learned. `loop.png` plots F1
+reported). AP is threshold-free; F1 at 0.5 is degenerate on the test world (other labs): a
+model trained on few tumor patches may never reach 0.5 there. `loop.png` plots F1
 against annotated area (mm^2, patch footprints) and AP against mm^2. FROC on the test world is
 not computed here.
 
@@ -167,8 +169,6 @@ def train_and_score(config: LoopConfig, world: World, ann: Path, work: Path, see
                     ) -> tuple[dict[str, Any], Path]:
     """Extract with the answers so far, fine-tune, score on the test world."""
     from lymph.data.store import PatchStore
-    from lymph.model.evaluate import EvalConfig
-    from lymph.model.evaluate import run as evaluate
     from lymph.model.train import TrainConfig
     from lymph.model.train import run as train
     from lymph.pipeline.extract import ExtractConfig
@@ -191,12 +191,42 @@ def train_and_score(config: LoopConfig, world: World, ann: Path, work: Path, see
         batch_size=config.batch_size, crop=config.crop, seed=seed, workers=0,
         threads=config.threads, select="best_f1", device="cpu", **opts), progress=False)
     ckpt = result.best or result.last
-    scores = evaluate(EvalConfig(store=world.test_store, checkpoint=ckpt, threshold=0.5,
-                                 batch_size=32, progress=False)).to_dict()
-    row = {k: scores[k] for k in ("f1", "precision", "recall")}
-    row.update(ap=scores["average_precision"], train_tumor_patches=n_tumor,
-               train_slides=len(train_ids), best_step=result.best_step)
+    row = score(world, ckpt, val_threshold(work / "train", result.best_step))
+    row.update(train_tumor_patches=n_tumor, train_slides=len(train_ids),
+               best_step=result.best_step)
     return row, ckpt
+
+
+def val_threshold(run_dir: Path, best_step: int | None) -> float:
+    """The F1-best threshold of the inner-validation slides at best.pt's step (the trainer's
+    metrics.jsonl); the last validation's when there is no best.pt."""
+    vals = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()
+            if '"kind": "val"' in line]
+    chosen = [v for v in vals if v["step"] == best_step] or vals[-1:]
+    return float(chosen[-1]["best_threshold"])
+
+
+def score(world: World, ckpt: Path, threshold: float) -> dict[str, Any]:
+    """Test-world pixel F1/precision/recall at `threshold` and at 0.5, and AP."""
+    from lymph.model.evaluate import EvalConfig
+    from lymph.model.evaluate import run as evaluate
+
+    scores = evaluate(EvalConfig(store=world.test_store, checkpoint=ckpt, threshold=threshold,
+                                 batch_size=32, progress=False)).to_dict()
+    at_05 = evaluate(EvalConfig(store=world.test_store, checkpoint=ckpt, threshold=0.5,
+                                batch_size=32, progress=False)).to_dict()
+    row = {k: scores[k] for k in ("f1", "precision", "recall")}
+    row.update(threshold=threshold, f1_05=at_05["f1"], recall_05=at_05["recall"],
+               ap=scores["average_precision"])
+    return row
+
+
+def rescore(world: World, work: Path, row: dict[str, Any]) -> dict[str, Any]:
+    """A round saved before F1 was read at the validation threshold, scored again from its
+    kept checkpoint (the rest of its row unchanged)."""
+    run_dir = work / "train"
+    ckpt = run_dir / "best.pt" if (run_dir / "best.pt").is_file() else run_dir / "last.pt"
+    return {**row, **score(world, ckpt, val_threshold(run_dir, row.get("best_step")))}
 
 
 def next_boxes(config: LoopConfig, world: World, ckpt: Path, ann: Path, work: Path,
@@ -239,6 +269,9 @@ def run_chain(config: LoopConfig, world: World, seed: int, strategy: str,
         done = work / "round.json"
         if done.is_file():
             saved = json.loads(done.read_text())
+            if "threshold" not in saved["row"]:
+                saved["row"] = rescore(world, work, saved["row"])
+                done.write_text(json.dumps(saved))
             rows.append(saved["row"])
             boxes = {k: [tuple(b) for b in v] for k, v in saved["boxes_after"].items()}
             continue
@@ -277,8 +310,7 @@ def reach_fraction(unc: list[dict[str, Any]], rnd: list[dict[str, Any]], metric:
 def summarize(rows: list[dict[str, Any]], seeds: tuple[int, ...], rounds: int
               ) -> dict[str, Any]:
     """Paired ΔF1 and ΔAP per round and the reach fractions, with `lymph study`'s statistics.
-    AP is threshold-free: a model trained on few tumor patches may never reach the 0.5
-    threshold on the test world, and its F1 is then 0 whatever it learned."""
+    F1 is read at each run's validation threshold; AP is threshold-free."""
     from lymph.model.study.stats import paired_stats
 
     by = {(r["seed"], r["strategy"], r["round"]): r for r in rows}
@@ -327,9 +359,10 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    # F1 (threshold 0.5) and average precision against annotated mm^2 and patch footprints
-    panels = ((1, "f1", "annotated area (mm$^2$)", "test-world pixel F1 (threshold 0.5)"),
-              (2, "f1", "annotated area (patch footprints)", "test-world pixel F1 (threshold 0.5)"),
+    # F1 (validation threshold) and average precision against annotated mm^2 and footprints
+    f1 = "test-world pixel F1 (validation threshold)"
+    panels = ((1, "f1", "annotated area (mm$^2$)", f1),
+              (2, "f1", "annotated area (patch footprints)", f1),
               (1, "ap", "annotated area (mm$^2$)", "test-world average precision"))
     fig, axes = plt.subplots(1, len(panels), figsize=(15, 4))
     for strategy, color in zip(STRATEGIES, ("tab:orange", "tab:gray"), strict=True):

@@ -65,6 +65,16 @@ def test_summarize_pairs_seeds_per_round(loop):
     assert math.isnan(partial["reach_fraction"]["mean"])
 
 
+def test_val_threshold_is_best_steps_validation_choice(loop, tmp_path):
+    lines = [{"kind": "train", "step": 100, "loss": 1.0},
+             {"kind": "val", "step": 100, "best_threshold": 0.31},
+             {"kind": "val", "step": 200, "best_threshold": 0.07},
+             {"kind": "val", "step": 300, "best_threshold": 0.52}]
+    (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    assert loop.val_threshold(tmp_path, 200) == 0.07
+    assert loop.val_threshold(tmp_path, None) == 0.52  # no best.pt: the last validation's
+
+
 @pytest.mark.parametrize(("kwargs", "match"), [
     ({"rounds": 0}, "need rounds >= 1"), ({"k": 0}, "need rounds >= 1"),
     ({"seeds": ()}, "need rounds >= 1"), ({"val": 3, "tumor": 3}, "val 3 must be in 1..tumor"),
@@ -106,9 +116,16 @@ def test_tiny_loop_end_to_end(loop, tmp_path):
         assert len(list(csv.DictReader(fh))) == 4
     assert (tmp_path / "loop" / "loop.png").is_file()
     assert "area uncertainty needs" in loop.report(result)
-    # a rerun resumes from round.json: same rows, nothing retrained
+    assert all(0 < r["threshold"] < 1 and "f1_05" in r for r in rows)
+    # a rerun resumes from round.json: same rows, nothing retrained; a round saved before the
+    # validation threshold is scored again from its checkpoint
+    done = tmp_path / "loop" / "seed0" / "random" / "round1" / "round.json"
+    saved = json.loads(done.read_text())
+    del saved["row"]["threshold"]
+    done.write_text(json.dumps(saved))
     again = loop.run_loop(cfg)
     assert [r["f1"] for r in again["rows"]] == [r["f1"] for r in rows]
+    assert "threshold" in json.loads(done.read_text())["row"]
     assert np.isfinite([r["f1"] for r in rows]).all()
 
 
