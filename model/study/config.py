@@ -10,10 +10,10 @@ from __future__ import annotations
 import operator
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import SupportsIndex, TypedDict, TypeVar
+from typing import Any, SupportsIndex, TypedDict, TypeVar
 
 from lymph.data.errors import ConfigError
 from lymph.model.precision import check_precision
@@ -294,18 +294,8 @@ class StudyConfig:
     def _resolve(self) -> StudySettings:
         """Each profile setting: given, else the profile's, else DEFAULTS (validated)."""
         p: ProfileValues = PROFILES[self.profile] if self.profile is not None else DEFAULTS
-        return StudySettings(
-            sizes=_given(self.sizes, p["sizes"]), folds=_given(self.folds, p["folds"]),
-            repeats=_given(self.repeats, p["repeats"]), steps=_given(self.steps, p["steps"]),
-            patience=_given(self.patience, p["patience"]),
-            min_steps=_given(self.min_steps, p["min_steps"]),
-            eval_every=_given(self.eval_every, p["eval_every"]),
-            batch_size=_given(self.batch_size, p["batch_size"]),
-            crop=_given(self.crop, p["crop"]), val_slides=_given(self.val_slides, p["val_slides"]),
-            val_patches=_given(self.val_patches, p["val_patches"]),
-            eval_batch_size=_given(self.eval_batch_size, p["eval_batch_size"]),
-            workers=_given(self.workers, p["workers"]),
-        )  # fmt: skip
+        profile: Mapping[str, Any] = p
+        return StudySettings(**{k: _given(getattr(self, k), profile[k]) for k in PROFILE_KEYS})
 
     def _check_numbers(self) -> None:
         for name in ("base_width", "max_test_patches", "jobs", "threads", "resamples"):

@@ -72,3 +72,17 @@ def test_to_dict_records_the_given_and_the_resolved_settings(tmp_path) -> None:
     assert d["resolved"]["sizes"] == [8, 4] and d["resolved"]["steps"] == 600
     assert d["pretrained"] == [["identity", "p.pt"]]
     assert list(d)[-1] == "resolved"
+
+
+def test_profile_values_and_study_settings_name_the_same_settings() -> None:
+    """`_resolve` fills StudySettings from PROFILE_KEYS: a setting added to one and not the
+    other would be lost or fail."""
+    import dataclasses
+
+    from lymph.model.study import config as study_config
+
+    fields = [f.name for f in dataclasses.fields(study_config.StudySettings)]
+    assert list(study_config.ProfileValues.__annotations__) == fields
+    assert list(study_config.PROFILE_KEYS) == fields
+    for values in study_config.PROFILES.values():
+        assert list(values) == fields
