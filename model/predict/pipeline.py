@@ -253,9 +253,8 @@ def infer_map(
             t0 = time.perf_counter()
             done += len(idx)
             bar.update(len(idx))
-            # map rows above the next pending window's top are final
-            blend.put([origins[i] for i in idx], probs,
-                      origins[done][1] // grid.cell if done < len(origins) else None,
+            final_row = origins[done][1] // grid.cell if done < len(origins) else None
+            blend.put([origins[i] for i in idx], probs, final_row,  # map rows above are final
                       None if rects is None else [rects[i][:2] for i in idx])
             timings["blend"] += time.perf_counter() - t0
         _close(blend, grid.map_height, timings)
