@@ -158,6 +158,27 @@ def cap_line(cap: Mapping[str, float], steps: int) -> str:
     return text
 
 
+def compute_line(rows: Sequence[Mapping[str, object]], jobs: int) -> str:
+    """The runs' compute: their own time summed (train + score), their CPU time, and the wall
+    time that makes with ``jobs`` runs in parallel (pretraining not included)."""
+    def total(key: str) -> float:
+        values = (_float(r.get(key)) for r in rows)
+        return sum(v for v in values if v is not None)
+
+    run_h = (total("train_seconds") + total("eval_seconds")) / 3600
+    return (f"Compute: {len(rows)} runs, {run_h:.2f} h of run time summed over runs "
+            f"({total('cpu_seconds') / 3600:.2f} CPU-h); {jobs} at a time makes about "
+            f"{run_h / max(1, jobs):.2f} h of wall time (pretraining not included; a run's "
+            "time depends on what else the machine ran).")
+
+
+def _float(value: object) -> float | None:
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+
+
 def _primary_rows(st: PairStats, size: int, a: str, b: str, margin: float) -> list[str]:
     return [
         "| Labeled | ΔF1 = F1(a) − F1(b) | mean | sd | corrected 95% CI | t 95% CI | "
@@ -205,8 +226,9 @@ def results_markdown(
     notes: Sequence[str] = (),
     deviations: Sequence[str] = (),
     cap: Mapping[str, float] | None = None,
+    compute: str = "",
 ) -> str:
-    """The results part of table.md."""
+    """The results part of table.md (``compute``: `compute_line`'s, when given)."""
     primary, margin = protocol["primary"], protocol["margin"]
     a, b = primary["comparison"]
     lines = [
@@ -219,6 +241,7 @@ def results_markdown(
         "",
         cap_line(cap or {}, protocol["steps"]),
         "",
+        *([compute, ""] if compute else []),
         "### Primary endpoint (ΔF1, percentage points)",
         "",
     ]

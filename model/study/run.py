@@ -25,6 +25,7 @@ from lymph.model.study.protocol import (
 )
 from lymph.model.study.report import (
     cap_line,
+    compute_line,
     plot_pairs_by_size,
     primary_stats,
     protocol_markdown,
@@ -145,7 +146,7 @@ def _write_results(
     cap = cap_fractions(rows)
     table = protocol_markdown(protocol) + results_markdown(
         summary, protocol=protocol, notes=plan.notes, cap=cap,
-        deviations=deviations,
+        deviations=deviations, compute=compute_line(rows, config.n_jobs),
     )  # fmt: skip
     atomic_write_text(config.out / "table.md", table)
     st = primary_stats(summary, protocol["primary"])

@@ -10,3 +10,14 @@ def test_pp_keeps_the_sign_of_a_ci_bound_that_rounds_to_zero() -> None:
     assert _pp(-0.0004) == "-0.04" and _pp(0.0004, signed=False) == "0.04"
     assert _pp(0.0) == _pp(-0.0) == "+0.0" and _pp(0.0133) == "+1.3" and _pp(-0.02) == "-2.0"
     assert _pp(float("nan")) == "n/a"
+
+
+def test_compute_line_sums_the_runs_own_time() -> None:
+    from lymph.model.study.report import compute_line
+
+    rows = [{"train_seconds": "3000", "eval_seconds": "600", "cpu_seconds": "3500"},
+            {"train_seconds": 1800.0, "eval_seconds": 0.0, "cpu_seconds": 1700.0},
+            {"train_seconds": "", "eval_seconds": None}]  # a row without times counts no time
+    line = compute_line(rows, jobs=2)
+    assert line.startswith("Compute: 3 runs, 1.50 h of run time summed over runs (1.44 CPU-h)")
+    assert "2 at a time makes about 0.75 h of wall time" in line

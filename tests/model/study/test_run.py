@@ -104,6 +104,7 @@ def test_study_runs_records_provenance_resumes_and_refuses_other_settings(tmp_pa
     assert table.index("Primary endpoint") < table.index("## Results")
     assert "**Primary endpoint**: no verdict: 2 pairs < 10" in table
     assert "Step cap 2: 100% of 6 runs never early-stopped" in table
+    assert "Compute: 6 runs, " in table and " h of wall time" in table
     assert study["results"]["step_cap"]["at_cap"] == 1.0
     record = json.loads((out / "protocol.json").read_text())
     assert record["sha256"] == study["protocol_sha256"] and record["amendments"] == []
