@@ -268,10 +268,7 @@ def run_chain(config: LoopConfig, world: World, seed: int, strategy: str,
         work = config.out / f"seed{seed}" / strategy / f"round{r}"
         done = work / "round.json"
         if done.is_file():
-            saved = json.loads(done.read_text())
-            if "threshold" not in saved["row"]:
-                saved["row"] = rescore(world, work, saved["row"])
-                done.write_text(json.dumps(saved))
+            saved = resume_round(config, world, work, strategy, seed, r)
             rows.append(saved["row"])
             boxes = {k: [tuple(b) for b in v] for k, v in saved["boxes_after"].items()}
             continue
@@ -290,9 +287,33 @@ def run_chain(config: LoopConfig, world: World, seed: int, strategy: str,
                                        seed * 1000 + r).items():
                 boxes.setdefault(name, []).extend(bs)
         row["seconds"] = round(time.perf_counter() - t0, 1)
-        done.write_text(json.dumps({"row": row, "boxes_after": boxes}))
+        done.write_text(json.dumps({"row": row, "boxes_after": boxes,
+                                    "suggested": r < config.rounds}))
         rows.append(row)
     return rows
+
+
+def resume_round(config: LoopConfig, world: World, work: Path, strategy: str, seed: int,
+                 r: int) -> dict[str, Any]:
+    """A finished round's round.json, brought up to this run: scored again at the validation
+    threshold if it was saved before it, and given its next boxes if it was the last round of a
+    run with fewer `--rounds` (from its kept checkpoint, as the round itself would have)."""
+    done = work / "round.json"
+    saved = json.loads(done.read_text())
+    if "threshold" not in saved["row"]:
+        saved["row"] = rescore(world, work, saved["row"])
+    n_after = sum(len(v) for v in saved["boxes_after"].values())
+    suggested = saved.get("suggested", n_after > saved["row"]["boxes"])
+    if r < config.rounds and not suggested:
+        run_dir = work / "train"
+        ckpt = run_dir / "best.pt" if (run_dir / "best.pt").is_file() else run_dir / "last.pt"
+        for name, bs in next_boxes(config, world, ckpt, work / "ann", work, strategy,
+                                   seed * 1000 + r).items():
+            saved["boxes_after"].setdefault(name, []).extend([list(b) for b in bs])
+        suggested = True
+    saved["suggested"] = suggested
+    done.write_text(json.dumps(saved))
+    return saved
 
 
 def reach_fraction(unc: list[dict[str, Any]], rnd: list[dict[str, Any]], metric: str = "f1"

@@ -4,6 +4,7 @@ tiny world (slow). The tiny world shows the machinery is correct; its numbers me
 from __future__ import annotations
 
 import csv
+import dataclasses
 import importlib.util
 import json
 import math
@@ -126,6 +127,11 @@ def test_tiny_loop_end_to_end(loop, tmp_path):
     again = loop.run_loop(cfg)
     assert [r["f1"] for r in again["rows"]] == [r["f1"] for r in rows]
     assert "threshold" in json.loads(done.read_text())["row"]
+    # one more round: the last round of the shorter run is given its next boxes first
+    longer = loop.run_loop(dataclasses.replace(cfg, rounds=2))
+    u2 = [r for r in longer["rows"] if r["strategy"] == "uncertainty"][2]
+    assert u2["round"] == 2 and u2["boxes"] == 6
+    assert u2["area_mm2"] == pytest.approx(6 * box_mm2, rel=1e-3)
     assert np.isfinite([r["f1"] for r in rows]).all()
 
 
