@@ -30,9 +30,11 @@ precision) go to `loop.csv`. The summary (`loop.json`, printed): per round the p
 fraction of random's final area at which uncertainty first reaches random's final F1 (and AP),
 per seed, with its t interval (goal <= 0.6; a seed that never reaches it counts as 1 and is
 reported). AP is threshold-free; F1 at 0.5 is degenerate on the test world (other labs): a
-model trained on few tumor patches may never reach 0.5 there. `loop.png` plots F1
-against annotated area (mm^2, patch footprints) and AP against mm^2. FROC on the test world is
-not computed here.
+model trained on few tumor patches may never reach 0.5 there. Each round's model also maps the
+test world's slides (`lymph predict`) and is scored the CAMELYON16 way (`lymph eval slides`:
+lesion FROC by the official rules, slide AUC); ΔFROC and a FROC reach fraction are reported
+beside F1's and AP's. `loop.png` plots F1 against annotated area (mm^2, patch footprints), and
+AP and FROC against mm^2.
 
 This runs minutes per fine-tune on a 2-core CPU at the study's scale; `tests/model/test_loop.py`
 runs it on a tiny world (2 tumor slides, 1 round) to show the machinery is correct.
@@ -55,6 +57,8 @@ import numpy as np
 
 Box = tuple[float, float, float, float]
 STRATEGIES = ("uncertainty", "random")
+METRICS = ("f1", "ap", "froc")  # test-world pixel F1 and AP, lesion FROC
+REACH = {"f1": "reach_fraction", "ap": "reach_fraction_ap", "froc": "reach_fraction_froc"}
 
 
 @dataclass(frozen=True)
@@ -102,6 +106,7 @@ class World:
     val: tuple[str, ...]  # exhaustive inner-validation tumor slides
     pool: tuple[str, ...]  # tumor slides to annotate
     mpp: float
+    test_slides: Path  # the test world's slides (whole-slide maps, FROC)
 
 
 def make_world(config: LoopConfig) -> World:
@@ -125,7 +130,7 @@ def make_world(config: LoopConfig) -> World:
                    if not p.name.endswith("_mask.tif"))
     meta = json.loads((train / "synth.json").read_text())
     return World(train, store, tuple(tumor[:config.val]), tuple(tumor[config.val:]),
-                 float(meta["settings"]["mpp"]))
+                 float(meta["settings"]["mpp"]), test)
 
 
 def initial_boxes(world: World, *, k0: int, size: float, rng: np.random.Generator
@@ -192,6 +197,7 @@ def train_and_score(config: LoopConfig, world: World, ann: Path, work: Path, see
         threads=config.threads, select="best_f1", device="cpu", **opts), progress=False)
     ckpt = result.best or result.last
     row = score(world, ckpt, val_threshold(work / "train", result.best_step))
+    row.update(slide_scores(config, world, ckpt, work))
     row.update(train_tumor_patches=n_tumor, train_slides=len(train_ids),
                best_step=result.best_step)
     return row, ckpt
@@ -221,12 +227,39 @@ def score(world: World, ckpt: Path, threshold: float) -> dict[str, Any]:
     return row
 
 
-def rescore(world: World, work: Path, row: dict[str, Any]) -> dict[str, Any]:
-    """A round saved before F1 was read at the validation threshold, scored again from its
-    kept checkpoint (the rest of its row unchanged)."""
+def slide_scores(config: LoopConfig, world: World, ckpt: Path, work: Path) -> dict[str, Any]:
+    """`lymph predict` on the test world's slides and `lymph eval slides`: lesion FROC (the
+    official rules) and slide AUC."""
+    from lymph.model.camelyon import SlideEvalConfig
+    from lymph.model.camelyon import run as eval_slides
+    from lymph.model.predict import PredictConfig
+    from lymph.model.predict import run as predict
+
+    maps = work / "test_maps"
+    predict(PredictConfig(checkpoint=ckpt, out=maps, slides=world.test_slides, device="cpu",
+                          threads=config.threads, progress=False, force=True))
+    res = eval_slides(SlideEvalConfig(slides=world.test_slides, predictions=maps,
+                                      labels=world.test_slides / "reference.csv"))
+    return {"froc": math.nan if res.froc_official is None else res.froc_official,
+            "auc": math.nan if res.auc is None else res.auc}
+
+
+def kept_checkpoint(work: Path) -> Path:
+    """The checkpoint a finished round scored (best.pt, else last.pt)."""
     run_dir = work / "train"
-    ckpt = run_dir / "best.pt" if (run_dir / "best.pt").is_file() else run_dir / "last.pt"
-    return {**row, **score(world, ckpt, val_threshold(run_dir, row.get("best_step")))}
+    return run_dir / "best.pt" if (run_dir / "best.pt").is_file() else run_dir / "last.pt"
+
+
+def rescore(config: LoopConfig, world: World, work: Path, row: dict[str, Any]
+            ) -> dict[str, Any]:
+    """A round saved before F1 was read at the validation threshold, or before the test
+    world's FROC, scored again from its kept checkpoint (the rest of its row unchanged)."""
+    ckpt = kept_checkpoint(work)
+    if "threshold" not in row:
+        row = {**row, **score(world, ckpt, val_threshold(work / "train", row.get("best_step")))}
+    if "froc" not in row:
+        row = {**row, **slide_scores(config, world, ckpt, work)}
+    return row
 
 
 def next_boxes(config: LoopConfig, world: World, ckpt: Path, ann: Path, work: Path,
@@ -300,15 +333,12 @@ def resume_round(config: LoopConfig, world: World, work: Path, strategy: str, se
     run with fewer `--rounds` (from its kept checkpoint, as the round itself would have)."""
     done = work / "round.json"
     saved = json.loads(done.read_text())
-    if "threshold" not in saved["row"]:
-        saved["row"] = rescore(world, work, saved["row"])
+    saved["row"] = rescore(config, world, work, saved["row"])
     n_after = sum(len(v) for v in saved["boxes_after"].values())
     suggested = saved.get("suggested", n_after > saved["row"]["boxes"])
     if r < config.rounds and not suggested:
-        run_dir = work / "train"
-        ckpt = run_dir / "best.pt" if (run_dir / "best.pt").is_file() else run_dir / "last.pt"
-        for name, bs in next_boxes(config, world, ckpt, work / "ann", work, strategy,
-                                   seed * 1000 + r).items():
+        for name, bs in next_boxes(config, world, kept_checkpoint(work), work / "ann", work,
+                                   strategy, seed * 1000 + r).items():
             saved["boxes_after"].setdefault(name, []).extend([list(b) for b in bs])
         suggested = True
     saved["suggested"] = suggested
@@ -341,15 +371,16 @@ def summarize(rows: list[dict[str, Any]], seeds: tuple[int, ...], rounds: int
         pairs = [(by[(s, "uncertainty", rd)], by[(s, "random", rd)]) for s in seeds
                  if (s, "uncertainty", rd) in by and (s, "random", rd) in by]
         entry: dict[str, Any] = {"round": rd, "area_mm2": [u["area_mm2"] for u, _ in pairs]}
-        for metric in ("f1", "ap"):
-            diffs = [u[metric] - r[metric] for u, r in pairs]
+        for metric in METRICS:
+            diffs = [u[metric] - r[metric] for u, r in pairs
+                     if metric in u and metric in r]  # rows of an earlier bench lack froc
             # seeds are independent chains on one world: no shared test folds, so no correction
             entry[f"delta_{metric}"] = (paired_stats(diffs, rng=rng, ratio=0.0) if diffs
                                         else {"n": 0})
         per_round.append(entry)
     out: dict[str, Any] = {"per_round": per_round}
-    for metric, key in (("f1", "reach_fraction"), ("ap", "reach_fraction_ap")):
-        out[key] = _reach_summary(by, seeds, rounds, metric, rng)
+    for metric in METRICS:
+        out[REACH[metric]] = _reach_summary(by, seeds, rounds, metric, rng)
     return out
 
 
@@ -362,7 +393,7 @@ def _reach_summary(by: dict, seeds: tuple[int, ...], rounds: int, metric: str,
         unc = [by[(s, "uncertainty", rd)] for rd in range(rounds + 1)
                if (s, "uncertainty", rd) in by]
         rnd = [by[(s, "random", rd)] for rd in range(rounds + 1) if (s, "random", rd) in by]
-        if len(unc) == len(rnd) == rounds + 1:
+        if len(unc) == len(rnd) == rounds + 1 and all(metric in x for x in unc + rnd):
             f, ok = reach_fraction(unc, rnd, metric)
             fractions.append(f)
             reached.append(ok)
@@ -384,15 +415,16 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     f1 = "test-world pixel F1 (validation threshold)"
     panels = ((1, "f1", "annotated area (mm$^2$)", f1),
               (2, "f1", "annotated area (patch footprints)", f1),
-              (1, "ap", "annotated area (mm$^2$)", "test-world average precision"))
-    fig, axes = plt.subplots(1, len(panels), figsize=(15, 4))
+              (1, "ap", "annotated area (mm$^2$)", "test-world average precision"),
+              (1, "froc", "annotated area (mm$^2$)", "test-world lesion FROC (official)"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(20, 4))
     for strategy, color in zip(STRATEGIES, ("tab:orange", "tab:gray"), strict=True):
         mine = [r for r in rows if r["strategy"] == strategy]
         for seed in sorted({r["seed"] for r in mine}):
             pts = sorted((r["round"], r["area_mm2"], r["annotated_patches"], r)
                          for r in mine if r["seed"] == seed)
             for ax, (x, metric, _xl, _yl) in zip(axes, panels, strict=True):
-                ax.plot([p[x] for p in pts], [p[3][metric] for p in pts], color=color,
+                ax.plot([p[x] for p in pts], [p[3].get(metric, math.nan) for p in pts], color=color,
                         alpha=0.35, marker="o",
                         label=strategy if seed == min(r["seed"] for r in mine) else None)
     for ax, (_x, _m, xlabel, ylabel) in zip(axes, panels, strict=True):
@@ -431,7 +463,7 @@ def report(result: dict[str, Any]) -> str:
     lines = [f"{'round':>5} {'area mm2':>9} {'metric':>6} {'Δ unc-rand':>11} "
              f"{'t 95% CI':>18} {'p':>6} n"]
     for pr in result["summary"]["per_round"]:
-        for metric in ("f1", "ap"):
+        for metric in METRICS:
             d = pr[f"delta_{metric}"]
             if not d.get("n"):
                 continue
@@ -439,8 +471,8 @@ def report(result: dict[str, Any]) -> str:
             lo, hi = d["ci"]
             lines.append(f"{pr['round']:>5} {area:>9.3f} {metric:>6} {d['mean']:>+11.3f} "
                          f"[{lo:+.3f}, {hi:+.3f}] {d['p_wilcoxon']:>6.3f} {d['n']}")
-    for key in ("reach_fraction", "reach_fraction_ap"):
-        rf = result["summary"][key]
+    for metric in METRICS:
+        rf = result["summary"][REACH[metric]]
         lo, hi = rf["ci"]
         lines.append(f"area uncertainty needs to reach random's final {rf['metric'].upper()}, as "
                      f"a fraction of random's area: {rf['mean']:.2f} [{lo:.2f}, {hi:.2f}] over "

@@ -159,9 +159,9 @@ def run_partial(config: PartialConfig) -> dict[str, Any]:
             work = lc.out / f"seed{seed}" / condition
             done = work / "row.json"
             if done.is_file():
-                row = json.loads(done.read_text())
-                if "threshold" not in row:  # saved before the validation threshold
-                    row = bench_loop.rescore(world, work, row)
+                saved = json.loads(done.read_text())
+                row = bench_loop.rescore(lc, world, work, saved)  # saved by an earlier bench
+                if row != saved:
                     done.write_text(json.dumps(row))
                 rows.append(row)
                 continue

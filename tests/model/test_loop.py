@@ -118,15 +118,17 @@ def test_tiny_loop_end_to_end(loop, tmp_path):
     assert (tmp_path / "loop" / "loop.png").is_file()
     assert "area uncertainty needs" in loop.report(result)
     assert all(0 < r["threshold"] < 1 and "f1_05" in r for r in rows)
+    assert all(0 <= r["froc"] <= 1 for r in rows)  # one tumor test slide: FROC defined
     # a rerun resumes from round.json: same rows, nothing retrained; a round saved before the
     # validation threshold is scored again from its checkpoint
     done = tmp_path / "loop" / "seed0" / "random" / "round1" / "round.json"
     saved = json.loads(done.read_text())
-    del saved["row"]["threshold"]
+    del saved["row"]["threshold"], saved["row"]["froc"]
     done.write_text(json.dumps(saved))
     again = loop.run_loop(cfg)
     assert [r["f1"] for r in again["rows"]] == [r["f1"] for r in rows]
-    assert "threshold" in json.loads(done.read_text())["row"]
+    again_row = json.loads(done.read_text())["row"]
+    assert "threshold" in again_row and again_row["froc"] == rows[3]["froc"]
     # one more round: the last round of the shorter run is given its next boxes first
     longer = loop.run_loop(dataclasses.replace(cfg, rounds=2))
     u2 = [r for r in longer["rows"] if r["strategy"] == "uncertainty"][2]
