@@ -19,7 +19,8 @@ Each is extracted, fine-tuned and scored on every test-world patch at the thresh
 inner-validation slides chose (`bench_loop.train_and_score`; both conditions validate on the
 same exhaustive slides) and at 0.5. Reported, paired over seeds with `lymph study`'s
 statistics (reviewed - exhaustive): ΔF1, Δrecall, Δprecision, Δ average precision
-(threshold-free), and ΔF1 / Δrecall at 0.5 (where the false negatives the exhaustive
+(threshold-free), the test world's lesion FROC (official rules, from `lymph predict` maps),
+and ΔF1 / Δrecall at 0.5 (where the false negatives the exhaustive
 assumption teaches are not re-calibrated away by a lower threshold); and
 the mechanism, from the exhaustive store: the fraction of its training patches labelled
 non-tumor whose centre lies in ground-truth tumor, and of its non-tumor mask pixels that are
@@ -46,7 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_loop  # noqa: E402  (the loop's world, training and scoring)
 
 CONDITIONS = ("exhaustive", "reviewed")
-METRICS = ("f1", "recall", "precision", "ap", "f1_05", "recall_05")
+METRICS = ("f1", "recall", "precision", "ap", "f1_05", "recall_05", "froc")
 
 
 @dataclass(frozen=True)
