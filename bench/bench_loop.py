@@ -196,8 +196,9 @@ def train_and_score(config: LoopConfig, world: World, ann: Path, work: Path, see
         batch_size=config.batch_size, crop=config.crop, seed=seed, workers=0,
         threads=config.threads, select="best_f1", device="cpu", **opts), progress=False)
     ckpt = result.best or result.last
-    row = score(world, ckpt, val_threshold(work / "train", result.best_step))
-    row.update(slide_scores(config, world, ckpt, work))
+    threshold = val_threshold(work / "train", result.best_step)
+    row = score(world, ckpt, threshold)
+    row.update(slide_scores(config, world, ckpt, work, threshold))
     row.update(train_tumor_patches=n_tumor, train_slides=len(train_ids),
                best_step=result.best_step)
     return row, ckpt
@@ -227,9 +228,11 @@ def score(world: World, ckpt: Path, threshold: float) -> dict[str, Any]:
     return row
 
 
-def slide_scores(config: LoopConfig, world: World, ckpt: Path, work: Path) -> dict[str, Any]:
-    """`lymph predict` on the test world's slides and `lymph eval slides`: lesion FROC (the
-    official rules) and slide AUC."""
+def slide_scores(config: LoopConfig, world: World, ckpt: Path, work: Path, threshold: float
+                 ) -> dict[str, Any]:
+    """`lymph predict` on the test world's slides, detecting at the validation `threshold`
+    (at 0.5 a model whose test-world probabilities stay below it detects nothing), and `lymph
+    eval slides`: lesion FROC (the official rules) and slide AUC."""
     from lymph.model.camelyon import SlideEvalConfig
     from lymph.model.camelyon import run as eval_slides
     from lymph.model.predict import PredictConfig
@@ -237,7 +240,8 @@ def slide_scores(config: LoopConfig, world: World, ckpt: Path, work: Path) -> di
 
     maps = work / "test_maps"
     predict(PredictConfig(checkpoint=ckpt, out=maps, slides=world.test_slides, device="cpu",
-                          threads=config.threads, progress=False, force=True))
+                          threads=config.threads, progress=False, force=True,
+                          threshold=min(0.99, max(0.01, threshold))))
     res = eval_slides(SlideEvalConfig(slides=world.test_slides, predictions=maps,
                                       labels=world.test_slides / "reference.csv"))
     return {"froc": math.nan if res.froc_official is None else res.froc_official,
@@ -258,7 +262,7 @@ def rescore(config: LoopConfig, world: World, work: Path, row: dict[str, Any]
     if "threshold" not in row:
         row = {**row, **score(world, ckpt, val_threshold(work / "train", row.get("best_step")))}
     if "froc" not in row:
-        row = {**row, **slide_scores(config, world, ckpt, work)}
+        row = {**row, **slide_scores(config, world, ckpt, work, row["threshold"])}
     return row
 
 
