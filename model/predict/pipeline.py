@@ -227,14 +227,12 @@ def infer_map(
     from lymph.model.infer import predict_probs
 
     timings = timings if timings is not None else {}
-    for key in ("read", "read_wait", "model", "blend"):
-        timings.setdefault(key, 0.0)
+    timings.update({k: timings.get(k, 0.0) for k in ("read", "read_wait", "model", "blend")})
     prob_map = np.zeros((grid.map_height, grid.map_width), np.uint8)
     sink = CropSink(grid, prob_map) if grid.mode == "crop" else BlendSink(grid, prob_map)
     bar = progress_bar(total=len(origins), desc=f"{Path(reader.path).name}", unit="win",
                        enabled=progress, leave=False)
-    done = 0
-    blend = SinkThread(sink)  # blending on its own thread
+    done, blend = 0, SinkThread(sink)  # blending on its own thread
     try:
         stream = _prefetch(_batches(reader, grid, origins, batch_size, read_threads=read_threads,
                                     rects=rects))
