@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from lymph.model.study.execute import Row, RunContext, execute
@@ -30,15 +30,28 @@ def worker_init(threads: int) -> None:
     warnings.simplefilter("ignore")  # per-run warnings would interleave over the progress bar
 
 
-def execute_all(ctx: RunContext, todo: Sequence[RunSpec], bar: ProgressBar) -> list[Row]:
-    """Run `todo`: in this process when jobs is 1, else in `jobs` spawned processes."""
+def execute_all(
+    ctx: RunContext,
+    todo: Sequence[RunSpec],
+    bar: ProgressBar,
+    on_row: Callable[[Row], None] | None = None,
+) -> list[Row]:
+    """Run `todo`: in this process when jobs is 1, else in `jobs` spawned processes.
+    `on_row` is called with each finished run's row, in the order they finish."""
     rows: list[Row] = []
+
+    def finished(row: Row, run_id: str) -> None:
+        rows.append(row)
+        bar.set_postfix_str(run_id)
+        bar.update(1)
+        if on_row is not None:
+            on_row(row)
+
     jobs = min(ctx.config.n_jobs, max(1, len(todo)))
     if jobs == 1:
         for spec in todo:
             bar.set_postfix_str(spec.run_id)
-            rows.append(execute(ctx, spec))
-            bar.update(1)
+            finished(execute(ctx, spec), spec.run_id)
         return rows
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -51,9 +64,7 @@ def execute_all(ctx: RunContext, todo: Sequence[RunSpec], bar: ProgressBar) -> l
         futures = {pool.submit(execute, ctx, spec): spec for spec in todo}
         try:
             for fut in as_completed(futures):
-                rows.append(fut.result())
-                bar.set_postfix_str(futures[fut].run_id)
-                bar.update(1)
+                finished(fut.result(), futures[fut].run_id)
         except BaseException:
             for fut in futures:
                 fut.cancel()

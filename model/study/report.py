@@ -85,12 +85,12 @@ def protocol_markdown(protocol: StudyProtocol) -> str:
         "changes after the first finished run are listed under Deviations).",
         f"- **Primary endpoint** (pre-declared): ΔF1 = F1({a}) − F1({b}) at "
         f"{protocol['primary']['size']} labeled patches, paired over (fold, repeat). Verdict "
-        f"(at least {MIN_PAIRS} pairs, alpha {alpha}): \"helps\" / \"hurts\" when the exact "
+        f'(at least {MIN_PAIRS} pairs, alpha {alpha}): "helps" / "hurts" when the exact '
         f"two-sided Wilcoxon signed-rank p < {alpha} and both the paired t {1 - alpha:.0%} CI "
         f"and the Nadeau-Bengio corrected resampled t {1 - alpha:.0%} CI (test/train ratio "
-        f"{power['ratio']:.2f} from the folds) exclude 0 on that side; \"equivalent within "
-        f"±{margin:.1f} pp\" when the two one-sided corrected t tests (TOST, alpha {alpha}) "
-        "put the mean inside that margin; else \"inconclusive\". The percentile bootstrap CI is "
+        f'{power["ratio"]:.2f} from the folds) exclude 0 on that side; "equivalent within '
+        f'±{margin:.1f} pp" when the two one-sided corrected t tests (TOST, alpha {alpha}) '
+        'put the mean inside that margin; else "inconclusive". The percentile bootstrap CI is '
         "shown, never decides.",
         "- Secondary (every other comparison and size): estimates with Wilcoxon p "
         "Holm-adjusted over that whole family; no verdict.",
@@ -98,7 +98,7 @@ def protocol_markdown(protocol: StudyProtocol) -> str:
         f"({power['sd_source']}): the smallest ΔF1 detected with 80% power is "
         f"{_pp(power['mde'], signed=False)} pp under the corrected variance "
         f"({_pp(power['mde_independent'], signed=False)} pp if the pairs were independent). "
-        "Smaller true effects will mostly read \"inconclusive\".",
+        'Smaller true effects will mostly read "inconclusive".',
         f"- Profile: {protocol['profile']}. {protocol['profile_note']}",
         f"- World: {protocol['world']}",
         "- Conditions (same labeled subset, stopping rule and training seed per pair):",
@@ -161,15 +161,18 @@ def cap_line(cap: Mapping[str, float], steps: int) -> str:
 def compute_line(rows: Sequence[Mapping[str, object]], jobs: int) -> str:
     """The runs' compute: their own time summed (train + score), their CPU time, and the wall
     time that makes with ``jobs`` runs in parallel (pretraining not included)."""
+
     def total(key: str) -> float:
         values = (_float(r.get(key)) for r in rows)
         return sum(v for v in values if v is not None)
 
     run_h = (total("train_seconds") + total("eval_seconds")) / 3600
-    return (f"Compute: {len(rows)} runs, {run_h:.2f} h of run time summed over runs "
-            f"({total('cpu_seconds') / 3600:.2f} CPU-h); {jobs} at a time makes about "
-            f"{run_h / max(1, jobs):.2f} h of wall time (pretraining not included; a run's "
-            "time depends on what else the machine ran).")
+    return (
+        f"Compute: {len(rows)} runs, {run_h:.2f} h of run time summed over runs "
+        f"({total('cpu_seconds') / 3600:.2f} CPU-h); {jobs} at a time makes about "
+        f"{run_h / max(1, jobs):.2f} h of wall time (pretraining not included; a run's "
+        "time depends on what else the machine ran)."
+    )
 
 
 def _float(value: object) -> float | None:
@@ -227,13 +230,16 @@ def results_markdown(
     deviations: Sequence[str] = (),
     cap: Mapping[str, float] | None = None,
     compute: str = "",
+    interim: str = "",
 ) -> str:
-    """The results part of table.md (``compute``: `compute_line`'s, when given)."""
+    """The results part of table.md (``compute``: `compute_line`'s, when given; ``interim``:
+    the warning an unfinished study's table carries)."""
     primary, margin = protocol["primary"], protocol["margin"]
     a, b = primary["comparison"]
     lines = [
         "## Results",
         "",
+        *([interim, ""] if interim else []),
         "Percent, mean ± sd over (fold, repeat) pairs; each run pooled over the pixels of its "
         "test slides. Stop = the step of the scored (best-validation) checkpoint.",
         "",
@@ -301,7 +307,7 @@ def plot_pairs_by_size(summary: Summary, protocol: StudyProtocol, path: Path) ->
         for c in protocol["conditions"]
     }
     deltas: dict[str, list[tuple[list[float], tuple[float, float]]]] = {}
-    for (a, b) in ordered[0]["comparisons"] if ordered else []:
+    for a, b in ordered[0]["comparisons"] if ordered else []:
         deltas[f"{a} − {b}"] = [
             (e["comparisons"][a, b]["diffs"], e["comparisons"][a, b]["ci"]) for e in ordered
         ]

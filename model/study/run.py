@@ -7,6 +7,7 @@ protocol is declared (protocol.json, study.json, table.md) before any new run.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,7 @@ from pathlib import Path
 from lymph.data.io import atomic_write_json, atomic_write_text
 from lymph.model.study.config import StudyConfig
 from lymph.model.study.execute import Row, RunContext
+from lymph.model.study.plan import RunSpec
 from lymph.model.study.pool import execute_all
 from lymph.model.study.prepare import StudyPlan, prepare
 from lymph.model.study.protocol import (
@@ -36,8 +38,15 @@ from lymph.model.study.resume import resume
 from lymph.model.study.stats import Summary, cap_fractions, summarize
 
 RUN_SETTINGS = ("store", "folds", "seed", "lr", "recon_weight", "threshold", "max_test_patches")
-RESOLVED_SETTINGS = ("steps", "patience", "min_steps", "eval_every", "batch_size", "crop",
-                     "val_patches")
+RESOLVED_SETTINGS = (
+    "steps",
+    "patience",
+    "min_steps",
+    "eval_every",
+    "batch_size",
+    "crop",
+    "val_patches",
+)
 OUTPUTS = ("results.csv", "table.md", "f1_vs_size.png", "study.json", "protocol.json")
 
 
@@ -118,14 +127,44 @@ def _run(config: StudyConfig) -> StudyResult:
         total=len(plan.runs), initial=skipped, desc="study runs", unit="run",
         enabled=config.progress, dynamic_ncols=True,
     )  # fmt: skip
+    written: list[int] = []  # the complete sizes the last interim table.md summarised
+
+    def interim(row: Row | None = None) -> None:
+        if row is not None:
+            rows.append(row)
+        sizes = complete_sizes(plan.runs, rows)
+        if sizes and sizes != written and len(rows) < len(plan.runs):
+            written[:] = sizes
+            _write_results(config, plan, protocol, rows, declared, deviations, interim=True)
+
+    interim()  # a resumed study's complete sizes, before any new run
     with bar:
-        rows += execute_all(ctx, todo, bar)
+        execute_all(ctx, todo, bar, on_row=interim)
     summary, cap = _write_results(config, plan, protocol, rows, declared, deviations)
     return StudyResult(
         rows=rows, summary=summary, files={n: config.out / n for n in OUTPUTS},
         skipped=skipped, ran=len(todo), folds=plan.folds, protocol=protocol, notes=plan.notes,
         step_cap=cap,
     )  # fmt: skip
+
+
+def complete_sizes(runs: Sequence[RunSpec], rows: Sequence[Row]) -> list[int]:
+    """The labeled-set sizes (descending) whose planned runs have all finished."""
+    have = Counter(int(str(r["size"])) for r in rows)
+    planned = Counter(spec.size for spec in runs)
+    return sorted((s for s, n in planned.items() if have[s] >= n), reverse=True)
+
+
+def interim_line(plan: StudyPlan, n_rows: int, sizes: Sequence[int]) -> str:
+    """table.md's warning while a study is unfinished."""
+    pending = [s for s in dict.fromkeys(spec.size for spec in plan.runs) if s not in sizes]
+    return (
+        f"**Interim: {n_rows} of {len(plan.runs)} runs finished.** Summarised: the sizes whose "
+        f"runs are all finished ({', '.join(map(str, sizes))}); pending: "
+        f"{', '.join(map(str, pending))}. A verdict on a complete size is final (no run of it "
+        "is left, the protocol is fixed); the Holm p cover the complete sizes only and will "
+        "change. This file is rewritten as sizes complete and replaced when the study ends."
+    )
 
 
 def _write_results(
@@ -135,9 +174,15 @@ def _write_results(
     rows: list[Row],
     declared: dict[str, object],
     deviations: list[str],
+    *,
+    interim: bool = False,
 ) -> tuple[Summary, dict[str, float]]:
-    """results.csv, table.md, study.json's results and f1_vs_size.png from every run's row."""
+    """results.csv (every finished run), table.md, study.json's results and f1_vs_size.png
+    (every run's row; `interim`: only the sizes whose runs have all finished)."""
     write_results_csv(config.out / "results.csv", rows)
+    sizes, n_done = complete_sizes(plan.runs, rows), len(rows)
+    if interim:
+        rows = [r for r in rows if int(str(r["size"])) in sizes]
     summary = summarize(
         rows, conditions=plan.conditions, seed=config.seed, resamples=config.resamples,
         comparisons=[(a, b) for a, b in protocol["secondary"]], primary=protocol["primary"],
@@ -147,10 +192,12 @@ def _write_results(
     table = protocol_markdown(protocol) + results_markdown(
         summary, protocol=protocol, notes=plan.notes, cap=cap,
         deviations=deviations, compute=compute_line(rows, config.n_jobs),
+        interim=interim_line(plan, n_done, sizes) if interim else "",
     )  # fmt: skip
     atomic_write_text(config.out / "table.md", table)
     st = primary_stats(summary, protocol["primary"])
     declared["results"] = {
+        "interim": {"complete_sizes": sizes, "runs": n_done} if interim else None,
         "step_cap": {**cap, "text": cap_line(cap, protocol["steps"])},
         "primary": None if st is None else {k: v for k, v in st.items() if k != "diffs"},
     }  # fmt: skip

@@ -65,9 +65,26 @@ def _tiny_world(root):
 
 
 def _cfg(store, pretrained, out, **kw):
-    base = dict(store=store, pretrained=pretrained, out=out, sizes=(4,), folds=2, repeats=1,
-                steps=2, eval_every=1, patience=2, val_slides=2, val_patches=8, batch_size=2,
-                crop=16, workers=0, device="cpu", progress=False, jobs=1, resamples=200)
+    base = dict(
+        store=store,
+        pretrained=pretrained,
+        out=out,
+        sizes=(4,),
+        folds=2,
+        repeats=1,
+        steps=2,
+        eval_every=1,
+        patience=2,
+        val_slides=2,
+        val_patches=8,
+        batch_size=2,
+        crop=16,
+        workers=0,
+        device="cpu",
+        progress=False,
+        jobs=1,
+        resamples=200,
+    )
     return StudyConfig(**{**base, **kw})  # fmt: skip
 
 
@@ -147,8 +164,18 @@ def test_study_refuses_a_test_slide_in_pretraining(tmp_path) -> None:
 
     from lymph.cli import main
 
-    refused = CliRunner().invoke(main, ["study", "--store", str(store), "--pretrained",
-                                        str(leaky), "--out", str(tmp_path / "cli")])
+    refused = CliRunner().invoke(
+        main,
+        [
+            "study",
+            "--store",
+            str(store),
+            "--pretrained",
+            str(leaky),
+            "--out",
+            str(tmp_path / "cli"),
+        ],
+    )
     assert refused.exit_code == 2, refused.output  # a setting to change: a usage error
     assert "--allow-test-in-pretraining" in refused.output
     done = run(_cfg(store, leaky, tmp_path / "s", allow_test_in_pretraining=True,
@@ -253,3 +280,53 @@ def test_gpu_bench_dry_run_runs_the_same_path_on_cpu(tmp_path) -> None:
     assert json.loads((tmp_path / "b" / "result.json").read_text())["jobs"] == 1
     table = (tmp_path / "b" / "study" / "runs").iterdir()
     assert len(list(table)) == result["grid"]["runs"]
+
+
+def test_complete_sizes_and_the_interim_warning() -> None:
+    from types import SimpleNamespace
+
+    from lymph.model.study.run import complete_sizes, interim_line
+
+    runs = [SimpleNamespace(size=s) for s in (40, 40, 200, 200, 120)]
+    assert complete_sizes(runs, []) == []  # type: ignore[arg-type]
+    rows = [{"size": 40}, {"size": "40"}, {"size": 200}]
+    assert complete_sizes(runs, rows) == [40]  # type: ignore[arg-type]
+    assert complete_sizes(runs, [*rows, {"size": 200}, {"size": 120}]) == [200, 120, 40]  # type: ignore[arg-type]
+    line = interim_line(SimpleNamespace(runs=runs), 3, [40])  # type: ignore[arg-type]
+    assert line.startswith("**Interim: 3 of 5 runs finished.**")
+    assert "finished (40); pending: 200, 120." in line
+
+
+@pytest.mark.slow  # over 5 s (make test-all runs it)
+def test_an_unfinished_study_tables_its_complete_sizes(tmp_path, monkeypatch) -> None:
+    import json
+
+    import lymph.model.study.pool as pool
+
+    store, pretrained = _tiny_world(tmp_path)
+    out = tmp_path / "study"
+    real, calls = pool.execute, []
+
+    def killed_after_seven(ctx, spec):
+        calls.append(spec.run_id)
+        if len(calls) > 7:
+            raise KeyboardInterrupt
+        return real(ctx, spec)
+
+    monkeypatch.setattr(pool, "execute", killed_after_seven)
+    with pytest.raises(KeyboardInterrupt):
+        run(_cfg(store, [f"identity={pretrained}"], out, sizes=(4, 6)))
+    table = (out / "table.md").read_text()  # written when size 4's sixth run finished
+    assert "**Interim: 6 of 12 runs finished.**" in table
+    assert "finished (4); pending: 6." in table
+    assert "**Primary endpoint**: no verdict: 2 pairs < 10" in table
+    assert "| 6 |" not in table and "Compute: 6 runs, " in table
+    study = json.loads((out / "study.json").read_text())
+    assert study["results"]["interim"] == {"complete_sizes": [4], "runs": 6}
+    assert len((out / "results.csv").read_text().splitlines()) == 1 + 6  # every finished run
+    monkeypatch.setattr(pool, "execute", real)
+    done = run(_cfg(store, [f"identity={pretrained}"], out, sizes=(4, 6)))
+    assert (done.ran, done.skipped) == (5, 7)
+    table = (out / "table.md").read_text()
+    assert "Interim" not in table and "Compute: 12 runs, " in table
+    assert json.loads((out / "study.json").read_text())["results"]["interim"] is None
