@@ -1,9 +1,20 @@
-"""What every command shares: the group class that maps lymph errors to exit statuses, and the
-one --device and --precision options."""
+"""What every command shares: the group class that maps lymph errors to exit statuses and prints
+warnings as one line, and the one --device and --precision options."""
 
 from __future__ import annotations
 
+import warnings
+
 import click
+
+
+def one_line_warning(
+    message: Warning | str, category: type[Warning], filename: str, lineno: int,
+    line: str | None = None,
+) -> str:
+    """A warning as a user reads it: one line, no source file or code line (tracebacks are for
+    bugs; a warning is lymph telling the user something about their data or settings)."""
+    return f"warning: {message}\n"
 
 
 class LymphGroup(click.Group):
@@ -13,12 +24,14 @@ class LymphGroup(click.Group):
     - a bad setting (``ConfigError``, raised by a config's ``__post_init__``) is a usage error:
       ``Error: <message>`` and exit status 2, as click gives for a bad option;
     - every other lymph error (bad slide, store, checkpoint, output) is ``Error: <message>`` and
-      exit status 1.
+      exit status 1;
+    - a warning prints as ``warning: <message>``, one line (`one_line_warning`).
     """
 
     def invoke(self, ctx: click.Context) -> object:
         from lymph.data.errors import ConfigError, LymphError
 
+        warnings.formatwarning = one_line_warning
         try:
             return super().invoke(ctx)
         except ConfigError as exc:

@@ -39,3 +39,14 @@ def test_a_config_error_is_one_usage_line(tmp_path):
     errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
     assert errors == ["Error: --init / --from-scratch are for --stage finetune; continue a "
                       "pretraining with --resume"]
+
+
+def test_a_warning_prints_as_one_line_without_source(monkeypatch):
+    import warnings
+
+    monkeypatch.setattr(warnings, "formatwarning", warnings.formatwarning)  # restored after
+    result = CliRunner().invoke(main, ["info", "--help"])
+    assert result.exit_code == 0
+    text = warnings.formatwarning(UserWarning("labeled set not balanced"), UserWarning,
+                                  "/x/prepare.py", 82, "runs = plan_runs(")  # fmt: skip
+    assert text == "warning: labeled set not balanced\n"
