@@ -123,7 +123,10 @@ def plot_roc(scores: Sequence[float], labels: Sequence[bool], path: str | Path, 
     ax.legend(loc="lower right", fontsize=8)
     ax.set_xlabel("false positive rate (normal slides)")
     ax.set_ylabel("true positive rate (tumor slides)")
-    ax.set_title(f"slide ROC, AUC {auc:.3f} ({len(scores)} slides)")
+    # the counts say how coarse the curve is: with 2 normal slides the FPR moves in steps of 0.5
+    n_tumor = sum(bool(x) for x in labels)
+    ax.set_title(f"slide ROC, AUC {auc:.3f} ({n_tumor} tumor, {len(scores) - n_tumor} normal "
+                 "slides)")
     ax.grid(alpha=0.3)
     return _save(fig, path)
 
@@ -322,7 +325,8 @@ def plot_study_pairs(
 ) -> Path:
     """Left: each run's F1 (dots) and the mean (line) per condition, at each size, in percent.
     Right: each pair's ΔF1 (dots), its mean and 95% CI (bar) per comparison, at each size, in
-    percentage points (as table.md); `primary` is drawn bold. Both y-ranges come from the data.
+    percentage points (as table.md); `primary` is drawn bold. Both y-ranges come from the data
+    (a CI beyond ±100 pp, where no ΔF1 lies, is cut at the frame and marked with a triangle).
     `points[c][i]` and `deltas[name][i] = (diffs, (low, high))` are fractions for sizes[i]."""
     fig = _figure(11, 4.2)
     left, right = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
@@ -345,9 +349,14 @@ def plot_study_pairs(
                 means.append(values.mean() if values.size else np.nan)
                 if ax is right and not np.isnan(item[1][0]):
                     ci = [100 * float(item[1][0]), 100 * float(item[1][1])]
-                    ax.plot([x[i] + off] * 2, ci, "-", lw=2.5 if name == primary else 1.5,
+                    # a ΔF1 lies within ±100 pp; a wider CI (few pairs) is cut there, marked
+                    cut = np.clip(ci, -100, 100).tolist()
+                    ax.plot([x[i] + off] * 2, cut, "-", lw=2.5 if name == primary else 1.5,
                             color=color)  # fmt: skip
-                    seen[ax].extend(ci)
+                    for end, mark in ((ci[0], "v"), (ci[1], "^")):
+                        if abs(end) > 100:
+                            ax.plot(x[i] + off, np.sign(end) * 100, mark, ms=7, color=color)
+                    seen[ax].extend(cut)
             ax.plot(x + off, means, "o-" if ax is left else "_", ms=8 if ax is right else 5,
                     lw=2.5 if name == primary else 1.2, color=color,
                     label=name + (" (primary)" if name == primary else ""))  # fmt: skip
@@ -360,7 +369,8 @@ def plot_study_pairs(
     left.set_ylim(max(lo, 0.0), min(hi, 100.0))
     left.set_ylabel("pixel F1 on test slides, % (dots: runs)")
     left.set_title("F1 per run and mean")
-    right.set_ylim(*_data_range(seen[right]))
+    lo, hi = _data_range(seen[right])
+    right.set_ylim(max(lo, -106.0), min(hi, 106.0))
     right.axhline(0, color="black", lw=0.8)
     right.set_ylabel("ΔF1 per (fold, repeat) pair, percentage points")
     right.set_title("paired ΔF1 (pp), mean and corrected t 95% CI")
