@@ -61,7 +61,11 @@ class LogProgress:
         parts = [f"{self.desc}: {self.unit} {self.n}"]
         if self.total:
             parts[0] += f"/{self.total} ({100 * self.n / self.total:.0f}%)"
-        parts.append(f"{rate:.2f} {self.unit}/s")
+        # like tqdm: a slow unit (a study run takes minutes) as seconds per unit, not "0.00/s"
+        if 0 < rate < 0.5:
+            parts.append(f"{_duration(1 / rate)}/{self.unit}")
+        else:
+            parts.append(f"{rate:.2f} {self.unit}/s")
         if self.total and rate > 0:
             parts.append(f"ETA {_duration((self.total - self.n) / rate)}")
         parts.append(f"elapsed {_duration(elapsed)}")

@@ -38,6 +38,17 @@ def test_off_a_terminal_a_line_per_interval_with_step_rate_eta_and_loss():
     assert len(out.getvalue().splitlines()) == 2
 
 
+
+def test_a_slow_unit_reads_as_time_per_unit_not_zero_per_second():
+    out, clock = io.StringIO(), _Clock()
+    bar = LogProgress(total=250, desc="study runs", unit="run", initial=23, file=out,
+                      interval=30, clock=clock)
+    for _ in range(3):  # a run every 125 s
+        clock.t += 125
+        bar.update(1)
+    assert out.getvalue().splitlines()[-1] == (
+        "study runs: run 26/250 (10%), 2m05s/run, ETA 7h46m, elapsed 6m15s")
+
 def test_progress_bar_picks_a_log_line_off_a_tty_and_tqdm_on_one(monkeypatch):
     monkeypatch.setenv("LYMPH_PROGRESS_INTERVAL", "1e-9")
     out = io.StringIO()
