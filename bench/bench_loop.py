@@ -55,6 +55,8 @@ from typing import Any
 
 import numpy as np
 
+from lymph.data.io import atomic_write_text
+
 Box = tuple[float, float, float, float]
 STRATEGIES = ("uncertainty", "random")
 METRICS = ("f1", "ap", "froc")  # test-world pixel F1 and AP, lesion FROC
@@ -324,8 +326,8 @@ def run_chain(config: LoopConfig, world: World, seed: int, strategy: str,
                                        seed * 1000 + r).items():
                 boxes.setdefault(name, []).extend(bs)
         row["seconds"] = round(time.perf_counter() - t0, 1)
-        done.write_text(json.dumps({"row": row, "boxes_after": boxes,
-                                    "suggested": r < config.rounds}))
+        atomic_write_text(done, json.dumps({"row": row, "boxes_after": boxes,
+                                            "suggested": r < config.rounds}))
         rows.append(row)
     return rows
 
@@ -346,7 +348,8 @@ def resume_round(config: LoopConfig, world: World, work: Path, strategy: str, se
             saved["boxes_after"].setdefault(name, []).extend([list(b) for b in bs])
         suggested = True
     saved["suggested"] = suggested
-    done.write_text(json.dumps(saved))
+    if (text := json.dumps(saved)) != done.read_text():  # rescored or given boxes: keep it
+        atomic_write_text(done, text)
     return saved
 
 
@@ -455,7 +458,7 @@ def run_loop(config: LoopConfig) -> dict[str, Any]:
         writer.writerows(rows)
     summary = summarize(rows, config.seeds, config.rounds)
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()}
-    (config.out / "loop.json").write_text(json.dumps(
+    atomic_write_text(config.out / "loop.json", json.dumps(
         {"settings": settings, "world": {"val": world.val, "pool": world.pool,
                                          "mpp": world.mpp}, "summary": summary},
         indent=1, default=str))
