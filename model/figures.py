@@ -125,7 +125,7 @@ def plot_roc(scores: Sequence[float], labels: Sequence[bool], path: str | Path, 
     ax.set_ylabel("true positive rate (tumor slides)")
     # the counts say how coarse the curve is: with 2 normal slides the FPR moves in steps of 0.5
     n_tumor = sum(bool(x) for x in labels)
-    ax.set_title(f"slide ROC, AUC {auc:.3f} ({n_tumor} tumor, {len(scores) - n_tumor} normal "
+    ax.set_title(f"slide ROC, AUC {auc:.3f}\n({n_tumor} tumor, {len(scores) - n_tumor} normal "
                  "slides)")
     ax.grid(alpha=0.3)
     return _save(fig, path)
