@@ -412,6 +412,26 @@ def _reach_summary(by: dict, seeds: tuple[int, ...], rounds: int, metric: str,
             "ci": tuple(float(v) for v in ci), "ci_bootstrap": boot, "goal": 0.6}
 
 
+def _plot_mean(ax: Any, rows: list[dict[str, Any]], x: int, metric: str, *, color: str,
+               label: str, dodge: float) -> None:
+    """One strategy's mean over seeds per round (x: 1 area, 2 patch footprints), with the t 95%
+    interval of the mean as error bars, shifted by the fraction `dodge` of x so that the two
+    strategies' bars do not hide each other."""
+    from scipy import stats
+
+    xs, ys, errs = [], [], []
+    for rnd in sorted({r["round"] for r in rows}):
+        at = [r for r in rows if r["round"] == rnd]
+        vals = np.array([float(r.get(metric, math.nan)) for r in at], dtype=float)
+        vals = vals[np.isfinite(vals)]
+        xs.append(float(np.mean([r["area_mm2" if x == 1 else "annotated_patches"] for r in at])))
+        ys.append(float(vals.mean()) if vals.size else math.nan)
+        sem = float(vals.std(ddof=1) / math.sqrt(vals.size)) if vals.size > 1 else 0.0
+        errs.append(float(stats.t.ppf(0.975, vals.size - 1)) * sem if vals.size > 1 else 0.0)
+    ax.errorbar([v * (1 + dodge) for v in xs], ys, yerr=errs, color=color, lw=2.5, marker="o",
+                capsize=4, label=label)
+
+
 def plot(rows: list[dict[str, Any]], path: Path) -> None:
     import matplotlib
 
@@ -424,20 +444,26 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
               (2, "f1", "annotated area (patch footprints)", f1),
               (1, "ap", "annotated area (mm$^2$)", "test-world average precision"),
               (1, "froc", "annotated area (mm$^2$)", "test-world lesion FROC (official)"))
-    fig, axes = plt.subplots(1, len(panels), figsize=(20, 4))
-    for strategy, color in zip(STRATEGIES, ("tab:orange", "tab:gray"), strict=True):
+    fig, axes = plt.subplots(1, len(panels), figsize=(20, 4.4))
+    for strategy, color, dodge in zip(STRATEGIES, ("tab:orange", "tab:gray"), (-0.01, 0.01),
+                                      strict=True):
         mine = [r for r in rows if r["strategy"] == strategy]
-        for seed in sorted({r["seed"] for r in mine}):
+        seeds = sorted({r["seed"] for r in mine})
+        for seed in seeds:
             pts = sorted((r["round"], r["area_mm2"], r["annotated_patches"], r)
                          for r in mine if r["seed"] == seed)
             for ax, (x, metric, _xl, _yl) in zip(axes, panels, strict=True):
                 ax.plot([p[x] for p in pts], [p[3].get(metric, math.nan) for p in pts], color=color,
-                        alpha=0.35, marker="o",
-                        label=strategy if seed == min(r["seed"] for r in mine) else None)
+                        alpha=0.25, lw=1)
+        for ax, (x, metric, _xl, _yl) in zip(axes, panels, strict=True):
+            _plot_mean(ax, mine, x, metric, color=color, label=f"{strategy}: mean of "
+                       f"{len(seeds)} seeds (thin: each seed)", dodge=dodge)
     for ax, (_x, _m, xlabel, ylabel) in zip(axes, panels, strict=True):
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
-        ax.legend()
+        ax.legend(fontsize="small")
+    fig.suptitle("The annotation loop on the test world: uncertainty-driven vs random regions of "
+                 "the same area (paired seeds; bars: t 95% CI of the mean)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -66,6 +66,25 @@ def test_summarize_pairs_seeds_per_round(loop):
     assert math.isnan(partial["reach_fraction"]["mean"])
 
 
+@pytest.mark.filterwarnings("ignore:No artists with labels")  # errorbar is recorded, not drawn
+def test_plot_means_with_intervals_and_single_seeds(loop, tmp_path, monkeypatch):
+    bars = []
+    monkeypatch.setattr("matplotlib.axes.Axes.errorbar",
+                        lambda self, x, y, yerr, **kw: bars.append((x, y, yerr, kw["label"])))
+    rows = _rows({(0, "random"): [0.2, 0.4], (1, "random"): [0.4, 0.6],
+                  (0, "uncertainty"): [0.2, 0.5], (1, "uncertainty"): [0.4, math.nan]})
+    for r in rows:
+        r.update(annotated_patches=24 * (r["round"] + 1), froc=0.1)
+    loop.plot(rows, tmp_path / "loop.png")
+    assert (tmp_path / "loop.png").stat().st_size > 10_000
+    f1_unc, f1_rnd = bars[0], bars[4]  # 4 panels per strategy, uncertainty first
+    assert "uncertainty: mean of 2 seeds" in f1_unc[3] and "random" in f1_rnd[3]
+    assert f1_rnd[1] == pytest.approx([0.3, 0.5])  # mean per round
+    assert f1_rnd[2][0] == pytest.approx(12.706 * 0.1, rel=1e-3)  # t(1) 97.5% x sem
+    assert f1_unc[1][1] == pytest.approx(0.5) and f1_unc[2][1] == 0  # one finite value: no bar
+    assert f1_unc[0][0] < 1.0 < f1_rnd[0][0]  # dodged apart around area 1.0
+
+
 def test_val_threshold_is_best_steps_validation_choice(loop, tmp_path):
     lines = [{"kind": "train", "step": 100, "loss": 1.0},
              {"kind": "val", "step": 100, "best_threshold": 0.31},
