@@ -44,7 +44,9 @@ import resource
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -74,6 +76,9 @@ def make_slide(cache: Path, size: int) -> tuple[Path, float]:
     return path, time.perf_counter() - t0
 
 
+TILE = 256  # the tiled slide's tile edge (px)
+
+
 def make_tiled_slide(cache: Path, src: Path, size: int) -> tuple[Path, float]:
     """A size x size slide that repeats a smaller synthetic slide: its JPEG tiles are copied
     as they are (no decoding) with a period of whole tiles that halves exactly at every source
@@ -88,70 +93,62 @@ def make_tiled_slide(cache: Path, src: Path, size: int) -> tuple[Path, float]:
     if path.is_file():
         return path, 0.0
     t0 = time.perf_counter()
-    tile = 256
     path.parent.mkdir(parents=True, exist_ok=True)
     part = path.with_name(path.name + ".part")
-    dims = pyramid_dimensions(size, size)
     with tifffile.TiffFile(src) as tf:
         pages = [p for p in tf.pages if p.is_tiled]
         # the period in level-0 tiles: whole tiles of the source, halving exactly at each level
         step = 2 ** (len(pages) - 1)
-        period0 = pages[0].shape[1] // tile // step * step
+        period0 = pages[0].shape[1] // TILE // step * step
         mpp = 1e4 * pages[0].tags["XResolution"].value[1] / pages[0].tags["XResolution"].value[0]
-        common = {
-            "dtype": np.uint8,
-            "tile": (tile, tile),
-            "photometric": "rgb",
-            "compression": "jpeg",
-            "subsampling": (2, 2),
-            "metadata": None,
-        }
         with tifffile.TiffWriter(part, bigtiff=True) as out:
-            for k, (w, h) in enumerate(dims):
+            for k, (w, h) in enumerate(pyramid_dimensions(size, size)):
                 px_cm = 1e4 / (mpp * 2**k)
-                extra = {
-                    "resolution": (px_cm, px_cm),
-                    "resolutionunit": "CENTIMETER",
-                    "subfiletype": 1 if k else 0,
-                }
+                extra = {"resolution": (px_cm, px_cm), "resolutionunit": "CENTIMETER",
+                         "subfiletype": 1 if k else 0}
                 period = period0 // 2**k if k < len(pages) else 0
                 if period >= 1 and period0 % 2**k == 0:
-                    page = pages[k]
-                    per_row = -(-page.shape[1] // tile)
-                    fh = tf.filehandle
-
-                    def tiles(page=page, per_row=per_row, period=period, w=w, h=h, fh=fh):
-                        for r in range(-(-h // tile)):
-                            for c in range(-(-w // tile)):
-                                i = (r % period) * per_row + (c % period)
-                                fh.seek(page.dataoffsets[i])
-                                yield fh.read(page.databytecounts[i])
-
-                    out.write(tiles(), shape=(h, w, 3), **common, **extra)
+                    _copy_level(out, tf.filehandle, pages[k], period, (w, h), extra)
                 else:  # below the source's levels: compose from its smallest level
-                    small = pages[-1].asarray()
-                    scale = 2 ** (len(pages) - 1)
-                    cell = period0 * tile // scale  # one period at the smallest source level
-                    factor = 2**k // scale
-                    block = (
-                        small[:cell, :cell]
-                        .reshape(cell // factor, factor, cell // factor, factor, 3)
-                        .mean(axis=(1, 3))
-                    )
-                    reps = -(-max(w, h) // block.shape[0])
-                    image = np.tile(block.astype(np.uint8), (reps, reps, 1))[:h, :w]
-                    out.write(
-                        np.ascontiguousarray(image),
-                        tile=(tile, tile),
-                        photometric="rgb",
-                        compression="jpeg",
-                        compressionargs={"level": 85},
-                        subsampling=(2, 2),
-                        metadata=None,
-                        **extra,
-                    )
+                    _compose_level(out, pages, period0, k, (w, h), extra)
     os.replace(part, path)
     return path, time.perf_counter() - t0
+
+
+def _copy_level(out: Any, fh: Any, page: Any, period: int, wh: tuple[int, int],
+                extra: dict[str, Any]) -> None:
+    """One level of the tiled slide: the source page's JPEG tiles, repeated with `period`
+    tiles, copied without decoding."""
+    w, h = wh
+    per_row = -(-page.shape[1] // TILE)
+
+    def tiles() -> Iterator[bytes]:
+        for r in range(-(-h // TILE)):
+            for c in range(-(-w // TILE)):
+                i = (r % period) * per_row + (c % period)
+                fh.seek(page.dataoffsets[i])
+                yield fh.read(page.databytecounts[i])
+
+    out.write(tiles(), shape=(h, w, 3), dtype=np.uint8, tile=(TILE, TILE), photometric="rgb",
+              compression="jpeg", subsampling=(2, 2), metadata=None, **extra)
+
+
+def _compose_level(out: Any, pages: list[Any], period0: int, k: int, wh: tuple[int, int],
+                   extra: dict[str, Any]) -> None:
+    """A level below the source's smallest: one period of that level, averaged down to level
+    k and repeated, JPEG-encoded."""
+    w, h = wh
+    small = pages[-1].asarray()
+    scale = 2 ** (len(pages) - 1)
+    cell = period0 * TILE // scale  # one period at the smallest source level
+    factor = 2**k // scale
+    block = (small[:cell, :cell].reshape(cell // factor, factor, cell // factor, factor, 3)
+             .mean(axis=(1, 3)))
+    reps = -(-max(w, h) // block.shape[0])
+    image = np.tile(block.astype(np.uint8), (reps, reps, 1))[:h, :w]
+    out.write(np.ascontiguousarray(image), tile=(TILE, TILE), photometric="rgb",
+              compression="jpeg", compressionargs={"level": 85}, subsampling=(2, 2),
+              metadata=None, **extra)
 
 
 def make_checkpoint(cache: Path, arch: str, norm: str) -> Path:
