@@ -37,6 +37,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -138,7 +139,7 @@ def checksum_cost(store: Path, *, extract_seconds: float) -> dict:
             "fraction_of_extract": crc / extract_seconds, "fraction_of_read": crc / read}
 
 
-def _warm_cluster(n: int) -> tuple[object, object]:
+def _warm_cluster(n: int) -> tuple[Any, Any]:
 
     from distributed import Client, LocalCluster
 
@@ -170,14 +171,46 @@ def _burn_item(_item: object, *, seconds: float) -> float:
     return burn_cpu(seconds)
 
 
+def _warm_rounds(world: Path, root: Path, *, labels: Path, patches: int,
+                 configs: tuple[tuple[int, int | None], ...], clusters: dict[int, Any]
+                 ) -> tuple[dict, dict, dict[int, list[float]]]:
+    """Three interleaved rounds (best of 3: the shared machine's load moves fast) of extract on
+    each warm cluster configuration and of a pure CPU loop on 1 and 2 workers: wall seconds
+    and slide CPU seconds per configuration, and the CPU loop's wall seconds per worker count."""
+    import functools
+
+    from lymph.data.cluster import map_slides
+    from lymph.pipeline.extract import ExtractConfig
+    from lymph.pipeline.extract import run as extract
+
+    warm: dict[tuple[int, int | None], list[float]] = {c: [] for c in configs}
+    cpu: dict[tuple[int, int | None], list[float]] = {c: [] for c in configs}
+    control: dict[int, list[float]] = {1: [], 2: []}
+    for _ in range(3):
+        for n, threads in configs:
+            out = root / f"s{n}_{threads}.zarr"
+            shutil.rmtree(out, ignore_errors=True)
+            t0 = time.perf_counter()
+            summary = extract(ExtractConfig(slides=world, out=out, labels=labels,
+                                            patches_per_slide=patches, progress=False,
+                                            scheduler=clusters[n][0].scheduler_address,
+                                            threads=threads))
+            warm[(n, threads)].append(time.perf_counter() - t0)
+            cpu[(n, threads)].append(sum(r.cpu_seconds for r in summary.done))
+            assert not summary.failed, summary.failed
+        for n in (1, 2):
+            t0 = time.perf_counter()
+            map_slides(functools.partial(_burn_item, seconds=2.0), ["a", "b"],
+                       scheduler=clusters[n][0].scheduler_address, progress=False)
+            control[n].append(time.perf_counter() - t0)
+    return warm, cpu, control
+
+
 def scaling(root: Path, *, patches: int, size: tuple[int, int]) -> dict:
     """Two slides through `--workers 1` (in process) and `--workers 2` (LocalCluster, start-up
     included), then through warm 1- and 2-worker clusters (`--scheduler`, interleaved, best of
     3), where the ratio is the parallel speedup alone, next to a pure CPU loop's speedup on the
     same clusters (what the shared machine gives at that moment)."""
-    import functools
-
-    from lymph.data.cluster import map_slides
     from lymph.data.synth import SynthConfig, run
 
     world = root / "scaling_slides"
@@ -189,33 +222,13 @@ def scaling(root: Path, *, patches: int, size: tuple[int, int]) -> dict:
     run_extract(world, root / "w1.zarr", patches=8, labels=labels)  # warm-up
     t1, _, _ = run_extract(world, root / "w1.zarr", patches=patches, labels=labels)
     t2, _, _ = run_extract(world, root / "w2.zarr", patches=patches, workers=2, labels=labels)
-    from lymph.pipeline.extract import ExtractConfig, run
-
     clusters = {n: _warm_cluster(n) for n in (1, 2)}
     # (workers, decode threads per worker): one worker with the default threads (the CPUs)
     # already uses every core, so worker scaling alone is measured at one decode thread each
     configs = ((1, 1), (2, 1), (1, None))
-    warm: dict[tuple[int, int | None], list[float]] = {c: [] for c in configs}
-    cpu: dict[tuple[int, int | None], list[float]] = {c: [] for c in configs}
-    control: dict[int, list[float]] = {1: [], 2: []}
     try:
-        for _ in range(3):  # interleaved, best of 3: the shared machine's load moves fast
-            for n, threads in configs:
-                address = clusters[n][0].scheduler_address
-                out = root / f"s{n}_{threads}.zarr"
-                shutil.rmtree(out, ignore_errors=True)
-                t0 = time.perf_counter()
-                summary = run(ExtractConfig(slides=world, out=out, labels=labels,
-                                            patches_per_slide=patches, progress=False,
-                                            scheduler=address, threads=threads))
-                warm[(n, threads)].append(time.perf_counter() - t0)
-                cpu[(n, threads)].append(sum(r.cpu_seconds for r in summary.done))
-                assert not summary.failed, summary.failed
-            for n in (1, 2):
-                t0 = time.perf_counter()
-                map_slides(functools.partial(_burn_item, seconds=2.0), ["a", "b"],
-                           scheduler=clusters[n][0].scheduler_address, progress=False)
-                control[n].append(time.perf_counter() - t0)
+        warm, cpu, control = _warm_rounds(world, root, labels=labels, patches=patches,
+                                          configs=configs, clusters=clusters)
     finally:
         for cluster, client in clusters.values():
             client.close()
@@ -330,7 +343,7 @@ def child_memory(folder: str, out: str, patches: int) -> None:
 
 
 def memory(root: Path, *, patches: int) -> dict:
-    out = {}
+    out: dict[int | str, Any] = {}
     for side in (25_000, 100_000):
         folder = root / f"mem_{side}"
         print(f"memory: {side}x{side} slide ...", flush=True)
@@ -341,6 +354,58 @@ def memory(root: Path, *, patches: int) -> dict:
         out[side] = json.loads(proc.stdout.strip().splitlines()[-1])
     out["ratio_100k_vs_25k"] = out[100_000]["peak_rss_mb"] / out[25_000]["peak_rss_mb"]
     return out
+
+
+def _print_rate(r: dict) -> None:
+    print(f"\n1. rate, one worker, {r['patches']} patches of 300 px, {r['slide']} slide "
+          "(best of 2; CPU = this process's CPU time)")
+    print(f"   {'':34} {'wall s':>7} {'patches/s':>9} {'vs bare':>8} {'CPU s':>7} "
+          f"{'vs bare':>8}")
+    for key, label in (("bare", "bare OpenSlide read_region"),
+                       ("extract", "lymph extract (direct tiles)"),
+                       ("extract_1thread", "lymph extract --threads 1"),
+                       ("extract_openslide", "lymph extract (OpenSlide only)")):
+        w, c = r["wall_seconds"][key], r["cpu_seconds"][key]
+        print(f"   {label:<34} {w:>7.2f} {r['patches'] / w:>9.1f} "
+              f"{r['ratio_wall'][key]:>7.2f}x {c:>7.2f} {r['ratio_cpu'][key]:>7.2f}x")
+    k = r["checksums"]
+    print(f"\n4. crc32c over {k['chunk_files']} chunk files ({k['megabytes']:.1f} MB): "
+          f"{k['crc_seconds'] * 1e3:.1f} ms = {100 * k['fraction_of_extract']:.2f}% of the "
+          f"extraction ({k['extract_seconds']:.2f} s), {100 * k['fraction_of_read']:.2f}% of "
+          f"reading it back ({k['read_seconds']:.2f} s)")
+
+
+def _print_scaling(s: dict) -> None:
+    print(f"\n2. scaling, 2 slides x {s['patches_per_slide']} patches "
+          f"(1-min load average {s['load_average_1min'][0]:.1f} -> "
+          f"{s['load_average_1min'][1]:.1f} on {os.cpu_count()} CPUs)")
+    print(f"   --workers 1 (in process)          {s['seconds_1_worker']:8.2f} s")
+    print(f"   --workers 2 (cluster start incl.)  {s['seconds_2_workers']:8.2f} s  "
+          f"speedup {s['speedup_cold']:.2f}x")
+    w, sc = s["warm_cluster_seconds"], s["slide_cpu_seconds"]
+    for key, label in (("1x1", "1 worker x 1 decode thread"),
+                       ("2x1", "2 workers x 1 decode thread"),
+                       ("1xdefault", f"1 worker x {os.cpu_count()} decode threads")):
+        print(f"   warm cluster, {label:<30} {w[key]:8.2f} s  (slide CPU {sc[key]:.2f} s)")
+    print(f"   worker scaling (2 vs 1 worker, 1 thread each): {s['speedup_warm']:.2f}x; "
+          f"2 workers vs 1 worker with the default threads: {s['speedup_vs_threads']:.2f}x")
+    c = s["control_cpu_loop_seconds"]
+    print(f"   control: 2 tasks x 2 s CPU loop    {c[1]:8.2f} s / {c[2]:.2f} s  "
+          f"speedup {s['speedup_control']:.2f}x (what this machine gives now)")
+    print(f"   extraction speedup / control speedup: {s['efficiency_vs_control']:.2f}")
+    print(f"   one worker x 1 thread keeps {s['cores_busy_1_worker']:.2f} cores busy: "
+          f"2 workers can gain at most {s['speedup_ceiling']:.2f}x on a perfect machine, "
+          f"{s['speedup_ceiling'] * s['speedup_control'] / 2:.2f}x at the control's "
+          f"efficiency")
+
+
+def _print_memory(m: dict, *, patches: int) -> None:
+    print(f"\n3. peak RSS, {patches} patches with masks, fresh process")
+    for side in (25_000, 100_000):
+        v = m[side]
+        print(f"   {side:>7}^2 slide  {v['peak_rss_mb']:8.0f} MB  ({v['seconds']:.1f} s, "
+              f"{v['patches']} patches, {v['tumor']} tumor)")
+    print(f"   100k / 25k: {m['ratio_100k_vs_25k']:.3f}")
 
 
 def main() -> None:
@@ -365,55 +430,15 @@ def main() -> None:
     if not args.skip_rate:
         r = rate(args.out, patches=args.patches, size=args.size)
         report["rate"] = r
-        print(f"\n1. rate, one worker, {r['patches']} patches of 300 px, {r['slide']} slide "
-              "(best of 2; CPU = this process's CPU time)")
-        print(f"   {'':34} {'wall s':>7} {'patches/s':>9} {'vs bare':>8} {'CPU s':>7} "
-              f"{'vs bare':>8}")
-        for key, label in (("bare", "bare OpenSlide read_region"),
-                           ("extract", "lymph extract (direct tiles)"),
-                           ("extract_1thread", "lymph extract --threads 1"),
-                           ("extract_openslide", "lymph extract (OpenSlide only)")):
-            w, c = r["wall_seconds"][key], r["cpu_seconds"][key]
-            print(f"   {label:<34} {w:>7.2f} {r['patches'] / w:>9.1f} "
-                  f"{r['ratio_wall'][key]:>7.2f}x {c:>7.2f} {r['ratio_cpu'][key]:>7.2f}x")
-        k = r["checksums"]
-        print(f"\n4. crc32c over {k['chunk_files']} chunk files ({k['megabytes']:.1f} MB): "
-              f"{k['crc_seconds'] * 1e3:.1f} ms = {100 * k['fraction_of_extract']:.2f}% of the "
-              f"extraction ({k['extract_seconds']:.2f} s), {100 * k['fraction_of_read']:.2f}% of "
-              f"reading it back ({k['read_seconds']:.2f} s)")
+        _print_rate(r)
     if not args.skip_scaling:
         s = scaling(args.out, patches=args.patches, size=args.size)
         report["scaling"] = s
-        print(f"\n2. scaling, 2 slides x {s['patches_per_slide']} patches "
-              f"(1-min load average {s['load_average_1min'][0]:.1f} -> "
-              f"{s['load_average_1min'][1]:.1f} on {os.cpu_count()} CPUs)")
-        print(f"   --workers 1 (in process)          {s['seconds_1_worker']:8.2f} s")
-        print(f"   --workers 2 (cluster start incl.)  {s['seconds_2_workers']:8.2f} s  "
-              f"speedup {s['speedup_cold']:.2f}x")
-        w, sc = s["warm_cluster_seconds"], s["slide_cpu_seconds"]
-        for key, label in (("1x1", "1 worker x 1 decode thread"),
-                           ("2x1", "2 workers x 1 decode thread"),
-                           ("1xdefault", f"1 worker x {os.cpu_count()} decode threads")):
-            print(f"   warm cluster, {label:<30} {w[key]:8.2f} s  (slide CPU {sc[key]:.2f} s)")
-        print(f"   worker scaling (2 vs 1 worker, 1 thread each): {s['speedup_warm']:.2f}x; "
-              f"2 workers vs 1 worker with the default threads: {s['speedup_vs_threads']:.2f}x")
-        c = s["control_cpu_loop_seconds"]
-        print(f"   control: 2 tasks x 2 s CPU loop    {c[1]:8.2f} s / {c[2]:.2f} s  "
-              f"speedup {s['speedup_control']:.2f}x (what this machine gives now)")
-        print(f"   extraction speedup / control speedup: {s['efficiency_vs_control']:.2f}")
-        print(f"   one worker x 1 thread keeps {s['cores_busy_1_worker']:.2f} cores busy: "
-              f"2 workers can gain at most {s['speedup_ceiling']:.2f}x on a perfect machine, "
-              f"{s['speedup_ceiling'] * s['speedup_control'] / 2:.2f}x at the control's "
-              f"efficiency")
+        _print_scaling(s)
     if not args.skip_memory:
         m = memory(args.out, patches=args.memory_patches)
         report["memory"] = m
-        print(f"\n3. peak RSS, {args.memory_patches} patches with masks, fresh process")
-        for side in (25_000, 100_000):
-            v = m[side]
-            print(f"   {side:>7}^2 slide  {v['peak_rss_mb']:8.0f} MB  ({v['seconds']:.1f} s, "
-                  f"{v['patches']} patches, {v['tumor']} tumor)")
-        print(f"   100k / 25k: {m['ratio_100k_vs_25k']:.3f}")
+        _print_memory(m, patches=args.memory_patches)
     from lymph.data.io import atomic_write_json
 
     atomic_write_json(args.out / "report.json", json.loads(json.dumps(report, default=str)))
