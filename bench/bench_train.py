@@ -29,6 +29,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -342,7 +343,6 @@ def gpu_bench(
 ) -> None:
     """``dry_run_on_cpu``: exercise this code path on a CPU with tiny settings (no figures)."""
     import torch
-    from torch.utils.flop_counter import FlopCounterMode
 
     from lymph.model.losses import reconstruction_loss
     from lymph.model.unet import UNet, UNetConfig
@@ -374,20 +374,7 @@ def gpu_bench(
     x0 = torch.rand(batch_size, 3, crop, crop, device=dev).contiguous(
         memory_format=torch.channels_last
     )
-    with FlopCounterMode(display=False) as fc:
-        train_step(x0)
-    flops = fc.get_total_flops()  # forward + backward of one batch (optimizer excluded)
-    for _ in range(5):
-        train_step(x0)
-    sync()
-
-    # the model alone, on a batch already on the GPU
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        train_step(x0)
-    sync()
-    synthetic = steps / (time.perf_counter() - t0)
-
+    flops, synthetic = _model_rate(train_step, sync, x0, steps=steps)
     # the same with the streaming loader; GPU idle time = time blocked on data after a sync
     real_s, wait = _loader_steps(store, train_step, sync, dev=dev, steps=steps,
                                  batch_size=batch_size, crop=crop, workers=workers)  # fmt: skip
@@ -395,6 +382,25 @@ def gpu_bench(
     _print_gpu(name=name, base_width=base_width, crop=crop, batch_size=batch_size,
                workers=workers, synthetic=synthetic, real=real, wait_frac=wait / real_s,
                flops=flops, peak=peak)  # fmt: skip
+
+
+def _model_rate(train_step: Callable[[Any], Any], sync: Callable[[], None], x0: Any, *,
+                steps: int) -> tuple[float, float]:
+    """The model alone, on a batch already on the device: FLOPs of one training step (forward +
+    backward, optimizer excluded) and steps per second after 5 warm-up steps."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as fc:
+        train_step(x0)
+    flops = fc.get_total_flops()
+    for _ in range(5):
+        train_step(x0)
+    sync()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        train_step(x0)
+    sync()
+    return float(flops), steps / (time.perf_counter() - t0)
 
 
 def _print_gpu(
