@@ -15,6 +15,7 @@ import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -92,10 +93,24 @@ def _patch(img: np.ndarray, xy: tuple[int, int]) -> np.ndarray:
     return img[y - 2:y + 3, x - 2:x + 3].reshape(-1, 3).mean(axis=0)
 
 
+def _wheel_zoom(driver: Any, at: list[int], *, clicks: int) -> float:
+    """Turn the mouse wheel `clicks` times over the level-0 point `at`, as a user zooms in; the
+    viewer's zoom after / before."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.actions.wheel_input import ScrollOrigin
+
+    zoom = "return window.lymphView.state.viewer.viewport.getZoom()"
+    zoom0 = driver.execute_script(zoom)
+    for _ in range(clicks):
+        ActionChains(driver).scroll_from_origin(ScrollOrigin.from_viewport(*_at(driver, at)),
+                                                0, -120).perform()
+    _ready(driver)
+    return float(driver.execute_script(zoom)) / float(zoom0)
+
+
 def test_viewer_shows_the_map_over_the_tumor(browser: object, view_world: Path,
                                              tmp_path: Path) -> None:
     from selenium.webdriver.common.action_chains import ActionChains
-    from selenium.webdriver.common.actions.wheel_input import ScrollOrigin
     from selenium.webdriver.common.by import By
 
     driver = browser
@@ -113,14 +128,8 @@ def test_viewer_shows_the_map_over_the_tumor(browser: object, view_world: Path,
         # opacity 100%: the map's own colours, so that pixels can be compared with its LUT
         driver.execute_script("const o = document.getElementById('opacity'); o.value = 100;"
                               "o.dispatchEvent(new Event('input'));")
-        zoom0 = driver.execute_script("return window.lymphView.state.viewer.viewport.getZoom()")
         mid = [(a + b) // 2 for a, b in zip(truth["tumor"], truth["near"], strict=True)]
-        for _ in range(6):  # mouse wheel over the tumor, as a user zooms in
-            ActionChains(driver).scroll_from_origin(ScrollOrigin.from_viewport(*_at(driver, mid)),
-                                                    0, -120).perform()
-        _ready(driver)
-        zoom1 = driver.execute_script("return window.lymphView.state.viewer.viewport.getZoom()")
-        assert zoom1 > 2.5 * zoom0
+        assert _wheel_zoom(driver, mid, clicks=6) > 2.5
         tumor, near = _at(driver, truth["tumor"]), _at(driver, truth["near"])
         main = driver.find_element(By.ID, "osd").rect
         for x, y in (tumor, near):
