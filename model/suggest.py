@@ -176,8 +176,10 @@ def find_maps(folder: Path, *, slides: Path | None = None) -> list[SlideMap]:
             ds = float(meta["settings"]["map_downsample"])
             if not 1.0 <= ds <= 1024.0:  # also NaN
                 raise ValueError(f"map_downsample {ds}")
-            mpp = plausible_mpp(meta.get("mpp"))
-            slide_path = Path(meta["slide"]) if meta.get("slide") else None
+            mpp = plausible_mpp(meta["mpp"])  # predict writes the key always, null if unknown
+            if mpp is None and meta["mpp"] is not None:
+                raise ValueError(f"mpp {meta['mpp']!r}")
+            slide_path = Path(meta["slide"]) if meta["slide"] else None
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             ds, mpp, slide_path = 16.0, None, None
             why = ("missing" if isinstance(exc, FileNotFoundError) else

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import re
 import warnings
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -17,6 +18,7 @@ from lymph.data.pyramid import write_pyramidal_tiff
 from lymph.data.tissue import summed_area, window_sums
 from lymph.model.suggest import (
     SuggestConfig,
+    find_maps,
     pick_boxes,
     run,
     uncertainty_lut,
@@ -378,6 +380,18 @@ def test_hostile_maps_and_metadata(tmp_path):
     assert not (tmp_path / "o" / "blank_suggestions.xml").exists()
     assert len((tmp_path / "o" / "suggestions.csv").read_text().splitlines()) == 1 + len(
         s.suggestions)
+    for meta, why in (({"slide": None, "mpq": 0.5}, "KeyError: 'mpp'"),  # a flipped byte
+                      ({"mpp": 0.5}, "KeyError: 'slide'"),
+                      ({"slide": None, "mpp": 50.0}, "ValueError: mpp 50.0")):
+        (maps / "odd_predict.json").write_text(json.dumps({**meta, "settings": {
+            "map_downsample": 16}}))
+        with pytest.warns(UserWarning, match=re.escape(f"implausible ({why}")):
+            find_maps(maps)
+    (maps / "odd_predict.json").write_text(json.dumps({"slide": None, "mpp": None, "settings": {
+        "map_downsample": 8}}))  # a slide without an mpp: no warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert {m.name: (m.downsample, m.mpp) for m in find_maps(maps)}["odd"] == (8.0, None)
     (maps / "odd_predict.json").write_text("[1, 2]")
     with pytest.warns(UserWarning, match="odd_predict.json"):
         s2 = run(SuggestConfig(out=tmp_path / "p", maps=maps, k=2, size_um=300))
