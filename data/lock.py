@@ -1,5 +1,5 @@
 """One writer per folder: the exclusive lock that the store, `train --out`, `study --out` and
-`predict --out` all take (`FOLDER/.lymph-writer.lock`).
+`predict --out` and `suggest --out` all take (`FOLDER/.lymph-writer.lock`).
 
 An `fcntl.flock` on the lock file, which records the holder's pid, host, command and start
 time; the kernel releases it when the holder exits, however it exits. A second writer gets an

@@ -490,7 +490,15 @@ def _predict_first(config: SuggestConfig, *, checkpoint: Path) -> Path:
 
 
 def run(config: SuggestConfig) -> SuggestSummary:
-    """`lymph suggest` (see the module doc): score every map, rank, write the files."""
+    """`lymph suggest` (see the module doc): score every map, rank, write the files; one
+    writer per --out (a second `lymph suggest` on it is refused, naming the first)."""
+    from lymph.data.lock import run_folder_lock
+
+    with run_folder_lock(config.out, what="this suggest folder"):
+        return _suggest(config)
+
+
+def _suggest(config: SuggestConfig) -> SuggestSummary:
     from lymph.data.annotations import read_labels_csv
     from lymph.data.errors import LymphError
 

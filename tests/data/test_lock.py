@@ -158,3 +158,19 @@ def test_second_predict_on_one_out_is_refused_naming_the_holder(
             run(config)
     finally:
         os.close(fd)
+
+
+def test_second_suggest_on_one_out_is_refused_naming_the_holder(tmp_path: Path) -> None:
+    from lymph.model.suggest import SuggestConfig, run
+
+    out = tmp_path / "next"
+    fd = _hold(out)
+    try:
+        (tmp_path / "maps").mkdir()
+        config = SuggestConfig(out=out, maps=tmp_path / "maps", k=2, size=1200)
+        with pytest.raises(OutputError, match=r"another lymph is writing this suggest folder "
+                                              r"\(pid .*holder-test\)"):
+            run(config)
+    finally:
+        os.close(fd)
+    assert not list(out.glob("*suggestions*"))
