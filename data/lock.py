@@ -1,4 +1,4 @@
-"""One writer per folder: the exclusive lock that the store, `train --out`, `study --out` and
+"""One writer per folder: the exclusive lock that the store, `train --out`, `study --out`,
 `predict --out` and `suggest --out` all take (`FOLDER/.lymph-writer.lock`).
 
 An `fcntl.flock` on the lock file, which records the holder's pid, host, command and start
