@@ -34,7 +34,8 @@ model trained on few tumor patches may never reach 0.5 there. Each round's model
 test world's slides (`lymph predict`) and is scored the CAMELYON16 way (`lymph eval slides`:
 lesion FROC by the official rules, slide AUC); ΔFROC and a FROC reach fraction are reported
 beside F1's and AP's. `loop.png` plots F1 against annotated area (mm^2, patch footprints), and
-AP and FROC against mm^2.
+AP and FROC against mm^2: each strategy's mean over seeds with its t 95% interval, each seed as a
+thin line.
 
 This runs minutes per fine-tune on a 2-core CPU at the study's scale; `tests/model/test_loop.py`
 runs it on a tiny world (2 tumor slides, 1 round) to show the machinery is correct.
