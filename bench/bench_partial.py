@@ -47,7 +47,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_loop  # noqa: E402  (the loop's world, training and scoring)
 
 CONDITIONS = ("exhaustive", "reviewed")
-METRICS = ("f1", "recall", "precision", "ap", "f1_05", "recall_05", "froc")
+METRICS = ("f1", "recall", "precision", "ap", "f1_05", "recall_05", "froc", "recall_dropped",
+           "recall_kept", "recall_gap")
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,19 @@ def drop_lesions(truth: Any, rng: np.random.Generator) -> tuple[list[int], list[
     order = [int(i) for i in rng.permutation(n)]
     n_drop = max(1, n // 2) if n >= 2 else 0
     return sorted(order[n_drop:]), sorted(order[:n_drop])
+
+
+def draws(world: Any, seed: int) -> dict[str, tuple[Any, list[int], list[int]]]:
+    """Each pool slide's (ground truth, kept, dropped) for `seed`: the one draw that both
+    conditions and the lesion-recall analysis use."""
+    from lymph.data.annotations import read_annotations
+
+    rng = np.random.default_rng(seed)
+    out = {}
+    for name in world.pool:
+        truth = read_annotations(world.slides / f"{name}.xml")
+        out[name] = (truth, *drop_lesions(truth, rng))
+    return out
 
 
 def reviewed_cells(width: int, height: int, avoid: list[tuple[float, float, float, float]],
@@ -89,18 +103,15 @@ def reviewed_cells(width: int, height: int, avoid: list[tuple[float, float, floa
 def write_condition(world: Any, seed: int, folder: Path, condition: str, cell: float
                     ) -> dict[str, int]:
     """Each pool slide's S.xml for `condition`; the validation slides' ground truth."""
-    from lymph.data.annotations import Annotations, read_annotations
+    from lymph.data.annotations import Annotations
     from lymph.data.slides import open_slide
     from lymph.data.suggestions import write_asap_xml
 
     folder.mkdir(parents=True, exist_ok=True)
     for name in world.val:
         shutil.copy(world.slides / f"{name}.xml", folder / f"{name}.xml")
-    rng = np.random.default_rng(seed)
     counts = {"kept": 0, "dropped": 0}
-    for name in world.pool:
-        truth = read_annotations(world.slides / f"{name}.xml")
-        kept, dropped = drop_lesions(truth, rng)
+    for name, (truth, kept, dropped) in draws(world, seed).items():
         counts["kept"] += len(kept)
         counts["dropped"] += len(dropped)
         regions = ()
@@ -148,6 +159,61 @@ def label_noise(world: Any, store: Path) -> dict[str, float]:
             "wrong_mask_pixels": wrong_px / max(1, known_px)}
 
 
+LESION_SETS = ("dropped", "kept")
+LESION_PATCHES = 32  # per slide and lesion set: half of them tumor patches on those lesions
+
+
+def lesion_stores(lc: Any, world: Any, seed: int) -> dict[str, Path]:
+    """Two stores of the pool's tumor slides for `seed`: tumor patches centred on the lesions
+    it dropped (its unannotated tumor) and on those it kept, masks from those outlines alone,
+    so that pixel recall there is recall on those lesions (made once, reused)."""
+    from lymph.data.annotations import Annotations
+    from lymph.data.suggestions import write_asap_xml
+    from lymph.pipeline.extract import ExtractConfig
+    from lymph.pipeline.extract import run as extract
+
+    root = lc.out / f"seed{seed}" / "lesions"
+    drawn = draws(world, seed)
+    stores = {}
+    for which in LESION_SETS:
+        slides, ann = root / f"slides_{which}", root / f"ann_{which}"
+        for folder in (slides, ann):
+            folder.mkdir(parents=True, exist_ok=True)
+        names = []
+        for name, (truth, kept, dropped) in drawn.items():
+            idx = dropped if which == "dropped" else kept
+            if not idx:
+                continue
+            names.append(name)
+            link = slides / f"{name}.tif"
+            if not link.is_symlink():
+                link.symlink_to((world.slides / f"{name}.tif").resolve())
+            write_asap_xml(ann / f"{name}.xml", [], existing=Annotations(
+                tumor=tuple(truth.tumor[i] for i in idx), holes=truth.holes))
+        (slides / "labels.csv").write_text("".join(f"{n},Tumor\n" for n in names))
+        stores[which] = root / f"{which}.zarr"
+        extract(ExtractConfig(slides=slides, out=stores[which], annotations=ann,
+                              labels=slides / "labels.csv", level=lc.level,
+                              patch_size=lc.patch_size, patches_per_slide=LESION_PATCHES,
+                              seed=seed, progress=False))
+    return stores
+
+
+def lesion_recall(stores: dict[str, Path], work: Path, threshold: float) -> dict[str, float]:
+    """Pixel recall of the condition's kept checkpoint, at its validation threshold, on the
+    dropped and on the kept lesions of the training slides, and the gap between them (what
+    the model learnt to miss of the tumor it was shown as non-tumor, or never shown)."""
+    from lymph.model.evaluate import EvalConfig
+    from lymph.model.evaluate import run as evaluate
+
+    ckpt = bench_loop.kept_checkpoint(work)
+    out = {f"recall_{which}": float(evaluate(EvalConfig(
+        store=store, checkpoint=ckpt, threshold=threshold, batch_size=32,
+        progress=False)).to_dict()["recall"]) for which, store in stores.items()}
+    out["recall_gap"] = out["recall_kept"] - out["recall_dropped"]
+    return out
+
+
 def run_partial(config: PartialConfig) -> dict[str, Any]:
     from lymph.model.study.stats import paired_stats
 
@@ -162,6 +228,9 @@ def run_partial(config: PartialConfig) -> dict[str, Any]:
             if done.is_file():
                 saved = json.loads(done.read_text())
                 row = bench_loop.rescore(lc, world, work, saved)  # saved by an earlier bench
+                if "recall_dropped" not in row:
+                    row.update(lesion_recall(lesion_stores(lc, world, seed), work,
+                                             row["threshold"]))
                 if row != saved:
                     done.write_text(json.dumps(row))
                 rows.append(row)
@@ -172,6 +241,7 @@ def run_partial(config: PartialConfig) -> dict[str, Any]:
             row, _ = bench_loop.train_and_score(lc, world, work / "ann", work, seed)
             row = {"seed": seed, "condition": condition, **counts, **row,
                    **label_noise(world, work / "store.zarr")}
+            row.update(lesion_recall(lesion_stores(lc, world, seed), work, row["threshold"]))
             done.write_text(json.dumps(row))
             rows.append(row)
     with open(lc.out / "partial.csv", "w", newline="") as fh:
@@ -185,8 +255,10 @@ def run_partial(config: PartialConfig) -> dict[str, Any]:
         diffs = [by[(s, "reviewed")][metric] - by[(s, "exhaustive")][metric] for s in lc.seeds]
         summary[metric] = paired_stats(diffs, rng=rng, ratio=0.0)  # independent seeds
     for cond in CONDITIONS:
-        summary[f"noise_{cond}"] = float(np.mean(
-            [by[(s, cond)]["normal_patches_on_tumor"] for s in lc.seeds]))
+        for key, name in (("normal_patches_on_tumor", "noise"), ("recall_dropped", None),
+                          ("recall_kept", None)):
+            summary[f"{name or key}_{cond}"] = float(np.mean([by[(s, cond)][key]
+                                                              for s in lc.seeds]))
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(lc).items()}
     (lc.out / "partial.json").write_text(json.dumps(
         {"settings": settings, "cell": config.cell, "summary": summary}, indent=1,
@@ -205,6 +277,10 @@ def report(result: dict[str, Any]) -> str:
                      f"Wilcoxon p {d['p_wilcoxon']:.3f}  n {d['n']}")
     lines.append(f"non-tumor training patches centred on (unannotated) tumor: exhaustive "
                  f"{s['noise_exhaustive']:.1%}, reviewed {s['noise_reviewed']:.1%}")
+    lines.append("training slides' pixel recall, mean over seeds, on the dropped (unannotated) "
+                 f"lesions: exhaustive {s['recall_dropped_exhaustive']:.3f}, reviewed "
+                 f"{s['recall_dropped_reviewed']:.3f}; on the kept ones: exhaustive "
+                 f"{s['recall_kept_exhaustive']:.3f}, reviewed {s['recall_kept_reviewed']:.3f}")
     return "\n".join(lines)
 
 

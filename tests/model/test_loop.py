@@ -196,4 +196,12 @@ def test_tiny_partial_experiment(loop, partial, tmp_path):
     assert (ex["condition"], rv["condition"]) == ("exhaustive", "reviewed")
     assert ex["dropped"] == rv["dropped"] >= 1 and ex["kept"] == rv["kept"]
     assert rv["normal_patches_on_tumor"] == 0 and rv["wrong_mask_pixels"] == 0
-    assert "Δf1" in partial.report(result)
+    for row in (ex, rv):  # both scored on the same lesion stores of the training slides
+        assert 0 <= row["recall_dropped"] <= 1 and 0 <= row["recall_kept"] <= 1
+        assert row["recall_gap"] == pytest.approx(row["recall_kept"] - row["recall_dropped"])
+    from lymph.data.store import PatchStore
+
+    dropped = PatchStore.open(tmp_path / "partial" / "seed0" / "lesions" / "dropped.zarr")
+    assert sum(s.n_tumor for s in dropped.labeled_slides) >= 1
+    assert "Δrecall_dropped" in partial.report(result)
+    assert "on the dropped (unannotated) lesions: exhaustive" in partial.report(result)
