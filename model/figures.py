@@ -322,6 +322,7 @@ def plot_study_pairs(
     path: str | Path,
     *,
     primary: str = "",
+    title: str = "",
 ) -> Path:
     """Left: each run's F1 (dots) and the mean (line) per condition, at each size, in percent.
     Right: each pair's ΔF1 (dots), its mean and 95% CI (bar) per comparison, at each size, in
@@ -374,4 +375,6 @@ def plot_study_pairs(
     right.axhline(0, color="black", lw=0.8)
     right.set_ylabel("ΔF1 per (fold, repeat) pair, percentage points")
     right.set_title("paired ΔF1 (pp), mean and corrected t 95% CI")
+    if title:  # above both panels, in the colour of a warning
+        fig.suptitle(title, fontsize=10, color="firebrick", fontweight="bold")
     return _save(fig, path)

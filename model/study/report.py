@@ -296,8 +296,10 @@ def write_results_csv(path: Path, rows: Sequence[ResultRow]) -> None:
     atomic_write_text(path, buf.getvalue())
 
 
-def plot_pairs_by_size(summary: Summary, protocol: StudyProtocol, path: Path) -> None:
-    """f1_vs_size.png: every pair's F1 and the means per condition; ΔF1 with CIs."""
+def plot_pairs_by_size(summary: Summary, protocol: StudyProtocol, path: Path, *,
+                       title: str = "") -> None:
+    """f1_vs_size.png: every pair's F1 and the means per condition; ΔF1 with CIs; `title`
+    above both panels (an unfinished study's interim line)."""
     from lymph.model.figures import plot_study_pairs
 
     ordered = sorted(summary, key=lambda e: e["size"])
@@ -312,4 +314,4 @@ def plot_pairs_by_size(summary: Summary, protocol: StudyProtocol, path: Path) ->
             (e["comparisons"][a, b]["diffs"], e["comparisons"][a, b]["ci"]) for e in ordered
         ]
     a, b = protocol["primary"]["comparison"]
-    plot_study_pairs(sizes, points, deltas, path, primary=f"{a} − {b}")
+    plot_study_pairs(sizes, points, deltas, path, primary=f"{a} − {b}", title=title)

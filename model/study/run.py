@@ -155,9 +155,20 @@ def complete_sizes(runs: Sequence[RunSpec], rows: Sequence[Row]) -> list[int]:
     return sorted((s for s, n in planned.items() if have[s] >= n), reverse=True)
 
 
+def _pending(plan: StudyPlan, sizes: Sequence[int]) -> list[int]:
+    return [s for s in dict.fromkeys(spec.size for spec in plan.runs) if s not in sizes]
+
+
+def interim_title(plan: StudyPlan, n_rows: int, sizes: Sequence[int]) -> str:
+    """f1_vs_size.png's title while a study is unfinished (the figure travels without its
+    table)."""
+    return (f"INTERIM: {n_rows} of {len(plan.runs)} runs finished; sizes pending: "
+            f"{', '.join(map(str, _pending(plan, sizes)))}")
+
+
 def interim_line(plan: StudyPlan, n_rows: int, sizes: Sequence[int]) -> str:
     """table.md's warning while a study is unfinished."""
-    pending = [s for s in dict.fromkeys(spec.size for spec in plan.runs) if s not in sizes]
+    pending = _pending(plan, sizes)
     return (
         f"**Interim: {n_rows} of {len(plan.runs)} runs finished.** Summarised: the sizes whose "
         f"runs are all finished ({', '.join(map(str, sizes))}); pending: "
@@ -202,7 +213,8 @@ def _write_results(
         "primary": None if st is None else {k: v for k, v in st.items() if k != "diffs"},
     }  # fmt: skip
     atomic_write_json(config.out / "study.json", declared)
-    plot_pairs_by_size(summary, protocol, config.out / "f1_vs_size.png")
+    plot_pairs_by_size(summary, protocol, config.out / "f1_vs_size.png",
+                       title=interim_title(plan, n_done, sizes) if interim else "")
     return summary, cap
 
 

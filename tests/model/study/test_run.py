@@ -290,7 +290,7 @@ def test_gpu_bench_dry_run_runs_the_same_path_on_cpu(tmp_path) -> None:
 def test_complete_sizes_and_the_interim_warning() -> None:
     from types import SimpleNamespace
 
-    from lymph.model.study.run import complete_sizes, interim_line
+    from lymph.model.study.run import complete_sizes, interim_line, interim_title
 
     runs = [SimpleNamespace(size=s) for s in (40, 40, 200, 200, 120)]
     assert complete_sizes(runs, []) == []  # type: ignore[arg-type]
@@ -300,6 +300,23 @@ def test_complete_sizes_and_the_interim_warning() -> None:
     line = interim_line(SimpleNamespace(runs=runs), 3, [40])  # type: ignore[arg-type]
     assert line.startswith("**Interim: 3 of 5 runs finished.**")
     assert "finished (40); pending: 200, 120." in line
+    title = interim_title(SimpleNamespace(runs=runs), 3, [40])  # type: ignore[arg-type]
+    assert title == "INTERIM: 3 of 5 runs finished; sizes pending: 200, 120"
+
+
+def test_the_study_figure_carries_its_title(tmp_path, monkeypatch) -> None:
+    from matplotlib.figure import Figure
+
+    from lymph.model.figures import plot_study_pairs
+
+    titles = []
+    monkeypatch.setattr(Figure, "suptitle", lambda self, t, **kw: titles.append(t))
+    pts = {"a": [[0.6, 0.7]], "b": [[0.5, 0.6]]}
+    deltas = {"a − b": [([0.1, 0.1], (0.05, 0.15))]}
+    plot_study_pairs([40], pts, deltas, tmp_path / "f.png", primary="a − b")
+    assert titles == []  # a finished study: no title
+    plot_study_pairs([40], pts, deltas, tmp_path / "f.png", primary="a − b", title="INTERIM: x")
+    assert titles == ["INTERIM: x"] and (tmp_path / "f.png").stat().st_size > 0
 
 
 @pytest.mark.slow  # over 5 s (make test-all runs it)
