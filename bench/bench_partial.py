@@ -228,9 +228,9 @@ def run_partial(config: PartialConfig) -> dict[str, Any]:
             if done.is_file():
                 saved = json.loads(done.read_text())
                 row = bench_loop.rescore(lc, world, work, saved)  # saved by an earlier bench
-                if "recall_dropped" not in row:
-                    row.update(lesion_recall(lesion_stores(lc, world, seed), work,
-                                             row["threshold"]))
+                if "recall_dropped" not in row:  # a new dict: rescore may return `saved`
+                    row = {**row, **lesion_recall(lesion_stores(lc, world, seed), work,
+                                                  row["threshold"])}
                 if row != saved:
                     done.write_text(json.dumps(row))
                 rows.append(row)

@@ -205,3 +205,11 @@ def test_tiny_partial_experiment(loop, partial, tmp_path):
     assert sum(s.n_tumor for s in dropped.labeled_slides) >= 1
     assert "Δrecall_dropped" in partial.report(result)
     assert "on the dropped (unannotated) lesions: exhaustive" in partial.report(result)
+    # a row saved before the lesion analysis existed: scored on resume, and saved
+    done = tmp_path / "partial" / "seed0" / "exhaustive" / "row.json"
+    old = {k: v for k, v in json.loads(done.read_text()).items() if "_dropped" not in k
+           and "_kept" not in k and k != "recall_gap"}
+    done.write_text(json.dumps(old))
+    again = partial.run_partial(partial.PartialConfig(loop=lc, cell=512.0))
+    assert json.loads(done.read_text())["recall_dropped"] == ex["recall_dropped"]
+    assert again["rows"][0] == ex
