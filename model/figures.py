@@ -315,6 +315,18 @@ def _data_range(values: Sequence[float], *, pad: float = 0.08, floor: float = 1.
     return lo - margin, hi + margin
 
 
+def _ci_bar(ax: Axes, x: float, ci: Sequence[float], *, color: str, lw: float) -> list[float]:
+    """A 95% CI (fractions) as a vertical bar in pp at `x`; the drawn ends. A ΔF1 lies within
+    ±100 pp, so a wider CI (few pairs) is cut there and its cut end marked with a triangle."""
+    pp = [100 * float(ci[0]), 100 * float(ci[1])]
+    cut = np.clip(pp, -100, 100).tolist()
+    ax.plot([x, x], cut, "-", lw=lw, color=color)
+    for end, mark in ((pp[0], "v"), (pp[1], "^")):
+        if abs(end) > 100:
+            ax.plot(x, np.sign(end) * 100, mark, ms=7, color=color)
+    return cut
+
+
 def plot_study_pairs(
     sizes: Sequence[int],
     points: Mapping[str, Sequence[Sequence[float]]],
@@ -349,15 +361,8 @@ def plot_study_pairs(
                 seen[ax].extend(values.tolist())
                 means.append(values.mean() if values.size else np.nan)
                 if ax is right and not np.isnan(item[1][0]):
-                    ci = [100 * float(item[1][0]), 100 * float(item[1][1])]
-                    # a ΔF1 lies within ±100 pp; a wider CI (few pairs) is cut there, marked
-                    cut = np.clip(ci, -100, 100).tolist()
-                    ax.plot([x[i] + off] * 2, cut, "-", lw=2.5 if name == primary else 1.5,
-                            color=color)  # fmt: skip
-                    for end, mark in ((ci[0], "v"), (ci[1], "^")):
-                        if abs(end) > 100:
-                            ax.plot(x[i] + off, np.sign(end) * 100, mark, ms=7, color=color)
-                    seen[ax].extend(cut)
+                    seen[ax].extend(_ci_bar(ax, x[i] + off, item[1], color=color,
+                                            lw=2.5 if name == primary else 1.5))
             ax.plot(x + off, means, "o-" if ax is left else "_", ms=8 if ax is right else 5,
                     lw=2.5 if name == primary else 1.2, color=color,
                     label=name + (" (primary)" if name == primary else ""))  # fmt: skip
