@@ -4,7 +4,11 @@ through the store's own writer (`lymph.data.store.write_slide`), and the argumen
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+import os
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -57,3 +61,26 @@ def flip_byte(file: Path, offset: int = 40) -> None:
     data = bytearray(file.read_bytes())
     data[offset] ^= 0x01
     file.write_bytes(bytes(data))
+
+
+_STORE_LOCK_HOLDER = """
+import sys
+from lymph.data.store import writer_lock
+with writer_lock(sys.argv[1], command="holder-test"):
+    print("locked", flush=True)
+    sys.stdin.read()
+"""
+
+
+@contextlib.contextmanager
+def store_lock_holder(path: Path) -> Iterator[subprocess.Popen[str]]:
+    """A real second process holding `path`'s store writer lock (command "holder-test") for
+    the block; it exits when the block ends."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    holder = subprocess.Popen([sys.executable, "-c", _STORE_LOCK_HOLDER, str(path)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        yield holder
+    finally:
+        holder.communicate("", timeout=30)

@@ -21,6 +21,7 @@ from lymph.cli import main
 from lymph.data.errors import ConfigError, StoreError
 from lymph.data.store import PatchStore, describe_store
 from lymph.pipeline.extract import ExtractConfig, run
+from tests.builders import store_lock_holder
 
 
 def _arrays(store: Path, slide_id: str) -> dict[str, np.ndarray]:
@@ -41,24 +42,11 @@ def _assert_same_store(ref: Path, got: Path) -> None:
             np.testing.assert_array_equal(b[name], a[name])
 
 
-_HOLDER = """
-import sys
-from lymph.data.store import writer_lock
-with writer_lock(sys.argv[1], command="holder-test"):
-    print("locked", flush=True)
-    sys.stdin.read()
-"""
-
-
 def test_second_extract_is_refused_while_another_writes(synth_world, tmp_path):
     """A real second process holds the store: `lymph extract` (in process and with dask
     workers) is refused, naming the holder, and writes nothing."""
     out = tmp_path / "s.zarr"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    holder = subprocess.Popen([sys.executable, "-c", _HOLDER, str(out)], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True, env=env)
-    try:
-        assert holder.stdout.readline().strip() == "locked"
+    with store_lock_holder(out) as holder:
         r = CliRunner().invoke(main, ["extract", "--slides", str(synth_world), "--out", str(out),
                                       "--patches-per-slide", "8", "--quiet"])
         assert r.exit_code == 1
@@ -67,8 +55,6 @@ def test_second_extract_is_refused_while_another_writes(synth_world, tmp_path):
         with pytest.raises(StoreError, match=rf"pid {holder.pid} on host .* since "):
             run(_cfg(synth_world, out, workers=2))
         assert sorted(p.name for p in out.iterdir()) == [".lymph-writer.lock"]
-    finally:
-        holder.communicate("", timeout=30)
 
 
 @pytest.mark.slow  # over 5 s (make test-all runs it)

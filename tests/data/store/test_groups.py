@@ -7,8 +7,6 @@ import json
 import os
 import re
 import socket
-import subprocess
-import sys
 
 import pytest
 
@@ -20,7 +18,7 @@ from lymph.data.store import (
     describe_store,
     writer_lock,
 )
-from tests.builders import STORE_SETTINGS
+from tests.builders import STORE_SETTINGS, store_lock_holder
 
 
 def test_other_settings_are_refused_by_name(tmp_path):
@@ -78,31 +76,16 @@ def test_out_that_is_a_regular_file_is_refused(tmp_path):
         describe_store(tmp_path / "store.zarr")
 
 
-_HOLDER = """
-import sys
-from lymph.data.store import writer_lock
-with writer_lock(sys.argv[1], command="holder-test"):
-    print("locked", flush=True)
-    sys.stdin.read()
-"""
-
-
 def test_second_writer_is_refused_naming_the_holder(tmp_path):
     """Two real processes: the first holds the lock, the second is refused by name."""
     path = tmp_path / "s.zarr"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    holder = subprocess.Popen([sys.executable, "-c", _HOLDER, str(path)], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True, env=env)
-    try:
-        assert holder.stdout.readline().strip() == "locked"
+    with store_lock_holder(path) as holder:
         host = re.escape(socket.gethostname())
         with pytest.raises(StoreError, match=rf"another lymph is writing this store \(pid "
                                              rf"{holder.pid} on host {host} since .*: "
                                              r"holder-test\); wait for it"):
             with writer_lock(path):
                 pass
-    finally:
-        holder.communicate("", timeout=30)
     with writer_lock(path, command="after") as info:  # released when the holder ended
         assert info["pid"] == os.getpid()
         assert json.loads((path / LOCK_FILE).read_text())["command"] == "after"
