@@ -164,19 +164,26 @@ def _read_scores(predictions: Path | None) -> tuple[dict[str, float], str | None
         return {}, str(exc)
 
 
-def _map_downsample(entry: SlideEntry, map_width: int) -> float:
-    """The map's level-0 px per map px: ``S_predict.json``'s, else the nominal ratio."""
+def _map_downsample(entry: SlideEntry, map_width: int) -> tuple[float, str | None]:
+    """The map's level-0 px per map px: ``S_predict.json``'s, else the nominal ratio, with a
+    warning naming the file when it was there but could not be read."""
     from lymph.model.camelyon import nominal_downsample
 
-    if entry.meta_path is not None:
-        try:
-            meta = json.loads(entry.meta_path.read_text(encoding="utf-8"))
-            value = float(meta["settings"]["map_downsample"])
-            if math.isfinite(value) and value > 0:
-                return value
-        except (OSError, ValueError, KeyError, TypeError):
-            pass
-    return nominal_downsample(entry.info["width"] / map_width)
+    nominal = nominal_downsample(entry.info["width"] / map_width)
+    if entry.meta_path is None:
+        return nominal, None
+    try:
+        meta = json.loads(entry.meta_path.read_text(encoding="utf-8"))
+        value = float(meta["settings"]["map_downsample"])
+        if math.isfinite(value) and value > 0:
+            return value, None
+        why = f"map_downsample {value!r} is not a positive number"
+    except (OSError, ValueError) as exc:
+        why = f"cannot be read ({str(exc).splitlines()[0][:120]})"
+    except (KeyError, TypeError):
+        why = "has no settings.map_downsample"
+    return nominal, (f"{entry.meta_path}: {why}; the map is placed at the nominal downsample "
+                     f"{nominal:g}; rerun `lymph predict` to rewrite it")
 
 
 class Catalog:
@@ -254,7 +261,11 @@ class Catalog:
                 with self.pool.reader(entry.map_path) as mreader:
                     mw, mh = mreader.dimensions
                 entry.map_dz = DeepZoom(int(mw), int(mh))
-                entry.info["map_downsample"] = _map_downsample(entry, int(mw))
+                ds, warning = _map_downsample(entry, int(mw))
+                entry.info["map_downsample"] = ds
+                if warning is not None:
+                    entry.info["warnings"].append(warning)
+                    self.problems.append(warning)
             except (LymphError, OSError, ValueError) as exc:
                 entry.info["map_error"] = str(exc).splitlines()[0][:300]
                 entry.map_dz = None

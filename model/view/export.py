@@ -122,6 +122,7 @@ def export_site(config: ViewConfig) -> dict[str, Any]:
             _inside(out, "data", "slides", f"{sid}.js").write_text(site.slide_js(sid),
                                                                    encoding="utf-8")
         summary = {"slides": len(catalog.entries), "tiles": written, "errors": errors,
+                   "problems": list(catalog.problems),
                    "thresholds": list(THRESHOLDS),
                    "settings": {k: str(v) if isinstance(v, Path) else v
                                 for k, v in vars(config).items()}}

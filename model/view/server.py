@@ -199,6 +199,15 @@ def make_server(config: ViewConfig) -> ViewServer:
     return server
 
 
+def _echo_problems(problems: list[str]) -> None:
+    """The catalog's problems (unreadable files, a damaged S_predict.json) on stderr as well
+    as in the page: a served or exported viewer is often opened long after this prints."""
+    import click
+
+    for problem in problems:
+        click.echo(f"lymph view: warning: {problem}", err=True)
+
+
 def run(config: ViewConfig) -> None:
     """`lymph view`: serve until Ctrl-C, or write the static site when ``config.export``."""
     import click
@@ -209,6 +218,7 @@ def run(config: ViewConfig) -> None:
         summary = export_site(config)
         click.echo(f"wrote {summary['tiles']} tiles of {summary['slides']} slide(s) to "
                    f"{config.export}; open {config.export / 'index.html'} in a browser")
+        _echo_problems(summary["problems"])
         return
     server = make_server(config)
     catalog = server.site.catalog
@@ -216,6 +226,7 @@ def run(config: ViewConfig) -> None:
     click.echo(f"lymph view: {len(catalog.entries)} slide(s)"
                + (f" ({n_bad} unreadable, listed with the cause)" if n_bad else "")
                + f" at {server.url}  (Ctrl-C to stop)")
+    _echo_problems(catalog.problems)
     if config.host in ("127.0.0.1", "localhost", "::1"):
         port = server.httpd.server_address[1]
         click.echo(f"  from another machine: ssh -L {port}:127.0.0.1:{port} <this host>, then "

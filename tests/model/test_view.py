@@ -414,3 +414,37 @@ def test_suggestions_folder_must_exist(view_world: Path, tmp_path: Path) -> None
     config = ViewConfig(slides=view_world / "slides", suggestions=tmp_path / "nope", port=0)
     with pytest.raises(ConfigError, match="--suggestions .*nope is not a folder"):
         config.check_paths()
+
+
+@pytest.mark.parametrize("text, match", [
+    ('{"settings": {"map_downsample": 16', "cannot be read"),
+    ('{"settings": {}}', "has no settings.map_downsample"),
+    ('{"settings": {"map_downsample": -3}}', "map_downsample -3.0 is not a positive number"),
+])
+def test_damaged_predict_json_is_a_warning_not_a_silent_fallback(
+        view_world: Path, tmp_path: Path, text: str, match: str) -> None:
+    """The map's downsample comes from S_predict.json; when that file is damaged the map is
+    still placed (at the nominal ratio), and the page and stderr both say which file and why."""
+    import shutil
+
+    from click.testing import CliRunner
+
+    from lymph.cli import main
+    from lymph.model.view.catalog import Catalog
+
+    maps = tmp_path / "maps"
+    shutil.copytree(view_world / "maps", maps)
+    (maps / "tumor_001_predict.json").write_text(text)
+    catalog = Catalog(ViewConfig(slides=view_world / "slides", predictions=maps))
+    try:
+        entry = catalog.entries["tumor_001"]
+        assert entry.info["map_downsample"] == 16
+        problem = next(p for p in catalog.problems if "tumor_001_predict.json" in p)
+        assert match in problem and "rerun `lymph predict`" in problem
+    finally:
+        catalog.close()
+    result = CliRunner().invoke(main, ["view", "--slides", str(view_world / "slides"),
+                                       "--predictions", str(maps), "--export",
+                                       str(tmp_path / "site"), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert re.search(r"warning: .*tumor_001_predict\.json: " + re.escape(match), result.output)
