@@ -12,25 +12,32 @@ from lymph.data.errors import ConfigError
 from lymph.data.identity import file_identity, identity_change
 
 
-def check_fresh(name: str, slide: Path, detections: Path | None) -> None:
+def check_fresh(name: str, slide: Path, detections: Path | None) -> str | None:
     """ConfigError naming the slide when its `S_predict.json` (written by `lymph predict`)
     records a source identity that the slide file no longer has (the slide was replaced, or
-    two slides were swapped, after predict). Submissions without that file are not checked."""
+    two slides were swapped, after predict). Submissions without that file are not checked;
+    a note (returned) when the file is there but cannot be read, since then nothing is."""
     if detections is None:
-        return
+        return None
     meta_path = detections.parent / f"{name}_predict.json"
+    if not meta_path.is_file():
+        return None  # not a lymph predict output (a CAMELYON16 submission): nothing recorded
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
-        return  # not a lymph predict output (a CAMELYON16 submission): nothing recorded
-    recorded = meta.get("source_identity") if isinstance(meta, dict) else None
-    change = identity_change(recorded, file_identity(slide),
+        if not isinstance(meta, dict):
+            raise ValueError(f"a JSON {type(meta).__name__}, not an object")
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        return (f"{meta_path}: cannot be read ({str(exc).splitlines()[0][:120]}): whether "
+                f"{name}'s predictions are from the slide now at {slide} was not checked; "
+                f"rerun `lymph predict` on it to rewrite the file")
+    change = identity_change(meta.get("source_identity"), file_identity(slide),
                              what="slide file replaced after predict")
     if change is not None:
         raise ConfigError(
             f"{detections}: stale predictions for slide {name!r}: {slide}: {change}; rerun "
             f"`lymph predict` on it (or --exclude {name})"
         )
+    return None
 
 
 def fallback_note(sources: Sequence[tuple[str, str]]) -> str | None:

@@ -28,7 +28,9 @@ def run(config: SlideEvalConfig) -> SlideEvalResult:
     if scores_path.is_file():
         scores = read_scores_csv(scores_path)
     for case in cases:
-        check_fresh(case.name, case.slide, case.detections)
+        unchecked = check_fresh(case.name, case.slide, case.detections)
+        if unchecked is not None:
+            notes.append(unchecked)
     scored = [score_case(case, config, scores) for case in cases]
     note = fallback_note([(c.name, str(s.detail["score_source"]))
                           for c, s in zip(cases, scored, strict=True)])  # fmt: skip

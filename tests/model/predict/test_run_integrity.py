@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -96,6 +97,21 @@ def test_eval_refuses_predictions_of_swapped_slides(world: Path, tmp_path: Path,
     with pytest.raises(ConfigError, match=r"stale predictions for slide 'normal_n': .*slide "
                                           r"file replaced after predict \(.*content hash"):
         eval_slides(config)
+
+
+@pytest.mark.parametrize("damage", [b"{\"source_identity\": {\"size\"", b"[1, 2]", b"\xff\xfe"])
+def test_eval_notes_a_damaged_predict_json_instead_of_skipping_the_check_silently(
+        world: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, damage: bytes) -> None:
+    """A damaged S_predict.json cannot say whether its slide was replaced: the slide is still
+    scored, and a note names the file, that the check was not made, and the fix."""
+    _predict(world, world / "slides", tmp_path / "pred", monkeypatch)
+    (tmp_path / "pred" / "normal_n_predict.json").write_bytes(damage)
+    result = eval_slides(SlideEvalConfig(slides=world / "slides", predictions=tmp_path / "pred",
+                                         annotations=world / "ann", rules="lymph"))
+    assert result.auc == pytest.approx(1.0)
+    (note,) = [n for n in result.notes if "normal_n_predict.json" in n]
+    assert re.search(r"cannot be read \(.+\): whether normal_n's predictions are from the slide "
+                     r"now at .*normal_n\.tif was not checked; rerun `lymph predict`", note)
 
 
 def test_eval_names_slides_scored_from_a_fallback(world: Path, tmp_path: Path,
