@@ -144,6 +144,24 @@ def _changes(old: object, new: object, prefix: str = "") -> list[str]:
     return [] if old == new else [f"{prefix.rstrip('.')}: {old!r} → {new!r}"]
 
 
+def read_protocol_record(path: Path) -> dict[str, Any]:
+    """The protocol record at `path`, each declared protocol checked against its own sha256:
+    ConfigError naming the file when it is not a record or was edited after it was written."""
+    fix = ("restore it, or use a new --out (its deviations from the declared protocol cannot "
+           "be listed without it)")
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        declared = [(record["protocol"], record["sha256"])]
+        declared += [(a["protocol"], a["sha256"]) for a in record["amendments"] if "protocol" in a]
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        raise ConfigError(f"{path}: not a protocol record ({exc}); {fix}") from None
+    for protocol, sha in declared:
+        if not isinstance(protocol, Mapping) or protocol_sha256(protocol) != sha:
+            raise ConfigError(f"{path}: a declared protocol no longer matches its sha256 "
+                              f"{str(sha)[:12]}… (the file was edited or damaged); {fix}")
+    return dict(record)
+
+
 def record_protocol(
     path: Path, protocol: Mapping[str, object], *, n_results: int
 ) -> dict[str, Any]:
@@ -156,14 +174,7 @@ def record_protocol(
     sha = protocol_sha256(protocol)
     record: dict[str, Any] | None = None
     if path.exists():
-        try:
-            record = json.loads(path.read_text())
-            record["protocol"], record["sha256"], record["amendments"]
-        except (ValueError, TypeError, KeyError) as exc:
-            raise ConfigError(
-                f"{path}: not a protocol record ({exc}); restore it, or use a new --out (its "
-                "deviations from the declared protocol cannot be listed without it)"
-            ) from None
+        record = read_protocol_record(path)
     if record is None or n_results == 0:
         record = {"protocol": dict(protocol), "sha256": sha, "amendments": []}
         if n_results:
