@@ -1,9 +1,10 @@
 """Resuming a study: which runs are finished (`runs/<id>/done.json`) and may be reused.
 
 A finished run's record is checked before a resume trusts it: anything but lymph's own record
-(unreadable, a folder in its place, a row whose F1 is missing, renamed or not a number, a row of
-another run) is one ConfigError naming the file and the fix; so is a finished run made with
-other settings (the settings that change a run's result)."""
+(unreadable, a folder in its place, a row whose F1 is missing, renamed or not a number, a metric
+that does not follow from the row's own pixel counts, a row of another run) is one ConfigError
+naming the file and the fix; so is a finished run made with other settings (the settings that
+change a run's result)."""
 
 from __future__ import annotations
 
@@ -42,6 +43,24 @@ def row_problem(row: object, spec: RunSpec) -> str | None:
             return "its row has no f1 (renamed or removed)"
         if not (_number(value) or (value is None and key != "f1")):
             return f"its row's {key} is {value!r}, not a number"
+    return _counts_problem(row)
+
+
+def _counts_problem(row: Mapping[str, Any]) -> str | None:
+    """A metric that does not follow from the row's own pixel counts (tp, fp, fn, tn): a digit
+    changed by hand or on disk, which would otherwise enter the table unnoticed."""
+    from lymph.model.metrics import PixelCounts
+
+    counts = [row.get(k) for k in ("tp", "fp", "fn", "tn")]
+    if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts):
+        return None  # a row written before counts were recorded: nothing to check against
+    expected = PixelCounts(*counts).to_dict()
+    for key in ("precision", "recall", "f1", "dice", "iou"):
+        value = row.get(key)
+        if value is not None and not math.isclose(value, expected[key], rel_tol=1e-9,
+                                                  abs_tol=1e-12):
+            return (f"its row's {key} {value!r} does not follow from its own tp/fp/fn "
+                    f"({expected[key]!r}): the record was edited or damaged")
     return None
 
 
