@@ -358,6 +358,22 @@ def save_checkpoint(
     remove_stale_temps(path)
 
 
+def _crc_problem(path: Path) -> str | None:
+    """The first member of the checkpoint's zip archive whose bytes fail their CRC-32, or None.
+    torch.load does not check the CRCs torch.save writes, so a flipped byte in a weight would
+    load as a silently different model. None too for a file that is not a zip archive (torch.load
+    names that) and for one written with torch's CRCs turned off (all zero)."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            if not any(info.CRC for info in archive.infolist() if info.file_size):
+                return None
+            return archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError):
+        return None
+
+
 def load_checkpoint(
     path: str | Path, *, map_location: str | torch.device = "cpu"
 ) -> dict[str, Any]:
@@ -381,6 +397,13 @@ def load_checkpoint(
             "the file is truncated, corrupt or not a torch checkpoint: use another one "
             "(a run's last.pt is rewritten atomically, so it is intact after a crash)"
         ) from exc
+    damaged = _crc_problem(path)
+    if damaged is not None:
+        raise CheckpointError(
+            f"checkpoint {path} is damaged: its part {damaged!r} fails its CRC-32 check (a byte "
+            "changed on disk or in a copy); copy it again from its source, or use another "
+            "checkpoint (a run's best.pt / last.pt)"
+        )
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(
             f"{path} is a torch file but not a lymph checkpoint (no format={FORMAT!r} marker); "

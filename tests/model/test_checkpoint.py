@@ -71,6 +71,39 @@ def test_corrupt_file(tmp_path: Path) -> None:
         load_checkpoint(path)
 
 
+def _flip_a_weight_byte(path: Path) -> str:
+    """Flip one byte inside the largest tensor's stored bytes; the member's name."""
+    import struct
+    import zipfile
+
+    with zipfile.ZipFile(path) as archive:
+        info = max((i for i in archive.infolist() if "/data/" in i.filename),
+                   key=lambda i: i.file_size)
+    data = bytearray(path.read_bytes())
+    name_len, extra_len = struct.unpack("<HH", data[info.header_offset + 26:
+                                                    info.header_offset + 30])
+    data[info.header_offset + 30 + name_len + extra_len + info.file_size // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    return info.filename
+
+
+def test_a_flipped_weight_byte_is_caught_by_its_crc(tmp_path: Path) -> None:
+    """torch.load would read it as a silently different model."""
+    path, _ = _saved(tmp_path)
+    member = _flip_a_weight_byte(path)
+    with pytest.raises(CheckpointError, match=rf"checkpoint .*last\.pt is damaged: its part "
+                                              rf"'{member}' fails its CRC-32 check.*copy it again"):
+        load_model(path)
+
+
+def test_a_checkpoint_written_without_crcs_still_loads(tmp_path: Path) -> None:
+    config = pytest.importorskip("torch.utils.serialization").config
+    with config.patch({"save.compute_crc32": False}):  # torch's own switch (torch >= 2.5)
+        path, model = _saved(tmp_path)
+    loaded, _ = load_model(path)
+    assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in model.state_dict().items())
+
+
 def test_garbage_file(tmp_path: Path) -> None:
     path = tmp_path / "x.pt"
     path.write_bytes(b"not a checkpoint at all")
