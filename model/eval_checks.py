@@ -1,6 +1,7 @@
 """Checks `lymph eval slides` makes on a predictions folder before scoring it: predictions made
 from another file than the slide now at that path are refused (stale), and slides whose slide
-score came from a fallback rather than `scores.csv` are named."""
+score came from a fallback rather than `scores.csv` are named, and so are files that changed since
+`lymph predict` wrote them (its `.lymph-outputs.json` records each one's sha256)."""
 
 from __future__ import annotations
 
@@ -49,3 +50,26 @@ def fallback_note(sources: Sequence[tuple[str, str]]) -> str | None:
     return (f"{len(fallback)} slide(s) took their slide score from a fallback, not scores.csv "
             f"({'; '.join(sorted(how))}): {fallback[:10]}"
             + (f" and {len(fallback) - 10} more" if len(fallback) > 10 else ""))
+
+
+def changed_note(predictions: Path, files: Sequence[Path]) -> str | None:
+    """A note naming those of `files` that differ from what `lymph predict` recorded writing
+    in ``predictions/.lymph-outputs.json`` (a flipped digit, a hand edit), or None. Files it
+    did not record (a CAMELYON16 submission, no manifest) are not judged."""
+    from lymph.data.io import MANIFEST_NAME, OutputManifest
+
+    manifest = OutputManifest(predictions)
+    entries = manifest.entries()
+    if not entries:
+        return None
+    changed = []
+    for path in files:
+        entry = entries.get(path.name)
+        if isinstance(entry, dict) and "sha256" in entry and not manifest.owns(path, entries):
+            changed.append(path.name)
+    if not changed:
+        return None
+    return (f"{len(changed)} file(s) differ from what lymph predict wrote (size or sha256 in "
+            f"{predictions / MANIFEST_NAME}): {sorted(changed)[:10]}"
+            + (f" and {len(changed) - 10} more" if len(changed) > 10 else "")
+            + "; scored as they are now: rerun `lymph predict` if that was not meant")

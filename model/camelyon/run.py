@@ -14,7 +14,7 @@ from lymph.model.camelyon.report import (
     write_outputs,
 )
 from lymph.model.camelyon.scoring import score_case
-from lymph.model.eval_checks import check_fresh, fallback_note
+from lymph.model.eval_checks import changed_note, check_fresh, fallback_note
 
 
 def run(config: SlideEvalConfig) -> SlideEvalResult:
@@ -31,6 +31,10 @@ def run(config: SlideEvalConfig) -> SlideEvalResult:
         unchecked = check_fresh(case.name, case.slide, case.detections)
         if unchecked is not None:
             notes.append(unchecked)
+    changed = changed_note(config.predictions, [c.detections for c in cases if c.detections]
+                           + ([scores_path] if scores_path.is_file() else []))  # fmt: skip
+    if changed is not None:
+        notes.append(changed)
     scored = [score_case(case, config, scores) for case in cases]
     note = fallback_note([(c.name, str(s.detail["score_source"]))
                           for c, s in zip(cases, scored, strict=True)])  # fmt: skip

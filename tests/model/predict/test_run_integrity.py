@@ -114,6 +114,26 @@ def test_eval_notes_a_damaged_predict_json_instead_of_skipping_the_check_silentl
                      r"now at .*normal_n\.tif was not checked; rerun `lymph predict`", note)
 
 
+def test_eval_notes_files_changed_since_predict_wrote_them(
+        world: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A flipped digit in S.csv or scores.csv is still valid CSV: the manifest predict keeps
+    (.lymph-outputs.json, sha256 per file) lets eval say which files changed."""
+    _predict(world, world / "slides", tmp_path / "pred", monkeypatch)
+    config = SlideEvalConfig(slides=world / "slides", predictions=tmp_path / "pred",
+                             annotations=world / "ann", rules="lymph")
+    assert not [n for n in eval_slides(config).notes if "differ from what" in n]
+    det = tmp_path / "pred" / "tumor_t.csv"
+    text = det.read_text()
+    digit = next(i for i, c in enumerate(text) if c in "123456789")
+    det.write_text(text[:digit] + str(int(text[digit]) - 1) + text[digit + 1:])
+    scores = tmp_path / "pred" / "scores.csv"
+    scores.write_text(scores.read_text() + "\n")
+    (note,) = [n for n in eval_slides(config).notes if "differ from what" in n]
+    assert re.search(r"2 file\(s\) differ from what lymph predict wrote \(size or sha256 in "
+                     r".*\.lymph-outputs\.json\): \['scores\.csv', 'tumor_t\.csv'\]; scored as "
+                     r"they are now: rerun `lymph predict`", note)
+
+
 def test_eval_names_slides_scored_from_a_fallback(world: Path, tmp_path: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     _predict(world, world / "slides", tmp_path / "pred", monkeypatch)
