@@ -52,9 +52,10 @@ def _counts_problem(row: Mapping[str, Any]) -> str | None:
     from lymph.model.metrics import PixelCounts
 
     counts = [row.get(k) for k in ("tp", "fp", "fn", "tn")]
-    if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts):
+    ints = [c for c in counts if isinstance(c, int) and not isinstance(c, bool) and c >= 0]
+    if len(ints) != len(counts):
         return None  # a row written before counts were recorded: nothing to check against
-    expected = PixelCounts(*counts).to_dict()
+    expected = PixelCounts(*ints).to_dict()
     for key in ("precision", "recall", "f1", "dice", "iou"):
         value = row.get(key)
         if value is not None and not math.isclose(value, expected[key], rel_tol=1e-9,
