@@ -60,16 +60,27 @@ def _save(fig: Figure, path: str | Path) -> Path:
 
 def read_metrics(path: str | Path) -> list[dict]:
     """The records of a metrics.jsonl (skips a torn last line left by a killed run)."""
+    return read_metrics_lines(path)[0]
+
+
+def read_metrics_lines(path: str | Path) -> tuple[list[dict], list[int]]:
+    """The records of a metrics.jsonl and the line numbers (1-based) of the lines that are not
+    a record: a torn last line after a kill, or bytes damaged on disk (never a traceback)."""
     out: list[dict] = []
+    bad: list[int] = []
     path = Path(path)
     if not path.exists():
-        return out
-    for line in path.read_text().splitlines():
+        return out, bad
+    for number, raw in enumerate(path.read_bytes().splitlines(), start=1):
         try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return out
+            record = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError, RecursionError):
+            record = None
+        if isinstance(record, dict):
+            out.append(record)
+        else:
+            bad.append(number)
+    return out, bad
 
 
 def plot_loss(metrics_path: str | Path, out_png: str | Path, *, title: str = "") -> Path:

@@ -190,10 +190,23 @@ def prepare_run_folder(s: Session, lab_labels: np.ndarray | None) -> None:
 
 def truncate_metrics(path: Path, step: int) -> None:
     """On resume drop the records a killed run wrote after its last checkpoint."""
-    from lymph.model.figures import read_metrics  # matplotlib: imported when needed
+    from lymph.model.figures import read_metrics_lines  # matplotlib: imported when needed
 
-    keep = [r for r in read_metrics(path) if r.get("step", 0) <= step]
+    records, bad = read_metrics_lines(path)
+    n_lines = len(path.read_bytes().splitlines()) if path.exists() else 0
+    damaged = [n for n in bad if n != n_lines]  # a torn last line is a kill's, not damage
+    if damaged:
+        warnings.warn(f"{path}: {len(damaged)} line(s) are not a record (damaged; lines "
+                      f"{damaged[:5]}): left out of the resumed log and its loss.png",
+                      stacklevel=2)
+    keep = [r for r in records if _step(r) <= step]
     atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in keep))
+
+
+def _step(record: dict) -> float:
+    """A record's step (0 when it has none; a non-number sorts after every checkpoint)."""
+    value = record.get("step", 0)
+    return value if isinstance(value, int | float) else float("inf")
 
 
 def write_loss_plot(s: Session) -> None:

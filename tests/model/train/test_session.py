@@ -106,3 +106,26 @@ def test_disk_full_during_training_keeps_what_was_written(
     res = run(cfg(store, out, steps=6, checkpoint_every=2, eval_every=100, resume=True),
                 progress=False)  # fmt: skip
     assert res.steps == 6
+
+
+def test_resume_keeps_the_log_through_damaged_lines(tmp_path: Path) -> None:
+    """A killed run's torn last line is dropped quietly; a line damaged on disk (bytes that
+    are not UTF-8, a record that is not an object) is dropped with a warning naming the
+    file and the lines, never a traceback that stops the resume."""
+    from lymph.model.train.session import truncate_metrics
+
+    log = tmp_path / "metrics.jsonl"
+    rows = [json.dumps({"kind": "train", "step": s, "loss": 1.0}).encode() for s in (1, 2, 3, 4)]
+    log.write_bytes(b"\n".join([rows[0], b"\xff\xfe" + rows[1], b"7", rows[2], rows[3],
+                                b'{"kind": "tr']))
+    with pytest.warns(UserWarning, match=r"metrics\.jsonl: 2 line\(s\) are not a record "
+                                         r"\(damaged; lines \[2, 3\]\)"):
+        truncate_metrics(log, 3)
+    assert [json.loads(line)["step"] for line in log.read_text().splitlines()] == [1, 3]
+    log.write_bytes(rows[0] + b"\n" + b'{"kind": "tr')  # only a torn last line: no warning
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        truncate_metrics(log, 3)
+    assert log.read_text().splitlines() == [rows[0].decode()]
