@@ -18,8 +18,15 @@ if TYPE_CHECKING:
 def _print_results(results: Sequence[TaskResult[Any]], out: Path) -> None:
     ok = [r.value for r in results if r.value is not None]
     failed = [r for r in results if r.error is not None]
-    click.echo(f"{len(ok)} of {len(results)} slide(s) predicted into {out}")
+    kept = [r for r in ok if r.reused]
+    click.echo(f"{len(ok)} of {len(results)} slide(s) predicted into {out}"
+               + (f" ({len(kept)} kept from an earlier run with this checkpoint and these "
+                  "settings; --redo predicts them again)" if kept else ""))
     for r in ok:
+        if r.reused:
+            click.echo(f"  {r.slide:<24} p={r.probability:.3f}  {r.n_detections:>4} "
+                       "detection(s)  kept (finished earlier, outputs unchanged)")
+            continue
         t = r.timings
         click.echo(
             f"  {r.slide:<24} p={r.probability:.3f}  {r.n_detections:>4} detection(s)  "
@@ -91,13 +98,16 @@ def _print_results(results: Sequence[TaskResult[Any]], out: Path) -> None:
 @click.option("--force", is_flag=True,
               help="Overwrite files in --out that lymph did not write (by default such a file, "
               "e.g. an annotation S.xml, stops the run before any work).")
+@click.option("--redo", is_flag=True,
+              help="Predict every slide again (by default a rerun keeps the slides an earlier "
+              "run finished with the same checkpoint and settings, outputs unchanged).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def predict_cmd(slides: Path, checkpoint: Path, out: Path, level: int | None, mpp: float | None,
                 window: int | None,
                 overlap: str, margin: int | None, stride: int | None, tta: bool,
                 batch_size: int, device: str, precision: str,
                 map_downsample: float, threshold: float, workers: int, scheduler: str | None,
-                threads: int | None, read_threads: int | None, force: bool,
+                threads: int | None, read_threads: int | None, force: bool, redo: bool,
                 quiet: bool) -> None:
     """Whole-slide tumor maps, lesion detections and slide scores.
 
@@ -119,6 +129,6 @@ def predict_cmd(slides: Path, checkpoint: Path, out: Path, level: int | None, mp
         batch_size=batch_size, device=device, precision=precision,
         map_downsample=map_downsample, threshold=threshold, workers=workers,
         scheduler=scheduler, threads=threads, read_threads=read_threads, progress=not quiet,
-        force=force,
+        force=force, redo=redo,
     )
     _print_results(run(config).tasks, out)

@@ -209,7 +209,7 @@ def _digest(path: Path) -> str:
     return h.hexdigest()
 
 
-def _state(path: Path) -> dict[str, Any] | None:
+def file_state(path: Path) -> dict[str, Any] | None:
     """{"size", "sha256"} of an existing file, None if there is none."""
     try:
         return {"size": path.stat().st_size, "sha256": _digest(path)} if path.exists() else None
@@ -226,7 +226,7 @@ def _pending_owned(entry: dict[str, Any], path: Path) -> bool:
     before = entry["before"]
     if before is None:
         return True
-    return isinstance(before, dict) and before == _state(path)
+    return isinstance(before, dict) and before == file_state(path)
 
 
 class OutputManifest:
@@ -308,7 +308,7 @@ class OutputManifest:
     def mark_pending(self, *paths: str | os.PathLike[str]) -> None:
         """Claim ``paths`` before writing them, recording what each held then ("before": None
         when absent), so that a rerun after a kill knows the file it may overwrite."""
-        self._update({self._key(Path(p)): {"pending": True, "before": _state(Path(p))}
+        self._update({self._key(Path(p)): {"pending": True, "before": file_state(Path(p))}
                       for p in paths})
 
     def record(self, *paths: str | os.PathLike[str]) -> None:

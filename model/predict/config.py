@@ -48,7 +48,9 @@ class PredictConfig:
     rest of the map is 0); progress: progress bars; write_score: merge each slide's row into
     ``out/scores.csv`` as it finishes (``predict_slides`` writes all rows at the end instead);
     force: overwrite files in ``out`` that lymph did not write (see
-    ``lymph.data.io.OutputManifest``; without it such a file stops the run before any work).
+    ``lymph.data.io.OutputManifest``; without it such a file stops the run before any work);
+    redo: predict every slide again (by default a slide whose outputs an earlier run finished
+    with the same checkpoint and settings is kept: ``predict/reuse.py``).
     """
 
     checkpoint: Path
@@ -71,6 +73,7 @@ class PredictConfig:
     progress: bool = True
     write_score: bool = True
     force: bool = False
+    redo: bool = False
     overlap: str = "auto"
     margin: int | None = None
     trim: bool = True  # margin tiles of window-independent models cut to their tissue (grid.py)

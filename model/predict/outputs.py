@@ -138,6 +138,7 @@ def write_meta(path: Path, *, reader_path: Path, plan: TilePlan, loaded: LoadedM
     from lymph.data.identity import file_identity
     from lymph.data.io import atomic_write_json
     from lymph.model.predict.plan import resolve_threads  # plan names slides by slide_name
+    from lymph.model.predict.reuse import output_states, resume_key
 
     manifest = OutputManifest(config.out, force=config.force)
 
@@ -169,6 +170,8 @@ def write_meta(path: Path, *, reader_path: Path, plan: TilePlan, loaded: LoadedM
         "mpp": plan.mpp,
         "result": result.to_dict(),
         "source_identity": file_identity(reader_path) if Path(reader_path).exists() else None,
+        "resume_key": resume_key(config),
+        "outputs": output_states(result),  # as written: a rerun reuses them only unchanged
     }
     with manifest.writing(path):
         atomic_write_json(path, meta, indent=2, sort_keys=False)

@@ -76,8 +76,10 @@ def predict_slides(
 ) -> list[TaskResult[SlidePrediction]]:
     """``predict_slide`` over ``slides`` through ``lymph.data.cluster.map_slides`` (in
     process, or dask workers). A slide that fails is reported in its TaskResult.error and the
-    batch goes on; ``scores.csv`` gets the rows of the slides that succeeded. The checkpoint is
-    checked once before any slide starts (CheckpointError)."""
+    batch goes on; ``scores.csv`` gets the rows of the slides that succeeded. A slide an
+    earlier run finished with this checkpoint and these settings is kept, not predicted again
+    (``predict/reuse.py``; ``config.redo`` predicts it anyway). The checkpoint is checked once
+    before any slide starts (CheckpointError)."""
     from lymph.data.cluster import map_slides
     from lymph.model.checkpoint import load_run_record
 
@@ -92,19 +94,29 @@ def predict_slides(
     items = [p for p in items if p not in shared]  # a/x.tif beside b/x.tif: those two fail
     names = [slide_name(p) for p in items]
     manifest = check_outputs(config, names)
+    kept = _finished(items, config)
     fn = partial(predict_slide, config=_per_slide_config(config, progress=progress))
-    results = map_slides(
-        fn,
-        items,
-        workers=config.workers,
-        scheduler=config.scheduler,
-        desc="predict",
-        progress=progress,
-    )
+    todo = [p for p in items if p not in kept]
+    computed = iter(map_slides(fn, todo, workers=config.workers, scheduler=config.scheduler,
+                               desc="predict", progress=progress) if todo else [])
+    results = [TaskResult(item=p, value=kept[p], error=None) if p in kept else next(computed)
+               for p in items]
     scores = {r.value.slide: r.value.probability for r in results if r.value is not None}
     if scores:
         update_scores(config.out, scores, manifest=manifest)
     return [*results, *_refused(clash, shared)]
+
+
+def _finished(items: Sequence[Path], config: PredictConfig) -> dict[Path, SlidePrediction]:
+    """The slides of `items` an earlier run finished with this checkpoint and these settings
+    (their outputs unchanged), unless ``config.redo``: they are kept, not predicted again."""
+    from lymph.model.predict.reuse import finished, resume_key
+
+    if config.redo:
+        return {}
+    key = resume_key(config)
+    kept = {p: finished(p, config.out / f"{slide_name(p)}_predict.json", key) for p in items}
+    return {p: r for p, r in kept.items() if r is not None}
 
 
 def _refused(clash: list[Path], shared: list[Path]) -> list[TaskResult[SlidePrediction]]:

@@ -66,6 +66,7 @@ class SlidePrediction:
     scale: str = ""  # the level or resampling chosen for the training mpp (model/scale.py)
     slide_tissue_mpx: float = 0.0  # level-0 Mpx of the slide's whole thumbnail tissue mask
     inferred_mpx: float = 0.0  # level-0 Mpx given to the model (trimmed tiles count their part)
+    reused: bool = False  # outputs of an earlier run with the same settings (predict/reuse.py)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

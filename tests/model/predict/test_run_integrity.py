@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from lymph.data.errors import ConfigError
+from lymph.data.errors import ConfigError, OutputError
 from lymph.data.identity import file_identity
 from lymph.model.camelyon import SlideEvalConfig
 from lymph.model.camelyon import run as eval_slides
@@ -207,3 +207,66 @@ def test_remove_idle_locks_keeps_what_lymph_did_not_write(tmp_path: Path) -> Non
     (tmp_path / "link.lock").symlink_to(tmp_path / "target")
     remove_idle_locks(tmp_path, ("empty.lock", "full.lock", "link.lock", "missing.lock"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["full.lock", "link.lock", "target"]
+
+
+def test_a_rerun_keeps_finished_slides_and_predicts_what_changed(
+        world: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After a kill or a failed slide, a rerun predicts only what is missing: a slide is kept
+    when its S_predict.json records this checkpoint and these settings, the slide file is
+    the one predicted and every output is unchanged; anything else predicts it again."""
+    slides, out = tmp_path / "slides", tmp_path / "pred"
+    shutil.copytree(world / "slides", slides)
+
+    def again(**change: object) -> dict[str, bool]:
+        import lymph.model.infer
+
+        monkeypatch.setattr(lymph.model.infer, "predict_probs", _fake_probs)
+        config = PredictConfig(checkpoint=world / "tiny.pt", out=out, device="cpu",
+                               thumb_size=256, threads=1, **change)  # type: ignore[arg-type]
+        results = predict_slides(find_slides(slides)[0], config, progress=False)
+        assert [r.error for r in results] == [None, None]
+        return {r.value.slide: r.value.reused for r in results}
+
+    assert again() == {"normal_n": False, "tumor_t": False}
+    first = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    assert again() == {"normal_n": True, "tumor_t": True}
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == first
+    (out / "normal_n_predict.json").unlink()  # killed before its last file
+    assert again() == {"normal_n": False, "tumor_t": True}
+    map_path = out / "tumor_t_tumor_map.tif"
+    data = bytearray(map_path.read_bytes())
+    data[-100] ^= 0x01  # a flipped byte in an output
+    map_path.write_bytes(bytes(data))
+    with pytest.raises(OutputError, match="tumor_t_tumor_map.tif exists and lymph did not "
+                                          "write it .*--force"):
+        again()  # changed since lymph wrote it: never overwritten without --force ...
+    assert again(force=True) == {"normal_n": True, "tumor_t": False}  # ... nor kept
+    assert map_path.read_bytes() == first["tumor_t_tumor_map.tif"]
+    shutil.copy(slides / "tumor_t.tif", slides / "normal_n.tif")  # a slide replaced
+    assert again() == {"normal_n": False, "tumor_t": True}
+    assert again(threshold=0.4) == {"normal_n": False, "tumor_t": False}  # another setting
+    assert again(threshold=0.4, redo=True) == {"normal_n": False, "tumor_t": False}
+    scores = dict(csv.reader((out / "scores.csv").open()))
+    assert set(scores) == {"slide", "normal_n", "tumor_t"}
+
+
+def test_the_cli_says_which_slides_it_kept(world: Path, tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    import lymph.model.infer
+    from lymph.cli import main
+
+    monkeypatch.setattr(lymph.model.infer, "predict_probs", _fake_probs)
+    args = ["predict", "--slides", str(world / "slides"), "--checkpoint", str(world / "tiny.pt"),
+            "--out", str(tmp_path / "pred"), "--device", "cpu", "--threads", "1", "--quiet"]
+    first = CliRunner().invoke(main, args)
+    assert first.exit_code == 0 and "kept" not in first.output, first.output
+    second = CliRunner().invoke(main, args)
+    assert second.exit_code == 0, second.output
+    assert re.search(r"2 of 2 slide\(s\) predicted into .*pred \(2 kept from an earlier run "
+                     r"with this checkpoint and these settings; --redo predicts them again\)",
+                     second.output)
+    assert re.search(r"tumor_t +p=1\.000 +\d+ detection\(s\)  kept", second.output)
+    third = CliRunner().invoke(main, [*args, "--redo"])
+    assert third.exit_code == 0 and "kept" not in third.output, third.output
