@@ -94,9 +94,12 @@ def _print_slides(slides: Sequence[SynthSlide], out: Path) -> None:
               help="camelyon world: the scanning centre (stain, sharpness, JPEG quality, which "
                    "replaces --quality); auto: one drawn from the seed for the whole world; "
                    "mixed: one drawn per slide.")
+@click.option("--force", is_flag=True,
+              help="Overwrite files in --out that lymph did not write (by default such a "
+              "file, e.g. a real slide named tumor_001.tif, stops the run before any work).")
 def synth_cmd(out: Path, n_tumor: int, n_normal: int, size: tuple[int, int], seed: int,
               fmt: str, mpp: float, quality: int, workers: int, prefix: str, world: str,
-              centre: str) -> None:
+              centre: str, force: bool) -> None:
     """Make a synthetic CAMELYON16-like slide set: pyramidal slides OpenSlide opens, ASAP XML
     and mask TIFFs for tumor slides, and reference.csv.
 
@@ -108,7 +111,7 @@ def synth_cmd(out: Path, n_tumor: int, n_normal: int, size: tuple[int, int], see
 
     config = SynthConfig(out=out, n_tumor=n_tumor, n_normal=n_normal, size=size, seed=seed,
                          fmt=fmt, mpp=mpp, quality=quality, workers=workers, prefix=prefix,
-                         world=world, centre=centre, progress=True)
+                         world=world, centre=centre, progress=True, force=force)
     _check_writable(out)
     slides = run(config).slides
     _print_slides(slides, out)

@@ -40,12 +40,15 @@ HEMATOXYLIN_OD = np.array([0.65, 0.70, 0.29])
 EOSIN_OD = np.array([0.10, 0.90, 0.42])  # pink: absorbs green, some blue
 
 # Fields that do not change a slide's bytes: synth.json does not record them.
-UNRECORDED = ("out", "progress")
+UNRECORDED = ("out", "progress", "force")
 
 
 @dataclass(frozen=True, kw_only=True)
 class SynthConfig:
-    """Settings of one `run` (all but `out` and `progress` recorded in ``synth.json``)."""
+    """Settings of one `run` (all but `out`, `progress` and `force` recorded in ``synth.json``).
+    force: overwrite files in `out` that lymph did not write (``lymph.data.io.OutputManifest``;
+    without it such a file, e.g. a real CAMELYON16 ``tumor_001.tif``, stops the run before any
+    work)."""
 
     out: Path
     n_tumor: int = 2
@@ -61,6 +64,7 @@ class SynthConfig:
     centre: str = "auto"  # the preset's scanning centre (A, B, C; auto: drawn from the seed;
     # mixed: drawn per slide)
     progress: bool = False
+    force: bool = False
 
     def __post_init__(self) -> None:
         as_paths(self, ("out",))

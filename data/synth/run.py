@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lymph.data.errors import ConfigError
+from lymph.data.io import OutputManifest
 from lymph.data.progress import progress_bar
 from lymph.data.synth.config import SynthConfig
 from lymph.data.synth.plan import SlidePlan
@@ -42,25 +43,58 @@ def run(cfg: SynthConfig) -> SynthResult:
 
     Files: ``tumor_001.tif`` (+ ``tumor_001.xml``, ``tumor_001_mask.tif``), ``normal_001.tif``
     (``.svs`` for fmt="svs"), ``reference.csv`` (``tumor_001,Tumor,Macro`` / ``normal_001,Normal,``)
-    and ``synth.json`` (every setting, the seed and what each slide holds).
+    and ``synth.json`` (every setting, the seed and what each slide holds). A file of these
+    names that lymph did not write stops the run before any work (unless ``cfg.force``); one
+    synth at a time per folder.
     """
+    from lymph.data.io import MANIFEST_NAME, remove_idle_locks
+    from lymph.data.lock import run_folder_lock
+
     _check_out(cfg.out)
-    ext = ".svs" if cfg.fmt == "svs" else ".tif"
-    jobs = slide_jobs(cfg)
-    bar = progress_bar(total=len(jobs) * cfg.size[1], unit="row", desc="synth",
+    with run_folder_lock(cfg.out, what="this synth folder"):
+        manifest = OutputManifest(cfg.out, force=cfg.force)
+        files = {job: _files(cfg, *job) for job in slide_jobs(cfg)}
+        manifest.check(*(p for paths in files.values() for p in paths), *_manifest_files(cfg.out))
+        slides, plans = _write_slides(cfg, files, manifest)
+        manifest.mark_pending(*_manifest_files(cfg.out))
+        write_manifests(cfg.out, cfg, slides, plans)
+        manifest.record(*_manifest_files(cfg.out))
+        remove_idle_locks(cfg.out, (f"{MANIFEST_NAME}.lock",))  # no clutter beside the slides
+    return SynthResult(out=cfg.out, slides=tuple(slides))
+
+
+def _write_slides(cfg: SynthConfig, files: dict[tuple[str, int], list[Path]],
+                  manifest: OutputManifest) -> tuple[list[SynthSlide], list[SlidePlan]]:
+    """Each slide of `files` (its first file is the slide), claimed in the manifest before it
+    is written and recorded after."""
+    bar = progress_bar(total=len(files) * cfg.size[1], unit="row", desc="synth",
                        enabled=cfg.progress, unit_scale=True)
     slides: list[SynthSlide] = []
     plans: list[SlidePlan] = []
     try:
-        for status, i in jobs:
+        for (status, i), paths in files.items():
             plan = plan_slide(cfg, status, i)
             plans.append(plan)
             bar.set_postfix_str(plan.name)
-            slides.append(write_slide(plan, cfg.out / f"{plan.name}{ext}", cfg, bar.update))
+            manifest.mark_pending(*paths)
+            slides.append(write_slide(plan, paths[0], cfg, bar.update))
+            manifest.record(*paths)
     finally:
         bar.close()
-    write_manifests(cfg.out, cfg, slides, plans)
-    return SynthResult(out=cfg.out, slides=tuple(slides))
+    return slides, plans
+
+
+def _files(cfg: SynthConfig, status: str, index: int) -> list[Path]:
+    """The files slide (status, index) writes: the slide, and for a tumor slide its XML and
+    mask."""
+    name = f"{cfg.prefix}{status}_{index:03d}"
+    ext = ".svs" if cfg.fmt == "svs" else ".tif"
+    extra = [f"{name}.xml", f"{name}_mask.tif"] if status == "tumor" else []
+    return [cfg.out / f"{name}{ext}", *(cfg.out / e for e in extra)]
+
+
+def _manifest_files(out: Path) -> list[Path]:
+    return [out / "reference.csv", out / "synth.json"]
 
 
 def _check_out(out: Path) -> None:

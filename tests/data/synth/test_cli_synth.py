@@ -64,7 +64,7 @@ def test_prefix_names_every_slide_and_file(tmp_path: Path) -> None:
                                        "--normal", "0", "--size", "768x512", "--prefix", "pre_",
                                        "--threads", "1"])
     assert result.exit_code == 0, result.output
-    names = sorted(p.name for p in (tmp_path / "p").iterdir())
+    names = sorted(p.name for p in (tmp_path / "p").iterdir() if not p.name.startswith("."))
     assert names == ["pre_tumor_001.tif", "pre_tumor_001.xml", "pre_tumor_001_mask.tif",
                      "reference.csv", "synth.json"]
     assert (tmp_path / "p" / "reference.csv").read_text().startswith("pre_tumor_001,Tumor")

@@ -15,7 +15,7 @@ import pytest
 from matplotlib.path import Path as MplPath
 from scipy import ndimage
 
-from lymph.data.errors import ConfigError
+from lymph.data.errors import ConfigError, OutputError
 from lymph.data.synth import (
     SynthConfig,
     run,
@@ -68,7 +68,8 @@ def _sha(path: Path) -> str:
 
 def test_synth_world_slides_open_with_levels_and_mpp(synth_world: Path) -> None:
     names = sorted(p.name for p in synth_world.iterdir())
-    assert names == [
+    assert names[:2] == [".lymph-outputs.json", ".lymph-writer.lock"]  # ownership, lock
+    assert names[2:] == [
         "normal_001.tif", "reference.csv", "synth.json", "tumor_001.tif", "tumor_001.xml",
         "tumor_001_mask.tif",
     ]
@@ -159,6 +160,42 @@ def test_unwritable_output_folder(tmp_path: Path) -> None:
     blocker.write_text("x")
     with pytest.raises(ConfigError, match="cannot create output folder .*a_file/out"):
         run(SynthConfig(out=blocker / "out", size=(512, 512)))
+
+
+@pytest.mark.parametrize("name", ["tumor_001.tif", "tumor_001.xml", "normal_001.tif",
+                                  "reference.csv"])
+def test_a_file_lymph_did_not_write_is_never_overwritten(tmp_path: Path, name: str) -> None:
+    """CAMELYON16's own files are named tumor_001.tif, tumor_001.xml, reference.csv: a synth
+    pointed at such a folder stops before any work, naming the file, unless --force."""
+    real = tmp_path / name
+    real.write_bytes(b"a real slide, or its annotations")
+    cfg = SynthConfig(out=tmp_path, n_tumor=1, n_normal=1, size=(512, 512))
+    with pytest.raises(OutputError, match=rf"{name} exists and lymph did not write it .*--force"):
+        run(cfg)
+    assert real.read_bytes() == b"a real slide, or its annotations"
+    assert not (tmp_path / "normal_001.tif").exists() or name == "normal_001.tif"
+    run(SynthConfig(out=tmp_path, n_tumor=1, n_normal=1, size=(512, 512), force=True))
+    assert real.read_bytes() != b"a real slide, or its annotations"
+
+
+def test_a_rerun_rewrites_its_own_files_and_refuses_one_edited_since(tmp_path: Path) -> None:
+    cfg = SynthConfig(out=tmp_path, n_tumor=1, n_normal=1, size=(512, 512))
+    first = run(cfg).slides[0].path.read_bytes()
+    assert run(cfg).slides[0].path.read_bytes() == first  # its own files: rewritten
+    assert not (tmp_path / ".lymph-outputs.json.lock").exists()
+    with (tmp_path / "tumor_001.xml").open("a") as fh:
+        fh.write("<!-- edited by a pathologist -->")
+    with pytest.raises(OutputError, match=r"tumor_001\.xml exists and lymph did not write it "
+                                          r"\(or it changed since"):
+        run(cfg)
+
+
+def test_two_synths_on_one_folder(tmp_path: Path) -> None:
+    from lymph.data.lock import run_folder_lock
+
+    with run_folder_lock(tmp_path, what="this synth folder"):
+        with pytest.raises(OutputError, match="this synth folder"):
+            run(SynthConfig(out=tmp_path, n_tumor=0, n_normal=1, size=(512, 512)))
 
 
 def test_default_world_is_byte_identical_to_main(tmp_path: Path) -> None:
