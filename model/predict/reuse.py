@@ -5,7 +5,8 @@ A slide's ``S_predict.json`` is written last, so it marks the slide finished. It
 reused only when all of this holds, else the slide is predicted again:
 
 - ``resume_key``: the same checkpoint file (``file_identity``: size and content hash of its
-  ends), the same lymph version and every setting that changes an output (level, window,
+  ends, which in torch's zip hold the CRC of every tensor; a copy counts as the same), the same
+  lymph version and every setting that changes an output (level, window,
   stride, overlap, margin, trim, tta, threshold, map downsample, thumbnail size, max windows,
   mpp, precision, device);
 - the slide file is the one predicted (``source_identity``; a replaced slide is predicted
@@ -42,8 +43,11 @@ def resume_key(config: PredictConfig) -> dict[str, Any]:
     from lymph.data.identity import file_identity
 
     settings = {k: getattr(config, k) for k in KEY_SETTINGS}
-    return json.loads(json.dumps({"checkpoint": file_identity(config.checkpoint),
-                                  "lymph": __version__, "settings": settings}))
+    identity = file_identity(config.checkpoint)
+    if identity is not None:  # a copy or a touch is the same checkpoint (as for slides)
+        identity.pop("mtime", None)
+    return json.loads(json.dumps({"checkpoint": identity, "lymph": __version__,
+                                  "settings": settings}))
 
 
 def output_states(result: SlidePrediction) -> dict[str, dict[str, Any] | None]:

@@ -221,8 +221,9 @@ def test_a_rerun_keeps_finished_slides_and_predicts_what_changed(
         import lymph.model.infer
 
         monkeypatch.setattr(lymph.model.infer, "predict_probs", _fake_probs)
-        config = PredictConfig(checkpoint=world / "tiny.pt", out=out, device="cpu",
-                               thumb_size=256, threads=1, **change)  # type: ignore[arg-type]
+        settings: dict = {"checkpoint": world / "tiny.pt", "out": out, "device": "cpu",
+                          "thumb_size": 256, "threads": 1, **change}
+        config = PredictConfig(**settings)
         results = predict_slides(find_slides(slides)[0], config, progress=False)
         assert [r.error for r in results] == [None, None]
         return {r.value.slide: r.value.reused for r in results}
@@ -244,6 +245,13 @@ def test_a_rerun_keeps_finished_slides_and_predicts_what_changed(
     assert map_path.read_bytes() == first["tumor_t_tumor_map.tif"]
     shutil.copy(slides / "tumor_t.tif", slides / "normal_n.tif")  # a slide replaced
     assert again() == {"normal_n": False, "tumor_t": True}
+    copy = tmp_path / "copy.pt"
+    copy.write_bytes((world / "tiny.pt").read_bytes())  # another path and mtime, same bytes
+    assert again(checkpoint=copy) == {"normal_n": True, "tumor_t": True}
+    torch.manual_seed(1)  # another model
+    save_checkpoint(copy, model=UNet(UNetConfig(base_width=4, depth=2, norm="group")),
+                    config={"store": {"patch_size": 60, "level": 1}, "stage": "finetune"})
+    assert again(checkpoint=copy) == {"normal_n": False, "tumor_t": False}
     assert again(threshold=0.4) == {"normal_n": False, "tumor_t": False}  # another setting
     assert again(threshold=0.4, redo=True) == {"normal_n": False, "tumor_t": False}
     scores = dict(csv.reader((out / "scores.csv").open()))
