@@ -125,9 +125,9 @@ clean-demo:
 	rm -rf $(DEMO)
 
 # The study's standard profile on a world that can carry its question (about 7.5 h on an idle
-# 2-core CPU, measured over its first 150 runs at 213 CPU-s each: 250 fine-tunes, 5 folds x 2 repeats
-# x 5 sizes x 5 conditions, 3,200-step cap; the recorded table in the README is the earlier
-# 4 x 2, 1,200-step run). A labeled world of 20
+# 2-core CPU, measured over its first 150 runs at 213 CPU-s each: 250 fine-tunes, 5 folds x 2
+# repeats x 5 sizes x 5 conditions, 3,200-step cap; the recorded table in the README is the
+# earlier 4 x 2, 1,200-step run). A labeled world of 20
 # tumor + 8 normal slides (4 tumor slides per test fold at 5 folds) and a SEPARATE unlabeled
 # pretraining world of 25 slides x 240 patches = 6,000 = 30x the largest labeled set.
 # Two pretexts pretrain on it, two seeds each (repeat r fine-tunes from seed r mod 2): identity
