@@ -278,6 +278,15 @@ class OutputManifest:
         except OSError:
             return False
 
+    def recorded(self, path: str | os.PathLike[str],
+                 entries: dict[str, dict[str, Any]] | None = None) -> bool:
+        """Whether ``path`` is a file lymph finished writing and nobody changed since (not
+        merely claimed as pending, nor absent)."""
+        path = Path(path)
+        entry = (self.entries() if entries is None else entries).get(self._key(path))
+        return (path.is_file() and isinstance(entry, dict) and not entry.get("pending")
+                and "sha256" in entry and self.owns(path, entries))
+
     def check(self, *paths: str | os.PathLike[str]) -> None:
         """OutputError naming the first of ``paths`` lymph did not write (or that changed since
         it did), unless ``force``."""

@@ -3,17 +3,28 @@ the world (default or a preset) and writes it, then the manifests."""
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from lymph.data.errors import ConfigError
-from lymph.data.io import OutputManifest
+from lymph.data.io import OutputManifest, atomic_write_json
 from lymph.data.progress import progress_bar
-from lymph.data.synth.config import SynthConfig
+from lymph.data.synth.config import SYNTH_VERSION, SynthConfig
 from lymph.data.synth.plan import SlidePlan
 from lymph.data.synth.world.plan import make_plan
-from lymph.data.synth.write import SynthSlide, write_manifests, write_slide
+from lymph.data.synth.write import (
+    SynthSlide,
+    recorded_settings,
+    slide_record,
+    write_manifests,
+    write_slide,
+)
+
+PROGRESS = ".lymph-synth.json"
+"""The slides finished so far and the settings they were made with: a killed synth, rerun
+with the same settings, keeps them (their files unchanged in the manifest) and writes the rest."""
 
 
 @dataclass(frozen=True)
@@ -72,16 +83,47 @@ def _write_slides(cfg: SynthConfig, files: dict[tuple[str, int], list[Path]],
     slides: list[SynthSlide] = []
     plans: list[SlidePlan] = []
     try:
+        key = _progress_key(cfg)
+        done = _read_done(cfg.out, key)
         for (status, i), paths in files.items():
             plan = plan_slide(cfg, status, i)
             plans.append(plan)
             bar.set_postfix_str(plan.name)
+            entries = manifest.entries()
+            if plan.name in done and all(manifest.recorded(p, entries) for p in paths):
+                slides.append(slide_record(plan, paths[0]))  # an earlier run's, unchanged
+                bar.update(cfg.size[1])
+                continue
             manifest.mark_pending(*paths)
             slides.append(write_slide(plan, paths[0], cfg, bar.update))
             manifest.record(*paths)
+            done.add(plan.name)
+            atomic_write_json(cfg.out / PROGRESS, {"key": key, "done": sorted(done)})
     finally:
         bar.close()
     return slides, plans
+
+
+def _progress_key(cfg: SynthConfig) -> dict[str, object]:
+    """What a written slide's bytes depend on besides its name (JSON-plain)."""
+    from lymph import __version__
+
+    key = {"synth_version": SYNTH_VERSION, "lymph_version": __version__,
+           "settings": {**recorded_settings(cfg), "size": list(cfg.size)}}
+    return dict(json.loads(json.dumps(key, default=str)))
+
+
+def _read_done(out: Path, key: dict[str, object]) -> set[str]:
+    """The slides an earlier run with these settings finished (none for other settings, or a
+    progress file that cannot be read: they are written again)."""
+    try:
+        progress = json.loads((out / PROGRESS).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return set()
+    if not isinstance(progress, dict) or progress.get("key") != key:
+        return set()
+    done = progress.get("done")
+    return {d for d in done if isinstance(d, str)} if isinstance(done, list) else set()
 
 
 def _files(cfg: SynthConfig, status: str, index: int) -> list[Path]:

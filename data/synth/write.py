@@ -104,7 +104,6 @@ def write_slide(plan: SlidePlan, path: Path, cfg: SynthConfig,
         label=_label_image(name) if cfg.fmt == "svs" else None, workers=cfg.workers,
         progress=tick,
     )  # fmt: skip
-    xml = mask = None
     if plan.status == "tumor":
         xml = path.parent / f"{name}.xml"
         write_asap_xml(xml, plan.lesions)
@@ -115,8 +114,16 @@ def write_slide(plan: SlidePlan, path: Path, cfg: SynthConfig,
             min_size=MASK_MIN_SIZE,  # levels to 1/32 and beyond, as CAMELYON16's
             workers=cfg.workers,
         )  # fmt: skip
-    return SynthSlide(name=name, path=path, status=plan.status, xml=xml, mask=mask,
-                      lesions=plan.lesions, dimensions=(width, height),
+    return slide_record(plan, path)
+
+
+def slide_record(plan: SlidePlan, path: Path) -> SynthSlide:
+    """What the slide of `plan` written at `path` holds (its files beside it)."""
+    tumor = plan.status == "tumor"
+    return SynthSlide(name=plan.name, path=path, status=plan.status,
+                      xml=path.parent / f"{plan.name}.xml" if tumor else None,
+                      mask=path.parent / f"{plan.name}_mask.tif" if tumor else None,
+                      lesions=plan.lesions, dimensions=(plan.width, plan.height),
                       largest=largest_kind(plan.lesions))
 
 

@@ -68,8 +68,8 @@ def _sha(path: Path) -> str:
 
 def test_synth_world_slides_open_with_levels_and_mpp(synth_world: Path) -> None:
     names = sorted(p.name for p in synth_world.iterdir())
-    assert names[:2] == [".lymph-outputs.json", ".lymph-writer.lock"]  # ownership, lock
-    assert names[2:] == [
+    assert names[:3] == [".lymph-outputs.json", ".lymph-synth.json", ".lymph-writer.lock"]
+    assert names[3:] == [
         "normal_001.tif", "reference.csv", "synth.json", "tumor_001.tif", "tumor_001.xml",
         "tumor_001_mask.tif",
     ]
@@ -188,6 +188,31 @@ def test_a_rerun_rewrites_its_own_files_and_refuses_one_edited_since(tmp_path: P
     with pytest.raises(OutputError, match=r"tumor_001\.xml exists and lymph did not write it "
                                           r"\(or it changed since"):
         run(cfg)
+
+
+def test_a_killed_synth_keeps_its_finished_slides(tmp_path: Path) -> None:
+    """A rerun with the same settings writes only what is missing or not recorded as
+    finished; other settings write everything again; a slide damaged since is refused, and
+    with --force written again."""
+    cfg = SynthConfig(out=tmp_path, n_tumor=1, n_normal=2, size=(512, 512))
+    run(cfg)
+    names = ("tumor_001.tif", "tumor_001_mask.tif", "normal_001.tif", "normal_002.tif")
+    before = {n: (tmp_path / n).read_bytes() for n in names}
+    stamp = {n: (tmp_path / n).stat().st_mtime_ns for n in names}
+    (tmp_path / "normal_002.tif").unlink()  # killed while writing it
+    run(cfg)
+    assert {n: (tmp_path / n).read_bytes() for n in names} == before
+    kept = [n for n in names if (tmp_path / n).stat().st_mtime_ns == stamp[n]]
+    assert kept == ["tumor_001.tif", "tumor_001_mask.tif", "normal_001.tif"]
+    data = bytearray((tmp_path / "normal_001.tif").read_bytes())
+    data[-10] ^= 0x01
+    (tmp_path / "normal_001.tif").write_bytes(bytes(data))
+    with pytest.raises(OutputError, match=r"normal_001\.tif exists and lymph did not write"):
+        run(cfg)
+    run(SynthConfig(out=tmp_path, n_tumor=1, n_normal=2, size=(512, 512), force=True))
+    assert (tmp_path / "normal_001.tif").read_bytes() == before["normal_001.tif"]
+    run(SynthConfig(out=tmp_path, n_tumor=1, n_normal=2, size=(512, 512), seed=1))
+    assert (tmp_path / "tumor_001.tif").read_bytes() != before["tumor_001.tif"]
 
 
 def test_two_synths_on_one_folder(tmp_path: Path) -> None:
