@@ -55,7 +55,10 @@ def _print_slides(slides: Sequence[SynthSlide], out: Path) -> None:
             f"{len(s.lesions):>7}  {s.largest or '-':<7}  {s.path.name}"
             + (f", {extra}" if extra else "")
         )
-    click.echo(f"wrote {len(slides)} slides, reference.csv and synth.json to {out}")
+    kept = sum(s.kept for s in slides)
+    click.echo(f"wrote {len(slides) - kept} slides, reference.csv and synth.json to {out}"
+               + (f"; kept {kept} slide(s) an earlier run with these settings finished"
+                  if kept else ""))
 
 
 @click.command("synth")

@@ -91,7 +91,7 @@ def _write_slides(cfg: SynthConfig, files: dict[tuple[str, int], list[Path]],
             bar.set_postfix_str(plan.name)
             entries = manifest.entries()
             if plan.name in done and all(manifest.recorded(p, entries) for p in paths):
-                slides.append(slide_record(plan, paths[0]))  # an earlier run's, unchanged
+                slides.append(slide_record(plan, paths[0], kept=True))  # unchanged since
                 bar.update(cfg.size[1])
                 continue
             manifest.mark_pending(*paths)

@@ -35,6 +35,7 @@ class SynthSlide:
     lesions: tuple[Lesion, ...] = field(default=(), repr=False)
     dimensions: tuple[int, int] = (0, 0)
     largest: str = ""  # largest lesion class (Macro/Micro/ITC), "" for normal slides
+    kept: bool = False  # written by an earlier run with the same settings (run.py: PROGRESS)
 
 
 def write_asap_xml(path: Path, lesions: tuple[Lesion, ...]) -> None:
@@ -117,14 +118,14 @@ def write_slide(plan: SlidePlan, path: Path, cfg: SynthConfig,
     return slide_record(plan, path)
 
 
-def slide_record(plan: SlidePlan, path: Path) -> SynthSlide:
+def slide_record(plan: SlidePlan, path: Path, *, kept: bool = False) -> SynthSlide:
     """What the slide of `plan` written at `path` holds (its files beside it)."""
     tumor = plan.status == "tumor"
     return SynthSlide(name=plan.name, path=path, status=plan.status,
                       xml=path.parent / f"{plan.name}.xml" if tumor else None,
                       mask=path.parent / f"{plan.name}_mask.tif" if tumor else None,
                       lesions=plan.lesions, dimensions=(plan.width, plan.height),
-                      largest=largest_kind(plan.lesions))
+                      largest=largest_kind(plan.lesions), kept=kept)
 
 
 def largest_kind(lesions: Sequence[Lesion]) -> str:

@@ -51,8 +51,17 @@ def test_cli_makes_slides_and_prints_a_table(tmp_path: Path) -> None:
     )
     assert result.exit_code == 0, result.output
     assert "tumor_001" in result.output and "normal_001" in result.output
-    assert "wrote 2 slides" in result.output
+    assert "wrote 2 slides" in result.output and "kept" not in result.output
     assert openslide.OpenSlide(tmp_path / "tumor_001.tif").dimensions == (768, 512)
+    (tmp_path / "normal_001.tif").unlink()  # a killed run: the rerun writes only that one
+    again = CliRunner().invoke(
+        main,
+        ["synth", "--out", str(tmp_path), "--tumor", "1", "--normal", "1", "--size", "768x512",
+         "--seed", "2"],
+    )
+    assert again.exit_code == 0, again.output
+    assert "wrote 1 slides, reference.csv and synth.json to " in again.output
+    assert "; kept 1 slide(s) an earlier run with these settings finished" in again.output
 
 
 def test_prefix_names_every_slide_and_file(tmp_path: Path) -> None:
