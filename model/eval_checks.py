@@ -65,7 +65,7 @@ def changed_note(predictions: Path, files: Sequence[Path]) -> str | None:
     changed = []
     for path in files:
         entry = entries.get(path.name)
-        if isinstance(entry, dict) and "sha256" in entry and not manifest.owns(path, entries):
+        if isinstance(entry, dict) and "sha256" in entry and not manifest.recorded(path, entries):
             changed.append(path.name)
     if not changed:
         return None

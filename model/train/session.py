@@ -193,7 +193,7 @@ def truncate_metrics(path: Path, step: int) -> None:
     from lymph.model.figures import read_metrics_lines  # matplotlib: imported when needed
 
     records, bad = read_metrics_lines(path)
-    n_lines = len(path.read_bytes().splitlines()) if path.exists() else 0
+    n_lines = len(records) + len(bad)
     damaged = [n for n in bad if n != n_lines]  # a torn last line is a kill's, not damage
     if damaged:
         warnings.warn(f"{path}: {len(damaged)} line(s) are not a record (damaged; lines "
