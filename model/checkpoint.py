@@ -20,6 +20,7 @@ Layout::
 
 from __future__ import annotations
 
+import io
 import platform
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -358,7 +359,7 @@ def save_checkpoint(
     remove_stale_temps(path)
 
 
-def _crc_problem(path: Path) -> str | None:
+def _crc_problem(data: bytes) -> str | None:
     """The first member of the checkpoint's zip archive whose bytes fail their CRC-32, or None.
     torch.load does not check the CRCs torch.save writes, so a flipped byte in a weight would
     load as a silently different model. None too for a file that is not a zip archive (torch.load
@@ -366,7 +367,7 @@ def _crc_problem(path: Path) -> str | None:
     import zipfile
 
     try:
-        with zipfile.ZipFile(path) as archive:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
             if not any(info.CRC for info in archive.infolist() if info.file_size):
                 return None
             return archive.testzip()
@@ -385,8 +386,9 @@ def load_checkpoint(
         raise CheckpointError(
             f"checkpoint {path} not found: pass the last.pt or best.pt of a `lymph train` run"
         )
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    try:  # one read: torch.load and the CRC check see the same bytes
+        data = path.read_bytes()
+        ckpt = torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
     except Exception as exc:  # zipfile, pickle and EOF errors all mean "corrupt"
         # torch's weights-only refusal is a page of advice about torch.load, not the cause
         why = str(exc).split("\n", 1)[0]
@@ -397,7 +399,7 @@ def load_checkpoint(
             "the file is truncated, corrupt or not a torch checkpoint: use another one "
             "(a run's last.pt is rewritten atomically, so it is intact after a crash)"
         ) from exc
-    damaged = _crc_problem(path)
+    damaged = _crc_problem(data)
     if damaged is not None:
         raise CheckpointError(
             f"checkpoint {path} is damaged: its part {damaged!r} fails its CRC-32 check (a byte "
