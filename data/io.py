@@ -287,6 +287,15 @@ class OutputManifest:
         return (path.is_file() and isinstance(entry, dict) and not entry.get("pending")
                 and "sha256" in entry and self.owns(path, entries))
 
+    def written(self, path: str | os.PathLike[str],
+                entries: dict[str, dict[str, Any]] | None = None) -> dict[str, Any] | None:
+        """{"size", "sha256"} of ``path`` as lymph recorded it when it finished writing it, or
+        None (never recorded, or still pending). Says nothing of the file as it is now."""
+        entry = (self.entries() if entries is None else entries).get(self._key(Path(path)))
+        if not isinstance(entry, dict) or entry.get("pending") or "sha256" not in entry:
+            return None
+        return {"size": entry.get("size"), "sha256": entry["sha256"]}
+
     def check(self, *paths: str | os.PathLike[str]) -> None:
         """OutputError naming the first of ``paths`` lymph did not write (or that changed since
         it did), unless ``force``."""

@@ -171,7 +171,7 @@ def write_meta(path: Path, *, reader_path: Path, plan: TilePlan, loaded: LoadedM
         "result": result.to_dict(),
         "source_identity": file_identity(reader_path) if Path(reader_path).exists() else None,
         "resume_key": resume_key(config),
-        "outputs": output_states(result),  # as written: a rerun reuses them only unchanged
+        "outputs": output_states(result, manifest),  # as written: reused only unchanged
     }
     with manifest.writing(path):
         atomic_write_json(path, meta, indent=2, sort_keys=False)

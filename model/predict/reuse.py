@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from lymph import __version__
+from lymph.data.io import OutputManifest
 from lymph.model.predict.config import PredictConfig
 from lymph.model.predict.slide import SlidePrediction
 
@@ -50,12 +51,17 @@ def resume_key(config: PredictConfig) -> dict[str, Any]:
                                   "settings": settings}))
 
 
-def output_states(result: SlidePrediction) -> dict[str, dict[str, Any] | None]:
-    """{file name: {"size", "sha256"}} of a slide's output files as they are now."""
+def output_states(
+    result: SlidePrediction, manifest: OutputManifest | None = None
+) -> dict[str, dict[str, Any] | None]:
+    """{file name: {"size", "sha256"}} of a slide's output files: as ``manifest`` recorded them
+    when they were written (no second hash of a map just hashed), else as they are now."""
     from lymph.data.io import file_state
 
     paths = [Path(getattr(result, name)) for name in OUTPUT_FIELDS]
-    return {p.name: file_state(p) for p in paths}
+    entries = manifest.entries() if manifest is not None else {}
+    return {p.name: (manifest.written(p, entries) if manifest is not None else None)
+            or file_state(p) for p in paths}
 
 
 def _prediction(data: object, folder: Path) -> SlidePrediction | None:

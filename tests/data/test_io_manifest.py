@@ -23,6 +23,20 @@ def test_a_file_lymph_wrote_may_be_rewritten(tmp_path: Path) -> None:
     assert entry["size"] == 2 and len(entry["sha256"]) == 64 and target.read_text() == "b\n"
 
 
+def test_written_is_the_state_recorded_when_written_not_a_pending_claim(tmp_path: Path) -> None:
+    m = OutputManifest(tmp_path)
+    target = tmp_path / "S_map.tif"
+    assert m.written(target) is None  # never written
+    m.mark_pending(target)
+    assert m.written(target) is None  # claimed, not finished
+    with m.writing(target):
+        atomic_write_text(target, "abc")
+    state = m.written(target)
+    assert state is not None and state["size"] == 3 and len(state["sha256"]) == 64
+    target.write_text("changed")  # the record says what lymph wrote, not what is there now
+    assert m.written(target) == state
+
+
 def test_a_foreign_file_is_refused_and_kept(tmp_path: Path) -> None:
     truth = tmp_path / "tumor_002.xml"
     truth.write_text("<ASAP_Annotations/>")
