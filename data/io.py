@@ -245,6 +245,16 @@ class OutputManifest:
         self.folder = Path(folder)
         self.path = self.folder / MANIFEST_NAME
         self.force = force
+        self._digests: dict[tuple[str, int, int, int], str] = {}  # (path, inode, size, mtime)
+
+    def _digest(self, path: Path) -> str:
+        """sha256 of ``path``, hashed once per version of the file (its inode, size and mtime)
+        in this manifest's life: a rerun's check and its reuse test read a slide once."""
+        st = path.stat()
+        key = (str(path.resolve()), st.st_ino, st.st_size, st.st_mtime_ns)
+        if key not in self._digests:
+            self._digests[key] = _digest(path)
+        return self._digests[key]
 
     def _key(self, path: Path) -> str:
         try:
@@ -272,9 +282,8 @@ class OutputManifest:
         if entry.get("pending"):  # claimed by a write that may have been killed mid-way
             return _pending_owned(entry, path)
         try:
-            return entry.get("size") == path.stat().st_size and entry.get("sha256") == _digest(
-                path
-            )
+            return entry.get("size") == path.stat().st_size and entry.get(
+                "sha256") == self._digest(path)
         except OSError:
             return False
 
@@ -332,7 +341,7 @@ class OutputManifest:
     def record(self, *paths: str | os.PathLike[str]) -> None:
         """Record ``paths`` as lymph wrote them now (size and sha256)."""
         self._update({self._key(Path(p)): {"size": Path(p).stat().st_size,
-                                           "sha256": _digest(Path(p))} for p in paths})
+                                           "sha256": self._digest(Path(p))} for p in paths})
 
     @contextlib.contextmanager
     def writing(self, path: str | os.PathLike[str]) -> Iterator[Path]:

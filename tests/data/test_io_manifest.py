@@ -82,3 +82,23 @@ def test_read_only_or_file_out_is_one_line_output_error(tmp_path: Path,
     monkeypatch.setattr(Path, "mkdir", refuse)
     with pytest.raises(OutputError, match=r"cannot write .*ro.*read-only mount"):
         OutputManifest(tmp_path / "ro").ensure_writable()
+
+
+def test_a_manifest_hashes_each_version_of_a_file_once(tmp_path: Path, monkeypatch) -> None:
+    import os
+
+    import lymph.data.io as io_module
+
+    m = OutputManifest(tmp_path)
+    target = tmp_path / "tumor_001.tif"
+    with m.writing(target):
+        atomic_write_text(target, "slide")
+    calls: list[Path] = []
+    real = io_module._digest
+    monkeypatch.setattr(io_module, "_digest", lambda p: calls.append(p) or real(p))
+    m.check(target)
+    assert m.recorded(target) and calls == []  # hashed when recorded: no second read
+    target.write_text("other")  # a new version (new mtime): hashed again, and refused
+    st = target.stat()
+    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+    assert not m.recorded(target) and len(calls) == 1
