@@ -75,15 +75,15 @@ def study_config(args: list[str]) -> Any:
                        margin=margin / 100, pilot_sd=pilot_sd / 100, **o)
 
 
-def restore(csv_path: Path, sha: str, args: list[str]) -> int:
-    """Write the protocol and the done.json records; the number of runs restored."""
+def restore(csv_path: Path, sha: str, config: Any) -> int:
+    """Write the protocol and the done.json records of `config` (a StudyConfig); the number of
+    runs restored."""
     from lymph.data.io import atomic_write_json
     from lymph.model.study.execute import done_path
     from lymph.model.study.protocol import build_protocol, protocol_sha256, record_protocol
     from lymph.model.study.resume import row_problem
     from lymph.model.study.run import study_context
 
-    config = study_config(args)
     plan, ctx = study_context(config)
     protocol = build_protocol(config, plan)
     if protocol_sha256(protocol) != sha:
@@ -127,7 +127,7 @@ def save(study: Path, csv_path: Path) -> int:
     return len(rows)
 
 
-def check(csv_path: Path, run_id: str, args: list[str]) -> bool:
+def check(csv_path: Path, run_id: str, config: Any) -> bool:
     """Rerun one run of the CSV in a scratch folder (same world, plan and checkpoints) and say
     whether its counts are the CSV's: are the restored runs what this machine would measure?"""
     import dataclasses
@@ -138,7 +138,6 @@ def check(csv_path: Path, run_id: str, args: list[str]) -> bool:
     from lymph.model.study.run import study_context
     from lymph.model.threads import torch_threads
 
-    config = study_config(args)
     with tempfile.TemporaryDirectory() as tmp:
         plan, ctx = study_context(dataclasses.replace(config, out=Path(tmp)))
         spec = next(s for s in plan.runs if s.run_id == run_id)
@@ -165,7 +164,7 @@ def main() -> None:
     a = parser.parse_args()
     args = a.study_args[1:] if a.study_args[:1] == ["--"] else a.study_args
     if a.check:
-        same = check(a.csv, a.check, args)
+        same = check(a.csv, a.check, study_config(args))
         print("identical" if same else "DIFFERENT: the rerun does not reproduce the CSV's run")
         sys.exit(0 if same else 1)
     if a.save:
@@ -173,7 +172,8 @@ def main() -> None:
         return
     if not a.protocol_sha:
         parser.error("give --protocol-sha (restore), --save STUDY_OUT or --check RUN_ID")
-    print(f"restored {restore(a.csv, a.protocol_sha, args)} finished run(s) from {a.csv}")
+    n = restore(a.csv, a.protocol_sha, study_config(args))
+    print(f"restored {n} finished run(s) from {a.csv}")
 
 
 if __name__ == "__main__":
