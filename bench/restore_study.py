@@ -163,6 +163,8 @@ def main() -> None:
     parser.add_argument("study_args", nargs=argparse.REMAINDER)
     a = parser.parse_args()
     args = a.study_args[1:] if a.study_args[:1] == ["--"] else a.study_args
+    if not a.save and not a.csv.is_file():
+        sys.exit(f"--csv {a.csv}: no such file; give the results.csv rows to restore from")
     if a.check:
         same = check(a.csv, a.check, study_config(args))
         print("identical" if same else "DIFFERENT: the rerun does not reproduce the CSV's run")
