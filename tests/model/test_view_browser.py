@@ -98,12 +98,18 @@ def _wheel_zoom(driver: Any, at: list[int], *, clicks: int) -> float:
     viewer's zoom after / before."""
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.actions.wheel_input import ScrollOrigin
+    from selenium.webdriver.support.ui import WebDriverWait
 
     zoom = "return window.lymphView.state.viewer.viewport.getZoom()"
     zoom0 = driver.execute_script(zoom)
     for _ in range(clicks):
+        before = driver.execute_script(zoom)
         ActionChains(driver).scroll_from_origin(ScrollOrigin.from_viewport(*_at(driver, at)),
                                                 0, -120).perform()
+        # each click handled before the next, and 60 ms after it: OpenSeadragon drops a wheel
+        # event within minScrollDeltaTime (50 ms) of the last, as a busy browser can deliver
+        WebDriverWait(driver, 10).until(lambda d, b=before: d.execute_script(zoom) != b)
+        time.sleep(0.06)
     _ready(driver)
     return float(driver.execute_script(zoom)) / float(zoom0)
 
