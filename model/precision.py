@@ -37,6 +37,23 @@ BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # the flags recorded beside the decisi
 
 
 @functools.lru_cache(maxsize=1)
+def cpu_name() -> str:
+    """This machine's CPU as a run records it: /proc/cpuinfo's model name and its bf16 flags
+    (e.g. "AMD EPYC; avx512_bf16"). Runs reproduce to the bit only on one CPU: oneDNN picks its
+    kernels for the CPU it finds, and kernels round differently."""
+    import platform
+
+    name = ""
+    with contextlib.suppress(OSError):
+        for line in CPUINFO.read_text(errors="replace").splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[-1].strip()
+                break
+    flags = ", ".join(sorted(cpu_features())) or "no bf16"
+    return f"{name or platform.processor() or platform.machine() or 'unknown CPU'}; {flags}"
+
+
+@functools.lru_cache(maxsize=1)
 def cpu_features() -> frozenset[str]:
     """The bf16-related CPU flags this machine has: those of ``BF16_FLAGS`` that /proc/cpuinfo
     lists, plus ``amx_bf16`` when torch itself can initialise AMX tiles (other OSes)."""

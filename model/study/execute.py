@@ -101,6 +101,7 @@ def run_one(ctx: RunContext, spec: RunSpec) -> Row:
     from lymph.model.checkpoint import read_checkpoint
     from lymph.model.evaluate import AUTO, EvalConfig
     from lymph.model.evaluate import run as evaluate
+    from lymph.model.precision import cpu_name
     from lymph.model.train import run
 
     config = ctx.config
@@ -147,7 +148,7 @@ def run_one(ctx: RunContext, spec: RunSpec) -> Row:
         "train_slides": ";".join(spec.train_slides), "val_slides": ";".join(spec.val_slides),
         "test_slides": ";".join(spec.test_slides), "n_test_patches": scores["n_patches"],
         "train_seconds": round(t1 - t0, 2), "eval_seconds": round(t2 - t1, 2),
-        "cpu_seconds": round(time.process_time() - c0, 2),
+        "cpu_seconds": round(time.process_time() - c0, 2), "cpu": cpu_name(),
     }  # fmt: skip
 
 

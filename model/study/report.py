@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -41,7 +42,7 @@ CSV_FIELDS = (
     "best_step", "best_val_f1", "stopped_step", "steps_cap",
     "n_tumor_patches", "n_normal_patches", "subset_sha", "train_seed",
     "pretrain_store", "pretrain_slides", "train_slides", "val_slides", "test_slides",
-    "n_test_patches", "train_seconds", "eval_seconds", "cpu_seconds",
+    "n_test_patches", "train_seconds", "eval_seconds", "cpu_seconds", "cpu",
 )  # fmt: skip
 
 
@@ -171,8 +172,21 @@ def compute_line(rows: Sequence[Mapping[str, object]], jobs: int) -> str:
         f"Compute: {len(rows)} runs, {run_h:.2f} h of run time summed over runs "
         f"({total('cpu_seconds') / 3600:.2f} CPU-h); {jobs} at a time makes about "
         f"{run_h / max(1, jobs):.2f} h of wall time (pretraining not included; a run's "
-        "time depends on what else the machine ran)."
+        "time depends on what else the machine ran)." + machines_note(rows)
     )
+
+
+def machines_note(rows: Sequence[Mapping[str, object]]) -> str:
+    """The compute line's sentence on machines when the runs were made on more than one CPU
+    (results.csv's "cpu"; rows from before it was recorded count as "not recorded"), else "".
+    """
+    counts = Counter(str(r.get("cpu") or "not recorded") for r in rows)
+    if len(counts) < 2:
+        return ""
+    each = "; ".join(f"{n} on {cpu}" for cpu, n in counts.most_common())
+    return (f" **Runs on {len(counts)} CPUs** ({each}): a run reproduces to the bit on its own "
+            "CPU only (kernels round differently), so this table is not one machine's; the "
+            "pretraining checkpoints, if made again on another, are another realisation too.")
 
 
 def _float(value: object) -> float | None:

@@ -21,3 +21,22 @@ def test_compute_line_sums_the_runs_own_time() -> None:
     line = compute_line(rows, jobs=2)
     assert line.startswith("Compute: 3 runs, 1.50 h of run time summed over runs (1.44 CPU-h)")
     assert "2 at a time makes about 0.75 h of wall time" in line
+
+
+def test_the_compute_line_names_the_cpus_when_runs_crossed_machines() -> None:
+    from lymph.model.study.report import compute_line
+
+    one = [{"train_seconds": 10, "cpu": "AMD EPYC; avx512_bf16"}] * 3
+    assert "CPUs" not in compute_line(one, jobs=2)  # one machine: nothing to say
+    mixed = one + [{"train_seconds": 10, "cpu": "Intel Xeon; avx512_bf16"},
+                   {"train_seconds": 10}]  # a row from before the CPU was recorded
+    line = compute_line(mixed, jobs=2)
+    assert "**Runs on 3 CPUs** (3 on AMD EPYC; avx512_bf16; 1 on Intel Xeon" in line
+    assert "1 on not recorded" in line and "reproduces to the bit on its own CPU only" in line
+
+
+def test_cpu_name_names_the_model_and_its_bf16_flags() -> None:
+    from lymph.model.precision import cpu_features, cpu_name
+
+    name = cpu_name()
+    assert name.split("; ")[0] and name.endswith(", ".join(sorted(cpu_features())) or "no bf16")
