@@ -39,7 +39,7 @@ BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # the flags recorded beside the decisi
 @functools.lru_cache(maxsize=1)
 def cpu_name() -> str:
     """This machine's CPU as a run records it: /proc/cpuinfo's model name and its bf16 flags
-    (e.g. "AMD EPYC; avx512_bf16"). Runs reproduce to the bit only on one CPU: oneDNN picks its
+    (e.g. "AMD EPYC (avx512_bf16)"). Runs reproduce to the bit only on one CPU: oneDNN picks its
     kernels for the CPU it finds, and kernels round differently."""
     import platform
 
@@ -50,7 +50,7 @@ def cpu_name() -> str:
                 name = line.split(":", 1)[-1].strip()
                 break
     flags = ", ".join(sorted(cpu_features())) or "no bf16"
-    return f"{name or platform.processor() or platform.machine() or 'unknown CPU'}; {flags}"
+    return f"{name or platform.processor() or platform.machine() or 'unknown CPU'} ({flags})"
 
 
 @functools.lru_cache(maxsize=1)

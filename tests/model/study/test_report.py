@@ -26,12 +26,12 @@ def test_compute_line_sums_the_runs_own_time() -> None:
 def test_the_compute_line_names_the_cpus_when_runs_crossed_machines() -> None:
     from lymph.model.study.report import compute_line
 
-    one = [{"train_seconds": 10, "cpu": "AMD EPYC; avx512_bf16"}] * 3
+    one = [{"train_seconds": 10, "cpu": "AMD EPYC (avx512_bf16)"}] * 3
     assert "CPUs" not in compute_line(one, jobs=2)  # one machine: nothing to say
-    mixed = one + [{"train_seconds": 10, "cpu": "Intel Xeon; avx512_bf16"},
+    mixed = one + [{"train_seconds": 10, "cpu": "Intel Xeon (avx512_bf16)"},
                    {"train_seconds": 10}]  # a row from before the CPU was recorded
     line = compute_line(mixed, jobs=2)
-    assert "**Runs on 3 CPUs** (3 on AMD EPYC; avx512_bf16; 1 on Intel Xeon" in line
+    assert "**Runs on 3 CPUs** (3 on AMD EPYC (avx512_bf16); 1 on Intel Xeon" in line
     assert "1 on not recorded" in line and "reproduces to the bit on its own CPU only" in line
 
 
@@ -39,4 +39,5 @@ def test_cpu_name_names_the_model_and_its_bf16_flags() -> None:
     from lymph.model.precision import cpu_features, cpu_name
 
     name = cpu_name()
-    assert name.split("; ")[0] and name.endswith(", ".join(sorted(cpu_features())) or "no bf16")
+    flags = ", ".join(sorted(cpu_features())) or "no bf16"
+    assert name.endswith(f" ({flags})") and name[: -len(flags) - 3].strip()
