@@ -99,9 +99,10 @@ def restore(csv_path: Path, sha: str, config: Any) -> int:
             sys.exit(f"{csv_path}: run {row['run_id']} is not in the rebuilt plan")
         want = plan_row(ctx, spec)
         diff = {k: (row[k], want[k]) for k in PLAN_COLUMNS if row[k] != want[k]}
-        if diff or row_problem(row, spec):
-            sys.exit(f"{csv_path}: {spec.run_id} differs from the rebuilt plan: "
-                     f"{diff or row_problem(row, spec)}; nothing written")
+        problem = diff or row_problem(row, spec)
+        if problem:
+            sys.exit(f"{csv_path}: {spec.run_id} differs from the rebuilt plan: {problem}; "
+                     "nothing written")
     commit = subprocess.run(["git", "log", "-1", "--format=%H", "--", str(csv_path)],
                             capture_output=True, text=True).stdout.strip()
     config.out.mkdir(parents=True, exist_ok=True)
@@ -140,7 +141,9 @@ def check(csv_path: Path, run_id: str, config: Any) -> bool:
 
     with tempfile.TemporaryDirectory() as tmp:
         plan, ctx = study_context(dataclasses.replace(config, out=Path(tmp)))
-        spec = next(s for s in plan.runs if s.run_id == run_id)
+        spec = next((s for s in plan.runs if s.run_id == run_id), None)
+        if spec is None:
+            sys.exit(f"--check {run_id}: not a run of this study's plan; give a run_id of --csv")
         with torch_threads(ctx.config.threads), warnings.catch_warnings():  # as execute()
             warnings.simplefilter("ignore")
             got = run_one(ctx, spec)
