@@ -1,7 +1,7 @@
 """Restore a study folder's finished runs from a committed results.csv, so a study whose folder
 was lost (a machine handed back between sessions) resumes instead of starting over.
 
-    python bench/restore_study.py --csv bench/results/study_c4_interim.csv \\
+    python bench/restore_study.py --csv bench/results/study_c4.csv \\
         --protocol-sha 22398f14...  -- <the `lymph study` options of `make study`>
 
 It rebuilds the study's plan from the same options (the store and checkpoints must exist: rerun
