@@ -12,7 +12,7 @@ It writes protocol.json as declared before any run and one runs/<id>/done.json p
 marked "restored_from" (the CSV and its git commit). The numbers are the CSV's, measured by the
 lost runs; `lymph study` checks each record again when it resumes.
 
-    python bench/restore_study.py --save STUDY_OUT/study --csv bench/results/study_c4_runs.csv
+    python bench/restore_study.py --save STUDY_OUT/study --csv bench/results/study_c4.csv
 
 writes the rows of every finished run so far (whole sizes or not): commit it before a stop."""
 
@@ -78,6 +78,7 @@ def study_config(args: list[str]) -> Any:
 def restore(csv_path: Path, sha: str, config: Any) -> int:
     """Write the protocol and the done.json records of `config` (a StudyConfig); the number of
     runs restored."""
+    from lymph.data.errors import LymphError
     from lymph.data.io import atomic_write_json
     from lymph.model.study.execute import done_path
     from lymph.model.study.protocol import build_protocol, protocol_sha256, record_protocol
@@ -105,15 +106,21 @@ def restore(csv_path: Path, sha: str, config: Any) -> int:
                      "nothing written")
     commit = subprocess.run(["git", "log", "-1", "--format=%H", "--", str(csv_path)],
                             capture_output=True, text=True).stdout.strip()
-    config.out.mkdir(parents=True, exist_ok=True)
-    record_protocol(config.out / "protocol.json", protocol, n_results=0)
-    for row in rows:
-        spec = specs[str(row["run_id"])]
-        done = done_path(config, spec)
-        done.parent.mkdir(parents=True)
-        atomic_write_json(done, {"spec": spec.fingerprint(), "settings": ctx.settings,
-                                 "row": row, "restored_from": f"{csv_path} @ {commit}"})
-    return len(rows)
+    written = 0
+    try:
+        config.out.mkdir(parents=True, exist_ok=True)
+        record_protocol(config.out / "protocol.json", protocol, n_results=0)
+        for row in rows:
+            spec = specs[str(row["run_id"])]
+            done = done_path(config, spec)
+            done.parent.mkdir(parents=True)
+            atomic_write_json(done, {"spec": spec.fingerprint(), "settings": ctx.settings,
+                                     "row": row, "restored_from": f"{csv_path} @ {commit}"})
+            written += 1
+    except (LymphError, OSError) as exc:  # a full disk: one line, and what to do
+        sys.exit(f"{config.out}: restore stopped after {written} of {len(rows)} runs ({exc}); "
+                 f"remove {config.out} (partly restored) and restore again")
+    return written
 
 
 def save(study: Path, csv_path: Path) -> int:
@@ -156,6 +163,8 @@ def check(csv_path: Path, run_id: str, config: Any) -> bool:
 
 
 def main() -> None:
+    from lymph.data.errors import LymphError
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--csv", type=Path, required=True)
     parser.add_argument("--protocol-sha", help="restore: the lost study's protocol sha256")
@@ -173,7 +182,10 @@ def main() -> None:
         print("identical" if same else "DIFFERENT: the rerun does not reproduce the CSV's run")
         sys.exit(0 if same else 1)
     if a.save:
-        print(f"saved {save(a.save, a.csv)} finished run(s) to {a.csv}")
+        try:
+            print(f"saved {save(a.save, a.csv)} finished run(s) to {a.csv}")
+        except (LymphError, OSError, ValueError, KeyError) as exc:  # full disk, a bad done.json
+            sys.exit(f"--save {a.save}: {exc}; nothing saved to {a.csv}")
         return
     if not a.protocol_sha:
         parser.error("give --protocol-sha (restore), --save STUDY_OUT or --check RUN_ID")

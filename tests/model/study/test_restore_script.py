@@ -27,7 +27,8 @@ def _script() -> ModuleType:
 
 
 @pytest.mark.slow  # a tiny study twice (make test-all runs it)
-def test_a_lost_study_folder_is_restored_from_its_saved_rows_and_resumes(tmp_path) -> None:
+def test_a_lost_study_folder_is_restored_from_its_saved_rows_and_resumes(tmp_path,
+                                                                       monkeypatch) -> None:
     script = _script()
     store, pretrained = _tiny_world(tmp_path)
     run(_cfg(store, [f"identity={pretrained}"], tmp_path / "lost"))
@@ -43,6 +44,28 @@ def test_a_lost_study_folder_is_restored_from_its_saved_rows_and_resumes(tmp_pat
         (tmp_path / "lost" / "table.md").read_text()  # byte for byte
     with pytest.raises(SystemExit, match="already holds a study; restore only into a new"):
         script.restore(saved, sha, config)
+    _a_full_disk_stops_the_restore_with_one_line(script, saved, sha, config, monkeypatch)
+
+
+def _a_full_disk_stops_the_restore_with_one_line(script, saved, sha, config, monkeypatch) -> None:
+    import dataclasses
+
+    from lymph.data import io
+    from lymph.data.errors import OutputError
+
+    real, calls = io.atomic_write_json, []
+
+    def fills_up(path: Path, data: object) -> None:
+        calls.append(path)
+        if len(calls) > 2:
+            raise OutputError(f"cannot write {path}: the disk is full")
+        real(path, data)
+
+    monkeypatch.setattr(io, "atomic_write_json", fills_up)
+    full = dataclasses.replace(config, out=config.out.parent / "full")
+    with pytest.raises(SystemExit, match=r"full: restore stopped after 2 of 6 runs \(cannot "
+                                         r"write .*the disk is full\); remove .*full \(partly"):
+        script.restore(saved, sha, full)
 
 
 def test_rows_the_rebuilt_plan_does_not_match_are_refused(tmp_path) -> None:
@@ -72,3 +95,15 @@ def test_rows_the_rebuilt_plan_does_not_match_are_refused(tmp_path) -> None:
                                          r"\{'subset_sha': \('0123abcd', .*nothing written"):
         script.restore(rows, sha, config)
     assert not (tmp_path / "out").exists()
+
+
+def test_save_of_a_damaged_record_is_one_line_and_writes_nothing(tmp_path, monkeypatch) -> None:
+    script = _script()
+    done = tmp_path / "study" / "runs" / "n0040_f0_r0_scratch" / "done.json"
+    done.parent.mkdir(parents=True)
+    done.write_text('{"row": {"run_id"')  # cut off mid-write by hand
+    monkeypatch.setattr("sys.argv", ["restore_study.py", "--save", str(tmp_path / "study"),
+                                     "--csv", str(tmp_path / "rows.csv")])
+    with pytest.raises(SystemExit, match=r"--save .*study: .*; nothing saved to .*rows.csv"):
+        script.main()
+    assert not (tmp_path / "rows.csv").exists()
