@@ -104,9 +104,9 @@ def _parse_sizes(ctx: click.Context, param: click.Parameter, value: str | None
               help="Equivalence margin in percentage points of F1: 'equivalent within ±m' "
                    "needs the TOST to reject |ΔF1| >= m (declared in the protocol).")
 @click.option("--pilot-sd", type=click.FloatRange(min=0, max=100, min_open=True, max_open=True),
-              default=1.6, show_default=True,
-              help="Paired ΔF1 sd in pp for the protocol's power line (the default is the "
-                   "recorded standard study's, 40 labels).")
+              default=10.9, show_default=True,
+              help="Paired ΔF1 sd in pp for the protocol's power line (the default: the c4 "
+                   "standard study's observed sd at 40 labels, bench/results/study_c4.md).")
 def study_cmd(store: Path, pretrained: tuple[str, ...], out: Path, conditions: tuple[str, ...],
               margin: float, pilot_sd: float, **options: Any) -> None:
     """Does reconstruction pretraining help at few labels? The paper's Figure 3, made to answer.

@@ -89,7 +89,7 @@ def _power(config: StudyConfig, plan: StudyPlan) -> Power:
     n_pairs = config.resolved.folds * config.resolved.repeats
     return {
         "n": n_pairs, "sd": config.pilot_sd, "ratio": ratio,
-        "sd_source": "the recorded standard study's paired sd at 40 labels, identity − "
+        "sd_source": "the c4 standard study's observed paired sd at 40 labels, identity − "
                      "scratch" if abs(config.pilot_sd - PILOT_SD) < 1e-12 else "--pilot-sd",
         "mde": _finite(min_detectable_effect(config.pilot_sd, n_pairs, ratio=ratio)),
         "mde_independent": _finite(min_detectable_effect(config.pilot_sd, n_pairs)),
