@@ -138,7 +138,8 @@ STUDY     ?= study_out
 # The power line's pilot sd (pp): on the c4 camelyon world the F1 of the two repeats of one
 # (fold, size) differed by sd 18.8 pp (seg_only, 10 pairs; bench/results/world_calibration.csv).
 # Repeats also redraw the labeled subset, which a (pretrained, scratch) pair shares, so this is
-# an upper bound for the paired sd; the earlier world's 1.6 pp (the default) does not apply.
+# an upper bound for the paired sd. Kept as declared: the finished study's protocol (sha256
+# 22398f14...) was built with it; the study then observed 10.9 pp (now lymph study's default).
 PILOT_SD   = 18.8
 PRE_MODEL  = --stage pretrain --steps 2000 --eval-every 250 --batch-size 16 --base-width 8 \
              --crop 96 --workers 0 --threads 1 --norm group
