@@ -49,9 +49,10 @@ def _print_patches(result: dict[str, Any]) -> None:
         at = result["at_recall_0.9_threshold"]
         click.echo(
             f"thresholds chosen on {len(v['slides'])} validation slide(s) ({v['source']}): "
-            f"F1-best {v['f1_best_threshold']:.3f}, 0.9 recall {v['recall_0.9_threshold']:.3f} "
-            f"-> on the scored slides P {_pct(at['precision'])} R {_pct(at['recall'])} "
-            f"F1 {_pct(at['f1'])}"
+            f"F1-best {v['f1_best_threshold']:.3f} (the table above); at the 0.9-recall one, "
+            f"{v['recall_0.9_threshold']:.3f}, the scored slides pool to P "
+            f"{_pct(at['precision']).strip()} R {_pct(at['recall']).strip()} "
+            f"F1 {_pct(at['f1']).strip()}"
         )
     for note in result.get("notes", []):
         click.echo(f"note: {note}")

@@ -39,3 +39,20 @@ def test_each_options_help_describes_only_its_own_command():
         for param in group.commands[name].params:
             text = getattr(param, "help", None) or ""
             assert "mode:" not in text.lower(), (name, param.name, text)
+
+
+def test_the_validation_line_says_which_threshold_its_scores_belong_to(capsys):
+    from lymph.cli.eval import _print_patches
+
+    scores = {"precision": 0.5, "recall": 0.8, "f1": 0.6, "iou": 0.4}
+    _print_patches({
+        **scores, "n_patches": 4, "n_slides": 1, "threshold": 0.128, "threshold_mode": "auto",
+        "slides": {"s": {**scores, "status": "tumor", "n_patches": 4}},
+        "average_precision": 0.7, "at_recall_0.9_threshold": {
+            "precision": 0.2224, "recall": 0.9614, "f1": 0.3612, "iou": 0.2},
+        "validation": {"slides": ["v1", "v2"], "source": "seeded split",
+                       "f1_best_threshold": 0.128, "recall_0.9_threshold": 0.075},
+    })  # fmt: skip
+    out = capsys.readouterr().out
+    assert "F1-best 0.128 (the table above); at the 0.9-recall one, 0.075, the scored slides " \
+        "pool to P 22.24% R 96.14% F1 36.12%" in out
