@@ -99,7 +99,9 @@ def protocol_markdown(protocol: StudyProtocol) -> str:
         f"({power['sd_source']}): the smallest ΔF1 detected with 80% power is "
         f"{_pp(power['mde'], signed=False)} pp under the corrected variance "
         f"({_pp(power['mde_independent'], signed=False)} pp if the pairs were independent). "
-        'Smaller true effects will mostly read "inconclusive".',
+        'Smaller true effects will mostly read "inconclusive".'
+        + (" That is more than F1's whole 100 pp range: this design can detect no effect; it "
+           "only illustrates." if (power["mde"] or 0) > 1 else ""),
         f"- Profile: {protocol['profile']}. {protocol['profile_note']}",
         f"- World: {protocol['world']}",
         "- Conditions (same labeled subset, stopping rule and training seed per pair):",

@@ -41,3 +41,22 @@ def test_cpu_name_names_the_model_and_its_bf16_flags() -> None:
     name = cpu_name()
     flags = ", ".join(sorted(cpu_features())) or "no bf16"
     assert name.endswith(f" ({flags})") and name[: -len(flags) - 3].strip()
+
+
+def test_a_power_line_beyond_f1s_range_says_the_design_detects_nothing(tmp_path) -> None:
+    from lymph.model.study.protocol import build_protocol
+    from lymph.model.study.report import protocol_markdown
+    from lymph.model.study.run import study_context
+    from tests.model.study.test_run import _cfg, _tiny_world
+
+    store, pretrained = _tiny_world(tmp_path)
+    lines = {}
+    for sd in (0.109, 0.001):  # the default pilot sd on 2 pairs; a tiny one
+        config = _cfg(store, [f"identity={pretrained}"], tmp_path / "out", pilot_sd=sd)
+        plan, _ = study_context(config)
+        protocol = build_protocol(config, plan)
+        lines[sd] = next(x for x in protocol_markdown(protocol).splitlines() if "Power:" in x)
+    assert "2 pairs and a pilot sd of 10.9 pp" in lines[0.109]
+    assert lines[0.109].endswith("That is more than F1's whole 100 pp range: this design can "
+                                 "detect no effect; it only illustrates.")
+    assert "100 pp range" not in lines[0.001]
