@@ -36,6 +36,16 @@ CPUINFO = Path("/proc/cpuinfo")
 BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # the flags recorded beside the decision
 
 
+def _cpuinfo_field(key: str) -> str:
+    """The value of /proc/cpuinfo's first ``key`` line (its first CPU's), or "" (no such file
+    or line: another OS)."""
+    with contextlib.suppress(OSError):
+        for line in CPUINFO.read_text(errors="replace").splitlines():
+            if line.startswith(key):
+                return line.split(":", 1)[-1].strip()
+    return ""
+
+
 @functools.lru_cache(maxsize=1)
 def cpu_name() -> str:
     """This machine's CPU as a run records it: /proc/cpuinfo's model name and its bf16 flags
@@ -43,12 +53,7 @@ def cpu_name() -> str:
     kernels for the CPU it finds, and kernels round differently."""
     import platform
 
-    name = ""
-    with contextlib.suppress(OSError):
-        for line in CPUINFO.read_text(errors="replace").splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[-1].strip()
-                break
+    name = _cpuinfo_field("model name")
     flags = ", ".join(sorted(cpu_features())) or "no bf16"
     return f"{name or platform.processor() or platform.machine() or 'unknown CPU'} ({flags})"
 
@@ -57,14 +62,7 @@ def cpu_name() -> str:
 def cpu_features() -> frozenset[str]:
     """The bf16-related CPU flags this machine has: those of ``BF16_FLAGS`` that /proc/cpuinfo
     lists, plus ``amx_bf16`` when torch itself can initialise AMX tiles (other OSes)."""
-    found: set[str] = set()
-    try:
-        for line in CPUINFO.read_text(errors="replace").splitlines():
-            if line.startswith("flags"):
-                found |= set(line.split(":", 1)[-1].split()) & set(BF16_FLAGS)
-                break
-    except OSError:
-        pass
+    found = set(_cpuinfo_field("flags").split()) & set(BF16_FLAGS)
     try:
         import torch
 

@@ -58,10 +58,13 @@ def output_states(
     when they were written (no second hash of a map just hashed), else as they are now."""
     from lymph.data.io import file_state
 
-    paths = [Path(getattr(result, name)) for name in OUTPUT_FIELDS]
     entries = manifest.entries() if manifest is not None else {}
-    return {p.name: (manifest.written(p, entries) if manifest is not None else None)
-            or file_state(p) for p in paths}
+
+    def state(path: Path) -> dict[str, Any] | None:
+        recorded = manifest.written(path, entries) if manifest is not None else None
+        return recorded or file_state(path)
+
+    return {p.name: state(p) for p in (Path(getattr(result, n)) for n in OUTPUT_FIELDS)}
 
 
 def _prediction(data: object, folder: Path) -> SlidePrediction | None:
